@@ -1,0 +1,155 @@
+"""Ingest throughput: raw binary COPY (the limit) against the whole path, in one run.
+
+    .venv/bin/python bench/ingest.py [--seconds 60] [--workers 2] [--strategy copy]
+
+1. raw: binary COPY of the same rows into the same `readings` table, with the same
+   indexes, in transactions of the same size the workers use; no rollups, no parsing.
+2. end to end: firmware-sim site gateways publish MessagePack batches to a private
+   Mosquitto at QoS 1; `tidefield ingest --workers N` decodes, validates, deduplicates,
+   writes readings, rollups and device status, commits, then acknowledges. The rate is
+   what the database gained per second over the measured window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import private_broker, private_database, scratch, table
+from tests.support.processes import IngestService
+from tidefield.protocol import mqtt
+from tidefield.protocol.codec import MSGPACK
+from tidefield.protocol.messages import Batch, Reading
+from tidefield.protocol.registry import load_sites
+from tidefield.server.db import binary
+from tidefield.sim.publisher import FleetPublisher
+
+MIN = 60_000
+PER_BATCH = 100  # readings per MQTT message, as an edge agent sends them
+
+
+def raw_copy(url: str, seconds: float, rows_per_tx: int) -> float:
+    with psycopg.connect(url) as conn:
+        series = [r[0] for r in conn.execute("SELECT id FROM series")]
+        n_series = len(series)
+        sid_all = np.array(series, dtype=np.int32)
+        start = int(time.time() * 1000) - 300 * 86_400_000
+        rng = np.random.default_rng(1)
+        done, t0, step = 0, time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds:
+            idx = np.arange(done, done + rows_per_tx)
+            sid = sid_all[idx % n_series]
+            tms = start + (idx // n_series) * MIN
+            data = binary.encode([(sid, "int4"), (binary.ms_to_pg_us(tms), "timestamptz"),
+                                  (rng.random(rows_per_tx), "float8")])
+            with conn.transaction(), conn.cursor() as cur, \
+                    cur.copy("COPY readings (series_id, time, value) FROM STDIN "
+                             "(FORMAT BINARY)") as copy:
+                copy.write(data)
+            done += rows_per_tx
+            step += 1
+        rate = done / (time.perf_counter() - t0)
+        conn.execute("TRUNCATE readings")
+        conn.commit()
+    return rate
+
+
+def fleet_batches(sites, stop: threading.Event):
+    """Batches of every device in turn, each PER_BATCH readings on the device's time grid,
+    endlessly (until stop), starting 30 days ago."""
+    rng = np.random.default_rng(7)
+    start = int(time.time() * 1000) - 30 * 86_400_000
+    devices = [(s.id, d) for s in sites for d in s.devices]
+    cursor = {d.id: start for _, d in devices}
+    seq = dict.fromkeys(cursor, 0)
+    values = rng.random(1 << 16).round(3).tolist()
+    vi = 0
+    while not stop.is_set():
+        for site_id, device in devices:
+            metrics = device.template.metrics
+            per_metric = max(1, PER_BATCH // len(metrics))
+            t = cursor[device.id]
+            readings = []
+            for k in range(per_metric):
+                for m in metrics:
+                    readings.append(Reading(m, t + k * MIN, values[vi & 0xFFFF]))
+                    vi += 1
+            cursor[device.id] = t + per_metric * MIN
+            yield Batch(site_id, device.id, seq[device.id], tuple(readings))
+            seq[device.id] += 1
+
+
+def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy: str,
+               publishers: int) -> tuple[float, dict]:
+    sites = load_sites()
+    service = IngestService(url, broker_url, scratch("tidefield-bench-ingest-"),
+                            workers=workers,
+                            extra_env={"TIDEFIELD_INGEST_STRATEGY": strategy})
+    stop = threading.Event()
+    pubs = []
+    try:
+        service.wait_healthy()
+        threads = []
+        for p in range(publishers):
+            share = sites[p::publishers]
+            pub = FleetPublisher(mqtt.parse_mqtt_url(broker_url), share,
+                                 content_type=MSGPACK, client_prefix=f"bench{p}", window=400)
+            pub.start()
+            pubs.append(pub)
+            threads.append(threading.Thread(target=pub.publish,
+                                            args=(fleet_batches(share, stop),), daemon=True))
+        for t in threads:
+            t.start()
+
+        def count():
+            with psycopg.connect(url) as conn:
+                return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+
+        time.sleep(5)  # warm up: compile, fill the pipes
+        c0, t0 = count(), time.perf_counter()
+        time.sleep(seconds)
+        c1, t1 = count(), time.perf_counter()
+        stop.set()
+        for t in threads:
+            t.join(60)
+        published = sum(p.stats.readings for p in pubs)
+        return (c1 - c0) / (t1 - t0), {"published": published, "stored_in_window": c1 - c0}
+    finally:
+        stop.set()
+        for pub in pubs:
+            pub.stop(offline=False)
+        service.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--publishers", type=int, default=1)
+    parser.add_argument("--strategy", choices=["copy", "staging"], default="copy")
+    parser.add_argument("--raw-seconds", type=float, default=20)
+    args = parser.parse_args()
+    os.environ.setdefault("TIDEFIELD_LOG_LEVEL", "WARNING")
+    with private_database() as (_, url), private_broker() as broker:
+        raw = raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
+        e2e, info = end_to_end(url, broker.url, args.seconds, args.workers, args.strategy,
+                               args.publishers)
+    print(table([("raw binary COPY (the limit)", f"{raw:,.0f}", "1.00"),
+                 (f"end to end ({args.workers} workers, {args.strategy})", f"{e2e:,.0f}",
+                  f"{e2e / raw:.2f}")],
+                ("path", "readings/s", "ratio to raw")))
+    print(f"window {args.seconds:.0f} s; published {info['published']:,} readings")
+
+
+if __name__ == "__main__":
+    main()

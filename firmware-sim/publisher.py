@@ -1,0 +1,161 @@
+"""Publishing simulated devices' batches to the broker, as real site gateways would.
+
+Each site is one MQTT v5 connection (its gateway, as an edge agent would be): it sends a
+retained birth message for every device of the site, and its last will marks the gateway
+offline if the connection dies. Batches go out at QoS 1; the publisher keeps a bounded
+window of unacknowledged messages and, when the broker goes away, resends whatever was not
+acknowledged once it is back (same device and seq, so the server drops any duplicate).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+
+from tidefield.protocol import codec, mqtt
+from tidefield.protocol.messages import Batch, DeviceState, Status
+from tidefield.protocol.registry import Site
+from tidefield.protocol.topics import status_topic, up_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublishStats:
+    messages: int = 0
+    readings: int = 0
+    resent: int = 0
+    seconds: float = 0.0
+
+
+class _Gateway:
+    """One site's connection. Outstanding messages are tracked so they can be resent."""
+
+    def __init__(self, site: Site, address: mqtt.BrokerAddress, client_prefix: str,
+                 content_type: str) -> None:
+        self.site = site
+        self.gateway_device = next((d.id for d in site.devices if d.template.name == "gw"),
+                                   site.devices[-1].id)
+        will = Status(site.id, self.gateway_device, DeviceState.OFFLINE, 0)
+        self.client = mqtt.new_client(
+            f"{client_prefix}-{site.id}", address,
+            will=(status_topic(site.id, self.gateway_device),
+                  codec.encode_status(will, content_type), True),
+            will_content_type=content_type)
+        self.client.reconnect_delay_set(0.2, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.connected = threading.Event()
+        self.address = address
+        self.content_type = content_type
+        self.props = mqtt.publish_properties(content_type)
+        self.outstanding: dict[int, tuple[str, bytes, paho.MQTTMessageInfo]] = {}
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if not reason_code.is_failure:
+            self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+
+    def start(self) -> None:
+        mqtt.connect(self.client, self.address, clean_start=True)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
+        self.connected.wait()
+        return self.client.publish(topic, payload, qos=1, retain=retain,
+                                   properties=self.props)
+
+
+class FleetPublisher:
+    def __init__(self, address: mqtt.BrokerAddress, sites: Sequence[Site], *,
+                 content_type: str = codec.JSON, client_prefix: str = "tf-sim",
+                 window: int = 500, ack_timeout_s: float = 10.0) -> None:
+        self.content_type = content_type
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
+        self.gateways = {s.id: _Gateway(s, address, client_prefix, content_type) for s in sites}
+        self.stats = PublishStats()
+
+    def start(self, timeout: float = 30) -> None:
+        for gateway in self.gateways.values():
+            gateway.start()
+        deadline = time.monotonic() + timeout
+        for gateway in self.gateways.values():
+            if not gateway.connected.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"gateway of {gateway.site.id} could not connect")
+
+    def announce(self, interval_s: dict[str, int] | None = None) -> None:
+        """Birth messages (retained) for every device of every site."""
+        now = int(time.time() * 1000)
+        for gateway in self.gateways.values():
+            for device in gateway.site.devices:
+                status = Status(gateway.site.id, device.id, DeviceState.ONLINE, now,
+                                device.template.interval_s)
+                gateway.publish(status_topic(gateway.site.id, device.id),
+                                codec.encode_status(status, self.content_type), retain=True)
+
+    def stop(self, offline: bool = True) -> None:
+        if offline:
+            now = int(time.time() * 1000)
+            for gateway in self.gateways.values():
+                for device in gateway.site.devices:
+                    status = Status(gateway.site.id, device.id, DeviceState.OFFLINE, now)
+                    info = gateway.publish(status_topic(gateway.site.id, device.id),
+                                           codec.encode_status(status, self.content_type),
+                                           retain=True)
+                    info.wait_for_publish(2)
+        for gateway in self.gateways.values():
+            gateway.stop()
+
+    def publish(self, batches: Iterable[Batch], rate_per_s: float | None = None) -> PublishStats:
+        """Publish every batch at QoS 1 and return once the broker has acknowledged all.
+
+        ``rate_per_s`` paces messages; None sends as fast as acknowledgements allow.
+        """
+        started = time.perf_counter()
+        pending: list[tuple[_Gateway, str, bytes, paho.MQTTMessageInfo]] = []
+        for n, batch in enumerate(batches):
+            if rate_per_s:
+                delay = started + n / rate_per_s - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            gateway = self.gateways[batch.site]
+            topic = up_topic(batch.site, batch.device)
+            payload = codec.encode_batch(batch, self.content_type)
+            pending.append((gateway, topic, payload, gateway.publish(topic, payload)))
+            self.stats.messages += 1
+            self.stats.readings += len(batch.readings)
+            if len(pending) >= self.window:
+                pending = self._settle(pending, keep=self.window // 2)
+        self._settle(pending, keep=0)
+        self.stats.seconds += time.perf_counter() - started
+        return self.stats
+
+    def _settle(self, pending, keep: int):
+        """Wait for acknowledgements until at most ``keep`` are outstanding; resend what a
+        lost connection dropped (paho forgets in-flight messages of a clean session)."""
+        while len(pending) > keep:
+            gateway, topic, payload, info = pending[0]
+            try:
+                info.wait_for_publish(self.ack_timeout_s)
+                ok = info.is_published()
+            except RuntimeError:  # the message was dropped with the connection
+                ok = False
+            if ok:
+                pending.pop(0)
+                continue
+            log.info("resending an unacknowledged message", extra={"topic": topic})
+            self.stats.resent += 1
+            pending[0] = (gateway, topic, payload, gateway.publish(topic, payload))
+        return pending

@@ -1,0 +1,257 @@
+"""Encode and decode wire messages: JSON (the default, so anyone can mosquitto_pub one)
+and MessagePack (compact), told apart by the MQTT v5 content type.
+
+Decoding and validating happen in one pass, reading by reading, because that is the hot
+path of ingest. A message-level problem raises a ProtocolError; a bad reading does not
+sink its batch: it comes back in ``Decoded.rejected`` with its reason while the good
+readings go on.
+
+Telemetry, schema 1::
+
+    {"v": 1, "site": "oc-001", "device": "oc-001-sonde", "seq": 42,
+     "readings": [{"m": "water_temperature", "t": 1732857600000, "v": 18.25}, ...]}
+
+``t`` is milliseconds since the epoch (UTC) or an ISO-8601 string with a time zone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgpack
+
+from .catalog import METRICS
+from .errors import (
+    IdentityMismatch,
+    MalformedPayload,
+    NonFiniteValue,
+    OutOfRange,
+    OversizePayload,
+    ProtocolError,
+    ReadingError,
+    TimestampInFuture,
+    TimestampTooOld,
+    UnknownMetric,
+    UnsupportedSchema,
+)
+from .messages import SCHEMA_VERSION, Batch, DeviceState, Reading, Status
+from .topics import ID_PATTERN, Topic, check_id
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_CONTENT_TYPES = {
+    None: JSON,
+    "": JSON,
+    JSON: JSON,
+    "application/json; charset=utf-8": JSON,
+    MSGPACK: MSGPACK,
+    "application/x-msgpack": MSGPACK,
+    "application/vnd.msgpack": MSGPACK,
+}
+
+_MAX_SEQ = 2**63 - 1
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What ingest accepts. The defaults suit field devices; settings can change them."""
+
+    max_payload_bytes: int = 256 * 1024
+    max_readings: int = 10_000
+    max_future_ms: int = 5 * 60_000  # clock skew we tolerate
+    max_age_ms: int = 400 * DAY_MS  # older is a broken clock, not a backlog
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(slots=True)
+class Decoded:
+    batch: Batch  # holds only the readings that passed validation
+    rejected: list[ReadingError] = field(default_factory=list)
+    received: int = 0  # readings in the message, good and bad
+
+
+def media_type(content_type: str | None) -> str:
+    """The codec for an MQTT v5 content type; unknown types are malformed payloads."""
+    try:
+        return _CONTENT_TYPES[content_type.strip().lower() if content_type else content_type]
+    except KeyError:
+        raise MalformedPayload(f"unsupported content type {content_type!r}") from None
+
+
+# --- encoding ---------------------------------------------------------------------
+
+
+def batch_to_dict(batch: Batch) -> dict:
+    return {
+        "v": batch.schema,
+        "site": batch.site,
+        "device": batch.device,
+        "seq": batch.seq,
+        "readings": [{"m": r.metric, "t": r.time_ms, "v": r.value} for r in batch.readings],
+    }
+
+
+def encode_batch(batch: Batch, content_type: str = JSON) -> bytes:
+    return _dump(batch_to_dict(batch), content_type)
+
+
+def encode_status(status: Status, content_type: str = JSON) -> bytes:
+    body = {"v": status.schema, "site": status.site, "device": status.device,
+            "state": str(status.state), "t": status.time_ms}
+    if status.interval_s is not None:
+        body["interval_s"] = status.interval_s
+    return _dump(body, content_type)
+
+
+def _dump(body: dict, content_type: str) -> bytes:
+    if media_type(content_type) == MSGPACK:
+        return msgpack.packb(body, use_bin_type=True)
+    return json.dumps(body, separators=(",", ":"), allow_nan=True).encode()
+
+
+# --- decoding ---------------------------------------------------------------------
+
+
+def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict:
+    if len(payload) > limits.max_payload_bytes:
+        raise OversizePayload(
+            f"payload of {len(payload)} bytes exceeds the limit of {limits.max_payload_bytes}")
+    kind = media_type(content_type)
+    try:
+        if kind == MSGPACK:
+            body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        else:
+            body = json.loads(payload)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise MalformedPayload(f"payload is not valid {kind}: {exc}") from exc
+    if not isinstance(body, dict):
+        raise MalformedPayload(f"payload must be an object, got {type(body).__name__}")
+    version = body.get("v")
+    if version is None:
+        raise MalformedPayload("payload has no schema version field 'v'")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise UnsupportedSchema(f"schema version {version!r} is not supported "
+                                f"(this build speaks {SCHEMA_VERSION})")
+    return body
+
+
+def _identity(body: dict, topic: Topic | None) -> tuple[str, str]:
+    site, device = body.get("site"), body.get("device")
+    for name, value in (("site", site), ("device", device)):
+        if not isinstance(value, str):
+            raise MalformedPayload(f"field {name!r} must be a string matching {ID_PATTERN}")
+        try:
+            check_id(value, name)
+        except ProtocolError as exc:
+            raise MalformedPayload(exc.message) from None
+    if topic is not None and (topic.site != site or topic.device != device):
+        raise IdentityMismatch(
+            f"payload claims {site}/{device} but was published on {topic.site}/{topic.device}")
+    return site, device
+
+
+def _time_ms(raw: object, index: int) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return int(parsed.timestamp() * 1000)
+    raise MalformedPayload(
+        f"reading {index}: 't' must be epoch milliseconds or an ISO-8601 time with a zone, "
+        f"got {raw!r}")
+
+
+def decode_batch(payload: bytes, content_type: str | None = JSON, *,
+                 topic: Topic | None = None, now_ms: int,
+                 limits: Limits = DEFAULT_LIMITS) -> Decoded:
+    """Decode and validate a telemetry payload.
+
+    Raises a ProtocolError when the message as a whole is unusable (malformed, wrong
+    schema, oversize, identity not matching ``topic``). Individual bad readings are
+    returned in ``rejected`` and the rest are kept.
+    """
+    body = _load(payload, content_type, limits)
+    site, device = _identity(body, topic)
+    seq = body.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= _MAX_SEQ:
+        raise MalformedPayload(f"field 'seq' must be an integer in [0, 2^63), got {seq!r}")
+    raw_readings = body.get("readings")
+    if not isinstance(raw_readings, list):
+        raise MalformedPayload("field 'readings' must be a list")
+    if len(raw_readings) > limits.max_readings:
+        raise OversizePayload(f"{len(raw_readings)} readings exceed the limit of "
+                              f"{limits.max_readings} per message")
+
+    earliest = now_ms - limits.max_age_ms
+    latest = now_ms + limits.max_future_ms
+    metrics = METRICS
+    good: list[Reading] = []
+    rejected: list[ReadingError] = []
+    for index, item in enumerate(raw_readings):
+        if not isinstance(item, dict):
+            raise MalformedPayload(f"reading {index} must be an object with m, t, v")
+        name, raw_time, value = item.get("m"), item.get("t"), item.get("v")
+        if not isinstance(name, str):
+            raise MalformedPayload(f"reading {index}: 'm' must be a metric name string")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MalformedPayload(f"reading {index}: 'v' must be a number, got {value!r}")
+        time_ms = _time_ms(raw_time, index)
+        value = float(value)
+        spec = metrics.get(name)
+        if spec is None:
+            rejected.append(UnknownMetric(f"reading {index}: unknown metric {name!r}", index, item))
+        elif not math.isfinite(value):
+            rejected.append(NonFiniteValue(
+                f"reading {index}: {name} value {value} is not finite", index, item))
+        elif not spec.physical[0] <= value <= spec.physical[1]:
+            rejected.append(OutOfRange(
+                f"reading {index}: {name} value {value} {spec.unit} is outside the physical "
+                f"range [{spec.physical[0]}, {spec.physical[1]}]", index, item))
+        elif time_ms > latest:
+            rejected.append(TimestampInFuture(
+                f"reading {index}: time {_iso(time_ms)} is more than "
+                f"{limits.max_future_ms // 1000} s ahead of the server clock", index, item))
+        elif time_ms < earliest:
+            rejected.append(TimestampTooOld(
+                f"reading {index}: time {_iso(time_ms)} is more than "
+                f"{limits.max_age_ms // DAY_MS} days in the past", index, item))
+        else:
+            good.append(Reading(name, time_ms, value))
+    return Decoded(Batch(site, device, seq, tuple(good)), rejected, len(raw_readings))
+
+
+def decode_status(payload: bytes, content_type: str | None = JSON, *,
+                  topic: Topic | None = None, limits: Limits = DEFAULT_LIMITS) -> Status:
+    body = _load(payload, content_type, limits)
+    site, device = _identity(body, topic)
+    try:
+        state = DeviceState(body.get("state"))
+    except ValueError:
+        raise MalformedPayload(f"field 'state' must be one of "
+                               f"{[s.value for s in DeviceState]}") from None
+    time_ms = _time_ms(body.get("t"), 0)
+    interval = body.get("interval_s")
+    if interval is not None and (not isinstance(interval, int) or isinstance(interval, bool)
+                                 or interval <= 0):
+        raise MalformedPayload(f"field 'interval_s' must be a positive integer, got {interval!r}")
+    return Status(site, device, state, time_ms, interval)
+
+
+def _iso(time_ms: int) -> str:
+    try:
+        return datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{time_ms} ms"
+

@@ -1,0 +1,87 @@
+"""Why a message from outside was refused: one typed error per reason.
+
+Every refusal carries a stable ``reason`` code (stored in ``ingest_rejects.reason`` and
+counted in metrics) and a human message. None of them is retryable: the same bytes will
+be refused again, so the caller keeps them as a reject and moves on.
+
+    ProtocolError
+    ├── BadTopic              the topic does not follow tf/v1/{site}/{device}/...
+    ├── MalformedPayload      not decodable, or the wrong shape or types
+    ├── UnsupportedSchema     a schema version this build does not speak
+    ├── OversizePayload       more bytes or more readings than allowed
+    ├── IdentityMismatch      the payload claims another site or device than its topic
+    └── ReadingError          one reading is bad; the rest of its batch can still be good
+        ├── UnknownMetric
+        ├── NonFiniteValue
+        ├── OutOfRange
+        ├── TimestampInFuture
+        └── TimestampTooOld
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(ValueError):
+    reason = "protocol_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self):  # stay picklable across process pools despite custom __init__
+        return (type(self), (self.message,))
+
+
+class BadTopic(ProtocolError):
+    reason = "bad_topic"
+
+
+class MalformedPayload(ProtocolError):
+    reason = "malformed"
+
+
+class UnsupportedSchema(ProtocolError):
+    reason = "unsupported_schema"
+
+
+class OversizePayload(ProtocolError):
+    reason = "oversize"
+
+
+class IdentityMismatch(ProtocolError):
+    reason = "identity_mismatch"
+
+
+class ReadingError(ProtocolError):
+    """A single reading is invalid; ``index`` is its position in the batch and ``raw``
+    what the device sent for it, so the refusal can be kept with its evidence."""
+
+    reason = "bad_reading"
+
+    def __init__(self, message: str, index: int = -1, raw: dict | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.raw = raw
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.index, self.raw))
+
+
+class UnknownMetric(ReadingError):
+    reason = "unknown_metric"
+
+
+class NonFiniteValue(ReadingError):
+    reason = "non_finite"
+
+
+class OutOfRange(ReadingError):
+    reason = "out_of_range"
+
+
+class TimestampInFuture(ReadingError):
+    reason = "time_in_future"
+
+
+class TimestampTooOld(ReadingError):
+    reason = "time_too_old"

@@ -1,0 +1,112 @@
+"""Broker addresses and paho-mqtt client construction, shared by every process that talks
+to the broker (ingest consumer, edge publisher, fleet simulator, detector).
+
+paho objects stay inside the one module of each process that owns its connection; those
+modules hand our own ``Message`` type to the rest of the code.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None  # trust this CA instead of the system's
+
+    def __str__(self) -> str:  # never print the password
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def parse_mqtt_url(url: str, *, ca_file: str | None = None) -> BrokerAddress:
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"broker URL {url!r} must look like mqtt://host:port or mqtts://host:port")
+    return BrokerAddress(
+        host=parts.hostname,
+        port=parts.port or DEFAULT_PORTS[parts.scheme],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=parts.scheme == "mqtts",
+        ca_file=ca_file,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received message, as the rest of Tidefield sees it (never a paho object)."""
+
+    topic: str
+    payload: bytes
+    content_type: str | None
+    qos: int
+    retain: bool
+    mid: int
+
+
+def to_message(msg: paho.MQTTMessage) -> Message:
+    props = getattr(msg, "properties", None)
+    content_type = getattr(props, "ContentType", None) if props is not None else None
+    return Message(msg.topic, msg.payload, content_type, msg.qos, bool(msg.retain), msg.mid)
+
+
+def publish_properties(content_type: str | None = None,
+                       expiry_s: int | None = None) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    if content_type:
+        props.ContentType = content_type
+    if expiry_s:
+        props.MessageExpiryInterval = expiry_s
+    return props
+
+
+def new_client(client_id: str, address: BrokerAddress, *, manual_ack: bool = False,
+               will: tuple[str, bytes, bool] | None = None,
+               will_content_type: str | None = None) -> paho.Client:
+    """An MQTT v5 client, configured but not connected (see ``connect``)."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=MQTTProtocolVersion.MQTTv5, manual_ack=manual_ack)
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    if address.tls:
+        context = ssl.create_default_context(cafile=address.ca_file)
+        client.tls_set_context(context)
+    if will is not None:
+        topic, payload, retain = will
+        client.will_set(topic, payload, qos=1, retain=retain,
+                        properties=publish_properties(will_content_type))
+    # Keep QoS 1 messages flowing without an artificial ceiling: ordering per client is
+    # preserved by MQTT regardless, and acknowledgements gate the rest.
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    return client
+
+
+def connect(client: paho.Client, address: BrokerAddress, *, clean_start: bool,
+            session_expiry_s: int = 0, keepalive: int = 30) -> None:
+    """Start connecting in the background (paho's loop thread must be running or started).
+
+    A persistent session (clean_start False and an expiry) makes the broker queue QoS 1
+    messages while this client is away.
+    """
+    props = Properties(PacketTypes.CONNECT)
+    if session_expiry_s:
+        props.SessionExpiryInterval = session_expiry_s
+    client.connect_async(address.host, address.port, keepalive=keepalive,
+                         clean_start=clean_start, properties=props)

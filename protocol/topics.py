@@ -1,0 +1,88 @@
+"""The MQTT topic grammar, parsed in one place by one compiled regex.
+
+    tf/v1/{site}/{device}/up            telemetry batches from a device
+    tf/v1/{site}/{device}/status        birth and last will (retained)
+    tf/v1/{site}/{device}/down/{...}    configuration and commands to a device
+    tf/v1/{site}/alerts                 alerts raised for a site
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .errors import BadTopic
+
+PREFIX = "tf/v1"
+ID_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+_ID = re.compile(rf"^{ID_PATTERN}$")
+
+_TOPIC = re.compile(
+    rf"^tf/v1/(?P<site>{ID_PATTERN})/"
+    rf"(?:(?P<alerts>alerts)|(?P<device>{ID_PATTERN})/(?P<channel>up|status|down)"
+    rf"(?:/(?P<rest>[^#+]+))?)$"
+)
+
+
+class Channel(StrEnum):
+    UP = "up"
+    STATUS = "status"
+    DOWN = "down"
+    ALERTS = "alerts"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    site: str
+    device: str | None
+    channel: Channel
+    rest: str | None = None  # the part after down/, e.g. "config"
+
+    def __str__(self) -> str:
+        if self.channel is Channel.ALERTS:
+            return f"{PREFIX}/{self.site}/alerts"
+        base = f"{PREFIX}/{self.site}/{self.device}/{self.channel}"
+        return f"{base}/{self.rest}" if self.rest else base
+
+
+def parse_topic(topic: str) -> Topic:
+    """Parse a concrete topic; BadTopic says what is wrong with it."""
+    match = _TOPIC.match(topic)
+    if match is None:
+        raise BadTopic(f"topic {topic!r} does not follow tf/v1/{{site}}/{{device}}/up|status|down")
+    if match["alerts"]:
+        return Topic(match["site"], None, Channel.ALERTS)
+    channel = Channel(match["channel"])
+    rest = match["rest"]
+    if rest is not None and channel is not Channel.DOWN:
+        raise BadTopic(f"topic {topic!r}: only down/ topics have sub-topics")
+    return Topic(match["site"], match["device"], channel, rest)
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not _ID.match(value):
+        raise BadTopic(f"{what} {value!r} must match {ID_PATTERN}")
+    return value
+
+
+def up_topic(site: str, device: str) -> str:
+    return f"{PREFIX}/{check_id(site, 'site')}/{check_id(device, 'device')}/up"
+
+
+def status_topic(site: str, device: str) -> str:
+    return f"{PREFIX}/{check_id(site, 'site')}/{check_id(device, 'device')}/status"
+
+
+def down_topic(site: str, device: str, rest: str) -> str:
+    return f"{PREFIX}/{check_id(site, 'site')}/{check_id(device, 'device')}/down/{rest}"
+
+
+def alerts_topic(site: str) -> str:
+    return f"{PREFIX}/{check_id(site, 'site')}/alerts"
+
+
+# Subscriptions (wildcards) used by consumers.
+ALL_UP = f"{PREFIX}/+/+/up"
+ALL_STATUS = f"{PREFIX}/+/+/status"
+ALL_ALERTS = f"{PREFIX}/+/alerts"

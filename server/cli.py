@@ -1,0 +1,149 @@
+"""The `tidefield` command. Subcommands import their machinery lazily, so `tidefield edge`
+on a Raspberry Pi never loads the server's dependencies and `--help` is instant."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Tidefield: IoT platform for Qingdao's smart farms and ocean sites.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+registry_app = typer.Typer(help="The site registry (sites, devices, series).",
+                           no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(registry_app, name="registry")
+
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", envvar="TIDEFIELD_DATABASE_URL",
+    help="postgresql:// URL (default: TIDEFIELD_DATABASE_URL)")]
+
+
+def _settings(**overrides):
+    from tidefield.server import logs
+    from tidefield.server.settings import Settings
+
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _require_db(settings) -> str:
+    if not settings.database_url:
+        typer.echo("error: no database: set TIDEFIELD_DATABASE_URL or pass --database-url "
+                   "(`tidefield up` runs an embedded one)", err=True)
+        raise typer.Exit(2)
+    return settings.database_url
+
+
+@db_app.command("migrate")
+def db_migrate(database_url: DatabaseUrl = None) -> None:
+    """Apply the schema migrations that are missing (safe to run any time)."""
+    from tidefield.server.db.migrate import migrate
+
+    url = _require_db(_settings(database_url=database_url))
+    applied = migrate(url)
+    typer.echo(f"applied {len(applied)} migration(s)" if applied else "schema is up to date")
+
+
+@registry_app.command("load")
+def registry_load(database_url: DatabaseUrl = None,
+                  sites_csv: Annotated[Path | None, typer.Option(
+                      "--sites", help="a sites CSV instead of the bundled registry")] = None,
+                  ) -> None:
+    """Upsert the metric catalog, the sites, their devices and series."""
+    import psycopg
+
+    from tidefield.protocol.registry import load_sites
+    from tidefield.server.db.registry import load_registry
+
+    url = _require_db(_settings(database_url=database_url))
+    with psycopg.connect(url) as conn:
+        summary = load_registry(conn, load_sites(sites_csv))
+    typer.echo(f"registry: {summary.sites} sites, {summary.devices} devices, "
+               f"{summary.series} series")
+
+
+@registry_app.command("list")
+def registry_list(kind: Annotated[str | None, typer.Option(help="only this site kind")] = None,
+                  ) -> None:
+    """Print the bundled registry's sites (id, kind, district, name)."""
+    from tidefield.protocol.registry import load_sites
+
+    for site in load_sites():
+        if kind is None or site.kind == kind:
+            typer.echo(f"{site.id}\t{site.kind}\t{site.district}\t{site.name_en}\t{site.name_zh}")
+
+
+@app.command()
+def ingest(database_url: DatabaseUrl = None,
+           mqtt_url: Annotated[str | None, typer.Option(
+               envvar="TIDEFIELD_MQTT_URL", help="broker to consume from")] = None,
+           workers: Annotated[int | None, typer.Option(
+               "--workers", "-w", envvar="TIDEFIELD_INGEST_WORKERS",
+               help="processes (default 2)")] = None,
+           port: Annotated[int | None, typer.Option(envvar="TIDEFIELD_INGEST_PORT")] = None,
+           ) -> None:
+    """Run the ingest service: N processes, each a FastAPI app consuming MQTT and serving
+    /healthz, /metrics and HTTP ingest (POST /ingest/{site}/{device})."""
+    import os
+    import shutil
+
+    import uvicorn
+
+    settings = _settings(database_url=database_url, mqtt_url=mqtt_url, ingest_workers=workers,
+                         ingest_port=port)
+    _require_db(settings)
+    # The worker processes read the same settings from the environment.
+    for name, value in settings.model_dump(exclude_none=True).items():
+        os.environ[f"TIDEFIELD_{name.upper()}"] = str(value)
+    metrics_dir = settings.data_dir.resolve() / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    uvicorn.run("tidefield.server.ingest.app:create_app", factory=True,
+                host=settings.ingest_host, port=settings.ingest_port,
+                workers=settings.ingest_workers, log_level=settings.log_level.lower(),
+                access_log=False)
+
+
+@app.command()
+def up(database_url: DatabaseUrl = None,
+       mqtt_url: Annotated[str | None, typer.Option(envvar="TIDEFIELD_MQTT_URL",
+                                                    help="use this broker")] = None,
+       data_dir: Annotated[Path | None, typer.Option(
+           envvar="TIDEFIELD_DATA_DIR", help="where embedded services keep data")] = None,
+       ) -> None:
+    """Run the platform on this machine until Ctrl-C: database and broker (embedded unless
+    URLs are given), schema migrations and the site registry."""
+    from tidefield.server.platform import Platform
+
+    settings = _settings(database_url=database_url, mqtt_url=mqtt_url, data_dir=data_dir)
+    platform = Platform(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        platform.start()
+        typer.echo(platform.describe())
+        typer.echo("press Ctrl-C to stop")
+        stop.wait()
+    finally:
+        platform.stop()
+        typer.echo("stopped")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""PostgreSQL binary COPY, built with NumPy: a whole batch becomes one bytes object
+without a Python loop per row, so loading runs at the speed of the COPY itself.
+
+Binary COPY format: a fixed header, then per row an int16 field count and, per field, an
+int32 byte length followed by the value in network byte order; an int16 -1 ends it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+TRAILER = b"\xff\xff"
+
+# PostgreSQL counts timestamps in microseconds from 2000-01-01 UTC.
+PG_EPOCH_MS = 946_684_800_000
+
+_WIRE = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
+
+
+def ms_to_pg_us(time_ms: np.ndarray) -> np.ndarray:
+    return (np.asarray(time_ms, dtype=np.int64) - PG_EPOCH_MS) * 1000
+
+
+def pg_us_to_ms(pg_us: np.ndarray) -> np.ndarray:
+    return np.asarray(pg_us, dtype=np.int64) // 1000 + PG_EPOCH_MS
+
+
+def encode(columns: list[tuple[np.ndarray, str]]) -> bytes:
+    """Encode equal-length columns; each is (values, pg type). Timestamps are given in
+    PostgreSQL microseconds (see ms_to_pg_us). No NULLs: Tidefield's rows have none."""
+    n = len(columns[0][0])
+    fields = [("count", ">i2")]
+    for i, (_, pgtype) in enumerate(columns):
+        fields += [(f"len{i}", ">i4"), (f"val{i}", _WIRE[pgtype])]
+    rows = np.empty(n, dtype=np.dtype(fields))
+    rows["count"] = len(columns)
+    for i, (values, pgtype) in enumerate(columns):
+        if len(values) != n:
+            raise ValueError("columns differ in length")
+        rows[f"len{i}"] = np.dtype(_WIRE[pgtype]).itemsize
+        rows[f"val{i}"] = values
+    return HEADER + rows.tobytes() + TRAILER
+
+
+def decode(data: bytes, pgtypes: list[str]) -> list[np.ndarray]:
+    """The inverse of encode, for binary COPY TO output of NULL-free rows."""
+    body = memoryview(data)[len(HEADER):len(data) - len(TRAILER)]
+    fields = [("count", ">i2")]
+    for i, pgtype in enumerate(pgtypes):
+        fields += [(f"len{i}", ">i4"), (f"val{i}", _WIRE[pgtype])]
+    rows = np.frombuffer(body, dtype=np.dtype(fields))
+    return [rows[f"val{i}"].astype(_WIRE[t].replace(">", "<")) for i, t in enumerate(pgtypes)]

@@ -1,0 +1,187 @@
+"""The FastAPI app of one ingest process.
+
+Its lifespan runs the MQTT consumer and the worker that writes what it receives; it
+serves ``/healthz``, ``/metrics`` (Prometheus) and HTTP ingest, which goes through the
+same pipeline and transaction as MQTT (one code path, not a copy), one request at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import psycopg
+from fastapi import FastAPI, Header, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+
+from tidefield.protocol import mqtt
+from tidefield.protocol.topics import ID_PATTERN, up_topic
+from tidefield.server.db.retention import (
+    RetentionPolicy,
+    RetentionScheduler,
+    enable_compression,
+)
+from tidefield.server.settings import Settings
+
+from . import metrics
+from .consumer import MqttConsumer, claim_slot
+from .directory import DeviceDirectory
+from .pipeline import Envelope, prepare
+from .store import Store
+from .worker import Worker, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+class RejectOut(BaseModel):
+    reason: str
+    detail: str
+
+
+class IngestResult(BaseModel):
+    """What became of a telemetry message sent over HTTP."""
+
+    duplicate: bool
+    readings_inserted: int
+    readings_duplicate: int
+    rejected: list[RejectOut]
+
+
+class Health(BaseModel):
+    database: bool
+    broker: bool | None  # None: this process runs without a broker
+    pending: int
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(max_messages=settings.ingest_max_messages,
+                        max_wait_s=settings.ingest_max_wait_ms / 1000,
+                        strategy=settings.ingest_strategy, limits=settings.ingest_limits())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if not settings.database_url:
+        raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
+    url = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = app.state
+        state.http_directory = DeviceDirectory(url, settings.ingest_unknown_devices)
+        state.http_conn = None
+        state.consumer = state.worker = state.scheduler = None
+        slot, state.slot_lock = claim_slot(settings.data_dir.resolve() / "ingest-slots",
+                                           settings.ingest_workers)
+        if settings.mqtt_url:
+            directory = DeviceDirectory(url, settings.ingest_unknown_devices)
+            address = mqtt.parse_mqtt_url(settings.mqtt_url)
+            consumer: MqttConsumer | None = None
+            state.worker = Worker(url, directory, lambda mids: consumer.acknowledge(mids),
+                                  worker_config(settings))
+            consumer = MqttConsumer(address, state.worker, partition=slot,
+                                    partitions=settings.ingest_workers,
+                                    session_expiry_s=settings.ingest_session_expiry_s,
+                                    receive_maximum=settings.ingest_receive_maximum)
+            state.consumer = consumer
+            state.worker.start()
+            consumer.start()
+        if slot == 0:  # one process per service keeps house
+            try:
+                with psycopg.connect(url) as conn:
+                    enable_compression(conn, settings.compress_after_days)
+            except psycopg.Error as exc:
+                log.warning("could not set up compression", extra={"error": str(exc)})
+            state.scheduler = RetentionScheduler(url, RetentionPolicy.from_settings(settings),
+                                                 settings.retention_interval_s)
+            state.scheduler.start()
+        log.info("ingest process ready", extra={"slot": slot, "pid": os.getpid()})
+        try:
+            yield
+        finally:
+            if state.consumer:
+                state.consumer.stop()
+            if state.worker:
+                state.worker.stop()
+            if state.scheduler:
+                state.scheduler.stop()
+            if state.http_conn is not None:
+                state.http_conn.close()
+            state.slot_lock.close()
+
+    app = FastAPI(title="Tidefield ingest", version="1", lifespan=lifespan)
+
+    @app.get("/healthz", response_model=Health)
+    def healthz(request: Request):
+        state = request.app.state
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            database = True
+        except psycopg.Error:
+            database = False
+        broker = (state.consumer.connected.is_set() and state.consumer.subscribed.is_set()
+                  if state.consumer else None)
+        body = Health(database=database, broker=broker,
+                      pending=state.worker.pending if state.worker else 0)
+        if not database or broker is False:
+            raise HTTPException(503, detail=body.model_dump())
+        return body
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus_metrics():
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            data = generate_latest(registry)
+        else:
+            data = generate_latest()
+        return PlainTextResponse(data, media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/ingest/{site}/{device}", response_model=IngestResult,
+              responses={422: {"description": "the message was refused (and kept as a "
+                                              "reject with its reason)"},
+                         503: {"description": "the database is unavailable; retry"}})
+    async def ingest(request: Request,
+                     site: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
+                     device: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
+                     content_type: Annotated[str | None, Header()] = None):
+        payload = await request.body()
+        envelope = Envelope(up_topic(site, device), payload, content_type,
+                            int(time.time() * 1000))
+        return await run_in_threadpool(_ingest_one, request.app.state, envelope)
+
+    def _ingest_one(state, envelope: Envelope) -> IngestResult:
+        try:
+            if state.http_conn is None or state.http_conn.closed:
+                state.http_conn = psycopg.connect(url)
+                state.http_store = Store(state.http_conn, settings.ingest_strategy)
+            prepared = prepare([envelope], state.http_directory,
+                               limits=settings.ingest_limits(), now_ms=envelope.received_ms)
+            result = state.http_store.write(prepared)
+        except psycopg.OperationalError as exc:
+            state.http_conn = None
+            state.http_directory.close()
+            raise HTTPException(503, detail=f"database unavailable: {exc}") from exc
+        metrics.MESSAGES.labels("http", "rejected" if prepared.rejects else "accepted").inc()
+        metrics.READINGS.labels("inserted").inc(result.readings_inserted)
+        if prepared.rejects:
+            reject = prepared.rejects[0]
+            metrics.REJECTS.labels(reject.reason).inc()
+            raise HTTPException(422, detail={"reason": reject.reason, "detail": reject.detail})
+        readings_rejects = [r for b in prepared.batches for r in b.rejects]
+        return IngestResult(duplicate=result.batches_duplicate > 0,
+                            readings_inserted=result.readings_inserted,
+                            readings_duplicate=result.readings_duplicate,
+                            rejected=[RejectOut(reason=r.reason, detail=r.detail)
+                                      for r in readings_rejects])
+
+    return app

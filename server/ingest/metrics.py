@@ -1,0 +1,19 @@
+"""Prometheus metrics of an ingest process. Several worker processes aggregate through
+prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("tidefield_ingest_messages_total", "Messages taken in",
+                   ["transport", "outcome"])
+READINGS = Counter("tidefield_ingest_readings_total", "Readings by what became of them",
+                   ["outcome"])
+REJECTS = Counter("tidefield_ingest_rejects_total", "Refused messages and readings",
+                  ["reason"])
+WRITE_SECONDS = Histogram("tidefield_ingest_write_seconds", "Time of one ingest transaction",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+DB_RETRIES = Counter("tidefield_ingest_db_retries_total",
+                     "Transactions retried after a database failure")
+QUEUE_DEPTH = Gauge("tidefield_ingest_queue_depth", "Messages received, not yet committed",
+                    multiprocess_mode="livesum")

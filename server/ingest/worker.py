@@ -1,0 +1,194 @@
+"""The ingest loop: gather a window of messages, write it in one transaction, and only
+then acknowledge it. Transport-agnostic: MQTT hands in messages with their packet ids,
+HTTP with a future it waits on.
+
+A database failure (connection lost, server restarting) is retried with backoff, holding
+the window: nothing is acknowledged until it is committed. A message that the database
+refuses for good (it should not happen; validation precedes) is isolated by writing the
+window one message at a time and kept as a reject, so it cannot block the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from tidefield.protocol.codec import DEFAULT_LIMITS, Limits
+
+from . import metrics
+from .directory import DeviceDirectory
+from .pipeline import Envelope, Prepared, Reject, _fingerprint, prepare
+from .store import LoadStrategy, Store, WriteResult
+
+log = logging.getLogger(__name__)
+
+RETRY_INITIAL_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    max_messages: int = 1000  # per transaction
+    max_bytes: int = 4 * 1024 * 1024
+    max_wait_s: float = 0.1  # how long a message may wait for company
+    strategy: LoadStrategy = LoadStrategy.COPY
+    limits: Limits = DEFAULT_LIMITS
+
+
+class Worker:
+    """Runs in its own thread; ``submit`` is safe from any thread."""
+
+    def __init__(self, database_url: str, directory: DeviceDirectory,
+                 acknowledge: Callable[[list[object]], None], config: WorkerConfig,
+                 transport: str = "mqtt") -> None:
+        self.url = database_url
+        self.directory = directory
+        self.acknowledge = acknowledge
+        self.config = config
+        self.transport = transport
+        self._queue: queue.Queue[tuple[Envelope, object]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{transport}",
+                                        daemon=True)
+        self._store: Store | None = None
+        self._conn: psycopg.Connection | None = None
+        self.healthy_db = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._conn is not None:
+            self._conn.close()
+
+    def submit(self, envelope: Envelope, token: object) -> None:
+        metrics.QUEUE_DEPTH.inc()
+        self._queue.put((envelope, token))
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    # --- the loop -------------------------------------------------------------------
+    def _gather(self) -> list[tuple[Envelope, object]]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        window, size = [first], len(first[0].payload)
+        deadline = time.monotonic() + self.config.max_wait_s
+        while len(window) < self.config.max_messages and size < self.config.max_bytes:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 \
+                    else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            window.append(item)
+            size += len(item[0].payload)
+        return window
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            window = self._gather()
+            if window:
+                self._write_until_committed(window)
+
+    def _connect(self) -> Store:
+        if self._store is None:
+            self._conn = psycopg.connect(self.url)
+            self._store = Store(self._conn, self.config.strategy)
+        return self._store
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = self._store = None
+        self.healthy_db = False
+
+    def _write_until_committed(self, window: list[tuple[Envelope, object]]) -> None:
+        delay = RETRY_INITIAL_S
+        while True:
+            try:
+                self._write(window)
+                self.healthy_db = True
+                break
+            except psycopg.OperationalError as exc:
+                if self._stop.is_set():
+                    return  # leave the window unacknowledged: it will come again
+                metrics.DB_RETRIES.inc()
+                log.warning("database unavailable, retrying", extra={"error": str(exc).strip(),
+                                                                      "retry_in_s": delay})
+                self._drop_connection()
+                self.directory.close()
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            except psycopg.Error as exc:
+                self._drop_connection()
+                if len(window) == 1:
+                    self._write_poison(window[0], exc)
+                    break
+                log.warning("a window failed; writing its messages one by one",
+                            extra={"error": str(exc).strip()})
+                for item in window:
+                    self._write_until_committed([item])
+                return
+        self.acknowledge([token for _, token in window])
+        metrics.QUEUE_DEPTH.dec(len(window))
+
+    def _write(self, window) -> WriteResult:
+        store = self._connect()
+        started = time.perf_counter()
+        prepared = prepare([env for env, _ in window], self.directory,
+                           limits=self.config.limits, now_ms=int(time.time() * 1000))
+        result = store.write(prepared)
+        metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+        self._count(prepared, result, len(window))
+        return result
+
+    def _count(self, prepared: Prepared, result: WriteResult, messages: int) -> None:
+        metrics.MESSAGES.labels(self.transport, "accepted").inc(
+            messages - len(prepared.rejects))
+        metrics.READINGS.labels("inserted").inc(result.readings_inserted)
+        metrics.READINGS.labels("duplicate").inc(result.readings_duplicate)
+        for reject in prepared.rejects:
+            metrics.MESSAGES.labels(self.transport, "rejected").inc()
+            metrics.REJECTS.labels(reject.reason).inc()
+        for batch in prepared.batches:
+            for reject in batch.rejects:
+                metrics.REJECTS.labels(reject.reason).inc()
+                metrics.READINGS.labels("rejected").inc()
+        for reject in prepared.rejects:
+            log.warning("rejected %s: %s", reject.topic, reject.detail,
+                        extra={"reason": reject.reason})
+
+    def _write_poison(self, item: tuple[Envelope, object], exc: Exception) -> None:
+        env = item[0]
+        log.error("the database refused a message; keeping it as a reject",
+                  extra={"topic": env.topic, "error": str(exc).strip()})
+        reject = Reject(env.topic, env.payload, "store_failed", str(exc).strip()[:2000], None,
+                        env.received_ms, _fingerprint(env.topic, env.payload))
+        empty = prepare([], self.directory, limits=self.config.limits, now_ms=0)
+        empty.rejects.append(reject)
+        self._write_until_committed_prepared(empty)
+
+    def _write_until_committed_prepared(self, prepared: Prepared) -> None:
+        delay = RETRY_INITIAL_S
+        while not self._stop.is_set():
+            try:
+                self._connect().write(prepared)
+                return
+            except psycopg.OperationalError:
+                self._drop_connection()
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)

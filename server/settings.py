@@ -1,0 +1,83 @@
+"""The one typed settings object of a server process, read once from the environment.
+
+Every variable is ``TIDEFIELD_`` + the field name in capitals (``TIDEFIELD_DATABASE_URL``).
+Entry points build it (``Settings()``) and pass it down; no module reads the environment
+on its own. The README's configuration table lists every field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDEFIELD_", extra="ignore")
+
+    database_url: str | None = Field(
+        None, description="PostgreSQL with TimescaleDB; unset: `tidefield up` runs its own")
+    mqtt_url: str | None = Field(
+        None, description="mqtt://[user:password@]host:port; unset: `tidefield up` runs its own")
+    data_dir: Path = Field(Path(".tidefield"),
+                           description="where embedded services keep their data")
+    embedded_pg_port: int = Field(55432, description="port of the embedded PostgreSQL")
+    embedded_mqtt_port: int = Field(11883, description="port of the embedded Mosquitto")
+
+    # --- ingest -----------------------------------------------------------------------
+    ingest_workers: int = Field(2, ge=1, le=64, description="ingest processes")
+    ingest_host: str = Field("127.0.0.1", description="address of the ingest HTTP service")
+    ingest_port: int = Field(8081, description="port of the ingest HTTP service")
+    ingest_strategy: Literal["copy", "staging"] = Field(
+        "copy", description="copy: batch idempotency + binary COPY; staging: ON CONFLICT")
+    ingest_max_messages: int = Field(1000, ge=1, description="messages per transaction")
+    ingest_max_wait_ms: int = Field(100, ge=0, description="longest wait to fill a transaction")
+    ingest_receive_maximum: int = Field(2000, ge=1, description="unacknowledged MQTT messages")
+    ingest_unknown_devices: Literal["reject", "register"] = Field(
+        "reject", description="what to do with telemetry from a device not in the registry")
+    ingest_max_payload_bytes: int = Field(256 * 1024, ge=1024)
+    ingest_max_readings: int = Field(10_000, ge=1, description="readings per message")
+    ingest_max_future_s: int = Field(300, ge=0, description="tolerated device clock lead")
+    ingest_max_age_days: int = Field(400, ge=1, description="older readings are refused")
+    ingest_session_expiry_s: int = Field(7 * 86400, ge=60,
+                                         description="broker keeps queueing this long")
+    # --- retention (0 keeps forever) --------------------------------------------------
+    retention_readings_days: int = Field(400, ge=0)
+    retention_rollup_5m_days: int = Field(800, ge=0)
+    retention_rollup_1h_days: int = Field(0, ge=0)
+    retention_rejects_days: int = Field(90, ge=0)
+    retention_batches_days: int = Field(30, ge=0, description="how long re-deliveries "
+                                        "are recognised by (device, seq)")
+    retention_interval_s: int = Field(3600, ge=10, description="how often retention runs")
+    compress_after_days: int = Field(7, ge=1, description="compress older readings chunks "
+                                     "(only where timescaledb.license allows)")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_format: Literal["text", "json"] = "text"
+
+    def ingest_limits(self):
+        from tidefield.protocol.codec import DAY_MS, Limits
+
+        return Limits(max_payload_bytes=self.ingest_max_payload_bytes,
+                      max_readings=self.ingest_max_readings,
+                      max_future_ms=self.ingest_max_future_s * 1000,
+                      max_age_ms=self.ingest_max_age_days * DAY_MS)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        return value

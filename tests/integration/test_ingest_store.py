@@ -1,0 +1,193 @@
+"""The ingest transaction against a real TimescaleDB: exactly-once, rollups, rejects."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import psycopg
+import pytest
+
+from tidefield.protocol.catalog import METRICS
+from tidefield.protocol.codec import Limits, encode_batch
+from tidefield.protocol.messages import Batch, Reading
+from tidefield.protocol.registry import load_sites
+from tidefield.protocol.topics import up_topic
+from tidefield.server.ingest.directory import DeviceDirectory
+from tidefield.server.ingest.pipeline import Envelope, prepare
+from tidefield.server.ingest.store import LoadStrategy, Store
+
+NOW = 1_795_000_000_000
+MIN = 60_000
+
+
+def _device(kind: str):
+    site = next(s for s in load_sites() if s.kind == kind)
+    return site, site.devices[0]
+
+
+def _envelope(batch: Batch) -> Envelope:
+    return Envelope(up_topic(batch.site, batch.device), encode_batch(batch), None, NOW)
+
+
+def _batches(site, device, n_batches: int, per_batch: int, start_ms: int, seed: int = 1):
+    rng = random.Random(seed)
+    metrics = device.template.metrics
+    out, t = [], start_ms
+    for seq in range(n_batches):
+        readings = []
+        for _ in range(per_batch):
+            for m in metrics:
+                readings.append(Reading(m, t, round(rng.uniform(*METRICS[m].typical), 3)))
+            t += MIN
+        out.append(Batch(site.id, device.id, seq, tuple(readings)))
+    return out
+
+
+def write(url, envelopes, strategy=LoadStrategy.COPY):
+    directory = DeviceDirectory(url)
+    with psycopg.connect(url) as conn:
+        store = Store(conn, strategy)
+        prepared = prepare(envelopes, directory, limits=Limits(), now_ms=NOW)
+        result = store.write(prepared)
+    directory.close()
+    return result
+
+
+def rollups_match_raw(conn) -> None:
+    for table, width in (("readings_5m", "5 minutes"), ("readings_1h", "1 hour")):
+        mismatched = conn.execute(f"""
+            WITH raw AS (
+              SELECT series_id, time_bucket(INTERVAL '{width}', time) AS bucket,
+                     count(*) AS count, sum(value) AS sum, min(value) AS min,
+                     max(value) AS max, last(value, time) AS last, max(time) AS last_time
+              FROM readings GROUP BY 1, 2)
+            SELECT count(*) FROM raw FULL JOIN {table} r USING (series_id, bucket)
+            WHERE raw.count IS DISTINCT FROM r.count
+               OR abs(raw.sum - r.sum) > 1e-9 * greatest(1, abs(raw.sum))
+               OR raw.min IS DISTINCT FROM r.min OR raw.max IS DISTINCT FROM r.max
+               OR raw.last IS DISTINCT FROM r.last
+               OR raw.last_time IS DISTINCT FROM r.last_time""").fetchone()[0]
+        assert mismatched == 0, f"{table} differs from raw rows in {mismatched} buckets"
+
+
+def snapshot(conn) -> tuple:
+    return tuple(conn.execute(q).fetchall() for q in (
+        "SELECT series_id, time, value FROM readings ORDER BY 1, 2",
+        "SELECT * FROM readings_5m ORDER BY 1, 2",
+        "SELECT * FROM readings_1h ORDER BY 1, 2",
+        "SELECT device_id, min_seq, max_seq, batches, readings FROM device_status "
+        "ORDER BY 1",
+        "SELECT reason, detail FROM ingest_rejects ORDER BY id"))
+
+
+@pytest.mark.parametrize("strategy", list(LoadStrategy))
+def test_readings_and_rollups_are_stored_once(db_url, strategy):
+    site, device = _device("greenhouse")
+    batches = _batches(site, device, 20, 30, NOW - 30 * 24 * 60 * MIN)
+    result = write(db_url, [_envelope(b) for b in batches], strategy)
+    expected = sum(len(b.readings) for b in batches)
+    assert result.readings_inserted == expected
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == expected
+        rollups_match_raw(conn)
+        before = snapshot(conn)
+    # every batch a second time, in another order: nothing changes
+    again = write(db_url, [_envelope(b) for b in reversed(batches)], strategy)
+    assert (again.batches_new, again.readings_inserted) == (0, 0)
+    with psycopg.connect(db_url) as conn:
+        assert snapshot(conn) == before
+
+
+def test_same_readings_under_new_sequence_numbers_are_not_doubled(db_url):
+    site, device = _device("orchard")
+    batches = _batches(site, device, 5, 10, NOW - 3600 * 1000 * 5)
+    write(db_url, [_envelope(b) for b in batches])
+    renumbered = [Batch(b.site, b.device, b.seq + 100, b.readings) for b in batches]
+    # a partial overlap: the copy path must fall back and insert only the new rows
+    extra = Reading(device.template.metrics[0], NOW - 1000, 5.0)
+    renumbered[0] = Batch(site.id, device.id, 100, (*renumbered[0].readings, extra))
+    result = write(db_url, [_envelope(b) for b in renumbered])
+    assert result.batches_new == 5
+    assert result.readings_inserted == 1
+    with psycopg.connect(db_url) as conn:
+        rollups_match_raw(conn)
+
+
+def test_late_readings_correct_the_rollups(db_url):
+    site, device = _device("cage_farm")
+    metric = device.template.metrics[0]
+    t0 = NOW - 2 * 3600 * 1000
+    t0 -= t0 % 3_600_000
+    first = Batch(site.id, device.id, 1, (Reading(metric, t0 + 10 * MIN, 20.0),))
+    late = Batch(site.id, device.id, 0, (Reading(metric, t0 + 1 * MIN, 10.0),
+                                         Reading(metric, t0 + 12 * MIN, 30.0)))
+    write(db_url, [_envelope(first)])
+    write(db_url, [_envelope(late)])
+    with psycopg.connect(db_url) as conn:
+        rollups_match_raw(conn)
+        row = conn.execute("SELECT count, sum, min, max, last FROM readings_1h").fetchone()
+        assert row == (3, 60.0, 10.0, 30.0, 30.0)
+        status = conn.execute("SELECT min_seq, max_seq, batches FROM device_status "
+                              "WHERE device_id = %s", (device.id,)).fetchone()
+        assert status == (0, 1, 2)
+
+
+def test_sequence_gaps_are_counted(db_url):
+    site, device = _device("field_crop")
+    batches = _batches(site, device, 10, 1, NOW - 3600 * 1000)
+    write(db_url, [_envelope(b) for b in batches if b.seq not in (3, 4, 7)])
+    with psycopg.connect(db_url) as conn:
+        missing = conn.execute("SELECT missing_batches FROM device_sequence_gaps "
+                               "WHERE device_id = %s", (device.id,)).fetchone()[0]
+    assert missing == 3
+    write(db_url, [_envelope(batches[4])])  # a late arrival fills one hole
+    with psycopg.connect(db_url) as conn:
+        missing = conn.execute("SELECT missing_batches FROM device_sequence_gaps "
+                               "WHERE device_id = %s", (device.id,)).fetchone()[0]
+    assert missing == 2
+
+
+def test_bad_messages_are_kept_and_good_ones_around_them_stored(db_url):
+    site, device = _device("marine_ranch")
+    metric = device.template.metrics[0]
+    good = _batches(site, device, 3, 2, NOW - 3600 * 1000)
+    topic = up_topic(site.id, device.id)
+    body = {"v": 1, "site": site.id, "device": device.id, "seq": 50,
+            "readings": [{"m": metric, "t": NOW, "v": 1.0}]}
+    bad = [
+        Envelope(topic, b"{garbage", None, NOW),
+        Envelope(up_topic(site.id, "nobody-here"), json.dumps(
+            {**body, "device": "nobody-here"}).encode(), None, NOW),
+        Envelope(up_topic(site.id, device.id), json.dumps(
+            {**body, "device": "other-device"}).encode(), None, NOW),
+        Envelope(topic, json.dumps({**body, "seq": 51, "readings": [
+            {"m": metric, "t": NOW, "v": float("nan")},
+            {"m": metric, "t": NOW + 60 * MIN, "v": 1.0},
+            {"m": "no_such_metric", "t": NOW, "v": 1.0}]}).encode(), None, NOW),
+    ]
+    envelopes = [_envelope(good[0]), *bad[:2], _envelope(good[1]), *bad[2:],
+                 _envelope(good[2])]
+    write(db_url, envelopes)
+    with psycopg.connect(db_url) as conn:
+        reasons = sorted(r for (r,) in conn.execute("SELECT reason FROM ingest_rejects"))
+        stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    assert reasons == sorted(["malformed", "unknown_device", "identity_mismatch",
+                              "non_finite", "time_in_future", "unknown_metric"])
+    assert stored == sum(len(b.readings) for b in good)
+    write(db_url, envelopes)  # re-delivered: rejects are not kept twice
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM ingest_rejects").fetchone()[0] == 6
+
+
+def test_binary_copy_round_trip():
+    from tidefield.server.db import binary
+
+    t = np.array([NOW, NOW + 1], dtype=np.int64)
+    data = binary.encode([(np.array([3, 4], np.int32), "int4"),
+                          (binary.ms_to_pg_us(t), "timestamptz"),
+                          (np.array([1.5, -2.25]), "float8")])
+    sid, us, val = binary.decode(data, ["int4", "timestamptz", "float8"])
+    assert sid.tolist() == [3, 4] and binary.pg_us_to_ms(us).tolist() == t.tolist()
+    assert val.tolist() == [1.5, -2.25]
