@@ -22,7 +22,7 @@ from tidefield.protocol.registry import load_sites
 from tidefield.sim.publisher import FleetPublisher
 
 from ..support.processes import IngestService
-from .test_ingest_store import rollups_match_raw
+from .test_ingest_store import rollups_match_raw, snapshot
 
 MIN = 60_000
 
@@ -148,4 +148,97 @@ def test_http_ingest_uses_the_same_path(db_url, tmp_path):
             reasons = sorted(r for (r,) in conn.execute("SELECT reason FROM ingest_rejects"))
         assert reasons == ["malformed", "out_of_range"]
     finally:
+        service.stop()
+
+
+def _raw_publish(broker_url: str, messages: list[tuple[str, bytes]]) -> None:
+    """Publish raw payloads at QoS 1 and wait for every PUBACK."""
+    address = mqtt.parse_mqtt_url(broker_url)
+    client = mqtt.new_client("raw-test-publisher", address)
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        for topic, payload in messages:
+            client.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_every_kind_of_bad_message_is_kept_and_the_good_ones_stored(db_url, broker, tmp_path):
+    site = next(s for s in load_sites() if s.kind == "cage_farm")
+    device = site.devices[0]
+    other = site.devices[1]
+    now = int(time.time() * 1000)
+    topic = f"tf/v1/{site.id}/{device.id}/up"
+
+    def body(seq, readings, **extra):
+        return json.dumps({"v": 1, "site": site.id, "device": device.id, "seq": seq,
+                           "readings": readings, **extra}).encode()
+
+    def good(seq):
+        return topic, body(seq, [{"m": "water_temperature", "t": now - seq * MIN, "v": 15.5}])
+
+    bad = {
+        "malformed": (topic, b'{"v": 1, "site": '),
+        "wrong types": (topic, body(101, [{"m": "salinity", "t": now, "v": "thirty"}])),
+        "non_finite": (topic, body(102, [{"m": "salinity", "t": now, "v": float("inf")}])),
+        "unknown_metric": (topic, body(103, [{"m": "moonlight", "t": now, "v": 1}])),
+        "out_of_range": (topic, body(104, [{"m": "salinity", "t": now, "v": 99.0}])),
+        "time_in_future": (topic, body(105, [{"m": "salinity", "t": now + 86_400_000,
+                                              "v": 30.0}])),
+        "time_too_old": (topic, body(106, [{"m": "salinity", "t": 946_684_800_000,
+                                            "v": 30.0}])),
+        "oversize": (topic, body(107, [{"m": "salinity", "t": now, "v": 30.0}] * 20_000)),
+        "identity_mismatch": (f"tf/v1/{site.id}/{other.id}/up",
+                              body(108, [{"m": "salinity", "t": now, "v": 30.0}])),
+    }
+    expected_reason = {"wrong types": "malformed"}
+    messages = []
+    for n, item in enumerate(bad.values()):
+        messages += [good(n), item]
+    messages.append(good(len(bad)))
+    service = IngestService(db_url, broker.url, tmp_path / "ingest", workers=1)
+    try:
+        service.wait_healthy()
+        _raw_publish(broker.url, messages)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with psycopg.connect(db_url) as conn:
+                rejects = conn.execute("SELECT reason, topic, detail FROM ingest_rejects "
+                                       "ORDER BY id").fetchall()
+                stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            if len(rejects) >= len(bad) and stored >= len(bad) + 1:
+                break
+            time.sleep(0.3)
+    finally:
+        service.stop()
+    assert stored == len(bad) + 1  # every good message around the bad ones
+    assert sorted(r for r, _, _ in rejects) == sorted(
+        expected_reason.get(name, name) for name in bad)
+    for reason, reject_topic, detail in rejects:
+        assert detail, reason
+        assert reject_topic.startswith(f"tf/v1/{site.id}/")
+
+
+def test_republishing_every_batch_changes_nothing(db_url, broker, tmp_path):
+    sites = load_sites()[100:103]
+    batches = _known_batches(sites, n_per_device=4, per_batch=5, seed=11)
+    service = IngestService(db_url, broker.url, tmp_path / "ingest", workers=2)
+    publisher = FleetPublisher(mqtt.parse_mqtt_url(broker.url), sites, client_prefix="dup")
+    try:
+        service.wait_healthy()
+        publisher.start()
+        publisher.publish(batches)
+        expected = _expected(batches)
+        assert _wait_for_count(db_url, len(expected), timeout=30) == len(expected)
+        with psycopg.connect(db_url) as conn:
+            before = snapshot(conn)
+        publisher.publish(list(reversed(batches)))
+        time.sleep(3)
+        with psycopg.connect(db_url) as conn:
+            assert snapshot(conn) == before
+            rollups_match_raw(conn)
+    finally:
+        publisher.stop(offline=False)
         service.stop()
