@@ -2,8 +2,11 @@
 
 Each site is one MQTT v5 connection (its gateway, as an edge agent would be): it sends a
 retained birth message for every device of the site, and its last will marks the gateway
-offline if the connection dies. Batches go out at QoS 1; the publisher keeps a bounded
-window of unacknowledged messages and, when the broker goes away, resends whatever was not
+offline if the connection dies. A load test can fold the fleet into a few connections
+(``connections=``), since 250 client threads would cost more CPU than what is measured.
+
+Batches go out at QoS 1; the publisher keeps a bounded window of unacknowledged messages
+and, when the broker goes away, resends whatever was not
 acknowledged once it is back (same device and seq, so the server drops any duplicate).
 """
 
@@ -34,11 +37,12 @@ class PublishStats:
 
 
 class _Gateway:
-    """One site's connection. Outstanding messages are tracked so they can be resent."""
+    """One connection, for one site (or, in a load test, several)."""
 
-    def __init__(self, site: Site, address: mqtt.BrokerAddress, client_prefix: str,
-                 content_type: str) -> None:
-        self.site = site
+    def __init__(self, sites: Sequence[Site], address: mqtt.BrokerAddress,
+                 client_prefix: str, content_type: str) -> None:
+        self.sites = list(sites)
+        site = self.sites[0]
         self.gateway_device = next((d.id for d in site.devices if d.template.name == "gw"),
                                    site.devices[-1].id)
         will = Status(site.id, self.gateway_device, DeviceState.OFFLINE, 0)
@@ -54,7 +58,6 @@ class _Gateway:
         self.address = address
         self.content_type = content_type
         self.props = mqtt.publish_properties(content_type)
-        self.outstanding: dict[int, tuple[str, bytes, paho.MQTTMessageInfo]] = {}
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if not reason_code.is_failure:
@@ -80,62 +83,76 @@ class _Gateway:
 class FleetPublisher:
     def __init__(self, address: mqtt.BrokerAddress, sites: Sequence[Site], *,
                  content_type: str = codec.JSON, client_prefix: str = "tf-sim",
-                 window: int = 500, ack_timeout_s: float = 10.0) -> None:
+                 window: int = 500, ack_timeout_s: float = 10.0,
+                 connections: int | None = None) -> None:
         self.content_type = content_type
         self.window = window
         self.ack_timeout_s = ack_timeout_s
-        self.gateways = {s.id: _Gateway(s, address, client_prefix, content_type) for s in sites}
+        count = connections or len(sites)
+        self.connections = [_Gateway(sites[i::count], address, client_prefix, content_type)
+                            for i in range(min(count, len(sites)))]
+        self.gateways = {site.id: g for g in self.connections for site in g.sites}
         self.stats = PublishStats()
 
     def start(self, timeout: float = 30) -> None:
-        for gateway in self.gateways.values():
+        for gateway in self.connections:
             gateway.start()
         deadline = time.monotonic() + timeout
-        for gateway in self.gateways.values():
+        for gateway in self.connections:
             if not gateway.connected.wait(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"gateway of {gateway.site.id} could not connect")
+                raise TimeoutError(f"gateway of {gateway.sites[0].id} could not connect")
 
     def announce(self, interval_s: dict[str, int] | None = None) -> None:
         """Birth messages (retained) for every device of every site."""
         now = int(time.time() * 1000)
-        for gateway in self.gateways.values():
-            for device in gateway.site.devices:
-                status = Status(gateway.site.id, device.id, DeviceState.ONLINE, now,
+        for site in (site for g in self.connections for site in g.sites):
+            for device in site.devices:
+                status = Status(site.id, device.id, DeviceState.ONLINE, now,
                                 device.template.interval_s)
-                gateway.publish(status_topic(gateway.site.id, device.id),
-                                codec.encode_status(status, self.content_type), retain=True)
+                self.gateways[site.id].publish(status_topic(site.id, device.id),
+                                               codec.encode_status(status, self.content_type),
+                                               retain=True)
 
     def stop(self, offline: bool = True) -> None:
         if offline:
             now = int(time.time() * 1000)
-            for gateway in self.gateways.values():
-                for device in gateway.site.devices:
-                    status = Status(gateway.site.id, device.id, DeviceState.OFFLINE, now)
-                    info = gateway.publish(status_topic(gateway.site.id, device.id),
-                                           codec.encode_status(status, self.content_type),
-                                           retain=True)
+            for site in (site for g in self.connections for site in g.sites):
+                for device in site.devices:
+                    status = Status(site.id, device.id, DeviceState.OFFLINE, now)
+                    info = self.gateways[site.id].publish(
+                        status_topic(site.id, device.id),
+                        codec.encode_status(status, self.content_type), retain=True)
                     info.wait_for_publish(2)
-        for gateway in self.gateways.values():
+        for gateway in self.connections:
             gateway.stop()
+
+    def encode(self, batch: Batch) -> tuple[str, str, bytes, int]:
+        """A batch as what goes on the wire: (site, topic, payload, readings)."""
+        return (batch.site, up_topic(batch.site, batch.device),
+                codec.encode_batch(batch, self.content_type), len(batch.readings))
 
     def publish(self, batches: Iterable[Batch], rate_per_s: float | None = None) -> PublishStats:
         """Publish every batch at QoS 1 and return once the broker has acknowledged all.
 
         ``rate_per_s`` paces messages; None sends as fast as acknowledgements allow.
         """
+        return self.publish_encoded(map(self.encode, batches), rate_per_s)
+
+    def publish_encoded(self, messages: Iterable[tuple[str, str, bytes, int]],
+                        rate_per_s: float | None = None) -> PublishStats:
+        """Like publish, for messages encoded beforehand (load tests encode ahead so
+        that the publisher's own CPU does not compete with what is measured)."""
         started = time.perf_counter()
         pending: list[tuple[_Gateway, str, bytes, paho.MQTTMessageInfo]] = []
-        for n, batch in enumerate(batches):
+        for n, (site, topic, payload, readings) in enumerate(messages):
             if rate_per_s:
                 delay = started + n / rate_per_s - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-            gateway = self.gateways[batch.site]
-            topic = up_topic(batch.site, batch.device)
-            payload = codec.encode_batch(batch, self.content_type)
+            gateway = self.gateways[site]
             pending.append((gateway, topic, payload, gateway.publish(topic, payload)))
             self.stats.messages += 1
-            self.stats.readings += len(batch.readings)
+            self.stats.readings += readings
             if len(pending) >= self.window:
                 pending = self._settle(pending, keep=self.window // 2)
         self._settle(pending, keep=0)

@@ -115,51 +115,70 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
             out.rejects.append(_reject(env, exc.reason, exc.message, None))
             continue
 
-        batch = decoded.batch
-        entry = directory.device(batch.device, batch.site)
+        entry = directory.device(decoded.device, decoded.site)
         if entry is None:
             out.rejects.append(_reject(env, "unknown_device",
-                                       f"device {batch.device} of site {batch.site} is not "
-                                       f"registered", batch.device))
+                                       f"device {decoded.device} of site {decoded.site} is "
+                                       f"not registered", decoded.device))
             continue
-        if entry.site_id != batch.site:
+        if entry.site_id != decoded.site:
             out.rejects.append(_reject(env, "identity_mismatch",
-                                       f"device {batch.device} belongs to site {entry.site_id}, "
-                                       f"not {batch.site}", batch.device))
+                                       f"device {decoded.device} belongs to site "
+                                       f"{entry.site_id}, not {decoded.site}", decoded.device))
             continue
-        key = (batch.device, batch.seq)
+        key = (decoded.device, decoded.seq)
         if key in seen:  # the same message twice in one window: the first one counts
             continue
         seen.add(key)
 
         reading_rejects = [
-            Reject(env.topic, json.dumps(err.raw).encode(), err.reason,
-                   err.message, batch.device, env.received_ms,
+            Reject(env.topic, json.dumps(err.raw).encode(), err.reason, err.message,
+                   decoded.device, env.received_ms,
                    _fingerprint(env.topic, env.payload, err.index))
             for err in decoded.rejected]
+        series = entry.series
+        ids = [series.get(m, -1) for m in decoded.metrics]
+        if -1 in ids:
+            ids = _resolve_missing(ids, decoded, entry, directory, env, reading_rejects)
         start = len(series_ids)
-        last_ms = -1
-        for index, reading in enumerate(batch.readings):
-            sid = entry.series.get(reading.metric)
-            if sid is None:
-                sid = directory.series_id(batch.device, entry, reading.metric)
-            if sid is None:
-                reading_rejects.append(Reject(
-                    env.topic, json.dumps({"m": reading.metric, "t": reading.time_ms,
-                                           "v": reading.value}).encode(),
-                    "unknown_series", f"device {batch.device} has no {reading.metric} series",
-                    batch.device, env.received_ms,
-                    _fingerprint(env.topic, env.payload, 100_000 + index)))
-                continue
-            series_ids.append(sid)
-            times.append(reading.time_ms)
-            values.append(reading.value)
-            last_ms = max(last_ms, reading.time_ms)
-        out.batches.append(BatchRef(batch.device, batch.seq, start, len(series_ids), last_ms,
-                                    env.received_ms, tuple(reading_rejects)))
+        if -1 not in ids:
+            series_ids += ids
+            times += decoded.times_ms
+            values += decoded.values
+            last_ms = max(decoded.times_ms, default=-1)
+        else:  # some readings have no series: they were refused above
+            kept = [i for i, sid in enumerate(ids) if sid != -1]
+            series_ids += [ids[i] for i in kept]
+            times += [decoded.times_ms[i] for i in kept]
+            values += [decoded.values[i] for i in kept]
+            last_ms = max((decoded.times_ms[i] for i in kept), default=-1)
+        out.batches.append(BatchRef(decoded.device, decoded.seq, start, len(series_ids),
+                                    last_ms, env.received_ms, tuple(reading_rejects)))
 
     out.series_id = np.array(series_ids, dtype=np.int32)
     out.time_ms = np.array(times, dtype=np.int64)
     out.value = np.array(values, dtype=np.float64)
     return out
 
+
+
+def _resolve_missing(ids: list[int], decoded, entry, directory: DeviceDirectory,
+                     env: Envelope, reading_rejects: list[Reject]) -> list[int]:
+    """Series the cache does not know: ask the directory (which may register them under
+    the auto-register policy); readings still without one are refused and marked -1."""
+    resolved = list(ids)
+    for index, sid in enumerate(ids):
+        if sid != -1:
+            continue
+        metric = decoded.metrics[index]
+        sid = directory.series_id(decoded.device, entry, metric)
+        if sid is None:
+            reading = {"m": metric, "t": decoded.times_ms[index], "v": decoded.values[index]}
+            reading_rejects.append(Reject(
+                env.topic, json.dumps(reading).encode(), "unknown_series",
+                f"device {decoded.device} has no {metric} series", decoded.device,
+                env.received_ms, _fingerprint(env.topic, env.payload, 100_000 + index)))
+            resolved[index] = -1
+        else:
+            resolved[index] = sid
+    return resolved
