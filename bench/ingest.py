@@ -35,7 +35,7 @@ from tidefield.server.db import binary
 from tidefield.sim.publisher import FleetPublisher
 
 MIN = 60_000
-PER_BATCH = 100  # readings per MQTT message, as an edge agent sends them
+PER_BATCH = 500  # readings per MQTT message: an edge agent flushing its backlog (--per-batch)
 
 
 def raw_copy(url: str, seconds: float, rows_per_tx: int) -> float:
@@ -64,8 +64,8 @@ def raw_copy(url: str, seconds: float, rows_per_tx: int) -> float:
     return rate
 
 
-def fleet_batches(sites, stop: threading.Event):
-    """Batches of every device in turn, each PER_BATCH readings on the device's time grid,
+def fleet_batches(sites, stop: threading.Event, per_batch: int = PER_BATCH):
+    """Batches of every device in turn, each per_batch readings on the device's time grid,
     endlessly (until stop), starting 30 days ago."""
     rng = np.random.default_rng(7)
     start = int(time.time() * 1000) - 30 * 86_400_000
@@ -78,7 +78,7 @@ def fleet_batches(sites, stop: threading.Event):
     while not stop.is_set():
         for site_id, device in devices:
             metrics = device.template.metrics
-            per_metric = max(1, PER_BATCH // len(metrics))
+            per_metric = max(1, per_batch // len(metrics))
             t = cursor[device.id]
             readings = []
             for k in range(per_metric):
@@ -92,7 +92,7 @@ def fleet_batches(sites, stop: threading.Event):
 
 
 def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy: str,
-               rate: float) -> tuple[float, dict]:
+               rate: float, per_batch: int) -> tuple[float, dict]:
     sites = load_sites()
     service = IngestService(url, broker_url, scratch("tidefield-bench-ingest-"),
                             workers=workers,
@@ -102,7 +102,7 @@ def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy
     # Encode everything first: the devices are not part of what is measured, and on a
     # 2-core machine their CPU would be taken from the database and the workers.
     stop = threading.Event()
-    batches = fleet_batches(sites, stop)
+    batches = fleet_batches(sites, stop, per_batch)
     needed = int(rate * (seconds + 10))
     messages, readings = [], 0
     while readings < needed:
@@ -113,7 +113,7 @@ def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy
         service.wait_healthy()
         publisher.start()
         thread = threading.Thread(target=publisher.publish_encoded,
-                                  args=(messages, rate / PER_BATCH), daemon=True)
+                                  args=(messages, rate / per_batch), daemon=True)
         thread.start()
 
         def count():
@@ -141,13 +141,15 @@ def main() -> None:
                         help="readings/s the fleet offers (above the target, so the "
                              "workers are what limits)")
     parser.add_argument("--strategy", choices=["copy", "staging"], default="copy")
+    parser.add_argument("--per-batch", type=int, default=PER_BATCH,
+                        help="readings per MQTT message")
     parser.add_argument("--raw-seconds", type=float, default=20)
     args = parser.parse_args()
     os.environ.setdefault("TIDEFIELD_LOG_LEVEL", "WARNING")
     with private_database() as (_, url), private_broker() as broker:
         raw = raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
         e2e, info = end_to_end(url, broker.url, args.seconds, args.workers, args.strategy,
-                               args.rate)
+                               args.rate, args.per_batch)
     print(table([("raw binary COPY (the limit)", f"{raw:,.0f}", "1.00"),
                  (f"end to end ({args.workers} workers, {args.strategy})", f"{e2e:,.0f}",
                   f"{e2e / raw:.2f}")],

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 
 from tidefield.protocol.codec import DEFAULT_LIMITS, Limits
@@ -43,7 +44,10 @@ class WorkerConfig:
 
 
 class Worker:
-    """Runs in its own thread; ``submit`` is safe from any thread."""
+    """Two stages in two threads, so Python and the database work at the same time: one
+    gathers and prepares window k+1 (decoding, validating: CPU in this process) while the
+    other writes window k (mostly waiting on PostgreSQL, which releases the GIL).
+    ``submit`` is safe from any thread."""
 
     def __init__(self, database_url: str, directory: DeviceDirectory,
                  acknowledge: Callable[[list[object]], None], config: WorkerConfig,
@@ -54,19 +58,26 @@ class Worker:
         self.config = config
         self.transport = transport
         self._queue: queue.Queue[tuple[Envelope, object]] = queue.Queue()
+        self._prepared: queue.Queue[tuple[list, Prepared]] = queue.Queue(maxsize=2)
+        self._directory_lock = threading.Lock()  # one connection, two threads
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"ingest-{transport}",
-                                        daemon=True)
+        self._threads = [
+            threading.Thread(target=self._prepare_loop, name=f"ingest-{transport}-prepare",
+                             daemon=True),
+            threading.Thread(target=self._write_loop, name=f"ingest-{transport}-write",
+                             daemon=True)]
         self._store: Store | None = None
         self._conn: psycopg.Connection | None = None
         self.healthy_db = False
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         if self._conn is not None:
             self._conn.close()
 
@@ -78,7 +89,7 @@ class Worker:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    # --- the loop -------------------------------------------------------------------
+    # --- stage 1: gather and prepare ------------------------------------------------
     def _gather(self) -> list[tuple[Envelope, object]]:
         try:
             first = self._queue.get(timeout=0.2)
@@ -97,11 +108,48 @@ class Worker:
             size += len(item[0].payload)
         return window
 
-    def _run(self) -> None:
+    def _prepare(self, window) -> Prepared:
+        """Prepare, waiting out a database outage (the directory may need to look up)."""
+        delay = RETRY_INITIAL_S
+        while True:
+            try:
+                with self._directory_lock:
+                    return prepare([env for env, _ in window], self.directory,
+                                   limits=self.config.limits, now_ms=int(time.time() * 1000))
+            except psycopg.OperationalError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("database unavailable while preparing, retrying",
+                            extra={"error": str(exc).strip(), "retry_in_s": delay})
+                with self._directory_lock:
+                    self.directory.close()
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _prepare_loop(self) -> None:
         while not self._stop.is_set():
             window = self._gather()
-            if window:
-                self._write_until_committed(window)
+            if not window:
+                continue
+            try:
+                prepared = self._prepare(window)
+            except psycopg.OperationalError:
+                return  # stopping: the window stays unacknowledged and will come again
+            while not self._stop.is_set():
+                try:
+                    self._prepared.put((window, prepared), timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    # --- stage 2: write, then acknowledge -------------------------------------------
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                window, prepared = self._prepared.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._write_until_committed(window, prepared)
 
     def _connect(self) -> Store:
         if self._store is None:
@@ -116,11 +164,15 @@ class Worker:
         self._conn = self._store = None
         self.healthy_db = False
 
-    def _write_until_committed(self, window: list[tuple[Envelope, object]]) -> None:
+    def _write_until_committed(self, window, prepared: Prepared, *,
+                               acknowledge: bool = True) -> None:
         delay = RETRY_INITIAL_S
         while True:
             try:
-                self._write(window)
+                started = time.perf_counter()
+                result = self._connect().write(prepared)
+                metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+                self._count(prepared, result, len(window))
                 self.healthy_db = True
                 break
             except psycopg.OperationalError as exc:
@@ -130,31 +182,33 @@ class Worker:
                 log.warning("database unavailable, retrying", extra={"error": str(exc).strip(),
                                                                       "retry_in_s": delay})
                 self._drop_connection()
-                self.directory.close()
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             except psycopg.Error as exc:
                 self._drop_connection()
                 if len(window) == 1:
-                    self._write_poison(window[0], exc)
+                    self._keep_as_reject(window[0][0], exc)
                     break
                 log.warning("a window failed; writing its messages one by one",
                             extra={"error": str(exc).strip()})
                 for item in window:
-                    self._write_until_committed([item])
+                    self._write_until_committed([item], self._prepare([item]))
                 return
-        self.acknowledge([token for _, token in window])
-        metrics.QUEUE_DEPTH.dec(len(window))
+        if acknowledge:
+            self.acknowledge([token for _, token in window])
+            metrics.QUEUE_DEPTH.dec(len(window))
 
-    def _write(self, window) -> WriteResult:
-        store = self._connect()
-        started = time.perf_counter()
-        prepared = prepare([env for env, _ in window], self.directory,
-                           limits=self.config.limits, now_ms=int(time.time() * 1000))
-        result = store.write(prepared)
-        metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
-        self._count(prepared, result, len(window))
-        return result
+    def _keep_as_reject(self, envelope: Envelope, exc: Exception) -> None:
+        """A message the database refuses for good is kept as a reject, so it cannot
+        block the messages behind it."""
+        log.error("the database refused a message; keeping it as a reject",
+                  extra={"topic": envelope.topic, "error": str(exc).strip()})
+        reject = Reject(envelope.topic, envelope.payload, "store_failed",
+                        str(exc).strip()[:2000], None, envelope.received_ms,
+                        _fingerprint(envelope.topic, envelope.payload))
+        prepared = Prepared(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0),
+                            rejects=[reject])
+        self._write_until_committed([(envelope, None)], prepared, acknowledge=False)
 
     def _count(self, prepared: Prepared, result: WriteResult, messages: int) -> None:
         metrics.MESSAGES.labels(self.transport, "accepted").inc(
@@ -164,31 +218,9 @@ class Worker:
         for reject in prepared.rejects:
             metrics.MESSAGES.labels(self.transport, "rejected").inc()
             metrics.REJECTS.labels(reject.reason).inc()
+            log.warning("rejected %s: %s", reject.topic, reject.detail,
+                        extra={"reason": reject.reason})
         for batch in prepared.batches:
             for reject in batch.rejects:
                 metrics.REJECTS.labels(reject.reason).inc()
                 metrics.READINGS.labels("rejected").inc()
-        for reject in prepared.rejects:
-            log.warning("rejected %s: %s", reject.topic, reject.detail,
-                        extra={"reason": reject.reason})
-
-    def _write_poison(self, item: tuple[Envelope, object], exc: Exception) -> None:
-        env = item[0]
-        log.error("the database refused a message; keeping it as a reject",
-                  extra={"topic": env.topic, "error": str(exc).strip()})
-        reject = Reject(env.topic, env.payload, "store_failed", str(exc).strip()[:2000], None,
-                        env.received_ms, _fingerprint(env.topic, env.payload))
-        empty = prepare([], self.directory, limits=self.config.limits, now_ms=0)
-        empty.rejects.append(reject)
-        self._write_until_committed_prepared(empty)
-
-    def _write_until_committed_prepared(self, prepared: Prepared) -> None:
-        delay = RETRY_INITIAL_S
-        while not self._stop.is_set():
-            try:
-                self._connect().write(prepared)
-                return
-            except psycopg.OperationalError:
-                self._drop_connection()
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
