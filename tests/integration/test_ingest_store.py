@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import numpy as np
 import psycopg
@@ -45,11 +46,11 @@ def _batches(site, device, n_batches: int, per_batch: int, start_ms: int, seed: 
     return out
 
 
-def write(url, envelopes, strategy=LoadStrategy.COPY):
+def write(url, envelopes, strategy=LoadStrategy.COPY, now_ms=NOW):
     directory = DeviceDirectory(url)
     with psycopg.connect(url) as conn:
         store = Store(conn, strategy)
-        prepared = prepare(envelopes, directory, limits=Limits(), now_ms=NOW)
+        prepared = prepare(envelopes, directory, limits=Limits(), now_ms=now_ms)
         result = store.write(prepared)
     directory.close()
     return result
@@ -191,3 +192,49 @@ def test_binary_copy_round_trip():
     sid, us, val = binary.decode(data, ["int4", "timestamptz", "float8"])
     assert sid.tolist() == [3, 4] and binary.pg_us_to_ms(us).tolist() == t.tolist()
     assert val.tolist() == [1.5, -2.25]
+
+
+def test_unknown_devices_are_registered_when_the_policy_says_so(db_url):
+    site = load_sites()[5]
+    body = {"v": 1, "site": site.id, "device": f"{site.id}-newprobe", "seq": 0,
+            "readings": [{"m": "soil_moisture", "t": NOW, "v": 21.0}]}
+    envelope = Envelope(up_topic(site.id, f"{site.id}-newprobe"), json.dumps(body).encode(),
+                        None, NOW)
+    assert write(db_url, [envelope]).readings_inserted == 0  # default policy: reject
+    directory = DeviceDirectory(db_url, "register")
+    with psycopg.connect(db_url) as conn:
+        result = Store(conn).write(prepare([envelope], directory, limits=Limits(), now_ms=NOW))
+        assert result.readings_inserted == 1
+        device = conn.execute("SELECT site_id, template FROM devices WHERE id = %s",
+                              (f"{site.id}-newprobe",)).fetchone()
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM ingest_rejects")]
+    directory.close()
+    assert device == (site.id, "auto")
+    assert reasons == ["unknown_device"]
+
+
+def test_retention_drops_old_chunks_and_rows(db_url):
+    from tidefield.server.db.retention import RetentionPolicy, apply_retention
+
+    site, device = _device("orchard")
+    metric = device.template.metrics[0]
+    now = int(time.time() * 1000)  # retention counts back from the database's clock
+    old = Batch(site.id, device.id, 0, (Reading(metric, now - 100 * 86_400_000, 1.0),))
+    new = Batch(site.id, device.id, 1, (Reading(metric, now - 60_000, 2.0),))
+    write(db_url, [_envelope(old), _envelope(new)], now_ms=now)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE ingest_batches SET received_at = now() - INTERVAL '40 days' "
+                     "WHERE seq = 0")
+        conn.commit()
+        dropped = apply_retention(conn, RetentionPolicy(readings_days=30, rollup_5m_days=30,
+                                                        rollup_1h_days=0, rejects_days=30,
+                                                        batches_days=30))
+        values = [v for (v,) in conn.execute("SELECT value FROM readings")]
+        rollups = conn.execute("SELECT count(*) FROM readings_5m").fetchone()[0]
+        hourly = conn.execute("SELECT count(*) FROM readings_1h").fetchone()[0]
+        batches = [s for (s,) in conn.execute("SELECT seq FROM ingest_batches")]
+    assert values == [2.0]
+    assert dropped["readings"] == 1 and dropped["ingest_batches"] == 1
+    assert rollups == 1  # the old 5-minute bucket went with its chunk
+    assert hourly == 2  # 0 days: hourly rollups are kept forever
+    assert batches == [1]
