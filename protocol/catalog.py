@@ -120,7 +120,23 @@ METRICS: MappingProxyType[str, Metric] = MappingProxyType({m.name: m for m in (
        "battery voltage"),
     _M("signal_rssi", "dBm", (-140.0, 0.0), (-110.0, -50.0), 1.0, "信号强度",
        "signal strength"),
+    # --- edge agent health (what a gateway's agent reports about itself) ----------
+    _M("agent_queue_depth", "readings", (0.0, 1e9), (0.0, 1000.0), 1.0, "待发队列长度",
+       "edge queue depth"),
+    _M("agent_queue_age", "s", (0.0, 1e8), (0.0, 120.0), 1.0, "最早待发读数时长",
+       "age of the oldest queued reading"),
+    _M("agent_dropped", "readings", (0.0, 1e12), (0.0, 0.0), 1.0, "丢弃读数累计",
+       "readings dropped by the edge queue (total)"),
+    _M("agent_publish_latency", "ms", (0.0, 3.6e6), (0.0, 500.0), 1.0, "发布时延",
+       "publish latency (to PUBACK)"),
+    _M("agent_rss", "MB", (0.0, 1e5), (10.0, 60.0), 0.1, "代理内存占用",
+       "edge agent resident memory"),
+    _M("agent_cpu", "%", (0.0, 800.0), (0.0, 5.0), 0.1, "代理CPU占用", "edge agent CPU"),
 )})
+
+# What an edge agent reports about itself, as readings of its site's gateway device.
+AGENT_METRICS = ("agent_queue_depth", "agent_queue_age", "agent_dropped",
+                 "agent_publish_latency", "agent_rss", "agent_cpu")
 
 _D = DeviceTemplate
 _WEATHER = _D("wx", "compact weather station",

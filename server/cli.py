@@ -16,8 +16,10 @@ app = typer.Typer(help="Tidefield: IoT platform for Qingdao's smart farms and oc
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 registry_app = typer.Typer(help="The site registry (sites, devices, series).",
                            no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
+app.add_typer(keys_app, name="keys")
 
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", envvar="TIDEFIELD_DATABASE_URL",
@@ -78,6 +80,81 @@ def registry_list(kind: Annotated[str | None, typer.Option(help="only this site 
     for site in load_sites():
         if kind is None or site.kind == kind:
             typer.echo(f"{site.id}\t{site.kind}\t{site.district}\t{site.name_en}\t{site.name_zh}")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is for")],
+                scope: Annotated[list[str], typer.Option(
+                    "--scope", "-s", help="read, ingest or admin (repeat for several)")],
+                site: Annotated[list[str] | None, typer.Option(
+                    "--site", help="limit the key to this site (repeat for several)")] = None,
+                database_url: DatabaseUrl = None) -> None:
+    """Create a key and print it (the only time it is shown)."""
+    import psycopg
+
+    from tidefield.server.api.keys import Scope, create_key
+
+    url = _require_db(_settings(database_url=database_url))
+    try:
+        scopes = [Scope(s) for s in scope]
+    except ValueError as exc:
+        typer.echo(f"error: {exc}; scopes are read, ingest, admin", err=True)
+        raise typer.Exit(2) from None
+    with psycopg.connect(url) as conn:
+        try:
+            key = create_key(conn, name, scopes, site or None)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="the key's prefix or name")],
+                database_url: DatabaseUrl = None) -> None:
+    """Revoke a key at once."""
+    import psycopg
+
+    from tidefield.server.api.keys import revoke_key
+
+    url = _require_db(_settings(database_url=database_url))
+    with psycopg.connect(url) as conn:
+        count = revoke_key(conn, key.split("_")[1] if key.startswith("tf_") else key)
+    if not count:
+        typer.echo(f"error: no active key {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {count} key(s)")
+
+
+@keys_app.command("list")
+def keys_list(database_url: DatabaseUrl = None) -> None:
+    """List keys (prefix, name, scopes, sites, created, revoked)."""
+    import psycopg
+
+    from tidefield.server.api.keys import list_keys
+
+    url = _require_db(_settings(database_url=database_url))
+    with psycopg.connect(url) as conn:
+        for prefix, name, scopes, sites, created, revoked in list_keys(conn):
+            typer.echo(f"{prefix}\t{name}\t{','.join(scopes)}\t{','.join(sites or ['*'])}\t"
+                       f"{created:%Y-%m-%d}\t{'revoked' if revoked else 'active'}")
+
+
+@app.command()
+def api(database_url: DatabaseUrl = None,
+        host: Annotated[str, typer.Option(envvar="TIDEFIELD_API_HOST")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(envvar="TIDEFIELD_API_PORT")] = 8080,
+        workers: Annotated[int, typer.Option(envvar="TIDEFIELD_API_WORKERS")] = 1) -> None:
+    """Run the HTTP API (/api/v1, OpenAPI docs at /docs)."""
+    import os
+
+    import uvicorn
+
+    settings = _settings(database_url=database_url)
+    _require_db(settings)
+    os.environ["TIDEFIELD_DATABASE_URL"] = settings.database_url
+    uvicorn.run("tidefield.server.api.app:create_app", factory=True, host=host, port=port,
+                workers=workers, log_level=settings.log_level.lower(), access_log=False)
 
 
 @app.command()

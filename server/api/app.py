@@ -1,0 +1,96 @@
+"""The API application: /api/v1 routers, JSON errors, a connection pool."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel
+
+from tidefield.server.settings import Settings
+
+from .routes import devices, export, series, sites
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("tidefield_api_requests_total", "API requests", ["route", "status"])
+LATENCY = Histogram("tidefield_api_request_seconds", "API latency", ["route"])
+
+
+class Health(BaseModel):
+    database: bool
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if not settings.database_url:
+        raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.pool = ConnectionPool(settings.database_url, min_size=1, max_size=10,
+                                        open=True, kwargs={"autocommit": True})
+        try:
+            yield
+        finally:
+            app.state.pool.close()
+
+    app = FastAPI(title="Tidefield API", version="1",
+                  description="Sites, devices, series and readings of Qingdao's smart farms "
+                              "and ocean sites. Every endpoint needs an API key "
+                              "(header `X-API-Key`).", lifespan=lifespan)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        response = _error(exc.status_code, message)
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return _error(422, "; ".join(parts))
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_down(request: Request, exc: psycopg.OperationalError):
+        return _error(503, "the database is unavailable; retry later")
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUESTS.labels(path, str(response.status_code)).inc()
+        LATENCY.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    for router in (sites.router, devices.router, series.router, export.router):
+        app.include_router(router, prefix="/api/v1")
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz(request: Request) -> Health:
+        try:
+            with request.app.state.pool.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:
+            raise HTTPException(503, "the database is unreachable") from exc
+        return Health(database=True)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    def metrics():
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,54 @@
+"""Dependencies that routes declare: a database connection and the authenticated key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+import psycopg
+from fastapi import Depends, Header, HTTPException, Request
+from fastapi.security import APIKeyHeader
+
+from .keys import Principal, Scope, authenticate
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                               description="a key from `tidefield keys create`")
+
+
+def get_conn(request: Request) -> Iterator[psycopg.Connection]:
+    with request.app.state.pool.connection() as conn:
+        yield conn
+
+
+ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
+
+
+def get_principal(conn: ConnDep, key: Annotated[str | None, Depends(_api_key_header)] = None,
+                  authorization: Annotated[str | None, Header()] = None) -> Principal:
+    if key is None and authorization and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    if not key:
+        raise HTTPException(401, "an API key is required (header X-API-Key)",
+                            headers={"WWW-Authenticate": "ApiKey"})
+    principal = authenticate(conn, key)
+    if principal is None:
+        raise HTTPException(401, "the API key is unknown or revoked",
+                            headers={"WWW-Authenticate": "ApiKey"})
+    return principal
+
+
+def require(scope: Scope):
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.may(scope):
+            raise HTTPException(403, f"this key lacks the {scope} scope")
+        return principal
+    return check
+
+
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+
+
+def check_site(principal: Principal, site_id: str) -> None:
+    if not principal.may_see(site_id):
+        raise HTTPException(403, f"this key may not read site {site_id}")

@@ -1,0 +1,27 @@
+"""Parameter parsing shared by routes: time ranges and buckets, with 4xx errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi import HTTPException
+
+MAX_RANGE = timedelta(days=3660)
+
+
+def aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise HTTPException(422, f"{name} must carry a time zone (e.g. 2026-11-29T08:00:00+08:00"
+                                 f" or ...Z)")
+    return value.astimezone(UTC)
+
+
+def time_range(start: datetime | None, end: datetime | None,
+               default: timedelta = timedelta(days=1)) -> tuple[datetime, datetime]:
+    end = aware(end, "end") if end is not None else datetime.now(UTC)
+    start = aware(start, "start") if start is not None else end - default
+    if start >= end:
+        raise HTTPException(422, "start must be before end")
+    if end - start > MAX_RANGE:
+        raise HTTPException(422, "a range may span at most 10 years")
+    return start, end

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from ..deps import ConnDep, Reader, check_site
+from ..models import ERRORS, NOT_FOUND, Device, DevicePage, DeviceStatus
+
+router = APIRouter(prefix="/devices", tags=["devices"], responses=ERRORS)
+
+# A device is offline after its last will, or when silent for this many of its intervals.
+SILENT_INTERVALS = 3
+
+_SELECT = """
+SELECT d.id, d.site_id, d.template, d.model, d.interval_s,
+       CASE WHEN st.last_seen IS NULL AND st.state IS DISTINCT FROM 'online'
+                 AND st.state IS DISTINCT FROM 'offline' THEN 'unknown'
+            WHEN st.state = 'offline' AND (st.last_seen IS NULL
+                 OR st.last_seen <= st.state_changed) THEN 'offline'
+            WHEN greatest(st.last_seen, st.birth_at) > now()
+                 - make_interval(secs => %(silent)s * coalesce(st.reported_interval_s,
+                                                               d.interval_s)) THEN 'online'
+            ELSE 'offline' END,
+       st.last_seen, st.last_reading,
+       coalesce(st.max_seq - st.min_seq + 1 - st.batches, 0)
+FROM devices d LEFT JOIN device_status st ON st.device_id = d.id
+"""
+
+
+def _device(row) -> Device:
+    return Device(id=row[0], site_id=row[1], template=row[2], model=row[3],
+                  interval_s=row[4], status=DeviceStatus(state=row[5], last_seen=row[6],
+                                                         last_reading=row[7],
+                                                         missing_batches=row[8]))
+
+
+@router.get("", response_model=DevicePage, summary="List devices with their status")
+def list_devices(conn: ConnDep, principal: Reader,
+                 site: Annotated[str | None, Query(examples=["oc-001"])] = None,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+                 cursor: str | None = None) -> DevicePage:
+    if site is not None:
+        check_site(principal, site)
+    rows = conn.execute(
+        _SELECT + """WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s)
+                     AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s))
+                     AND (%(cursor)s::text IS NULL OR d.id > %(cursor)s)
+                     ORDER BY d.id LIMIT %(limit)s""",
+        {"silent": SILENT_INTERVALS, "site": site, "cursor": cursor, "limit": limit + 1,
+         "sites": sorted(principal.sites) if principal.sites is not None else None},
+    ).fetchall()
+    items = [_device(r) for r in rows[:limit]]
+    return DevicePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+@router.get("/{device_id}", response_model=Device, responses=NOT_FOUND, summary="One device")
+def get_device(device_id: str, conn: ConnDep, principal: Reader) -> Device:
+    row = conn.execute(_SELECT + "WHERE d.id = %(id)s",
+                       {"silent": SILENT_INTERVALS, "id": device_id}).fetchone()
+    if row is None:
+        raise HTTPException(404, f"no device {device_id!r}")
+    check_site(principal, row[1])
+    return _device(row)
