@@ -14,6 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
+from tidefield.server.ingest.directory import DeviceDirectory
+from tidefield.server.ingest.http import HttpIngest, add_http_ingest
 from tidefield.server.settings import Settings
 
 from .routes import devices, export, series, sites
@@ -32,24 +34,8 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    if not settings.database_url:
-        raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        app.state.pool = ConnectionPool(settings.database_url, min_size=1, max_size=10,
-                                        open=True, kwargs={"autocommit": True})
-        try:
-            yield
-        finally:
-            app.state.pool.close()
-
-    app = FastAPI(title="Tidefield API", version="1",
-                  description="Sites, devices, series and readings of Qingdao's smart farms "
-                              "and ocean sites. Every endpoint needs an API key "
-                              "(header `X-API-Key`).", lifespan=lifespan)
+def install_error_handlers(app: FastAPI) -> None:
+    """Errors are JSON with a clear message: {"error": {"status": ..., "message": ...}}."""
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -67,6 +53,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def database_down(request: Request, exc: psycopg.OperationalError):
         return _error(503, "the database is unavailable; retry later")
 
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if not settings.database_url:
+        raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.pool = ConnectionPool(settings.database_url, min_size=1, max_size=10,
+                                        open=True, kwargs={"autocommit": True})
+        app.state.http_ingest = HttpIngest(
+            settings.database_url,
+            DeviceDirectory(settings.database_url, settings.ingest_unknown_devices),
+            settings.ingest_limits(), settings.ingest_strategy)
+        try:
+            yield
+        finally:
+            app.state.http_ingest.close()
+            app.state.pool.close()
+
+    app = FastAPI(title="Tidefield API", version="1",
+                  description="Sites, devices, series and readings of Qingdao's smart farms "
+                              "and ocean sites. Every endpoint needs an API key "
+                              "(header `X-API-Key`).", lifespan=lifespan)
+
+    install_error_handlers(app)
+
     @app.middleware("http")
     async def measure(request: Request, call_next):
         started = time.perf_counter()
@@ -79,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (sites.router, devices.router, series.router, export.router):
         app.include_router(router, prefix="/api/v1")
+    add_http_ingest(app, prefix="/api/v1")
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz(request: Request) -> Health:

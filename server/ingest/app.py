@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from contextlib import asynccontextmanager
-from typing import Annotated
 
 import psycopg
-from fastapi import FastAPI, Header, HTTPException, Path, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
 from tidefield.protocol import mqtt
-from tidefield.protocol.topics import ID_PATTERN, up_topic
+from tidefield.server.api.app import install_error_handlers
 from tidefield.server.db.retention import (
     RetentionPolicy,
     RetentionScheduler,
@@ -29,28 +27,12 @@ from tidefield.server.db.retention import (
 )
 from tidefield.server.settings import Settings
 
-from . import metrics
 from .consumer import MqttConsumer, claim_slot
 from .directory import DeviceDirectory
-from .pipeline import Envelope, prepare
-from .store import Store
+from .http import HttpIngest, add_http_ingest
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
-
-
-class RejectOut(BaseModel):
-    reason: str
-    detail: str
-
-
-class IngestResult(BaseModel):
-    """What became of a telemetry message sent over HTTP."""
-
-    duplicate: bool
-    readings_inserted: int
-    readings_duplicate: int
-    rejected: list[RejectOut]
 
 
 class Health(BaseModel):
@@ -74,8 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = app.state
-        state.http_directory = DeviceDirectory(url, settings.ingest_unknown_devices)
-        state.http_conn = None
+        state.pool = ConnectionPool(url, min_size=1, max_size=4, open=True,
+                                    kwargs={"autocommit": True})
+        state.http_ingest = HttpIngest(
+            url, DeviceDirectory(url, settings.ingest_unknown_devices),
+            settings.ingest_limits(), settings.ingest_strategy)
         state.consumer = state.worker = state.scheduler = None
         slot, state.slot_lock = claim_slot(settings.data_dir.resolve() / "ingest-slots",
                                            settings.ingest_workers)
@@ -111,8 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 state.worker.stop()
             if state.scheduler:
                 state.scheduler.stop()
-            if state.http_conn is not None:
-                state.http_conn.close()
+            state.http_ingest.close()
+            state.pool.close()
             state.slot_lock.close()
 
     app = FastAPI(title="Tidefield ingest", version="1", lifespan=lifespan)
@@ -146,42 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data = generate_latest()
         return PlainTextResponse(data, media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/ingest/{site}/{device}", response_model=IngestResult,
-              responses={422: {"description": "the message was refused (and kept as a "
-                                              "reject with its reason)"},
-                         503: {"description": "the database is unavailable; retry"}})
-    async def ingest(request: Request,
-                     site: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
-                     device: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
-                     content_type: Annotated[str | None, Header()] = None):
-        payload = await request.body()
-        envelope = Envelope(up_topic(site, device), payload, content_type,
-                            int(time.time() * 1000))
-        return await run_in_threadpool(_ingest_one, request.app.state, envelope)
-
-    def _ingest_one(state, envelope: Envelope) -> IngestResult:
-        try:
-            if state.http_conn is None or state.http_conn.closed:
-                state.http_conn = psycopg.connect(url)
-                state.http_store = Store(state.http_conn, settings.ingest_strategy)
-            prepared = prepare([envelope], state.http_directory,
-                               limits=settings.ingest_limits(), now_ms=envelope.received_ms)
-            result = state.http_store.write(prepared)
-        except psycopg.OperationalError as exc:
-            state.http_conn = None
-            state.http_directory.close()
-            raise HTTPException(503, detail=f"database unavailable: {exc}") from exc
-        metrics.MESSAGES.labels("http", "rejected" if prepared.rejects else "accepted").inc()
-        metrics.READINGS.labels("inserted").inc(result.readings_inserted)
-        if prepared.rejects:
-            reject = prepared.rejects[0]
-            metrics.REJECTS.labels(reject.reason).inc()
-            raise HTTPException(422, detail={"reason": reject.reason, "detail": reject.detail})
-        readings_rejects = [r for b in prepared.batches for r in b.rejects]
-        return IngestResult(duplicate=result.batches_duplicate > 0,
-                            readings_inserted=result.readings_inserted,
-                            readings_duplicate=result.readings_duplicate,
-                            rejected=[RejectOut(reason=r.reason, detail=r.detail)
-                                      for r in readings_rejects])
+    install_error_handlers(app)
+    add_http_ingest(app)
 
     return app

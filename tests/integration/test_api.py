@@ -217,3 +217,23 @@ def test_openapi_documents_every_route_with_errors(api):
         if path.startswith("/api/v1"):
             for operation in item.values():
                 assert {"401", "403", "422"} <= set(operation["responses"]), path
+
+
+def test_http_ingest_in_the_api_takes_the_ingest_path(api, db_url):
+    site, device = api["a"], api["device"]
+    body = {"v": 1, "site": site.id, "device": device.id, "seq": 99,
+            "readings": [{"m": "co2", "t": ms(datetime.now(UTC)), "v": 400.0},
+                         {"m": "co2", "t": ms(datetime.now(UTC)) - 1000, "v": -5.0}]}
+    post = api["client"].post
+    url = f"/api/v1/ingest/{site.id}/{device.id}"
+    assert post(url, json=body).status_code == 401
+    assert post(url, json=body, headers={"X-API-Key": api["keys"]["all"]}).status_code == 403
+    ok = post(url, json=body, headers={"X-API-Key": api["keys"]["ingest"]})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["readings_inserted"] == 1
+    assert [r["reason"] for r in ok.json()["rejected"]] == ["out_of_range"]
+    again = post(url, json=body, headers={"X-API-Key": api["keys"]["ingest"]}).json()
+    assert again["duplicate"] is True and again["readings_inserted"] == 0
+    with psycopg.connect(db_url) as conn:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM ingest_rejects")]
+    assert reasons == ["out_of_range"]

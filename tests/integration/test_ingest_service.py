@@ -19,6 +19,7 @@ from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.codec import MSGPACK
 from tidefield.protocol.messages import Batch, Reading
 from tidefield.protocol.registry import load_sites
+from tidefield.server.api.keys import Scope, create_key
 from tidefield.sim.publisher import FleetPublisher
 
 from ..support.processes import IngestService
@@ -130,17 +131,25 @@ def test_http_ingest_uses_the_same_path(db_url, tmp_path):
                 "readings": [{"m": device.template.metrics[0], "t": now, "v": 21.5},
                              {"m": device.template.metrics[0], "t": now - 1000, "v": 1e9}]}
         url = f"{service.url}/ingest/{site.id}/{device.id}"
+        assert httpx.post(url, content=json.dumps(body)).status_code == 401
+        with psycopg.connect(db_url) as conn:
+            key = {"X-API-Key": create_key(conn, "gateway", [Scope.INGEST], [site.id])}
+            reader = {"X-API-Key": create_key(conn, "reader", [Scope.READ])}
+        assert httpx.post(url, content=json.dumps(body), headers=reader).status_code == 403
+        other = load_sites()[1]
+        assert httpx.post(f"{service.url}/ingest/{other.id}/{other.devices[0].id}",
+                          content=json.dumps(body), headers=key).status_code == 403
         first = httpx.post(url, content=json.dumps(body),
-                           headers={"content-type": "application/json"})
+                           headers={"content-type": "application/json", **key})
         assert first.status_code == 200, first.text
         assert first.json()["readings_inserted"] == 1
         assert [r["reason"] for r in first.json()["rejected"]] == ["out_of_range"]
-        again = httpx.post(url, content=json.dumps(body))
+        again = httpx.post(url, content=json.dumps(body), headers=key)
         assert again.json()["duplicate"] is True
         assert again.json()["readings_inserted"] == 0
-        bad = httpx.post(url, content=b"{nope")
+        bad = httpx.post(url, content=b"{nope", headers=key)
         assert bad.status_code == 422
-        assert bad.json()["detail"]["reason"] == "malformed"
+        assert bad.json()["error"]["message"].startswith("malformed: payload is not valid")
         metrics = httpx.get(f"{service.url}/metrics").text
         assert 'tidefield_ingest_rejects_total{reason="malformed"} 1.0' in metrics
         with psycopg.connect(db_url) as conn:

@@ -1,0 +1,110 @@
+"""HTTP ingest: one message per request, through the same pipeline and transaction as
+MQTT (``prepare`` then ``Store.write``), for devices and gateways that cannot speak MQTT.
+Both the ingest service and the API mount it (``add_http_ingest``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated
+
+import psycopg
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from tidefield.protocol.codec import Limits
+from tidefield.protocol.topics import ID_PATTERN, up_topic
+from tidefield.server.api.deps import check_site, require
+from tidefield.server.api.keys import Principal, Scope
+
+from . import metrics
+from .directory import DeviceDirectory
+from .pipeline import Envelope, prepare
+from .store import LoadStrategy, Store
+
+
+class RejectOut(BaseModel):
+    reason: str
+    detail: str
+
+
+class IngestResult(BaseModel):
+    """What became of a telemetry message sent over HTTP."""
+
+    duplicate: bool
+    readings_inserted: int
+    readings_duplicate: int
+    rejected: list[RejectOut]
+
+
+class HttpIngest:
+    """Writes one message per call on a connection of its own (serialised by a lock:
+    ingest transactions are short, and one connection keeps the temp tables warm)."""
+
+    def __init__(self, database_url: str, directory: DeviceDirectory, limits: Limits,
+                 strategy: LoadStrategy) -> None:
+        self.url, self.directory, self.limits, self.strategy = (database_url, directory,
+                                                                 limits, strategy)
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+        self._store: Store | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self.directory.close()
+
+    def ingest(self, envelope: Envelope) -> IngestResult:
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self.url)
+                    self._store = Store(self._conn, self.strategy)
+                prepared = prepare([envelope], self.directory, limits=self.limits,
+                                   now_ms=envelope.received_ms)
+                result = self._store.write(prepared)
+            except psycopg.OperationalError as exc:
+                self._conn = None
+                self.directory.close()
+                raise HTTPException(503, "the database is unavailable; retry") from exc
+        metrics.MESSAGES.labels("http", "rejected" if prepared.rejects else "accepted").inc()
+        metrics.READINGS.labels("inserted").inc(result.readings_inserted)
+        if prepared.rejects:
+            reject = prepared.rejects[0]
+            metrics.REJECTS.labels(reject.reason).inc()
+            raise HTTPException(422, f"{reject.reason}: {reject.detail}")
+        refused = [r for b in prepared.batches for r in b.rejects]
+        for reject in refused:
+            metrics.REJECTS.labels(reject.reason).inc()
+        return IngestResult(duplicate=result.batches_duplicate > 0,
+                            readings_inserted=result.readings_inserted,
+                            readings_duplicate=result.readings_duplicate,
+                            rejected=[RejectOut(reason=r.reason, detail=r.detail)
+                                      for r in refused])
+
+
+def add_http_ingest(app: FastAPI, prefix: str = "") -> None:
+    """Mount POST {prefix}/ingest/{site}/{device}; app.state.http_ingest must be set."""
+    router = APIRouter(tags=["ingest"])
+
+    @router.post(
+        "/ingest/{site}/{device}", response_model=IngestResult,
+        summary="Send one telemetry message (JSON or MessagePack by Content-Type)",
+        responses={401: {"description": "no API key, or an unknown one"},
+                   403: {"description": "the key lacks the ingest scope or this site"},
+                   422: {"description": "the message was refused whole (and kept as a "
+                                        "reject with its reason)"},
+                   503: {"description": "the database is unavailable; retry"}})
+    async def ingest(request: Request,
+                     principal: Annotated[Principal, Depends(require(Scope.INGEST))],
+                     site: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
+                     device: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
+                     content_type: Annotated[str | None, Header()] = None) -> IngestResult:
+        check_site(principal, site)
+        payload = await request.body()
+        envelope = Envelope(up_topic(site, device), payload, content_type,
+                            int(time.time() * 1000))
+        return await run_in_threadpool(request.app.state.http_ingest.ingest, envelope)
+
+    app.include_router(router, prefix=prefix)
