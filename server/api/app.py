@@ -49,6 +49,11 @@ def install_error_handlers(app: FastAPI) -> None:
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return _error(422, "; ".join(parts))
 
+    @app.exception_handler(psycopg.DataError)
+    async def bad_data(request: Request, exc: psycopg.DataError):
+        # a parameter the database cannot take (a NUL byte, an out-of-range number)
+        return _error(422, f"invalid parameter: {str(exc).splitlines()[0]}")
+
     @app.exception_handler(psycopg.OperationalError)
     async def database_down(request: Request, exc: psycopg.OperationalError):
         return _error(503, "the database is unavailable; retry later")

@@ -19,7 +19,8 @@ class ErrorBody(BaseModel):
 
 ERRORS = {401: {"model": ErrorBody, "description": "no API key, or an unknown one"},
           403: {"model": ErrorBody, "description": "the key may not do this"},
-          422: {"model": ErrorBody, "description": "a parameter is invalid"}}
+          422: {"model": ErrorBody, "description": "a parameter is invalid"},
+          503: {"model": ErrorBody, "description": "the database is unavailable; retry"}}
 NOT_FOUND = {404: {"model": ErrorBody, "description": "no such object"}}
 
 

@@ -7,13 +7,21 @@ from datetime import UTC, datetime, timedelta
 from fastapi import HTTPException
 
 MAX_RANGE = timedelta(days=3660)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def aware(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
         raise HTTPException(422, f"{name} must carry a time zone (e.g. 2026-11-29T08:00:00+08:00"
                                  f" or ...Z)")
-    return value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        value = EARLIEST
+    if not EARLIEST <= value <= LATEST:
+        raise HTTPException(422, f"{name} must lie between 1970 and 2200")
+    return value
 
 
 def time_range(start: datetime | None, end: datetime | None,

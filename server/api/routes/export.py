@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from psycopg import sql
 
 from ..deps import ConnDep, Reader, check_site
-from ..models import ERRORS
+from ..models import ERRORS, NOT_FOUND
 from ..params import time_range
 
 router = APIRouter(prefix="/export", tags=["export"], responses=ERRORS)
@@ -35,7 +35,8 @@ _SCHEMA = pa.schema([("site_id", pa.string()), ("device_id", pa.string()),
 
 
 @router.get("", summary="Export readings as CSV or Parquet (streamed)",
-            responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
+            responses={**NOT_FOUND,
+                       200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
                              "description": "site_id, device_id, metric, time, value"}})
 def export(request: Request, conn: ConnDep, principal: Reader,
            site: Annotated[str | None, Query(examples=["oc-001"])] = None,
