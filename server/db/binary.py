@@ -30,10 +30,7 @@ def encode(columns: list[tuple[np.ndarray, str]]) -> bytes:
     """Encode equal-length columns; each is (values, pg type). Timestamps are given in
     PostgreSQL microseconds (see ms_to_pg_us). No NULLs: Tidefield's rows have none."""
     n = len(columns[0][0])
-    fields = [("count", ">i2")]
-    for i, (_, pgtype) in enumerate(columns):
-        fields += [(f"len{i}", ">i4"), (f"val{i}", _WIRE[pgtype])]
-    rows = np.empty(n, dtype=np.dtype(fields))
+    rows = np.empty(n, dtype=_row_dtype([pgtype for _, pgtype in columns]))
     rows["count"] = len(columns)
     for i, (values, pgtype) in enumerate(columns):
         if len(values) != n:
@@ -43,11 +40,24 @@ def encode(columns: list[tuple[np.ndarray, str]]) -> bytes:
     return HEADER + rows.tobytes() + TRAILER
 
 
-def decode(data: bytes, pgtypes: list[str]) -> list[np.ndarray]:
-    """The inverse of encode, for binary COPY TO output of NULL-free rows."""
-    body = memoryview(data)[len(HEADER):len(data) - len(TRAILER)]
+def _row_dtype(pgtypes: list[str]) -> np.dtype:
     fields = [("count", ">i2")]
     for i, pgtype in enumerate(pgtypes):
         fields += [(f"len{i}", ">i4"), (f"val{i}", _WIRE[pgtype])]
-    rows = np.frombuffer(body, dtype=np.dtype(fields))
+    return np.dtype(fields)
+
+
+def row_width(pgtypes: list[str]) -> int:
+    """Bytes per row: fixed, since every type here has a fixed size and no NULLs."""
+    return _row_dtype(pgtypes).itemsize
+
+
+def decode_rows(body: bytes, pgtypes: list[str]) -> list[np.ndarray]:
+    """Rows of binary COPY output (no header, no trailer), column by column."""
+    rows = np.frombuffer(body, dtype=_row_dtype(pgtypes))
     return [rows[f"val{i}"].astype(_WIRE[t].replace(">", "<")) for i, t in enumerate(pgtypes)]
+
+
+def decode(data: bytes, pgtypes: list[str]) -> list[np.ndarray]:
+    """The inverse of encode, for binary COPY TO output of NULL-free rows."""
+    return decode_rows(data[len(HEADER):len(data) - len(TRAILER)], pgtypes)

@@ -1,8 +1,8 @@
 """Streaming exports for labs: CSV or Parquet of a site or a set of series over a range.
 
-Memory stays flat however long the range: CSV comes straight from PostgreSQL's COPY TO
-STDOUT, chunk by chunk; Parquet is written one row group at a time from a server-side
-cursor, and each finished group is sent before the next is read.
+Memory stays flat however long the range: rows come by binary COPY, are cut into row
+groups of ROW_GROUP rows, and each group is written (CSV or Parquet, by Arrow's writers)
+and sent before the next is read.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ import io
 from datetime import datetime
 from typing import Annotated, Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg import sql
+
+from tidefield.server.db import binary
 
 from ..deps import ConnDep, Reader, check_site
 from ..models import ERRORS, NOT_FOUND
@@ -23,15 +27,16 @@ from ..params import time_range
 
 router = APIRouter(prefix="/export", tags=["export"], responses=ERRORS)
 
-ROW_GROUP = 100_000
-_QUERY = """SELECT d.site_id, s.device_id, s.metric, r.time, r.value
-            FROM readings r JOIN series s ON s.id = r.series_id
-            JOIN devices d ON d.id = s.device_id
-            WHERE r.series_id = ANY({ids}) AND r.time >= {start} AND r.time < {end}
-            ORDER BY r.series_id, r.time"""
-_SCHEMA = pa.schema([("site_id", pa.string()), ("device_id", pa.string()),
-                     ("metric", pa.string()), ("time", pa.timestamp("us", tz="UTC")),
-                     ("value", pa.float64())])
+ROW_GROUP = 50_000
+# Arrow's default pool (jemalloc or mimalloc) keeps freed memory for reuse: with the
+# system allocator a finished row group's memory goes back at once.
+pa.set_memory_pool(pa.system_memory_pool())
+_NAME = pa.dictionary(pa.int32(), pa.string())
+_SCHEMA = pa.schema([("site_id", _NAME), ("device_id", _NAME), ("metric", _NAME),
+                             ("time", pa.timestamp("us", tz="UTC")), ("value", pa.float64())])
+_CSV_SCHEMA = pa.schema([("site_id", pa.string()), ("device_id", pa.string()),
+                         ("metric", pa.string()), ("time", pa.timestamp("us", tz="UTC")),
+                         ("value", pa.float64())])
 
 
 @router.get("", summary="Export readings as CSV or Parquet (streamed)",
@@ -63,27 +68,16 @@ def export(request: Request, conn: ConnDep, principal: Reader,
         for _, site_id in rows:
             check_site(principal, site_id)
         ids = [r[0] for r in rows]
-    query = sql.SQL(_QUERY).format(ids=sql.Literal(ids), start=sql.Literal(start),
-                                   end=sql.Literal(end))
-    pool = request.app.state.pool
+    groups = _row_groups(request.app.state.pool, ids, start, end)
     name = f"tidefield-{site or 'series'}-{start:%Y%m%d}-{end:%Y%m%d}"
     if format == "csv":
-        return StreamingResponse(_csv(pool, query), media_type="text/csv",
+        return StreamingResponse(_csv(groups), media_type="text/csv",
                                  headers={"Content-Disposition":
                                           f'attachment; filename="{name}.csv"'})
-    return StreamingResponse(_parquet(pool, query),
+    return StreamingResponse(_parquet(groups),
                              media_type="application/vnd.apache.parquet",
                              headers={"Content-Disposition":
                                       f'attachment; filename="{name}.parquet"'})
-
-
-def _csv(pool, query):
-    # A connection of its own: the response is streamed after the route has returned.
-    with pool.connection() as conn, conn.cursor() as cur:
-        copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
-        with cur.copy(copy_sql) as copy:
-            for chunk in copy:
-                yield bytes(chunk)
 
 
 class _Chunks(io.RawIOBase):
@@ -109,18 +103,70 @@ class _Chunks(io.RawIOBase):
         return out
 
 
-def _parquet(pool, query):
+def _row_groups(pool, ids: list[int], start, end):
+    """Arrow tables of at most ROW_GROUP rows, in series and time order.
+
+    Rows come by binary COPY, whose rows here have a fixed width, so each chunk is cut at
+    a row boundary and parsed by NumPy; names are dictionary-encoded (a handful of
+    distinct strings), so memory holds one row group at a time.
+    """
+    with pool.connection() as conn:
+        names = {sid: (site, device, metric) for sid, site, device, metric in conn.execute(
+            "SELECT s.id, d.site_id, s.device_id, s.metric FROM series s "
+            "JOIN devices d ON d.id = s.device_id WHERE s.id = ANY(%s)", (ids,))}
+        order = sorted(names)
+        position = np.full(max(order, default=0) + 1, -1, dtype=np.int32)
+        position[order] = np.arange(len(order), dtype=np.int32)
+        dictionaries = [pa.array([names[sid][k] for sid in order], pa.string())
+                        for k in range(3)]
+        copy_sql = sql.SQL(
+            "COPY (SELECT series_id, time, value FROM readings WHERE series_id = ANY({ids}) "
+            "AND time >= {start} AND time < {end} ORDER BY series_id, time) "
+            "TO STDOUT (FORMAT BINARY)").format(ids=sql.Literal(ids), start=sql.Literal(start),
+                                                end=sql.Literal(end))
+
+        def table(body: bytes) -> pa.Table:
+            sid, pg_us, value = binary.decode_rows(body, _TYPES)
+            index = pa.array(position[sid])
+            return pa.Table.from_arrays(
+                [pa.DictionaryArray.from_arrays(index, d) for d in dictionaries]
+                + [pa.array(binary.pg_us_to_ms(pg_us) * 1000, pa.timestamp("us", "UTC")),
+                   pa.array(value)], schema=_SCHEMA)
+
+        pending = bytearray()
+        header_seen = False
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            for chunk in copy:
+                pending += chunk
+                if not header_seen and len(pending) >= len(binary.HEADER):
+                    del pending[:len(binary.HEADER)]
+                    header_seen = True
+                if len(pending) >= ROW_GROUP * _ROW_WIDTH:
+                    usable = ROW_GROUP * _ROW_WIDTH
+                    yield table(bytes(pending[:usable]))
+                    del pending[:usable]
+        rest = len(pending) - len(binary.TRAILER)
+        if rest > 0:
+            yield table(bytes(pending[:rest]))
+
+
+def _csv(groups):
     sink = _Chunks()
-    # A server-side cursor lives in a transaction (the pool's connections autocommit).
-    with pool.connection() as conn, conn.transaction(), \
-            conn.cursor(name="tidefield_export") as cur:
-        cur.itersize = ROW_GROUP
-        cur.execute(query)
-        with pq.ParquetWriter(sink, _SCHEMA, compression="zstd") as writer:
-            while rows := cur.fetchmany(ROW_GROUP):
-                columns = list(zip(*rows, strict=True))
-                writer.write_table(pa.Table.from_arrays(
-                    [pa.array(c, type=f.type) for c, f in zip(columns, _SCHEMA, strict=True)],
-                    schema=_SCHEMA))
-                yield sink.drain()
-        yield sink.drain()
+    with pa_csv.CSVWriter(sink, _CSV_SCHEMA) as writer:
+        for group in groups:
+            writer.write_table(group.cast(_CSV_SCHEMA))
+            yield sink.drain()
+    yield sink.drain()
+
+
+def _parquet(groups):
+    sink = _Chunks()
+    with pq.ParquetWriter(sink, _SCHEMA, compression="zstd") as writer:
+        for group in groups:
+            writer.write_table(group)
+            yield sink.drain()
+    yield sink.drain()
+
+
+_TYPES = ["int4", "timestamptz", "float8"]
+_ROW_WIDTH = binary.row_width(_TYPES)
