@@ -12,11 +12,14 @@ acknowledged once it is back (same device and seq, so the server drops any dupli
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as paho
 
@@ -176,3 +179,51 @@ class FleetPublisher:
             self.stats.resent += 1
             pending[0] = (gateway, topic, payload, gateway.publish(topic, payload))
         return pending
+
+
+class SequenceFile:
+    """Per-device sequence numbers that survive restarts of the simulator.
+
+    A real device persists its sequence: were it to start again at 0, the server would
+    take its new batches for re-deliveries of old ones. Numbers are reserved (saved)
+    before the batches that use them are published, so a crash can skip numbers (a
+    visible gap) but never reuse one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._next: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+
+    def next(self, device_id: str) -> int:
+        seq = self._next.get(device_id, 0)
+        self._next[device_id] = seq + 1
+        return seq
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._next))
+        os.replace(tmp, self.path)
+
+
+def run_fleet(fleet, publisher: FleetPublisher, sequences: SequenceFile, *,
+              stop: threading.Event, backfill_ms: int = 0, window_ms: int = 6 * 3_600_000,
+              tick_s: float = 10.0, max_readings: int = 500, progress=None) -> None:
+    """Publish the fleet's history (``backfill_ms`` back from now), then live data every
+    ``tick_s`` until ``stop``. ``progress(done_ms, total_ms)`` follows the backfill."""
+    now = int(time.time() * 1000)
+    cursor = now - backfill_ms
+    while cursor < now and not stop.is_set():  # history, as fast as the broker takes it
+        end = min(cursor + window_ms, now)
+        batches = list(fleet.batches(cursor, end, sequences.next, max_readings=max_readings))
+        sequences.save()
+        publisher.publish(batches)
+        cursor = end
+        if progress is not None:
+            progress(cursor - (now - backfill_ms), backfill_ms)
+    while not stop.wait(max(0.0, tick_s - (time.time() * 1000 - cursor) / 1000)):
+        end = int(time.time() * 1000)
+        batches = list(fleet.batches(cursor, end, sequences.next, max_readings=max_readings))
+        sequences.save()
+        publisher.publish(batches)
+        cursor = end
