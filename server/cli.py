@@ -21,6 +21,16 @@ app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(keys_app, name="keys")
 
+
+def _mount_lazily() -> None:
+    """Sub-apps of other packages; their modules import heavy things only inside commands."""
+    from tidefield.sim.cli import app as sim_app
+
+    app.add_typer(sim_app, name="sim")
+
+
+_mount_lazily()
+
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", envvar="TIDEFIELD_DATABASE_URL",
     help="postgresql:// URL (default: TIDEFIELD_DATABASE_URL)")]
