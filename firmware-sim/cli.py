@@ -236,14 +236,14 @@ def fleet(
     from .fleet import Fleet
     from .publisher import FleetPublisher, SequenceFile, run_fleet
 
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # first: building the fleet takes a while
+        signal.signal(sig, lambda *_: stop.set())
     _configure_logging(verbose)
     sites = _sites(site)
     simulated = Fleet(sites, seed=seed, plan=InjectionPlan() if inject else None)
     publisher = FleetPublisher(mqtt.parse_mqtt_url(mqtt_url), sites,
                                content_type=codec.MSGPACK if msgpack else codec.JSON)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     publisher.start()
     publisher.announce()
     backfill_ms = int(backfill_days * DAY_MS)

@@ -30,14 +30,22 @@ def _watch(broker_url: str):
     return client, seen
 
 
-def _run_fleet(broker_url, state, seconds: float, *extra: str):
+def _run_fleet(broker_url, state, seen, *extra: str, after_batches: int = 1,
+               linger_s: float = 2.0):
+    """Run the fleet until it has published ``after_batches`` batches (a cold start first
+    compiles the simulator's Numba kernels, which can take a minute), then a little more,
+    then stop it with SIGINT."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tidefield.server.cli", "sim", "fleet", "--mqtt-url",
          broker_url, "--site", "ag-001", "--site", "oc-001", "--tick", "1", "--state",
          str(state), *extra], stderr=subprocess.PIPE, text=True)
-    time.sleep(seconds)
+    deadline = time.monotonic() + 240
+    while len(seen["up"]) < after_batches and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    time.sleep(linger_s)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     return err
 
@@ -46,7 +54,8 @@ def test_fleet_publishes_births_history_and_live_batches(broker, tmp_path):
     client, seen = _watch(broker.url)
     state = tmp_path / "seq.json"
     try:
-        err = _run_fleet(broker.url, state, 6, "--backfill-days", "0.1")
+        err = _run_fleet(broker.url, state, seen, "--backfill-days", "0.1", after_batches=6,
+                         linger_s=3)
         assert "published" in err
         time.sleep(0.5)
         births = [codec.decode_status(p) for _, p in seen["status"]]
@@ -65,7 +74,7 @@ def test_fleet_publishes_births_history_and_live_batches(broker, tmp_path):
         # a restart continues the numbering instead of reusing it
         first_run = {dev: max(seqs) for dev, seqs in per_device.items()}
         seen["up"].clear()
-        _run_fleet(broker.url, state, 4, "--backfill-days", "0.01")
+        _run_fleet(broker.url, state, seen, "--backfill-days", "0.01")
         time.sleep(0.5)
         again = [codec.decode_batch(p, now_ms=int(time.time() * 1000)) for _, p in seen["up"]]
         assert again
