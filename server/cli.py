@@ -24,9 +24,11 @@ app.add_typer(keys_app, name="keys")
 
 def _mount_lazily() -> None:
     """Sub-apps of other packages; their modules import heavy things only inside commands."""
+    from tidefield.edge.cli import app as edge_app
     from tidefield.sim.cli import app as sim_app
 
     app.add_typer(sim_app, name="sim")
+    app.add_typer(edge_app, name="edge")
 
 
 _mount_lazily()

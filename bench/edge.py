@@ -1,0 +1,291 @@
+"""Edge agent: footprint at idle and at 100 readings/s, and how fast a backlog drains, with
+a bare paho client publishing the same readings as the baseline, in one run.
+
+    .venv/bin/python bench/edge.py [--seconds 30] [--backlog 100000]
+
+The agent runs as deployed: ``python -m tidefield.edge run`` in its own process, with the
+environment of the systemd unit (MALLOC_ARENA_MAX=2), against a private Mosquitto and
+firmware-sim's Modbus TCP emulator (in this process, so its CPU is not the agent's).
+
+1. idle: the agent polls the four devices of site ag-001 at their catalog intervals
+   (60-300 s) and reports its health every 60 s.
+2. 100 readings/s: the same devices polled every 0.13 s (13 readings a round).
+   Measured over the window after a warm-up: RSS (VmRSS, and the peak VmHWM) from
+   /proc/<pid>/status, CPU share of one core from utime+stime in /proc/<pid>/stat.
+3. backlog: ``--backlog`` readings already on disk in the agent's queue (as after a long
+   outage); the agent starts with the broker up and no drivers. Drain rate: readings that
+   reached a subscriber, from the first arrival to the last.
+4. raw MQTT: the same readings, in the same batches (500 readings, JSON, QoS 1, the same
+   16 messages in flight), published by a bare paho client; same subscriber, same clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import private_broker, scratch, table
+from tidefield.edge.queue import DiskQueue
+from tidefield.protocol import codec, mqtt
+from tidefield.protocol.catalog import METRICS
+from tidefield.protocol.messages import Batch, Reading
+from tidefield.protocol.registry import load_sites
+from tidefield.server.embedded import free_port
+
+SITE = "ag-001"
+ENV = {"MALLOC_ARENA_MAX": "2"}  # as deploy/tidefield-edge.service sets it
+BATCH = 500
+IN_FLIGHT = 16
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- the agent process ------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def start_agent(folder: Path, config: dict) -> subprocess.Popen:
+    path = folder / "edge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = (folder / "agent.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "tidefield.edge", "run", "--config",
+                             str(path)], stderr=log, env={**os.environ, **ENV})
+
+
+def stop_agent(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Counter:
+    """A subscriber counting the readings that reach the broker, and when."""
+
+    def __init__(self, url: str) -> None:
+        self.lock = threading.Lock()
+        self.readings = 0
+        self.first = self.last = 0.0
+        address = mqtt.parse_mqtt_url(url)
+        self.client = mqtt.new_client(f"bench-counter-{os.getpid()}", address)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"tf/v1/{SITE}/+/up", qos=1)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        mqtt.connect(self.client, address, clean_start=True)
+        self.client.loop_start()
+        subscribed.wait(10)
+
+    def _on_message(self, client, userdata, message) -> None:
+        n = len(json.loads(message.payload)["readings"])
+        now = time.perf_counter()
+        with self.lock:
+            if not self.readings:
+                self.first = now
+            self.readings += n
+            self.last = now
+
+    def reset(self) -> None:
+        with self.lock:
+            self.readings, self.first, self.last = 0, 0.0, 0.0
+
+    def wait_for(self, n: int, timeout: float) -> float:
+        """Readings/s from the first arrival to the n-th reading's."""
+        deadline = time.monotonic() + timeout
+        while self.readings < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.readings} of {n} readings arrived")
+            time.sleep(0.01)
+        return self.readings / (self.last - self.first)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def modbus_drivers(port: int, units: dict, fast: bool) -> list[dict]:
+    site = next(s for s in load_sites() if s.id == SITE)
+    drivers = []
+    for device in site.devices:
+        metrics = device.template.metrics
+        if device.template.name == "soil":
+            registers = {
+                "soil_moisture": {"address": 0, "scale": 0.1, "invalid": [0xFFFF]},
+                "soil_temperature": {"address": 1, "type": "int16", "scale": 0.1,
+                                     "invalid": [0xFFFF]},
+                "soil_ec": {"address": 2, "scale": 0.001, "invalid": [0xFFFF]}}
+        else:
+            registers = {m: {"address": 2 * i, "type": "float32"} for i, m in enumerate(metrics)}
+        drivers.append({"type": "modbus_tcp", "device": device.id, "host": "127.0.0.1",
+                        "port": port, "unit": units[device.id],
+                        "interval_s": 0.13 if fast else device.template.interval_s,
+                        "registers": registers})
+    return drivers
+
+
+def footprint(folder: Path, broker_url: str, drivers: list[dict], warmup: float,
+              seconds: float, counter: Counter) -> tuple[float, float, float, float]:
+    """(RSS MB, peak RSS MB, % of one core, readings/s arriving) over the window."""
+    proc = start_agent(folder, {"site": SITE, "broker": {"url": broker_url},
+                                "queue": {"path": str(folder / "queue.db")},
+                                "drivers": drivers})
+    try:
+        time.sleep(warmup)
+        counter.reset()
+        cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+        arrived = counter.readings
+        rss, peak = memory_mb(proc.pid)
+    finally:
+        stop_agent(proc)
+    return rss, peak, 100 * (cpu1 - cpu0) / (wall1 - wall0), arrived / (wall1 - wall0)
+
+
+# --- the backlog ----------------------------------------------------------------------------
+
+
+def backlog_batches(n: int) -> list[Batch]:
+    """n readings of the site's devices over the last two days, cut into BATCH-sized
+    batches per device, with valid values (the same every run)."""
+    site = next(s for s in load_sites() if s.id == SITE)
+    devices = site.devices
+    start = int(time.time() * 1000) - 2 * 86_400_000
+    per_device: dict[str, list[Reading]] = {d.id: [] for d in devices}
+    for i in range(n):
+        device = devices[i % len(devices)]
+        metrics = device.template.metrics
+        k = i // len(devices)
+        metric = metrics[k % len(metrics)]
+        low, high = METRICS[metric].typical
+        per_device[device.id].append(Reading(metric, start + (k // len(metrics)) * 1000,
+                                             round(low + (high - low) * ((i * 37) % 100) / 100,
+                                                   2)))
+    return [Batch(SITE, device, seq, tuple(readings[i:i + BATCH]))
+            for device, readings in per_device.items()
+            for seq, i in enumerate(range(0, len(readings), BATCH))]
+
+
+def drain(folder: Path, broker_url: str, batches: list[Batch], counter: Counter,
+          total: int) -> tuple[float, float, float]:
+    """(readings/s first to last arrival, seconds from the agent's start to the last
+    arrival, queue fill seconds)."""
+    path = folder / "queue.db"
+    started = time.perf_counter()
+    with DiskQueue(path, site=SITE) as queue:
+        for batch in batches:
+            queue.put(batch.device, batch.readings)
+    fill_s = time.perf_counter() - started
+    counter.reset()
+    launched = time.perf_counter()
+    proc = start_agent(folder, {"site": SITE, "broker": {"url": broker_url},
+                                "queue": {"path": str(path)},
+                                "publish": {"batch_max_readings": BATCH,
+                                            "max_in_flight": IN_FLIGHT}})
+    try:
+        rate = counter.wait_for(total, timeout=600)
+    finally:
+        stop_agent(proc)
+    return rate, counter.last - launched, fill_s
+
+
+def raw_mqtt(broker_url: str, batches: list[Batch], counter: Counter, total: int) -> float:
+    """The same batches from a bare paho client: readings/s, first to last arrival."""
+    counter.reset()
+    address = mqtt.parse_mqtt_url(broker_url)
+    client = mqtt.new_client(f"bench-raw-{os.getpid()}", address)
+    client.max_inflight_messages_set(IN_FLIGHT)
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: connected.set()
+    mqtt.connect(client, address, clean_start=True)
+    client.loop_start()
+    connected.wait(10)
+    properties = mqtt.publish_properties(codec.JSON)
+    for batch in batches:
+        client.publish(f"tf/v1/{SITE}/{batch.device}/up", codec.encode_batch(batch), qos=1,
+                       properties=properties)
+    try:
+        return counter.wait_for(total, timeout=600)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30, help="measured window")
+    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    args = parser.parse_args()
+
+    from tidefield.sim.fleet import Fleet
+    from tidefield.sim.modbus import emulated_devices, start_modbus_server
+
+    site = next(s for s in load_sites() if s.id == SITE)
+    print("starting firmware-sim's Modbus emulator (Numba compiles on a cold cache)...",
+          flush=True)
+    units = emulated_devices(Fleet([site], seed=1))
+    server = start_modbus_server("127.0.0.1", free_port(), units)
+    unit_of = {u.device_id: n for n, u in units.items()}
+    rows = []
+    try:
+        with private_broker() as broker:
+            counter = Counter(broker.url)
+            for label, fast in (("idle (catalog intervals)", False), ("100 readings/s", True)):
+                print(f"measuring {label} for {args.seconds:.0f} s...", flush=True)
+                rss, peak, cpu, rate = footprint(
+                    scratch("tidefield-bench-edge-"), broker.url,
+                    modbus_drivers(server.port, unit_of, fast), args.warmup, args.seconds,
+                    counter)
+                rows.append((label, f"{rate:.1f}", f"{rss:.1f}", f"{peak:.1f}", f"{cpu:.2f}"))
+            print(table(rows, ("agent", "readings/s", "RSS MB", "peak RSS MB",
+                               "CPU % of a core")))
+            print("targets: RSS under 40 MB, CPU under 2 % of one core at 100 readings/s")
+            print(f"(agent: python -m tidefield.edge run, env {ENV})\n", flush=True)
+
+            batches = backlog_batches(args.backlog)
+            print(f"draining a backlog of {args.backlog:,} readings "
+                  f"({len(batches)} batches of up to {BATCH})...", flush=True)
+            rate, wall, fill_s = drain(scratch("tidefield-bench-edge-"), broker.url, batches,
+                                       counter, args.backlog)
+            raw = raw_mqtt(broker.url, batches, counter, args.backlog)
+            counter.close()
+    finally:
+        server.stop()
+    print(table([("edge agent: disk queue -> MQTT, ack on PUBACK", f"{rate:,.0f}",
+                  f"{rate / raw:.2f}"),
+                 ("bare paho client, same batches (the limit)", f"{raw:,.0f}", "1.00")],
+                ("backlog drain", "readings/s", "ratio to raw")))
+    print(f"agent start to last reading: {wall:.2f} s ({args.backlog / wall:,.0f} readings/s "
+          f"with start-up); queue filled in {fill_s:.2f} s; target: 20,000 readings/s")
+
+
+if __name__ == "__main__":
+    main()

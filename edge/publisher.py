@@ -1,0 +1,304 @@
+"""The only edge module that talks to the broker: queued readings out, PUBACKs in.
+
+One thread runs ``Publisher.run``. Each connection is a fresh MQTT v5 client (built by
+``tidefield.protocol.mqtt``), driven by this thread's own ``loop()`` calls, so paho's
+callbacks run here and nothing in it needs a lock:
+
+1. Connect (clean start; TLS and username/password when configured), with the gateway's
+   last will: ``offline``, retained, on its status topic. A failed attempt waits an
+   exponentially growing, jittered delay (``RECONNECT_FIRST_S`` .. ``RECONNECT_MAX_S``);
+   a broker that refuses our credentials is asked again only every ``REFUSED_RETRY_S``.
+2. On CONNACK: a retained ``online`` birth for every device of the agent, then every
+   batch handed out before and not acknowledged (after a reconnect or a restart), in
+   seq order per device, then new batches.
+3. A device's readings become a batch when it has ``batch_max_readings`` of them or its
+   oldest has waited ``batch_max_wait_s``. At most ``max_in_flight`` batches await their
+   PUBACK; a PUBACK (paho's ``on_publish`` with the message id) deletes the batch from
+   the queue, and its latency (publish to PUBACK) is recorded.
+4. On stop: ``offline`` for every device, a short wait for outstanding PUBACKs, DISCONNECT.
+
+Order: one connection delivers in order, batches are re-sent in seq order before any new
+one, and a device's batches are cut from its readings in time order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+
+import paho.mqtt.client as paho
+
+from tidefield.protocol import codec, mqtt
+from tidefield.protocol.messages import Batch, DeviceState, Status
+from tidefield.protocol.topics import status_topic, up_topic
+
+from .config import EdgeConfig
+from .health import LatencyMeter
+from .queue import DiskQueue
+from .retry import backoff
+
+log = logging.getLogger(__name__)
+
+RECONNECT_FIRST_S = 1.0
+RECONNECT_MAX_S = 60.0
+REFUSED_RETRY_S = 300.0  # credentials refused: an operator has to act; do not hammer
+IDLE_TICK_S = 0.2  # how often an idle connection looks for newly queued readings
+STOP_DRAIN_S = 2.0  # on stop, how long to wait for outstanding PUBACKs
+
+# CONNACK reasons that retrying soon will not fix (MQTT v5): client id not valid, bad user
+# name or password, not authorized, banned, bad authentication method.
+_REFUSALS = {0x85, 0x86, 0x87, 0x8A, 0x8C}
+
+
+class _Session:
+    """One connection: the client, what it reported, what awaits a PUBACK."""
+
+    def __init__(self, client: paho.Client) -> None:
+        self.client = client
+        self.connack: paho.ReasonCode | None = None
+        self.lost = False
+        self.acks: list[tuple[int, paho.ReasonCode]] = []
+        # mid -> (device, seq, readings, time sent); status messages are not in here
+        self.in_flight: dict[int, tuple[str, int, int, float]] = {}
+        self.status_mids: set[int] = set()
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connack = reason_code
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.lost = True
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self.acks.append((mid, reason_code))
+
+    def close(self) -> None:
+        client = self.client
+        try:
+            if self.connack is not None and not self.connack.is_failure and not self.lost:
+                client.disconnect()
+        finally:
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+            # drop the callbacks: no cycle keeps the client (and its socket pair) alive
+            client.on_connect = client.on_disconnect = client.on_publish = None
+
+
+class Publisher:
+    def __init__(self, config: EdgeConfig, queue: DiskQueue,
+                 latency: LatencyMeter | None = None) -> None:
+        self._config = config
+        self._queue = queue
+        self._site = config.site
+        self._gateway = config.gateway_device
+        self._devices = config.device_intervals()
+        self._address = config.broker.address()
+        self._content_type = codec.MSGPACK if config.broker.content_type == "msgpack" \
+            else codec.JSON
+        # JSON is what a message without a content type is; leaving it out saves paho
+        # packing the property on every publish
+        self._properties = (mqtt.publish_properties(self._content_type)
+                            if self._content_type != codec.JSON else None)
+        self._batch_max = config.publish.batch_max_readings
+        self._max_wait_s = config.publish.batch_max_wait_s
+        self._max_in_flight = config.publish.max_in_flight
+        self.latency = latency or LatencyMeter()
+        self.connected = threading.Event()
+        self._failures = 0
+        self._down_since: float | None = None
+        self._last_device = ""
+
+    # --- the connection loop ------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until ``stop`` is set; the body of the publisher thread."""
+        while not stop.is_set():
+            session, refused = self._connect(stop)
+            if session is None:
+                if stop.is_set():
+                    break
+                self._failures += 1
+                delay = REFUSED_RETRY_S if refused else backoff(
+                    self._failures, first=RECONNECT_FIRST_S, cap=RECONNECT_MAX_S)
+                log.debug("next connection attempt to %s in %.1f s", self._address, delay)
+                stop.wait(delay)
+                continue
+            if self._down_since is not None:
+                log.info("connected to %s after %.0f s and %d failed attempts",
+                         self._address, time.monotonic() - self._down_since, self._failures)
+            self._failures = 0
+            self._down_since = None
+            self.connected.set()
+            try:
+                self._serve(session, stop)
+                if stop.is_set():
+                    self._finish(session)
+            finally:
+                self.connected.clear()
+                session.close()
+            if not stop.is_set():
+                self._went_down("lost the connection")
+
+    def _went_down(self, problem: str) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("broker %s: %s; readings stay queued, retrying with backoff "
+                        "(up to %.0f s)", self._address, problem, RECONNECT_MAX_S)
+        else:
+            log.debug("broker %s: %s", self._address, problem)
+
+    def _connect(self, stop: threading.Event) -> tuple[_Session | None, bool]:
+        """A connected session, or (None, whether the broker refused us)."""
+        config = self._config
+        will = Status(self._site, self._gateway, DeviceState.OFFLINE, _now_ms())
+        client = mqtt.new_client(
+            config.client_id, self._address,
+            will=(status_topic(self._site, self._gateway),
+                  codec.encode_status(will, self._content_type), True),
+            will_content_type=self._content_type)
+        client.connect_timeout = config.broker.connect_timeout_s
+        session = _Session(client)
+        mqtt.connect(client, self._address, clean_start=True,
+                     keepalive=config.broker.keepalive_s)
+        try:
+            client.reconnect()  # TCP (and TLS) handshake, then CONNECT
+            deadline = time.monotonic() + config.broker.connect_timeout_s
+            while (session.connack is None and not session.lost and not stop.is_set()
+                   and time.monotonic() < deadline):
+                if client.loop(0.1) != paho.MQTT_ERR_SUCCESS:
+                    break
+        except (OSError, ValueError) as exc:  # refused, unreachable, TLS (ssl.SSLError)
+            session.close()
+            self._went_down(f"cannot connect: {exc}")
+            return None, False
+        reason = session.connack
+        if reason is not None and not reason.is_failure and not session.lost:
+            return session, False
+        session.close()
+        if reason is None:
+            self._went_down("no CONNACK" if not stop.is_set() else "stopping")
+            return None, False
+        refused = reason.value in _REFUSALS
+        if refused:
+            self._down_since = self._down_since or time.monotonic()
+            log.error("broker %s refused the connection: %s; check broker.username, "
+                      "password and the broker's ACL; asking again in %.0f s",
+                      self._address, reason, REFUSED_RETRY_S)
+        else:
+            self._went_down(f"connection refused: {reason}")
+        return None, refused
+
+    # --- a connected session ------------------------------------------------------------
+
+    def _serve(self, session: _Session, stop: threading.Event) -> None:
+        client = session.client
+        now_ms = _now_ms()
+        for device, interval_s in self._devices.items():
+            birth = Status(self._site, device, DeviceState.ONLINE, now_ms,
+                           max(1, math.ceil(interval_s)))
+            self._publish_status(session, birth)
+        resend = deque(self._queue.unacked())
+        if resend:
+            log.debug("re-sending %d unacknowledged batches", len(resend))
+        while not stop.is_set() and not session.lost:
+            self._settle(session)
+            while len(session.in_flight) < self._max_in_flight and not session.lost:
+                batch = resend.popleft() if resend else self._next_batch()
+                if batch is None:
+                    break
+                self._send(session, batch)
+            if session.lost:
+                break
+            if client.loop(self._wait_s(session)) != paho.MQTT_ERR_SUCCESS:
+                session.lost = True
+        self._settle(session)
+
+    def _next_batch(self) -> Batch | None:
+        """A batch of the next device (round robin) whose readings are due."""
+        now = time.monotonic()
+        due = sorted(device for device, (count, since) in self._queue.pending().items()
+                     if count >= self._batch_max or now - since >= self._max_wait_s)
+        if not due:
+            return None
+        device = next((d for d in due if d > self._last_device), due[0])
+        self._last_device = device
+        return self._queue.take(device, self._batch_max)
+
+    def _wait_s(self, session: _Session) -> float:
+        """How long the network loop may block: until a PUBACK arrives, or until the
+        next device's readings are due (an idle tick at most)."""
+        if len(session.in_flight) >= self._max_in_flight:
+            return IDLE_TICK_S
+        now = time.monotonic()
+        wait = IDLE_TICK_S
+        for count, since in self._queue.pending().values():
+            if count >= self._batch_max:
+                return 0.0
+            wait = min(wait, since + self._max_wait_s - now)
+        return max(wait, 0.0)
+
+    def _send(self, session: _Session, batch: Batch) -> None:
+        payload = codec.encode_batch(batch, self._content_type)
+        info = session.client.publish(up_topic(batch.site, batch.device), payload, qos=1,
+                                      properties=self._properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            session.lost = True  # stays handed out in the queue: sent again next session
+            return
+        session.in_flight[info.mid] = (batch.device, batch.seq, len(batch.readings),
+                                       time.monotonic())
+
+    def _publish_status(self, session: _Session, status: Status) -> None:
+        info = session.client.publish(status_topic(status.site, status.device),
+                                      codec.encode_status(status, self._content_type), qos=1,
+                                      retain=True, properties=self._properties)
+        if info.rc == paho.MQTT_ERR_SUCCESS:
+            session.status_mids.add(info.mid)
+        else:
+            session.lost = True
+
+    def _settle(self, session: _Session) -> None:
+        """Delete what the broker acknowledged from the queue."""
+        if not session.acks:
+            return
+        now = time.monotonic()
+        done: list[tuple[str, int]] = []
+        for mid, reason in session.acks:
+            session.status_mids.discard(mid)
+            entry = session.in_flight.pop(mid, None)
+            if entry is None:
+                continue
+            device, seq, _, sent = entry
+            if reason.is_failure:
+                log.warning("broker %s refused batch %s seq %d: %s; it stays queued and "
+                            "goes again on the next connection", self._address, device, seq,
+                            reason)
+                session.lost = True
+                continue
+            done.append((device, seq))
+            self.latency.add(now - sent)
+        session.acks.clear()
+        if done:
+            self._queue.ack(done)
+
+    def _finish(self, session: _Session) -> None:
+        """Stopping: devices go offline; give outstanding PUBACKs a moment."""
+        now_ms = _now_ms()
+        for device in self._devices:
+            self._publish_status(session, Status(self._site, device, DeviceState.OFFLINE,
+                                                 now_ms))
+        deadline = time.monotonic() + STOP_DRAIN_S
+        while ((session.in_flight or session.status_mids) and not session.lost
+               and time.monotonic() < deadline):
+            if session.client.loop(0.05) != paho.MQTT_ERR_SUCCESS:
+                break
+            self._settle(session)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

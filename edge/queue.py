@@ -1,0 +1,392 @@
+"""The store-and-forward queue between the drivers and the publisher: SQLite in WAL mode.
+
+A reading's life:
+
+1. ``put(device, readings)`` writes it and commits before returning, so it survives a
+   crash or a power cut from that moment on.
+2. ``take(device, n)`` hands out up to ``n`` of the device's queued readings, oldest
+   first, as a ``Batch`` with the device's next sequence number. The counter and the
+   assignment of the rows to that seq are committed in one transaction, so a restart
+   re-sends exactly the same readings under the same seq, and never reuses a seq for
+   other readings.
+3. ``ack([(device, seq), ...])`` deletes the batches the broker acknowledged (PUBACK).
+   Batches handed out and not acknowledged (the connection dropped, the agent died) come
+   back from ``unacked()``, in seq order, to be sent again.
+
+Bounds: at most ``max_readings`` queued; when full, ``drop_oldest`` deletes the oldest
+queued readings (in queue order, including ones already handed out: a re-sent batch then
+carries what is left of it) and ``refuse_newest`` does not store the new ones. Readings
+whose time is more than ``max_age_s`` old are dropped on ``put`` and by ``expire()``.
+Every dropped reading is counted, persistently, by reason (``full``, ``expired``).
+
+One connection, guarded by a lock, serves every thread: drivers put, the publisher takes
+and acks, the health loop reads statistics.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tidefield.protocol.messages import Batch, Reading
+
+from .errors import QueueError
+
+WhenFull = Literal["drop_oldest", "refuse_newest"]
+
+# Group commit: a put that is about to commit first waits this long for the puts of other
+# drivers to join it (drivers on one line, at one interval, poll within a few ms of each
+# other). One fsync instead of several; each put still returns only once committed.
+GATHER_S = 0.003
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id       INTEGER PRIMARY KEY,
+    name     TEXT NOT NULL UNIQUE,
+    next_seq INTEGER NOT NULL DEFAULT 0      -- the seq the next batch gets
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS readings (
+    id      INTEGER PRIMARY KEY,             -- queue order
+    device  INTEGER NOT NULL,
+    metric  INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,                -- the device's own time, never rewritten
+    value   REAL NOT NULL,
+    seq     INTEGER                          -- the batch it was handed out in; NULL: not yet
+);
+-- take: a device's unassigned rows in time order; ack and unacked: a batch's rows
+CREATE INDEX IF NOT EXISTS readings_batch ON readings (device, seq, time_ms);
+-- expire and the age of the oldest reading
+CREATE INDEX IF NOT EXISTS readings_time ON readings (time_ms);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,                  -- dropped_full, dropped_expired
+    value INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    stored: int  # of the readings given
+    refused: int  # of the readings given, not stored (queue full or too old)
+    evicted: int  # older queued readings dropped to make room (drop_oldest)
+
+    @property
+    def dropped(self) -> int:
+        return self.refused + self.evicted
+
+
+@dataclass(slots=True)
+class _Put:
+    device: str
+    readings: list[Reading]  # not too old
+    expired: int
+    result: PutResult | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    depth: int  # readings queued, handed out or not
+    oldest_time_ms: int | None  # the oldest queued reading's own time
+    dropped_full: int
+    dropped_expired: int
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_full + self.dropped_expired
+
+
+class DiskQueue:
+    def __init__(self, path: Path | str, *, site: str, max_readings: int = 1_000_000,
+                 max_age_s: float = 30 * 86_400.0, when_full: WhenFull = "drop_oldest",
+                 clock: Callable[[], float] = time.time) -> None:
+        if when_full not in ("drop_oldest", "refuse_newest"):
+            raise ValueError(f"when_full must be drop_oldest or refuse_newest, not {when_full!r}")
+        self.path = Path(path)
+        self.site = site
+        self.max_readings = max_readings
+        self.max_age_ms = int(max_age_s * 1000)
+        self.when_full = when_full
+        self._clock = clock
+        self._lock = threading.Lock()  # the connection, and everything below
+        self._arrivals_lock = threading.Lock()
+        self._arrivals: list[_Put] = []  # puts waiting for a commit
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False, timeout=30)
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise QueueError(f"{self.path}: the file system does not allow WAL mode")
+            # FULL: every commit (put, take, ack) is fsynced before it returns. NORMAL would
+            # survive a crashed process but not a power cut, which could lose readings
+            # already counted as stored, or roll back a seq that was already published
+            # and then reuse it for other readings. Field devices lose power without
+            # warning; the cost is one fsync per poll, and per batch.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA journal_size_limit=4194304")  # truncate the WAL file
+            self._db.execute("PRAGMA cache_size=-512")  # KiB: the hot pages are the tail
+            self._db.executescript(_SCHEMA)
+            self._load()
+        except (sqlite3.Error, OSError) as exc:
+            raise QueueError(f"cannot open the queue {self.path}: {exc}") from exc
+
+    def _load(self) -> None:
+        db = self._db
+        self._load_names()
+        counters = dict(db.execute("SELECT name, value FROM counters"))
+        self._dropped_full = counters.get("dropped_full", 0)
+        self._dropped_expired = counters.get("dropped_expired", 0)
+        self._depth = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+        # Readings not handed out yet, per device id, and since when (monotonic) the
+        # oldest of them waits: what the publisher's batching decides on. Whatever a
+        # restart finds is old enough to go at once.
+        self._pending: dict[int, int] = dict(db.execute(
+            "SELECT device, count(*) FROM readings WHERE seq IS NULL GROUP BY device"))
+        self._waiting_since = dict.fromkeys(self._pending, float("-inf"))
+
+    def _load_names(self) -> None:
+        self._device_ids = dict(self._db.execute("SELECT name, id FROM devices"))
+        self._device_names = {i: n for n, i in self._device_ids.items()}
+        self._metric_ids = dict(self._db.execute("SELECT name, id FROM metrics"))
+        self._metric_names = {i: n for n, i in self._metric_ids.items()}
+
+    # --- transactions ------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; sqlite errors become QueueError."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise QueueError(f"queue {self.path}: {what} failed: {exc}") from exc
+
+    def _intern(self, device: str, metrics: Iterable[str]) -> None:
+        """Give new device and metric names their ids, in a transaction of their own (so
+        the caches never hold an id of a rolled-back insert)."""
+        new_metrics = {m for m in metrics if m not in self._metric_ids}
+        if device in self._device_ids and not new_metrics:
+            return
+        with self._transaction("adding names") as db:
+            db.execute("INSERT OR IGNORE INTO devices (name) VALUES (?)", (device,))
+            db.executemany("INSERT OR IGNORE INTO metrics (name) VALUES (?)",
+                           [(m,) for m in sorted(new_metrics)])
+        self._load_names()
+
+    # --- the contract ---------------------------------------------------------------
+
+    def put(self, device: str, readings: Sequence[Reading]) -> PutResult:
+        """Store readings of ``device``; committed (fsynced) when this returns.
+
+        Group commit: puts arriving within ``GATHER_S`` of each other, or while another
+        commit is in progress, share one transaction (one fsync), applied in arrival
+        order with the same result as one after the other.
+        """
+        if not readings:
+            return PutResult(0, 0, 0)
+        cutoff = int(self._clock() * 1000) - self.max_age_ms
+        fresh = [r for r in readings if r.time_ms >= cutoff]
+        job = _Put(device, fresh, len(readings) - len(fresh))
+        with self._arrivals_lock:
+            self._arrivals.append(job)
+        with self._lock:
+            if job.result is None and job.error is None:  # not committed by an earlier put
+                time.sleep(GATHER_S)
+                with self._arrivals_lock:
+                    jobs, self._arrivals = self._arrivals, []
+                self._commit_puts(jobs)
+        if job.error is not None:
+            raise QueueError(job.error)
+        return job.result
+
+    def _commit_puts(self, jobs: list[_Put]) -> None:
+        """One transaction for the puts of ``jobs`` (call with ``_lock`` held)."""
+        try:
+            for job in jobs:
+                self._intern(job.device, {r.metric for r in job.readings})
+            plans = []
+            with self._transaction("put") as db:
+                depth = self._depth
+                for job in jobs:
+                    plan = self._plan_put(db, job, depth)
+                    depth += len(plan[1]) - len(plan[3])
+                    plans.append(plan)
+                self._count(db, full=sum(p[2] + len(p[3]) for p in plans),
+                            expired=sum(job.expired for job in jobs))
+        except QueueError as exc:
+            for job in jobs:
+                job.error = str(exc)
+            return
+        # committed: bring the in-memory view along, put by put
+        for job, rows, refused_full, evicted in plans:
+            self._depth += len(rows) - len(evicted)
+            self._forget(evicted)
+            if rows:
+                device_id = rows[0][0]
+                self._pending[device_id] = self._pending.get(device_id, 0) + len(rows)
+                self._waiting_since.setdefault(device_id, time.monotonic())
+            self._dropped_full += refused_full + len(evicted)
+            self._dropped_expired += job.expired
+            job.result = PutResult(len(rows), refused_full + job.expired, len(evicted))
+
+    def _plan_put(self, db: sqlite3.Connection, job: _Put, depth: int) -> tuple:
+        """Apply the bound and insert one put's rows: (job, rows, refused, evicted)."""
+        device_id = self._device_ids[job.device]
+        metric_ids = self._metric_ids
+        rows = [(device_id, metric_ids[r.metric], r.time_ms, r.value) for r in job.readings]
+        refused_full = 0
+        evicted: list[tuple[int, int | None]] = []
+        room = self.max_readings - depth
+        if len(rows) > room:
+            if self.when_full == "refuse_newest":
+                keep = max(room, 0)
+                refused_full, rows = len(rows) - keep, rows[:keep]
+            else:
+                if len(rows) > self.max_readings:  # the oldest of them go first
+                    refused_full = len(rows) - self.max_readings
+                    rows = rows[refused_full:]
+                evicted = db.execute(
+                    "DELETE FROM readings WHERE id IN "
+                    "(SELECT id FROM readings ORDER BY id LIMIT ?) RETURNING device, seq",
+                    (depth + len(rows) - self.max_readings,)).fetchall()
+        db.executemany("INSERT INTO readings (device, metric, time_ms, value) "
+                       "VALUES (?, ?, ?, ?)", rows)
+        return job, rows, refused_full, evicted
+
+    def pending(self) -> dict[str, tuple[int, float]]:
+        """Devices with readings not handed out yet -> (how many, since when the oldest
+        waits, on the ``time.monotonic`` clock; -inf for what was queued before a restart)."""
+        with self._lock:
+            return {self._device_names[d]: (n, self._waiting_since[d])
+                    for d, n in self._pending.items() if n > 0}
+
+    def take(self, device: str, max_readings: int) -> Batch | None:
+        """The device's oldest queued readings (up to ``max_readings``, in time order) as a
+        batch with the device's next seq; None when it has none waiting."""
+        with self._lock:
+            device_id = self._device_ids.get(device)
+            if device_id is None or not self._pending.get(device_id):
+                return None
+            with self._transaction("take") as db:
+                seq = db.execute("UPDATE devices SET next_seq = next_seq + 1 WHERE id = ? "
+                                 "RETURNING next_seq - 1", (device_id,)).fetchone()[0]
+                db.execute("UPDATE readings SET seq = ? WHERE id IN (SELECT id FROM readings "
+                           "WHERE device = ? AND seq IS NULL ORDER BY time_ms, id LIMIT ?)",
+                           (seq, device_id, max_readings))
+                rows = db.execute("SELECT metric, time_ms, value FROM readings "
+                                  "WHERE device = ? AND seq = ? ORDER BY time_ms, id",
+                                  (device_id, seq)).fetchall()
+                if not rows:  # cannot happen while _pending is right; keep the seq unused
+                    raise QueueError(f"queue {self.path}: no readings of {device} to take")
+            left = self._pending[device_id] - len(rows)
+            if left > 0:
+                self._pending[device_id] = left
+            else:
+                del self._pending[device_id]
+                del self._waiting_since[device_id]
+            return self._batch(device, seq, rows)
+
+    def unacked(self) -> list[Batch]:
+        """Every batch handed out and not acknowledged, by device, then seq."""
+        with self._lock:
+            batches = []
+            for device_id, device in sorted(self._device_names.items()):
+                rows = self._db.execute(
+                    "SELECT seq, metric, time_ms, value FROM readings "
+                    "WHERE device = ? AND seq >= 0 ORDER BY seq, time_ms, id",
+                    (device_id,)).fetchall()
+                start = 0
+                for i in range(1, len(rows) + 1):
+                    if i == len(rows) or rows[i][0] != rows[start][0]:
+                        batches.append(self._batch(device, rows[start][0],
+                                                   [r[1:] for r in rows[start:i]]))
+                        start = i
+            return batches
+
+    def ack(self, batches: Iterable[tuple[str, int]]) -> int:
+        """Delete acknowledged batches, given as (device, seq); returns readings deleted."""
+        with self._lock:
+            keys = [(self._device_ids[device], seq) for device, seq in batches
+                    if device in self._device_ids]
+            if not keys:
+                return 0
+            with self._transaction("ack") as db:
+                deleted = db.executemany("DELETE FROM readings WHERE device = ? AND seq = ?",
+                                         keys).rowcount
+            self._depth -= deleted
+            return deleted
+
+    def expire(self) -> int:
+        """Drop readings older than ``max_age_s``; returns how many."""
+        cutoff = int(self._clock() * 1000) - self.max_age_ms
+        with self._lock:
+            with self._transaction("expire") as db:
+                gone = db.execute("DELETE FROM readings WHERE time_ms < ? RETURNING device, seq",
+                                  (cutoff,)).fetchall()
+                self._count(db, expired=len(gone))
+            self._depth -= len(gone)
+            self._forget(gone)
+            self._dropped_expired += len(gone)
+            return len(gone)
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            try:
+                oldest = self._db.execute("SELECT min(time_ms) FROM readings").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise QueueError(f"queue {self.path}: stats failed: {exc}") from exc
+            return QueueStats(self._depth, oldest, self._dropped_full, self._dropped_expired)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> DiskQueue:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _batch(self, device: str, seq: int, rows: Sequence[tuple[int, int, float]]) -> Batch:
+        names = self._metric_names
+        return Batch(self.site, device, seq,
+                     tuple(Reading(names[m], t, v) for m, t, v in rows))
+
+    def _forget(self, deleted: Sequence[tuple[int, int | None]]) -> None:
+        """Deleted rows that were not handed out leave the pending counts."""
+        for device_id, seq in deleted:
+            if seq is None:
+                left = self._pending[device_id] - 1
+                if left > 0:
+                    self._pending[device_id] = left
+                else:
+                    del self._pending[device_id]
+                    del self._waiting_since[device_id]
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, *, full: int = 0, expired: int = 0) -> None:
+        updates = [(name, n) for name, n in (("dropped_full", full),
+                                             ("dropped_expired", expired)) if n]
+        if not updates:
+            return
+        db.executemany("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                       "DO UPDATE SET value = value + excluded.value", updates)
