@@ -14,7 +14,8 @@ callbacks run here and nothing in it needs a lock:
 3. A device's readings become a batch when it has ``batch_max_readings`` of them or its
    oldest has waited ``batch_max_wait_s``. At most ``max_in_flight`` batches await their
    PUBACK; a PUBACK (paho's ``on_publish`` with the message id) deletes the batch from
-   the queue, and its latency (publish to PUBACK) is recorded.
+   the queue (in the transaction of the next batch taken, or within ``ACK_FLUSH_S``),
+   and its latency (publish to PUBACK) is recorded.
 4. On stop: ``offline`` for every device, a short wait for outstanding PUBACKs, DISCONNECT.
 
 Order: one connection delivers in order, batches are re-sent in seq order before any new
@@ -47,6 +48,9 @@ RECONNECT_MAX_S = 60.0
 REFUSED_RETRY_S = 300.0  # credentials refused: an operator has to act; do not hammer
 IDLE_TICK_S = 0.2  # how often an idle connection looks for newly queued readings
 STOP_DRAIN_S = 2.0  # on stop, how long to wait for outstanding PUBACKs
+# Acknowledged batches are deleted with the next batch taken (one commit, not two), or
+# after this long. A crash meanwhile re-sends them under their seq: the server drops them.
+ACK_FLUSH_S = 1.0
 
 # CONNACK reasons that retrying soon will not fix (MQTT v5): client id not valid, bad user
 # name or password, not authorized, banned, bad authentication method.
@@ -113,6 +117,9 @@ class Publisher:
         self._failures = 0
         self._down_since: float | None = None
         self._last_device = ""
+        self._next_due_s = 0.0  # until the next device's readings are due
+        self._acked: list[tuple[str, int]] = []  # acknowledged, not deleted yet
+        self._acked_since = 0.0
 
     # --- the connection loop ------------------------------------------------------------
 
@@ -142,6 +149,7 @@ class Publisher:
             finally:
                 self.connected.clear()
                 session.close()
+                self._flush_acks()
             if not stop.is_set():
                 self._went_down("lost the connection")
 
@@ -215,33 +223,46 @@ class Publisher:
                 self._send(session, batch)
             if session.lost:
                 break
+            if self._acked and time.monotonic() - self._acked_since >= ACK_FLUSH_S:
+                self._flush_acks()
             if client.loop(self._wait_s(session)) != paho.MQTT_ERR_SUCCESS:
                 session.lost = True
         self._settle(session)
 
     def _next_batch(self) -> Batch | None:
-        """A batch of the next device (round robin) whose readings are due."""
+        """A batch of the next device (round robin) whose readings are due; None, and
+        ``_next_due_s`` set, when none is."""
         now = time.monotonic()
-        due = sorted(device for device, (count, since) in self._queue.pending().items()
-                     if count >= self._batch_max or now - since >= self._max_wait_s)
+        due = []
+        next_due = IDLE_TICK_S
+        for device, (count, since) in self._queue.pending().items():
+            wait = since + self._max_wait_s - now
+            if count >= self._batch_max or wait <= 0:
+                due.append(device)
+            else:
+                next_due = min(next_due, wait)
         if not due:
+            self._next_due_s = next_due
             return None
+        due.sort()
         device = next((d for d in due if d > self._last_device), due[0])
         self._last_device = device
-        return self._queue.take(device, self._batch_max)
+        acked, self._acked = self._acked, []
+        return self._queue.take(device, self._batch_max, ack=acked)
 
     def _wait_s(self, session: _Session) -> float:
-        """How long the network loop may block: until a PUBACK arrives, or until the
-        next device's readings are due (an idle tick at most)."""
-        if len(session.in_flight) >= self._max_in_flight:
-            return IDLE_TICK_S
-        now = time.monotonic()
-        wait = IDLE_TICK_S
-        for count, since in self._queue.pending().values():
-            if count >= self._batch_max:
-                return 0.0
-            wait = min(wait, since + self._max_wait_s - now)
+        """How long the network loop may block: until a PUBACK arrives, until the next
+        device's readings are due, or until acknowledged batches must be deleted."""
+        wait = IDLE_TICK_S if len(session.in_flight) >= self._max_in_flight \
+            else self._next_due_s
+        if self._acked:
+            wait = min(wait, self._acked_since + ACK_FLUSH_S - time.monotonic())
         return max(wait, 0.0)
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self._queue.ack(acked)
 
     def _send(self, session: _Session, batch: Batch) -> None:
         payload = codec.encode_batch(batch, self._content_type)
@@ -263,7 +284,7 @@ class Publisher:
             session.lost = True
 
     def _settle(self, session: _Session) -> None:
-        """Delete what the broker acknowledged from the queue."""
+        """Note what the broker acknowledged, to be deleted from the queue."""
         if not session.acks:
             return
         now = time.monotonic()
@@ -284,7 +305,9 @@ class Publisher:
             self.latency.add(now - sent)
         session.acks.clear()
         if done:
-            self._queue.ack(done)
+            if not self._acked:
+                self._acked_since = now
+            self._acked += done
 
     def _finish(self, session: _Session) -> None:
         """Stopping: devices go offline; give outstanding PUBACKs a moment."""

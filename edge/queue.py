@@ -9,7 +9,8 @@ A reading's life:
    assignment of the rows to that seq are committed in one transaction, so a restart
    re-sends exactly the same readings under the same seq, and never reuses a seq for
    other readings.
-3. ``ack([(device, seq), ...])`` deletes the batches the broker acknowledged (PUBACK).
+3. ``ack([(device, seq), ...])`` deletes the batches the broker acknowledged (PUBACK);
+   ``take(..., ack=...)`` does it in the transaction of the next batch.
    Batches handed out and not acknowledged (the connection dropped, the agent died) come
    back from ``unacked()``, in seq order, to be sent again.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ WhenFull = Literal["drop_oldest", "refuse_newest"]
 # Group commit: a put that is about to commit first waits this long for the puts of other
 # drivers to join it (drivers on one line, at one interval, poll within a few ms of each
 # other). One fsync instead of several; each put still returns only once committed.
-GATHER_S = 0.003
+GATHER_S = 0.005
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -154,7 +156,10 @@ class DiskQueue:
         # restart finds is old enough to go at once.
         self._pending: dict[int, int] = dict(db.execute(
             "SELECT device, count(*) FROM readings WHERE seq IS NULL GROUP BY device"))
-        self._waiting_since = dict.fromkeys(self._pending, float("-inf"))
+        # ... and when they were put: [monotonic time, readings left of that put], oldest
+        # first; taking and dropping consume from the front.
+        self._arrived: dict[int, deque[list]] = {
+            device: deque([[float("-inf"), n]]) for device, n in self._pending.items()}
 
     def _load_names(self) -> None:
         self._device_ids = dict(self._db.execute("SELECT name, id FROM devices"))
@@ -206,9 +211,9 @@ class DiskQueue:
         job = _Put(device, fresh, len(readings) - len(fresh))
         with self._arrivals_lock:
             self._arrivals.append(job)
+        time.sleep(GATHER_S)  # let the puts of other drivers arrive (the lock stays free)
         with self._lock:
             if job.result is None and job.error is None:  # not committed by an earlier put
-                time.sleep(GATHER_S)
                 with self._arrivals_lock:
                     jobs, self._arrivals = self._arrivals, []
                 self._commit_puts(jobs)
@@ -241,7 +246,8 @@ class DiskQueue:
             if rows:
                 device_id = rows[0][0]
                 self._pending[device_id] = self._pending.get(device_id, 0) + len(rows)
-                self._waiting_since.setdefault(device_id, time.monotonic())
+                self._arrived.setdefault(device_id, deque()).append(
+                    [time.monotonic(), len(rows)])
             self._dropped_full += refused_full + len(evicted)
             self._dropped_expired += job.expired
             job.result = PutResult(len(rows), refused_full + job.expired, len(evicted))
@@ -274,17 +280,26 @@ class DiskQueue:
         """Devices with readings not handed out yet -> (how many, since when the oldest
         waits, on the ``time.monotonic`` clock; -inf for what was queued before a restart)."""
         with self._lock:
-            return {self._device_names[d]: (n, self._waiting_since[d])
-                    for d, n in self._pending.items() if n > 0}
+            return {self._device_names[d]: (n, self._arrived[d][0][0])
+                    for d, n in self._pending.items()}
 
-    def take(self, device: str, max_readings: int) -> Batch | None:
+    def take(self, device: str, max_readings: int, *,
+             ack: Iterable[tuple[str, int]] = ()) -> Batch | None:
         """The device's oldest queued readings (up to ``max_readings``, in time order) as a
-        batch with the device's next seq; None when it has none waiting."""
+        batch with the device's next seq; None when it has none waiting.
+
+        ``ack``: batches acknowledged meanwhile, deleted in the same transaction (one
+        commit instead of two); they are deleted even when there is nothing to take.
+        """
+        ack = list(ack)
         with self._lock:
             device_id = self._device_ids.get(device)
             if device_id is None or not self._pending.get(device_id):
+                if ack:
+                    self._delete_batches(ack)
                 return None
             with self._transaction("take") as db:
+                deleted = self._delete(db, ack)
                 seq = db.execute("UPDATE devices SET next_seq = next_seq + 1 WHERE id = ? "
                                  "RETURNING next_seq - 1", (device_id,)).fetchone()[0]
                 db.execute("UPDATE readings SET seq = ? WHERE id IN (SELECT id FROM readings "
@@ -295,12 +310,8 @@ class DiskQueue:
                                   (device_id, seq)).fetchall()
                 if not rows:  # cannot happen while _pending is right; keep the seq unused
                     raise QueueError(f"queue {self.path}: no readings of {device} to take")
-            left = self._pending[device_id] - len(rows)
-            if left > 0:
-                self._pending[device_id] = left
-            else:
-                del self._pending[device_id]
-                del self._waiting_since[device_id]
+            self._depth -= deleted
+            self._consume(device_id, len(rows))
             return self._batch(device, seq, rows)
 
     def unacked(self) -> list[Batch]:
@@ -322,16 +333,25 @@ class DiskQueue:
 
     def ack(self, batches: Iterable[tuple[str, int]]) -> int:
         """Delete acknowledged batches, given as (device, seq); returns readings deleted."""
+        batches = list(batches)
         with self._lock:
-            keys = [(self._device_ids[device], seq) for device, seq in batches
-                    if device in self._device_ids]
-            if not keys:
-                return 0
-            with self._transaction("ack") as db:
-                deleted = db.executemany("DELETE FROM readings WHERE device = ? AND seq = ?",
-                                         keys).rowcount
-            self._depth -= deleted
-            return deleted
+            return self._delete_batches(batches)
+
+    def _delete_batches(self, batches: list[tuple[str, int]]) -> int:
+        if not any(device in self._device_ids for device, _ in batches):
+            return 0
+        with self._transaction("ack") as db:
+            deleted = self._delete(db, batches)
+        self._depth -= deleted
+        return deleted
+
+    def _delete(self, db: sqlite3.Connection, batches: list[tuple[str, int]]) -> int:
+        keys = [(self._device_ids[device], seq) for device, seq in batches
+                if device in self._device_ids]
+        if not keys:
+            return 0
+        return db.executemany("DELETE FROM readings WHERE device = ? AND seq = ?",
+                              keys).rowcount
 
     def expire(self) -> int:
         """Drop readings older than ``max_age_s``; returns how many."""
@@ -375,12 +395,24 @@ class DiskQueue:
         """Deleted rows that were not handed out leave the pending counts."""
         for device_id, seq in deleted:
             if seq is None:
-                left = self._pending[device_id] - 1
-                if left > 0:
-                    self._pending[device_id] = left
-                else:
-                    del self._pending[device_id]
-                    del self._waiting_since[device_id]
+                self._consume(device_id, 1)
+
+    def _consume(self, device_id: int, n: int) -> None:
+        """``n`` of the device's pending readings are gone (taken or dropped): the oldest."""
+        left = self._pending[device_id] - n
+        if left <= 0:
+            del self._pending[device_id]
+            del self._arrived[device_id]
+            return
+        self._pending[device_id] = left
+        arrived = self._arrived[device_id]
+        while n:
+            first = arrived[0]
+            used = min(n, first[1])
+            first[1] -= used
+            n -= used
+            if not first[1]:
+                arrived.popleft()
 
     @staticmethod
     def _count(db: sqlite3.Connection, *, full: int = 0, expired: int = 0) -> None:

@@ -131,6 +131,20 @@ def test_pending_counts_and_waiting_time(make_queue):
     assert make_queue().pending()[SOIL] == (3, float("-inf"))
 
 
+def test_what_a_batch_leaves_behind_waits_from_its_own_put(make_queue):
+    queue = make_queue()
+    queue.put(WX, readings(5, metric="air_temperature"))
+    time.sleep(0.05)
+    before = time.monotonic()
+    queue.put(WX, readings(5, start=5, metric="air_temperature"))
+    after = time.monotonic()
+    queue.take(WX, 7)  # all of the first put and 2 of the second
+    count, since = queue.pending()[WX]
+    assert count == 3 and before <= since <= after  # not the first put's time
+    queue.take(WX, 7)
+    assert queue.pending() == {}
+
+
 @pytest.mark.parametrize("when_full", ["drop_oldest", "refuse_newest"])
 def test_a_full_queue_applies_its_policy_and_counts_exactly(make_queue, when_full):
     queue = make_queue(max_readings=10, when_full=when_full)
