@@ -97,7 +97,8 @@ def registry_list(kind: Annotated[str | None, typer.Option(help="only this site 
 @keys_app.command("create")
 def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is for")],
                 scope: Annotated[list[str], typer.Option(
-                    "--scope", "-s", help="read, ingest or admin (repeat for several)")],
+                    "--scope", "-s",
+                    help="read, ingest, operate (acknowledge alerts) or admin; repeat")],
                 site: Annotated[list[str] | None, typer.Option(
                     "--site", help="limit the key to this site (repeat for several)")] = None,
                 database_url: DatabaseUrl = None) -> None:
@@ -110,7 +111,7 @@ def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is
     try:
         scopes = [Scope(s) for s in scope]
     except ValueError as exc:
-        typer.echo(f"error: {exc}; scopes are read, ingest, admin", err=True)
+        typer.echo(f"error: {exc}; scopes are {', '.join(Scope)}", err=True)
         raise typer.Exit(2) from None
     with psycopg.connect(url) as conn:
         try:

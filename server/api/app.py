@@ -18,7 +18,7 @@ from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.http import HttpIngest, add_http_ingest
 from tidefield.server.settings import Settings
 
-from .routes import devices, export, series, sites
+from .routes import alerts, devices, export, series, sites
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         LATENCY.labels(path).observe(time.perf_counter() - started)
         return response
 
-    for router in (sites.router, devices.router, series.router, export.router):
+    for router in (sites.router, devices.router, series.router, export.router,
+                   alerts.router):
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
 

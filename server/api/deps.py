@@ -46,6 +46,7 @@ def require(scope: Scope):
 
 
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
+Operator = Annotated[Principal, Depends(require(Scope.OPERATE))]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 
 

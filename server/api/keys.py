@@ -18,6 +18,7 @@ import psycopg
 class Scope(StrEnum):
     READ = "read"
     INGEST = "ingest"
+    OPERATE = "operate"  # act on alerts (acknowledge)
     ADMIN = "admin"
 
 

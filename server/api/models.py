@@ -106,3 +106,83 @@ class Latest(BaseModel):
     unit: str
     time: datetime | None
     value: float | None
+
+
+Category = Literal["fault", "event"]
+Severity = Literal["info", "warning", "critical"]
+AlertState = Literal["open", "acknowledged", "closed"]
+
+
+class Anomaly(BaseModel):
+    series_id: int
+    site_id: str
+    device_id: str
+    metric: str
+    time: datetime
+    value: float | None = Field(description="null when the reading was missing or invalid")
+    score: float = Field(ge=0, le=1, examples=[0.93])
+    component: str = Field(examples=["spike"], description="the detector component that fired")
+    category: Category
+
+
+class AnomalyPage(BaseModel):
+    items: list[Anomaly]
+    next_cursor: str | None = None
+
+
+class Alert(BaseModel):
+    id: int
+    site_id: str = Field(examples=["oc-001"])
+    device_id: str | None = Field(None, examples=["oc-001-sonde"])
+    series_id: int | None = None
+    rule: str = Field(examples=["hypoxia"])
+    category: Category = Field(description="fault: a sensor is broken; event: the world is")
+    severity: Severity
+    state: AlertState
+    message: str = Field(examples=["dissolved oxygen 2.4 mg/L, under 3.0 mg/L"])
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+    value: float | None = None
+    peak_value: float | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    ack_comment: str | None = None
+
+
+class AlertEvent(BaseModel):
+    at: datetime
+    action: Literal["opened", "updated", "acknowledged", "closed"]
+    actor: str = Field(examples=["detector"])
+    note: str | None = None
+    value: float | None = None
+
+
+class AlertDetail(Alert):
+    history: list[AlertEvent]
+
+
+class AlertPage(BaseModel):
+    items: list[Alert]
+    next_cursor: str | None = None
+
+
+class Acknowledgement(BaseModel):
+    comment: str = Field("", max_length=2000, examples=["aerators on, diver sent"])
+
+
+class SiteOverview(BaseModel):
+    site_id: str
+    state: Literal["ok", "alert", "offline"] = Field(
+        description="offline: no device online; alert: an alert not closed; else ok")
+    open_alerts: int = Field(description="alerts not closed (open or acknowledged)")
+    devices_online: int
+    devices_offline: int
+
+
+class Overview(BaseModel):
+    sites: list[SiteOverview]
+    devices_online: int
+    devices_offline: int
+    open_alerts_by_severity: dict[Severity, int]
+    readings_per_second: float = Field(description="stored over the last minute")

@@ -69,7 +69,8 @@ def get(api, path, key="all", **params):
 
 def test_without_a_key_every_endpoint_says_401(api):
     for path in ("/sites", f"/sites/{api['a'].id}", "/devices", "/series",
-                 f"/series/{api['series_a']}/readings", f"/sites/{api['a'].id}/latest"):
+                 f"/series/{api['series_a']}/readings", f"/sites/{api['a'].id}/latest",
+                 "/alerts", "/alerts/1", "/anomalies", "/overview"):
         response = get(api, path, key=None)
         assert response.status_code == 401, path
         assert response.json()["error"]["message"].startswith("an API key is required")

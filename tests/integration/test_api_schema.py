@@ -32,7 +32,12 @@ def api_server(pg_cluster, template_db):
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
     url = pg_cluster.url(name)
     with psycopg.connect(url) as conn:
-        key = create_key(conn, "schemathesis", [Scope.READ, Scope.INGEST])
+        key = create_key(conn, "schemathesis", [Scope.READ, Scope.INGEST, Scope.OPERATE])
+        # a few alerts, so that acknowledging and reading one hit real rows
+        conn.execute("""INSERT INTO alerts (site_id, rule, category, severity, message,
+                                            opened_at, updated_at)
+                        SELECT id, 'hypoxia', 'event', 'critical', 'DO low', now(), now()
+                        FROM sites ORDER BY id LIMIT 5""")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api",
                              "--port", str(port)],

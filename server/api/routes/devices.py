@@ -12,8 +12,9 @@ router = APIRouter(prefix="/devices", tags=["devices"], responses=ERRORS)
 # A device is offline after its last will, or when silent for this many of its intervals.
 SILENT_INTERVALS = 3
 
-_SELECT = """
-SELECT d.id, d.site_id, d.template, d.model, d.interval_s,
+# A device's state from its status row ``st`` and its registry row ``d``; the parameter
+# %(silent)s is SILENT_INTERVALS. The overview counts devices with the same expression.
+STATE_SQL = """
        CASE WHEN st.last_seen IS NULL AND st.state IS DISTINCT FROM 'online'
                  AND st.state IS DISTINCT FROM 'offline' THEN 'unknown'
             WHEN st.state = 'offline' AND (st.last_seen IS NULL
@@ -21,7 +22,10 @@ SELECT d.id, d.site_id, d.template, d.model, d.interval_s,
             WHEN greatest(st.last_seen, st.birth_at) > now()
                  - make_interval(secs => %(silent)s * coalesce(st.reported_interval_s,
                                                                d.interval_s)) THEN 'online'
-            ELSE 'offline' END,
+            ELSE 'offline' END"""
+
+_SELECT = f"""
+SELECT d.id, d.site_id, d.template, d.model, d.interval_s, {STATE_SQL},
        st.last_seen, st.last_reading,
        coalesce(st.max_seq - st.min_seq + 1 - st.batches, 0)
 FROM devices d LEFT JOIN device_status st ON st.device_id = d.id

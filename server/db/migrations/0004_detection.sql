@@ -56,3 +56,8 @@ CREATE TABLE alert_events (
     value     double precision
 );
 CREATE INDEX alert_events_alert ON alert_events (alert_id, at);
+
+-- Acknowledging an alert is an operator's act: a scope of its own, between read and admin.
+ALTER TABLE api_keys DROP CONSTRAINT api_keys_scopes_check;
+ALTER TABLE api_keys ADD CONSTRAINT api_keys_scopes_check
+    CHECK (scopes <@ ARRAY['read', 'ingest', 'operate', 'admin']);
