@@ -51,8 +51,16 @@ class DeviceTemplate:
 
     name: str  # short, used in device ids: "{site}-{name}"
     model: str  # what it stands for in the field
-    metrics: tuple[str, ...]
+    metrics: tuple[str, ...]  # what its sensors measure
     interval_s: int  # nominal sample interval
+    # What the edge agent running on it reports about itself (queue depth, memory...):
+    # stored as series like the rest, but nothing a simulator should model.
+    reported: tuple[str, ...] = ()
+
+    @property
+    def series_metrics(self) -> tuple[str, ...]:
+        """Every metric stored for a device of this template."""
+        return self.metrics + self.reported
 
 
 _K = SiteKind
@@ -147,7 +155,8 @@ _SOIL = _D("soil", "RS-485 soil moisture/temperature/EC probe",
 _SONDE = _D("sonde", "multi-parameter water-quality sonde",
             ("water_temperature", "salinity", "dissolved_oxygen", "water_ph",
              "turbidity", "chlorophyll_a"), 60)
-_GATEWAY = _D("gw", "edge gateway", ("battery_voltage", "signal_rssi"), 300)
+_GATEWAY = _D("gw", "edge gateway", ("battery_voltage", "signal_rssi"), 300,
+              reported=AGENT_METRICS)
 
 DEVICE_TEMPLATES: MappingProxyType[str, tuple[DeviceTemplate, ...]] = MappingProxyType({
     "greenhouse": (

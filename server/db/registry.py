@@ -66,6 +66,6 @@ def load_registry(conn: psycopg.Connection, sites: Iterable[Site]) -> LoadSummar
              for d in devices])
         cur.executemany(
             "INSERT INTO series (device_id, metric) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            [(d.id, m) for d in devices for m in d.template.metrics])
+            [(d.id, m) for d in devices for m in d.template.series_metrics])
     return LoadSummary(len(sites), len(devices),
-                       sum(len(d.template.metrics) for d in devices))
+                       sum(len(d.template.series_metrics) for d in devices))

@@ -79,7 +79,7 @@ def test_registry_load_is_complete_and_idempotent(db_url):
                                     "ORDER BY id").fetchall()
         by_domain = dict(conn.execute("SELECT domain, count(*) FROM sites GROUP BY domain"))
     devices = [d for s in sites for d in s.devices]
-    assert counts == (250, len(devices), sum(len(d.template.metrics) for d in devices),
+    assert counts == (250, len(devices), sum(len(d.template.series_metrics) for d in devices),
                       len(METRICS))
     assert by_domain == {"agriculture": 170, "ocean": 80}
     assert series_after == series_before

@@ -238,3 +238,22 @@ def test_retention_drops_old_chunks_and_rows(db_url):
     assert rollups == 1  # the old 5-minute bucket went with its chunk
     assert hourly == 2  # 0 days: hourly rollups are kept forever
     assert batches == [1]
+
+
+def test_an_edge_agents_own_health_is_stored_under_its_gateway(db_url):
+    from tidefield.protocol.catalog import AGENT_METRICS
+
+    site = next(s for s in load_sites() if s.kind == "cage_farm")
+    gateway = next(d for d in site.devices if d.template.name == "gw")
+    values = {"agent_queue_depth": 1200.0, "agent_queue_age": 35.5, "agent_dropped": 0.0,
+              "agent_publish_latency": 42.0, "agent_rss": 31.4, "agent_cpu": 3.9}
+    assert set(values) == set(AGENT_METRICS)
+    batch = Batch(site.id, gateway.id, 0,
+                  tuple(Reading(m, NOW - MIN, v) for m, v in values.items()))
+    write(db_url, [_envelope(batch)])
+    with psycopg.connect(db_url) as conn:
+        stored = dict(conn.execute(
+            """SELECT s.metric, r.value FROM readings r JOIN series s ON s.id = r.series_id
+               WHERE s.device_id = %s AND s.metric LIKE 'agent_%%'""", (gateway.id,)))
+        rejects = conn.execute("SELECT count(*) FROM ingest_rejects").fetchone()[0]
+    assert stored == values and rejects == 0
