@@ -110,3 +110,32 @@ def connect(client: paho.Client, address: BrokerAddress, *, clean_start: bool,
         props.SessionExpiryInterval = session_expiry_s
     client.connect_async(address.host, address.port, keepalive=keepalive,
                          clean_start=clean_start, properties=props)
+
+
+def probe(address: BrokerAddress, timeout_s: float = 2.0) -> str | None:
+    """Connect, wait for the CONNACK, disconnect: None when the broker accepted the
+    connection, else why not (unreachable, refused with a reason code, timed out)."""
+    import secrets
+    import threading
+
+    answered = threading.Event()
+    outcome: list[str | None] = []
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        outcome.append(None if not reason_code.is_failure else f"refused: {reason_code}")
+        answered.set()
+
+    client = new_client(f"tidefield-probe-{secrets.token_hex(4)}", address)
+    client.on_connect = on_connect
+    try:
+        client.connect(address.host, address.port, keepalive=10, clean_start=True)
+    except (OSError, ssl.SSLError) as exc:
+        return f"unreachable: {exc}"
+    client.loop_start()
+    try:
+        if not answered.wait(timeout_s):
+            return f"no CONNACK within {timeout_s:g} s"
+        return outcome[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()

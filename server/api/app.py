@@ -12,8 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from tidefield.protocol import mqtt
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.http import HttpIngest, add_http_ingest
 from tidefield.server.settings import Settings
@@ -28,6 +29,13 @@ LATENCY = Histogram("tidefield_api_request_seconds", "API latency", ["route"])
 
 class Health(BaseModel):
     database: bool
+    broker: bool | None = Field(description="null when no broker is configured")
+    detail: list[str] = Field(default_factory=list, description="what is wrong, if anything")
+
+
+# A broker probe is a TCP connect, CONNECT and CONNACK: cheap, but not free for a health
+# endpoint that load balancers may call every second; its answer is kept this long.
+BROKER_PROBE_TTL_S = 10.0
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -100,14 +108,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
 
-    @app.get("/healthz", response_model=Health, tags=["operations"])
-    def healthz(request: Request) -> Health:
+    broker_address = mqtt.parse_mqtt_url(settings.mqtt_url) if settings.mqtt_url else None
+    probed: list = [0.0, None]  # (when, outcome) of the last broker probe
+
+    def broker_problem() -> str | None:
+        now = time.monotonic()
+        if now - probed[0] > BROKER_PROBE_TTL_S:
+            probed[:] = [now, mqtt.probe(broker_address)]
+        return probed[1]
+
+    @app.get("/healthz", response_model=Health, tags=["operations"],
+             responses={503: {"model": Health, "description": "a dependency is down"}},
+             summary="Database and broker reachable (no API key needed)")
+    def healthz(request: Request):
+        detail = []
+        database = True
         try:
             with request.app.state.pool.connection(timeout=2) as conn:
                 conn.execute("SELECT 1")
-        except Exception as exc:
-            raise HTTPException(503, "the database is unreachable") from exc
-        return Health(database=True)
+        except Exception as exc:  # any failure to answer is "unreachable" here
+            database = False
+            detail.append(f"database unreachable: {type(exc).__name__}")
+        broker = None
+        if broker_address is not None:
+            problem = broker_problem()
+            broker = problem is None
+            if problem:
+                detail.append(f"broker {broker_address} {problem}")
+        health = Health(database=database, broker=broker, detail=detail)
+        if detail:
+            return JSONResponse(health.model_dump(), status_code=503)
+        return health
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def metrics():

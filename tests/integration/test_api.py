@@ -238,3 +238,22 @@ def test_http_ingest_in_the_api_takes_the_ingest_path(api, db_url):
     with psycopg.connect(db_url) as conn:
         reasons = [r for (r,) in conn.execute("SELECT reason FROM ingest_rejects")]
     assert reasons == ["out_of_range"]
+
+
+def test_healthz_reports_the_database_and_the_broker(db_url, own_broker):
+    app = create_app(Settings(database_url=db_url, mqtt_url=own_broker.url))
+    with TestClient(app) as client:
+        healthy = client.get("/healthz")
+        assert healthy.status_code == 200
+        assert healthy.json() == {"database": True, "broker": True, "detail": []}
+    own_broker.stop()
+    app = create_app(Settings(database_url=db_url, mqtt_url=own_broker.url))
+    with TestClient(app) as client:
+        down = client.get("/healthz")
+        assert down.status_code == 503
+        body = down.json()
+        assert body["database"] is True and body["broker"] is False
+        assert "unreachable" in body["detail"][0] and str(own_broker.port) in body["detail"][0]
+    app = create_app(Settings(database_url=db_url))  # no broker configured: not checked
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["broker"] is None
