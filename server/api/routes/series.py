@@ -6,7 +6,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 
 from ..deps import ConnDep, Reader, check_site
-from ..models import ERRORS, NOT_FOUND, BucketPoint, Point, Readings, Series, SeriesPage
+from ..models import (
+    ERRORS,
+    NOT_FOUND,
+    BucketPoint,
+    Point,
+    Readings,
+    Series,
+    SeriesPage,
+    json_response,
+)
 from ..params import aware, time_range
 
 router = APIRouter(prefix="/series", tags=["series"], responses=ERRORS)
@@ -87,7 +96,7 @@ def readings(series_id: int, conn: ConnDep, principal: Reader,
                                       examples=["Asia/Shanghai"])] = "UTC",
              limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = MAX_POINTS,
              cursor: Annotated[datetime | None, Query(
-                 description="next_cursor of the previous page")] = None) -> Readings:
+                 description="next_cursor of the previous page")] = None):
     row = series_row(conn, principal, series_id)
     start, end = time_range(start, end)
     if cursor is not None:
@@ -101,14 +110,16 @@ def readings(series_id: int, conn: ConnDep, principal: Reader,
                                WHERE series_id = %(id)s AND time >= %(start)s
                                  AND time < %(end)s ORDER BY time LIMIT %(limit)s""",
                             params).fetchall()
-        out.points = [Point(time=t, value=v) for t, v in rows[:limit]]
+        # model_construct: the rows' types are the schema's (timestamptz, float8)
+        out.points = [Point.model_construct(time=t, value=v) for t, v in rows[:limit]]
     else:
         rows = conn.execute(_BUCKET_SQL[bucket], params).fetchall()
-        out.buckets = [BucketPoint(time=t, count=c, mean=s / c, min=lo, max=hi, last=last)
+        out.buckets = [BucketPoint.model_construct(time=t, count=c, mean=s / c, min=lo,
+                                                   max=hi, last=last)
                        for t, c, s, lo, hi, last in rows[:limit]]
     if len(rows) > limit:  # the next page starts at the first row not returned
         out.next_cursor = rows[limit][0].isoformat()
-    return out
+    return json_response(out)
 
 
 _zone_cache: set[str] = set()
