@@ -220,6 +220,10 @@ def fleet(
     backfill_days: Annotated[float, typer.Option(
         help="publish this much history first, as fast as the broker takes it")] = 0.0,
     tick: Annotated[float, typer.Option(help="seconds between live publications")] = 10.0,
+    events_per_site: Annotated[float, typer.Option(
+        min=0, help="injected real events per site per 30 days")] = 1.0,
+    faults_per_series: Annotated[float, typer.Option(
+        min=0, help="injected sensor faults per series per 30 days")] = 0.5,
     state: Annotated[Path, typer.Option(
         help="where per-device sequence numbers persist across restarts")] = Path(
             ".tidefield/sim-sequences.json"),
@@ -241,7 +245,9 @@ def fleet(
         signal.signal(sig, lambda *_: stop.set())
     _configure_logging(verbose)
     sites = _sites(site)
-    simulated = Fleet(sites, seed=seed, plan=InjectionPlan() if inject else None)
+    plan = InjectionPlan(events_per_site=events_per_site,
+                         faults_per_series=faults_per_series) if inject else None
+    simulated = Fleet(sites, seed=seed, plan=plan)
     publisher = FleetPublisher(mqtt.parse_mqtt_url(mqtt_url), sites,
                                content_type=codec.MSGPACK if msgpack else codec.JSON)
     publisher.start()

@@ -155,19 +155,23 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
 
 @app.command()
 def api(database_url: DatabaseUrl = None,
-        host: Annotated[str, typer.Option(envvar="TIDEFIELD_API_HOST")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(envvar="TIDEFIELD_API_PORT")] = 8080,
-        workers: Annotated[int, typer.Option(envvar="TIDEFIELD_API_WORKERS")] = 1) -> None:
+        host: Annotated[str | None, typer.Option(help="default: TIDEFIELD_API_HOST")] = None,
+        port: Annotated[int | None, typer.Option(help="default: TIDEFIELD_API_PORT")] = None,
+        workers: Annotated[int | None, typer.Option(
+            help="default: TIDEFIELD_API_WORKERS")] = None) -> None:
     """Run the HTTP API (/api/v1, OpenAPI docs at /docs)."""
     import os
 
     import uvicorn
 
-    settings = _settings(database_url=database_url)
+    settings = _settings(database_url=database_url, api_host=host, api_port=port,
+                         api_workers=workers)
     _require_db(settings)
+    # worker processes build their own Settings from the environment
     os.environ["TIDEFIELD_DATABASE_URL"] = settings.database_url
-    uvicorn.run("tidefield.server.api.app:create_app", factory=True, host=host, port=port,
-                workers=workers, log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run("tidefield.server.api.app:create_app", factory=True, host=settings.api_host,
+                port=settings.api_port, workers=settings.api_workers,
+                log_level=settings.log_level.lower(), access_log=False)
 
 
 @app.command()
@@ -204,28 +208,57 @@ def ingest(database_url: DatabaseUrl = None,
 
 @app.command()
 def up(database_url: DatabaseUrl = None,
-       mqtt_url: Annotated[str | None, typer.Option(envvar="TIDEFIELD_MQTT_URL",
-                                                    help="use this broker")] = None,
+       mqtt_url: Annotated[str | None, typer.Option(help="use this broker (default: "
+                                                    "TIDEFIELD_MQTT_URL, else embedded)")] = None,
        data_dir: Annotated[Path | None, typer.Option(
-           envvar="TIDEFIELD_DATA_DIR", help="where embedded services keep data")] = None,
+           help="where embedded services keep data (default: TIDEFIELD_DATA_DIR)")] = None,
+       backfill_days: Annotated[float | None, typer.Option(
+           help="simulated history to write at start (default 7)")] = None,
+       fleet: Annotated[bool | None, typer.Option(
+           "--fleet/--no-fleet", help="stream the simulated fleet")] = None,
+       dashboard: Annotated[bool | None, typer.Option(
+           "--dashboard/--no-dashboard", help="run the dashboard")] = None,
+       detector: Annotated[bool | None, typer.Option(
+           "--detector/--no-detector", help="run the anomaly detector")] = None,
        ) -> None:
-    """Run the platform on this machine until Ctrl-C: database and broker (embedded unless
-    URLs are given), schema migrations and the site registry."""
+    """Run the whole platform on this machine until Ctrl-C: database and broker (embedded
+    unless URLs are given), ingest, API, dashboard, detector and a simulated fleet."""
     from tidefield.server.platform import Platform
 
-    settings = _settings(database_url=database_url, mqtt_url=mqtt_url, data_dir=data_dir)
-    platform = Platform(settings)
+    settings = _settings(database_url=database_url, mqtt_url=mqtt_url, data_dir=data_dir,
+                         up_backfill_days=backfill_days, up_fleet=fleet,
+                         up_dashboard=dashboard, up_detector=detector)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    platform = Platform(settings)
+
+    def announce(text: str) -> None:
+        typer.echo(f"\n{text}\npress Ctrl-C to stop\n", err=True)
+
     try:
-        platform.start()
-        typer.echo(platform.describe())
-        typer.echo("press Ctrl-C to stop")
-        stop.wait()
-    finally:
-        platform.stop()
-        typer.echo("stopped")
+        platform.run(stop, announce=announce)
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("stopped", err=True)
+
+
+@app.command()
+def status(data_dir: Annotated[Path | None, typer.Option(
+        help="the data folder of `tidefield up` (default: TIDEFIELD_DATA_DIR)")] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+           ) -> None:
+    """What `tidefield up` runs, the ingest rate, ingest queue depth and open alerts."""
+    import json
+
+    from tidefield.server.status import collect, render
+
+    settings = _settings(data_dir=data_dir)
+    report = collect(settings.data_dir.resolve())
+    typer.echo(json.dumps(report, indent=1, default=str) if as_json else render(report))
+    if not report["running"]:
+        raise typer.Exit(3)
 
 
 def main() -> None:

@@ -1,13 +1,34 @@
-"""Everything `tidefield up` runs, started in order and stopped in reverse.
+"""`tidefield up`: the whole platform on one machine, started in order and stopped in
+reverse.
 
-External services are used when their URLs are set; otherwise embedded ones are run from
-``settings.data_dir``, initialised on first use and reused after.
+1. Services: PostgreSQL+TimescaleDB and Mosquitto, embedded under ``settings.data_dir``
+   (initialised on first use, reused after) unless ``TIDEFIELD_DATABASE_URL`` /
+   ``TIDEFIELD_MQTT_URL`` point to existing ones. Migrations, the site registry, and the
+   operator's API key (created once, kept in ``data_dir/operator.key``).
+2. Processes, supervised (``supervisor.Supervisor``), in the order of ``COMPONENTS``:
+   ingest workers, the API, the dashboard, the live simulated fleet, and, once the
+   backfill is written, the detector (so it scores history in time order before live
+   readings). A component is one entry in ``COMPONENTS``; flags and settings leave any
+   of them out.
+3. The backfill: simulated history of the last ``up_backfill_days`` (or since the newest
+   stored reading, after a restart) written straight to the database, with a progress
+   bar, while the live parts already run.
+
+Stopping (Ctrl-C, SIGTERM): the processes in reverse order, then the broker, then the
+database; nothing is left running.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import psycopg
 
 from tidefield.protocol.registry import load_sites
@@ -15,43 +36,255 @@ from tidefield.server.db.migrate import migrate
 from tidefield.server.db.registry import load_registry
 from tidefield.server.embedded import MosquittoBroker, PostgresCluster
 from tidefield.server.settings import Settings
+from tidefield.server.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 
+DAY_MS = 86_400_000
+READY_TIMEOUT_S = 120.0  # first start compiles Numba kernels and imports Streamlit
+OPERATOR_KEY_FILE = "operator.key"
+STATE_FILE = "up.json"
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    return lambda: httpx.get(url, timeout=2).status_code == 200
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+@dataclass(frozen=True)
+class Component:
+    """A supervised part of the platform: whether it runs, and how to start it."""
+
+    name: str
+    enabled: Callable[[Settings], bool]
+    child: Callable[[Platform], Child]
+    wait_ready: bool = False  # the next components need it serving first
+    after_backfill: bool = False
+
+
+def _ingest(p: Platform) -> Child:
+    s = p.settings
+    return Child("ingest", _python("tidefield.server.cli", "ingest"), env=p.child_env(),
+                 ready=_http_ok(f"http://{s.ingest_host}:{s.ingest_port}/healthz"),
+                 url=f"http://{s.ingest_host}:{s.ingest_port}")
+
+
+def _api(p: Platform) -> Child:
+    return Child("api", _python("tidefield.server.cli", "api"), env=p.child_env(),
+                 ready=_http_ok(f"{p.api_url}/healthz"), url=f"{p.api_url}/docs")
+
+
+def _dashboard(p: Platform) -> Child:
+    s = p.settings
+    app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+    return Child("dashboard", _python("streamlit", "run", str(app), "--server.headless=true",
+                                      f"--server.port={s.dashboard_port}",
+                                      "--server.address=127.0.0.1",
+                                      "--browser.gatherUsageStats=false"),
+                 env={**p.child_env(), "TIDEFIELD_API_URL": p.api_url,
+                      "TIDEFIELD_API_KEY": p.operator_key},
+                 ready=_http_ok(f"http://127.0.0.1:{s.dashboard_port}/_stcore/health"),
+                 url=f"http://127.0.0.1:{s.dashboard_port}")
+
+
+def _fleet(p: Platform) -> Child:
+    s = p.settings
+    return Child("fleet", _python(
+        "tidefield.sim.cli", "fleet", "--mqtt-url", p.mqtt_url, "--seed", str(s.sim_seed),
+        "--tick", str(s.sim_tick_s), "--events-per-site", str(s.sim_events_per_site),
+        "--faults-per-series", str(s.sim_faults_per_series),
+        "--state", str(p.data_dir / "sim-sequences.json")), env=p.child_env())
+
+
+def _detector(p: Platform) -> Child:
+    return Child("detector", _python("tidefield.server.cli", "detect", "run"),
+                 env=p.child_env())
+
+
+COMPONENTS: tuple[Component, ...] = (
+    Component("ingest", lambda s: True, _ingest, wait_ready=True),
+    Component("api", lambda s: True, _api, wait_ready=True),
+    Component("dashboard", lambda s: s.up_dashboard, _dashboard),
+    Component("fleet", lambda s: s.up_fleet, _fleet),
+    Component("detector", lambda s: s.up_detector, _detector, after_backfill=True),
+)
+
 
 class Platform:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, supervisor: Supervisor | None = None) -> None:
         self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
         self.database_url = settings.database_url
         self.mqtt_url = settings.mqtt_url
+        self.api_url = f"http://{settings.api_host}:{settings.api_port}"
+        self.operator_key = ""
+        self.supervisor = supervisor or Supervisor(state_file=self.data_dir / STATE_FILE)
         self._postgres: PostgresCluster | None = None
         self._broker: MosquittoBroker | None = None
 
-    def start(self) -> None:
-        data = self.settings.data_dir.resolve()
+    # --- start --------------------------------------------------------------------------
+
+    def start_services(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.database_url is None:
-            self._postgres = PostgresCluster(data / "postgres",
+            self._postgres = PostgresCluster(self.data_dir / "postgres",
                                              port=self.settings.embedded_pg_port)
             self._postgres.start()
             self.database_url = self._postgres.create_database("tidefield")
         if self.mqtt_url is None:
-            self._broker = MosquittoBroker(data / "mosquitto",
+            self._broker = MosquittoBroker(self.data_dir / "mosquitto",
                                            port=self.settings.embedded_mqtt_port)
             self._broker.start()
             self.mqtt_url = self._broker.url
         migrate(self.database_url)
         with psycopg.connect(self.database_url) as conn:
-            summary = load_registry(conn, load_sites())
-        log.info("registry loaded", extra={"sites": summary.sites, "series": summary.series})
+            load_registry(conn, load_sites())
+            self.operator_key = self._operator_key(conn)
+        self.supervisor.info = {"database_url": self.database_url, "mqtt_url": self.mqtt_url,
+                                "api_url": self.api_url}
+
+    def _operator_key(self, conn: psycopg.Connection) -> str:
+        """The key printed for the operator and given to the dashboard: created once,
+        reused while it stays valid (not revoked)."""
+        from tidefield.server.api.keys import Scope, authenticate, create_key
+
+        path = self.data_dir / OPERATOR_KEY_FILE
+        if path.exists():
+            key = path.read_text().strip()
+            if authenticate(conn, key) is not None:
+                return key
+        key = create_key(conn, "operator (tidefield up)", [Scope.READ, Scope.OPERATE])
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        return key
+
+    def child_env(self) -> dict[str, str]:
+        """What every child needs to find the services (the rest of the settings it reads
+        from the environment it inherits)."""
+        s = self.settings
+        return {"TIDEFIELD_DATABASE_URL": self.database_url, "TIDEFIELD_MQTT_URL": self.mqtt_url,
+                "TIDEFIELD_DATA_DIR": str(self.data_dir), "TIDEFIELD_API_PORT": str(s.api_port),
+                "TIDEFIELD_API_HOST": s.api_host, "TIDEFIELD_LOG_LEVEL": s.log_level}
 
     def describe(self) -> str:
-        return (f"database  {self.database_url}\n"
-                f"broker    {self.mqtt_url}")
+        lines = [f"database   {self.database_url}", f"broker     {self.mqtt_url}",
+                 f"API        {self.api_url}/api/v1 (docs: {self.api_url}/docs)"]
+        if self.settings.up_dashboard:
+            lines.append(f"dashboard  http://127.0.0.1:{self.settings.dashboard_port}")
+        lines.append(f"API key    {self.operator_key}  (operator: read, acknowledge alerts; "
+                     f"kept in {self.data_dir / OPERATOR_KEY_FILE})")
+        return "\n".join(lines)
+
+    def run(self, stop: threading.Event, *, announce: Callable[[str], None] = print) -> None:
+        """Start everything, watch it until ``stop`` is set, then stop everything."""
+        supervisor = self.supervisor
+        try:
+            self.start_services()
+            later = []
+            for component in COMPONENTS:
+                if stop.is_set():
+                    return
+                if not component.enabled(self.settings):
+                    continue
+                child = supervisor.add(component.child(self))
+                if component.after_backfill:
+                    later.append(child)
+                    continue
+                supervisor.start(child)
+                if component.wait_ready and not supervisor.wait_ready(
+                        child, READY_TIMEOUT_S, stop) and not stop.is_set():
+                    raise RuntimeError(f"{child.name} did not become ready; see its "
+                                       f"output above")
+            announce(self.describe())
+            backfill = threading.Thread(target=self._backfill, args=(stop,), name="backfill",
+                                        daemon=True)
+            backfill.start()
+            while not stop.wait(0.25):
+                supervisor.watch()
+                if later and not backfill.is_alive():
+                    for child in later:
+                        supervisor.start(child)
+                    later = []
+        finally:
+            self.stop()
+
+    # --- the backfill -------------------------------------------------------------------
+
+    def _backfill(self, stop: threading.Event) -> None:
+        from tidefield.server.backfill import backfill, latest_history_ms
+        from tidefield.sim.events import InjectionPlan
+        from tidefield.sim.fleet import Fleet
+
+        s = self.settings
+        end_ms = int(time.time() * 1000)
+        start_ms = end_ms - int(s.up_backfill_days * DAY_MS)
+        with psycopg.connect(self.database_url) as conn:
+            newest = latest_history_ms(conn, start_ms)
+        if newest is not None:
+            start_ms = max(start_ms, newest + 1)  # a restart: only the gap since the stop
+        if end_ms - start_ms < 60_000:
+            return
+        fleet = Fleet(load_sites(), seed=s.sim_seed, plan=InjectionPlan(
+            events_per_site=s.sim_events_per_site, faults_per_series=s.sim_faults_per_series))
+        say = self.supervisor.say
+        say("backfill", f"writing simulated history from "
+                        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(start_ms / 1000))} UTC "
+                        f"({(end_ms - start_ms) / DAY_MS:.2f} days)")
+        report = _ProgressReport(say, end_ms - start_ms)
+        try:
+            result = backfill(self.database_url, fleet, start_ms, end_ms, stop=stop,
+                              progress=report.update)
+        except Exception as exc:  # the live platform keeps running without history
+            say("backfill", f"failed: {exc}")
+            log.exception("backfill failed")
+            return
+        finally:
+            report.close()
+        say("backfill", f"done: {result.inserted:,} readings written "
+                        f"in {time.monotonic() - report.started:.0f} s")
+
+    # --- stop ---------------------------------------------------------------------------
 
     def stop(self) -> None:
+        self.supervisor.stop_all()
         for service in (self._broker, self._postgres):
             if service is not None:
                 try:
                     service.stop()
                 except Exception:  # keep stopping the others
                     log.exception("could not stop %s", type(service).__name__)
+        self._broker = self._postgres = None
+
+
+class _ProgressReport:
+    """A progress bar on a terminal; otherwise a line every 10 %."""
+
+    def __init__(self, say: Callable[[str, str], None], total_ms: int) -> None:
+        self.say, self.total_ms = say, total_ms
+        self.started = time.monotonic()
+        self._next_tenth = 1
+        self._bar = None
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("backfill", total=total_ms)
+
+    def update(self, readings: int, done_ms: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done_ms,
+                             description=f"backfill: {readings:,} readings")
+            return
+        while done_ms * 10 >= self._next_tenth * self.total_ms and self._next_tenth <= 10:
+            rate = readings / max(time.monotonic() - self.started, 1e-3)
+            self.say("backfill", f"{self._next_tenth * 10:3d} %  {readings:,} readings "
+                                 f"({rate:,.0f}/s)")
+            self._next_tenth += 1
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -27,6 +27,25 @@ class Settings(BaseSettings):
     embedded_pg_port: int = Field(55432, description="port of the embedded PostgreSQL")
     embedded_mqtt_port: int = Field(11883, description="port of the embedded Mosquitto")
 
+    # --- API and dashboard --------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    api_port: int = Field(8080, ge=1, le=65535, description="port of the HTTP API")
+    api_workers: int = Field(1, ge=1, le=64, description="API processes")
+    dashboard_port: int = Field(8501, ge=1, le=65535, description="port of the dashboard")
+
+    # --- tidefield up -----------------------------------------------------------------
+    up_backfill_days: float = Field(7.0, ge=0, le=400,
+                                    description="simulated history written at start")
+    up_fleet: bool = Field(True, description="stream the simulated fleet live")
+    up_dashboard: bool = Field(True, description="run the dashboard")
+    up_detector: bool = Field(True, description="run the anomaly detector")
+    sim_seed: int = Field(1, description="seed of the simulated fleet")
+    sim_events_per_site: float = Field(
+        1.0, ge=0, description="injected real events per site per 30 days")
+    sim_faults_per_series: float = Field(
+        0.5, ge=0, description="injected sensor faults per series per 30 days")
+    sim_tick_s: float = Field(10.0, gt=0, description="seconds between live publications")
+
     # --- ingest -----------------------------------------------------------------------
     ingest_workers: int = Field(2, ge=1, le=64, description="ingest processes")
     ingest_host: str = Field("127.0.0.1", description="address of the ingest HTTP service")

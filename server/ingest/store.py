@@ -103,6 +103,17 @@ class Store:
         return WriteResult(len(new_batches), len(prepared.batches) - len(new_batches),
                            n_inserted, len(sid) - n_inserted, len(rejects))
 
+    def write_history(self, sid: np.ndarray, tms: np.ndarray, val: np.ndarray) -> int:
+        """Rows that came from no message (a simulated backfill, an import): readings and
+        rollups only, no batch claims or device status, so they never stand in the way of
+        a device's own sequence numbers. Rows already stored are skipped. Returns how many
+        were inserted."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            inserted = self._insert_readings(cur, sid, tms, val)
+            for name, bucket_ms in BUCKETS_MS.items():
+                self._upsert_rollup(cur, f"readings_{name}", *inserted, bucket_ms)
+        return len(inserted[0])
+
     # --- steps ----------------------------------------------------------------------
     def _claim_batches(self, cur, prepared: Prepared):
         if not prepared.batches:
