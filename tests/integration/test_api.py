@@ -257,3 +257,29 @@ def test_healthz_reports_the_database_and_the_broker(db_url, own_broker):
     app = create_app(Settings(database_url=db_url))  # no broker configured: not checked
     with TestClient(app) as client:
         assert client.get("/healthz").json()["broker"] is None
+
+
+def test_device_and_series_filters(api):
+    a = api["a"]
+    by_state = get(api, "/devices", state="online").json()["items"]
+    # the two that sent a batch (one in each site)
+    assert {d["id"] for d in by_state} == {api["device"].id, api["b"].devices[0].id}
+    unknown = get(api, "/devices", state="unknown", site=a.id).json()["items"]
+    assert {d["id"] for d in unknown} == {d.id for d in a.devices} - {api["device"].id}
+    greenhouses = get(api, "/devices", kind="greenhouse", limit=1000).json()["items"]
+    expected = {d.id for s in load_sites() if s.kind == "greenhouse" for d in s.devices}
+    assert {d["id"] for d in greenhouses} == expected
+    sondes = get(api, "/devices", template="sonde", district=api["b"].district,
+                 limit=1000).json()["items"]
+    assert sondes and all(d["template"] == "sonde" for d in sondes)
+    assert {d["site_id"] for d in sondes} <= {s.id for s in load_sites()
+                                               if s.district == api["b"].district}
+    with_co2 = get(api, "/devices", metric="co2", limit=1000).json()["items"]
+    assert api["device"].id in {d["id"] for d in with_co2}
+    assert all("co2" in next(x for s in load_sites() for x in s.devices
+                             if x.id == d["id"]).template.metrics for d in with_co2)
+    series = get(api, "/series", kind="cage_farm", metric="dissolved_oxygen",
+                 limit=5000).json()["items"]
+    cage_farms = {s.id for s in load_sites() if s.kind == "cage_farm"}
+    assert series and {s["site_id"] for s in series} == cage_farms
+    assert get(api, "/devices", state="sleeping").status_code == 422

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -28,7 +28,8 @@ _SELECT = f"""
 SELECT d.id, d.site_id, d.template, d.model, d.interval_s, {STATE_SQL},
        st.last_seen, st.last_reading,
        coalesce(st.max_seq - st.min_seq + 1 - st.batches, 0)
-FROM devices d LEFT JOIN device_status st ON st.device_id = d.id
+FROM devices d JOIN sites si ON si.id = d.site_id
+LEFT JOIN device_status st ON st.device_id = d.id
 """
 
 
@@ -42,16 +43,32 @@ def _device(row) -> Device:
 @router.get("", response_model=DevicePage, summary="List devices with their status")
 def list_devices(conn: ConnDep, principal: Reader,
                  site: Annotated[str | None, Query(examples=["oc-001"])] = None,
+                 kind: Annotated[str | None, Query(description="the site's kind",
+                                                   examples=["cage_farm"])] = None,
+                 district: Annotated[str | None, Query(examples=["huangdao"])] = None,
+                 template: Annotated[str | None, Query(examples=["sonde"])] = None,
+                 metric: Annotated[str | None, Query(
+                     description="only devices with a series of this metric")] = None,
+                 state: Literal["online", "offline", "unknown"] | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 200,
                  cursor: str | None = None) -> DevicePage:
     if site is not None:
         check_site(principal, site)
     rows = conn.execute(
-        _SELECT + """WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s)
+        _SELECT + f"""WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s)
+                     AND (%(kind)s::text IS NULL OR si.kind = %(kind)s)
+                     AND (%(district)s::text IS NULL OR si.district = %(district)s)
+                     AND (%(template)s::text IS NULL OR d.template = %(template)s)
+                     AND (%(metric)s::text IS NULL OR EXISTS (
+                          SELECT 1 FROM series x WHERE x.device_id = d.id
+                          AND x.metric = %(metric)s))
+                     AND (%(state)s::text IS NULL OR {STATE_SQL} = %(state)s)
                      AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s))
                      AND (%(cursor)s::text IS NULL OR d.id > %(cursor)s)
                      ORDER BY d.id LIMIT %(limit)s""",
-        {"silent": SILENT_INTERVALS, "site": site, "cursor": cursor, "limit": limit + 1,
+        {"silent": SILENT_INTERVALS, "site": site, "kind": kind, "district": district,
+         "template": template, "metric": metric, "state": state, "cursor": cursor,
+         "limit": limit + 1,
          "sites": sorted(principal.sites) if principal.sites is not None else None},
     ).fetchall()
     items = [_device(r) for r in rows[:limit]]

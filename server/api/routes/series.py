@@ -21,7 +21,8 @@ from ..params import aware, time_range
 router = APIRouter(prefix="/series", tags=["series"], responses=ERRORS)
 
 _SELECT = """SELECT s.id, s.device_id, d.site_id, s.metric, m.unit FROM series s
-             JOIN devices d ON d.id = s.device_id JOIN metrics m ON m.name = s.metric"""
+             JOIN devices d ON d.id = s.device_id JOIN metrics m ON m.name = s.metric
+             JOIN sites si ON si.id = d.site_id"""
 
 MAX_POINTS = 10_000
 
@@ -59,6 +60,9 @@ def list_series(conn: ConnDep, principal: Reader,
                 site: Annotated[str | None, Query(examples=["oc-001"])] = None,
                 device: str | None = None,
                 metric: Annotated[str | None, Query(examples=["dissolved_oxygen"])] = None,
+                kind: Annotated[str | None, Query(description="the site's kind",
+                                                  examples=["cage_farm"])] = None,
+                district: Annotated[str | None, Query(examples=["huangdao"])] = None,
                 limit: Annotated[int, Query(ge=1, le=5000)] = 500,
                 cursor: Annotated[int | None, Query(ge=0)] = None) -> SeriesPage:
     if site is not None:
@@ -67,10 +71,13 @@ def list_series(conn: ConnDep, principal: Reader,
         _SELECT + """ WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s)
                       AND (%(device)s::text IS NULL OR s.device_id = %(device)s)
                       AND (%(metric)s::text IS NULL OR s.metric = %(metric)s)
+                      AND (%(kind)s::text IS NULL OR si.kind = %(kind)s)
+                      AND (%(district)s::text IS NULL OR si.district = %(district)s)
                       AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s))
                       AND (%(cursor)s::int IS NULL OR s.id > %(cursor)s)
                       ORDER BY s.id LIMIT %(limit)s""",
-        {"site": site, "device": device, "metric": metric, "cursor": cursor,
+        {"site": site, "device": device, "metric": metric, "kind": kind,
+         "district": district, "cursor": cursor,
          "limit": limit + 1,
          "sites": sorted(principal.sites) if principal.sites is not None else None},
     ).fetchall()
