@@ -25,10 +25,12 @@ app.add_typer(keys_app, name="keys")
 def _mount_lazily() -> None:
     """Sub-apps of other packages; their modules import heavy things only inside commands."""
     from tidefield.edge.cli import app as edge_app
+    from tidefield.server.detect.cli import app as detect_app
     from tidefield.sim.cli import app as sim_app
 
     app.add_typer(sim_app, name="sim")
     app.add_typer(edge_app, name="edge")
+    app.add_typer(detect_app, name="detect")
 
 
 _mount_lazily()

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     compress_after_days: int = Field(7, ge=1, description="compress older readings chunks "
                                      "(only where timescaledb.license allows)")
 
+    # --- detection ----------------------------------------------------------------------
+    detect_rules: Path | None = Field(
+        None, description="YAML merged over the bundled detection rules (per-site overrides)")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["text", "json"] = "text"
 

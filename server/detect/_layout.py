@@ -1,0 +1,67 @@
+"""Column layouts shared by the kernels, their NumPy twins and the Python around them.
+
+Everything the kernels touch is a flat float64 matrix with one row per series (or per rule
+instance) and named columns, so state checkpoints as a handful of arrays and a kernel call
+never builds a Python object per reading.
+"""
+
+from __future__ import annotations
+
+# --- components (what fired) and categories --------------------------------------------
+COMPONENTS = ("none", "range", "gap", "stuck", "spike", "shift", "noise", "drift", "level")
+(K_NONE, K_RANGE, K_GAP, K_STUCK, K_SPIKE, K_SHIFT, K_NOISE, K_DRIFT,
+ K_LEVEL) = range(len(COMPONENTS))
+CATEGORIES = ("none", "fault", "event")
+CAT_NONE, CAT_FAULT, CAT_EVENT = range(len(CATEGORIES))
+
+# --- per-series configuration (built from the catalog and the registry) ----------------
+CFG_COLUMNS = ("low", "high", "span", "res", "interval_ms", "circular", "site", "group",
+               "a_fast", "a_slow", "a_var", "a_prof", "decay", "level")
+(C_LOW, C_HIGH, C_SPAN, C_RES, C_INTERVAL, C_CIRC, C_SITE, C_GROUP, C_A_FAST, C_A_SLOW,
+ C_A_VAR, C_A_PROF, C_DECAY, C_LEVEL) = range(len(CFG_COLUMNS))
+
+# --- detector parameters (one vector, from DetectorParams) -----------------------------
+PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike_z",
+                 "spike_span", "jump_factor", "max_spike_run", "a_scale", "exceed_k",
+                 "a_burst", "burst_thr", "level_warm_ms", "level_z", "dev_floor", "cross_z",
+                 "corr_z", "corr_window_ms", "tz_offset_ms", "max_flag_ms", "a_cross",
+                 "stuck_min_ms")
+(P_WARM_N, P_GAP_FACTOR, P_STUCK_MIN_RUN, P_STUCK_FACTOR, P_SPIKE_Z, P_SPIKE_SPAN,
+ P_JUMP_FACTOR, P_MAX_SPIKE_RUN, P_A_SCALE, P_EXCEED_K, P_A_BURST, P_BURST_THR,
+ P_LEVEL_WARM_MS, P_LEVEL_Z, P_DEV_FLOOR, P_CROSS_Z, P_CORR_Z, P_CORR_WINDOW_MS,
+ P_TZ_OFFSET_MS, P_MAX_FLAG_MS, P_A_CROSS, P_STUCK_MIN_MS) = range(len(PARAM_COLUMNS))
+
+# --- per-series state ------------------------------------------------------------------
+STATE_COLUMNS = ("n", "t_first", "t_last", "x_last", "x_prev", "run", "run_max", "scale",
+                 "jump_max", "burst", "spike_run", "mf", "ms", "dvar", "zs", "xvar", "xz",
+                 "bin", "dev_t", "flag_since", "run_start", "d_last", "scale2")
+(S_N, S_T_FIRST, S_T_LAST, S_X_LAST, S_X_PREV, S_RUN, S_RUN_MAX, S_SCALE, S_JUMP_MAX,
+ S_BURST, S_SPIKE_RUN, S_MF, S_MS, S_DVAR, S_ZS, S_XVAR, S_XZ, S_BIN, S_DEV_T,
+ S_FLAG_SINCE, S_RUN_START, S_D_LAST, S_SCALE2) = range(len(STATE_COLUMNS))
+BINS = 24  # hour-of-day bins of the seasonal profile
+
+# --- per cross-site group (series of one metric and device template): the hourly median
+GROUP_COLUMNS = ("slot", "median", "count")
+G_SLOT, G_MEDIAN, G_COUNT = range(len(GROUP_COLUMNS))
+
+# --- rules: condition types, per-instance parameters and state -------------------------
+CONDITIONS = ("below", "above", "fall", "no_rise", "fault", "no_data")
+R_BELOW, R_ABOVE, R_FALL, R_NO_RISE, R_FAULT, R_NO_DATA = range(len(CONDITIONS))
+
+RULE_COLUMNS = ("series", "condition", "threshold", "clear", "alpha", "min_ms", "clear_ms",
+                "worse_below", "components")  # components: bit mask of COMPONENTS (fault)
+(RP_SERIES, RP_COND, RP_THRESHOLD, RP_CLEAR, RP_TAU, RP_MIN, RP_CLEAR_MS,
+ RP_WORSE_BELOW, RP_COMPONENTS) = range(len(RULE_COLUMNS))
+
+RULE_STATE_COLUMNS = ("active", "cond_since", "clear_since", "opened", "peak", "value",
+                      "updated", "base", "lowest", "last_rise", "gap_max", "rises",
+                      "first_component", "pending")
+(RS_ACTIVE, RS_COND_SINCE, RS_CLEAR_SINCE, RS_OPENED, RS_PEAK, RS_VALUE, RS_UPDATED,
+ RS_BASE, RS_LOWEST, RS_LAST_RISE, RS_GAP_MAX, RS_RISES,
+ RS_FIRST_COMPONENT, RS_PENDING) = range(len(RULE_STATE_COLUMNS))
+
+# transitions a rule kernel reports: (instance, action, time_ms, value)
+ACTIONS = ("opened", "closed")
+A_OPEN, A_CLOSE = range(len(ACTIONS))
+
+HOUR_MS = 3_600_000

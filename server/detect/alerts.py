@@ -1,0 +1,228 @@
+"""Alerts with a lifecycle: open, update, close, from the rule instances' transitions.
+
+``Engine`` runs the detector and the rules over a batch. ``AlertBook`` turns instance
+transitions into alert operations: a ``scope: site`` rule makes one alert per (site,
+rule) that stays open while any of its instances is on (both sondes of a cage farm in
+one hypoxia are one alert); a ``scope: series`` rule one alert per series. Operations go
+to a sink: ``MemorySink`` for evaluation and tests, ``service.DatabaseSink`` for the
+``alerts`` and ``alert_events`` tables and the ``tf/v1/{site}/alerts`` topic.
+
+Acknowledging is the operators' business (API); the detector only ever opens, updates and
+closes, as actor ``detector``. An acknowledged alert is still closed when it clears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from . import _kernels
+from ._layout import (
+    A_OPEN,
+    COMPONENTS,
+    RS_ACTIVE,
+    RS_FIRST_COMPONENT,
+    RS_PEAK,
+    RS_UPDATED,
+    RS_VALUE,
+)
+from .detector import Detector, Scores
+from .rules import RuleBinding, RuleSet
+
+ACTOR = "detector"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    instance: int
+    action: int  # A_OPEN or A_CLOSE
+    time_ms: int
+    value: float
+
+
+class Engine:
+    """A detector with its rules: ``process`` scores a batch and advances the rules."""
+
+    def __init__(self, detector: Detector, ruleset: RuleSet) -> None:
+        self.detector = detector
+        self.rules = RuleBinding(detector, ruleset)
+
+    def process(self, rows, times_ms, values) -> tuple[Scores, list[Transition]]:
+        scores = self.detector.score(rows, times_ms, values)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        capacity = max(16, len(self.rules.instances) * 2)
+        while True:
+            saved = self.rules.state.copy()
+            buffers = _buffers(capacity)
+            n = _kernels.apply_rules(rows, times_ms, values, scores.score, scores.component,
+                                     scores.category, self.rules.ptr, self.rules.inst,
+                                     self.rules.rp, self.rules.state, *buffers)
+            if n <= capacity:
+                return scores, _transitions(buffers, n)
+            self.rules.state = saved  # too many to hold: run again with room for all
+            capacity = n
+
+    def tick(self, now_ms: int) -> list[Transition]:
+        """Open no-data rules of series silent by ``now_ms``."""
+        buffers = _buffers(max(1, self.rules.silent.shape[0]))
+        n = _kernels.check_silence(float(now_ms), self.rules.silent, self.rules.rp,
+                                   self.rules.state, self.detector.state, self.detector.cfg,
+                                   *buffers)
+        return _transitions(buffers, n)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {**self.detector.state_arrays(), "rules": self.rules.state.copy()}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.detector.load_state(arrays)
+        if arrays["rules"].shape != self.rules.state.shape:
+            raise ValueError("checkpoint does not fit these rules")
+        self.rules.state = np.ascontiguousarray(arrays["rules"], dtype=np.float64)
+
+
+def _buffers(capacity: int):
+    return (np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64),
+            np.empty(capacity, dtype=np.float64), np.empty(capacity, dtype=np.float64))
+
+
+def _transitions(buffers, n: int) -> list[Transition]:
+    inst, action, time, value = buffers
+    return [Transition(int(inst[i]), int(action[i]), int(time[i]), float(value[i]))
+            for i in range(n)]
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AlertKey:
+    site_id: str
+    rule: str
+    device_id: str | None
+    series_key: int | None
+
+
+@dataclass(slots=True)
+class Alert:
+    key: AlertKey
+    category: str
+    severity: str
+    message: str
+    opened_ms: int
+    updated_ms: int
+    value: float | None
+    peak: float | None
+    closed_ms: int | None = None
+    component: str = ""  # what fired first (sensor faults)
+    id: int | None = None  # the database id, once stored
+    members: set[int] = field(default_factory=set)  # rule instances on
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOp:
+    action: str  # opened, updated, closed
+    alert: Alert
+    time_ms: int
+    value: float | None
+
+
+class AlertSink(Protocol):
+    def apply(self, ops: list[AlertOp]) -> None: ...
+
+
+class MemorySink:
+    """Keeps every alert ever opened, for evaluation and tests."""
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+        self.ops: list[AlertOp] = []
+
+    def apply(self, ops: list[AlertOp]) -> None:
+        for op in ops:
+            self.ops.append(op)
+            if op.action == "opened":
+                self.alerts.append(op.alert)
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+class AlertBook:
+    """Active alerts by key; turns rule transitions into alert operations."""
+
+    def __init__(self, engine: Engine, active: Iterable[Alert] = ()) -> None:
+        self.engine = engine
+        self.active: dict[AlertKey, Alert] = {a.key: a for a in active}
+        # rebuild who keeps each restored alert on from the checkpointed rule state
+        rules = engine.rules
+        for k in range(len(rules.instances)):
+            if rules.state[k, RS_ACTIVE] > 0.0:
+                alert = self.active.get(self._key(k))
+                if alert is not None:
+                    alert.members.add(k)
+
+    def _key(self, k: int) -> AlertKey:
+        inst = self.engine.rules.instances[k]
+        info = self.engine.detector.series[inst.row]
+        if inst.spec.scope == "site":
+            return AlertKey(info.site_id, inst.rule, None, None)
+        return AlertKey(info.site_id, inst.rule, info.device_id, info.key)
+
+    def _message(self, k: int, value: float, component: str) -> str:
+        spec = self.engine.rules.instances[k].spec
+        try:
+            return spec.message.format(value=value, threshold=spec.threshold,
+                                       component=component, rule=self.engine.rules
+                                       .instances[k].rule)
+        except (KeyError, ValueError, IndexError):
+            return spec.message
+
+    def apply(self, transitions: list[Transition]) -> list[AlertOp]:
+        ops: list[AlertOp] = []
+        touched: set[AlertKey] = set()
+        rs = self.engine.rules.state
+        for tr in transitions:
+            key = self._key(tr.instance)
+            spec = self.engine.rules.instances[tr.instance].spec
+            alert = self.active.get(key)
+            if tr.action == A_OPEN:
+                if alert is None:
+                    component = COMPONENTS[int(rs[tr.instance, RS_FIRST_COMPONENT])]
+                    alert = Alert(key, spec.category, spec.severity,
+                                  self._message(tr.instance, tr.value, component),
+                                  tr.time_ms, tr.time_ms, _finite(tr.value), _finite(tr.value),
+                                  component=component)
+                    self.active[key] = alert
+                    ops.append(AlertOp("opened", alert, tr.time_ms, alert.value))
+                alert.members.add(tr.instance)
+                touched.add(key)
+            elif alert is not None:
+                alert.members.discard(tr.instance)
+                if not alert.members:
+                    alert.closed_ms = max(tr.time_ms, alert.opened_ms)
+                    del self.active[key]
+                    touched.discard(key)
+                    ops.append(AlertOp("closed", alert, alert.closed_ms, _finite(tr.value)))
+        # bring every alert still on up to date with its instances
+        for key, alert in self.active.items():
+            updated = max((rs[k, RS_UPDATED] for k in alert.members), default=0.0)
+            if updated <= alert.updated_ms and key not in touched:
+                continue
+            below = any(self.engine.rules.instances[k].spec.worse_below for k in alert.members)
+            peaks = [rs[k, RS_PEAK] for k in alert.members if np.isfinite(rs[k, RS_PEAK])]
+            if peaks:
+                worst = min(peaks) if below else max(peaks)
+                if alert.peak is None or (worst < alert.peak if below else worst > alert.peak):
+                    alert.peak = float(worst)
+            latest = max(alert.members, key=lambda k: rs[k, RS_UPDATED], default=None)
+            if latest is not None:
+                alert.value = _finite(rs[latest, RS_VALUE])
+            if updated > alert.updated_ms:
+                alert.updated_ms = int(updated)
+                ops.append(AlertOp("updated", alert, alert.updated_ms, alert.value))
+        return ops

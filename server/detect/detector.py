@@ -1,0 +1,284 @@
+"""The public detector: series described once, batches scored in arrival order.
+
+``Detector`` owns the per-series configuration (from the metric catalog), the state the
+kernels update, and the site and cross-site groupings the checks use. ``score`` validates
+a batch in NumPy, calls the kernel and returns typed results; ``state_arrays`` and
+``load_state`` checkpoint it, so a restarted process continues bit for bit.
+
+``score_values`` is the univariate entry point (CSV files, the API's re-score endpoint):
+one series with a given metric (or none: limits learned from the data) and interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tidefield.protocol.catalog import METRICS
+
+from . import _kernels
+from ._layout import (
+    BINS,
+    C_A_FAST,
+    C_A_PROF,
+    C_A_SLOW,
+    C_A_VAR,
+    C_CIRC,
+    C_DECAY,
+    C_GROUP,
+    C_HIGH,
+    C_INTERVAL,
+    C_LEVEL,
+    C_LOW,
+    C_RES,
+    C_SITE,
+    C_SPAN,
+    CATEGORIES,
+    CFG_COLUMNS,
+    COMPONENTS,
+    GROUP_COLUMNS,
+    S_BIN,
+    S_D_LAST,
+    S_DEV_T,
+    S_FLAG_SINCE,
+    S_MF,
+    S_MS,
+    S_X_LAST,
+    S_X_PREV,
+    S_XZ,
+    STATE_COLUMNS,
+)
+from .params import DAY_MS, DetectorParams
+
+NEVER = -1e18  # a time before anything
+
+
+class DetectorInputError(ValueError):
+    """A batch or a series description the detector cannot take; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """What the detector needs to know about one series."""
+
+    key: int  # the caller's id (series_id in the database)
+    site_id: str
+    device_id: str
+    metric: str
+    interval_s: float
+    template: str = ""  # device template name; series of one (metric, template) are compared
+    site_kind: str = ""  # which rules apply (rules.yaml `site_kinds`)
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Per reading of a batch: score in [0, 1], component and category codes."""
+
+    score: np.ndarray  # float32
+    component: np.ndarray  # int8, index into COMPONENTS
+    category: np.ndarray  # int8, index into CATEGORIES
+
+    def component_names(self) -> np.ndarray:
+        return np.asarray(COMPONENTS, dtype=object)[self.component]
+
+    def category_names(self) -> np.ndarray:
+        return np.asarray(CATEGORIES, dtype=object)[self.category]
+
+
+def _alpha(interval_ms: float, tau_ms: float) -> float:
+    return float(-np.expm1(-interval_ms / tau_ms))
+
+
+def _csr(groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    ptr = np.zeros(len(groups) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(g) for g in groups])
+    members = np.array([m for g in groups for m in g], dtype=np.int64)
+    return ptr, members
+
+
+class Detector:
+    """Scores batches of readings of a fixed set of series (``SeriesInfo``)."""
+
+    def __init__(self, series: Sequence[SeriesInfo], params: DetectorParams | None = None,
+                 *, limits: dict[int, tuple[float, float, float, float, float]] | None = None,
+                 ) -> None:
+        if not series:
+            raise DetectorInputError("a detector needs at least one series")
+        self.params = params or DetectorParams()
+        self.series = tuple(series)
+        self.index = {info.key: i for i, info in enumerate(self.series)}
+        if len(self.index) != len(self.series):
+            raise DetectorInputError("series keys must be unique")
+        self.p = self.params.vector()
+        n = len(self.series)
+        cfg = np.zeros((n, len(CFG_COLUMNS)), dtype=np.float64)
+        sites: dict[str, int] = {}
+        groups: dict[tuple[str, str], int] = {}
+        site_members: list[list[int]] = []
+        group_members: list[list[int]] = []
+        prm = self.params
+        for i, info in enumerate(self.series):
+            if not info.interval_s > 0:
+                raise DetectorInputError(f"series {info.key}: interval must be positive")
+            if limits is not None and info.key in limits:
+                low, high, typical_low, typical_high, res = limits[info.key]
+                circular = False
+            else:
+                try:
+                    m = METRICS[info.metric]
+                except KeyError:
+                    raise DetectorInputError(
+                        f"series {info.key}: unknown metric {info.metric!r}") from None
+                low, high = m.physical
+                typical_low, typical_high = m.typical
+                res, circular = m.resolution, m.circular
+            interval_ms = info.interval_s * 1000.0
+            site = sites.setdefault(info.site_id, len(sites))
+            if site == len(site_members):
+                site_members.append([])
+            site_members[site].append(i)
+            group = groups.setdefault((info.metric, info.template), len(groups))
+            if group == len(group_members):
+                group_members.append([])
+            group_members[group].append(i)
+            cfg[i, C_LOW], cfg[i, C_HIGH] = low, high
+            cfg[i, C_SPAN] = max(typical_high - typical_low, res)
+            cfg[i, C_RES] = res
+            cfg[i, C_INTERVAL] = interval_ms
+            cfg[i, C_CIRC] = 1.0 if circular else 0.0
+            cfg[i, C_SITE] = site
+            cfg[i, C_GROUP] = group
+            cfg[i, C_A_FAST] = _alpha(interval_ms, prm.fast_hours * 3_600_000.0)
+            cfg[i, C_A_SLOW] = _alpha(interval_ms, prm.slow_days * DAY_MS)
+            cfg[i, C_A_VAR] = _alpha(interval_ms, prm.var_days * DAY_MS)
+            cfg[i, C_A_PROF] = min(1.0, interval_ms * BINS / (prm.profile_days * DAY_MS))
+            cfg[i, C_DECAY] = float(np.exp(-interval_ms / (prm.memory_days * DAY_MS)))
+            cfg[i, C_LEVEL] = 0.0 if circular or info.metric in prm.level_skip else 1.0
+        # a cross-site group needs a few members to say anything
+        for members in group_members:
+            if len(members) < 4:
+                cfg[members, C_GROUP] = -1.0
+        self.cfg = cfg
+        self.site_ptr, self.site_mem = _csr(site_members)
+        self.grp_ptr, self.grp_mem = _csr(group_members)
+        self.scratch = np.empty(max(len(g) for g in group_members) + 1, dtype=np.float64)
+        self.state, self.profile = self.initial_state(n)
+        self.groups = np.full((len(group_members), len(GROUP_COLUMNS)), -1.0)
+
+    @staticmethod
+    def initial_state(n: int) -> tuple[np.ndarray, np.ndarray]:
+        state = np.zeros((n, len(STATE_COLUMNS)), dtype=np.float64)
+        state[:, [S_X_LAST, S_X_PREV, S_MF, S_MS, S_XZ, S_D_LAST]] = np.nan
+        state[:, S_DEV_T] = NEVER
+        state[:, S_FLAG_SINCE] = -1.0
+        state[:, S_BIN] = -1.0
+        return state, np.full((n, BINS), np.nan)
+
+    # --- scoring ----------------------------------------------------------------------
+
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """Detector row of each series key; DetectorInputError names an unknown one."""
+        keys = np.asarray(keys)
+        known = np.fromiter(self.index.keys(), dtype=np.int64, count=len(self.index))
+        rows = np.fromiter(self.index.values(), dtype=np.int64, count=len(self.index))
+        order = np.argsort(known)
+        known, rows = known[order], rows[order]
+        where = np.searchsorted(known, keys)
+        where = np.minimum(where, known.shape[0] - 1)
+        bad = known[where] != keys
+        if bad.any():
+            raise DetectorInputError(f"unknown series {int(keys[bad][0])}")
+        return rows[where]
+
+    def score(self, rows: np.ndarray, times_ms: np.ndarray, values: np.ndarray) -> Scores:
+        """Score readings (detector rows, int64 ms, float64 values) in the given order."""
+        rows, times_ms, values = validate_batch(rows, times_ms, values, len(self.series))
+        n = rows.shape[0]
+        out = Scores(np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.int8),
+                     np.zeros(n, dtype=np.int8))
+        _kernels.score_batch(rows, times_ms, values, self.cfg, self.p, self.state,
+                             self.profile, self.groups, self.site_ptr, self.site_mem, self.grp_ptr,
+                             self.grp_mem, self.scratch, out.score, out.component,
+                             out.category)
+        return out
+
+    # --- checkpoints ------------------------------------------------------------------
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {"state": self.state.copy(), "profile": self.profile.copy(),
+                "groups": self.groups.copy()}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        for name in ("state", "profile", "groups"):
+            if arrays[name].shape != getattr(self, name).shape:
+                raise DetectorInputError("checkpoint does not fit these series")
+        self.state = np.ascontiguousarray(arrays["state"], dtype=np.float64)
+        self.profile = np.ascontiguousarray(arrays["profile"], dtype=np.float64)
+        self.groups = np.ascontiguousarray(arrays["groups"], dtype=np.float64)
+
+
+def validate_batch(rows, times_ms, values, n_series: int):
+    """Arrays the kernel can take, or DetectorInputError saying what is wrong."""
+    try:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DetectorInputError(f"batch columns must be numeric: {exc}") from None
+    if not (rows.ndim == times_ms.ndim == values.ndim == 1):
+        raise DetectorInputError("batch columns must be one-dimensional")
+    if not (rows.shape[0] == times_ms.shape[0] == values.shape[0]):
+        raise DetectorInputError("batch columns differ in length")
+    if rows.shape[0] and (rows.min() < 0 or rows.max() >= n_series):
+        raise DetectorInputError("series row out of range")
+    return rows, times_ms, values
+
+
+def infer_interval_s(times_ms: np.ndarray) -> float:
+    """The typical sample interval of a series: the median step, at least a second."""
+    steps = np.diff(np.asarray(times_ms, dtype=np.int64))
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return 60.0
+    return max(1.0, float(np.median(steps)) / 1000.0)
+
+
+def learned_limits(values: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Limits for a series of an unknown quantity: every finite value is physical, the
+    central 98 % is typical, the resolution is the smallest step seen."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (-np.inf, np.inf, 0.0, 1.0, 1e-6)
+    lo, hi = np.percentile(finite, [1.0, 99.0])
+    steps = np.abs(np.diff(np.unique(finite)))
+    steps = steps[steps > 0]
+    res = float(steps.min()) if steps.size else 1e-6
+    if hi <= lo:
+        hi = lo + max(res, abs(lo) * 0.01, 1e-6)
+    return (-np.inf, np.inf, float(lo), float(hi), res)
+
+
+def score_values(times_ms: np.ndarray, values: np.ndarray, *, metric: str | None = None,
+                 interval_s: float | None = None,
+                 params: DetectorParams | None = None) -> Scores:
+    """Score one univariate series (times must increase). Without ``metric`` the limits
+    are learned from the data (``learned_limits``): no reading is then out of range."""
+    times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if times_ms.shape != values.shape or times_ms.ndim != 1:
+        raise DetectorInputError("times and values must be 1-D and of one length")
+    if times_ms.size > 1 and not (np.diff(times_ms) > 0).all():
+        bad = int(np.flatnonzero(np.diff(times_ms) <= 0)[0]) + 1
+        raise DetectorInputError(f"times must increase (row {bad + 1} is not after the one "
+                                 f"before)")
+    if metric is not None and metric not in METRICS:
+        raise DetectorInputError(f"unknown metric {metric!r}")
+    interval = interval_s if interval_s is not None else infer_interval_s(times_ms)
+    if not interval > 0:
+        raise DetectorInputError("interval must be positive")
+    info = SeriesInfo(0, "series", "series", metric or "value", interval)
+    limits = None if metric is not None else {0: learned_limits(values)}
+    detector = Detector([info], params, limits=limits)
+    return detector.score(np.zeros(times_ms.shape[0], dtype=np.int64), times_ms, values)

@@ -1,0 +1,227 @@
+"""Scoring the detector against firmware-sim's ground truth.
+
+``run_fleet`` streams a simulated fleet through an ``Engine`` hour by hour (after a
+warm-up of the days before the window, as a running service would have), checking for
+silent series at every hour, and keeps the alerts. ``score_alerts`` matches them to the
+labels:
+
+* the unit is the alert (one per episode), as an operator sees it;
+* a fault label (one series) is detected by a fault alert of that series, an event (all
+  labels of one ``event_id``) by an event alert of its site, overlapping the label's
+  interval extended by ``GRACE_MS`` (a dropout is only certain once it has lasted a while);
+* each alert predicts a kind (``PREDICTED_KIND``); per kind, precision counts the alerts
+  predicting it that overlap a label of it (true) or no label at all (false; an alert
+  overlapping a label of another kind is a wrong kind, not a false alarm), recall the
+  labels detected by any alert;
+* classification: of the alerts overlapping a label, the share whose category (fault or
+  event) is the label's;
+* a fault-free run (``inject=False``) counts every alert as a false alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .alerts import Alert, AlertBook, Engine, MemorySink
+from .detector import Detector, SeriesInfo
+from .params import DetectorParams
+from .rules import RuleSet, load_rules
+
+log = logging.getLogger(__name__)
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+GRACE_MS = 2 * HOUR_MS
+
+# what kind of label an alert claims to have seen
+PREDICTED_KIND = {
+    "hypoxia": "hypoxia", "frost_risk": "frost", "storm_wind": "storm",
+    "irrigation_failure": "irrigation_failure", "cold_water_intrusion": "cold_water_intrusion",
+    "no_data": "dropout",
+}
+COMPONENT_KIND = {"range": "out_of_range", "stuck": "stuck", "spike": "spike",
+                  "shift": "spike", "noise": "noise_burst", "drift": "drift",
+                  "level": "drift", "gap": "dropout"}
+
+
+def predicted_kind(alert: Alert) -> str:
+    if alert.key.rule == "sensor_fault":
+        return COMPONENT_KIND.get(alert.component, "spike")
+    return PREDICTED_KIND.get(alert.key.rule, alert.key.rule)
+
+
+def fleet_series(fleet) -> list[SeriesInfo]:
+    table = fleet.table
+    kinds = {site.id: site.kind for site in table.sites}
+    templates = {device.id: device.template.name for device in table.devices}
+    return [SeriesInfo(i, site, device, metric,
+                       float(table.arrays.interval_ms[i]) / 1000.0, templates[device],
+                       kinds[site])
+            for i, (site, device, metric) in enumerate(zip(
+                table.site_ids, table.device_ids, table.metrics, strict=True))]
+
+
+@dataclass
+class FleetRun:
+    alerts: list[Alert]  # opened inside the window
+    readings: int
+    anomalies: int
+    seconds_detecting: float
+
+
+def run_fleet(fleet, start_ms: int, end_ms: int, *, params: DetectorParams | None = None,
+              ruleset: RuleSet | None = None, warmup_days: float = 3.0,
+              chunk_ms: int = HOUR_MS,
+              progress: Callable[[int, int], None] | None = None) -> FleetRun:
+    import time
+
+    engine = Engine(Detector(fleet_series(fleet), params), ruleset or load_rules())
+    sink = MemorySink()
+    book = AlertBook(engine)
+    readings = anomalies = 0
+    busy = 0.0
+    t = start_ms - int(warmup_days * DAY_MS)
+    t = t // chunk_ms * chunk_ms
+    while t < end_ms:
+        stop = min(end_ms, t + chunk_ms)
+        chunk = fleet.generate(t, stop)
+        began = time.perf_counter()
+        scores, transitions = engine.process(chunk.series, chunk.time_ms, chunk.value)
+        transitions += engine.tick(stop)
+        sink.apply(book.apply(transitions))
+        busy += time.perf_counter() - began
+        if t >= start_ms:
+            readings += len(chunk)
+            anomalies += int((scores.score >= 0.5).sum())
+        if progress is not None:
+            progress(stop - start_ms, end_ms - start_ms)
+        t = stop
+    inside = [a for a in sink.alerts if start_ms <= a.opened_ms < end_ms]
+    return FleetRun(inside, readings, anomalies, busy)
+
+
+@dataclass(frozen=True, slots=True)
+class KindScore:
+    kind: str
+    category: str
+    labels: int
+    detected: int
+    predicted: int
+    true_alerts: int
+    false_alerts: int
+    median_ttd_min: float | None
+
+    @property
+    def recall(self) -> float:
+        return self.detected / self.labels if self.labels else float("nan")
+
+    @property
+    def precision(self) -> float:
+        judged = self.true_alerts + self.false_alerts
+        return self.true_alerts / judged if judged else float("nan")
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        if not (p + r > 0):
+            return float("nan") if np.isnan(p) or np.isnan(r) else 0.0
+        return 2 * p * r / (p + r)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    kinds: list[KindScore]
+    classified: int  # alerts overlapping a label
+    classified_right: int
+
+    @property
+    def classification(self) -> float:
+        return self.classified_right / self.classified if self.classified else float("nan")
+
+
+def _overlaps(alert: Alert, start: int, end: int, window_end: int) -> bool:
+    closed = alert.closed_ms if alert.closed_ms is not None else window_end
+    return alert.opened_ms < end + GRACE_MS and closed >= start
+
+
+def score_alerts(fleet, labels, alerts: list[Alert], window_end: int) -> Evaluation:
+    table = fleet.table
+    by_series: dict[int, list[Alert]] = defaultdict(list)
+    by_site: dict[str, list[Alert]] = defaultdict(list)
+    for alert in alerts:
+        if alert.key.series_key is not None:
+            by_series[alert.key.series_key].append(alert)
+        by_site[alert.key.site_id].append(alert)
+    # the ground truth units: faults one per label, events one per event_id
+    # (kind, category, site, start, end, series)
+    units: list[tuple[str, str, str, int, int, list]] = []
+    events: dict[str, list] = {}
+    for label in labels:
+        s = table.index(label.site_id, label.device_id, label.metric)
+        if label.category == "fault":
+            units.append((label.kind, "fault", label.site_id, label.start_ms, label.end_ms, [s]))
+        else:
+            events.setdefault(label.event_id, []).append((label, s))
+    for members in events.values():
+        label = members[0][0]
+        units.append((label.kind, "event", label.site_id, label.start_ms, label.end_ms,
+                      [s for _, s in members]))
+
+    detected: dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    category_of: dict[str, str] = {}
+    ttd: dict[str, list[float]] = defaultdict(list)
+    matched_kinds: dict[int, set[str]] = defaultdict(set)  # id(alert) -> kinds it overlaps
+    right: dict[int, bool] = {}
+    for kind, category, site, start, end, series in units:
+        counts[kind] += 1
+        category_of[kind] = category
+        if category == "fault":
+            candidates = [a for s in series for a in by_series.get(s, ())]
+            hits = [a for a in candidates if _overlaps(a, start, end, window_end)]
+            detecting = [a for a in hits if a.category == "fault"]
+        else:
+            candidates = by_site.get(site, [])
+            hits = [a for a in candidates if _overlaps(a, start, end, window_end)]
+            detecting = [a for a in hits if a.category == "event"]
+        for a in hits:
+            matched_kinds[id(a)].add(kind)
+            right[id(a)] = right.get(id(a), False) or a.category == category
+        if detecting:
+            detected[kind] += 1
+            first = min(a.opened_ms for a in detecting)
+            ttd[kind].append(max(0, first - start) / 60_000.0)
+    true_alerts: dict[str, int] = defaultdict(int)
+    false_alerts: dict[str, int] = defaultdict(int)
+    predicted: dict[str, int] = defaultdict(int)
+    for alert in alerts:
+        kind = predicted_kind(alert)
+        predicted[kind] += 1
+        kinds = matched_kinds.get(id(alert))
+        if not kinds:
+            false_alerts[kind] += 1
+        elif kind in kinds:
+            true_alerts[kind] += 1
+    from tidefield.sim.events import EVENT_KINDS
+    from tidefield.sim.render import FAULT_KINDS
+
+    scores = []
+    for kind, category in [*((k, "fault") for k in FAULT_KINDS),
+                           *((k, "event") for k in EVENT_KINDS)]:
+        times = ttd.get(kind)
+        scores.append(KindScore(kind, category, counts.get(kind, 0), detected.get(kind, 0),
+                                predicted.get(kind, 0), true_alerts.get(kind, 0),
+                                false_alerts.get(kind, 0),
+                                float(np.median(times)) if times else None))
+    classified = len(right)
+    return Evaluation(scores, classified, sum(right.values()))
+
+
+def false_alerts_per_site_week(run: FleetRun, sites: int, start_ms: int, end_ms: int) -> float:
+    weeks = (end_ms - start_ms) / (7 * DAY_MS)
+    return len(run.alerts) / (sites * weeks)

@@ -1,0 +1,93 @@
+"""The detector's tunable parameters: one typed, validated object.
+
+Defaults were tuned on firmware-sim seed 11 (see README, "Detection"); the API's re-score
+endpoint and ``tidefield detect score-csv`` accept any of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._layout import HOUR_MS, PARAM_COLUMNS
+
+DAY_MS = 24 * HOUR_MS
+
+
+class DetectorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warm_n: int = Field(150, ge=0, le=100_000,
+                        description="readings a series needs before spikes, stuck and noise "
+                                    "are scored")
+    gap_factor: float = Field(2.5, ge=1.0, le=1000.0,
+                              description="a gap longer than this many intervals is a gap")
+    stuck_min_run: int = Field(12, ge=2, le=100_000,
+                               description="fewest repeats of one value that can be stuck")
+    stuck_factor: float = Field(3.0, ge=1.0, le=1000.0,
+                                description="stuck: a run this many times the longest the "
+                                            "series showed lately")
+    stuck_min_minutes: float = Field(0.0, ge=0.0, le=100_000.0,
+                                     description="and lasting at least this long")
+    spike_z: float = Field(12.0, gt=0.0, le=1e6,
+                           description="spike: a step this many typical steps")
+    spike_span: float = Field(0.1, ge=0.0, le=100.0,
+                              description="and at least this fraction of the typical range")
+    jump_factor: float = Field(1.5, ge=0.0, le=1000.0,
+                               description="and this many times the largest recent normal step")
+    max_spike_run: int = Field(3, ge=1, le=1000,
+                               description="a spike lasting longer is a level shift")
+    scale_alpha: float = Field(0.02, gt=0.0, le=1.0, description="EWMA weight of the step scale")
+    exceed_k: float = Field(5.0, gt=0.0, le=1e6,
+                            description="noise burst: steps above this many typical steps ...")
+    burst_alpha: float = Field(0.1, gt=0.0, le=1.0, description="... averaged with this weight")
+    burst_threshold: float = Field(0.5, gt=0.0, le=1.0,
+                                   description="... over this fraction of the readings")
+    level_warm_days: float = Field(2.0, ge=0.0, le=365.0,
+                                   description="history before the level detector judges")
+    level_z: float = Field(5.0, gt=0.0, le=1e6,
+                           description="level: hourly de-seasoned level this many σ off")
+    dev_floor: float = Field(0.01, ge=0.0, le=10.0,
+                             description="least σ of the level, as a fraction of the typical "
+                                         "range")
+    cross_z: float = Field(5.0, gt=0.0, le=1e6,
+                           description="and this many σ off the same sensors at other sites")
+    corroborate_z: float = Field(4.0, gt=0.0, le=1e6,
+                                 description="another series of the site this far off makes "
+                                             "a level change an event")
+    corroborate_hours: float = Field(6.0, ge=0.0, le=1000.0,
+                                     description="within this many hours")
+    tz_offset_hours: float = Field(8.0, ge=-14.0, le=14.0,
+                                   description="local time of the hour-of-day profile")
+    max_flag_days: float = Field(7.0, gt=0.0, le=365.0,
+                                 description="a level change lasting longer becomes the level")
+    cross_alpha: float = Field(0.02, gt=0.0, le=1.0,
+                               description="hourly EWMA weight of the cross-site spread")
+    fast_hours: float = Field(1.0, gt=0.0, le=1000.0, description="time constant of the level")
+    slow_days: float = Field(3.0, gt=0.0, le=365.0, description="... and of its baseline")
+    var_days: float = Field(5.0, gt=0.0, le=365.0, description="... and of its spread")
+    profile_days: float = Field(5.0, gt=0.0, le=365.0,
+                                description="memory of the hour-of-day profile")
+    memory_days: float = Field(7.0, gt=0.0, le=365.0,
+                               description="memory of the longest run and step")
+    level_skip: tuple[str, ...] = Field(
+        ("rainfall", "leaf_wetness"),
+        description="metrics without a level to judge (intermittent: wet or dry, rain or not)")
+
+    def vector(self) -> np.ndarray:
+        """The kernel's parameter vector (``_layout.PARAM_COLUMNS``)."""
+        values = {
+            "warm_n": self.warm_n, "gap_factor": self.gap_factor,
+            "stuck_min_run": self.stuck_min_run, "stuck_factor": self.stuck_factor,
+            "spike_z": self.spike_z, "spike_span": self.spike_span,
+            "jump_factor": self.jump_factor, "max_spike_run": self.max_spike_run,
+            "a_scale": self.scale_alpha, "exceed_k": self.exceed_k,
+            "a_burst": self.burst_alpha, "burst_thr": self.burst_threshold,
+            "level_warm_ms": self.level_warm_days * DAY_MS, "level_z": self.level_z,
+            "dev_floor": self.dev_floor, "cross_z": self.cross_z,
+            "corr_z": self.corroborate_z, "corr_window_ms": self.corroborate_hours * HOUR_MS,
+            "tz_offset_ms": self.tz_offset_hours * HOUR_MS,
+            "max_flag_ms": self.max_flag_days * DAY_MS, "a_cross": self.cross_alpha,
+            "stuck_min_ms": self.stuck_min_minutes * 60_000.0,
+        }
+        return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

@@ -1,0 +1,235 @@
+"""Plain NumPy/Python twins of the detector's kernels: slow, obvious, one object per series.
+
+Written from the same specification as ``_kernels`` but in another shape (a small class
+per series with named fields instead of matrix columns, the group median by
+``np.median``), so a test comparing the two catches a slip in either. Not used in
+production; the tests run both over random, constant, NaN, inf and gap-containing input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._layout import (
+    BINS,
+    C_A_FAST,
+    C_A_PROF,
+    C_A_SLOW,
+    C_A_VAR,
+    C_CIRC,
+    C_DECAY,
+    C_GROUP,
+    C_HIGH,
+    C_INTERVAL,
+    C_LEVEL,
+    C_LOW,
+    C_RES,
+    C_SITE,
+    C_SPAN,
+    CAT_EVENT,
+    CAT_FAULT,
+    HOUR_MS,
+    K_DRIFT,
+    K_GAP,
+    K_LEVEL,
+    K_NOISE,
+    K_RANGE,
+    K_SHIFT,
+    K_SPIKE,
+    K_STUCK,
+    PARAM_COLUMNS,
+)
+
+RECENT_MS = 2.0 * HOUR_MS
+
+
+@dataclass
+class _Series:
+    n: int = 0
+    t_first: float = 0.0
+    t_last: float = 0.0
+    x_last: float = math.nan
+    x_prev: float = math.nan
+    d_last: float = math.nan
+    run: int = 0
+    run_start: float = 0.0
+    run_max: float = 0.0
+    scale: float = 0.0
+    scale2: float = 0.0
+    jump_max: float = 0.0
+    burst: float = 0.0
+    spike_run: int = 0
+    mf: float = math.nan
+    ms: float = math.nan
+    dvar: float = 0.0
+    zs: float = 0.0
+    xvar: float = 0.0
+    xz: float = math.nan
+    slot: float = -1.0
+    dev_t: float = -1e18
+    flag_since: float = -1.0
+    profile: list[float] = field(default_factory=lambda: [math.nan] * BINS)
+
+
+def _ratio(r: float) -> float:
+    return r / (1.0 + r) if r > 0.0 else 0.0
+
+
+def score_batch(series, times, values, cfg, params):
+    """Score a batch from a fresh state; returns (score, component, category) arrays."""
+    p = dict(zip(PARAM_COLUMNS, params.tolist(), strict=True))
+    n_series = cfg.shape[0]
+    state = [_Series() for _ in range(n_series)]
+    groups: dict[int, tuple[float, float, int]] = {}  # group -> (slot, median, count)
+    site_of = cfg[:, C_SITE].astype(int)
+    group_of = cfg[:, C_GROUP].astype(int)
+    out = (np.zeros(len(series), np.float32), np.zeros(len(series), np.int8),
+           np.zeros(len(series), np.int8))
+    for i, (s, t_int, x) in enumerate(zip(series.tolist(), times.tolist(), values.tolist(),
+                                          strict=True)):
+        me, c, t = state[s], cfg[s], float(t_int)
+        if me.n > 0 and t <= me.t_last:
+            continue
+        best, comp = 0.0, 0
+        if me.n > 0 and t - me.t_last > p["gap_factor"] * c[C_INTERVAL]:
+            best, comp = _ratio((t - me.t_last) / (p["gap_factor"] * c[C_INTERVAL])), K_GAP
+        if me.n == 0:
+            me.t_first = t
+        seen = me.n
+        me.t_last, me.n = t, me.n + 1
+        low, high, res, span = c[C_LOW], c[C_HIGH], c[C_RES], c[C_SPAN]
+        if not (low <= x <= high):
+            out[0][i], out[1][i], out[2][i] = 1.0, K_RANGE, CAT_FAULT
+            continue
+        warm = seen >= p["warm_n"]
+        flagged = False
+
+        def bound(v, low=low, high=high, res=res):
+            return v <= low + 0.5 * res or v >= high - 0.5 * res
+
+        stuck_thr = max(p["stuck_min_run"], p["stuck_factor"] * me.run_max)
+        if x == me.x_prev:
+            me.run += 1
+        else:
+            if me.run > me.run_max and me.run < stuck_thr and not bound(me.x_prev):
+                me.run_max = float(me.run)
+            me.run, me.run_start = 0, t
+        me.x_prev = x
+        me.run_max *= c[C_DECAY]
+        if (warm and not bound(x) and me.run >= stuck_thr
+                and t - me.run_start >= p["stuck_min_ms"]):
+            score = _ratio(me.run / stuck_thr)
+            if score > best:
+                best, comp = score, K_STUCK
+            flagged = True
+
+        spiking = False
+        if math.isnan(me.x_last):
+            me.x_last = x
+        else:
+            d = x - me.x_last
+            if c[C_CIRC] > 0:
+                d = (d + 180.0) % 360.0 - 180.0
+            scale = max(me.scale, res)
+            d2 = abs(d - me.d_last) if not math.isnan(me.d_last) else 0.0
+            scale2 = max(me.scale2, res)
+            if not bound(x):
+                me.burst += p["a_burst"] * ((1.0 if d2 > p["exceed_k"] * scale2 else 0.0)
+                                            - me.burst)
+            bursting = warm and me.burst > p["burst_thr"]
+            spike_thr = max(p["spike_z"] * scale, p["spike_span"] * span,
+                            p["jump_factor"] * me.jump_max)
+            if warm and abs(d) > spike_thr:
+                score = _ratio(abs(d) / spike_thr)
+                flagged = True
+                if me.spike_run + 1 > p["max_spike_run"]:
+                    me.spike_run, me.x_last, me.d_last = 0, x, 0.0
+                    me.jump_max = max(me.jump_max, abs(d))
+                    me.dev_t = t
+                    if score > best:
+                        best, comp = score, K_SHIFT
+                else:
+                    me.spike_run += 1
+                    spiking = True
+                    if score > best:
+                        best, comp = score, K_SPIKE
+            else:
+                me.spike_run, me.x_last, me.d_last = 0, x, d
+                if not flagged and not bursting and not bound(x):
+                    me.scale += p["a_scale"] * (min(abs(d), 5.0 * scale) - me.scale)
+                    me.scale2 += p["a_scale"] * (min(d2, 5.0 * scale2) - me.scale2)
+                    me.jump_max = max(me.jump_max * c[C_DECAY], abs(d))
+            if bursting:
+                score = max(best, _ratio(me.burst / p["burst_thr"]))
+                if comp == K_SPIKE or score > best:
+                    best, comp = score, K_NOISE
+                flagged = True
+
+        if c[C_LEVEL] > 0 and not spiking:
+            hour = ((t_int + int(p["tz_offset_ms"])) // HOUR_MS) % BINS
+            if math.isnan(me.profile[hour]):
+                before = me.profile[(hour - 1) % BINS]
+                me.profile[hour] = x if math.isnan(before) else before
+            base = me.profile[hour]
+            e = x - base
+            if math.isnan(me.mf):
+                me.mf = me.ms = e
+            me.mf += c[C_A_FAST] * (e - me.mf)
+            if me.flag_since < 0:
+                me.ms += c[C_A_SLOW] * (e - me.ms)
+            dev = me.mf - me.ms
+            sd = max(math.sqrt(me.dvar), res, p["dev_floor"] * span)
+            me.zs = dev / sd
+            level_flag = False
+            if t - me.t_first >= p["level_warm_ms"]:
+                stat = abs(me.zs) / p["level_z"]
+                g = int(group_of[s])
+                slot = float(t_int // HOUR_MS)
+                if g >= 0 and me.slot != slot:
+                    me.slot = slot
+                    if groups.get(g, (None,))[0] != slot:
+                        zs = [state[m].zs for m in np.flatnonzero(group_of == g)
+                              if state[m].n > 0 and t - state[m].t_last <= RECENT_MS
+                              and state[m].t_last - state[m].t_first >= p["level_warm_ms"]
+                              and state[m].flag_since < 0]
+                        groups[g] = (slot, float(np.median(zs)) if len(zs) >= 3 else math.nan,
+                                     len(zs))
+                    _, median, count = groups[g]
+                    if count >= 3:
+                        dz = me.zs - median
+                        if me.flag_since < 0:
+                            me.xvar += p["a_cross"] * (dz * dz - me.xvar)
+                        me.xz = dz / max(math.sqrt(me.xvar), 1.0)
+                    else:
+                        me.xz = math.nan
+                if g >= 0 and not math.isnan(me.xz):
+                    stat = min(stat, abs(me.xz) / p["cross_z"])
+                if stat > 1.0:
+                    level_flag = True
+                    if me.flag_since < 0:
+                        me.flag_since = t
+                    elif t - me.flag_since > p["max_flag_ms"]:
+                        me.ms, me.flag_since = me.mf, -1.0
+                    if _ratio(stat) > best:
+                        best, comp = _ratio(stat), K_DRIFT
+                else:
+                    me.flag_since = -1.0
+                if stat * p["level_z"] > p["corr_z"]:
+                    me.dev_t = t
+            if not flagged and not level_flag:
+                me.profile[hour] += c[C_A_PROF] * (x - base)
+            cap = p["level_z"] * sd
+            me.dvar += c[C_A_VAR] * (min(dev * dev, cap * cap) - me.dvar)
+
+        if comp:
+            category = CAT_FAULT
+            if comp in (K_DRIFT, K_SHIFT):
+                neighbours = [m for m in np.flatnonzero(site_of == site_of[s]) if m != s]
+                if any(state[m].dev_t >= t - p["corr_window_ms"] for m in neighbours):
+                    category = CAT_EVENT
+                    comp = K_LEVEL if comp == K_DRIFT else comp
+            out[0][i], out[1][i], out[2][i] = best, comp, category
+    return out

@@ -1,0 +1,230 @@
+"""Domain rules as configuration: the bundled ``rules.yaml``, per-site overrides, and
+their binding to a detector's series as rule instances the kernel advances.
+
+A rule names a condition from ``CONDITIONS`` (a registry: adding one is a kernel branch
+and a line here), the metric and site kinds it applies to, thresholds with hysteresis,
+how long the condition must hold before an alert opens and how long it must stay clear
+before it closes, and what the alert says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ._layout import (
+    C_INTERVAL,
+    COMPONENTS,
+    CONDITIONS,
+    R_NO_DATA,
+    RP_CLEAR,
+    RP_CLEAR_MS,
+    RP_COMPONENTS,
+    RP_COND,
+    RP_MIN,
+    RP_SERIES,
+    RP_TAU,
+    RP_THRESHOLD,
+    RP_WORSE_BELOW,
+    RS_BASE,
+    RS_CLEAR_SINCE,
+    RS_COND_SINCE,
+    RS_LAST_RISE,
+    RS_LOWEST,
+    RS_PENDING,
+    RULE_COLUMNS,
+    RULE_STATE_COLUMNS,
+)
+from .detector import NEVER, Detector
+
+BUNDLED = "rules.yaml"
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used; the message names the file and the field."""
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    condition: Literal["below", "above", "fall", "no_rise", "fault", "no_data"]
+    metric: str | None = None
+    site_kinds: tuple[str, ...] | None = None
+    threshold: float
+    clear: float | None = None
+    tau_hours: float = Field(24.0, gt=0)
+    min_minutes: float = Field(0.0, ge=0)
+    clear_minutes: float = Field(0.0, ge=0)
+    category: Literal["fault", "event"]
+    severity: Literal["info", "warning", "critical"] = "warning"
+    scope: Literal["site", "series"] = "series"
+    message: str
+    enabled: bool = True
+    components: tuple[str, ...] = ()  # fault rules: which detector components count
+
+    @model_validator(mode="after")
+    def _known_components(self) -> Rule:
+        unknown = set(self.components) - set(COMPONENTS[1:])
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; known: "
+                             f"{', '.join(COMPONENTS[1:])}")
+        if self.condition == "fault" and not self.components:
+            raise ValueError("a fault rule needs `components`")
+        return self
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        if self.condition in ("below", "above", "fall", "no_rise") and self.metric is None:
+            raise ValueError(f"a {self.condition} rule needs a metric")
+        if self.condition in ("below", "above", "fall", "no_rise") and self.clear is None:
+            raise ValueError(f"a {self.condition} rule needs a clear level")
+        if self.condition == "below" and self.clear < self.threshold:
+            raise ValueError("clear must not be under threshold for a below rule")
+        if self.condition == "above" and self.clear > self.threshold:
+            raise ValueError("clear must not be over threshold for an above rule")
+        if not math.isfinite(self.threshold):
+            raise ValueError("threshold must be finite")
+        return self
+
+    @property
+    def worse_below(self) -> bool:
+        return self.condition in ("below", "fall", "no_rise")
+
+
+class RulesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: dict[str, Rule] = Field(default_factory=dict)
+    sites: dict[str, dict[str, dict]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: dict[str, Rule]
+    site_overrides: dict[str, dict[str, Rule]]
+
+    def for_site(self, site_id: str) -> dict[str, Rule]:
+        return {**self.rules, **self.site_overrides.get(site_id, {})}
+
+
+def _read(path: Path | None) -> tuple[str, dict]:
+    if path is None:
+        text = resources.files(__package__).joinpath(BUNDLED).read_text(encoding="utf-8")
+        name = f"bundled {BUNDLED}"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from None
+        name = str(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{name}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RulesError(f"{name}: expected a mapping with `rules` and/or `sites`")
+    return name, data
+
+
+def load_rules(override: Path | None = None) -> RuleSet:
+    """The bundled rules, with ``override`` (a YAML file) merged over them: its ``rules``
+    replace or add whole rules, its ``sites`` change fields of a rule at one site."""
+    name, data = _read(None)
+    try:
+        base = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        raise RulesError(f"{name}: {exc}") from None
+    rules = dict(base.rules)
+    sites: dict[str, dict[str, dict]] = dict(base.sites)
+    if override is not None:
+        name, data = _read(override)
+        try:
+            extra = RulesFile.model_validate(data)
+        except ValidationError as exc:
+            raise RulesError(f"{name}: {exc}") from None
+        rules.update(extra.rules)
+        for site, changes in extra.sites.items():
+            sites.setdefault(site, {}).update(changes)
+    overrides: dict[str, dict[str, Rule]] = {}
+    for site, changes in sites.items():
+        for rule_name, fields in changes.items():
+            if rule_name not in rules:
+                raise RulesError(f"{name}: site {site} overrides unknown rule {rule_name!r}")
+            if not isinstance(fields, dict):
+                raise RulesError(f"{name}: sites.{site}.{rule_name} must be a mapping")
+            try:
+                merged = Rule.model_validate({**rules[rule_name].model_dump(), **fields})
+            except ValidationError as exc:
+                raise RulesError(f"{name}: sites.{site}.{rule_name}: {exc}") from None
+            overrides.setdefault(site, {})[rule_name] = merged
+    return RuleSet(rules, overrides)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One rule watching one series."""
+
+    rule: str
+    row: int  # detector row of the series
+    spec: Rule
+
+
+class RuleBinding:
+    """Rule instances of a detector's series: the kernel's parameter and state matrices,
+    a CSR index from series to instances, and the no-data instances for silence checks."""
+
+    def __init__(self, detector: Detector, ruleset: RuleSet) -> None:
+        instances: list[Instance] = []
+        per_series: list[list[int]] = [[] for _ in detector.series]
+        for row, info in enumerate(detector.series):
+            for rule_name, spec in ruleset.for_site(info.site_id).items():
+                if not spec.enabled:
+                    continue
+                if spec.metric is not None and spec.metric != info.metric:
+                    continue
+                if spec.site_kinds is not None and info.site_kind not in spec.site_kinds:
+                    continue
+                per_series[row].append(len(instances))
+                instances.append(Instance(rule_name, row, spec))
+        self.instances = tuple(instances)
+        n = len(instances)
+        rp = np.zeros((n, len(RULE_COLUMNS)), dtype=np.float64)
+        for k, inst in enumerate(instances):
+            interval_ms = detector.cfg[inst.row, C_INTERVAL]
+            spec = inst.spec
+            rp[k, RP_SERIES] = inst.row
+            rp[k, RP_COND] = CONDITIONS.index(spec.condition)
+            rp[k, RP_THRESHOLD] = spec.threshold
+            rp[k, RP_CLEAR] = spec.clear if spec.clear is not None else spec.threshold
+            rp[k, RP_TAU] = -math.expm1(-interval_ms / (spec.tau_hours * 3_600_000.0))
+            rp[k, RP_MIN] = spec.min_minutes * 60_000.0
+            rp[k, RP_CLEAR_MS] = spec.clear_minutes * 60_000.0
+            rp[k, RP_WORSE_BELOW] = 1.0 if spec.worse_below else 0.0
+            rp[k, RP_COMPONENTS] = sum(1 << COMPONENTS.index(c) for c in spec.components)
+        self.rp = rp
+        self.state = self.initial_state(n)
+        self.ptr = np.zeros(len(per_series) + 1, dtype=np.int64)
+        self.ptr[1:] = np.cumsum([len(x) for x in per_series])
+        self.inst = np.array([k for x in per_series for k in x], dtype=np.int64)
+        self.silent = np.array([k for k, inst in enumerate(instances)
+                                if rp[k, RP_COND] == R_NO_DATA], dtype=np.int64)
+
+    @staticmethod
+    def initial_state(n: int) -> np.ndarray:
+        state = np.zeros((n, len(RULE_STATE_COLUMNS)), dtype=np.float64)
+        state[:, [RS_COND_SINCE, RS_CLEAR_SINCE]] = -1.0
+        state[:, [RS_BASE, RS_LOWEST, RS_PENDING]] = np.nan
+        state[:, RS_LAST_RISE] = NEVER
+        return state
+
+    def rules_of(self, names: Sequence[str]) -> np.ndarray:
+        return np.array([k for k, inst in enumerate(self.instances) if inst.rule in names],
+                        dtype=np.int64)

@@ -1,0 +1,167 @@
+"""The detector's kernel against its plain twin (tidefield.server.detect.reference), over
+random, constant, NaN, inf and gap-containing input, and what each component must find."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+
+from tidefield.server.detect import reference
+from tidefield.server.detect._layout import COMPONENTS
+from tidefield.server.detect.detector import (
+    Detector,
+    DetectorInputError,
+    SeriesInfo,
+    score_values,
+)
+from tidefield.server.detect.params import DetectorParams
+
+T0 = 1_743_465_600_000
+MIN = 60_000
+# short warm-ups so a few hours of data exercise every component, the cross-site median
+# and the site corroboration
+FAST = DetectorParams(warm_n=150, level_warm_days=0.05, slow_days=0.2, var_days=5.0,
+                      profile_days=5.0)
+
+
+def _fleet(n_sites: int = 6) -> list[SeriesInfo]:
+    series = []
+    for site in range(n_sites):
+        for metric in ("water_temperature", "dissolved_oxygen", "wind_direction"):
+            series.append(SeriesInfo(len(series), f"s{site}", f"s{site}-sonde", metric, 60.0,
+                                     "sonde", "cage_farm"))
+    return series
+
+
+def _batch(rng: np.random.Generator, series: list[SeriesInfo], hours: float, *,
+           nan_rate=0.0, inf_rate=0.0, drop_rate=0.0, constant=False, spikes=0, walk=0.02):
+    steps = int(hours * 60)
+    rows, times, values = [], [], []
+    for k, info in enumerate(series):
+        base = {"water_temperature": 15.0, "dissolved_oxygen": 7.0,
+                "wind_direction": 180.0}[info.metric]
+        if constant:
+            v = np.full(steps, base)
+        else:
+            v = base + np.cumsum(rng.normal(0, walk, steps)) + rng.normal(0, 0.05, steps)
+            v = np.round(v, 2)
+        if spikes:
+            at = rng.choice(np.arange(30, steps), spikes, replace=False)
+            v[at] += rng.choice([-1, 1], spikes) * 8.0
+        if info.metric == "wind_direction":
+            v = np.mod(v, 360.0)
+        v[rng.random(steps) < nan_rate] = np.nan
+        v[rng.random(steps) < inf_rate] = np.inf
+        keep = rng.random(steps) >= drop_rate
+        t = T0 + np.arange(steps, dtype=np.int64) * MIN + k * 1000
+        rows.append(np.full(keep.sum(), k))
+        times.append(t[keep])
+        values.append(v[keep])
+    rows, times, values = map(np.concatenate, (rows, times, values))
+    order = np.lexsort((rows, times))
+    return rows[order], times[order], values[order]
+
+
+def _compare(series, rows, times, values, params=FAST):
+    detector = Detector(series, params)
+    got = detector.score(rows, times, values)
+    want = reference.score_batch(rows, times, values, detector.cfg, detector.p)
+    npt.assert_array_equal(got.component, want[1])
+    npt.assert_array_equal(got.category, want[2])
+    npt.assert_allclose(got.score, want[0], rtol=1e-6)
+    return got
+
+
+@pytest.mark.parametrize("case", [
+    {}, {"constant": True}, {"nan_rate": 0.02}, {"inf_rate": 0.02}, {"drop_rate": 0.1},
+    {"spikes": 5}, {"nan_rate": 0.01, "inf_rate": 0.01, "drop_rate": 0.05, "spikes": 3},
+])
+def test_kernel_equals_reference(case):
+    rng = np.random.default_rng(7)
+    series = _fleet()
+    got = _compare(series, *_batch(rng, series, 8.0, **case))
+    assert got.score.min() >= 0.0 and got.score.max() <= 1.0
+
+
+def test_kernel_equals_reference_when_levels_move_at_one_site_and_at_all():
+    rng = np.random.default_rng(3)
+    series = _fleet(8)
+    rows, times, values = _batch(rng, series, 12.0, walk=0.002)
+    late = times > T0 + 6 * 3_600_000
+    values = values.copy()
+    hours_in = (times - (T0 + 6 * 3_600_000)) / 3_600_000.0
+    ramp = 3.0 * np.clip(hours_in, 0.0, None)
+    values[late & (rows == 0)] += ramp[late & (rows == 0)]  # one sensor drifts alone
+    together = late & np.isin(rows, [3, 4])  # two sensors of one site move together
+    values[together] -= ramp[together]
+    got = _compare(series, rows, times, values)
+    names = got.component_names()
+    assert "drift" in set(names[rows == 0])
+    assert set(got.category_names()[(rows == 0) & (names == "drift")]) == {"fault"}
+    assert "event" in set(got.category_names()[np.isin(rows, [3, 4])])
+
+
+def test_each_component_finds_its_fault():
+    rng = np.random.default_rng(11)
+    times = T0 + np.arange(600, dtype=np.int64) * MIN
+    clean = np.round(15.0 + np.cumsum(rng.normal(0, 0.01, 600)) + rng.normal(0, 0.03, 600), 2)
+
+    def found(values, at, times=times):
+        scores = score_values(times, values, metric="water_temperature", params=FAST)
+        return set(scores.component_names()[at]) - {"none"}
+
+    spiked = clean.copy()
+    spiked[300] += 9.0
+    assert found(spiked, [300]) == {"spike"}
+    stuck = clean.copy()
+    stuck[300:400] = stuck[300]
+    assert "stuck" in found(stuck, slice(300, 400))
+    garbage = clean.copy()
+    garbage[300] = 6553.5
+    assert found(garbage, [300]) == {"range"}
+    noisy = clean.copy()
+    noisy[300:420] += rng.normal(0, 2.0, 120)
+    assert "noise" in found(noisy, slice(300, 420))
+    gappy_times = np.concatenate((times[:300], times[330:]))
+    gappy = np.concatenate((clean[:300], clean[330:]))
+    assert found(gappy, [300], gappy_times) == {"gap"}
+    assert found(clean, slice(0, 600)) == set()
+
+
+def test_readings_at_or_before_the_watermark_are_not_scored_again():
+    series = _fleet(1)
+    detector = Detector(series, FAST)
+    rows = np.zeros(3, dtype=np.int64)
+    first = detector.score(rows, T0 + np.arange(3) * MIN, np.array([1.0, 1.0, np.nan]))
+    assert first.component_names()[2] == "range"
+    again = detector.score(rows, T0 + np.arange(3) * MIN, np.array([1.0, 1.0, np.nan]))
+    assert (again.component == 0).all()
+
+
+def test_bad_input_is_refused_with_a_reason():
+    with pytest.raises(DetectorInputError, match="increase"):
+        score_values(np.array([2, 1]), np.array([1.0, 2.0]))
+    with pytest.raises(DetectorInputError, match="unknown metric"):
+        score_values(np.array([1, 2]), np.array([1.0, 2.0]), metric="nope")
+    detector = Detector(_fleet(1))
+    with pytest.raises(DetectorInputError, match="length"):
+        detector.score(np.array([0, 0]), np.array([1]), np.array([1.0, 2.0]))
+    with pytest.raises(DetectorInputError, match="out of range"):
+        detector.score(np.array([9]), np.array([1]), np.array([1.0]))
+    assert len(COMPONENTS) == 9
+
+
+def test_checkpoint_continues_bit_for_bit():
+    rng = np.random.default_rng(5)
+    series = _fleet()
+    rows, times, values = _batch(rng, series, 6.0, spikes=3, nan_rate=0.01)
+    whole = Detector(series, FAST).score(rows, times, values)
+    first = Detector(series, FAST)
+    half = rows.shape[0] // 2
+    a = first.score(rows[:half], times[:half], values[:half])
+    second = Detector(series, FAST)
+    second.load_state(first.state_arrays())
+    b = second.score(rows[half:], times[half:], values[half:])
+    npt.assert_array_equal(np.concatenate((a.score, b.score)), whole.score)
+    npt.assert_array_equal(np.concatenate((a.component, b.component)), whole.component)

@@ -1,0 +1,114 @@
+"""Domain rules and the alert lifecycle: minimum duration, hysteresis, one alert per
+episode and site, spikes counted only once they come back, silence, bad rule files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tidefield.server.detect.alerts import AlertBook, Engine, MemorySink
+from tidefield.server.detect.detector import Detector, SeriesInfo
+from tidefield.server.detect.params import DetectorParams
+from tidefield.server.detect.rules import RulesError, load_rules
+
+T0 = 1_743_465_600_000
+MIN = 60_000
+PARAMS = DetectorParams(warm_n=150)
+
+
+def _engine(rules=None):
+    series = [SeriesInfo(0, "cg-1", "cg-1-sonde", "dissolved_oxygen", 60.0, "sonde",
+                         "cage_farm"),
+              SeriesInfo(1, "cg-1", "cg-1-sonde2", "dissolved_oxygen", 60.0, "sonde2",
+                         "cage_farm")]
+    return Engine(Detector(series, PARAMS), rules or load_rules())
+
+
+def _run(engine, values_by_row, now=None):
+    n = len(values_by_row[0])
+    rows = np.repeat(np.arange(len(values_by_row)), n).reshape(len(values_by_row), n).T.ravel()
+    times = np.repeat(T0 + np.arange(n, dtype=np.int64) * MIN, len(values_by_row))
+    values = np.column_stack(values_by_row).ravel()
+    book, sink = AlertBook(engine), MemorySink()
+    _, transitions = engine.process(rows, times, values)
+    if now is not None:
+        transitions += engine.tick(now)
+    sink.apply(book.apply(transitions))
+    return sink
+
+
+def _oxygen(n, dips):
+    v = np.full(n, 7.0) + np.round(np.sin(np.arange(n) / 50.0) * 0.05, 2)
+    for start, stop, level in dips:
+        v[start:stop] = level + np.round(np.sin(np.arange(stop - start) / 7.0) * 0.05, 2)
+    return v
+
+
+def test_hypoxia_on_two_sondes_is_one_alert_opened_after_the_minimum_duration():
+    a = _oxygen(900, [(300, 600, 2.5)])
+    b = _oxygen(900, [(320, 620, 2.6)])
+    sink = _run(_engine(), [a, b])
+    hypoxia = [x for x in sink.alerts if x.key.rule == "hypoxia"]
+    assert len(hypoxia) == 1
+    alert = hypoxia[0]
+    assert alert.key.series_key is None and alert.category == "event"
+    # a sudden drop is first held as a possible spike (3 readings), then taken as real:
+    # the alert dates from the first reading the rule could trust
+    assert T0 + 300 * MIN <= alert.opened_ms <= T0 + 304 * MIN
+    assert alert.closed_ms is not None and alert.closed_ms >= T0 + 620 * MIN
+    assert alert.peak < 2.7 and alert.severity == "critical"
+    assert "mg/L" in alert.message
+
+
+def test_a_dip_shorter_than_the_minimum_opens_nothing_and_hysteresis_keeps_one_alert():
+    short = _oxygen(900, [(300, 310, 2.5)])
+    sink = _run(_engine(), [short, _oxygen(900, [])])
+    assert not [x for x in sink.alerts if x.key.rule == "hypoxia"]
+    # under 3.0, then 3.3 (between threshold and clear: still on), then under again
+    wobbly = _oxygen(900, [(300, 400, 2.5), (400, 430, 3.3), (430, 500, 2.5)])
+    sink = _run(_engine(), [wobbly, _oxygen(900, [])])
+    assert len([x for x in sink.alerts if x.key.rule == "hypoxia"]) == 1
+
+
+def test_a_spike_alerts_once_it_comes_back_a_held_step_does_not():
+    spike = _oxygen(900, [])
+    spike[500] = 15.0
+    sink = _run(_engine(), [spike, _oxygen(900, [])])
+    faults = [x for x in sink.alerts if x.key.rule == "sensor_fault"]
+    assert len(faults) == 1 and faults[0].component == "spike"
+    assert faults[0].opened_ms == T0 + 500 * MIN and faults[0].key.series_key == 0
+    step = _oxygen(900, [(500, 900, 12.0)])
+    sink = _run(_engine(), [step, _oxygen(900, [])])
+    assert not [x for x in sink.alerts if x.key.rule == "sensor_fault"
+                and x.component == "spike"]
+
+
+def test_silence_opens_no_data_and_the_next_reading_closes_it():
+    engine = _engine()
+    ok = _oxygen(200, [])
+    sink = _run(engine, [ok, ok], now=T0 + 300 * MIN)
+    silent = [x for x in sink.alerts if x.key.rule == "no_data"]
+    assert len(silent) == 2 and silent[0].opened_ms == T0 + 200 * MIN
+    book = AlertBook(engine, silent)
+    _, transitions = engine.process(np.array([0]), np.array([T0 + 301 * MIN]),
+                                    np.array([7.0]))
+    ops = book.apply(transitions)
+    assert [op.action for op in ops] == ["closed"]
+
+
+def test_site_overrides_and_bad_rule_files(tmp_path):
+    override = tmp_path / "rules.yaml"
+    override.write_text("sites:\n  cg-1:\n    hypoxia: {threshold: 4.0, clear: 4.5}\n")
+    a = _oxygen(900, [(300, 600, 3.5)])
+    sink = _run(_engine(load_rules(override)), [a, _oxygen(900, [])])
+    assert [x.key.rule for x in sink.alerts if x.category == "event"] == ["hypoxia"]
+    for text, reason in [("rules: [1, 2]", "rules"),
+                         ("sites:\n  cg-1:\n    nope: {threshold: 1}\n", "unknown rule"),
+                         ("rules:\n  x: {condition: below, threshold: 1, clear: 0, "
+                          "metric: co2, category: event, message: m}\n", "clear"),
+                         (":\n- bad", "YAML")]:
+        override.write_text(text)
+        with pytest.raises(RulesError, match=reason):
+            load_rules(override)
+    with pytest.raises(RulesError, match="cannot read"):
+        load_rules(tmp_path / "missing.yaml")
