@@ -146,10 +146,14 @@ class Agent:
                                max_age_s=queue.max_age_s, when_full=queue.when_full)
         self.latency = LatencyMeter()
         self.publisher = Publisher(config, self.queue, self.latency)
+        # Two stop events: the producers (drivers, health) stop first, so the publisher's
+        # last act can send everything they queued.
         self._stop = threading.Event()
-        self._runners = [_DriverRunner(driver, self.queue, self._stop)
+        self._stop_producers = threading.Event()
+        self._runners = [_DriverRunner(driver, self.queue, self._stop_producers)
                          for driver in config.drivers]
         self._threads: list[threading.Thread] = []
+        self._producers: list[threading.Thread] = []
         self._cpu = CpuMeter()
         self._dropped_reported = self.queue.stats().dropped
 
@@ -160,16 +164,20 @@ class Agent:
     def start(self) -> None:
         threads = [threading.Thread(target=runner.run, name=f"driver-{runner.config.device}",
                                     daemon=True) for runner in self._runners]
-        threads.append(threading.Thread(target=self.publisher.run, args=(self._stop,),
-                                        name="publisher", daemon=True))
         threads.append(threading.Thread(target=self._health_loop, name="health", daemon=True))
-        self._threads = threads
-        for thread in threads:
+        self._producers = threads
+        self._publisher = threading.Thread(target=self.publisher.run, args=(self._stop,),
+                                           name="publisher", daemon=True)
+        self._threads = [*threads, self._publisher]
+        for thread in self._threads:
             thread.start()
 
     def stop(self, timeout: float = JOIN_TIMEOUT_S) -> None:
-        self._stop.set()
         deadline = time.monotonic() + timeout
+        self._stop_producers.set()
+        for thread in self._producers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
@@ -178,14 +186,16 @@ class Agent:
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; the exit status."""
+        requested = threading.Event()
+
         def on_signal(signum, frame) -> None:
             log.info("%s: stopping", signal.Signals(signum).name)
-            self._stop.set()
+            requested.set()  # stop() then stops the parts in order
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
-            while not self._stop.wait(1.0):
+            while not requested.wait(1.0):
                 pass
         finally:
             self.stop()
@@ -232,5 +242,6 @@ class Agent:
                     self.queue.put(self.config.gateway_device, self.health_readings())
             except Exception:  # a full disk must not end the health loop for good
                 log.exception("health: could not queue the agent's metrics")
-            if self._stop.wait(max(0.0, min(next_health, next_expire) - time.monotonic())):
+            if self._stop_producers.wait(
+                    max(0.0, min(next_health, next_expire) - time.monotonic())):
                 return

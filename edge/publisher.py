@@ -16,7 +16,8 @@ callbacks run here and nothing in it needs a lock:
    PUBACK; a PUBACK (paho's ``on_publish`` with the message id) deletes the batch from
    the queue (in the transaction of the next batch taken, or within ``ACK_FLUSH_S``),
    and its latency (publish to PUBACK) is recorded.
-4. On stop: ``offline`` for every device, a short wait for outstanding PUBACKs, DISCONNECT.
+4. On stop (after the drivers stopped): what is queued is sent at once, ``offline`` for
+   every device, a short wait for outstanding PUBACKs, DISCONNECT.
 
 Order: one connection delivers in order, batches are re-sent in seq order before any new
 one, and a device's batches are cut from its readings in time order.
@@ -229,15 +230,15 @@ class Publisher:
                 session.lost = True
         self._settle(session)
 
-    def _next_batch(self) -> Batch | None:
-        """A batch of the next device (round robin) whose readings are due; None, and
-        ``_next_due_s`` set, when none is."""
+    def _next_batch(self, *, flush: bool = False) -> Batch | None:
+        """A batch of the next device (round robin) whose readings are due (with ``flush``:
+        any device with readings waiting); None, and ``_next_due_s`` set, when none is."""
         now = time.monotonic()
         due = []
         next_due = IDLE_TICK_S
         for device, (count, since) in self._queue.pending().items():
             wait = since + self._max_wait_s - now
-            if count >= self._batch_max or wait <= 0:
+            if flush or count >= self._batch_max or wait <= 0:
                 due.append(device)
             else:
                 next_due = min(next_due, wait)
@@ -310,7 +311,21 @@ class Publisher:
             self._acked += done
 
     def _finish(self, session: _Session) -> None:
-        """Stopping: devices go offline; give outstanding PUBACKs a moment."""
+        """Stopping (the drivers have stopped): send what is still queued without waiting
+        for batches to fill, devices go offline, and outstanding PUBACKs get a moment.
+        What does not make it in ``STOP_DRAIN_S`` stays on disk for the next start."""
+        deadline = time.monotonic() + STOP_DRAIN_S
+        while not session.lost and time.monotonic() < deadline:
+            self._settle(session)
+            while len(session.in_flight) < self._max_in_flight and not session.lost:
+                batch = self._next_batch(flush=True)
+                if batch is None:
+                    break
+                self._send(session, batch)
+            if not session.in_flight and not self._queue.pending():
+                break
+            if session.client.loop(0.05) != paho.MQTT_ERR_SUCCESS:
+                session.lost = True
         now_ms = _now_ms()
         for device in self._devices:
             self._publish_status(session, Status(self._site, device, DeviceState.OFFLINE,

@@ -4,6 +4,7 @@ subscriber. Also home of the subscriber the other edge tests use."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -201,6 +202,36 @@ def test_normal_flow(broker, sim_modbus: Sim, tmp_path, running, site):
     assert all(0 < v < 4000 for v in by_metric["agent_rss"])  # of this test process
     assert all(0 <= v < 5000 for v in by_metric["agent_publish_latency"])
     assert set(by_metric["agent_dropped"]) == {0.0}
+
+
+def test_a_clean_stop_sends_what_is_queued(broker, sim_modbus: Sim, tmp_path, running):
+    """Batches wait up to a minute to fill; stopping does not leave them on disk."""
+    device = "ag-001-soil"
+    watcher = Watcher(broker.url, "ag-001")
+    config = edge_config(tmp_path, broker.url, "ag-001",
+                         [sim_modbus.driver(device, interval_s=0.1)],
+                         publish={"batch_max_wait_s": 60, "batch_max_readings": 10_000})
+    agent = Agent(config)
+    produced = []
+    put = agent.queue.put
+
+    def spy(device, readings):
+        result = put(device, readings)
+        produced.extend((r.metric, r.time_ms, r.value) for r in readings)
+        return result
+
+    agent.queue.put = spy
+    running(agent)
+    time.sleep(1.5)
+    assert watcher.of(device) == []  # nothing is due yet
+    agent.stop()
+    watcher.wait(lambda: watcher.state(device) is DeviceState.OFFLINE, 5, "offline status")
+    watcher.close()
+    assert len(produced) >= 3 * 10
+    assert watcher.readings(device) == set(produced)
+    # what the broker acknowledged left the disk queue
+    with sqlite3.connect(tmp_path / "queue.db") as db:
+        assert db.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("when_full", ["drop_oldest", "refuse_newest"])

@@ -79,7 +79,7 @@ def make_agent(tmp_path, monkeypatch):
         agent = Agent(config)
         agent._runners = [agent_module._DriverRunner(
             StandInConfig(device=device, interval_s=0.02, behaviour=behaviour), agent.queue,
-            agent._stop) for device, behaviour in behaviours.items()]
+            agent._stop_producers) for device, behaviour in behaviours.items()]
         agents.append(agent)
         return agent
 
