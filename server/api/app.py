@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from tidefield.protocol import mqtt
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.http import HttpIngest, add_http_ingest
+from tidefield.server.ingest.ratelimit import DeviceRateLimiter
 from tidefield.server.settings import Settings
 
 from .routes import alerts, devices, export, series, sites
@@ -79,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.http_ingest = HttpIngest(
             settings.database_url,
             DeviceDirectory(settings.database_url, settings.ingest_unknown_devices),
-            settings.ingest_limits(), settings.ingest_strategy)
+            settings.ingest_limits(), settings.ingest_strategy,
+            DeviceRateLimiter(settings.ingest_device_rate, settings.ingest_device_burst))
         try:
             yield
         finally:
