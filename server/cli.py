@@ -204,7 +204,7 @@ def devices_provision(
 
 @devices_app.command("service")
 def devices_service(role: Annotated[str, typer.Argument(
-                        help="ingest, detector, dashboards or simulator")],
+                        help="ingest, api, detector, dashboards or simulator")],
                     database_url: DatabaseUrl = None) -> None:
     """Create (or replace) a platform service's broker login and print it once."""
     import psycopg

@@ -77,7 +77,7 @@ def _ingest(p: Platform) -> Child:
 
 
 def _api(p: Platform) -> Child:
-    return Child("api", _python("tidefield.server.cli", "api"), env=p.child_env(),
+    return Child("api", _python("tidefield.server.cli", "api"), env=p.child_env(mqtt_login="api"),
                  ready=_http_ok(f"{p.api_url}/healthz", p.ca_file), url=f"{p.api_url}/docs")
 
 

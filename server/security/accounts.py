@@ -62,6 +62,8 @@ SERVICES: dict[str, tuple[Rule, ...]] = {
     "dashboards": (Rule("read", ALL_ALERTS), Rule("read", ALL_STATUS)),
     # firmware-sim's fleet publishes for every site's gateway: development and load tests
     "simulator": (Rule("write", ALL_UP), Rule("write", ALL_STATUS)),
+    # the API only connects, for its /healthz broker probe
+    "api": (),
 }
 
 

@@ -1,5 +1,5 @@
 -- Broker logins: one per provisioned device (its id is its user name) and one per
--- platform service (ingest, detector, dashboards, simulator). The password is shown once
+-- platform service (ingest, api, detector, dashboards, simulator). The password is shown once
 -- and only its Mosquitto hash is kept (PBKDF2-SHA512, "$7$" format), so the broker's
 -- password file is written from this table without any secret being stored.
 CREATE TABLE mqtt_credentials (
