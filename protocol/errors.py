@@ -9,13 +9,19 @@ be refused again, so the caller keeps them as a reject and moves on.
     ├── MalformedPayload      not decodable, or the wrong shape or types
     ├── UnsupportedSchema     a schema version this build does not speak
     ├── OversizePayload       more bytes or more readings than allowed
-    ├── IdentityMismatch      the payload claims another site or device than its topic
+    ├── IdentityMismatch      the payload claims another site or device than its topic,
+    │                         or a device of another site
+    ├── UnknownDevice         the device is not in the registry
+    ├── RateLimited           the device sent more messages than its rate limit allows
     └── ReadingError          one reading is bad; the rest of its batch can still be good
         ├── UnknownMetric
         ├── NonFiniteValue
         ├── OutOfRange
         ├── TimestampInFuture
-        └── TimestampTooOld
+        ├── TimestampTooOld
+        └── UnknownSeries     the device has no series of this metric
+
+``REASONS`` lists every code, so a dashboard or a test can tell a known one from a typo.
 """
 
 from __future__ import annotations
@@ -52,6 +58,17 @@ class IdentityMismatch(ProtocolError):
     reason = "identity_mismatch"
 
 
+class UnknownDevice(ProtocolError):
+    reason = "unknown_device"
+
+
+class RateLimited(ProtocolError):
+    """Refused unread: the device is over its message rate. Not a fault of the payload,
+    but retrying at once will not help either; the device must slow down."""
+
+    reason = "rate_limited"
+
+
 class ReadingError(ProtocolError):
     """A single reading is invalid; ``index`` is its position in the batch and ``raw``
     what the device sent for it, so the refusal can be kept with its evidence."""
@@ -85,3 +102,15 @@ class TimestampInFuture(ReadingError):
 
 class TimestampTooOld(ReadingError):
     reason = "time_too_old"
+
+
+class UnknownSeries(ReadingError):
+    reason = "unknown_series"
+
+
+def _reasons(kind: type[ProtocolError]) -> list[str]:
+    return [kind.reason] + [r for sub in kind.__subclasses__() for r in _reasons(sub)]
+
+
+REASONS: frozenset[str] = frozenset(_reasons(ProtocolError)) - {ProtocolError.reason,
+                                                               ReadingError.reason}

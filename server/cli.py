@@ -17,9 +17,14 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 registry_app = typer.Typer(help="The site registry (sites, devices, series).",
                            no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_help=True)
+devices_app = typer.Typer(help="Broker logins of devices and services (stored hashed; "
+                               "shown once) and their access rules.", no_args_is_help=True)
+tls_app = typer.Typer(help="TLS certificates for development.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(keys_app, name="keys")
+app.add_typer(devices_app, name="devices")
+app.add_typer(tls_app, name="tls")
 
 
 def _mount_lazily() -> None:
@@ -155,6 +160,138 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
                        f"{created:%Y-%m-%d}\t{'revoked' if revoked else 'active'}")
 
 
+def _sync_broker(conn, settings) -> None:
+    """Rewrite the broker's password and ACL files and make a running broker re-read them."""
+    from tidefield.server.security.wiring import broker_files
+
+    files = broker_files(settings)
+    result = files.sync(conn)
+    where = "reloaded" if result.reloaded else (
+        "no running broker found by its pid file; it reads them when it starts")
+    typer.echo(f"broker files: {result.logins} login(s), {result.rules} rule(s) in "
+               f"{files.directory} ({where})", err=True)
+
+
+@devices_app.command("provision")
+def devices_provision(
+        site: Annotated[str, typer.Argument(help="the device's site, e.g. ag-001")],
+        device: Annotated[str, typer.Argument(help="a registered device of the site; its "
+                                                   "gateway (SITE-gw) speaks for them all")],
+        rotate: Annotated[bool, typer.Option(
+            "--rotate", help="replace an existing login (the old password stops working)")]
+        = False,
+        database_url: DatabaseUrl = None) -> None:
+    """Create a device's broker login, print it (the only time it is shown) and update
+    the broker's files."""
+    import psycopg
+
+    from tidefield.server.security.accounts import ProvisioningError, provision_device
+
+    settings = _settings(database_url=database_url)
+    with psycopg.connect(_require_db(settings)) as conn:
+        try:
+            credentials = provision_device(conn, site, device, rotate=rotate)
+        except ProvisioningError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        # shown before the files are written: should that fail, `devices sync` retries it
+        typer.echo(f"username: {credentials.username}\npassword: {credentials.password}")
+        _sync_broker(conn, settings)
+    typer.echo("may: " + ", ".join(f"{r.access} {r.topic}" for r in credentials.rules[:3])
+               + (f" (and the same for {len(credentials.rules) // 3 - 1} more devices of "
+                  f"{site})" if len(credentials.rules) > 3 else ""), err=True)
+
+
+@devices_app.command("service")
+def devices_service(role: Annotated[str, typer.Argument(
+                        help="ingest, api, detector, dashboards or simulator")],
+                    database_url: DatabaseUrl = None) -> None:
+    """Create (or replace) a platform service's broker login and print it once."""
+    import psycopg
+
+    from tidefield.server.security.accounts import ProvisioningError, provision_service
+
+    settings = _settings(database_url=database_url)
+    with psycopg.connect(_require_db(settings)) as conn:
+        try:
+            credentials = provision_service(conn, role)
+        except ProvisioningError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"username: {credentials.username}\npassword: {credentials.password}")
+        _sync_broker(conn, settings)
+
+
+@devices_app.command("revoke")
+def devices_revoke(username: Annotated[str, typer.Argument(
+                       help="a device id, or svc_<role> for a service")],
+                   database_url: DatabaseUrl = None) -> None:
+    """Revoke a login; a connected client using it is cut off when the broker reloads."""
+    import psycopg
+
+    from tidefield.server.security.accounts import revoke
+
+    settings = _settings(database_url=database_url)
+    with psycopg.connect(_require_db(settings)) as conn:
+        if not revoke(conn, username):
+            typer.echo(f"error: no active login {username!r}", err=True)
+            raise typer.Exit(1)
+        _sync_broker(conn, settings)
+    typer.echo(f"revoked {username}")
+
+
+@devices_app.command("list")
+def devices_list(all_: Annotated[bool, typer.Option("--all", help="revoked ones too")] = False,
+                 database_url: DatabaseUrl = None) -> None:
+    """List broker logins (user, kind, site, created, state)."""
+    import psycopg
+
+    from tidefield.server.security.accounts import list_logins
+
+    url = _require_db(_settings(database_url=database_url))
+    with psycopg.connect(url) as conn:
+        for login in list_logins(conn, include_revoked=all_):
+            typer.echo(f"{login.username}\t{login.kind}\t{login.site_id or '*'}\t"
+                       f"{login.created_at:%Y-%m-%d}\t"
+                       f"{'revoked' if login.revoked_at else 'active'}")
+
+
+@devices_app.command("sync")
+def devices_sync(database_url: DatabaseUrl = None) -> None:
+    """Rewrite the broker's password and ACL files from the database and reload it (after
+    a registry load added devices to a site whose gateway has a login)."""
+    import psycopg
+
+    settings = _settings(database_url=database_url)
+    with psycopg.connect(_require_db(settings)) as conn:
+        _sync_broker(conn, settings)
+
+
+@tls_app.command("init")
+def tls_init(out: Annotated[Path, typer.Option(help="folder for ca.pem, server.pem/.key")]
+             = Path(".tidefield/tls"),
+             host: Annotated[list[str] | None, typer.Option(
+                 "--host", help="another name or address of the server (repeat)")] = None,
+             ) -> None:
+    """Make a development CA and a server certificate (kept if already there). Give edge
+    agents ca.pem as broker.ca_file; `tidefield up` with TIDEFIELD_TLS=true uses these."""
+    from tidefield.server.security.tls import ensure_dev_pki
+
+    files = ensure_dev_pki(out, host or ())
+    typer.echo(f"CA          {files.ca_file}\ncertificate {files.cert_file}\n"
+               f"key         {files.key_file}")
+
+
+def _uvicorn_tls(settings) -> dict:
+    """uvicorn's TLS options when TIDEFIELD_TLS is on."""
+    from tidefield.server.security.wiring import server_tls
+
+    files = server_tls(settings)
+    if files is None:
+        return {}
+    return {"ssl_certfile": str(files.cert_file), "ssl_keyfile": str(files.key_file)}
+
+
 @app.command()
 def api(database_url: DatabaseUrl = None,
         host: Annotated[str | None, typer.Option(help="default: TIDEFIELD_API_HOST")] = None,
@@ -173,7 +310,8 @@ def api(database_url: DatabaseUrl = None,
     os.environ["TIDEFIELD_DATABASE_URL"] = settings.database_url
     uvicorn.run("tidefield.server.api.app:create_app", factory=True, host=settings.api_host,
                 port=settings.api_port, workers=settings.api_workers,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False,
+                **_uvicorn_tls(settings))
 
 
 @app.command()
@@ -205,7 +343,7 @@ def ingest(database_url: DatabaseUrl = None,
     uvicorn.run("tidefield.server.ingest.app:create_app", factory=True,
                 host=settings.ingest_host, port=settings.ingest_port,
                 workers=settings.ingest_workers, log_level=settings.log_level.lower(),
-                access_log=False)
+                access_log=False, **_uvicorn_tls(settings))
 
 
 @app.command()

@@ -21,6 +21,7 @@ database; nothing is left running.
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ from tidefield.protocol.registry import load_sites
 from tidefield.server.db.migrate import migrate
 from tidefield.server.db.registry import load_registry
 from tidefield.server.embedded import MosquittoBroker, PostgresCluster
+from tidefield.server.security.wiring import EmbeddedBroker, client_ca_file, prepare_embedded_broker
 from tidefield.server.settings import Settings
 from tidefield.server.supervisor import Child, Supervisor
 
@@ -46,8 +48,9 @@ OPERATOR_KEY_FILE = "operator.key"
 STATE_FILE = "up.json"
 
 
-def _http_ok(url: str) -> Callable[[], bool]:
-    return lambda: httpx.get(url, timeout=2).status_code == 200
+def _http_ok(url: str, ca_file: str | None = None) -> Callable[[], bool]:
+    verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
+    return lambda: httpx.get(url, timeout=2, verify=verify).status_code == 200
 
 
 def _python(*args: str) -> list[str]:
@@ -67,14 +70,15 @@ class Component:
 
 def _ingest(p: Platform) -> Child:
     s = p.settings
-    return Child("ingest", _python("tidefield.server.cli", "ingest"), env=p.child_env(),
-                 ready=_http_ok(f"http://{s.ingest_host}:{s.ingest_port}/healthz"),
-                 url=f"http://{s.ingest_host}:{s.ingest_port}")
+    url = f"{p.http_scheme}://{s.ingest_host}:{s.ingest_port}"
+    return Child("ingest", _python("tidefield.server.cli", "ingest"),
+                 env=p.child_env(mqtt_login="ingest"),
+                 ready=_http_ok(f"{url}/healthz", p.ca_file), url=url)
 
 
 def _api(p: Platform) -> Child:
-    return Child("api", _python("tidefield.server.cli", "api"), env=p.child_env(),
-                 ready=_http_ok(f"{p.api_url}/healthz"), url=f"{p.api_url}/docs")
+    return Child("api", _python("tidefield.server.cli", "api"), env=p.child_env(mqtt_login="api"),
+                 ready=_http_ok(f"{p.api_url}/healthz", p.ca_file), url=f"{p.api_url}/docs")
 
 
 def _dashboard(p: Platform) -> Child:
@@ -84,7 +88,7 @@ def _dashboard(p: Platform) -> Child:
                                       f"--server.port={s.dashboard_port}",
                                       "--server.address=127.0.0.1",
                                       "--browser.gatherUsageStats=false"),
-                 env={**p.child_env(), "TIDEFIELD_API_URL": p.api_url,
+                 env={**p.child_env(mqtt_login="dashboards"), "TIDEFIELD_API_URL": p.api_url,
                       "TIDEFIELD_API_KEY": p.operator_key},
                  ready=_http_ok(f"http://127.0.0.1:{s.dashboard_port}/_stcore/health"),
                  url=f"http://127.0.0.1:{s.dashboard_port}")
@@ -93,15 +97,17 @@ def _dashboard(p: Platform) -> Child:
 def _fleet(p: Platform) -> Child:
     s = p.settings
     return Child("fleet", _python(
-        "tidefield.sim.cli", "fleet", "--mqtt-url", p.mqtt_url, "--seed", str(s.sim_seed),
+        # the broker URL (with the simulator's login) goes by environment, not argv
+        "tidefield.sim.cli", "fleet", "--seed", str(s.sim_seed),
         "--tick", str(s.sim_tick_s), "--events-per-site", str(s.sim_events_per_site),
         "--faults-per-series", str(s.sim_faults_per_series),
-        "--state", str(p.data_dir / "sim-sequences.json")), env=p.child_env())
+        "--state", str(p.data_dir / "sim-sequences.json")),
+        env=p.child_env(mqtt_login="simulator"))
 
 
 def _detector(p: Platform) -> Child:
     return Child("detector", _python("tidefield.server.cli", "detect", "run"),
-                 env=p.child_env())
+                 env=p.child_env(mqtt_login="detector"))
 
 
 COMPONENTS: tuple[Component, ...] = (
@@ -119,7 +125,10 @@ class Platform:
         self.data_dir = settings.data_dir.resolve()
         self.database_url = settings.database_url
         self.mqtt_url = settings.mqtt_url
-        self.api_url = f"http://{settings.api_host}:{settings.api_port}"
+        self.http_scheme = "https" if settings.tls else "http"
+        self.api_url = f"{self.http_scheme}://{settings.api_host}:{settings.api_port}"
+        self.ca_file: str | None = None  # what children trust when TLS is on
+        self._access: EmbeddedBroker | None = None  # the embedded broker's logins
         self.operator_key = ""
         self.supervisor = supervisor or Supervisor(state_file=self.data_dir / STATE_FILE)
         self._postgres: PostgresCluster | None = None
@@ -134,15 +143,23 @@ class Platform:
                                              port=self.settings.embedded_pg_port)
             self._postgres.start()
             self.database_url = self._postgres.create_database("tidefield")
-        if self.mqtt_url is None:
-            self._broker = MosquittoBroker(self.data_dir / "mosquitto",
-                                           port=self.settings.embedded_mqtt_port)
-            self._broker.start()
-            self.mqtt_url = self._broker.url
         migrate(self.database_url)
         with psycopg.connect(self.database_url) as conn:
             load_registry(conn, load_sites())
             self.operator_key = self._operator_key(conn)
+        if self.mqtt_url is None:
+            # Anonymous clients refused; service logins and device ACLs from the database,
+            # TLS when settings.tls (tidefield.server.security).
+            self._access = prepare_embedded_broker(self.settings, self.database_url)
+            self._broker = MosquittoBroker(self.data_dir / "mosquitto",
+                                           port=self.settings.embedded_mqtt_port,
+                                           extra_conf=self._access.extra_conf,
+                                           allow_anonymous=False,
+                                           tls=self._access.tls is not None)
+            self._broker.start()
+            self._access.write_service_urls(self._broker.port)
+            self.mqtt_url = self._broker.url
+        self.ca_file = client_ca_file(self.settings) if self.settings.tls else None
         self.supervisor.info = {"database_url": self.database_url, "mqtt_url": self.mqtt_url,
                                 "api_url": self.api_url}
 
@@ -161,16 +178,27 @@ class Platform:
         path.write_text(key + "\n")
         return key
 
-    def child_env(self) -> dict[str, str]:
+    def child_env(self, mqtt_login: str | None = None) -> dict[str, str]:
         """What every child needs to find the services (the rest of the settings it reads
-        from the environment it inherits)."""
+        from the environment it inherits). ``mqtt_login``: the service whose broker login
+        the child uses on the embedded broker (none: the URL without credentials)."""
         s = self.settings
-        return {"TIDEFIELD_DATABASE_URL": self.database_url, "TIDEFIELD_MQTT_URL": self.mqtt_url,
-                "TIDEFIELD_DATA_DIR": str(self.data_dir), "TIDEFIELD_API_PORT": str(s.api_port),
-                "TIDEFIELD_API_HOST": s.api_host, "TIDEFIELD_LOG_LEVEL": s.log_level}
+        mqtt_url = self.mqtt_url
+        if self._access is not None and mqtt_login is not None:
+            mqtt_url = self._access.url(mqtt_login, self._broker.port)
+        env = {"TIDEFIELD_DATABASE_URL": self.database_url, "TIDEFIELD_MQTT_URL": mqtt_url,
+               "TIDEFIELD_DATA_DIR": str(self.data_dir), "TIDEFIELD_API_PORT": str(s.api_port),
+               "TIDEFIELD_API_HOST": s.api_host, "TIDEFIELD_LOG_LEVEL": s.log_level}
+        if self.ca_file:  # httpx and paho's default contexts then trust the development CA
+            env["SSL_CERT_FILE"] = self.ca_file
+        return env
 
     def describe(self) -> str:
-        lines = [f"database   {self.database_url}", f"broker     {self.mqtt_url}",
+        broker = self.mqtt_url
+        if self._access is not None:
+            broker += (f"  (no anonymous clients; service logins in "
+                       f"{self._access.files.directory / 'logins'}/<service>.url)")
+        lines = [f"database   {self.database_url}", f"broker     {broker}",
                  f"API        {self.api_url}/api/v1 (docs: {self.api_url}/docs)"]
         if self.settings.up_dashboard:
             lines.append(f"dashboard  http://127.0.0.1:{self.settings.dashboard_port}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,21 @@ class Settings(BaseSettings):
         0.5, ge=0, description="injected sensor faults per series per 30 days")
     sim_tick_s: float = Field(10.0, gt=0, description="seconds between live publications")
 
+    # --- security (tidefield.server.security) -----------------------------------------
+    tls: bool = Field(False, description="the embedded broker, the API and HTTP ingest "
+                      "speak TLS only (mqtts://, https://)")
+    tls_cert_file: Path | None = Field(None, description="server certificate (chain); "
+                                       "unset with tls: a development CA makes one")
+    tls_key_file: Path | None = Field(None, description="the server certificate's key")
+    tls_ca_file: Path | None = Field(None, description="CA that clients of this process "
+                                     "trust (unset: the development CA, if any, else the "
+                                     "system's)")
+    broker_auth_dir: Path | None = Field(None, description="where the broker's password "
+                                         "and ACL files are written (default: "
+                                         "DATA_DIR/mosquitto)")
+    broker_pid_file: Path | None = Field(None, description="the broker's pid file, to "
+                                         "signal a reload (default: in broker_auth_dir)")
+
     # --- ingest -----------------------------------------------------------------------
     ingest_workers: int = Field(2, ge=1, le=64, description="ingest processes")
     ingest_host: str = Field("127.0.0.1", description="address of the ingest HTTP service")
@@ -61,6 +76,10 @@ class Settings(BaseSettings):
     ingest_max_readings: int = Field(10_000, ge=1, description="readings per message")
     ingest_max_future_s: int = Field(300, ge=0, description="tolerated device clock lead")
     ingest_max_age_days: int = Field(400, ge=1, description="older readings are refused")
+    ingest_device_rate: float = Field(
+        20.0, ge=0, description="messages per second a device may send on average (0: off)")
+    ingest_device_burst: int = Field(
+        600, ge=1, description="messages a device may send at once above its rate")
     ingest_session_expiry_s: int = Field(7 * 86400, ge=60,
                                          description="broker keeps queueing this long")
     # --- retention (0 keeps forever) --------------------------------------------------
@@ -88,6 +107,13 @@ class Settings(BaseSettings):
                       max_readings=self.ingest_max_readings,
                       max_future_ms=self.ingest_max_future_s * 1000,
                       max_age_ms=self.ingest_max_age_days * DAY_MS)
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both TIDEFIELD_TLS_CERT_FILE and TIDEFIELD_TLS_KEY_FILE, "
+                             "or neither (a development CA then makes them)")
+        return self
 
     @field_validator("database_url")
     @classmethod

@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field
 from tidefield.protocol import mqtt
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.http import HttpIngest, add_http_ingest
+from tidefield.server.ingest.ratelimit import DeviceRateLimiter
+from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import Settings
 
 from .routes import alerts, devices, export, series, sites
@@ -79,7 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.http_ingest = HttpIngest(
             settings.database_url,
             DeviceDirectory(settings.database_url, settings.ingest_unknown_devices),
-            settings.ingest_limits(), settings.ingest_strategy)
+            settings.ingest_limits(), settings.ingest_strategy,
+            DeviceRateLimiter(settings.ingest_device_rate, settings.ingest_device_burst))
         try:
             yield
         finally:
@@ -108,7 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
 
-    broker_address = mqtt.parse_mqtt_url(settings.mqtt_url) if settings.mqtt_url else None
+    broker_address = (mqtt.parse_mqtt_url(settings.mqtt_url, ca_file=client_ca_file(settings))
+                      if settings.mqtt_url else None)
     probed: list = [0.0, None]  # (when, outcome) of the last broker probe
 
     def broker_problem() -> str | None:

@@ -15,12 +15,15 @@ from .ports import ServiceError, free_port, port_open, wait_for_port
 log = logging.getLogger(__name__)
 
 # The broker must hold what a platform needs held: a persistent session of the ingest
-# workers keeps queueing while they are down (unbounded by count, bounded by memory),
-# and batches of thousands of readings pass.
+# workers keeps queueing while they are down (in effect unbounded by count, bounded by
+# memory), and batches of thousands of readings pass. Not max_queued_messages 0
+# ("unlimited"): with it, Mosquitto 2.0.11 drops a client's connection right after
+# refusing one of its QoS 1 publishes by ACL (PUBACK 0x87, then "Bad socket read/write"),
+# where a finite limit keeps the client connected (tests/integration/test_security.py).
 DEFAULT_CONF = {
     "persistence": "true",
     "autosave_interval": "30",
-    "max_queued_messages": "0",
+    "max_queued_messages": "10000000",
     "max_queued_bytes": "0",
     "max_inflight_messages": "0",
     "max_packet_size": "1048576",
@@ -32,11 +35,15 @@ DEFAULT_CONF = {
 
 class MosquittoBroker:
     def __init__(self, base_dir: Path, *, port: int | None = None,
-                 extra_conf: list[str] | None = None, allow_anonymous: bool = True) -> None:
+                 extra_conf: list[str] | None = None, allow_anonymous: bool = True,
+                 tls: bool = False) -> None:
+        """``extra_conf`` lines follow the listener line, so TLS options (certfile,
+        keyfile) given there apply to it; ``tls`` only says which URL scheme it speaks."""
         self.base = Path(base_dir).resolve()
         self.port = port or free_port()
         self.extra_conf = extra_conf or []
         self.allow_anonymous = allow_anonymous
+        self.tls = tls
         self.conf_file = self.base / "mosquitto.conf"
         self.log_file = self.base / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
@@ -47,7 +54,7 @@ class MosquittoBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def _write_conf(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)

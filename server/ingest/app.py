@@ -25,11 +25,13 @@ from tidefield.server.db.retention import (
     RetentionScheduler,
     enable_compression,
 )
+from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import Settings
 
 from .consumer import MqttConsumer, claim_slot
 from .directory import DeviceDirectory
 from .http import HttpIngest, add_http_ingest
+from .ratelimit import DeviceRateLimiter
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,9 @@ class Health(BaseModel):
 def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(max_messages=settings.ingest_max_messages,
                         max_wait_s=settings.ingest_max_wait_ms / 1000,
-                        strategy=settings.ingest_strategy, limits=settings.ingest_limits())
+                        strategy=settings.ingest_strategy, limits=settings.ingest_limits(),
+                        device_rate=settings.ingest_device_rate,
+                        device_burst=settings.ingest_device_burst)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,13 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     kwargs={"autocommit": True})
         state.http_ingest = HttpIngest(
             url, DeviceDirectory(url, settings.ingest_unknown_devices),
-            settings.ingest_limits(), settings.ingest_strategy)
+            settings.ingest_limits(), settings.ingest_strategy,
+            DeviceRateLimiter(settings.ingest_device_rate, settings.ingest_device_burst))
         state.consumer = state.worker = state.scheduler = None
         slot, state.slot_lock = claim_slot(settings.data_dir.resolve() / "ingest-slots",
                                            settings.ingest_workers)
         if settings.mqtt_url:
             directory = DeviceDirectory(url, settings.ingest_unknown_devices)
-            address = mqtt.parse_mqtt_url(settings.mqtt_url)
+            address = mqtt.parse_mqtt_url(settings.mqtt_url, ca_file=client_ca_file(settings))
             consumer: MqttConsumer | None = None
             state.worker = Worker(url, directory, lambda mids: consumer.acknowledge(mids),
                                   worker_config(settings))

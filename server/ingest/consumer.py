@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 from tidefield.protocol import mqtt
 from tidefield.protocol.topics import ALL_STATUS, ALL_UP
 
-from .pipeline import Envelope
+from .pipeline import Envelope, device_of_topic
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,7 @@ class MqttConsumer:
         log.warning("disconnected from broker", extra={"reason": str(reason_code)})
 
     def _on_message(self, client, userdata, msg) -> None:
-        parts = msg.topic.split("/", 4)
-        device = parts[3] if len(parts) > 3 else ""
+        device = device_of_topic(msg.topic)
         if self.partitions > 1 and partition_of(device, self.partitions) != self.partition:
             client.ack(msg.mid, msg.qos)  # another worker's: it has its own copy
             return

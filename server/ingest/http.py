@@ -4,6 +4,7 @@ Both the ingest service and the API mount it (``add_http_ingest``)."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Annotated
@@ -14,13 +15,15 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from tidefield.protocol.codec import Limits
+from tidefield.protocol.errors import RateLimited
 from tidefield.protocol.topics import ID_PATTERN, up_topic
 from tidefield.server.api.deps import check_site, require
 from tidefield.server.api.keys import Principal, Scope
 
 from . import metrics
 from .directory import DeviceDirectory
-from .pipeline import Envelope, prepare
+from .pipeline import Envelope, device_of_topic, prepare
+from .ratelimit import DeviceRateLimiter
 from .store import LoadStrategy, Store
 
 
@@ -43,9 +46,10 @@ class HttpIngest:
     ingest transactions are short, and one connection keeps the temp tables warm)."""
 
     def __init__(self, database_url: str, directory: DeviceDirectory, limits: Limits,
-                 strategy: LoadStrategy) -> None:
+                 strategy: LoadStrategy, limiter: DeviceRateLimiter | None = None) -> None:
         self.url, self.directory, self.limits, self.strategy = (database_url, directory,
                                                                  limits, strategy)
+        self.limiter = limiter or DeviceRateLimiter(0, 1)
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
         self._store: Store | None = None
@@ -57,6 +61,16 @@ class HttpIngest:
 
     def ingest(self, envelope: Envelope) -> IngestResult:
         with self._lock:
+            # Over HTTP the sender is told to come back (429) and keeps its data, so
+            # nothing is stored: unlike MQTT, where the broker has already acknowledged.
+            if not self.limiter.allow(device_of_topic(envelope.topic),
+                                      envelope.received_ms / 1000):
+                metrics.MESSAGES.labels("http", "rejected").inc()
+                metrics.REJECTS.labels(RateLimited.reason).inc()
+                retry_s = max(1, math.ceil(1 / self.limiter.rate))
+                raise HTTPException(429, f"{RateLimited.reason}: this device is over its "
+                                         f"limit of {self.limiter.rate:g} messages/s",
+                                    headers={"Retry-After": str(retry_s)})
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = psycopg.connect(self.url)
@@ -93,6 +107,8 @@ def add_http_ingest(app: FastAPI, prefix: str = "") -> None:
         summary="Send one telemetry message (JSON or MessagePack by Content-Type)",
         responses={401: {"description": "no API key, or an unknown one"},
                    403: {"description": "the key lacks the ingest scope or this site"},
+                   429: {"description": "the device is over its rate limit; retry after "
+                                        "the Retry-After header's seconds"},
                    422: {"description": "the message was refused whole (and kept as a "
                                         "reject with its reason)"},
                    503: {"description": "the database is unavailable; retry"}})

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tidefield.protocol.codec import Limits, decode_batch, decode_status
-from tidefield.protocol.errors import ProtocolError
+from tidefield.protocol.errors import (
+    BadTopic,
+    IdentityMismatch,
+    ProtocolError,
+    RateLimited,
+    UnknownDevice,
+    UnknownSeries,
+)
 from tidefield.protocol.messages import Status
 from tidefield.protocol.topics import Channel, parse_topic
 
@@ -44,6 +51,7 @@ class Reject:
     # Identifies what was refused, so the same message re-delivered after a crash is kept
     # once: sha256 of topic and payload, plus the reading's index for a reading reject.
     fingerprint: bytes
+    messages: int = 1  # how many refused messages this one stands for (rate limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,9 @@ class Prepared:
     batches: list[BatchRef] = field(default_factory=list)
     statuses: list[Status] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)  # message-level refusals
+    # id() of the envelopes the rate limit refused (the worker's one-by-one retry path
+    # must refuse them again rather than decode them)
+    rate_limited: frozenset[int] = frozenset()
 
     @property
     def received_readings(self) -> int:
@@ -83,6 +94,32 @@ def _reject(env: Envelope, reason: str, detail: str, device_id: str | None) -> R
                   _fingerprint(env.topic, env.payload))
 
 
+def device_of_topic(topic: str) -> str:
+    """The device part of tf/v1/{site}/{device}/..., without validating the rest (the
+    cheap look that partitioning and the rate limit need before decoding)."""
+    parts = topic.split("/", 4)
+    return parts[3] if len(parts) > 3 else ""
+
+
+def rate_limited(envelopes: Sequence[Envelope], rate: float, burst: int) -> list[Reject]:
+    """The rejects of messages refused by the rate limit: one per device, keeping its
+    first refused message as the sample and counting the others, so a flood of refused
+    messages does not become a flood of rows."""
+    by_device: dict[str, list[Envelope]] = {}
+    for env in envelopes:
+        by_device.setdefault(device_of_topic(env.topic), []).append(env)
+    rejects = []
+    for device, refused in by_device.items():
+        first, last = refused[0], refused[-1]
+        rejects.append(Reject(
+            first.topic, first.payload, RateLimited.reason,
+            f"device {device}: {len(refused)} message(s) over its limit of {rate:g}/s "
+            f"(burst {burst}) within {last.received_ms - first.received_ms} ms; the first "
+            f"is kept as a sample", device or None, first.received_ms,
+            _fingerprint(first.topic, first.payload), len(refused)))
+    return rejects
+
+
 def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
             limits: Limits, now_ms: int) -> Prepared:
     series_ids: list[int] = []
@@ -97,15 +134,21 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
             if topic.channel is Channel.STATUS:
                 status = decode_status(env.payload, env.content_type, topic=topic,
                                        limits=limits)
-                if directory.device(status.device, status.site) is None:
-                    out.rejects.append(_reject(env, "unknown_device",
+                entry = directory.device(status.device, status.site)
+                if entry is None:
+                    out.rejects.append(_reject(env, UnknownDevice.reason,
                                                f"device {status.device} of site {status.site} "
                                                f"is not registered", status.device))
+                elif entry.site_id != status.site:  # a status may not speak for another site
+                    out.rejects.append(_reject(env, IdentityMismatch.reason,
+                                               f"device {status.device} belongs to site "
+                                               f"{entry.site_id}, not {status.site}",
+                                               status.device))
                 else:
                     out.statuses.append(status)
                 continue
             if topic.channel is not Channel.UP:
-                out.rejects.append(_reject(env, "bad_topic",
+                out.rejects.append(_reject(env, BadTopic.reason,
                                            f"ingest takes up and status topics, not {env.topic}",
                                            topic.device))
                 continue
@@ -117,12 +160,12 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
 
         entry = directory.device(decoded.device, decoded.site)
         if entry is None:
-            out.rejects.append(_reject(env, "unknown_device",
+            out.rejects.append(_reject(env, UnknownDevice.reason,
                                        f"device {decoded.device} of site {decoded.site} is "
                                        f"not registered", decoded.device))
             continue
         if entry.site_id != decoded.site:
-            out.rejects.append(_reject(env, "identity_mismatch",
+            out.rejects.append(_reject(env, IdentityMismatch.reason,
                                        f"device {decoded.device} belongs to site "
                                        f"{entry.site_id}, not {decoded.site}", decoded.device))
             continue
@@ -175,7 +218,7 @@ def _resolve_missing(ids: list[int], decoded, entry, directory: DeviceDirectory,
         if sid is None:
             reading = {"m": metric, "t": decoded.times_ms[index], "v": decoded.values[index]}
             reading_rejects.append(Reject(
-                env.topic, json.dumps(reading).encode(), "unknown_series",
+                env.topic, json.dumps(reading).encode(), UnknownSeries.reason,
                 f"device {decoded.device} has no {metric} series", decoded.device,
                 env.received_ms, _fingerprint(env.topic, env.payload, 100_000 + index)))
             resolved[index] = -1

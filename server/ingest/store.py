@@ -56,7 +56,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_rollup
      last_time timestamptz) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_rejects
     (received_ms bigint, topic text, payload bytea, reason text, detail text,
-     device_id text, fingerprint bytea) ON COMMIT DELETE ROWS;
+     device_id text, fingerprint bytea, messages integer) ON COMMIT DELETE ROWS;
 """
 
 _UPSERT_ROLLUP = """
@@ -238,9 +238,9 @@ class Store:
         with cur.copy("COPY stage_rejects FROM STDIN") as copy:
             for r in rejects:
                 copy.write_row((r.received_ms, r.topic, r.payload, r.reason, r.detail,
-                                r.device_id, r.fingerprint))
+                                r.device_id, r.fingerprint, r.messages))
         cur.execute("""INSERT INTO ingest_rejects (received_at, topic, payload, reason, detail,
-                                                   device_id, fingerprint)
+                                                   device_id, fingerprint, messages)
                        SELECT to_timestamp(received_ms / 1000.0), topic, payload, reason,
-                              detail, device_id, fingerprint FROM stage_rejects
+                              detail, device_id, fingerprint, messages FROM stage_rejects
                        ON CONFLICT (fingerprint) DO NOTHING""")

@@ -22,16 +22,27 @@ import numpy as np
 import psycopg
 
 from tidefield.protocol.codec import DEFAULT_LIMITS, Limits
+from tidefield.protocol.errors import RateLimited
 
 from . import metrics
 from .directory import DeviceDirectory
-from .pipeline import Envelope, Prepared, Reject, _fingerprint, prepare
+from .pipeline import (
+    Envelope,
+    Prepared,
+    Reject,
+    _fingerprint,
+    device_of_topic,
+    prepare,
+    rate_limited,
+)
+from .ratelimit import DeviceRateLimiter
 from .store import LoadStrategy, Store, WriteResult
 
 log = logging.getLogger(__name__)
 
 RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 5.0
+RATE_LIMIT_LOG_S = 60.0  # one warning per flooding device per this long, not per window
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,8 @@ class WorkerConfig:
     max_wait_s: float = 0.1  # how long a message may wait for company
     strategy: LoadStrategy = LoadStrategy.COPY
     limits: Limits = DEFAULT_LIMITS
+    device_rate: float = 0.0  # messages per second per device (0: no limit)
+    device_burst: int = 600
 
 
 class Worker:
@@ -69,6 +82,8 @@ class Worker:
         self._store: Store | None = None
         self._conn: psycopg.Connection | None = None
         self.healthy_db = False
+        self.limiter = DeviceRateLimiter(config.device_rate, config.device_burst)
+        self._rate_warned: dict[str | None, float] = {}
 
     def start(self) -> None:
         for thread in self._threads:
@@ -108,14 +123,31 @@ class Worker:
             size += len(item[0].payload)
         return window
 
-    def _prepare(self, window) -> Prepared:
-        """Prepare, waiting out a database outage (the directory may need to look up)."""
+    def _screen(self, window) -> frozenset[int]:
+        """The rate limit, once per message: id() of the envelopes it refuses."""
+        if not self.limiter.enabled:
+            return frozenset()
+        allowed = self.limiter.split((device_of_topic(env.topic), env.received_ms / 1000)
+                                     for env, _ in window)
+        return frozenset(id(env) for (env, _), ok in zip(window, allowed, strict=True)
+                         if not ok)
+
+    def _prepare(self, window, limited: frozenset[int] = frozenset()) -> Prepared:
+        """Prepare, waiting out a database outage (the directory may need to look up).
+        Envelopes in ``limited`` become rate-limit rejects unread."""
+        admitted = [env for env, _ in window if id(env) not in limited]
+        refused = [env for env, _ in window if id(env) in limited]
         delay = RETRY_INITIAL_S
         while True:
             try:
                 with self._directory_lock:
-                    return prepare([env for env, _ in window], self.directory,
-                                   limits=self.config.limits, now_ms=int(time.time() * 1000))
+                    prepared = prepare(admitted, self.directory, limits=self.config.limits,
+                                       now_ms=int(time.time() * 1000))
+                if refused:
+                    prepared.rejects += rate_limited(refused, self.config.device_rate,
+                                                     self.config.device_burst)
+                    prepared.rate_limited = limited
+                return prepared
             except psycopg.OperationalError as exc:
                 if self._stop.is_set():
                     raise
@@ -132,7 +164,7 @@ class Worker:
             if not window:
                 continue
             try:
-                prepared = self._prepare(window)
+                prepared = self._prepare(window, self._screen(window))
             except psycopg.OperationalError:
                 return  # stopping: the window stays unacknowledged and will come again
             while not self._stop.is_set():
@@ -192,7 +224,8 @@ class Worker:
                 log.warning("a window failed; writing its messages one by one",
                             extra={"error": str(exc).strip()})
                 for item in window:
-                    self._write_until_committed([item], self._prepare([item]))
+                    self._write_until_committed(
+                        [item], self._prepare([item], prepared.rate_limited & {id(item[0])}))
                 return
         if acknowledge:
             self.acknowledge([token for _, token in window])
@@ -211,13 +244,19 @@ class Worker:
         self._write_until_committed([(envelope, None)], prepared, acknowledge=False)
 
     def _count(self, prepared: Prepared, result: WriteResult, messages: int) -> None:
-        metrics.MESSAGES.labels(self.transport, "accepted").inc(
-            messages - len(prepared.rejects))
+        refused = sum(reject.messages for reject in prepared.rejects)
+        metrics.MESSAGES.labels(self.transport, "accepted").inc(messages - refused)
         metrics.READINGS.labels("inserted").inc(result.readings_inserted)
         metrics.READINGS.labels("duplicate").inc(result.readings_duplicate)
+        now = time.monotonic()
         for reject in prepared.rejects:
-            metrics.MESSAGES.labels(self.transport, "rejected").inc()
-            metrics.REJECTS.labels(reject.reason).inc()
+            metrics.MESSAGES.labels(self.transport, "rejected").inc(reject.messages)
+            metrics.REJECTS.labels(reject.reason).inc(reject.messages)
+            if reject.reason == RateLimited.reason:
+                if now - self._rate_warned.get(reject.device_id, -RATE_LIMIT_LOG_S) \
+                        < RATE_LIMIT_LOG_S:
+                    continue
+                self._rate_warned[reject.device_id] = now
             log.warning("rejected %s: %s", reject.topic, reject.detail,
                         extra={"reason": reject.reason})
         for batch in prepared.batches:

@@ -1,0 +1,105 @@
+"""From Settings to the security files a process needs: where the broker's password and
+ACL files are, which certificate a server presents, which CA a client trusts, and the
+service logins of the embedded broker that ``tidefield up`` runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+
+from tidefield.server.settings import Settings
+
+from .accounts import SERVICES, provision_service, service_username
+from .broker_files import BrokerFiles
+from .passwords import verify_password
+from .tls import TlsFiles, ensure_dev_pki
+
+
+def broker_files(settings: Settings) -> BrokerFiles:
+    directory = (settings.broker_auth_dir or settings.data_dir / "mosquitto").resolve()
+    pid_file = settings.broker_pid_file or directory / "mosquitto.pid"
+    return BrokerFiles(directory, pid_file.resolve())
+
+
+def dev_pki_dir(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "tls"
+
+
+def server_tls(settings: Settings) -> TlsFiles | None:
+    """The certificate a server presents: the operator's, or the development CA's."""
+    if not settings.tls:
+        return None
+    if settings.tls_cert_file is not None:
+        return TlsFiles(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+    return ensure_dev_pki(dev_pki_dir(settings))
+
+
+def client_ca_file(settings: Settings) -> str | None:
+    """The CA a client of this process trusts: the configured one, else the development
+    CA when there is one, else None (the system's trust store)."""
+    if settings.tls_ca_file is not None:
+        return str(settings.tls_ca_file)
+    dev_ca = dev_pki_dir(settings) / "ca.pem"
+    return str(dev_ca) if dev_ca.exists() else None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedBroker:
+    """How to run the embedded broker and how each service logs in to it."""
+
+    files: BrokerFiles
+    tls: TlsFiles | None
+    service_passwords: dict[str, str] = field(repr=False)
+
+    @property
+    def extra_conf(self) -> list[str]:
+        return self.files.conf_lines() + (self.tls.broker_conf_lines() if self.tls else [])
+
+    def url(self, role: str, port: int, host: str = "127.0.0.1") -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = service_username(role)
+        return f"{scheme}://{user}:{quote(self.service_passwords[role], safe='')}@{host}:{port}"
+
+    def write_service_urls(self, port: int) -> Path:
+        """``<role>.url`` files (mode 0600) for the processes run beside ``tidefield up``."""
+        folder = self.files.directory / "logins"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for role in self.service_passwords:
+            fd = os.open(folder / f"{role}.url", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.url(role, port) + "\n")
+        return folder
+
+
+def prepare_embedded_broker(settings: Settings, database_url: str) -> EmbeddedBroker:
+    """Service logins (kept from the last run when their secrets still match), the
+    password and ACL files, and the certificate when TLS is on."""
+    files = broker_files(settings)
+    secrets_dir = files.directory / "logins"
+    secrets_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+    passwords: dict[str, str] = {}
+    with psycopg.connect(database_url) as conn:
+        for role in SERVICES:
+            passwords[role] = _service_password(conn, role, secrets_dir / role)
+        files.write(conn)
+    return EmbeddedBroker(files, server_tls(settings), passwords)
+
+
+def _service_password(conn: psycopg.Connection, role: str, secret_file: Path) -> str:
+    row = conn.execute("SELECT password_hash FROM mqtt_credentials WHERE username = %s "
+                       "AND revoked_at IS NULL", (service_username(role),)).fetchone()
+    try:
+        kept = secret_file.read_text().strip()
+    except OSError:
+        kept = None
+    if row is not None and kept and verify_password(kept, row[0]):
+        return kept
+    password = provision_service(conn, role).password
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password)
+    return password

@@ -1,0 +1,120 @@
+"""Password hashes, broker files, the rate limiter and the development PKI, without a
+broker (tests/integration/test_security.py runs them against a real Mosquitto)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tidefield.protocol.errors import REASONS
+from tidefield.server.ingest.pipeline import Envelope, rate_limited
+from tidefield.server.ingest.ratelimit import DeviceRateLimiter
+from tidefield.server.security.accounts import SERVICES, Login, Rule, device_rules
+from tidefield.server.security.broker_files import render_acl, render_password_file
+from tidefield.server.security.passwords import hash_password, verify_password
+from tidefield.server.security.tls import ensure_dev_pki, issue_server_cert, make_ca
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto")
+def test_a_hash_made_by_mosquitto_passwd_verifies_here(tmp_path):
+    path = tmp_path / "pw"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), "alice", "s3cret"], check=True)
+    hashed = path.read_text().strip().split(":", 1)[1]
+    assert hashed.startswith("$7$")
+    assert verify_password("s3cret", hashed)
+    assert not verify_password("s3cret!", hashed)
+
+
+def test_our_hash_has_mosquittos_shape_and_a_fresh_salt():
+    first, second = hash_password("pw"), hash_password("pw")
+    kind, iterations, salt, digest = first.split("$")[1:]
+    assert (kind, iterations) == ("7", "101")
+    assert len(salt) == 16 and len(digest) == 88  # 12 and 64 bytes in base64
+    assert first != second  # salted
+    assert verify_password("pw", first) and not verify_password("pw2", first)
+    with pytest.raises(ValueError, match="not a Mosquitto"):
+        verify_password("pw", "$6$abc$def")
+
+
+def test_device_rules_name_only_its_own_topics():
+    assert device_rules("ag-001", "ag-001-soil") == (
+        Rule("write", "tf/v1/ag-001/ag-001-soil/up"),
+        Rule("write", "tf/v1/ag-001/ag-001-soil/status"),
+        Rule("read", "tf/v1/ag-001/ag-001-soil/down/#"))
+    # services never write telemetry, except the development simulator
+    for role, rules in SERVICES.items():
+        writes = {r.topic for r in rules if r.access == "write"}
+        assert role == "simulator" or not writes & {"tf/v1/+/+/up", "tf/v1/+/+/status"}
+
+
+def test_broker_files_render_every_login_and_rule():
+    logins = [Login("ag-001-soil", "$7$101$x$y", device_rules("ag-001", "ag-001-soil")),
+              Login("svc_ingest", "$7$101$a$b", SERVICES["ingest"])]
+    assert render_password_file(logins) == ("ag-001-soil:$7$101$x$y\n"
+                                            "svc_ingest:$7$101$a$b\n")
+    acl = render_acl(logins)
+    blocks = [b for b in acl.split("\n\n") if b.startswith("user ")]
+    assert blocks[0].splitlines() == ["user ag-001-soil",
+                                      "topic write tf/v1/ag-001/ag-001-soil/up",
+                                      "topic write tf/v1/ag-001/ag-001-soil/status",
+                                      "topic read tf/v1/ag-001/ag-001-soil/down/#"]
+    assert blocks[1].splitlines() == ["user svc_ingest", "topic read tf/v1/+/+/up",
+                                      "topic read tf/v1/+/+/status"]
+    assert "pattern" not in acl
+
+
+def test_rate_limiter_allows_a_burst_then_the_rate():
+    limiter = DeviceRateLimiter(rate_per_s=2, burst=5)
+    assert limiter.split([("a", 0.0)] * 7) == [True] * 5 + [False] * 2
+    assert limiter.allow("b", 0.0)  # another device has its own bucket
+    assert not limiter.allow("a", 0.4)  # 0.8 of a token
+    assert limiter.allow("a", 0.5)  # 1.0
+    assert not limiter.allow("a", 0.5)
+    assert limiter.split([("a", 100.0)] * 6) == [True] * 5 + [False]  # refills to burst only
+
+
+def test_rate_limiter_off_and_bad_settings():
+    assert DeviceRateLimiter(0, 1).split([("a", 0.0)] * 1000) == [True] * 1000
+    with pytest.raises(ValueError):
+        DeviceRateLimiter(-1, 1)
+    with pytest.raises(ValueError):
+        DeviceRateLimiter(1, 0)
+
+
+def test_rate_limit_rejects_count_per_device_and_keep_the_first_as_sample():
+    envs = [Envelope(f"tf/v1/ag-001/{d}/up", f"{d}-{i}".encode(), None, 1000 + i)
+            for i, d in enumerate(["ag-001-wx", "ag-001-wx", "ag-001-soil", "ag-001-wx"])]
+    rejects = {r.device_id: r for r in rate_limited(envs, 2.0, 5)}
+    assert set(rejects) == {"ag-001-wx", "ag-001-soil"}
+    assert rejects["ag-001-wx"].messages == 3
+    assert rejects["ag-001-wx"].payload == b"ag-001-wx-0"
+    assert rejects["ag-001-soil"].messages == 1
+    assert all(r.reason == "rate_limited" for r in rejects.values())
+
+
+def test_every_reason_code_is_listed():
+    assert {"identity_mismatch", "unknown_device", "rate_limited", "unknown_series",
+            "bad_topic", "oversize"} <= REASONS
+
+
+def test_dev_pki_signs_a_server_certificate_for_local_names(tmp_path):
+    from cryptography import x509
+
+    files = ensure_dev_pki(tmp_path, ["broker.example"])
+    ca = x509.load_pem_x509_certificate(files.ca_file.read_bytes())
+    server = x509.load_pem_x509_certificate(files.cert_file.read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"localhost", "broker.example"} <= set(names.get_values_for_type(x509.DNSName))
+    assert "127.0.0.1" in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    assert (tmp_path / "ca.key").stat().st_mode & 0o077 == 0
+    assert files.key_file.stat().st_mode & 0o077 == 0
+    again = ensure_dev_pki(tmp_path)  # kept, not remade
+    assert again.cert_file.read_bytes() == files.cert_file.read_bytes()
+    # a certificate from another CA does not verify against this one
+    other_key, other_ca = make_ca("someone else")
+    _, foreign = issue_server_cert(other_key, other_ca, ["127.0.0.1"])
+    with pytest.raises(ValueError):
+        foreign.verify_directly_issued_by(ca)
