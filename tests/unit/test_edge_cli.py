@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,12 +62,21 @@ def test_sigterm_stops_the_agent_cleanly(tmp_path):
     path = write_config(tmp_path, drivers=[SOIL_PROBE])
     proc = subprocess.Popen([sys.executable, "-m", "tidefield.edge", "run", "--config",
                              str(path)], stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    assert proc.poll() is None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    # the driver's first warning comes from a running agent (signal handlers installed):
+    # wait for it rather than for a fixed time, which a loaded machine can outlast
+    failed = "ag-001-soil: poll failed: cannot connect to 127.0.0.1:1; retrying in"
+    deadline = time.monotonic() + 60
+    while not any(failed in line for line in list(lines)) and time.monotonic() < deadline:
+        assert proc.poll() is None, "".join(lines)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
-    stderr = proc.stderr.read()
-    assert "ag-001-soil: poll failed: cannot connect to 127.0.0.1:1; retrying in" in stderr
+    reader.join(10)
+    stderr = "".join(lines)
+    assert failed in stderr
     assert "pymodbus" not in stderr  # the driver's one warning, not the library's noise
     assert "Traceback" not in stderr
 
