@@ -56,13 +56,14 @@ from ._layout import (
     K_SPIKE,
     K_STUCK,
     P_A_BURST,
-    P_A_CROSS,
     P_A_SCALE,
     P_BURST_THR,
     P_CORR_WINDOW_MS,
     P_CORR_Z,
-    P_CROSS_Z,
     P_DEV_FLOOR,
+    P_DRIFT_H,
+    P_DRIFT_K,
+    P_DRIFT_SPAN,
     P_EXCEED_K,
     P_GAP_FACTOR,
     P_JUMP_FACTOR,
@@ -70,6 +71,7 @@ from ._layout import (
     P_LEVEL_Z,
     P_MAX_FLAG_MS,
     P_MAX_SPIKE_RUN,
+    P_RETURN_FRAC,
     P_SPIKE_SPAN,
     P_SPIKE_Z,
     P_STUCK_FACTOR,
@@ -86,6 +88,8 @@ from ._layout import (
     RP_CLEAR_MS,
     RP_COMPONENTS,
     RP_COND,
+    RP_GATE,
+    RP_INTERVAL,
     RP_MIN,
     RP_SERIES,
     RP_TAU,
@@ -103,21 +107,26 @@ from ._layout import (
     RS_PEAK,
     RS_PENDING,
     RS_RISES,
+    RS_SEEN,
     RS_UPDATED,
     RS_VALUE,
-    S_BIN,
     S_BURST,
+    S_CUS_DOWN,
+    S_CUS_UP,
     S_D_LAST,
     S_DEV_T,
-    S_DVAR,
     S_FLAG_SINCE,
+    S_HOUR,
+    S_HOUR_END,
+    S_HOURS,
     S_JUMP_MAX,
     S_MF,
-    S_MS,
     S_N,
+    S_RB,
     S_RUN,
     S_RUN_MAX,
     S_RUN_START,
+    S_RVAR,
     S_SCALE,
     S_SCALE2,
     S_SPIKE_RUN,
@@ -125,13 +134,11 @@ from ._layout import (
     S_T_LAST,
     S_X_LAST,
     S_X_PREV,
-    S_XVAR,
-    S_XZ,
-    S_ZS,
 )
 
 JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
 
+NEVER = -1e18  # a time before anything (detector.NEVER)
 RECENT_MS = 2.0 * HOUR_MS  # a group member heard from longer ago than this is not compared
 RISE_MERGE_MS = 6.0 * HOUR_MS  # rises closer than this belong to one irrigation or shower
 
@@ -144,8 +151,9 @@ def _ratio_score(r):
 
 @njit(**JIT)
 def _group_median(t, st, grp_ptr, grp_mem, group, warm_ms, scratch):
-    """Median signed level z of the warm, unflagged members of ``group`` heard from in the
-    last two hours, and how many there were (the median is NaN under three)."""
+    """Median de-seasoned level of the warm members of ``group`` heard from in the last
+    two hours and not under suspicion of a change, and how many there were (NaN under
+    three)."""
     k = 0
     for j in range(grp_ptr[group], grp_ptr[group + 1]):
         m = grp_mem[j]
@@ -153,7 +161,7 @@ def _group_median(t, st, grp_ptr, grp_mem, group, warm_ms, scratch):
             continue
         if st[m, S_T_LAST] - st[m, S_T_FIRST] < warm_ms or st[m, S_FLAG_SINCE] >= 0.0:
             continue
-        scratch[k] = st[m, S_ZS]
+        scratch[k] = st[m, S_MF]
         k += 1
     if k < 3:
         return np.nan, k
@@ -176,11 +184,84 @@ def _corroborated(s, t, cfg, st, site_ptr, site_mem, window_ms):
 
 
 @njit(**JIT)
+def _wrap(d):
+    """An angle difference in [-180, 180)."""
+    return (d + 180.0) % 360.0 - 180.0
+
+
+@njit(**JIT)
+def _hourly_drift(s, t, local_hour, cfg, params, st, gst, grp_ptr, grp_mem, scratch):
+    """Once per series and local hour: the de-seasoned level's residual against the
+    median of the same sensors at other sites (regional weather moves them all), fed to
+    two one-sided CUSUMs in units of its learned spread. Baseline and spread are frozen
+    while a change is suspected (either CUSUM past half its threshold), so a slow drift
+    cannot teach them to accept it."""
+    group = int(cfg[s, C_GROUP])
+    if group < 0:
+        return
+    warm_ms = params[P_LEVEL_WARM_MS]
+    if gst[group, G_SLOT] != local_hour:
+        median, members = _group_median(t, st, grp_ptr, grp_mem, group, warm_ms, scratch)
+        gst[group, G_SLOT] = local_hour
+        gst[group, G_MEDIAN] = median
+        gst[group, G_COUNT] = members
+    if gst[group, G_COUNT] < 3.0:
+        return
+    r = st[s, S_MF] - gst[group, G_MEDIAN]
+    hours = st[s, S_HOURS] + 1.0
+    st[s, S_HOURS] = hours
+    if math.isnan(st[s, S_RB]):
+        st[s, S_RB] = r
+    floor = max(cfg[s, C_RES], params[P_DEV_FLOOR] * cfg[s, C_SPAN])
+    dev = r - st[s, S_RB]
+    if hours * HOUR_MS <= warm_ms:
+        # learning: a plain running mean and variance first, then the slow EWMAs
+        st[s, S_RB] += max(cfg[s, C_A_SLOW], 1.0 / hours) * dev
+        st[s, S_RVAR] += max(cfg[s, C_A_VAR], 1.0 / hours) * (dev * dev - st[s, S_RVAR])
+        return
+    sd = max(math.sqrt(st[s, S_RVAR]), floor)
+    dz = dev / sd
+    k = params[P_DRIFT_K]
+    h = params[P_DRIFT_H]
+    # one hour adds at most level_z σ (a sudden step says little about a drift), and the
+    # sums stop at twice the threshold so an episode that is over clears within hours
+    step = min(max(dz, -params[P_LEVEL_Z]), params[P_LEVEL_Z])
+    up = min(max(0.0, st[s, S_CUS_UP] + step - k), 2.0 * h)
+    down = min(max(0.0, st[s, S_CUS_DOWN] - step - k), 2.0 * h)
+    suspect = up > 0.5 * h or down > 0.5 * h
+    if not suspect:
+        st[s, S_RB] += cfg[s, C_A_SLOW] * dev
+        cap = params[P_LEVEL_Z] * sd
+        st[s, S_RVAR] += cfg[s, C_A_VAR] * (min(dev * dev, cap * cap) - st[s, S_RVAR])
+    if abs(dz) > params[P_CORR_Z]:
+        st[s, S_DEV_T] = t
+    big = abs(dev) > params[P_DRIFT_SPAN] * cfg[s, C_SPAN]
+    if (up > h or down > h) and big:
+        if st[s, S_FLAG_SINCE] < 0.0:
+            st[s, S_FLAG_SINCE] = t
+        elif t - st[s, S_FLAG_SINCE] > params[P_MAX_FLAG_MS]:
+            # a change lasting this long is the new level
+            st[s, S_RB] = r
+            up = 0.0
+            down = 0.0
+            st[s, S_FLAG_SINCE] = -1.0
+    else:
+        st[s, S_FLAG_SINCE] = -1.0
+        if abs(dz) < k:  # back at the baseline: whatever it was is over
+            up = min(up, 0.5 * h)
+            down = min(down, 0.5 * h)
+    st[s, S_CUS_UP] = up
+    st[s, S_CUS_DOWN] = down
+
+
+@njit(**JIT)
 def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, site_mem,
                 grp_ptr, grp_mem, scratch, out_score, out_comp, out_cat):
     """Score readings in arrival order; see the module docstring. Readings at or before
     their series' last scored time are left unscored (score 0, component none)."""
     warm_n = params[P_WARM_N]
+    gap_factor = params[P_GAP_FACTOR]
+    tz_ms = np.int64(params[P_TZ_OFFSET_MS])
     for i in range(series.shape[0]):
         s = series[i]
         t = float(times[i])
@@ -192,11 +273,10 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
         t_last = st[s, S_T_LAST]
         if seen > 0.0 and t <= t_last:
             continue
-        interval = cfg[s, C_INTERVAL]
         best = 0.0
         comp = K_NONE
         if seen > 0.0:
-            limit = params[P_GAP_FACTOR] * interval
+            limit = gap_factor * cfg[s, C_INTERVAL]
             if t - t_last > limit:
                 best = _ratio_score((t - t_last) / limit)
                 comp = K_GAP
@@ -212,27 +292,28 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             out_cat[i] = CAT_FAULT
             continue
         res = cfg[s, C_RES]
-        span = cfg[s, C_SPAN]
         decay = cfg[s, C_DECAY]
+        circular = cfg[s, C_CIRC] > 0.0
         warm = seen >= warm_n
         flagged = False
 
         # --- stuck: a run of identical values far longer than this series ever shows ----
         at_bound = x <= low + 0.5 * res or x >= high - 0.5 * res
-        stuck_thr = max(params[P_STUCK_MIN_RUN], params[P_STUCK_FACTOR] * st[s, S_RUN_MAX])
-        if x == st[s, S_X_PREV]:
-            st[s, S_RUN] += 1.0
+        run_max = st[s, S_RUN_MAX]
+        stuck_thr = max(params[P_STUCK_MIN_RUN], params[P_STUCK_FACTOR] * run_max)
+        prev = st[s, S_X_PREV]
+        if x == prev:
+            run = st[s, S_RUN] + 1.0
         else:
             run = st[s, S_RUN]
-            prev = st[s, S_X_PREV]
             prev_bound = prev <= low + 0.5 * res or prev >= high - 0.5 * res
-            if run > st[s, S_RUN_MAX] and run < stuck_thr and not prev_bound:
-                st[s, S_RUN_MAX] = run
-            st[s, S_RUN] = 0.0
+            if run > run_max and run < stuck_thr and not prev_bound:
+                run_max = run
+            run = 0.0
             st[s, S_RUN_START] = t
+        st[s, S_RUN] = run
         st[s, S_X_PREV] = x
-        st[s, S_RUN_MAX] *= decay
-        run = st[s, S_RUN]
+        st[s, S_RUN_MAX] = run_max * decay
         if (warm and not at_bound and run >= stuck_thr
                 and t - st[s, S_RUN_START] >= params[P_STUCK_MIN_MS]):
             score = _ratio_score(run / stuck_thr)
@@ -248,21 +329,28 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             st[s, S_X_LAST] = x
         else:
             d = x - x_last
-            if cfg[s, C_CIRC] > 0.0:
-                d = (d + 180.0) % 360.0 - 180.0
+            if circular:
+                d = _wrap(d)
             ad = abs(d)
             scale = max(st[s, S_SCALE], res)
-            # noise is judged on the change of the step, which a smooth ramp (sunrise, a
-            # charging battery) keeps small and noise does not
-            d2 = abs(d - st[s, S_D_LAST]) if not math.isnan(st[s, S_D_LAST]) else 0.0
-            scale2 = max(st[s, S_SCALE2], res)
-            exceed = 1.0 if d2 > params[P_EXCEED_K] * scale2 else 0.0
-            if not at_bound:  # a sensor resting at its limit (no sun, no rain) says nothing
-                st[s, S_BURST] += params[P_A_BURST] * (exceed - st[s, S_BURST])
-            bursting = warm and st[s, S_BURST] > params[P_BURST_THR]
-            spike_thr = max(params[P_SPIKE_Z] * scale, params[P_SPIKE_SPAN] * span,
+            spike_thr = max(params[P_SPIKE_Z] * scale, params[P_SPIKE_SPAN] * cfg[s, C_SPAN],
                             params[P_JUMP_FACTOR] * st[s, S_JUMP_MAX])
-            if warm and ad > spike_thr:
+            # away: past the threshold, or, during a spike, not yet back near the level it
+            # left (a step that holds is a new level, not a spike that came back)
+            away = warm and (ad > spike_thr or (st[s, S_SPIKE_RUN] > 0.0
+                                                and ad > params[P_RETURN_FRAC] * spike_thr))
+            # noise is judged on the change of the step, which a smooth ramp (sunrise, a
+            # charging battery) keeps small and noise does not: its short-term mean
+            # against its learned size
+            d_last = st[s, S_D_LAST]
+            d2 = abs(d - d_last) if not math.isnan(d_last) else 0.0
+            scale2 = max(st[s, S_SCALE2], res)
+            if not at_bound and not away:  # a spike or a resting sensor says nothing
+                st[s, S_BURST] += params[P_A_BURST] * (min(d2, params[P_EXCEED_K] * scale2)
+                                                       - st[s, S_BURST])
+            burst = st[s, S_BURST] / (params[P_BURST_THR] * scale2)
+            bursting = warm and burst > 1.0
+            if away:
                 spike_run = st[s, S_SPIKE_RUN] + 1.0
                 score = _ratio_score(ad / spike_thr)
                 flagged = True
@@ -292,79 +380,41 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                                                             - st[s, S_SCALE2])
                     st[s, S_JUMP_MAX] = max(st[s, S_JUMP_MAX] * decay, ad)
             if bursting:
-                score = max(best, _ratio_score(st[s, S_BURST] / params[P_BURST_THR]))
+                score = max(best, _ratio_score(burst))
                 if comp == K_SPIKE or score > best:
                     best = score
                     comp = K_NOISE
                 flagged = True
 
-        # --- level: the de-seasoned hourly level against its slow baseline ---------------
+        # --- level: the de-seasoned level against the same sensors elsewhere ------------
         if cfg[s, C_LEVEL] > 0.0 and not spiking:
-            local = times[i] + np.int64(params[P_TZ_OFFSET_MS])
-            hour = (local // np.int64(HOUR_MS)) % BINS
+            if t >= st[s, S_HOUR_END]:
+                local_hour = (times[i] + tz_ms) // np.int64(HOUR_MS)
+                st[s, S_HOUR] = float(local_hour % BINS)
+                st[s, S_HOUR_END] = float((local_hour + 1) * np.int64(HOUR_MS) - tz_ms)
+                _hourly_drift(s, t, float(local_hour), cfg, params, st, gst, grp_ptr,
+                              grp_mem, scratch)
+            hour = int(st[s, S_HOUR])
             p = prof[s, hour]
             if math.isnan(p):  # a first visit: carry the hour before forward
                 p = prof[s, (hour + BINS - 1) % BINS]
                 if math.isnan(p):
                     p = x
                 prof[s, hour] = p
-            e = x - p
-            if math.isnan(st[s, S_MF]):
-                st[s, S_MF] = e
-                st[s, S_MS] = e
-            st[s, S_MF] += cfg[s, C_A_FAST] * (e - st[s, S_MF])
-            if st[s, S_FLAG_SINCE] < 0.0:
-                st[s, S_MS] += cfg[s, C_A_SLOW] * (e - st[s, S_MS])
-            dev = st[s, S_MF] - st[s, S_MS]
-            sd = max(math.sqrt(st[s, S_DVAR]), res, params[P_DEV_FLOOR] * span)
-            z = dev / sd
-            st[s, S_ZS] = z
-            level_flag = False
-            if t - st[s, S_T_FIRST] >= params[P_LEVEL_WARM_MS]:
-                level_z = params[P_LEVEL_Z]
-                stat = abs(z) / level_z
-                group = int(cfg[s, C_GROUP])
-                slot = float(times[i] // np.int64(HOUR_MS))
-                if group >= 0 and st[s, S_BIN] != slot:
-                    # once an hour: this series' level against its group's (one median
-                    # per group and hour, shared by every member)
-                    st[s, S_BIN] = slot
-                    if gst[group, G_SLOT] != slot:
-                        median, members = _group_median(t, st, grp_ptr, grp_mem, group,
-                                                        params[P_LEVEL_WARM_MS], scratch)
-                        gst[group, G_SLOT] = slot
-                        gst[group, G_MEDIAN] = median
-                        gst[group, G_COUNT] = members
-                    if gst[group, G_COUNT] >= 3.0:
-                        dz = z - gst[group, G_MEDIAN]
-                        if st[s, S_FLAG_SINCE] < 0.0:
-                            st[s, S_XVAR] += params[P_A_CROSS] * (dz * dz - st[s, S_XVAR])
-                        st[s, S_XZ] = dz / max(math.sqrt(st[s, S_XVAR]), 1.0)
-                    else:
-                        st[s, S_XZ] = np.nan
-                if group >= 0 and not math.isnan(st[s, S_XZ]):
-                    stat = min(stat, abs(st[s, S_XZ]) / params[P_CROSS_Z])
-                if stat > 1.0:
-                    level_flag = True
-                    if st[s, S_FLAG_SINCE] < 0.0:
-                        st[s, S_FLAG_SINCE] = t
-                    elif t - st[s, S_FLAG_SINCE] > params[P_MAX_FLAG_MS]:
-                        st[s, S_MS] = st[s, S_MF]  # a lasting change: take it as the level
-                        st[s, S_FLAG_SINCE] = -1.0
-                    score = _ratio_score(stat)
-                    if score > best:
-                        best = score
-                        comp = K_DRIFT
-                else:
-                    st[s, S_FLAG_SINCE] = -1.0
-                if stat * level_z > params[P_CORR_Z]:
-                    st[s, S_DEV_T] = t
-            if not flagged and not level_flag:
-                prof[s, hour] += cfg[s, C_A_PROF] * (x - p)
-            # the spread learns from every reading, each capped at the threshold (Huber):
-            # a recurring natural swing is learned, a fault moves it only slowly
-            cap = params[P_LEVEL_Z] * sd
-            st[s, S_DVAR] += cfg[s, C_A_VAR] * (min(dev * dev, cap * cap) - st[s, S_DVAR])
+            e = _wrap(x - p) if circular else x - p
+            mf = st[s, S_MF]
+            if math.isnan(mf):
+                mf = e
+            st[s, S_MF] = mf + cfg[s, C_A_FAST] * (e - mf)
+            suspect = max(st[s, S_CUS_UP], st[s, S_CUS_DOWN]) > 0.5 * params[P_DRIFT_H]
+            if st[s, S_FLAG_SINCE] >= 0.0:
+                score = _ratio_score(max(st[s, S_CUS_UP], st[s, S_CUS_DOWN])
+                                     / params[P_DRIFT_H])
+                if score > best:
+                    best = score
+                    comp = K_DRIFT
+            elif not flagged and not suspect:
+                prof[s, hour] = p + cfg[s, C_A_PROF] * e
 
         if comp != K_NONE:
             category = CAT_FAULT
@@ -435,14 +485,24 @@ def _advance(k, hit, cleared, t, x, comp, rp, rs, n, t_inst, t_action, t_time, t
 
 
 @njit(**JIT)
+def _gate_holds(rp, rs, k):
+    """A rule that `requires` another condition at the site opens only while that one is
+    met (``RP_GATE``: its instance, or -1 for none)."""
+    g = int(rp[k, RP_GATE])
+    return g < 0 or rs[g, RS_COND_SINCE] >= 0.0 or rs[g, RS_ACTIVE] > 0.0
+
+
+@njit(**JIT)
 def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, rule_inst,
                 rp, rs, t_inst, t_action, t_time, t_value):
     """Advance every rule instance bound to each reading's series; returns how many
     transitions there were (those past the arrays' length are counted, not written).
 
     A fault rule counts only the components in its mask. A spike counts once the value
-    has come back (the next reading is not a spike or a shift): a step that holds is the
-    world changing (rain on a humidity sensor), not a broken sensor."""
+    has come back (a reading that is neither a spike nor a shift): a step that holds is
+    the world changing (rain on a humidity sensor), not a broken sensor. A no-data rule
+    that finds, when a reading arrives, that the silence before it was too long opens
+    and closes at once: the gap was real even if no clock tick caught it."""
     n = 0
     for i in range(series.shape[0]):
         s = series[i]
@@ -459,10 +519,24 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
             k = rule_inst[j]
             cond = rp[k, RP_COND]
             if cond == R_NO_DATA:
+                seen = rs[k, RS_SEEN]
                 if rs[k, RS_ACTIVE] > 0.0:  # any reading ends the silence
                     rs[k, RS_ACTIVE] = 0.0
                     rs[k, RS_COND_SINCE] = -1.0
                     n = _emit(n, k, A_CLOSE, t, x, t_inst, t_action, t_time, t_value)
+                elif (seen > NEVER and t > seen
+                      and t - seen > rp[k, RP_THRESHOLD] * rp[k, RP_INTERVAL]):
+                    opened = seen + rp[k, RP_INTERVAL]
+                    rs[k, RS_OPENED] = opened
+                    rs[k, RS_UPDATED] = t
+                    rs[k, RS_VALUE] = np.nan
+                    rs[k, RS_PEAK] = np.nan
+                    rs[k, RS_FIRST_COMPONENT] = K_GAP
+                    n = _emit(n, k, A_OPEN, opened, np.nan, t_inst, t_action, t_time,
+                              t_value)
+                    n = _emit(n, k, A_CLOSE, t, x, t_inst, t_action, t_time, t_value)
+                if t > seen:
+                    rs[k, RS_SEEN] = t
                 continue
             if cond == R_FAULT:
                 counted = (int(rp[k, RP_COMPONENTS]) >> comp) & 1 == 1
@@ -473,6 +547,8 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                         rs[k, RS_PENDING] = t
                     continue
                 if not math.isnan(rs[k, RS_PENDING]):
+                    if comp == K_SPIKE:  # still away, if less: not decided yet
+                        continue
                     pending = rs[k, RS_PENDING]
                     rs[k, RS_PENDING] = np.nan
                     if comp != K_SHIFT:  # it came back: that was a spike
@@ -516,6 +592,9 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 hit = (not rose and rs[k, RS_RISES] >= 3.0
                        and t - rs[k, RS_LAST_RISE] > rp[k, RP_THRESHOLD] * rs[k, RS_GAP_MAX])
                 cleared = rose
+            if hit and not active and not _gate_holds(rp, rs, k):
+                hit = False
+                cleared = True
             n = _advance(k, hit, cleared, t, x, comp, rp, rs, n, t_inst, t_action, t_time,
                          t_value)
     return n

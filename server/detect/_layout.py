@@ -25,19 +25,26 @@ PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike
                  "spike_span", "jump_factor", "max_spike_run", "a_scale", "exceed_k",
                  "a_burst", "burst_thr", "level_warm_ms", "level_z", "dev_floor", "cross_z",
                  "corr_z", "corr_window_ms", "tz_offset_ms", "max_flag_ms", "a_cross",
-                 "stuck_min_ms")
+                 "stuck_min_ms", "return_frac", "drift_k", "drift_h", "drift_span")
 (P_WARM_N, P_GAP_FACTOR, P_STUCK_MIN_RUN, P_STUCK_FACTOR, P_SPIKE_Z, P_SPIKE_SPAN,
  P_JUMP_FACTOR, P_MAX_SPIKE_RUN, P_A_SCALE, P_EXCEED_K, P_A_BURST, P_BURST_THR,
  P_LEVEL_WARM_MS, P_LEVEL_Z, P_DEV_FLOOR, P_CROSS_Z, P_CORR_Z, P_CORR_WINDOW_MS,
- P_TZ_OFFSET_MS, P_MAX_FLAG_MS, P_A_CROSS, P_STUCK_MIN_MS) = range(len(PARAM_COLUMNS))
+ P_TZ_OFFSET_MS, P_MAX_FLAG_MS, P_A_CROSS, P_STUCK_MIN_MS, P_RETURN_FRAC, P_DRIFT_K,
+ P_DRIFT_H, P_DRIFT_SPAN) = range(len(PARAM_COLUMNS))
 
 # --- per-series state ------------------------------------------------------------------
+# mf: the de-seasoned level (1-h EWMA); rb, rvar: baseline and spread of its residual
+# against the cross-site median, frozen while a change is suspected; cus_up, cus_down:
+# the two one-sided CUSUMs of that residual; hours: how many hourly residuals learned;
+# hour_end: when the current local hour ends (the hourly work runs once per series and
+# hour); hour: its hour-of-day bin
 STATE_COLUMNS = ("n", "t_first", "t_last", "x_last", "x_prev", "run", "run_max", "scale",
-                 "jump_max", "burst", "spike_run", "mf", "ms", "dvar", "zs", "xvar", "xz",
-                 "bin", "dev_t", "flag_since", "run_start", "d_last", "scale2")
+                 "jump_max", "burst", "spike_run", "mf", "rb", "rvar", "cus_up", "cus_down",
+                 "hours", "hour_end", "hour", "dev_t", "flag_since", "run_start", "d_last",
+                 "scale2")
 (S_N, S_T_FIRST, S_T_LAST, S_X_LAST, S_X_PREV, S_RUN, S_RUN_MAX, S_SCALE, S_JUMP_MAX,
- S_BURST, S_SPIKE_RUN, S_MF, S_MS, S_DVAR, S_ZS, S_XVAR, S_XZ, S_BIN, S_DEV_T,
- S_FLAG_SINCE, S_RUN_START, S_D_LAST, S_SCALE2) = range(len(STATE_COLUMNS))
+ S_BURST, S_SPIKE_RUN, S_MF, S_RB, S_RVAR, S_CUS_UP, S_CUS_DOWN, S_HOURS, S_HOUR_END, S_HOUR,
+ S_DEV_T, S_FLAG_SINCE, S_RUN_START, S_D_LAST, S_SCALE2) = range(len(STATE_COLUMNS))
 BINS = 24  # hour-of-day bins of the seasonal profile
 
 # --- per cross-site group (series of one metric and device template): the hourly median
@@ -49,16 +56,18 @@ CONDITIONS = ("below", "above", "fall", "no_rise", "fault", "no_data")
 R_BELOW, R_ABOVE, R_FALL, R_NO_RISE, R_FAULT, R_NO_DATA = range(len(CONDITIONS))
 
 RULE_COLUMNS = ("series", "condition", "threshold", "clear", "alpha", "min_ms", "clear_ms",
-                "worse_below", "components")  # components: bit mask of COMPONENTS (fault)
+                "worse_below", "components", "interval_ms", "gate")
+# components: bit mask of COMPONENTS (fault); gate: the instance whose condition must hold
+# too (a rule's `requires`), or -1
 (RP_SERIES, RP_COND, RP_THRESHOLD, RP_CLEAR, RP_TAU, RP_MIN, RP_CLEAR_MS,
- RP_WORSE_BELOW, RP_COMPONENTS) = range(len(RULE_COLUMNS))
+ RP_WORSE_BELOW, RP_COMPONENTS, RP_INTERVAL, RP_GATE) = range(len(RULE_COLUMNS))
 
 RULE_STATE_COLUMNS = ("active", "cond_since", "clear_since", "opened", "peak", "value",
                       "updated", "base", "lowest", "last_rise", "gap_max", "rises",
-                      "first_component", "pending")
+                      "first_component", "pending", "seen")
 (RS_ACTIVE, RS_COND_SINCE, RS_CLEAR_SINCE, RS_OPENED, RS_PEAK, RS_VALUE, RS_UPDATED,
  RS_BASE, RS_LOWEST, RS_LAST_RISE, RS_GAP_MAX, RS_RISES,
- RS_FIRST_COMPONENT, RS_PENDING) = range(len(RULE_STATE_COLUMNS))
+ RS_FIRST_COMPONENT, RS_PENDING, RS_SEEN) = range(len(RULE_STATE_COLUMNS))
 
 # transitions a rule kernel reports: (instance, action, time_ms, value)
 ACTIONS = ("opened", "closed")

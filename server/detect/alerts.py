@@ -187,8 +187,10 @@ class AlertBook:
         touched: set[AlertKey] = set()
         rs = self.engine.rules.state
         for tr in transitions:
-            key = self._key(tr.instance)
             spec = self.engine.rules.instances[tr.instance].spec
+            if not spec.alert:  # a condition other rules require
+                continue
+            key = self._key(tr.instance)
             alert = self.active.get(key)
             if tr.action == A_OPEN:
                 if alert is None:

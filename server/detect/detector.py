@@ -39,15 +39,13 @@ from ._layout import (
     CFG_COLUMNS,
     COMPONENTS,
     GROUP_COLUMNS,
-    S_BIN,
     S_D_LAST,
     S_DEV_T,
     S_FLAG_SINCE,
     S_MF,
-    S_MS,
+    S_RB,
     S_X_LAST,
     S_X_PREV,
-    S_XZ,
     STATE_COLUMNS,
 )
 from .params import DAY_MS, DetectorParams
@@ -151,11 +149,12 @@ class Detector:
             cfg[i, C_SITE] = site
             cfg[i, C_GROUP] = group
             cfg[i, C_A_FAST] = _alpha(interval_ms, prm.fast_hours * 3_600_000.0)
-            cfg[i, C_A_SLOW] = _alpha(interval_ms, prm.slow_days * DAY_MS)
-            cfg[i, C_A_VAR] = _alpha(interval_ms, prm.var_days * DAY_MS)
+            # the drift baseline and spread learn once an hour
+            cfg[i, C_A_SLOW] = _alpha(3_600_000.0, prm.slow_days * DAY_MS)
+            cfg[i, C_A_VAR] = _alpha(3_600_000.0, prm.var_days * DAY_MS)
             cfg[i, C_A_PROF] = min(1.0, interval_ms * BINS / (prm.profile_days * DAY_MS))
             cfg[i, C_DECAY] = float(np.exp(-interval_ms / (prm.memory_days * DAY_MS)))
-            cfg[i, C_LEVEL] = 0.0 if circular or info.metric in prm.level_skip else 1.0
+            cfg[i, C_LEVEL] = 0.0 if info.metric in prm.level_skip else 1.0
         # a cross-site group needs a few members to say anything
         for members in group_members:
             if len(members) < 4:
@@ -170,10 +169,9 @@ class Detector:
     @staticmethod
     def initial_state(n: int) -> tuple[np.ndarray, np.ndarray]:
         state = np.zeros((n, len(STATE_COLUMNS)), dtype=np.float64)
-        state[:, [S_X_LAST, S_X_PREV, S_MF, S_MS, S_XZ, S_D_LAST]] = np.nan
+        state[:, [S_X_LAST, S_X_PREV, S_MF, S_RB, S_D_LAST]] = np.nan
         state[:, S_DEV_T] = NEVER
         state[:, S_FLAG_SINCE] = -1.0
-        state[:, S_BIN] = -1.0
         return state, np.full((n, BINS), np.nan)
 
     # --- scoring ----------------------------------------------------------------------

@@ -38,20 +38,35 @@ class DetectorParams(BaseModel):
     max_spike_run: int = Field(3, ge=1, le=1000,
                                description="a spike lasting longer is a level shift")
     scale_alpha: float = Field(0.02, gt=0.0, le=1.0, description="EWMA weight of the step scale")
-    exceed_k: float = Field(5.0, gt=0.0, le=1e6,
-                            description="noise burst: steps above this many typical steps ...")
-    burst_alpha: float = Field(0.1, gt=0.0, le=1.0, description="... averaged with this weight")
-    burst_threshold: float = Field(0.5, gt=0.0, le=1.0,
-                                   description="... over this fraction of the readings")
+    exceed_k: float = Field(10.0, gt=0.0, le=1e6,
+                            description="noise burst: a change of the step counts at most this "
+                                        "many typical ones ...")
+    burst_alpha: float = Field(0.1, gt=0.0, le=1.0,
+                               description="... in a mean of this weight per reading")
+    burst_threshold: float = Field(4.0, gt=0.0, le=1e6,
+                                   description="noise burst: the short-term mean change of the "
+                                               "step this many times its learned size")
     level_warm_days: float = Field(2.0, ge=0.0, le=365.0,
                                    description="history before the level detector judges")
-    level_z: float = Field(5.0, gt=0.0, le=1e6,
-                           description="level: hourly de-seasoned level this many σ off")
+    level_z: float = Field(3.0, gt=0.0, le=1e6,
+                           description="drift: one hour's residual counts at most this many σ "
+                                       "in the learned spread")
     dev_floor: float = Field(0.01, ge=0.0, le=10.0,
                              description="least σ of the level, as a fraction of the typical "
                                          "range")
     cross_z: float = Field(5.0, gt=0.0, le=1e6,
-                           description="and this many σ off the same sensors at other sites")
+                           description="unused since the CUSUM drift detector (kept so stored "
+                                       "parameter sets still load)")
+    return_frac: float = Field(0.5, gt=0.0, le=1.0,
+                               description="a spike has come back once the step from the level "
+                                           "it left is under this fraction of the threshold")
+    drift_k: float = Field(1.0, ge=0.0, le=1e6,
+                           description="drift CUSUM: σ of hourly residual allowed for free")
+    drift_h: float = Field(24.0, gt=0.0, le=1e6,
+                           description="drift CUSUM: alarm past this many accumulated σ")
+    drift_span: float = Field(0.08, ge=0.0, le=10.0,
+                              description="and a residual at least this fraction of the "
+                                          "typical range")
     corroborate_z: float = Field(4.0, gt=0.0, le=1e6,
                                  description="another series of the site this far off makes "
                                              "a level change an event")
@@ -62,17 +77,19 @@ class DetectorParams(BaseModel):
     max_flag_days: float = Field(7.0, gt=0.0, le=365.0,
                                  description="a level change lasting longer becomes the level")
     cross_alpha: float = Field(0.02, gt=0.0, le=1.0,
-                               description="hourly EWMA weight of the cross-site spread")
+                               description="unused since the CUSUM drift detector")
     fast_hours: float = Field(1.0, gt=0.0, le=1000.0, description="time constant of the level")
-    slow_days: float = Field(3.0, gt=0.0, le=365.0, description="... and of its baseline")
+    slow_days: float = Field(3.0, gt=0.0, le=365.0,
+                             description="... and of the baseline of its cross-site residual")
     var_days: float = Field(5.0, gt=0.0, le=365.0, description="... and of its spread")
     profile_days: float = Field(5.0, gt=0.0, le=365.0,
                                 description="memory of the hour-of-day profile")
     memory_days: float = Field(7.0, gt=0.0, le=365.0,
                                description="memory of the longest run and step")
     level_skip: tuple[str, ...] = Field(
-        ("rainfall", "leaf_wetness"),
-        description="metrics without a level to judge (intermittent: wet or dry, rain or not)")
+        ("soil_moisture", "soil_ec", "chlorophyll_a"),
+        description="metrics without a level to compare across sites: soil water and its "
+                    "salts follow each site's own irrigation, algal blooms are patchy")
 
     def vector(self) -> np.ndarray:
         """The kernel's parameter vector (``_layout.PARAM_COLUMNS``)."""
@@ -89,5 +106,7 @@ class DetectorParams(BaseModel):
             "tz_offset_ms": self.tz_offset_hours * HOUR_MS,
             "max_flag_ms": self.max_flag_days * DAY_MS, "a_cross": self.cross_alpha,
             "stuck_min_ms": self.stuck_min_minutes * 60_000.0,
+            "return_frac": self.return_frac, "drift_k": self.drift_k,
+            "drift_h": self.drift_h, "drift_span": self.drift_span,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

@@ -63,12 +63,13 @@ class _Series:
     burst: float = 0.0
     spike_run: int = 0
     mf: float = math.nan
-    ms: float = math.nan
-    dvar: float = 0.0
-    zs: float = 0.0
-    xvar: float = 0.0
-    xz: float = math.nan
-    slot: float = -1.0
+    rb: float = math.nan
+    rvar: float = 0.0
+    up: float = 0.0
+    down: float = 0.0
+    hours: int = 0
+    hour_end: float = 0.0
+    hour: int = 0
     dev_t: float = -1e18
     flag_since: float = -1.0
     profile: list[float] = field(default_factory=lambda: [math.nan] * BINS)
@@ -78,12 +79,64 @@ def _ratio(r: float) -> float:
     return r / (1.0 + r) if r > 0.0 else 0.0
 
 
+def _wrap(d: float) -> float:
+    return (d + 180.0) % 360.0 - 180.0
+
+
+def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
+    """The drift CUSUM's hourly step (see ``_kernels._hourly_drift``)."""
+    g = int(group_of[s])
+    if g < 0:
+        return
+    if groups.get(g, (None,))[0] != local_hour:
+        levels = [state[m].mf for m in np.flatnonzero(group_of == g)
+                  if state[m].n > 0 and t - state[m].t_last <= RECENT_MS
+                  and state[m].t_last - state[m].t_first >= p["level_warm_ms"]
+                  and state[m].flag_since < 0]
+        groups[g] = (local_hour, float(np.median(levels)) if len(levels) >= 3 else math.nan,
+                     len(levels))
+    _, median, count = groups[g]
+    if count < 3:
+        return
+    r = me.mf - median
+    me.hours += 1
+    if math.isnan(me.rb):
+        me.rb = r
+    dev = r - me.rb
+    if me.hours * HOUR_MS <= p["level_warm_ms"]:
+        me.rb += max(c[C_A_SLOW], 1.0 / me.hours) * dev
+        me.rvar += max(c[C_A_VAR], 1.0 / me.hours) * (dev * dev - me.rvar)
+        return
+    sd = max(math.sqrt(me.rvar), c[C_RES], p["dev_floor"] * c[C_SPAN])
+    dz = dev / sd
+    k, h = p["drift_k"], p["drift_h"]
+    step = min(max(dz, -p["level_z"]), p["level_z"])
+    up = min(max(0.0, me.up + step - k), 2.0 * h)
+    down = min(max(0.0, me.down - step - k), 2.0 * h)
+    if not (up > 0.5 * h or down > 0.5 * h):
+        me.rb += c[C_A_SLOW] * dev
+        cap = p["level_z"] * sd
+        me.rvar += c[C_A_VAR] * (min(dev * dev, cap * cap) - me.rvar)
+    if abs(dz) > p["corr_z"]:
+        me.dev_t = t
+    if max(up, down) > h and abs(dev) > p["drift_span"] * c[C_SPAN]:
+        if me.flag_since < 0:
+            me.flag_since = t
+        elif t - me.flag_since > p["max_flag_ms"]:
+            me.rb, up, down, me.flag_since = r, 0.0, 0.0, -1.0
+    else:
+        me.flag_since = -1.0
+        if abs(dz) < k:
+            up, down = min(up, 0.5 * h), min(down, 0.5 * h)
+    me.up, me.down = up, down
+
+
 def score_batch(series, times, values, cfg, params):
     """Score a batch from a fresh state; returns (score, component, category) arrays."""
     p = dict(zip(PARAM_COLUMNS, params.tolist(), strict=True))
     n_series = cfg.shape[0]
     state = [_Series() for _ in range(n_series)]
-    groups: dict[int, tuple[float, float, int]] = {}  # group -> (slot, median, count)
+    groups: dict[int, tuple[float, float, int]] = {}  # group -> (hour, median, count)
     site_of = cfg[:, C_SITE].astype(int)
     group_of = cfg[:, C_GROUP].astype(int)
     out = (np.zeros(len(series), np.float32), np.zeros(len(series), np.int8),
@@ -132,17 +185,19 @@ def score_batch(series, times, values, cfg, params):
         else:
             d = x - me.x_last
             if c[C_CIRC] > 0:
-                d = (d + 180.0) % 360.0 - 180.0
+                d = _wrap(d)
             scale = max(me.scale, res)
-            d2 = abs(d - me.d_last) if not math.isnan(me.d_last) else 0.0
-            scale2 = max(me.scale2, res)
-            if not bound(x):
-                me.burst += p["a_burst"] * ((1.0 if d2 > p["exceed_k"] * scale2 else 0.0)
-                                            - me.burst)
-            bursting = warm and me.burst > p["burst_thr"]
             spike_thr = max(p["spike_z"] * scale, p["spike_span"] * span,
                             p["jump_factor"] * me.jump_max)
-            if warm and abs(d) > spike_thr:
+            away = warm and (abs(d) > spike_thr or (me.spike_run > 0 and abs(d)
+                                                    > p["return_frac"] * spike_thr))
+            d2 = abs(d - me.d_last) if not math.isnan(me.d_last) else 0.0
+            scale2 = max(me.scale2, res)
+            if not bound(x) and not away:
+                me.burst += p["a_burst"] * (min(d2, p["exceed_k"] * scale2) - me.burst)
+            burst = me.burst / (p["burst_thr"] * scale2)
+            bursting = warm and burst > 1.0
+            if away:
                 score = _ratio(abs(d) / spike_thr)
                 flagged = True
                 if me.spike_run + 1 > p["max_spike_run"]:
@@ -163,66 +218,31 @@ def score_batch(series, times, values, cfg, params):
                     me.scale2 += p["a_scale"] * (min(d2, 5.0 * scale2) - me.scale2)
                     me.jump_max = max(me.jump_max * c[C_DECAY], abs(d))
             if bursting:
-                score = max(best, _ratio(me.burst / p["burst_thr"]))
+                score = max(best, _ratio(burst))
                 if comp == K_SPIKE or score > best:
                     best, comp = score, K_NOISE
                 flagged = True
 
         if c[C_LEVEL] > 0 and not spiking:
-            hour = ((t_int + int(p["tz_offset_ms"])) // HOUR_MS) % BINS
+            if t >= me.hour_end:
+                local_hour = (t_int + int(p["tz_offset_ms"])) // HOUR_MS
+                me.hour = local_hour % BINS
+                me.hour_end = float((local_hour + 1) * HOUR_MS - int(p["tz_offset_ms"]))
+                _hourly(me, s, t, float(local_hour), c, p, state, groups, group_of)
+            hour = me.hour
             if math.isnan(me.profile[hour]):
                 before = me.profile[(hour - 1) % BINS]
                 me.profile[hour] = x if math.isnan(before) else before
             base = me.profile[hour]
-            e = x - base
+            e = _wrap(x - base) if c[C_CIRC] > 0 else x - base
             if math.isnan(me.mf):
-                me.mf = me.ms = e
+                me.mf = e
             me.mf += c[C_A_FAST] * (e - me.mf)
-            if me.flag_since < 0:
-                me.ms += c[C_A_SLOW] * (e - me.ms)
-            dev = me.mf - me.ms
-            sd = max(math.sqrt(me.dvar), res, p["dev_floor"] * span)
-            me.zs = dev / sd
-            level_flag = False
-            if t - me.t_first >= p["level_warm_ms"]:
-                stat = abs(me.zs) / p["level_z"]
-                g = int(group_of[s])
-                slot = float(t_int // HOUR_MS)
-                if g >= 0 and me.slot != slot:
-                    me.slot = slot
-                    if groups.get(g, (None,))[0] != slot:
-                        zs = [state[m].zs for m in np.flatnonzero(group_of == g)
-                              if state[m].n > 0 and t - state[m].t_last <= RECENT_MS
-                              and state[m].t_last - state[m].t_first >= p["level_warm_ms"]
-                              and state[m].flag_since < 0]
-                        groups[g] = (slot, float(np.median(zs)) if len(zs) >= 3 else math.nan,
-                                     len(zs))
-                    _, median, count = groups[g]
-                    if count >= 3:
-                        dz = me.zs - median
-                        if me.flag_since < 0:
-                            me.xvar += p["a_cross"] * (dz * dz - me.xvar)
-                        me.xz = dz / max(math.sqrt(me.xvar), 1.0)
-                    else:
-                        me.xz = math.nan
-                if g >= 0 and not math.isnan(me.xz):
-                    stat = min(stat, abs(me.xz) / p["cross_z"])
-                if stat > 1.0:
-                    level_flag = True
-                    if me.flag_since < 0:
-                        me.flag_since = t
-                    elif t - me.flag_since > p["max_flag_ms"]:
-                        me.ms, me.flag_since = me.mf, -1.0
-                    if _ratio(stat) > best:
-                        best, comp = _ratio(stat), K_DRIFT
-                else:
-                    me.flag_since = -1.0
-                if stat * p["level_z"] > p["corr_z"]:
-                    me.dev_t = t
-            if not flagged and not level_flag:
-                me.profile[hour] += c[C_A_PROF] * (x - base)
-            cap = p["level_z"] * sd
-            me.dvar += c[C_A_VAR] * (min(dev * dev, cap * cap) - me.dvar)
+            if me.flag_since >= 0:
+                if _ratio(max(me.up, me.down) / p["drift_h"]) > best:
+                    best, comp = _ratio(max(me.up, me.down) / p["drift_h"]), K_DRIFT
+            elif not flagged and max(me.up, me.down) <= 0.5 * p["drift_h"]:
+                me.profile[hour] = base + c[C_A_PROF] * e
 
         if comp:
             category = CAT_FAULT

@@ -29,6 +29,8 @@ from ._layout import (
     RP_CLEAR_MS,
     RP_COMPONENTS,
     RP_COND,
+    RP_GATE,
+    RP_INTERVAL,
     RP_MIN,
     RP_SERIES,
     RP_TAU,
@@ -40,6 +42,7 @@ from ._layout import (
     RS_LAST_RISE,
     RS_LOWEST,
     RS_PENDING,
+    RS_SEEN,
     RULE_COLUMNS,
     RULE_STATE_COLUMNS,
 )
@@ -69,6 +72,10 @@ class Rule(BaseModel):
     message: str
     enabled: bool = True
     components: tuple[str, ...] = ()  # fault rules: which detector components count
+    # another rule whose condition must hold at the same site for this one to open (a gale
+    # is a storm when the pressure has fallen too); a site without its metric goes without
+    requires: str | None = None
+    alert: bool = True  # False: a condition other rules require, never an alert itself
 
     @model_validator(mode="after")
     def _known_components(self) -> Rule:
@@ -153,6 +160,10 @@ def load_rules(override: Path | None = None) -> RuleSet:
         rules.update(extra.rules)
         for site, changes in extra.sites.items():
             sites.setdefault(site, {}).update(changes)
+    for rule_name, spec in rules.items():
+        if spec.requires is not None and spec.requires not in rules:
+            raise RulesError(f"{name}: rule {rule_name} requires unknown rule "
+                             f"{spec.requires!r}")
     overrides: dict[str, dict[str, Rule]] = {}
     for site, changes in sites.items():
         for rule_name, fields in changes.items():
@@ -209,6 +220,16 @@ class RuleBinding:
             rp[k, RP_CLEAR_MS] = spec.clear_minutes * 60_000.0
             rp[k, RP_WORSE_BELOW] = 1.0 if spec.worse_below else 0.0
             rp[k, RP_COMPONENTS] = sum(1 << COMPONENTS.index(c) for c in spec.components)
+            rp[k, RP_INTERVAL] = interval_ms
+            rp[k, RP_GATE] = -1.0
+        # a required rule: its first instance at the same site
+        first_at_site: dict[tuple[str, str], int] = {}
+        for k, inst in enumerate(instances):
+            first_at_site.setdefault((detector.series[inst.row].site_id, inst.rule), k)
+        for k, inst in enumerate(instances):
+            if inst.spec.requires is not None:
+                site = detector.series[inst.row].site_id
+                rp[k, RP_GATE] = float(first_at_site.get((site, inst.spec.requires), -1))
         self.rp = rp
         self.state = self.initial_state(n)
         self.ptr = np.zeros(len(per_series) + 1, dtype=np.int64)
@@ -222,7 +243,7 @@ class RuleBinding:
         state = np.zeros((n, len(RULE_STATE_COLUMNS)), dtype=np.float64)
         state[:, [RS_COND_SINCE, RS_CLEAR_SINCE]] = -1.0
         state[:, [RS_BASE, RS_LOWEST, RS_PENDING]] = np.nan
-        state[:, RS_LAST_RISE] = NEVER
+        state[:, [RS_LAST_RISE, RS_SEEN]] = NEVER
         return state
 
     def rules_of(self, names: Sequence[str]) -> np.ndarray:

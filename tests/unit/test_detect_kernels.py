@@ -21,8 +21,9 @@ T0 = 1_743_465_600_000
 MIN = 60_000
 # short warm-ups so a few hours of data exercise every component, the cross-site median
 # and the site corroboration
+# (and a drift CUSUM that needs hours, not a day, of a sensor running away)
 FAST = DetectorParams(warm_n=150, level_warm_days=0.05, slow_days=0.2, var_days=5.0,
-                      profile_days=5.0)
+                      profile_days=5.0, drift_h=6.0)
 
 
 def _fleet(n_sites: int = 6) -> list[SeriesInfo]:
