@@ -112,3 +112,47 @@ def test_site_overrides_and_bad_rule_files(tmp_path):
             load_rules(override)
     with pytest.raises(RulesError, match="cannot read"):
         load_rules(tmp_path / "missing.yaml")
+
+
+def test_a_silence_no_clock_caught_is_found_when_the_data_resumes():
+    values = _oxygen(400, [])
+    times = T0 + np.arange(400, dtype=np.int64) * MIN
+    keep = (np.arange(400) < 200) | (np.arange(400) >= 204)  # four readings missing
+    engine = _engine()
+    book, sink = AlertBook(engine), MemorySink()
+    _, transitions = engine.process(np.zeros(keep.sum(), dtype=np.int64), times[keep],
+                                    values[keep])
+    sink.apply(book.apply(transitions))
+    silent = [x for x in sink.alerts if x.key.rule == "no_data"]
+    assert len(silent) == 1
+    assert silent[0].opened_ms == T0 + 200 * MIN and silent[0].closed_ms == T0 + 204 * MIN
+    # three missing readings are a gap of four intervals, over the rule's 3.5: two are not
+    keep = (np.arange(400) < 200) | (np.arange(400) >= 202)
+    engine = _engine()
+    _, transitions = engine.process(np.zeros(keep.sum(), dtype=np.int64), times[keep],
+                                    values[keep])
+    assert not AlertBook(engine).apply(transitions)
+
+
+def test_a_rule_that_requires_another_opens_only_while_that_one_holds(tmp_path):
+    override = tmp_path / "rules.yaml"
+    override.write_text(
+        "rules:\n"
+        "  low_a: {metric: dissolved_oxygen, condition: below, threshold: 3.0, clear: 3.6,"
+        " category: event, message: m, requires: gate, scope: site}\n"
+        "  gate: {metric: dissolved_oxygen, condition: below, threshold: 5.0, clear: 5.5,"
+        " category: event, message: g, alert: false}\n")
+    rules = load_rules(override)
+    low = _oxygen(900, [(300, 600, 2.5)])
+    # the second sonde never goes under 5: the gate is the first instance at the site,
+    # the first sonde, which does
+    sink = _run(_engine(rules), [low, _oxygen(900, [])])
+    assert [x.key.rule for x in sink.alerts if x.key.rule in ("low_a", "gate")] == ["low_a"]
+    override.write_text(override.read_text().replace("threshold: 5.0, clear: 5.5",
+                                                     "threshold: 1.0, clear: 1.5"))
+    sink = _run(_engine(load_rules(override)), [low, _oxygen(900, [])])
+    assert not [x for x in sink.alerts if x.key.rule in ("low_a", "gate")]
+    override.write_text("rules:\n  x: {metric: co2, condition: above, threshold: 1, clear: 0,"
+                        " category: event, message: m, requires: nope}\n")
+    with pytest.raises(RulesError, match="requires unknown rule"):
+        load_rules(override)
