@@ -212,9 +212,10 @@ class Detector:
         for name in ("state", "profile", "groups"):
             if arrays[name].shape != getattr(self, name).shape:
                 raise DetectorInputError("checkpoint does not fit these series")
-        self.state = np.ascontiguousarray(arrays["state"], dtype=np.float64)
-        self.profile = np.ascontiguousarray(arrays["profile"], dtype=np.float64)
-        self.groups = np.ascontiguousarray(arrays["groups"], dtype=np.float64)
+        # copies: scoring updates the state in place, the checkpoint must stay as it was
+        self.state = np.array(arrays["state"], dtype=np.float64, order="C")
+        self.profile = np.array(arrays["profile"], dtype=np.float64, order="C")
+        self.groups = np.array(arrays["groups"], dtype=np.float64, order="C")
 
 
 def validate_batch(rows, times_ms, values, n_series: int):
