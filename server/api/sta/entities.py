@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from .filter import Column, Type
 
@@ -246,8 +246,8 @@ OBSERVATIONS = EntitySet(
         "Datastream/@iot.id": Column("e.series_id", Type.NUMBER),
     },
     properties=("phenomenonTime", "resultTime", "result"),
-    render=lambda r: {"phenomenonTime": iso(r["time"]), "resultTime": iso(r["time"]),
-                      "result": r["value"]},
+    # a reading's one time is both when it was observed and when its result was made
+    render=lambda r: {"phenomenonTime": r["iso"], "resultTime": r["iso"], "result": r["value"]},
     navigations={"Datastream": Navigation("Datastreams", False, "id", "series_id")},
     # an Observation's id is (Datastream, phenomenonTime): ordering by id is that order
     default_order=(("Datastream/id", False), ("phenomenonTime", False)),
@@ -257,8 +257,8 @@ OBSERVATIONS = EntitySet(
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def observation_id(series_id: int, time: datetime) -> str:
-    return f"{series_id}:{(time - EPOCH) // timedelta(milliseconds=1)}"
+def observation_id(series_id: int, epoch_ms: int) -> str:
+    return f"{series_id}:{epoch_ms}"
 
 
 ENTITY_SETS: Mapping[str, EntitySet] = {s.name: s for s in (
