@@ -7,9 +7,10 @@ Loads every series of the 250 sites for --days (as bench/api.py does), starts
 
   1. a deep page of one Datastream's Observations (page 10 of 1,000 by phenomenonTime)
      reached through @iot.nextLink, against the same page asked with $skip=9000;
-  2. a deep page of all Observations (the default order, Datastream then time, page 10
-     of 1,000) through @iot.nextLink, against the same rows by SQL OFFSET on readings
-     (the baseline: what offset paging costs without HTTP);
+  2. a deep page of all Observations (the default order, Datastream then time, 1,000
+     rows after the first million) through the $skiptoken a client paging there holds,
+     against the same rows by SQL OFFSET on readings (what offset paging costs, without
+     even HTTP);
   3. the latest Observation of every Datastream of one Thing by $expand, against
      /api/v1/sites/{site}/latest (a whole site, the same LATERAL probes);
   4. the 100 newest Observations of the whole fleet ($orderby=phenomenonTime desc),
@@ -36,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api import load, pct, timed
 from bench.common import private_database, table
 from tidefield.server.api.keys import Scope, create_key
+from tidefield.server.api.sta.options import encode_skiptoken
 from tidefield.server.embedded import free_port
 
 PAGE = 1000
 DEEP = 10  # the page number timed (fewer when --days holds fewer pages)
+FLEET_DEPTH = 1_000_000
 
 
 def nth_link(client: httpx.Client, url: str, params: dict, n: int) -> str:
@@ -81,17 +84,22 @@ def main() -> None:
         deep = max(2, min(DEEP, args.days * 1440 // PAGE))
         try:
             client = httpx.Client(headers={"X-API-Key": key}, timeout=120)
+            raw = psycopg.connect(url, autocommit=True)
             for _ in range(150):
                 try:
                     client.get(f"{base}/healthz")
                     break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            raw = psycopg.connect(url, autocommit=True)
             by_time = {"$top": str(PAGE), "$orderby": "phenomenonTime"}
             stream = f"{sta}/Datastreams({sid})/Observations"
             stream_link = nth_link(client, stream, by_time, deep)
-            fleet_link = nth_link(client, f"{sta}/Observations", {"$top": str(PAGE)}, deep)
+            # the token after row `depth` is that row's sort keys (see query.py)
+            depth = min(FLEET_DEPTH, total // 2)
+            last = raw.execute("SELECT series_id, time FROM readings ORDER BY series_id, "
+                               "time OFFSET %s LIMIT 1", (depth - 1,)).fetchone()
+            fleet_link = f"{sta}/Observations?$top={PAGE}&$skiptoken=" + encode_skiptoken(
+                [last[0], last[1].isoformat()])
             latest = {"$expand": "Datastreams($expand=Observations($top=1;"
                                  "$orderby=phenomenonTime desc))"}
             cases = {
@@ -100,12 +108,12 @@ def main() -> None:
                     f"$skip={(deep - 1) * PAGE} (HTTP)",
                     lambda: client.get(stream, params={
                         **by_time, "$skip": str((deep - 1) * PAGE)}).raise_for_status()),
-                f"all Observations, page {deep} of {PAGE}": (
+                f"all Observations, {PAGE} after {depth:,}": (
                     lambda: client.get(fleet_link).raise_for_status(),
                     "SQL OFFSET on readings",
                     lambda: raw.execute(
                         "SELECT series_id, time, value FROM readings ORDER BY series_id, "
-                        "time LIMIT %s OFFSET %s", (PAGE, (deep - 1) * PAGE)).fetchall()),
+                        "time LIMIT %s OFFSET %s", (PAGE, depth)).fetchall()),
                 "latest of each Datastream of a Thing": (
                     lambda: client.get(f"{sta}/Things('{device}')",
                                        params=latest).raise_for_status(),

@@ -159,6 +159,9 @@ def test_service_root_and_entity_shapes(sta):
     assert [s["name"] for s in root["value"]] == [
         "Things", "Locations", "Datastreams", "Sensors", "ObservedProperties", "Observations"]
     assert all(s["url"].endswith(f"{ROOT}/{s['name']}") for s in root["value"])
+    assert ok(get(sta, f"{ROOT}/")) == root
+    assert "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data" in root[
+        "serverSettings"]["conformance"]
     a, co2 = sta["a"], sta["co2"]
     stream = ok(get(sta, f"/Datastreams({co2})"))
     assert stream["@iot.id"] == co2

@@ -106,6 +106,9 @@ _SkipToken = Annotated[str | None, Query(alias="$skiptoken",
 # ---------------------------------------------------------------------------- routes
 
 @router.get("", response_model=ServiceRoot, summary="SensorThings service root")
+# clients are often configured with the root's URL ending in a slash: the same document
+# (left out of the schema, where it would be the same operation twice)
+@router.get("/", response_model=ServiceRoot, include_in_schema=False)
 def service_root(request: Request, principal: Reader) -> dict:
     root = _root(request)
     return {"value": [{"name": name, "url": f"{root}/{name}"} for name in ENTITY_SETS],
