@@ -304,15 +304,17 @@ def test_select_and_expand(sta):
 
 def test_a_large_top_is_cut_to_the_page_limit(sta):
     # as the spec says: a $top above the service's page limit gives that limit and a
-    # nextLink (2,793 Datastreams in the registry)
+    # nextLink (the registry has some thousands of Datastreams)
+    with psycopg.connect(sta["db_url"]) as conn:
+        total = conn.execute("SELECT count(*) FROM series").fetchone()[0]
+    assert total > 1000
     page = ok(get(sta, "/Datastreams", **{"$top": "5000", "$select": "id"}))
     assert len(page["value"]) == 1000
-    assert "%24top=1000" in page["@iot.nextLink"] or "$top=1000" in page["@iot.nextLink"]
+    assert "$top=1000" in page["@iot.nextLink"]
     streams, pages = follow(sta, "/Datastreams", **{"$top": "5000", "$select": "id"})
     ids = [s["@iot.id"] for s in streams]
-    assert pages == 3 and ids == sorted(set(ids))
-    with psycopg.connect(sta["db_url"]) as conn:
-        assert len(ids) == conn.execute("SELECT count(*) FROM series").fetchone()[0]
+    assert ids == sorted(set(ids)) and len(ids) == total
+    assert pages == -(-total // 1000)
 
 
 def test_bad_queries_are_400_with_a_message(sta):
