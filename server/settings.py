@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     detect_rules: Path | None = Field(
         None, description="YAML merged over the bundled detection rules (per-site overrides)")
 
+    # --- API --------------------------------------------------------------------------
+    sta_statement_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="longest SensorThings query; longer ones are "
+        "refused (400) with advice to narrow them")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["text", "json"] = "text"
 

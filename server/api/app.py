@@ -7,12 +7,13 @@ import time
 from contextlib import asynccontextmanager
 
 import psycopg
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidefield.protocol import mqtt
 from tidefield.server.ingest.directory import DeviceDirectory
@@ -21,6 +22,7 @@ from tidefield.server.ingest.ratelimit import DeviceRateLimiter
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import Settings
 
+from . import sta
 from .routes import alerts, devices, export, series, sites
 
 log = logging.getLogger(__name__)
@@ -40,33 +42,44 @@ class Health(BaseModel):
 BROKER_PROBE_TTL_S = 10.0
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def _is_sta(request: Request) -> bool:
+    return request.url.path == sta.PREFIX or request.url.path.startswith(sta.PREFIX + "/")
+
+
+def _error(request: Request, status: int, message: str) -> JSONResponse:
+    # SensorThings clients expect their own error shape under /sta (see sta/errors.py)
+    if _is_sta(request):
+        return sta.error_response(status, message)
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Errors are JSON with a clear message: {"error": {"status": ..., "message": ...}}."""
+    """Errors are JSON with a clear message: {"error": {"status": ..., "message": ...}}
+    ({"code": ..., "type": "error", "message": ...} under /sta)."""
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    # Starlette's own class: unmatched paths (404) and methods (405) are raised as that
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        response = _error(exc.status_code, message)
+        response = _error(request, exc.status_code, message)
         response.headers.update(exc.headers or {})
         return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return _error(422, "; ".join(parts))
+        # SensorThings answers a bad request with 400 (OData has no 422)
+        return _error(request, 400 if _is_sta(request) else 422, "; ".join(parts))
 
     @app.exception_handler(psycopg.DataError)
     async def bad_data(request: Request, exc: psycopg.DataError):
         # a parameter the database cannot take (a NUL byte, an out-of-range number)
-        return _error(422, f"invalid parameter: {str(exc).splitlines()[0]}")
+        return _error(request, 400 if _is_sta(request) else 422,
+                      f"invalid parameter: {str(exc).splitlines()[0]}")
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_down(request: Request, exc: psycopg.OperationalError):
-        return _error(503, "the database is unavailable; retry later")
+        return _error(request, 503, "the database is unavailable; retry later")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -110,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    alerts.router):
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
+    app.state.sta_statement_timeout_s = settings.sta_statement_timeout_s
+    sta.install(app)
 
     broker_address = (mqtt.parse_mqtt_url(settings.mqtt_url, ca_file=client_ca_file(settings))
                       if settings.mqtt_url else None)
