@@ -37,7 +37,15 @@ from .errors import (
     UnknownMetric,
     UnsupportedSchema,
 )
-from .messages import SCHEMA_VERSION, Batch, DeviceState, Reading, Status
+from .messages import (
+    SCHEMA_VERSION,
+    AlertAction,
+    AlertNotice,
+    Batch,
+    DeviceState,
+    Reading,
+    Status,
+)
 from .topics import ID_PATTERN, Topic, check_id
 
 JSON = "application/json"
@@ -282,6 +290,88 @@ def decode_status(payload: bytes, content_type: str | None = JSON, *,
                                  or interval <= 0):
         raise MalformedPayload(f"field 'interval_s' must be a positive integer, got {interval!r}")
     return Status(site, device, state, time_ms, interval)
+
+
+# --- alerts (tf/v1/{site}/alerts) ----------------------------------------------------
+
+ALERT_CATEGORIES = ("fault", "event")
+ALERT_SEVERITIES = ("info", "warning", "critical")
+ALERT_STATES = ("open", "acknowledged", "closed")
+
+
+def encode_alert(notice: AlertNotice, content_type: str = JSON) -> bytes:
+    """Alert notice, schema 1::
+
+        {"v": 1, "event": 812, "alert": 97, "action": "opened", "site": "oc-021",
+         "device": null, "series": null, "rule": "hypoxia", "category": "event",
+         "severity": "critical", "state": "open", "message": "dissolved oxygen 2.71 mg/L,
+         under 3 mg/L", "t": 1751328000000, "opened": 1751328000000, "closed": null,
+         "value": 2.71, "peak": 2.71}
+
+    Values that are not finite are sent as null (JSON has no NaN).
+    """
+    return _dump({
+        "v": notice.schema, "event": notice.event_id, "alert": notice.alert_id,
+        "action": str(notice.action), "site": notice.site, "device": notice.device,
+        "series": notice.series_id, "rule": notice.rule, "category": notice.category,
+        "severity": notice.severity, "state": notice.state, "message": notice.message,
+        "t": notice.time_ms, "opened": notice.opened_ms, "closed": notice.closed_ms,
+        "value": _finite_or_none(notice.value), "peak": _finite_or_none(notice.peak),
+    }, content_type)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _field(body: dict, name: str, types: tuple[type, ...], *, optional: bool = False):
+    value = body.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, types) or isinstance(value, bool):
+        kinds = " or ".join(t.__name__ for t in types)
+        raise MalformedPayload(f"field {name!r} must be {kinds}"
+                               f"{' or null' if optional else ''}, got {value!r}")
+    return value
+
+
+def _choice(body: dict, name: str, allowed: tuple[str, ...]) -> str:
+    value = body.get(name)
+    if value not in allowed:
+        raise MalformedPayload(f"field {name!r} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def decode_alert(payload: bytes, content_type: str | None = JSON, *,
+                 topic: Topic | None = None, limits: Limits = DEFAULT_LIMITS) -> AlertNotice:
+    """The inverse of ``encode_alert``; MalformedPayload names the first bad field, and a
+    notice published on another site's topic is an IdentityMismatch."""
+    body = _load(payload, content_type, limits)
+    site = _field(body, "site", (str,))
+    try:
+        check_id(site, "site")
+    except ProtocolError as exc:
+        raise MalformedPayload(exc.message) from None
+    if topic is not None and topic.site != site:
+        raise IdentityMismatch(f"notice for site {site} was published on {topic.site}'s topic")
+    try:
+        action = AlertAction(body.get("action"))
+    except ValueError:
+        raise MalformedPayload(f"field 'action' must be one of "
+                               f"{[a.value for a in AlertAction]}") from None
+    number = (int, float)
+    return AlertNotice(
+        event_id=_field(body, "event", (int,)), alert_id=_field(body, "alert", (int,)),
+        action=action, site=site, device=_field(body, "device", (str,), optional=True),
+        series_id=_field(body, "series", (int,), optional=True),
+        rule=_field(body, "rule", (str,)),
+        category=_choice(body, "category", ALERT_CATEGORIES),
+        severity=_choice(body, "severity", ALERT_SEVERITIES),
+        state=_choice(body, "state", ALERT_STATES), message=_field(body, "message", (str,)),
+        time_ms=_field(body, "t", (int,)), opened_ms=_field(body, "opened", (int,)),
+        closed_ms=_field(body, "closed", (int,), optional=True),
+        value=_field(body, "value", number, optional=True),
+        peak=_field(body, "peak", number, optional=True))
 
 
 def _iso(time_ms: int) -> str:

@@ -50,3 +50,39 @@ class Status:
     time_ms: int
     interval_s: int | None = None  # how often the device means to report
     schema: int = SCHEMA_VERSION
+
+
+class AlertAction(StrEnum):
+    OPENED = "opened"
+    UPDATED = "updated"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertNotice:
+    """A change of an alert, published on ``tf/v1/{site}/alerts`` with QoS 1.
+
+    Delivery is at least once (a detector restarted after storing a change but before the
+    broker acknowledged it sends the change again): ``event_id`` is unique per change, so
+    a subscriber drops what it has seen. ``state`` is the alert's state when the notice
+    was sent (an operator may have acknowledged it); ``time_ms`` is when the change
+    happened in the data (the reading that opened, last confirmed or cleared it).
+    """
+
+    event_id: int
+    alert_id: int
+    action: AlertAction
+    site: str
+    device: str | None
+    series_id: int | None
+    rule: str
+    category: str  # "fault": a sensor is broken; "event": the world is
+    severity: str  # info, warning, critical
+    state: str  # open, acknowledged, closed
+    message: str
+    time_ms: int
+    opened_ms: int
+    closed_ms: int | None = None
+    value: float | None = None
+    peak: float | None = None
+    schema: int = SCHEMA_VERSION

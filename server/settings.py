@@ -96,6 +96,30 @@ class Settings(BaseSettings):
     # --- detection ----------------------------------------------------------------------
     detect_rules: Path | None = Field(
         None, description="YAML merged over the bundled detection rules (per-site overrides)")
+    detect_lag_s: float = Field(
+        30.0, ge=0, le=3600, description="readings younger than this are left for the next "
+                                         "step, so batches still in flight land first")
+    detect_slice_s: int = Field(
+        60, ge=1, le=3600, description="the timeline is cut every this many seconds: rules, "
+                                       "silence checks and alert updates run at each cut")
+    detect_step_minutes: float = Field(
+        60.0, gt=0, le=1440, description="most data time scored in one transaction")
+    detect_max_rows: int = Field(1_000_000, ge=1000, description="most readings in one step")
+    detect_poll_s: float = Field(5.0, gt=0, le=600, description="wait when caught up")
+    detect_overlap_s: float = Field(
+        600.0, ge=0, le=86400, description="re-read this far behind the watermark for "
+                                           "readings that arrived late")
+    detect_late_days: float = Field(
+        7.0, ge=0, le=400, description="series silent behind the watermark are probed this "
+                                       "far back for backlogs delivered late")
+    detect_late_scan_s: float = Field(60.0, gt=0, description="how often to probe")
+    detect_history_days: float = Field(
+        7.0, ge=0, le=400, description="a first start scores stored history this far back")
+    detect_threshold: float = Field(
+        0.5, gt=0, le=1, description="readings scoring at least this are stored anomalies")
+    detect_update_every_s: float = Field(
+        600.0, ge=0, description="an open alert's 'updated' event (history, MQTT) at most "
+                                 "this often in data time; the row itself every step")
 
     # --- API --------------------------------------------------------------------------
     sta_statement_timeout_s: float = Field(

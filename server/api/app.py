@@ -23,7 +23,7 @@ from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import Settings
 
 from . import sta
-from .routes import alerts, devices, export, series, sites
+from .routes import alerts, detect, devices, export, series, sites
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         LATENCY.labels(path).observe(time.perf_counter() - started)
         return response
 
-    for router in (sites.router, devices.router, series.router, export.router,
-                   alerts.router):
+    for router in (sites.router, devices.router, series.router, detect.router,
+                   export.router, alerts.router):
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
     app.state.sta_statement_timeout_s = settings.sta_statement_timeout_s

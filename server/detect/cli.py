@@ -1,5 +1,7 @@
-"""``tidefield detect``: score a CSV, evaluate against a labelled simulated scenario.
+"""``tidefield detect``: the detector service, scoring a CSV, evaluating against a
+labelled simulated scenario.
 
+    tidefield detect run [--partition i/n] [--since ISO] [--until ISO]
     tidefield detect score-csv IN.csv [--metric NAME] [--interval-s N] > OUT.csv
     tidefield detect evaluate --seed 23 --days 30 [--sites 250]
 
@@ -16,7 +18,8 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Anomaly detection: score CSV files, evaluate on simulated scenarios.",
+app = typer.Typer(help="Anomaly detection: the detector service, scoring CSV files, "
+                       "evaluating on simulated scenarios.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 DEFAULT_START = "2025-04-01T00:00:00Z"
@@ -59,6 +62,64 @@ def read_series_csv(source) -> tuple[list[str], list[int], list[float]]:
         except ValueError:
             raise typer.BadParameter(f"line {line}: value {text!r} is not a number") from None
     return stamps, times, values
+
+
+@app.command()
+def run(
+    partition: Annotated[str, typer.Option(
+        help="i/n: score the sites with crc32(site id) mod n = i (one process each)")] = "0/1",
+    since: Annotated[str | None, typer.Option(
+        help="first start only: score stored readings from this instant (ISO-8601); "
+             "default: TIDEFIELD_DETECT_HISTORY_DAYS back")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="stop once every reading up to this instant is scored (replays, tests)")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        envvar="TIDEFIELD_DATABASE_URL", help="postgresql:// URL")] = None,
+    mqtt_url: Annotated[str | None, typer.Option(
+        envvar="TIDEFIELD_MQTT_URL", help="publish alert changes here (QoS 1)")] = None,
+) -> None:
+    """Score new readings as they are stored, write anomalies and alerts, publish alert
+    changes on tf/v1/{site}/alerts; checkpointed, so a restart continues where it stopped.
+    SIGTERM or Ctrl-C stops it after the step in progress is committed."""
+    import signal
+    import threading
+
+    from tidefield.protocol.mqtt import parse_mqtt_url
+    from tidefield.server import logs
+    from tidefield.server.settings import Settings
+
+    from .publisher import AlertPublisher
+    from .rules import RulesError
+    from .service import DetectorService, Partition, ServiceError
+
+    overrides = {"database_url": database_url, "mqtt_url": mqtt_url}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    logs.configure(settings.log_level, settings.log_format)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        since_ms = _iso_ms(since) if since else None
+        until_ms = _iso_ms(until) if until else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"--since/--until: {exc}") from None
+    try:
+        parts = Partition.parse(partition)
+        publisher = (AlertPublisher(parse_mqtt_url(settings.mqtt_url), str(parts))
+                     if settings.mqtt_url else None)
+        service = DetectorService(settings, parts, since_ms=since_ms, until_ms=until_ms,
+                                  publisher=publisher)
+    except (ServiceError, RulesError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        service.run(stop)
+    except ServiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if publisher is not None:
+            publisher.close()
 
 
 @app.command("score-csv")

@@ -43,7 +43,9 @@ from ._layout import (
     S_DEV_T,
     S_FLAG_SINCE,
     S_MF,
+    S_N,
     S_RB,
+    S_T_LAST,
     S_X_LAST,
     S_X_PREV,
     STATE_COLUMNS,
@@ -201,6 +203,12 @@ class Detector:
                              self.grp_mem, self.scratch, out.score, out.component,
                              out.category)
         return out
+
+    def last_times(self) -> np.ndarray:
+        """Per detector row, the time (ms) of the last reading scored, -inf for none yet:
+        the kernel leaves readings at or before it unscored, so a caller re-reading an
+        overlap drops them first."""
+        return np.where(self.state[:, S_N] > 0.0, self.state[:, S_T_LAST], -np.inf)
 
     # --- checkpoints ------------------------------------------------------------------
 
