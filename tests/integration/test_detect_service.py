@@ -269,7 +269,8 @@ def test_restart_after_sigterm_and_kill_equals_an_uninterrupted_run(scenario_db,
     run_to(scenario_db, tmp_path, END)
     expected = _snapshot(scenario_db)
     anomalies, alerts, events = expected
-    assert len(anomalies) > 100 and len(alerts) >= 3 and len(events) > len(alerts)
+    # enough of each that equality says something (the injected faults and hypoxias)
+    assert len(anomalies) >= 20 and len(alerts) >= 3 and len(events) > len(alerts)
     _reset(scenario_db)
 
     # SIGTERM a third of the way in: it stops cleanly after a committed step
