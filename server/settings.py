@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -97,6 +97,19 @@ class Settings(BaseSettings):
     detect_rules: Path | None = Field(
         None, description="YAML merged over the bundled detection rules (per-site overrides)")
 
+    # --- dashboards (they read only through the HTTP API) ----------------------------
+    api_url: str = Field("http://127.0.0.1:8080",
+                         description="base URL of the HTTP API the dashboards read")
+    api_key: SecretStr | None = Field(
+        None, description="the dashboards' API key (read scope; operate to acknowledge)")
+    api_timeout_s: float = Field(10.0, gt=0, description="dashboards' request timeout")
+    dashboard_refresh_s: int = Field(
+        30, ge=0, description="auto-refresh of the overview and site pages (0: off)")
+    dashboard_language: Literal["zh", "en"] = Field(
+        "zh", description="language a new dashboard session starts in")
+    dashboard_map_tiles: bool = Field(
+        False, description="draw a tile basemap under the bundled outlines (needs internet)")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["text", "json"] = "text"
 
@@ -121,6 +134,14 @@ class Settings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://host:port")
+        return value.rstrip("/")
 
     @field_validator("mqtt_url")
     @classmethod

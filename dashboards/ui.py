@@ -1,0 +1,74 @@
+"""What every page shares: the language, the API-down banner, auto-refresh."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import streamlit as st
+
+from . import data
+from .client import ApiError, ApiRefused, ApiUnavailable
+from .i18n import LANGUAGES, Lang, t
+from .views import DISPLAY_TZ
+
+LANG_KEY = "lang"
+
+
+def language_switch() -> Lang:
+    """The sidebar's 中文 / English switch. A new session starts in ``?lang=`` of its
+    URL, else in the configured language; the choice then lives in the session."""
+    if LANG_KEY not in st.session_state:
+        wanted = st.query_params.get(LANG_KEY)
+        st.session_state[LANG_KEY] = (wanted if wanted in LANGUAGES
+                                      else data.settings().dashboard_language)
+    return st.sidebar.radio("中文 / English", list(LANGUAGES), key=LANG_KEY,
+                            format_func=LANGUAGES.__getitem__, horizontal=True)
+
+
+def lang() -> Lang:
+    return st.session_state.get(LANG_KEY) or data.settings().dashboard_language
+
+
+@contextmanager
+def guard(language: Lang) -> Iterator[None]:
+    """Turns an API failure into a banner that says what to do, and stops the page (or
+    the auto-refreshing part of it, which then tries again at its next refresh)."""
+    try:
+        yield
+    except ApiError as exc:
+        banner(exc, language)
+        st.stop()
+
+
+def banner(exc: ApiError, language: Lang) -> None:
+    if isinstance(exc, data.NoApiKey):
+        st.error(t("error.no_key", language), icon=":material/key_off:")
+    elif isinstance(exc, ApiUnavailable):
+        st.error(t("error.unavailable", language, url=data.settings().api_url,
+                   detail=exc.message), icon=":material/cloud_off:")
+        st.button(t("error.retry", language), key="retry")
+    elif isinstance(exc, ApiRefused):
+        st.error(t("error.refused", language, detail=exc.message), icon=":material/lock:")
+    else:
+        st.error(t("error.request", language, detail=exc.message), icon=":material/error:")
+
+
+def auto_refresh(body: Callable[[], None]) -> Callable[[], None]:
+    """Run ``body`` as a fragment that re-runs itself every ``dashboard_refresh_s``
+    seconds (only that part of the page, and the cache TTLs are shorter, so each
+    refresh shows new data); 0 turns it off."""
+    seconds = data.settings().dashboard_refresh_s
+
+    def run() -> None:
+        language = lang()
+        body()
+        stamp = datetime.now(ZoneInfo(DISPLAY_TZ)).strftime("%H:%M:%S")
+        note = (t("app.refresh", language, seconds=seconds) if seconds
+                else t("app.refresh_off", language))
+        st.caption(f"{t('app.updated', language, time=stamp)} · {note}")
+
+    return st.fragment(run, run_every=seconds) if seconds else run
+
