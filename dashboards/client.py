@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 # Largest page each list endpoint allows; the client follows cursors for the rest.
 PAGE_LIMITS = {"/sites": 1000, "/devices": 1000, "/series": 5000, "/alerts": 1000,
-               "/anomalies": 10_000}
+               "/anomalies": 1000}
 
 
 class ApiError(Exception):
@@ -174,12 +174,13 @@ class ApiClient:
         return self._request("POST", f"/alerts/{alert_id}/acknowledge",
                              json={"comment": comment}).json()
 
-    def anomalies(self, *, since: datetime, until: datetime, site: str | None = None,
+    def anomalies(self, *, start: datetime, end: datetime, site: str | None = None,
                   series: int | None = None, category: str | None = None,
                   limit: int = 10_000) -> list[dict]:
+        """The newest ``limit`` anomalies in [start, end)."""
         out: list[dict] = []
         for item in self._pages("/anomalies", site=site, series=series, category=category,
-                                since=iso(since), until=iso(until)):
+                                start=iso(start), end=iso(end)):
             out.append(item)
             if len(out) >= limit:
                 break

@@ -127,9 +127,9 @@ def readings(api: ApiClient, series_id: int, start: datetime, end: datetime,
 
 
 @_cached(HISTORY_TTL_S)
-def anomalies(api: ApiClient, since: datetime, until: datetime, *, site: str | None = None,
+def anomalies(api: ApiClient, start: datetime, end: datetime, *, site: str | None = None,
               series: int | None = None) -> list[dict]:
-    return api.anomalies(since=since, until=until, site=site, series=series)
+    return api.anomalies(start=start, end=end, site=site, series=series)
 
 
 @_cached(HISTORY_TTL_S)

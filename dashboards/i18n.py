@@ -127,6 +127,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "col.battery": {"zh": "电池 (V)", "en": "Battery (V)"},
     "col.signal": {"zh": "信号 (dBm)", "en": "Signal (dBm)"},
     "col.queue": {"zh": "待发队列", "en": "Queue depth"},
+    "col.queue_age": {"zh": "最早待发 (秒)", "en": "Oldest queued (s)"},
+    "col.dropped": {"zh": "丢弃累计", "en": "Dropped"},
     "col.model": {"zh": "型号", "en": "Model"},
     "col.rule": {"zh": "规则", "en": "Rule"},
     "col.category": {"zh": "类别", "en": "Kind"},

@@ -14,18 +14,26 @@ from .client import ApiError, ApiRefused, ApiUnavailable
 from .i18n import LANGUAGES, Lang, t
 from .views import DISPLAY_TZ
 
-LANG_KEY = "lang"
+LANG_KEY = "language"  # the session's choice: a plain key, so it outlives any page
+SWITCH_KEY = "language_switch"  # the sidebar widget that changes it
 
 
 def language_switch() -> Lang:
     """The sidebar's 中文 / English switch. A new session starts in ``?lang=`` of its
     URL, else in the configured language; the choice then lives in the session."""
-    if LANG_KEY not in st.session_state:
-        wanted = st.query_params.get(LANG_KEY)
-        st.session_state[LANG_KEY] = (wanted if wanted in LANGUAGES
-                                      else data.settings().dashboard_language)
-    return st.sidebar.radio("中文 / English", list(LANGUAGES), key=LANG_KEY,
-                            format_func=LANGUAGES.__getitem__, horizontal=True)
+    state = st.session_state
+    if LANG_KEY not in state:
+        wanted = st.query_params.get("lang")
+        state[LANG_KEY] = wanted if wanted in LANGUAGES else data.settings().dashboard_language
+    state[SWITCH_KEY] = state[LANG_KEY]
+    st.sidebar.radio("中文 / English", list(LANGUAGES), key=SWITCH_KEY,
+                     format_func=LANGUAGES.__getitem__, horizontal=True,
+                     on_change=_remember_language)
+    return state[LANG_KEY]
+
+
+def _remember_language() -> None:
+    st.session_state[LANG_KEY] = st.session_state[SWITCH_KEY]
 
 
 def lang() -> Lang:

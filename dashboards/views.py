@@ -12,6 +12,8 @@ import altair as alt
 import pandas as pd
 import pydeck as pdk
 
+from tidefield.protocol.catalog import AGENT_METRICS, METRICS
+
 from .i18n import (
     Lang,
     district_name,
@@ -220,9 +222,32 @@ def series_chart(frame: pd.DataFrame, *, title: str, unit: str, lang: Lang,
 
 
 # --- site tables ---------------------------------------------------------------------
-# Health readings shown beside each device: what gateways and edge agents report.
+# Health readings shown beside each device (not among its sensors' values): what
+# gateways report, and what the edge agent on the gateway reports about itself.
 HEALTH_METRICS = {"battery_voltage": "col.battery", "signal_rssi": "col.signal",
-                  "agent_queue_depth": "col.queue"}
+                  "agent_queue_depth": "col.queue", "agent_queue_age": "col.queue_age",
+                  "agent_dropped": "col.dropped"}
+NOT_SENSORS = frozenset(HEALTH_METRICS) | frozenset(AGENT_METRICS)
+
+
+_CATALOG_ORDER = {name: n for n, name in enumerate(METRICS)}
+
+
+def sensor_items(latest: list[dict]) -> list[dict]:
+    """The site's sensors in catalog order (weather, soil, water...), then by device."""
+    items = [item for item in latest if item["metric"] not in NOT_SENSORS]
+    return sorted(items, key=lambda i: (_CATALOG_ORDER.get(i["metric"], len(METRICS)),
+                                        i["device_id"]))
+
+
+def default_metrics(sensors: list[dict], alerts: list[dict], count: int = 4) -> list[str]:
+    """What the history shows first: metrics under an active alert, then the rest in
+    catalog order, ``count`` in all."""
+    alerting = {a.get("series_id") for a in alerts if a.get("state") != "closed"}
+    metrics = list(dict.fromkeys(i["metric"] for i in sensors))
+    hot = [m for m in metrics if any(i["series_id"] in alerting for i in sensors
+                                     if i["metric"] == m)]
+    return list(dict.fromkeys(hot + metrics))[:count]
 
 
 def latest_table(latest: list[dict], sparks: dict[int, list[float]], lang: Lang
@@ -233,7 +258,7 @@ def latest_table(latest: list[dict], sparks: dict[int, list[float]], lang: Lang
              t("col.unit", lang): item["unit"],
              t("col.time", lang): local(item["time"]),
              t("col.trend", lang): sparks.get(item["series_id"], [])}
-            for item in latest if item["metric"] not in HEALTH_METRICS]
+            for item in sensor_items(latest)]
     return pd.DataFrame(rows, columns=[t(k, lang) for k in (
         "col.device", "col.metric", "col.value", "col.unit", "col.time", "col.trend")])
 
@@ -241,7 +266,6 @@ def latest_table(latest: list[dict], sparks: dict[int, list[float]], lang: Lang
 def device_health(devices: list[dict], latest: list[dict], lang: Lang) -> pd.DataFrame:
     health = {(i["device_id"], i["metric"]): i["value"] for i in latest
               if i["metric"] in HEALTH_METRICS}
-    gateway = next((d["id"] for d in devices if d["template"] == "gw"), None)
     rows = []
     for device in devices:
         status = device["status"]
@@ -250,9 +274,7 @@ def device_health(devices: list[dict], latest: list[dict], lang: Lang) -> pd.Dat
                t("col.last_seen", lang): local(status.get("last_seen")),
                t("col.missing", lang): status.get("missing_batches", 0)}
         for metric, key in HEALTH_METRICS.items():
-            # the edge agent's queue is the site's, reported through its gateway
-            owner = gateway if metric.startswith("agent_") else device["id"]
-            row[t(key, lang)] = health.get((owner, metric)) if owner == device["id"] else None
+            row[t(key, lang)] = health.get((device["id"], metric))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -87,6 +87,8 @@ if alert["state"] == "open":
             except ApiRefused as exc:
                 st.error(t("alerts.not_allowed", lang, detail=exc.message))
             except ApiError as exc:
+                if exc.status == 409:  # someone else acted on it meanwhile: show it now
+                    data.forget_alerts()
                 ui.banner(exc, lang)
             else:
                 data.forget_alerts()

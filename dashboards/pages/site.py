@@ -36,7 +36,7 @@ def body() -> None:
     with ui.guard(lang):
         latest = data.site_latest(api, site_id)
         devices = data.devices(api, site_id)
-        sensors = [i for i in latest if i["metric"] not in views.HEALTH_METRICS]
+        sensors = views.sensor_items(latest)
         sparks = data.sparklines(api, tuple(i["series_id"] for i in sensors), end)
         active = data.alerts(api, site=site_id, state="active")
         recent = data.alerts(api, site=site_id, since=start)
@@ -62,7 +62,8 @@ def body() -> None:
     bucket = views.choose_bucket(end - start)
     st.caption(t("site.bucket", lang, bucket=t(f"bucket.{bucket}", lang)))
     metrics = list(dict.fromkeys(i["metric"] for i in sensors))
-    chosen = st.multiselect(t("site.metrics", lang), metrics, default=metrics[:4],
+    chosen = st.multiselect(t("site.metrics", lang), metrics,
+                            default=views.default_metrics(sensors, alerts),
                             format_func=lambda m: metric_name(m, lang), key="metrics")
     marks = views.anomalies_frame(anomalies, lang)
     columns = st.columns(2)

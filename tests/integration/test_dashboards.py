@@ -3,6 +3,7 @@ seeded database."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +32,7 @@ def world(pg_cluster, template_db):
     url = pg_cluster.url(name)
     fleet = seed_fleet(url)
     with psycopg.connect(url) as conn:
-        key = create_key(conn, "control-room", [Scope.READ])
+        key = create_key(conn, "control-room", [Scope.READ, Scope.OPERATE])
     with ApiServer(url) as api:
         yield {"url": url, "fleet": fleet, "key": key, "api": api}
     with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
@@ -68,8 +69,96 @@ def open_page(page: str | None = None, **query) -> AppTest:
     return at
 
 
+def chart_title(chart) -> str:
+    return json.loads(chart.proto.spec)["title"]
+
+
+def marks(chart) -> list[str]:
+    """The chart's layers, bottom up: rect (alert spans), area (bucket min-max),
+    line (readings), point (anomalies)."""
+    return [layer["mark"]["type"] for layer in json.loads(chart.proto.spec)["layer"]]
+
+
 def frame_of(at: AppTest, index: int = 0) -> pd.DataFrame:
     return at.dataframe[index].value
+
+
+# --- overview ----------------------------------------------------------------------
+def deck_sites(at: AppTest) -> list[dict]:
+    spec = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
+    return next(layer["data"] for layer in spec["layers"] if layer["id"] == "sites")
+
+
+def metric_value(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_overview_shows_every_site_and_the_alert_count(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    fleet = world["fleet"]
+    at = open_page()
+    assert at.title[0].value == "Site overview"
+    assert metric_value(at, "Sites") == "250"
+    with psycopg.connect(world["url"]) as conn:
+        active = conn.execute("SELECT count(*) FROM alerts WHERE state <> 'closed'"
+                              ).fetchone()[0]
+        online = conn.execute("SELECT count(DISTINCT device_id) FROM readings r "
+                              "JOIN series s ON s.id = r.series_id").fetchone()[0] - 1
+    assert active == 3 and metric_value(at, "Open alerts") == str(active)
+    assert metric_value(at, "Devices online") == str(online)  # less the one that left
+    plotted = deck_sites(at)
+    assert len(plotted) == 250 and len({p["id"] for p in plotted}) == 250
+    table = frame_of(at).set_index("ID")
+    assert len(table) == 250
+    assert table.loc[fleet.ocean.id, "State"] == "Alerting"
+    assert table.loc[fleet.ocean.id, "Alerts"] == 2
+    assert table.loc[fleet.farm.id, "State"] == "OK"  # its frost alert is closed
+    assert table.loc[fleet.quiet.id, "State"] == "Offline"  # nothing reports there
+    colours = {p["id"]: p["color"][:3] for p in plotted}
+    assert colours[fleet.ocean.id] == [220, 40, 40] and colours[fleet.farm.id] == [34, 160, 80]
+
+
+def test_overview_filters_by_kind_and_district(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    at = open_page()
+    at.multiselect(key="f_kind").set_value(["cage_farm"]).run()
+    cages = {s.id for s in load_sites() if s.kind == "cage_farm"}
+    assert {p["id"] for p in deck_sites(at)} == cages
+    assert set(frame_of(at)["ID"]) == cages
+    at.multiselect(key="f_kind").set_value([]).run()
+    at.multiselect(key="f_district").set_value(["pingdu"]).run()
+    pingdu = {s.id for s in load_sites() if s.district == "pingdu"}
+    assert {p["id"] for p in deck_sites(at)} == pingdu
+
+
+def test_overview_drills_into_the_picked_site(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    ocean = world["fleet"].ocean
+    at = open_page()
+    at.selectbox(key="pick_site").set_value(ocean.id).run()
+    at.button(key="open_site").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Site details"
+    assert at.selectbox(key="site").value == ocean.id
+
+
+def test_language_switch_changes_titles_and_site_names(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="zh")
+    ocean = world["fleet"].ocean
+    at = open_page()
+    assert at.title[0].value == "站点总览"
+    names = frame_of(at).set_index("编号")["名称"]
+    assert names[ocean.id] == ocean.name_zh
+    at.radio(key="language_switch").set_value("en").run()
+    assert at.title[0].value == "Site overview"
+    names = frame_of(at).set_index("ID")["Name"]
+    assert names[ocean.id] == ocean.name_en
+    assert {n for n in names} == {s.name_en for s in load_sites()}
+    # the choice holds on the next page
+    at.switch_page("pages/site.py").run()
+    assert at.title[0].value == "Site details"
+    assert ocean.name_en in at.selectbox(key="site").format_func(ocean.id)
+    assert "Latest values" in [s.value for s in at.subheader]
 
 
 # --- site --------------------------------------------------------------------------
@@ -82,17 +171,27 @@ def test_site_page_shows_latest_values_charts_and_device_health(world, configure
     latest = frame_of(at, 0)
     sensors = [m for d in ocean.devices for m in d.template.metrics
                if m not in ("battery_voltage", "signal_rssi")]
+    assert "tide_level" in sensors or "dissolved_oxygen" in sensors
     assert len(latest) == len(sensors)
     assert latest["Value"].notna().all()
     # 36 hours of readings: the 24-hour sparkline has 24 or 25 hourly means
     assert latest["Last 24 h"].map(len).between(24, 25).all()
-    charts = at.get("arrow_vega_lite_chart")
-    assert len(charts) == 4  # the first four metrics by default
+    # charted by default: the two metrics under an alert, then catalog order
+    shown = {"water_temperature", "dissolved_oxygen", "salinity", "water_ph"}
+    assert set(at.multiselect(key="metrics").value) == shown
+    charts = {chart_title(c): c for c in at.get("vega_lite_chart")}
+    assert len(charts) == sum(m in shown for m in sensors) == 6  # two sondes
+    # the hypoxia alert shaded and its anomalies marked on the oxygen line of the sonde
+    # (24 hours come in 5-minute buckets, drawn as mean with a min-max band)
+    assert marks(charts[f"dissolved oxygen · {ocean.id}-sonde"]) == [
+        "rect", "area", "line", "point"]
+    assert marks(charts[f"dissolved oxygen · {ocean.id}-sonde2"]) == ["area", "line"]
     health = frame_of(at, 2)
     assert set(health["Device"]) == {d.id for d in ocean.devices}
     assert (health["State"] == "online").all()
     gateway = health.set_index("Device").loc[f"{ocean.id}-gw"]
     assert 11 <= gateway["Battery (V)"] <= 14.5
+    assert 0 <= gateway["Queue depth"] <= 1000  # reported by the edge agent
 
 
 def test_site_page_shows_an_offline_device(world, configure):
@@ -112,6 +211,68 @@ def test_site_page_range_switch_uses_rollups(world, configure):
     assert any("1 hour" in c.value for c in at.caption)
 
 
+# --- alerts ------------------------------------------------------------------------
+def test_alerts_page_filters_and_shows_history_and_the_series_around(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    ids = world["fleet"].alert_ids
+    at = open_page("pages/alerts.py")
+    listed = frame_of(at)
+    assert set(listed["ID"]) == {ids["hypoxia"], ids["stuck"], ids["storm"]}  # active
+    at.selectbox(key="a_severity").set_value("critical").run()
+    assert list(frame_of(at)["ID"]) == [ids["hypoxia"]]
+    at.selectbox(key="a_severity").set_value(None).run()
+    at.selectbox(key="a_state").set_value("closed").run()
+    assert list(frame_of(at)["ID"]) == [ids["frost"]]
+    assert "Closed at" in at.info[0].value
+    at.selectbox(key="a_state").set_value("active").run()
+    at.selectbox(key="a_pick").set_value(ids["stuck"]).run()
+    assert "Acknowledged by night-shift" in at.info[0].value
+    history = frame_of(at, 1)
+    assert list(history["Action"]) == ["opened", "acknowledged"]
+    assert history["Note"].iloc[1] == "diver checking"
+    (chart,) = at.get("vega_lite_chart")
+    assert marks(chart)[0] == "rect" and marks(chart)[-1] == "point"  # alert, anomalies
+
+
+def test_acknowledging_in_the_alerts_page_changes_the_database(db_url, configure):
+    fleet = seed_fleet(db_url, hours=8)
+    alert_id = fleet.alert_ids["hypoxia"]
+    with psycopg.connect(db_url) as conn:
+        key = create_key(conn, "control-room", [Scope.READ, Scope.OPERATE])
+    with ApiServer(db_url) as api:
+        configure(api.url, key, dashboard_language="en")
+        at = open_page("pages/alerts.py", alert=str(alert_id))
+        assert at.selectbox(key="a_pick").value == alert_id
+        at.button(key="ack").click().run()  # no comment yet: refused by the page
+        assert at.warning[0].value == "Please write a comment"
+        at.text_area(key=f"ack_comment_{alert_id}").input("aerators on, diver sent").run()
+        at.button(key="ack").click().run()
+        assert not at.exception
+        assert at.success[0].value == f"Alert {alert_id} acknowledged"
+        assert "Acknowledged by control-room" in at.info[0].value
+        assert list(frame_of(at, 1)["Action"]) == ["opened", "acknowledged"]
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT state, acknowledged_by, ack_comment FROM alerts "
+                           "WHERE id = %s", (alert_id,)).fetchone()
+    assert row == ("acknowledged", "control-room", "aerators on, diver sent")
+
+
+def test_a_key_without_operate_cannot_acknowledge(db_url, configure):
+    fleet = seed_fleet(db_url, hours=2)
+    alert_id = fleet.alert_ids["hypoxia"]
+    with psycopg.connect(db_url) as conn:
+        key = create_key(conn, "viewer", [Scope.READ])
+    with ApiServer(db_url) as api:
+        configure(api.url, key, dashboard_language="en")
+        at = open_page("pages/alerts.py", alert=str(alert_id))
+        at.text_area(key=f"ack_comment_{alert_id}").input("on it").run()
+        at.button(key="ack").click().run()
+        assert "operate scope" in at.error[0].value
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT state FROM alerts WHERE id = %s",
+                            (alert_id,)).fetchone()[0] == "open"
+
+
 # --- labs --------------------------------------------------------------------------
 def test_labs_page_lists_previews_and_offers_downloads(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
@@ -125,22 +286,14 @@ def test_labs_page_lists_previews_and_offers_downloads(world, configure):
     assert set(listed["Series"]) == wanted and len(wanted) == 2  # sonde and sonde2
     at.radio(key="l_bucket").set_value("raw").run()
     assert not at.exception
-    preview = frame_of(at, 1)
     # raw readings of a 1-minute sonde over the last 7 days: all 36 h seeded
-    assert 36 * 60 - 2 <= len(preview) <= 36 * 60
-    assert at.get("download_button")
-
-
-def test_language_switch_changes_titles_and_site_names(world, configure):
-    configure(world["api"].url, world["key"], dashboard_language="zh")
-    ocean = world["fleet"].ocean
-    at = open_page("pages/site.py", site=ocean.id)
-    assert at.title[0].value == "站点详情"
-    assert ocean.name_zh in at.selectbox(key="site").format_func(ocean.id)
-    at.sidebar.radio(key="lang").set_value("en").run()
-    assert at.title[0].value == "Site details"
-    assert ocean.name_en in at.selectbox(key="site").format_func(ocean.id)
-    assert "Latest values" in [s.value for s in at.subheader]
+    points = int(next(c.value for c in at.caption if c.value.endswith(" points")).split()[0])
+    assert 36 * 60 - 2 <= points <= 36 * 60
+    preview = frame_of(at, 1)
+    assert len(preview) == 500 and preview["time"].is_monotonic_increasing
+    assert len(at.get("vega_lite_chart")) == 1
+    assert [b.label for b in at.get("download_button")] == ["Download CSV",
+                                                             "Download Parquet"]
 
 
 # --- failures ----------------------------------------------------------------------

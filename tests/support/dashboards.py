@@ -92,7 +92,7 @@ def seed_fleet(url: str, *, hours: int = 36) -> SeededFleet:
             step = device.template.interval_s * 1000
             times = range(now_ms - hours * 3_600_000, now_ms, step)
             readings = tuple(Reading(m, t, _wave(m, t, n + i))
-                             for t in times for i, m in enumerate(device.template.metrics))
+                             for t in times for i, m in enumerate(device.template.series_metrics))
             for seq, first in enumerate(range(0, len(readings), 5000)):
                 envelopes.append(Envelope(up_topic(site.id, device.id), encode_batch(
                     Batch(site.id, device.id, seq, readings[first:first + 5000])), None,
