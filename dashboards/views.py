@@ -32,6 +32,7 @@ DISPLAY_TZ = "Asia/Shanghai"
 # RGB per overview state; a site the overview does not mention has no devices reporting.
 STATE_COLORS: dict[str, tuple[int, int, int]] = {
     "ok": (34, 160, 80), "alert": (220, 40, 40), "offline": (130, 130, 130)}
+STATE_RADIUS_M = {"ok": 900, "alert": 1600, "offline": 800}  # alerting sites stand out
 STATES = tuple(STATE_COLORS)
 SEVERITIES = ("critical", "warning", "info")
 SEVERITY_COLORS = {"critical": "#d62828", "warning": "#f77f00", "info": "#457b9d"}
@@ -54,11 +55,13 @@ def site_frame(sites: list[dict], overview: dict, lang: Lang) -> pd.DataFrame:
             "open_alerts": int(state.get("open_alerts", 0)),
             "devices_online": int(state.get("devices_online", 0)),
             "devices_offline": int(state.get("devices_offline", 0)),
-            "color": [*STATE_COLORS.get(code, STATE_COLORS["offline"]), 220],
+            "color": [*STATE_COLORS.get(code, STATE_COLORS["offline"]), 230],
+            "radius": STATE_RADIUS_M.get(code, STATE_RADIUS_M["offline"]),
         })
     return pd.DataFrame(rows, columns=[
         "id", "name", "kind", "kind_label", "district", "district_label", "lat", "lon",
-        "state", "state_label", "open_alerts", "devices_online", "devices_offline", "color"])
+        "state", "state_label", "open_alerts", "devices_online", "devices_offline", "color",
+        "radius"])
 
 
 def filter_sites(frame: pd.DataFrame, *, kinds: list[str] | None = None,
@@ -80,7 +83,9 @@ def open_alert_total(overview: dict) -> int:
 
 # --- the map -------------------------------------------------------------------------
 SITE_LAYER_ID = "sites"
-QINGDAO_VIEW = pdk.ViewState(latitude=36.30, longitude=120.25, zoom=7.6)
+QINGDAO_VIEW = pdk.ViewState(latitude=36.25, longitude=120.30, zoom=7.7)
+# Drawn last, so on top: an alerting site is never hidden under an offline neighbour.
+_DRAW_ORDER = {"offline": 0, "ok": 1, "alert": 2}
 _LAYER_STYLE: dict[str, dict[str, Any]] = {
     # drawn bottom to top
     "sea": {"get_fill_color": [200, 225, 245, 255], "stroked": False},
@@ -104,12 +109,14 @@ def site_map(frame: pd.DataFrame, geojson: dict, lang: Lang, *,
         layers.append(pdk.Layer("GeoJsonLayer", id=f"geo-{layer}",
                                 data={"type": "FeatureCollection", "features": features},
                                 pickable=False, **style))
-    records = frame[["id", "name", "kind_label", "district_label", "state_label",
-                     "open_alerts", "lat", "lon", "color"]].to_dict("records")
+    ordered = frame.sort_values("state", key=lambda s: s.map(_DRAW_ORDER), kind="stable")
+    records = ordered[["id", "name", "kind_label", "district_label", "state_label",
+                       "open_alerts", "lat", "lon", "color", "radius"]].to_dict("records")
     layers.append(pdk.Layer(
         "ScatterplotLayer", id=SITE_LAYER_ID, data=records, get_position="[lon, lat]",
         get_fill_color="color", get_line_color=[255, 255, 255], stroked=True,
-        line_width_min_pixels=1, get_radius=900, radius_min_pixels=4, radius_max_pixels=14,
+        line_width_min_pixels=1, get_radius="radius", radius_min_pixels=4,
+        radius_max_pixels=16,
         pickable=True, auto_highlight=True))
     tooltip = {"html": "<b>{name}</b> ({id})<br/>{kind_label} · {district_label}<br/>"
                        f"{t('col.state', lang)}: {{state_label}} · "
@@ -189,7 +196,6 @@ def series_chart(frame: pd.DataFrame, *, title: str, unit: str, lang: Lang,
     x_scale = alt.Scale(domain=[local(window[0]).isoformat(), local(window[1]).isoformat()]
                         ) if window else alt.Undefined
     x = alt.X("time:T", title=None, scale=x_scale)
-    y_title = f"{title} ({unit})" if unit else title
     base = alt.Chart(frame)
     layers = []
     if alerts:
@@ -206,7 +212,7 @@ def series_chart(frame: pd.DataFrame, *, title: str, unit: str, lang: Lang,
     if (frame["min"] != frame["max"]).any():
         layers.append(base.mark_area(opacity=0.2).encode(x=x, y="min:Q", y2="max:Q"))
     layers.append(base.mark_line().encode(
-        x=x, y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+        x=x, y=alt.Y("value:Q", title=unit or None, scale=alt.Scale(zero=False)),
         tooltip=[alt.Tooltip("time:T", title=t("col.time", lang), format="%Y-%m-%d %H:%M"),
                  alt.Tooltip("value:Q", title=t("col.value", lang), format=".2f")]))
     if anomalies is not None and len(anomalies):

@@ -315,6 +315,30 @@ def api(database_url: DatabaseUrl = None,
 
 
 @app.command()
+def dashboard(host: Annotated[str, typer.Option(envvar="TIDEFIELD_DASHBOARD_HOST")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(envvar="TIDEFIELD_DASHBOARD_PORT")] = 8501,
+              ) -> None:
+    """Run the operators' dashboards (Streamlit) on the API at TIDEFIELD_API_URL, with the
+    key in TIDEFIELD_API_KEY."""
+    import os
+    from importlib.resources import files
+
+    settings = _settings()
+    if settings.api_key is None:
+        typer.echo("error: no API key: set TIDEFIELD_API_KEY (`tidefield keys create "
+                   "control-room --scope read --scope operate` makes one)", err=True)
+        raise typer.Exit(2)
+    entry = files("tidefield.dashboards") / "app.py"
+    # Streamlit takes over this process; it reads the same TIDEFIELD_ environment.
+    os.execv(sys.executable, [
+        sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", host,
+        "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.runOnSave", "false",
+        "--client.toolbarMode", "viewer", "--client.showErrorDetails", "type",
+        "--theme.base", "light"])
+
+
+@app.command()
 def ingest(database_url: DatabaseUrl = None,
            mqtt_url: Annotated[str | None, typer.Option(
                envvar="TIDEFIELD_MQTT_URL", help="broker to consume from")] = None,

@@ -155,7 +155,7 @@ def test_language_switch_changes_titles_and_site_names(world, configure):
     assert names[ocean.id] == ocean.name_en
     assert {n for n in names} == {s.name_en for s in load_sites()}
     # the choice holds on the next page
-    at.switch_page("pages/site.py").run()
+    at.switch_page("app_pages/site.py").run()
     assert at.title[0].value == "Site details"
     assert ocean.name_en in at.selectbox(key="site").format_func(ocean.id)
     assert "Latest values" in [s.value for s in at.subheader]
@@ -165,7 +165,7 @@ def test_language_switch_changes_titles_and_site_names(world, configure):
 def test_site_page_shows_latest_values_charts_and_device_health(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     ocean = world["fleet"].ocean
-    at = open_page("pages/site.py", site=ocean.id)
+    at = open_page("app_pages/site.py", site=ocean.id)
     assert at.title[0].value == "Site details"
     assert at.selectbox(key="site").value == ocean.id
     latest = frame_of(at, 0)
@@ -197,7 +197,7 @@ def test_site_page_shows_latest_values_charts_and_device_health(world, configure
 def test_site_page_shows_an_offline_device(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     farm = world["fleet"].farm
-    at = open_page("pages/site.py", site=farm.id)
+    at = open_page("app_pages/site.py", site=farm.id)
     health = frame_of(at, 2).set_index("Device")
     assert health.loc[f"{farm.id}-soil", "State"] == "offline"
     assert health.loc[f"{farm.id}-climate", "State"] == "online"
@@ -205,7 +205,7 @@ def test_site_page_shows_an_offline_device(world, configure):
 
 def test_site_page_range_switch_uses_rollups(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
-    at = open_page("pages/site.py", site=world["fleet"].ocean.id)
+    at = open_page("app_pages/site.py", site=world["fleet"].ocean.id)
     at.radio(key="range").set_value("7d").run()
     assert not at.exception
     assert any("1 hour" in c.value for c in at.caption)
@@ -215,7 +215,7 @@ def test_site_page_range_switch_uses_rollups(world, configure):
 def test_alerts_page_filters_and_shows_history_and_the_series_around(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     ids = world["fleet"].alert_ids
-    at = open_page("pages/alerts.py")
+    at = open_page("app_pages/alerts.py")
     listed = frame_of(at)
     assert set(listed["ID"]) == {ids["hypoxia"], ids["stuck"], ids["storm"]}  # active
     at.selectbox(key="a_severity").set_value("critical").run()
@@ -241,7 +241,7 @@ def test_acknowledging_in_the_alerts_page_changes_the_database(db_url, configure
         key = create_key(conn, "control-room", [Scope.READ, Scope.OPERATE])
     with ApiServer(db_url) as api:
         configure(api.url, key, dashboard_language="en")
-        at = open_page("pages/alerts.py", alert=str(alert_id))
+        at = open_page("app_pages/alerts.py", alert=str(alert_id))
         assert at.selectbox(key="a_pick").value == alert_id
         at.button(key="ack").click().run()  # no comment yet: refused by the page
         assert at.warning[0].value == "Please write a comment"
@@ -264,7 +264,7 @@ def test_a_key_without_operate_cannot_acknowledge(db_url, configure):
         key = create_key(conn, "viewer", [Scope.READ])
     with ApiServer(db_url) as api:
         configure(api.url, key, dashboard_language="en")
-        at = open_page("pages/alerts.py", alert=str(alert_id))
+        at = open_page("app_pages/alerts.py", alert=str(alert_id))
         at.text_area(key=f"ack_comment_{alert_id}").input("on it").run()
         at.button(key="ack").click().run()
         assert "operate scope" in at.error[0].value
@@ -277,7 +277,7 @@ def test_a_key_without_operate_cannot_acknowledge(db_url, configure):
 def test_labs_page_lists_previews_and_offers_downloads(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     fleet = world["fleet"]
-    at = open_page("pages/labs.py")
+    at = open_page("app_pages/labs.py")
     at.selectbox(key="l_site").set_value(fleet.ocean.id).run()
     at.selectbox(key="l_metric").set_value("dissolved_oxygen").run()
     listed = frame_of(at, 0)
@@ -297,7 +297,8 @@ def test_labs_page_lists_previews_and_offers_downloads(world, configure):
 
 
 # --- failures ----------------------------------------------------------------------
-@pytest.mark.parametrize("page", [None, "pages/site.py", "pages/alerts.py", "pages/labs.py"])
+@pytest.mark.parametrize("page", [None, "app_pages/site.py", "app_pages/alerts.py",
+                                  "app_pages/labs.py"])
 def test_an_unreachable_api_shows_a_banner_not_a_stack_trace(configure, page):
     configure(f"http://127.0.0.1:{free_port()}", "tf_abc_def", dashboard_language="en")
     at = open_page(page)
@@ -307,7 +308,7 @@ def test_an_unreachable_api_shows_a_banner_not_a_stack_trace(configure, page):
 
 def test_a_refused_key_says_which_setting_to_check(world, configure):
     configure(world["api"].url, "tf_nope_nope", dashboard_language="en")
-    at = open_page("pages/site.py", site=load_sites()[0].id)
+    at = open_page("app_pages/site.py", site=load_sites()[0].id)
     assert "TIDEFIELD_API_KEY" in at.error[0].value
 
 

@@ -23,9 +23,14 @@ with ui.guard(lang):
     sites = data.sites(api)
 names = {s["id"]: s[f"name_{lang}"] for s in sites}
 
+# ?site= and ?series= open the page on a series (links from elsewhere, bookmarks)
+wanted_site = st.query_params.get("site")
+wanted_series = st.query_params.get("series")
+sites_choice = [None, *names]
 cells = st.columns(2)
 site_id = cells[0].selectbox(
-    t("col.site", lang), [None, *names], key="l_site",
+    t("col.site", lang), sites_choice, key="l_site",
+    index=sites_choice.index(wanted_site) if wanted_site in names else 0,
     format_func=lambda i: t("alerts.all", lang) if i is None else f"{names[i]} ({i})")
 metric = cells[1].selectbox(
     t("col.metric", lang), [None, *METRICS], key="l_metric",
@@ -44,8 +49,11 @@ st.dataframe(pd.DataFrame([{
     t("col.unit", lang): s["unit"]} for s in series]), hide_index=True, width="stretch",
     height=240)
 
+series_ids = list(by_id)
+wanted_id = int(wanted_series) if wanted_series and wanted_series.isdigit() else None
 series_id = st.selectbox(
-    t("labs.series", lang), list(by_id), key="l_series",
+    t("labs.series", lang), series_ids, key="l_series",
+    index=series_ids.index(wanted_id) if wanted_id in by_id else 0,
     format_func=lambda i: f"{i} · {by_id[i]['device_id']} · "
                           f"{metric_name(by_id[i]['metric'], lang)}")
 chosen = by_id[series_id]

@@ -14,7 +14,7 @@ st.title(t("overview.title", lang))
 
 
 def open_site(site_id: str) -> None:
-    st.switch_page("pages/site.py", query_params={"site": site_id})
+    st.switch_page("app_pages/site.py", query_params={"site": site_id})
 
 
 @ui.auto_refresh
@@ -53,7 +53,7 @@ def body() -> None:
     with map_col:
         deck = views.site_map(shown, data.geojson(), lang,
                               tiles=data.settings().dashboard_map_tiles)
-        event = st.pydeck_chart(deck, height=560, on_select="rerun",
+        event = st.pydeck_chart(deck, height=640, on_select="rerun",
                                 selection_mode="single-object", key="site_map",
                                 alt=t("overview.map_alt", lang, count=len(shown)))
     with side_col:

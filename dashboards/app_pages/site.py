@@ -22,6 +22,7 @@ site_id = st.selectbox(t("site.choose", lang), ids,
                        format_func=lambda i: f"{by_id[i][f'name_{lang}']} ({i})", key="site")
 st.query_params["site"] = site_id
 site = by_id[site_id]
+st.header(site[f"name_{lang}"], divider="gray")
 st.caption(f"{kind_name(site['kind'], lang)} · {district_name(site['district'], lang)} · "
            f"{site['lat']:.4f}, {site['lon']:.4f}")
 

@@ -53,7 +53,9 @@ if not items:
 
 st.caption(t("alerts.count", lang, count=len(items)))
 st.dataframe(views.alerts_table(items, names, lang), hide_index=True, width="stretch",
-             height=min(420, 38 + 35 * len(items)))
+             height=min(420, 38 + 35 * len(items)), column_config={
+                 t(k, lang): st.column_config.DatetimeColumn(format="MM-DD HH:mm")
+                 for k in ("col.opened", "col.updated")})
 
 by_id = {a["id"]: a for a in items}
 ids = list(by_id)
@@ -103,7 +105,8 @@ else:
 
 st.markdown(f"**{t('alerts.history', lang)}**")
 st.dataframe(views.history_table(alert.get("history", []), lang), hide_index=True,
-             width="stretch")
+             width="stretch", column_config={t("col.time", lang): st.column_config.DatetimeColumn(
+                 format="YYYY-MM-DD HH:mm:ss")})
 
 if alert.get("series_id") is not None:
     st.markdown(f"**{t('alerts.around', lang)}**")
