@@ -23,6 +23,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "app.language": {"zh": "语言", "en": "Language"},
     "app.refresh": {"zh": "每 {seconds} 秒自动刷新", "en": "Refreshes every {seconds} s"},
     "app.refresh_off": {"zh": "自动刷新已关闭", "en": "Auto-refresh is off"},
+    "app.choose": {"zh": "请选择", "en": "Choose"},
     "app.updated": {"zh": "更新于 {time}", "en": "Updated {time}"},
     "nav.overview": {"zh": "总览", "en": "Overview"},
     "nav.site": {"zh": "站点", "en": "Site"},

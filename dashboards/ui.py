@@ -36,6 +36,41 @@ def _remember_language() -> None:
     st.session_state[LANG_KEY] = st.session_state[SWITCH_KEY]
 
 
+CHOICES_KEY = "choices"  # what each chooser was last set to, whatever the language
+
+
+def choice(widget, label: str, options: list, *, name: str, language: Lang,
+           default=None, **kwargs):
+    """A selectbox or radio whose choice survives a language switch.
+
+    Streamlit keeps the label a keyed widget shows for its value when only the
+    ``format_func`` changes, so after a switch it would still read in the old language.
+    So each language gets its own widget (the key ends in the language), started on
+    the choice remembered here (or ``default``)."""
+    remembered = st.session_state.setdefault(CHOICES_KEY, {})
+    current = remembered.get(name, default)
+    index = options.index(current) if current in options else 0
+    value = widget(label, options, index=index, key=f"{name}.{language}", **kwargs)
+    remembered[name] = value
+    return value
+
+
+def choices(label: str, options: list, *, name: str, language: Lang,
+            default: list | None = None, **kwargs) -> list:
+    """A multiselect that survives a language switch (see ``choice``)."""
+    remembered = st.session_state.setdefault(CHOICES_KEY, {})
+    current = [v for v in remembered.get(name, default or []) if v in options]
+    value = st.multiselect(label, options, default=current, key=f"{name}.{language}",
+                           **kwargs)
+    remembered[name] = value
+    return value
+
+
+def remember(name: str, value) -> None:
+    """Make ``value`` the choice of ``name`` (a link or a click chose it)."""
+    st.session_state.setdefault(CHOICES_KEY, {})[name] = value
+
+
 def lang() -> Lang:
     return st.session_state.get(LANG_KEY) or data.settings().dashboard_language
 

@@ -29,16 +29,21 @@ def choice(prefix: str):
 
 
 cells = st.columns(4)
-site_filter = cells[0].selectbox(
-    t("alerts.filter_site", lang), [None, *names],
-    format_func=lambda i: t("alerts.all", lang) if i is None else f"{names[i]} ({i})",
-    key="a_site")
-category = cells[1].selectbox(t("alerts.filter_category", lang), CATEGORIES,
-                              format_func=choice("category"), key="a_category")
-severity = cells[2].selectbox(t("alerts.filter_severity", lang), SEVERITIES,
-                              format_func=choice("severity"), key="a_severity")
-state = cells[3].selectbox(t("alerts.filter_state", lang), STATES,
-                           format_func=choice("alert_state"), key="a_state")
+with cells[0]:
+    site_filter = ui.choice(
+        st.selectbox, t("alerts.filter_site", lang), [None, *names], name="a_site",
+        language=lang,
+        format_func=lambda i: t("alerts.all", lang) if i is None else f"{names[i]} ({i})")
+with cells[1]:
+    category = ui.choice(st.selectbox, t("alerts.filter_category", lang), list(CATEGORIES),
+                         name="a_category", language=lang, format_func=choice("category"))
+with cells[2]:
+    severity = ui.choice(st.selectbox, t("alerts.filter_severity", lang), list(SEVERITIES),
+                         name="a_severity", language=lang, format_func=choice("severity"))
+with cells[3]:
+    state = ui.choice(st.selectbox, t("alerts.filter_state", lang), list(STATES),
+                      name="a_state", language=lang, default="active",
+                      format_func=choice("alert_state"))
 
 with ui.guard(lang):
     items = data.alerts(api, site=site_filter, category=category, severity=severity,
@@ -60,13 +65,13 @@ st.dataframe(views.alerts_table(items, names, lang), hide_index=True, width="str
 by_id = {a["id"]: a for a in items}
 ids = list(by_id)
 wanted = st.query_params.get("alert")
-wanted = int(wanted) if wanted and wanted.isdigit() else None
-alert_id = st.selectbox(
-    t("alerts.pick", lang), ids, index=ids.index(wanted) if wanted in by_id else 0,
+if wanted and wanted.isdigit() and int(wanted) in by_id:  # a link to an alert
+    ui.remember("a_pick", int(wanted))
+alert_id = ui.choice(
+    st.selectbox, t("alerts.pick", lang), ids, name="a_pick", language=lang,
     format_func=lambda i: (f"#{i} · {names.get(by_id[i]['site_id'], by_id[i]['site_id'])} · "
                            f"{rule_name(by_id[i]['rule'], lang)} · "
-                           f"{label('severity', by_id[i]['severity'], lang)}"),
-    key="a_pick")
+                           f"{label('severity', by_id[i]['severity'], lang)}"))
 st.query_params["alert"] = str(alert_id)
 
 with ui.guard(lang):

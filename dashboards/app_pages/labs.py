@@ -24,17 +24,20 @@ with ui.guard(lang):
 names = {s["id"]: s[f"name_{lang}"] for s in sites}
 
 # ?site= and ?series= open the page on a series (links from elsewhere, bookmarks)
-wanted_site = st.query_params.get("site")
-wanted_series = st.query_params.get("series")
-sites_choice = [None, *names]
+if (wanted_site := st.query_params.pop("site", None)) in names:
+    ui.remember("l_site", wanted_site)
+if (wanted_series := st.query_params.pop("series", None)) and wanted_series.isdigit():
+    ui.remember("l_series", int(wanted_series))
 cells = st.columns(2)
-site_id = cells[0].selectbox(
-    t("col.site", lang), sites_choice, key="l_site",
-    index=sites_choice.index(wanted_site) if wanted_site in names else 0,
-    format_func=lambda i: t("alerts.all", lang) if i is None else f"{names[i]} ({i})")
-metric = cells[1].selectbox(
-    t("col.metric", lang), [None, *METRICS], key="l_metric",
-    format_func=lambda m: t("alerts.all", lang) if m is None else metric_name(m, lang))
+with cells[0]:
+    site_id = ui.choice(
+        st.selectbox, t("col.site", lang), [None, *names], name="l_site", language=lang,
+        format_func=lambda i: t("alerts.all", lang) if i is None else f"{names[i]} ({i})")
+with cells[1]:
+    metric = ui.choice(
+        st.selectbox, t("col.metric", lang), [None, *METRICS], name="l_metric",
+        language=lang,
+        format_func=lambda m: t("alerts.all", lang) if m is None else metric_name(m, lang))
 
 with ui.guard(lang):
     series = data.series(api, site=site_id, metric=metric)
@@ -49,11 +52,8 @@ st.dataframe(pd.DataFrame([{
     t("col.unit", lang): s["unit"]} for s in series]), hide_index=True, width="stretch",
     height=240)
 
-series_ids = list(by_id)
-wanted_id = int(wanted_series) if wanted_series and wanted_series.isdigit() else None
-series_id = st.selectbox(
-    t("labs.series", lang), series_ids, key="l_series",
-    index=series_ids.index(wanted_id) if wanted_id in by_id else 0,
+series_id = ui.choice(
+    st.selectbox, t("labs.series", lang), list(by_id), name="l_series", language=lang,
     format_func=lambda i: f"{i} · {by_id[i]['device_id']} · "
                           f"{metric_name(by_id[i]['metric'], lang)}")
 chosen = by_id[series_id]
@@ -71,9 +71,10 @@ if first > last:
 start = datetime.combine(first, time(), zone)
 end = datetime.combine(last + timedelta(days=1), time(), zone)
 default_bucket = views.choose_bucket(end - start)
-bucket = cells[2].radio(t("labs.bucket", lang), BUCKETS, horizontal=True,
-                        index=BUCKETS.index(default_bucket), key="l_bucket",
-                        format_func=lambda b: label("bucket", b, lang))
+with cells[2]:
+    bucket = ui.choice(st.radio, t("labs.bucket", lang), list(BUCKETS), name="l_bucket",
+                       language=lang, default=default_bucket, horizontal=True,
+                       format_func=lambda b: label("bucket", b, lang))
 
 with ui.guard(lang):
     answer = data.readings(api, series_id, start, end, bucket)

@@ -39,14 +39,19 @@ def body() -> None:
                           for s in views.SEVERITIES))
 
     filters = st.columns(3)
-    kinds = filters[0].multiselect(t("overview.filter_kind", lang), list(SITE_KINDS),
-                                   format_func=lambda k: kind_name(k, lang), key="f_kind")
-    districts = filters[1].multiselect(t("overview.filter_district", lang), list(DISTRICTS),
-                                       format_func=lambda d: district_name(d, lang),
-                                       key="f_district")
-    states = filters[2].multiselect(t("overview.filter_state", lang), list(views.STATES),
-                                    format_func=lambda s: label("state", s, lang),
-                                    key="f_state")
+    placeholder = t("app.choose", lang)
+    with filters[0]:
+        kinds = ui.choices(t("overview.filter_kind", lang), list(SITE_KINDS), name="f_kind",
+                           language=lang, format_func=lambda k: kind_name(k, lang),
+                           placeholder=placeholder)
+    with filters[1]:
+        districts = ui.choices(t("overview.filter_district", lang), list(DISTRICTS),
+                               name="f_district", language=lang, placeholder=placeholder,
+                               format_func=lambda d: district_name(d, lang))
+    with filters[2]:
+        states = ui.choices(t("overview.filter_state", lang), list(views.STATES),
+                            name="f_state", language=lang, placeholder=placeholder,
+                            format_func=lambda s: label("state", s, lang))
     shown = views.filter_sites(frame, kinds=kinds, districts=districts, states=states)
 
     map_col, side_col = st.columns([3, 1])
@@ -65,11 +70,15 @@ def body() -> None:
         ids = shown["id"].tolist()
         names = dict(zip(shown["id"], shown["name"], strict=True))
         clicked = views.picked_site(event)
+        if clicked in names:  # a click on the map
+            st.markdown(f"**{names[clicked]}** ({clicked})")
+            if st.button(t("overview.open_site", lang), key="open_clicked", type="primary"):
+                open_site(clicked)
         if ids:
-            pick = st.selectbox(t("overview.pick_site", lang), ids,
-                                index=ids.index(clicked) if clicked in ids else 0,
-                                format_func=lambda i: f"{names[i]} ({i})", key="pick_site")
-            if st.button(t("overview.open_site", lang), key="open_site", type="primary"):
+            pick = ui.choice(st.selectbox, t("overview.pick_site", lang), ids,
+                             name="pick_site", language=lang,
+                             format_func=lambda i: f"{names[i]} ({i})")
+            if st.button(t("overview.open_site", lang), key="open_site"):
                 open_site(pick)
 
     st.subheader(t("overview.table", lang))

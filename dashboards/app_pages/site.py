@@ -16,18 +16,19 @@ with ui.guard(lang):
     sites = data.sites(api)
 by_id = {s["id"]: s for s in sites}
 ids = list(by_id)
-wanted = st.query_params.get("site")
-site_id = st.selectbox(t("site.choose", lang), ids,
-                       index=ids.index(wanted) if wanted in by_id else 0,
-                       format_func=lambda i: f"{by_id[i][f'name_{lang}']} ({i})", key="site")
+if (wanted := st.query_params.get("site")) in by_id:  # a link to a site
+    ui.remember("site", wanted)
+site_id = ui.choice(st.selectbox, t("site.choose", lang), ids, name="site", language=lang,
+                    format_func=lambda i: f"{by_id[i][f'name_{lang}']} ({i})")
 st.query_params["site"] = site_id
 site = by_id[site_id]
 st.header(site[f"name_{lang}"], divider="gray")
 st.caption(f"{kind_name(site['kind'], lang)} · {district_name(site['district'], lang)} · "
            f"{site['lat']:.4f}, {site['lon']:.4f}")
 
-range_key = st.radio(t("site.range", lang), list(views.RANGES), index=1, key="range",
-                     horizontal=True, format_func=lambda r: t(f"range.{r}", lang))
+range_key = ui.choice(st.radio, t("site.range", lang), list(views.RANGES), name="range",
+                      language=lang, default="24h", horizontal=True,
+                      format_func=lambda r: t(f"range.{r}", lang))
 
 
 @ui.auto_refresh
@@ -63,9 +64,10 @@ def body() -> None:
     bucket = views.choose_bucket(end - start)
     st.caption(t("site.bucket", lang, bucket=t(f"bucket.{bucket}", lang)))
     metrics = list(dict.fromkeys(i["metric"] for i in sensors))
-    chosen = st.multiselect(t("site.metrics", lang), metrics,
-                            default=views.default_metrics(sensors, alerts),
-                            format_func=lambda m: metric_name(m, lang), key="metrics")
+    chosen = ui.choices(t("site.metrics", lang), metrics, name=f"metrics:{site_id}",
+                        language=lang, default=views.default_metrics(sensors, alerts),
+                        format_func=lambda m: metric_name(m, lang),
+                        placeholder=t("app.choose", lang))
     marks = views.anomalies_frame(anomalies, lang)
     columns = st.columns(2)
     charts = [i for i in sensors if i["metric"] in chosen]

@@ -143,8 +143,19 @@ def test_overview_and_site_pages_render_in_chromium(dashboard, browser):
     # the map drew its layers: sea, land, and sites in the colours of their states
     assert near(drawn, (200, 225, 245)) and near(drawn, (246, 243, 234))
     assert near(drawn, (220, 40, 40)) and near(drawn, (130, 130, 130))
-    sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]').text
-    assert "中文" in sidebar and "English" in sidebar
+    sidebar = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]')
+    assert "中文" in sidebar.text and "English" in sidebar.text
+    # switch to Chinese: title and site names change
+    sidebar.find_element(By.XPATH, ".//label[.//p[text()='中文']]").click()
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "h1").text == "站点总览")
+    wait_for(browser, f"{MAP} canvas")
+    settle(browser)
+    shot(browser, "overview-zh")
+    assert "告警: 1" in browser.find_element(By.CSS_SELECTOR, "main").text  # the legend
+    sidebar.find_element(By.XPATH, ".//label[.//p[text()='English']]").click()
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "h1").text == "Site overview")
 
     site = dashboard["fleet"].ocean
     browser.get(f"{dashboard['url']}/site?site={site.id}")

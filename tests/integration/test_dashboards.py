@@ -121,12 +121,12 @@ def test_overview_shows_every_site_and_the_alert_count(world, configure):
 def test_overview_filters_by_kind_and_district(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     at = open_page()
-    at.multiselect(key="f_kind").set_value(["cage_farm"]).run()
+    at.multiselect(key="f_kind.en").set_value(["cage_farm"]).run()
     cages = {s.id for s in load_sites() if s.kind == "cage_farm"}
     assert {p["id"] for p in deck_sites(at)} == cages
     assert set(frame_of(at)["ID"]) == cages
-    at.multiselect(key="f_kind").set_value([]).run()
-    at.multiselect(key="f_district").set_value(["pingdu"]).run()
+    at.multiselect(key="f_kind.en").set_value([]).run()
+    at.multiselect(key="f_district.en").set_value(["pingdu"]).run()
     pingdu = {s.id for s in load_sites() if s.district == "pingdu"}
     assert {p["id"] for p in deck_sites(at)} == pingdu
 
@@ -135,11 +135,11 @@ def test_overview_drills_into_the_picked_site(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     ocean = world["fleet"].ocean
     at = open_page()
-    at.selectbox(key="pick_site").set_value(ocean.id).run()
+    at.selectbox(key="pick_site.en").set_value(ocean.id).run()
     at.button(key="open_site").click().run()
     assert not at.exception
     assert at.title[0].value == "Site details"
-    assert at.selectbox(key="site").value == ocean.id
+    assert at.selectbox(key="site.en").value == ocean.id
 
 
 def test_language_switch_changes_titles_and_site_names(world, configure):
@@ -149,7 +149,10 @@ def test_language_switch_changes_titles_and_site_names(world, configure):
     assert at.title[0].value == "站点总览"
     names = frame_of(at).set_index("编号")["名称"]
     assert names[ocean.id] == ocean.name_zh
+    at.selectbox(key="pick_site.zh").set_value(ocean.id).run()
+    assert ocean.name_zh in at.selectbox(key="pick_site.zh").format_func(ocean.id)
     at.radio(key="language_switch").set_value("en").run()
+    assert at.selectbox(key="pick_site.en").value == ocean.id  # the choice carries over
     assert at.title[0].value == "Site overview"
     names = frame_of(at).set_index("ID")["Name"]
     assert names[ocean.id] == ocean.name_en
@@ -157,7 +160,7 @@ def test_language_switch_changes_titles_and_site_names(world, configure):
     # the choice holds on the next page
     at.switch_page("app_pages/site.py").run()
     assert at.title[0].value == "Site details"
-    assert ocean.name_en in at.selectbox(key="site").format_func(ocean.id)
+    assert ocean.name_en in at.selectbox(key="site.en").format_func(ocean.id)
     assert "Latest values" in [s.value for s in at.subheader]
 
 
@@ -167,7 +170,7 @@ def test_site_page_shows_latest_values_charts_and_device_health(world, configure
     ocean = world["fleet"].ocean
     at = open_page("app_pages/site.py", site=ocean.id)
     assert at.title[0].value == "Site details"
-    assert at.selectbox(key="site").value == ocean.id
+    assert at.selectbox(key="site.en").value == ocean.id
     latest = frame_of(at, 0)
     sensors = [m for d in ocean.devices for m in d.template.metrics
                if m not in ("battery_voltage", "signal_rssi")]
@@ -178,7 +181,7 @@ def test_site_page_shows_latest_values_charts_and_device_health(world, configure
     assert latest["Last 24 h"].map(len).between(24, 25).all()
     # charted by default: the two metrics under an alert, then catalog order
     shown = {"water_temperature", "dissolved_oxygen", "salinity", "water_ph"}
-    assert set(at.multiselect(key="metrics").value) == shown
+    assert set(at.multiselect(key=f"metrics:{ocean.id}.en").value) == shown
     charts = {chart_title(c): c for c in at.get("vega_lite_chart")}
     assert len(charts) == sum(m in shown for m in sensors) == 6  # two sondes
     # the hypoxia alert shaded and its anomalies marked on the oxygen line of the sonde
@@ -206,7 +209,7 @@ def test_site_page_shows_an_offline_device(world, configure):
 def test_site_page_range_switch_uses_rollups(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     at = open_page("app_pages/site.py", site=world["fleet"].ocean.id)
-    at.radio(key="range").set_value("7d").run()
+    at.radio(key="range.en").set_value("7d").run()
     assert not at.exception
     assert any("1 hour" in c.value for c in at.caption)
 
@@ -218,14 +221,14 @@ def test_alerts_page_filters_and_shows_history_and_the_series_around(world, conf
     at = open_page("app_pages/alerts.py")
     listed = frame_of(at)
     assert set(listed["ID"]) == {ids["hypoxia"], ids["stuck"], ids["storm"]}  # active
-    at.selectbox(key="a_severity").set_value("critical").run()
+    at.selectbox(key="a_severity.en").set_value("critical").run()
     assert list(frame_of(at)["ID"]) == [ids["hypoxia"]]
-    at.selectbox(key="a_severity").set_value(None).run()
-    at.selectbox(key="a_state").set_value("closed").run()
+    at.selectbox(key="a_severity.en").set_value(None).run()
+    at.selectbox(key="a_state.en").set_value("closed").run()
     assert list(frame_of(at)["ID"]) == [ids["frost"]]
     assert "Closed at" in at.info[0].value
-    at.selectbox(key="a_state").set_value("active").run()
-    at.selectbox(key="a_pick").set_value(ids["stuck"]).run()
+    at.selectbox(key="a_state.en").set_value("active").run()
+    at.selectbox(key="a_pick.en").set_value(ids["stuck"]).run()
     assert "Acknowledged by night-shift" in at.info[0].value
     history = frame_of(at, 1)
     assert list(history["Action"]) == ["opened", "acknowledged"]
@@ -242,7 +245,7 @@ def test_acknowledging_in_the_alerts_page_changes_the_database(db_url, configure
     with ApiServer(db_url) as api:
         configure(api.url, key, dashboard_language="en")
         at = open_page("app_pages/alerts.py", alert=str(alert_id))
-        assert at.selectbox(key="a_pick").value == alert_id
+        assert at.selectbox(key="a_pick.en").value == alert_id
         at.button(key="ack").click().run()  # no comment yet: refused by the page
         assert at.warning[0].value == "Please write a comment"
         at.text_area(key=f"ack_comment_{alert_id}").input("aerators on, diver sent").run()
@@ -278,13 +281,13 @@ def test_labs_page_lists_previews_and_offers_downloads(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     fleet = world["fleet"]
     at = open_page("app_pages/labs.py")
-    at.selectbox(key="l_site").set_value(fleet.ocean.id).run()
-    at.selectbox(key="l_metric").set_value("dissolved_oxygen").run()
+    at.selectbox(key="l_site.en").set_value(fleet.ocean.id).run()
+    at.selectbox(key="l_metric.en").set_value("dissolved_oxygen").run()
     listed = frame_of(at, 0)
     wanted = {sid for (dev, metric), sid in fleet.series.items()
               if metric == "dissolved_oxygen" and dev.startswith(fleet.ocean.id)}
     assert set(listed["Series"]) == wanted and len(wanted) == 2  # sonde and sonde2
-    at.radio(key="l_bucket").set_value("raw").run()
+    at.radio(key="l_bucket.en").set_value("raw").run()
     assert not at.exception
     # raw readings of a 1-minute sonde over the last 7 days: all 36 h seeded
     points = int(next(c.value for c in at.caption if c.value.endswith(" points")).split()[0])
