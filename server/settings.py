@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     api_port: int = Field(8080, ge=1, le=65535, description="port of the HTTP API")
     api_workers: int = Field(1, ge=1, le=64, description="API processes")
+    dashboard_host: str = Field("127.0.0.1", description="address the dashboard listens on")
     dashboard_port: int = Field(8501, ge=1, le=65535, description="port of the dashboard")
 
     # --- tidefield up -----------------------------------------------------------------
