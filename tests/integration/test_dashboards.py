@@ -142,6 +142,16 @@ def test_overview_drills_into_the_picked_site(world, configure):
     assert at.selectbox(key="site.en").value == ocean.id
 
 
+@pytest.mark.parametrize(("seconds", "note"), [("5", "Refreshes every 5 s"),
+                                               ("0", "Auto-refresh is off")])
+def test_auto_refresh_follows_its_setting(world, configure, seconds, note):
+    configure(world["api"].url, world["key"], dashboard_language="en",
+              dashboard_refresh_s=seconds)
+    for page in (None, "app_pages/site.py"):
+        at = open_page(page, site=world["fleet"].ocean.id)
+        assert any(c.value.endswith(note) for c in at.caption)
+
+
 def test_language_switch_changes_titles_and_site_names(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="zh")
     ocean = world["fleet"].ocean
