@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a fresh Debian 12 (or 13) machine, run before every README
 # command. When everything is already in place it only checks, in a few seconds.
-#   - system packages: PostgreSQL 15, Mosquitto, build tools, Chromium for browser tests
+#   - system packages: PostgreSQL 15, Mosquitto, build tools, Chromium, its driver and a
+#     Chinese font for the dashboards' browser test
 #   - TimescaleDB: the distribution package where one exists, else built (Apache-2
 #     edition) from Debian 13's `timescaledb` source package
 #   - a virtualenv in .venv with the project installed editable with its dev extras
@@ -24,7 +25,7 @@ SYSTEM_PACKAGES=(
   "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" postgresql-contrib
   mosquitto mosquitto-clients
   build-essential cmake libssl-dev dpkg-dev
-  chromium
+  chromium chromium-driver fonts-wqy-microhei
 )
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

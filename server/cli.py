@@ -315,6 +315,32 @@ def api(database_url: DatabaseUrl = None,
 
 
 @app.command()
+def dashboard(host: Annotated[str | None, typer.Option(
+                  help="default: TIDEFIELD_DASHBOARD_HOST")] = None,
+              port: Annotated[int | None, typer.Option(
+                  help="default: TIDEFIELD_DASHBOARD_PORT")] = None) -> None:
+    """Run the operators' dashboards (Streamlit) on the API at TIDEFIELD_API_URL, with the
+    key in TIDEFIELD_API_KEY."""
+    import os
+    from importlib.resources import files
+
+    settings = _settings(dashboard_host=host, dashboard_port=port)
+    if settings.api_key is None:
+        typer.echo("error: no API key: set TIDEFIELD_API_KEY (`tidefield keys create "
+                   "control-room --scope read --scope operate` makes one)", err=True)
+        raise typer.Exit(2)
+    entry = files("tidefield.dashboards") / "app.py"
+    # Streamlit takes over this process; it reads the same TIDEFIELD_ environment.
+    os.execv(sys.executable, [
+        sys.executable, "-m", "streamlit", "run", str(entry),
+        "--server.address", settings.dashboard_host,
+        "--server.port", str(settings.dashboard_port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.runOnSave", "false",
+        "--client.toolbarMode", "viewer", "--client.showErrorDetails", "type",
+        "--theme.base", "light"])
+
+
+@app.command()
 def ingest(database_url: DatabaseUrl = None,
            mqtt_url: Annotated[str | None, typer.Option(
                envvar="TIDEFIELD_MQTT_URL", help="broker to consume from")] = None,

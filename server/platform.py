@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -83,13 +82,11 @@ def _api(p: Platform) -> Child:
 
 def _dashboard(p: Platform) -> Child:
     s = p.settings
-    app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
-    return Child("dashboard", _python("streamlit", "run", str(app), "--server.headless=true",
-                                      f"--server.port={s.dashboard_port}",
-                                      "--server.address=127.0.0.1",
-                                      "--browser.gatherUsageStats=false"),
-                 env={**p.child_env(mqtt_login="dashboards"), "TIDEFIELD_API_URL": p.api_url,
-                      "TIDEFIELD_API_KEY": p.operator_key},
+    return Child("dashboard", _python("tidefield.server.cli", "dashboard"),
+                 env={**p.child_env(), "TIDEFIELD_API_URL": p.api_url,
+                      "TIDEFIELD_API_KEY": p.operator_key,
+                      "TIDEFIELD_DASHBOARD_HOST": "127.0.0.1",
+                      "TIDEFIELD_DASHBOARD_PORT": str(s.dashboard_port)},
                  ready=_http_ok(f"http://127.0.0.1:{s.dashboard_port}/_stcore/health"),
                  url=f"http://127.0.0.1:{s.dashboard_port}")
 

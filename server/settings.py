@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     api_port: int = Field(8080, ge=1, le=65535, description="port of the HTTP API")
     api_workers: int = Field(1, ge=1, le=64, description="API processes")
+    dashboard_host: str = Field("127.0.0.1", description="address the dashboard listens on")
     dashboard_port: int = Field(8501, ge=1, le=65535, description="port of the dashboard")
 
     # --- tidefield up -----------------------------------------------------------------
@@ -126,6 +127,19 @@ class Settings(BaseSettings):
         15.0, gt=0, le=600, description="longest SensorThings query; longer ones are "
         "refused (400) with advice to narrow them")
 
+    # --- dashboards (they read only through the HTTP API) ----------------------------
+    api_url: str = Field("http://127.0.0.1:8080",
+                         description="base URL of the HTTP API the dashboards read")
+    api_key: SecretStr | None = Field(
+        None, description="the dashboards' API key (read scope; operate to acknowledge)")
+    api_timeout_s: float = Field(10.0, gt=0, description="dashboards' request timeout")
+    dashboard_refresh_s: int = Field(
+        30, ge=0, description="auto-refresh of the overview and site pages (0: off)")
+    dashboard_language: Literal["zh", "en"] = Field(
+        "zh", description="language a new dashboard session starts in")
+    dashboard_map_tiles: bool = Field(
+        False, description="draw a tile basemap under the bundled outlines (needs internet)")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["text", "json"] = "text"
 
@@ -150,6 +164,14 @@ class Settings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://host:port")
+        return value.rstrip("/")
 
     @field_validator("mqtt_url")
     @classmethod

@@ -32,7 +32,7 @@ def test_every_package_folder_is_listed_in_pyproject():
 def test_cli_lists_its_subcommands():
     out = subprocess.run([sys.executable, "-m", "tidefield.server.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for command in ("up", "db", "registry", "keys", "api", "ingest", "sim", "edge"):
+    for command in ("up", "db", "registry", "keys", "api", "ingest", "dashboard", "sim", "edge"):
         assert f" {command} " in out
 
 

@@ -1,0 +1,130 @@
+"""Alerts: filter, look at one (its history and the series around it), acknowledge."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tidefield.dashboards import data, ui, views
+from tidefield.dashboards.client import ApiError, ApiRefused
+from tidefield.dashboards.i18n import label, metric_name, rule_name, t
+
+# Choices of each filter; None means "all". `active` (open or acknowledged) is the
+# default view of an operator on shift.
+CATEGORIES = (None, "fault", "event")
+SEVERITIES = (None, *views.SEVERITIES)
+STATES = ("active", "open", "acknowledged", "closed", None)
+FLASH_KEY = "alerts_flash"
+
+lang = ui.lang()
+st.title(t("alerts.title", lang))
+
+with ui.guard(lang):
+    api = data.client()
+    sites = data.sites(api)
+names = {s["id"]: s[f"name_{lang}"] for s in sites}
+
+
+def choice(prefix: str):
+    return lambda v: t("alerts.all", lang) if v is None else label(prefix, v, lang)
+
+
+cells = st.columns(4)
+with cells[0]:
+    site_filter = ui.choice(
+        st.selectbox, t("alerts.filter_site", lang), [None, *names], name="a_site",
+        language=lang,
+        format_func=lambda i: t("alerts.all", lang) if i is None else f"{names[i]} ({i})")
+with cells[1]:
+    category = ui.choice(st.selectbox, t("alerts.filter_category", lang), list(CATEGORIES),
+                         name="a_category", language=lang, format_func=choice("category"))
+with cells[2]:
+    severity = ui.choice(st.selectbox, t("alerts.filter_severity", lang), list(SEVERITIES),
+                         name="a_severity", language=lang, format_func=choice("severity"))
+with cells[3]:
+    state = ui.choice(st.selectbox, t("alerts.filter_state", lang), list(STATES),
+                      name="a_state", language=lang, default="active",
+                      format_func=choice("alert_state"))
+
+with ui.guard(lang):
+    items = data.alerts(api, site=site_filter, category=category, severity=severity,
+                        state=state)
+
+if flash := st.session_state.pop(FLASH_KEY, None):
+    st.success(flash)
+
+if not items:
+    st.info(t("alerts.none", lang))
+    st.stop()
+
+st.caption(t("alerts.count", lang, count=len(items)))
+st.dataframe(views.alerts_table(items, names, lang), hide_index=True, width="stretch",
+             height=min(420, 38 + 35 * len(items)), column_config={
+                 t(k, lang): st.column_config.DatetimeColumn(format="MM-DD HH:mm")
+                 for k in ("col.opened", "col.updated")})
+
+by_id = {a["id"]: a for a in items}
+ids = list(by_id)
+wanted = st.query_params.get("alert")
+if wanted and wanted.isdigit() and int(wanted) in by_id:  # a link to an alert
+    ui.remember("a_pick", int(wanted))
+alert_id = ui.choice(
+    st.selectbox, t("alerts.pick", lang), ids, name="a_pick", language=lang,
+    format_func=lambda i: (f"#{i} · {names.get(by_id[i]['site_id'], by_id[i]['site_id'])} · "
+                           f"{rule_name(by_id[i]['rule'], lang)} · "
+                           f"{label('severity', by_id[i]['severity'], lang)}"))
+st.query_params["alert"] = str(alert_id)
+
+with ui.guard(lang):
+    alert = data.alert(api, alert_id)
+
+st.subheader(f"#{alert['id']} {rule_name(alert['rule'], lang)} · "
+             f"{names.get(alert['site_id'], alert['site_id'])}")
+st.markdown(f"**{label('severity', alert['severity'], lang)}** · "
+            f"{label('category', alert['category'], lang)} · "
+            f"{label('alert_state', alert['state'], lang)} — {alert['message']}")
+
+if alert["state"] == "open":
+    comment = st.text_area(t("alerts.comment", lang), key=f"ack_comment_{alert_id}")
+    if st.button(t("alerts.acknowledge", lang), key="ack", type="primary"):
+        if not comment.strip():
+            st.warning(t("alerts.need_comment", lang))
+        else:
+            try:
+                api.acknowledge(alert_id, comment.strip())
+            except ApiRefused as exc:
+                st.error(t("alerts.not_allowed", lang, detail=exc.message))
+            except ApiError as exc:
+                if exc.status == 409:  # someone else acted on it meanwhile: show it now
+                    data.forget_alerts()
+                ui.banner(exc, lang)
+            else:
+                data.forget_alerts()
+                st.session_state[FLASH_KEY] = t("alerts.acknowledged", lang, id=alert_id)
+                st.rerun()
+elif alert["state"] == "acknowledged":
+    st.info(t("alerts.already", lang, who=alert.get("acknowledged_by") or "?",
+              time=f"{views.local(alert['acknowledged_at']):%Y-%m-%d %H:%M}"
+              if alert.get("acknowledged_at") else "?"))
+else:
+    st.info(t("alerts.closed", lang, time=f"{views.local(alert['closed_at']):%Y-%m-%d %H:%M}"))
+
+st.markdown(f"**{t('alerts.history', lang)}**")
+st.dataframe(views.history_table(alert.get("history", []), lang), hide_index=True,
+             width="stretch", column_config={t("col.time", lang): st.column_config.DatetimeColumn(
+                 format="YYYY-MM-DD HH:mm:ss")})
+
+if alert.get("series_id") is not None:
+    st.markdown(f"**{t('alerts.around', lang)}**")
+    start, end = views.alert_window(alert, data.now_minute())
+    bucket = views.choose_bucket(end - start)
+    with ui.guard(lang):
+        series = data.readings(api, alert["series_id"], start, end, bucket)
+        marks = data.anomalies(api, start, end, series=alert["series_id"])
+    frame = views.readings_frame(series)
+    if frame.empty:
+        st.caption(t("site.no_data", lang))
+    else:
+        st.altair_chart(views.series_chart(
+            frame, title=metric_name(series["metric"], lang), unit=series["unit"], lang=lang,
+            anomalies=views.anomalies_frame(marks, lang), alerts=[alert],
+            window=(start, end)), width="stretch")

@@ -1,0 +1,194 @@
+"""The dashboards' only way to the data: a small client of the HTTP API (/api/v1).
+
+No Streamlit here, so tests and benchmarks call it directly. Every failure is one of
+three errors, so a page can say what went wrong instead of showing a stack trace:
+
+* ``ApiUnavailable`` (retryable): the API cannot be reached, timed out, or answered 5xx;
+* ``ApiRefused``: the key is missing, unknown, or may not do this (401, 403);
+* ``ApiRequestError``: the API refused the request itself (404, 422, ...).
+
+Each carries ``status`` (None when there was no answer) and the API's own ``message``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+# Largest page each list endpoint allows; the client follows cursors for the rest.
+PAGE_LIMITS = {"/sites": 1000, "/devices": 1000, "/series": 5000, "/alerts": 1000,
+               "/anomalies": 1000}
+
+
+class ApiError(Exception):
+    """Base of every dashboard-side API failure."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.path = path
+
+    def __reduce__(self):  # stay picklable with keyword-only context
+        return (_rebuild, (type(self), self.message, self.status, self.path))
+
+
+def _rebuild(cls, message, status, path):
+    return cls(message, status=status, path=path)
+
+
+class ApiUnavailable(ApiError):
+    retryable = True
+
+
+class ApiRefused(ApiError):
+    """401 or 403: a configuration problem (the key), not something a page can fix."""
+
+
+class ApiRequestError(ApiError):
+    """The API understood the request and refused it (404, 422...)."""
+
+
+def iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("times sent to the API must carry a time zone")
+    return value.isoformat()
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        # what tells two clients' answers apart in a cache, without holding the key
+        self.identity = self.base_url + "#" + hashlib.sha256(
+            (api_key or "").encode()).hexdigest()[:16]
+        self._http = httpx.Client(base_url=self.base_url + PREFIX, headers=headers,
+                                  timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- plumbing -------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, params: dict | None = None,
+                 json: Any = None) -> httpx.Response:
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path, params=params, json=json)
+        except httpx.TimeoutException as exc:
+            raise ApiUnavailable(f"the API at {self.base_url} did not answer in time",
+                                 path=path) from exc
+        except httpx.TransportError as exc:
+            raise ApiUnavailable(f"the API at {self.base_url} is unreachable ({exc})",
+                                 path=path) from exc
+        if response.status_code < 400:
+            return response
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200] or response.reason_phrase
+        status = response.status_code
+        error = (ApiUnavailable if status >= 500 else
+                 ApiRefused if status in (401, 403) else ApiRequestError)
+        raise error(message, status=status, path=path)
+
+    def _get(self, path: str, **params) -> Any:
+        return self._request("GET", path, params=params).json()
+
+    def _pages(self, path: str, **params) -> Iterator[dict]:
+        params.setdefault("limit", PAGE_LIMITS[path])
+        cursor = None
+        while True:
+            page = self._get(path, **params, cursor=cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    # --- endpoints ------------------------------------------------------------------
+    def sites(self, **filters) -> list[dict]:
+        return list(self._pages("/sites", **filters))
+
+    def site(self, site_id: str) -> dict:
+        return self._get(f"/sites/{site_id}")
+
+    def site_latest(self, site_id: str) -> list[dict]:
+        return self._get(f"/sites/{site_id}/latest")
+
+    def devices(self, site: str | None = None) -> list[dict]:
+        return list(self._pages("/devices", site=site))
+
+    def series(self, *, site: str | None = None, device: str | None = None,
+               metric: str | None = None) -> list[dict]:
+        return list(self._pages("/series", site=site, device=device, metric=metric))
+
+    def readings(self, series_id: int, start: datetime, end: datetime,
+                 bucket: str = "raw", *, tz: str = "UTC") -> dict:
+        """Every point of the range (following cursors), as one Readings answer."""
+        out: dict | None = None
+        cursor = None
+        while True:
+            page = self._get(f"/series/{series_id}/readings", start=iso(start), end=iso(end),
+                             bucket=bucket, tz=tz, cursor=cursor)
+            if out is None:
+                out = page
+            else:
+                key = "points" if bucket == "raw" else "buckets"
+                out[key] = (out[key] or []) + (page[key] or [])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                out["next_cursor"] = None
+                return out
+
+    def overview(self) -> dict:
+        return self._get("/overview")
+
+    def alerts(self, *, limit: int = 500, **filters) -> list[dict]:
+        """The newest ``limit`` alerts matching the filters (site, rule, category,
+        severity, state, since, until)."""
+        for name in ("since", "until"):
+            if isinstance(filters.get(name), datetime):
+                filters[name] = iso(filters[name])
+        out: list[dict] = []
+        for item in self._pages("/alerts", **filters):
+            out.append(item)
+            if len(out) >= limit:
+                break
+        return out
+
+    def alert(self, alert_id: int) -> dict:
+        return self._get(f"/alerts/{alert_id}")
+
+    def acknowledge(self, alert_id: int, comment: str) -> dict:
+        return self._request("POST", f"/alerts/{alert_id}/acknowledge",
+                             json={"comment": comment}).json()
+
+    def anomalies(self, *, start: datetime, end: datetime, site: str | None = None,
+                  series: int | None = None, category: str | None = None,
+                  limit: int = 10_000) -> list[dict]:
+        """The newest ``limit`` anomalies in [start, end)."""
+        out: list[dict] = []
+        for item in self._pages("/anomalies", site=site, series=series, category=category,
+                                start=iso(start), end=iso(end)):
+            out.append(item)
+            if len(out) >= limit:
+                break
+        return out
+
+    def export(self, *, start: datetime, end: datetime, fmt: str,
+               site: str | None = None, series: list[int] | None = None) -> bytes:
+        """The whole export in memory: what a download button hands the browser."""
+        return self._request("GET", "/export", params={
+            "site": site, "series": series, "start": iso(start), "end": iso(end),
+            "format": fmt}).content

@@ -1,0 +1,221 @@
+"""Every word the dashboards show, in Chinese and English.
+
+``t(key, lang, **values)`` looks a message up; names of sites, kinds, districts and
+metrics come from the registry and the catalog (both carry ``name_zh`` and ``name_en``),
+so nothing is translated twice. A unit test checks that every message has both languages
+with the same placeholders.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from tidefield.protocol.catalog import METRICS, SITE_KINDS
+from tidefield.protocol.registry import DISTRICTS
+
+Lang = Literal["zh", "en"]
+LANGUAGES: dict[str, str] = {"zh": "中文", "en": "English"}
+
+MESSAGES: dict[str, dict[str, str]] = {
+    # --- the app ----------------------------------------------------------------------
+    "app.title": {"zh": "潮田 · 青岛智慧农业与海洋监测",
+                  "en": "Tidefield · Qingdao farms and seas"},
+    "app.language": {"zh": "语言", "en": "Language"},
+    "app.refresh": {"zh": "每 {seconds} 秒自动刷新", "en": "Refreshes every {seconds} s"},
+    "app.refresh_off": {"zh": "自动刷新已关闭", "en": "Auto-refresh is off"},
+    "app.choose": {"zh": "请选择", "en": "Choose"},
+    "app.updated": {"zh": "更新于 {time}", "en": "Updated {time}"},
+    "nav.overview": {"zh": "总览", "en": "Overview"},
+    "nav.site": {"zh": "站点", "en": "Site"},
+    "nav.alerts": {"zh": "告警", "en": "Alerts"},
+    "nav.labs": {"zh": "数据实验室", "en": "Labs"},
+    # --- errors -----------------------------------------------------------------------
+    "error.unavailable": {
+        "zh": "无法连接数据接口（{url}）：{detail}。页面将在接口恢复后自动更新。",
+        "en": "The data API ({url}) cannot be reached: {detail}. The page updates by "
+              "itself once it is back."},
+    "error.refused": {
+        "zh": "数据接口拒绝了本看板的密钥：{detail}。请检查 TIDEFIELD_API_KEY 配置。",
+        "en": "The data API refused this dashboard's key: {detail}. Check the "
+              "TIDEFIELD_API_KEY setting."},
+    "error.no_key": {
+        "zh": "未配置 API 密钥：请设置 TIDEFIELD_API_KEY（用 `tidefield keys create` 创建）。",
+        "en": "No API key is configured: set TIDEFIELD_API_KEY (create one with "
+              "`tidefield keys create`)."},
+    "error.request": {"zh": "请求被拒绝：{detail}", "en": "The request was refused: {detail}"},
+    "error.retry": {"zh": "重试", "en": "Retry"},
+    # --- overview ---------------------------------------------------------------------
+    "overview.title": {"zh": "站点总览", "en": "Site overview"},
+    "overview.sites": {"zh": "站点", "en": "Sites"},
+    "overview.devices_online": {"zh": "在线设备", "en": "Devices online"},
+    "overview.devices_offline": {"zh": "离线设备", "en": "Devices offline"},
+    "overview.open_alerts": {"zh": "未关闭告警", "en": "Open alerts"},
+    "overview.readings_per_second": {"zh": "读数/秒", "en": "Readings/s"},
+    "overview.filter_kind": {"zh": "类型", "en": "Kind"},
+    "overview.filter_district": {"zh": "区市", "en": "District"},
+    "overview.filter_state": {"zh": "状态", "en": "State"},
+    "overview.map": {"zh": "站点地图", "en": "Site map"},
+    "overview.map_alt": {"zh": "青岛 {count} 个站点按状态着色的地图",
+                         "en": "Map of {count} Qingdao sites coloured by state"},
+    "overview.pick_site": {"zh": "选择站点查看详情", "en": "Pick a site to drill in"},
+    "overview.open_site": {"zh": "打开站点", "en": "Open site"},
+    "overview.table": {"zh": "站点列表", "en": "Sites"},
+    "overview.legend": {"zh": "图例", "en": "Legend"},
+    # --- site -------------------------------------------------------------------------
+    "site.title": {"zh": "站点详情", "en": "Site details"},
+    "site.choose": {"zh": "站点", "en": "Site"},
+    "site.latest": {"zh": "最新读数", "en": "Latest values"},
+    "site.history": {"zh": "历史曲线", "en": "History"},
+    "site.range": {"zh": "时间范围", "en": "Range"},
+    "site.metrics": {"zh": "指标", "en": "Metrics"},
+    "site.devices": {"zh": "设备状态", "en": "Device health"},
+    "site.no_data": {"zh": "此范围内没有读数", "en": "No readings in this range"},
+    "site.bucket": {"zh": "粒度：{bucket}", "en": "Resolution: {bucket}"},
+    "site.alerts": {"zh": "本站告警", "en": "Alerts at this site"},
+    "site.none": {"zh": "没有", "en": "None"},
+    "site.chart_alt": {"zh": "{metric} 的时间序列", "en": "Time series of {metric}"},
+    # --- alerts -----------------------------------------------------------------------
+    "alerts.title": {"zh": "告警处理", "en": "Alerts"},
+    "alerts.filter_site": {"zh": "站点", "en": "Site"},
+    "alerts.filter_category": {"zh": "类别", "en": "Kind"},
+    "alerts.filter_severity": {"zh": "级别", "en": "Severity"},
+    "alerts.filter_state": {"zh": "状态", "en": "State"},
+    "alerts.all": {"zh": "全部", "en": "All"},
+    "alerts.count": {"zh": "共 {count} 条告警", "en": "{count} alerts"},
+    "alerts.none": {"zh": "没有符合条件的告警", "en": "No alerts match"},
+    "alerts.pick": {"zh": "选择告警", "en": "Alert"},
+    "alerts.history": {"zh": "处理记录", "en": "History"},
+    "alerts.around": {"zh": "告警前后的读数", "en": "Readings around the alert"},
+    "alerts.comment": {"zh": "处理说明", "en": "Comment"},
+    "alerts.acknowledge": {"zh": "确认告警", "en": "Acknowledge"},
+    "alerts.acknowledged": {"zh": "告警 {id} 已确认", "en": "Alert {id} acknowledged"},
+    "alerts.need_comment": {"zh": "请填写处理说明", "en": "Please write a comment"},
+    "alerts.not_allowed": {
+        "zh": "本看板的密钥没有确认告警的权限（需要 operate 权限）：{detail}",
+        "en": "This dashboard's key may not acknowledge alerts (it needs the operate "
+              "scope): {detail}"},
+    "alerts.already": {"zh": "此告警已由 {who} 于 {time} 确认",
+                       "en": "Acknowledged by {who} at {time}"},
+    "alerts.closed": {"zh": "此告警已于 {time} 关闭", "en": "Closed at {time}"},
+    # --- labs -------------------------------------------------------------------------
+    "labs.title": {"zh": "数据实验室", "en": "Data labs"},
+    "labs.series": {"zh": "序列", "en": "Series"},
+    "labs.preview": {"zh": "预览", "en": "Preview"},
+    "labs.start": {"zh": "开始日期", "en": "From"},
+    "labs.end": {"zh": "结束日期（含）", "en": "To (inclusive)"},
+    "labs.bucket": {"zh": "粒度", "en": "Resolution"},
+    "labs.download_csv": {"zh": "下载 CSV", "en": "Download CSV"},
+    "labs.download_parquet": {"zh": "下载 Parquet", "en": "Download Parquet"},
+    "labs.bad_range": {"zh": "开始日期须不晚于结束日期", "en": "From must not be after To"},
+    "labs.rows": {"zh": "{count} 个点", "en": "{count} points"},
+    "labs.count": {"zh": "{count} 条序列", "en": "{count} series"},
+    # --- columns and values -----------------------------------------------------------
+    "col.site": {"zh": "站点", "en": "Site"},
+    "col.id": {"zh": "编号", "en": "ID"},
+    "col.name": {"zh": "名称", "en": "Name"},
+    "col.kind": {"zh": "类型", "en": "Kind"},
+    "col.district": {"zh": "区市", "en": "District"},
+    "col.state": {"zh": "状态", "en": "State"},
+    "col.open_alerts": {"zh": "告警", "en": "Alerts"},
+    "col.device": {"zh": "设备", "en": "Device"},
+    "col.metric": {"zh": "指标", "en": "Metric"},
+    "col.value": {"zh": "数值", "en": "Value"},
+    "col.unit": {"zh": "单位", "en": "Unit"},
+    "col.time": {"zh": "时间", "en": "Time"},
+    "col.trend": {"zh": "24 小时趋势", "en": "Last 24 h"},
+    "col.last_seen": {"zh": "最后上报", "en": "Last seen"},
+    "col.missing": {"zh": "丢失批次", "en": "Missing batches"},
+    "col.battery": {"zh": "电池 (V)", "en": "Battery (V)"},
+    "col.signal": {"zh": "信号 (dBm)", "en": "Signal (dBm)"},
+    "col.queue": {"zh": "待发队列", "en": "Queue depth"},
+    "col.queue_age": {"zh": "最早待发 (秒)", "en": "Oldest queued (s)"},
+    "col.dropped": {"zh": "丢弃累计", "en": "Dropped"},
+    "col.model": {"zh": "型号", "en": "Model"},
+    "col.rule": {"zh": "规则", "en": "Rule"},
+    "col.category": {"zh": "类别", "en": "Kind"},
+    "col.severity": {"zh": "级别", "en": "Severity"},
+    "col.message": {"zh": "描述", "en": "Message"},
+    "col.opened": {"zh": "开始", "en": "Opened"},
+    "col.updated": {"zh": "最近", "en": "Updated"},
+    "col.peak": {"zh": "峰值", "en": "Peak"},
+    "col.action": {"zh": "动作", "en": "Action"},
+    "col.actor": {"zh": "执行者", "en": "By"},
+    "col.note": {"zh": "说明", "en": "Note"},
+    "col.score": {"zh": "异常分", "en": "Score"},
+    "col.series": {"zh": "序列", "en": "Series"},
+    "chart.reading": {"zh": "读数", "en": "reading"},
+    "chart.anomaly_fault": {"zh": "传感器故障", "en": "sensor fault"},
+    "chart.anomaly_event": {"zh": "真实事件", "en": "real event"},
+    "chart.alert": {"zh": "告警", "en": "alert"},
+    "state.ok": {"zh": "正常", "en": "OK"},
+    "state.alert": {"zh": "告警", "en": "Alerting"},
+    "state.offline": {"zh": "离线", "en": "Offline"},
+    "device.online": {"zh": "在线", "en": "online"},
+    "device.offline": {"zh": "离线", "en": "offline"},
+    "device.unknown": {"zh": "未知", "en": "unknown"},
+    "severity.critical": {"zh": "严重", "en": "critical"},
+    "severity.warning": {"zh": "警告", "en": "warning"},
+    "severity.info": {"zh": "提示", "en": "info"},
+    "category.fault": {"zh": "传感器故障", "en": "sensor fault"},
+    "category.event": {"zh": "真实事件", "en": "real event"},
+    "alert_state.active": {"zh": "未关闭", "en": "active"},
+    "alert_state.open": {"zh": "待处理", "en": "open"},
+    "alert_state.acknowledged": {"zh": "已确认", "en": "acknowledged"},
+    "alert_state.closed": {"zh": "已关闭", "en": "closed"},
+    "action.opened": {"zh": "触发", "en": "opened"},
+    "action.updated": {"zh": "更新", "en": "updated"},
+    "action.acknowledged": {"zh": "确认", "en": "acknowledged"},
+    "action.closed": {"zh": "关闭", "en": "closed"},
+    "range.6h": {"zh": "6 小时", "en": "6 hours"},
+    "range.24h": {"zh": "24 小时", "en": "24 hours"},
+    "range.7d": {"zh": "7 天", "en": "7 days"},
+    "range.30d": {"zh": "30 天", "en": "30 days"},
+    "bucket.raw": {"zh": "原始读数", "en": "raw readings"},
+    "bucket.5m": {"zh": "5 分钟", "en": "5 minutes"},
+    "bucket.1h": {"zh": "1 小时", "en": "1 hour"},
+    "bucket.1d": {"zh": "1 天", "en": "1 day"},
+}
+
+# Alert rules the detector raises; an unknown rule is shown by its id.
+RULES: dict[str, dict[str, str]] = {
+    "hypoxia": {"zh": "低溶解氧", "en": "hypoxia"},
+    "frost_risk": {"zh": "霜冻风险", "en": "frost risk"},
+    "irrigation_failure": {"zh": "灌溉故障", "en": "irrigation failure"},
+    "storm_wind": {"zh": "大风", "en": "storm wind"},
+    "no_data": {"zh": "无数据", "en": "no data"},
+    "sensor_fault": {"zh": "传感器故障", "en": "sensor fault"},
+}
+
+
+def t(key: str, lang: Lang, **values) -> str:
+    text = MESSAGES[key][lang]
+    return text.format(**values) if values else text
+
+
+def site_name(site: dict, lang: Lang) -> str:
+    return site[f"name_{lang}"]
+
+
+def kind_name(kind: str, lang: Lang) -> str:
+    entry = SITE_KINDS.get(kind)
+    return getattr(entry, f"name_{lang}") if entry else kind
+
+
+def district_name(district: str, lang: Lang) -> str:
+    names = DISTRICTS.get(district)
+    return names[0 if lang == "zh" else 1] if names else district
+
+
+def metric_name(metric: str, lang: Lang) -> str:
+    entry = METRICS.get(metric)
+    return getattr(entry, f"name_{lang}") if entry else metric
+
+
+def rule_name(rule: str, lang: Lang) -> str:
+    return RULES.get(rule, {}).get(lang, rule)
+
+
+def label(prefix: str, value: str, lang: Lang) -> str:
+    """A coded value (a state, a severity...) in words; unknown codes are shown as is."""
+    entry = MESSAGES.get(f"{prefix}.{value}")
+    return entry[lang] if entry else value

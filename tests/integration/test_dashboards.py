@@ -1,0 +1,331 @@
+"""Every dashboard page under Streamlit's AppTest, against the real API over a real,
+seeded database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import tidefield.dashboards
+from tests.support.dashboards import ApiServer, seed_fleet
+from tidefield.dashboards import data
+from tidefield.protocol.registry import load_sites
+from tidefield.server.api.keys import Scope, create_key
+from tidefield.server.embedded import free_port
+
+APP = Path(tidefield.dashboards.__file__).parent / "app.py"
+TIMEOUT = 60  # the first run imports pandas, altair, pydeck
+
+
+@pytest.fixture(scope="module")
+def world(pg_cluster, template_db):
+    """One seeded database and API for the module; tests that change data say so."""
+    name = "dashboards_module"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    url = pg_cluster.url(name)
+    fleet = seed_fleet(url)
+    with psycopg.connect(url) as conn:
+        key = create_key(conn, "control-room", [Scope.READ, Scope.OPERATE])
+    with ApiServer(url) as api:
+        yield {"url": url, "fleet": fleet, "key": key, "api": api}
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def configure(monkeypatch):
+    """Point the dashboards at an API (the environment is their configuration)."""
+
+    def apply(api_url: str, key: str | None, **extra: str) -> None:
+        monkeypatch.setenv("TIDEFIELD_API_URL", api_url)
+        if key is None:
+            monkeypatch.delenv("TIDEFIELD_API_KEY", raising=False)
+        else:
+            monkeypatch.setenv("TIDEFIELD_API_KEY", key)
+        for name, value in extra.items():
+            monkeypatch.setenv(f"TIDEFIELD_{name.upper()}", value)
+        data.clear_all()
+
+    yield apply
+    data.clear_all()
+
+
+def open_page(page: str | None = None, **query) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.query_params.update(query)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def chart_title(chart) -> str:
+    return json.loads(chart.proto.spec)["title"]
+
+
+def marks(chart) -> list[str]:
+    """The chart's layers, bottom up: rect (alert spans), area (bucket min-max),
+    line (readings), point (anomalies)."""
+    return [layer["mark"]["type"] for layer in json.loads(chart.proto.spec)["layer"]]
+
+
+def frame_of(at: AppTest, index: int = 0) -> pd.DataFrame:
+    return at.dataframe[index].value
+
+
+# --- overview ----------------------------------------------------------------------
+def deck_sites(at: AppTest) -> list[dict]:
+    spec = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
+    return next(layer["data"] for layer in spec["layers"] if layer["id"] == "sites")
+
+
+def metric_value(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_overview_shows_every_site_and_the_alert_count(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    fleet = world["fleet"]
+    at = open_page()
+    assert at.title[0].value == "Site overview"
+    assert metric_value(at, "Sites") == "250"
+    with psycopg.connect(world["url"]) as conn:
+        active = conn.execute("SELECT count(*) FROM alerts WHERE state <> 'closed'"
+                              ).fetchone()[0]
+        online = conn.execute("SELECT count(DISTINCT device_id) FROM readings r "
+                              "JOIN series s ON s.id = r.series_id").fetchone()[0] - 1
+    assert active == 3 and metric_value(at, "Open alerts") == str(active)
+    assert metric_value(at, "Devices online") == str(online)  # less the one that left
+    plotted = deck_sites(at)
+    assert len(plotted) == 250 and len({p["id"] for p in plotted}) == 250
+    table = frame_of(at).set_index("ID")
+    assert len(table) == 250
+    assert table.loc[fleet.ocean.id, "State"] == "Alerting"
+    assert table.loc[fleet.ocean.id, "Alerts"] == 2
+    assert table.loc[fleet.farm.id, "State"] == "OK"  # its frost alert is closed
+    assert table.loc[fleet.quiet.id, "State"] == "Offline"  # nothing reports there
+    colours = {p["id"]: p["color"][:3] for p in plotted}
+    assert colours[fleet.ocean.id] == [220, 40, 40] and colours[fleet.farm.id] == [34, 160, 80]
+
+
+def test_overview_filters_by_kind_and_district(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    at = open_page()
+    at.multiselect(key="f_kind.en").set_value(["cage_farm"]).run()
+    cages = {s.id for s in load_sites() if s.kind == "cage_farm"}
+    assert {p["id"] for p in deck_sites(at)} == cages
+    assert set(frame_of(at)["ID"]) == cages
+    at.multiselect(key="f_kind.en").set_value([]).run()
+    at.multiselect(key="f_district.en").set_value(["pingdu"]).run()
+    pingdu = {s.id for s in load_sites() if s.district == "pingdu"}
+    assert {p["id"] for p in deck_sites(at)} == pingdu
+
+
+def test_overview_drills_into_the_picked_site(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    ocean = world["fleet"].ocean
+    at = open_page()
+    at.selectbox(key="pick_site.en").set_value(ocean.id).run()
+    at.button(key="open_site").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Site details"
+    assert at.selectbox(key="site.en").value == ocean.id
+
+
+@pytest.mark.parametrize(("seconds", "note"), [("5", "Refreshes every 5 s"),
+                                               ("0", "Auto-refresh is off")])
+def test_auto_refresh_follows_its_setting(world, configure, seconds, note):
+    configure(world["api"].url, world["key"], dashboard_language="en",
+              dashboard_refresh_s=seconds)
+    for page in (None, "app_pages/site.py"):
+        at = open_page(page, site=world["fleet"].ocean.id)
+        assert any(c.value.endswith(note) for c in at.caption)
+
+
+def test_language_switch_changes_titles_and_site_names(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="zh")
+    ocean = world["fleet"].ocean
+    at = open_page()
+    assert at.title[0].value == "站点总览"
+    names = frame_of(at).set_index("编号")["名称"]
+    assert names[ocean.id] == ocean.name_zh
+    at.selectbox(key="pick_site.zh").set_value(ocean.id).run()
+    assert ocean.name_zh in at.selectbox(key="pick_site.zh").format_func(ocean.id)
+    at.radio(key="language_switch").set_value("en").run()
+    assert at.selectbox(key="pick_site.en").value == ocean.id  # the choice carries over
+    assert at.title[0].value == "Site overview"
+    names = frame_of(at).set_index("ID")["Name"]
+    assert names[ocean.id] == ocean.name_en
+    assert {n for n in names} == {s.name_en for s in load_sites()}
+    # the choice holds on the next page
+    at.switch_page("app_pages/site.py").run()
+    assert at.title[0].value == "Site details"
+    assert ocean.name_en in at.selectbox(key="site.en").format_func(ocean.id)
+    assert "Latest values" in [s.value for s in at.subheader]
+
+
+# --- site --------------------------------------------------------------------------
+def test_site_page_shows_latest_values_charts_and_device_health(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    ocean = world["fleet"].ocean
+    at = open_page("app_pages/site.py", site=ocean.id)
+    assert at.title[0].value == "Site details"
+    assert at.selectbox(key="site.en").value == ocean.id
+    latest = frame_of(at, 0)
+    sensors = [m for d in ocean.devices for m in d.template.metrics
+               if m not in ("battery_voltage", "signal_rssi")]
+    assert "tide_level" in sensors or "dissolved_oxygen" in sensors
+    assert len(latest) == len(sensors)
+    assert latest["Value"].notna().all()
+    # 36 hours of readings: the 24-hour sparkline has 24 or 25 hourly means
+    assert latest["Last 24 h"].map(len).between(24, 25).all()
+    # charted by default: the two metrics under an alert, then catalog order
+    shown = {"water_temperature", "dissolved_oxygen", "salinity", "water_ph"}
+    assert set(at.multiselect(key=f"metrics:{ocean.id}.en").value) == shown
+    charts = {chart_title(c): c for c in at.get("vega_lite_chart")}
+    assert len(charts) == sum(m in shown for m in sensors) == 6  # two sondes
+    # the hypoxia alert shaded and its anomalies marked on the oxygen line of the sonde
+    # (24 hours come in 5-minute buckets, drawn as mean with a min-max band)
+    assert marks(charts[f"dissolved oxygen · {ocean.id}-sonde"]) == [
+        "rect", "area", "line", "point"]
+    assert marks(charts[f"dissolved oxygen · {ocean.id}-sonde2"]) == ["area", "line"]
+    health = frame_of(at, 2)
+    assert set(health["Device"]) == {d.id for d in ocean.devices}
+    assert (health["State"] == "online").all()
+    gateway = health.set_index("Device").loc[f"{ocean.id}-gw"]
+    assert 11 <= gateway["Battery (V)"] <= 14.5
+    assert 0 <= gateway["Queue depth"] <= 1000  # reported by the edge agent
+
+
+def test_site_page_shows_an_offline_device(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    farm = world["fleet"].farm
+    at = open_page("app_pages/site.py", site=farm.id)
+    health = frame_of(at, 2).set_index("Device")
+    assert health.loc[f"{farm.id}-soil", "State"] == "offline"
+    assert health.loc[f"{farm.id}-climate", "State"] == "online"
+
+
+def test_site_page_range_switch_uses_rollups(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    at = open_page("app_pages/site.py", site=world["fleet"].ocean.id)
+    at.radio(key="range.en").set_value("7d").run()
+    assert not at.exception
+    assert any("1 hour" in c.value for c in at.caption)
+
+
+# --- alerts ------------------------------------------------------------------------
+def test_alerts_page_filters_and_shows_history_and_the_series_around(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    ids = world["fleet"].alert_ids
+    at = open_page("app_pages/alerts.py")
+    listed = frame_of(at)
+    assert set(listed["ID"]) == {ids["hypoxia"], ids["stuck"], ids["storm"]}  # active
+    at.selectbox(key="a_severity.en").set_value("critical").run()
+    assert list(frame_of(at)["ID"]) == [ids["hypoxia"]]
+    at.selectbox(key="a_severity.en").set_value(None).run()
+    at.selectbox(key="a_state.en").set_value("closed").run()
+    assert list(frame_of(at)["ID"]) == [ids["frost"]]
+    assert "Closed at" in at.info[0].value
+    at.selectbox(key="a_state.en").set_value("active").run()
+    at.selectbox(key="a_pick.en").set_value(ids["stuck"]).run()
+    assert "Acknowledged by night-shift" in at.info[0].value
+    history = frame_of(at, 1)
+    assert list(history["Action"]) == ["opened", "acknowledged"]
+    assert history["Note"].iloc[1] == "diver checking"
+    (chart,) = at.get("vega_lite_chart")
+    assert marks(chart)[0] == "rect" and marks(chart)[-1] == "point"  # alert, anomalies
+
+
+def test_acknowledging_in_the_alerts_page_changes_the_database(db_url, configure):
+    fleet = seed_fleet(db_url, hours=8)
+    alert_id = fleet.alert_ids["hypoxia"]
+    with psycopg.connect(db_url) as conn:
+        key = create_key(conn, "control-room", [Scope.READ, Scope.OPERATE])
+    with ApiServer(db_url) as api:
+        configure(api.url, key, dashboard_language="en")
+        at = open_page("app_pages/alerts.py", alert=str(alert_id))
+        assert at.selectbox(key="a_pick.en").value == alert_id
+        at.button(key="ack").click().run()  # no comment yet: refused by the page
+        assert at.warning[0].value == "Please write a comment"
+        at.text_area(key=f"ack_comment_{alert_id}").input("aerators on, diver sent").run()
+        at.button(key="ack").click().run()
+        assert not at.exception
+        assert at.success[0].value == f"Alert {alert_id} acknowledged"
+        assert "Acknowledged by control-room" in at.info[0].value
+        assert list(frame_of(at, 1)["Action"]) == ["opened", "acknowledged"]
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT state, acknowledged_by, ack_comment FROM alerts "
+                           "WHERE id = %s", (alert_id,)).fetchone()
+    assert row == ("acknowledged", "control-room", "aerators on, diver sent")
+
+
+def test_a_key_without_operate_cannot_acknowledge(db_url, configure):
+    fleet = seed_fleet(db_url, hours=2)
+    alert_id = fleet.alert_ids["hypoxia"]
+    with psycopg.connect(db_url) as conn:
+        key = create_key(conn, "viewer", [Scope.READ])
+    with ApiServer(db_url) as api:
+        configure(api.url, key, dashboard_language="en")
+        at = open_page("app_pages/alerts.py", alert=str(alert_id))
+        at.text_area(key=f"ack_comment_{alert_id}").input("on it").run()
+        at.button(key="ack").click().run()
+        assert "operate scope" in at.error[0].value
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT state FROM alerts WHERE id = %s",
+                            (alert_id,)).fetchone()[0] == "open"
+
+
+# --- labs --------------------------------------------------------------------------
+def test_labs_page_lists_previews_and_offers_downloads(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    fleet = world["fleet"]
+    at = open_page("app_pages/labs.py")
+    at.selectbox(key="l_site.en").set_value(fleet.ocean.id).run()
+    at.selectbox(key="l_metric.en").set_value("dissolved_oxygen").run()
+    listed = frame_of(at, 0)
+    wanted = {sid for (dev, metric), sid in fleet.series.items()
+              if metric == "dissolved_oxygen" and dev.startswith(fleet.ocean.id)}
+    assert set(listed["Series"]) == wanted and len(wanted) == 2  # sonde and sonde2
+    at.radio(key="l_bucket.en").set_value("raw").run()
+    assert not at.exception
+    # raw readings of a 1-minute sonde over the last 7 days: all 36 h seeded
+    points = int(next(c.value for c in at.caption if c.value.endswith(" points")).split()[0])
+    assert 36 * 60 - 2 <= points <= 36 * 60
+    preview = frame_of(at, 1)
+    assert len(preview) == 500 and preview["time"].is_monotonic_increasing
+    assert len(at.get("vega_lite_chart")) == 1
+    assert [b.label for b in at.get("download_button")] == ["Download CSV",
+                                                             "Download Parquet"]
+
+
+# --- failures ----------------------------------------------------------------------
+@pytest.mark.parametrize("page", [None, "app_pages/site.py", "app_pages/alerts.py",
+                                  "app_pages/labs.py"])
+def test_an_unreachable_api_shows_a_banner_not_a_stack_trace(configure, page):
+    configure(f"http://127.0.0.1:{free_port()}", "tf_abc_def", dashboard_language="en")
+    at = open_page(page)
+    assert not at.exception
+    assert "cannot be reached" in at.error[0].value
+
+
+def test_a_refused_key_says_which_setting_to_check(world, configure):
+    configure(world["api"].url, "tf_nope_nope", dashboard_language="en")
+    at = open_page("app_pages/site.py", site=load_sites()[0].id)
+    assert "TIDEFIELD_API_KEY" in at.error[0].value
+
+
+def test_no_key_configured_says_how_to_make_one(world, configure):
+    configure(world["api"].url, None, dashboard_language="en")
+    at = open_page()
+    assert "tidefield keys create" in at.error[0].value
