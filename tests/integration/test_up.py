@@ -1,0 +1,168 @@
+"""`tidefield up` end to end, as a user runs it: the whole platform in a subprocess, data
+flowing, an alert from an injected event, the dashboard serving; then Ctrl-C leaves no
+process behind, and the next start finds a consistent database."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tidefield.server.embedded import free_port
+
+from ..conftest import _scratch_dir
+from .test_ingest_store import rollups_match_raw
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _processes_using(folder: Path) -> list[str]:
+    """Command lines of live processes that mention ``folder`` (embedded PostgreSQL and
+    Mosquitto run from it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(folder) in cmdline and _alive(int(entry.name)):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+class Up:
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.data = folder / "data"
+        self.ports = {name: free_port() for name in
+                      ("EMBEDDED_PG_PORT", "EMBEDDED_MQTT_PORT", "API_PORT", "INGEST_PORT",
+                       "DASHBOARD_PORT")}
+        env = {**os.environ, "TIDEFIELD_DATA_DIR": str(self.data),
+               **{f"TIDEFIELD_{k}": str(v) for k, v in self.ports.items()},
+               "TIDEFIELD_UP_BACKFILL_DAYS": "0.25",
+               # more faults than by default, so that the backfilled hours hold some for
+               # the detector to find (denser events would make planning slow)
+               "TIDEFIELD_SIM_FAULTS_PER_SERIES": "2", "TIDEFIELD_SIM_TICK_S": "2"}
+        env.pop("TIDEFIELD_DATABASE_URL", None)
+        env.pop("TIDEFIELD_MQTT_URL", None)
+        self.log = folder / "up.log"
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tidefield.server.cli", "up", *args], env=env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        self.api = f"http://127.0.0.1:{self.ports['API_PORT']}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, condition, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"up exited early:\n{self.output()[-4000:]}"
+            try:
+                result = condition()
+            except (httpx.HTTPError, OSError, ValueError, KeyError):
+                result = None
+            if result:
+                return result
+            time.sleep(1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output()[-4000:]}")
+
+    def get(self, path: str, **params):
+        key = (self.data / "operator.key").read_text().strip()
+        response = httpx.get(f"{self.api}/api/v1{path}", params=params,
+                             headers={"X-API-Key": key}, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def state(self) -> dict:
+        return json.loads((self.data / "up.json").read_text())
+
+    def interrupt(self, timeout: float = 90) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout)
+
+
+def _newest_reading(up: Up, site: str) -> str:
+    times = [item["time"] for item in up.get(f"/sites/{site}/latest") if item["time"]]
+    return max(times) if times else ""
+
+
+def test_up_runs_the_platform_and_stops_cleanly():
+    # /var/tmp, not pytest's private tmp_path: the embedded PostgreSQL runs as `postgres`
+    folder = _scratch_dir("tidefield-test-up-")
+    os.chmod(folder, 0o755)
+    up = Up(folder)
+    try:
+        up.wait(lambda: httpx.get(f"{up.api}/healthz", timeout=2).status_code == 200
+                and (up.data / "operator.key").exists(), 240, "the API")
+        # readings flow: the newest reading of a site moves forward
+        site = "oc-001"
+        first = up.wait(lambda: _newest_reading(up, site), 120, "a first live reading")
+        up.wait(lambda: _newest_reading(up, site) > first, 60, "newer readings")
+        assert up.get("/overview")["readings_per_second"] > 0
+        # the backfill wrote history before the live stream
+        day = up.get("/series", site=site, metric="dissolved_oxygen")["items"][0]["id"]
+        history = up.get(f"/series/{day}/readings", bucket="5m")["buckets"]
+        assert len(history) >= 36  # >= 3 of the 6 backfilled hours, in 5-minute buckets
+        # the detector raised an alert from an injected event or fault
+        alerts = up.wait(lambda: up.get("/alerts")["items"], 300, "an alert")
+        assert {a["category"] for a in alerts} <= {"fault", "event"}
+        # the dashboard answers
+        dashboard = f"http://127.0.0.1:{up.ports['DASHBOARD_PORT']}"
+        up.wait(lambda: httpx.get(dashboard, timeout=5).status_code == 200, 120,
+                "the dashboard")
+        state = up.state()
+        children = state["children"]
+        assert {"ingest", "api", "dashboard", "fleet", "detector"} <= set(children)
+        assert all(child["state"] == "running" for child in children.values()), children
+        status = subprocess.run([sys.executable, "-m", "tidefield.server.cli", "status"],
+                                env={**os.environ, "TIDEFIELD_DATA_DIR": str(up.data)},
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert "running" in status.stdout and "readings/s" in status.stdout
+    finally:
+        code = up.interrupt()
+    output = up.output()
+    assert code == 0, output[-4000:]
+    assert "Traceback" not in output, output[-6000:]
+    pids = [child["pid"] for child in state["children"].values()]
+    assert not [pid for pid in pids if _alive(pid)]
+    assert _processes_using(up.data) == []
+    assert "stopped" in output.splitlines()[-1]
+
+    # the next start: the same data folder, consistent, the key still valid
+    again = Up(folder, "--no-fleet", "--no-dashboard", "--no-detector",
+               "--backfill-days", "0")
+    try:
+        again.wait(lambda: httpx.get(f"{again.api}/healthz", timeout=2).status_code == 200,
+                   240, "the API after a restart")
+        assert again.get("/sites", limit=1)["items"]
+        url = again.state()["database_url"]
+        with psycopg.connect(url) as conn:
+            rollups_match_raw(conn)
+            applied = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+        from tidefield.server.db.migrate import available
+        assert applied == len(available())
+    finally:
+        assert again.interrupt() == 0, again.output()[-4000:]
+    assert _processes_using(again.data) == []
+    shutil.rmtree(folder, ignore_errors=True)
