@@ -268,7 +268,8 @@ class Platform:
             return
         finally:
             report.close()
-        say("backfill", f"done: {result.inserted:,} readings written "
+        outcome = "interrupted" if stop.is_set() else "done"
+        say("backfill", f"{outcome}: {result.inserted:,} readings written "
                         f"in {time.monotonic() - report.started:.0f} s")
 
     # --- stop ---------------------------------------------------------------------------
