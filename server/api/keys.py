@@ -35,6 +35,11 @@ class Principal:
     def may_see(self, site_id: str) -> bool:
         return self.sites is None or site_id in self.sites
 
+    @property
+    def site_list(self) -> list[str] | None:
+        """The sites as a SQL array parameter: None (no limit) or a sorted list."""
+        return sorted(self.sites) if self.sites is not None else None
+
 
 def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()

@@ -41,10 +41,6 @@ SiteFilter = Annotated[str | None, Query(examples=["oc-001"])]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-def _visible_sites(principal) -> list[str] | None:
-    return sorted(principal.sites) if principal.sites is not None else None
-
-
 def _int_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
@@ -81,7 +77,7 @@ def list_alerts(conn: ConnDep, principal: Reader, site: SiteFilter = None,
           AND (%(until)s::timestamptz IS NULL OR opened_at < %(until)s)
           AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s)
         ORDER BY id DESC LIMIT %(limit)s""",
-        {"site": site, "sites": _visible_sites(principal), "rule": rule,
+        {"site": site, "sites": principal.site_list, "rule": rule,
          "category": category, "severity": severity, "states": states, "since": since,
          "until": until, "cursor": _int_cursor(cursor), "limit": limit + 1}).fetchall()
     items = [Alert(**dict(zip(_ALERT_COLUMNS, r, strict=True))) for r in rows[:limit]]
@@ -170,7 +166,7 @@ def list_anomalies(conn: ConnDep, principal: Reader, site: SiteFilter = None,
                   ('epoch'::timestamptz + %(before_us)s * interval '1 microsecond',
                    %(before_series)s))
            ORDER BY a.time DESC, a.series_id DESC LIMIT %(limit)s""",
-        {"start": start, "end": end, "site": site, "sites": _visible_sites(principal),
+        {"start": start, "end": end, "site": site, "sites": principal.site_list,
          "series": series, "category": category, "min_score": min_score,
          "before_us": before_us, "before_series": before_series, "limit": limit + 1},
     ).fetchall()
@@ -188,7 +184,7 @@ def list_anomalies(conn: ConnDep, principal: Reader, site: SiteFilter = None,
 @router.get("/overview", response_model=Overview,
             summary="Every site's state for the operators' map, in one call")
 def overview(conn: ConnDep, principal: Reader) -> Overview:
-    sites = _visible_sites(principal)
+    sites = principal.site_list
     rows = conn.execute(
         f"""WITH state AS (
               SELECT d.site_id, {STATE_SQL} AS state

@@ -69,7 +69,7 @@ def list_devices(conn: ConnDep, principal: Reader,
         {"silent": SILENT_INTERVALS, "site": site, "kind": kind, "district": district,
          "template": template, "metric": metric, "state": state, "cursor": cursor,
          "limit": limit + 1,
-         "sites": sorted(principal.sites) if principal.sites is not None else None},
+         "sites": principal.site_list},
     ).fetchall()
     items = [_device(r) for r in rows[:limit]]
     return DevicePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)

@@ -79,7 +79,7 @@ def list_series(conn: ConnDep, principal: Reader,
         {"site": site, "device": device, "metric": metric, "kind": kind,
          "district": district, "cursor": cursor,
          "limit": limit + 1,
-         "sites": sorted(principal.sites) if principal.sites is not None else None},
+         "sites": principal.site_list},
     ).fetchall()
     items = [_series(r) for r in rows[:limit]]
     return SeriesPage(items=items,

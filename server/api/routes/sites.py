@@ -47,7 +47,7 @@ def list_sites(conn: ConnDep, principal: Reader,
             ORDER BY id LIMIT %(limit)s""",
         {"kind": kind, "domain": domain, "district": district, "cursor": cursor,
          "box": box, "metric": metric, "limit": limit + 1,
-         "sites": sorted(principal.sites) if principal.sites is not None else None},
+         "sites": principal.site_list},
     ).fetchall()
     items = [_site(r) for r in rows[:limit]]
     return SitePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)

@@ -60,7 +60,7 @@ def _root(request: Request) -> str:
 def _run(request: Request, conn: psycopg.Connection, principal,
          answer: Callable[[Context], dict]) -> JSONResponse:
     """Answer inside one read-only transaction bounded by the statement timeout."""
-    ctx = Context(conn, sorted(principal.sites) if principal.sites is not None else None,
+    ctx = Context(conn, principal.site_list,
                   _root(request))
     timeout_s = getattr(request.app.state, "sta_statement_timeout_s",
                         DEFAULT_STATEMENT_TIMEOUT_S)
