@@ -99,9 +99,7 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is not None:
                 return False
             if child.ready is None or _safely(child.ready):
-                child.state = "running"
-                self.say(child.name, f"ready{f' at {child.url}' if child.url else ''}")
-                self._save()
+                self._mark_ready(child)
                 return True
             stop.wait(0.25)
         return False
@@ -123,9 +121,12 @@ class Supervisor:
                     self._exited(child, proc.returncode, now)
                 continue
             if child.state == "starting" and child.ready is not None and _safely(child.ready):
-                child.state = "running"
-                self.say(child.name, f"ready{f' at {child.url}' if child.url else ''}")
-                self._save()
+                self._mark_ready(child)
+
+    def _mark_ready(self, child: Child) -> None:
+        child.state = "running"
+        self.say(child.name, f"ready{f' at {child.url}' if child.url else ''}")
+        self._save()
 
     def _exited(self, child: Child, code: int, now: float) -> None:
         _kill_group(child.proc, signal.SIGKILL)  # whatever it left running goes too
