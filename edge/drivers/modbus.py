@@ -11,8 +11,9 @@ Registers next to each other are read in one request (at most 125 registers). De
 on the same TCP endpoint or serial port share one connection, one request at a time,
 as an RS-485 line needs; drivers on one serial port must use the same serial settings.
 
-pymodbus is imported when the first connection is made, so an agent without Modbus
-drivers never loads it. Modbus RTU also needs pyserial (``pip install pymodbus[serial]``).
+Modbus TCP uses the lean client in ``mbap.py`` (why: see there); Modbus RTU uses pymodbus,
+imported when the first serial line is opened, so an agent without RTU drivers never
+loads it. Modbus RTU also needs pyserial (``pip install pymodbus[serial]``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tidefield.protocol.messages import Reading
 
 from ..errors import DeviceUnavailable, DriverUnusable
 from .base import FORBID_EXTRA, DriverConfig, Fault, FaultSink, checked, register
+from .mbap import (READ_HOLDING_REGISTERS, READ_INPUT_REGISTERS, MbapClient,
+                   ModbusConnectError, ModbusExceptionAnswer, ModbusLinkError)
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +174,36 @@ def plan_reads(registers: dict[str, Register]) -> list[_Block]:
 # --- shared connections --------------------------------------------------------------
 
 
+class _PymodbusClient:
+    """pymodbus's client (Modbus RTU) behind ``MbapClient``'s interface."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        from pymodbus.exceptions import ModbusException
+
+        self._client, self._name, self._errors = client, name, ModbusException
+
+    def read_registers(self, function: int, start: int, count: int, unit: int) -> list[int]:
+        client = self._client
+        if not client.connected and not client.connect():
+            raise ModbusConnectError(f"cannot connect to {self._name}")
+        read = (client.read_holding_registers if function == READ_HOLDING_REGISTERS
+                else client.read_input_registers)
+        try:
+            response = read(start, count=count, device_id=unit)
+        except self._errors as exc:
+            self.close()  # a late answer would be taken for the next request's
+            raise ModbusLinkError(str(exc)) from exc
+        if response.isError():
+            raise ModbusExceptionAnswer(getattr(response, "exception_code", -1))
+        registers = list(response.registers)
+        if len(registers) != count:
+            raise ModbusLinkError(f"{len(registers)} registers returned, {count} asked")
+        return registers
+
+    def close(self) -> None:
+        self._client.close()
+
+
 class _Line:
     """One connection (a TCP endpoint or a serial port) and the lock that serialises the
     requests of every device on it."""
@@ -181,40 +214,25 @@ class _Line:
         self.users = 0
         self._make_client = make_client
         self._client: Any = None
-        self._errors: type[Exception] = Exception  # pymodbus's, once it is imported
 
     def read(self, block: _Block, unit: int, device_id: str) -> list[int]:
         """Registers of ``block`` (call with ``lock`` held)."""
-        client = self._connected(device_id)
-        read = (client.read_holding_registers if block.kind == "holding"
-                else client.read_input_registers)
-        try:
-            response = read(block.start, count=block.count, device_id=unit)
-        except self._errors as exc:
-            self.close()  # a late answer would be taken for the next request's
-            raise DeviceUnavailable(f"no answer from unit {unit} on {self.name}: {exc}",
-                                    device_id) from exc
-        if response.isError():
-            code = getattr(response, "exception_code", None)
-            raise DeviceUnavailable(
-                f"unit {unit} on {self.name} answered exception {code} "
-                f"({_EXCEPTION_NAMES.get(code, 'unknown')}) to a read of {block.count} "
-                f"{block.kind} registers from {block.start}", device_id)
-        registers = list(response.registers)
-        if len(registers) < block.count:
-            raise DeviceUnavailable(f"unit {unit} on {self.name} returned {len(registers)} "
-                                    f"registers, {block.count} asked", device_id)
-        return registers
-
-    def _connected(self, device_id: str) -> Any:
         if self._client is None:
             self._client = self._make_client()
-            from pymodbus.exceptions import ModbusException
-
-            self._errors = ModbusException
-        if not self._client.connected and not self._client.connect():
-            raise DeviceUnavailable(f"cannot connect to {self.name}", device_id)
-        return self._client
+        function = (READ_HOLDING_REGISTERS if block.kind == "holding"
+                    else READ_INPUT_REGISTERS)
+        try:
+            return self._client.read_registers(function, block.start, block.count, unit)
+        except ModbusConnectError as exc:
+            raise DeviceUnavailable(str(exc), device_id) from exc
+        except ModbusLinkError as exc:
+            raise DeviceUnavailable(f"no answer from unit {unit} on {self.name}: {exc}",
+                                    device_id) from exc
+        except ModbusExceptionAnswer as exc:
+            raise DeviceUnavailable(
+                f"unit {unit} on {self.name} answered exception {exc.code} "
+                f"({_EXCEPTION_NAMES.get(exc.code, 'unknown')}) to a read of {block.count} "
+                f"{block.kind} registers from {block.start}", device_id) from exc
 
     def close(self) -> None:
         if self._client is not None:
@@ -293,10 +311,7 @@ class ModbusTcpDriver(_ModbusDriver):
 
     def __init__(self, config: ModbusTcpConfig, *, report: FaultSink) -> None:
         def make_client():
-            from pymodbus.client import ModbusTcpClient
-
-            return ModbusTcpClient(config.host, port=config.port, timeout=config.timeout_s,
-                                   retries=0)
+            return MbapClient(config.host, config.port, config.timeout_s)
 
         super().__init__(config, ("tcp", config.host, config.port, config.timeout_s),
                          f"{config.host}:{config.port}", make_client, report=report)
@@ -314,10 +329,11 @@ class ModbusRtuDriver(_ModbusDriver):
                                      "'pymodbus[serial]'", config.device) from None
             from pymodbus.client import ModbusSerialClient
 
-            return ModbusSerialClient(config.port, baudrate=config.baudrate,
-                                      bytesize=config.bytesize, parity=config.parity,
-                                      stopbits=config.stopbits, timeout=config.timeout_s,
-                                      retries=0)
+            return _PymodbusClient(
+                ModbusSerialClient(config.port, baudrate=config.baudrate,
+                                   bytesize=config.bytesize, parity=config.parity,
+                                   stopbits=config.stopbits, timeout=config.timeout_s,
+                                   retries=0), config.port)
 
         super().__init__(config, ("rtu", config.port), config.port, make_client,
                          report=report)

@@ -67,7 +67,8 @@ def test_sigterm_stops_the_agent_cleanly(tmp_path):
     reader.start()
     # the driver's first warning comes from a running agent (signal handlers installed):
     # wait for it rather than for a fixed time, which a loaded machine can outlast
-    failed = "ag-001-soil: poll failed: cannot connect to 127.0.0.1:1; retrying in"
+    failed = ("ag-001-soil: poll failed: cannot connect to 127.0.0.1:1: Connection refused; "
+              "retrying in")
     deadline = time.monotonic() + 60
     while not any(failed in line for line in list(lines)) and time.monotonic() < deadline:
         assert proc.poll() is None, "".join(lines)
