@@ -56,11 +56,12 @@ class Settings(BaseSettings):
     tls_ca_file: Path | None = Field(None, description="CA that clients of this process "
                                      "trust (unset: the development CA, if any, else the "
                                      "system's)")
-    broker_auth_dir: Path | None = Field(None, description="where the broker's password "
-                                         "and ACL files are written (default: "
+    broker_auth_dir: Path | None = Field(None, description="where the broker's "
+                                         "dynamic-security config is written (default: "
                                          "DATA_DIR/mosquitto)")
-    broker_pid_file: Path | None = Field(None, description="the broker's pid file, to "
-                                         "signal a reload (default: in broker_auth_dir)")
+    broker_admin_url: str | None = Field(None, description="the broker's admin login "
+                                         "(svc_admin), to change logins while it runs "
+                                         "(default: broker_auth_dir/logins/admin.url)")
 
     # --- ingest -----------------------------------------------------------------------
     ingest_workers: int = Field(2, ge=1, le=64, description="ingest processes")

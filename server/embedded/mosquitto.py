@@ -100,7 +100,8 @@ class MosquittoBroker:
             self.proc.wait()
 
     def reload(self) -> None:
-        """SIGHUP: re-read password and ACL files without dropping clients."""
+        """SIGHUP: re-read mosquitto.conf's reloadable options without dropping clients
+        (not the dynamic-security plugin's config: that changes through its API)."""
         if self.running():
             self.proc.send_signal(signal.SIGHUP)
 

@@ -1,6 +1,7 @@
-"""Device identity and access against a real Mosquitto started here: logins and ACLs
-generated from the database, the broker refusing what a device may not do, revocation by
-SIGHUP, TLS for the edge agent and the API, and the per-device rate limit of ingest."""
+"""Device identity and access against a real Mosquitto started here: logins and roles
+generated from the database (the dynamic-security plugin), the broker refusing what a
+device may not do, changes through the plugin's API without a restart, TLS for the edge
+agent and the API, and the per-device rate limit of ingest."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from tidefield.server.embedded import MosquittoBroker, free_port, wait_for_port
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.pipeline import Envelope, prepare
 from tidefield.server.security.accounts import provision_device, provision_service
-from tidefield.server.security.broker_files import BrokerFiles
+from tidefield.server.security.dynsec import BrokerAccess
 from tidefield.server.security.tls import TlsFiles, ensure_dev_pki
 
 from .test_edge_agent import edge_config
@@ -41,10 +42,10 @@ ACCEPTED = {0x00, 0x10}  # success / success, but nobody subscribes to it
 
 @dataclass
 class Secured:
-    """A database, broker files generated from it, and a broker that enforces them."""
+    """A database, the broker's config generated from it, and a broker that enforces it."""
 
     db_url: str
-    files: BrokerFiles
+    files: BrokerAccess
     broker: MosquittoBroker
     passwords: dict[str, str] = field(default_factory=dict)
 
@@ -59,17 +60,20 @@ class Secured:
 def _start_secured(db_url: str, *, devices: list[tuple[str, str]],
                    tls: TlsFiles | None = None) -> Secured:
     base = _scratch_dir("tidefield-test-sec-")
-    files = BrokerFiles(base, base / "mosquitto.pid")
     passwords = {}
     with psycopg.connect(db_url) as conn:
         for site, device in devices:
             passwords[device] = provision_device(conn, site, device).password
-        passwords["svc_ingest"] = provision_service(conn, "ingest").password
-        files.write(conn)
-    extra = files.conf_lines() + (tls.broker_conf_lines() if tls else [])
+        for role in ("ingest", "admin"):
+            passwords[f"svc_{role}"] = provision_service(conn, role).password
+        BrokerAccess(base).write(conn)
+    extra = BrokerAccess(base).conf_lines() + (tls.broker_conf_lines() if tls else [])
     broker = MosquittoBroker(base, extra_conf=extra, allow_anonymous=False, tls=tls is not None)
     broker.start()
-    return Secured(db_url, files, broker, passwords)
+    stack = Secured(db_url, BrokerAccess(base), broker, passwords)
+    stack.files = BrokerAccess(base, stack.url("svc_admin"),
+                               str(tls.ca_file) if tls else None)
+    return stack
 
 
 DEVICES = [("ag-001", "ag-001-soil"), ("ag-002", "ag-002-soil"), ("oc-031", "oc-031-gw")]
@@ -83,9 +87,11 @@ def secured(db_url) -> Secured:
 
 
 class Probe:
-    """A plain MQTT v5 client that records what the broker answers."""
+    """A plain MQTT v5 client that records what the broker answers. Its client id is its
+    user name, as the broker requires of a device login, unless ``client_id`` is given."""
 
-    def __init__(self, url: str, *, ca_file: str | None = None) -> None:
+    def __init__(self, url: str, *, ca_file: str | None = None,
+                 client_id: str | None = None) -> None:
         self.address = mqtt.parse_mqtt_url(url, ca_file=ca_file)
         self.connack = None
         self.disconnected = threading.Event()
@@ -93,9 +99,14 @@ class Probe:
         self.pubacks: dict[int, int] = {}
         self.messages: list[tuple[str, bytes]] = []
         self._event = threading.Condition()
-        self.client = mqtt.new_client(f"probe-{uuid.uuid4().hex[:8]}", self.address)
+        if client_id is None:
+            client_id = self.address.username or f"probe-{uuid.uuid4().hex[:8]}"
+            if client_id.startswith("svc_"):  # a service login: any id, one per process
+                client_id = f"{client_id}-{uuid.uuid4().hex[:8]}"
+        self.client = mqtt.new_client(client_id, self.address)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.disconnected.set()
+        self.disconnect_reason: int | None = None
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
@@ -114,6 +125,10 @@ class Probe:
         with self._event:
             self.connack = reason_code.value
             self._event.notify_all()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.disconnect_reason = reason_code.value
+        self.disconnected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._event:
@@ -221,18 +236,21 @@ def test_a_device_cannot_write_as_another_and_nothing_of_it_is_stored(secured, t
         ingest.stop()
 
 
-def test_a_device_reads_nothing_of_another_site(secured):
-    """Mosquitto 2.0's acl_file does not check SUBSCRIBE (it grants every subscription,
-    src/security_default.c: "FIXME - implement ACL subscription strings") and enforces
-    ``read`` on delivery; so what this asserts is that nothing is delivered."""
+def test_a_device_may_not_subscribe_to_another_sites_topics(secured):
+    """The broker refuses the SUBSCRIBE (SUBACK 0x87) and delivers nothing of it."""
     watcher = Probe(secured.url("svc_ingest"))
     assert watcher.connect() == 0
-    watcher.subscribe("tf/v1/+/+/up")
+    assert watcher.subscribe("tf/v1/+/+/up") == [1]
     device_a = Probe(secured.url("ag-001-soil"))
     assert device_a.connect() == 0
-    codes = [device_a.subscribe(topic)[0] for topic in
-             ("tf/v1/ag-002/#", "tf/v1/+/+/up", "tf/v1/ag-002/ag-002-soil/down/#", "#")]
-    assert all(code in (0, 1, NOT_AUTHORIZED) for code in codes)
+    for topic in ("tf/v1/ag-002/#", "tf/v1/+/+/up", "tf/v1/ag-002/ag-002-soil/up",
+                  "tf/v1/ag-002/ag-002-soil/down/#", "tf/v1/+/ag-001-soil/down/#",
+                  "tf/v1/ag-001/+/up", "tf/v1/ag-001/ag-001-soil/up", "#",
+                  "$share/x/tf/v1/+/+/up", "$CONTROL/dynamic-security/v1/response"):
+        assert device_a.subscribe(topic) == [NOT_AUTHORIZED], topic
+    # its own commands it may read, by any filter within its own down/
+    assert device_a.subscribe("tf/v1/ag-001/ag-001-soil/down/#") == [1]
+    assert device_a.subscribe("tf/v1/ag-001/ag-001-soil/down/config") == [1]
     device_b = Probe(secured.url("ag-002-soil"))
     assert device_b.connect() == 0
     for seq in range(3):
@@ -241,13 +259,24 @@ def test_a_device_reads_nothing_of_another_site(secured):
     _wait_for(lambda: len(watcher.messages) == 3, 10, "the ingest login to see B's batches")
     time.sleep(0.5)  # the broker delivered to the watcher; give A's copies as long
     assert device_a.messages == []
-    # and A may not read the services' own subscriptions' traffic by a wildcard either:
-    assert device_a.publish(up_topic("ag-001", "ag-001-soil"),
-                            batch_payload("ag-001", "ag-001-soil", 0)) == 0
-    time.sleep(0.3)
-    assert device_a.messages == []
+    assert not device_a.disconnected.is_set()  # refused, not cut off
     for probe in (watcher, device_a, device_b):
         probe.close()
+
+
+def test_a_device_may_not_use_another_devices_client_id(secured):
+    """Each device login is bound to its own client id, so a cloned device cannot push
+    another off the broker by connecting under its id."""
+    device_a = Probe(secured.url("ag-001-soil"))
+    assert device_a.connect() == 0
+    thief = Probe(secured.url("ag-002-soil"), client_id="ag-001-soil")
+    assert thief.connect() in BAD_LOGIN
+    assert Probe(secured.url("ag-002-soil"), client_id="tidefield-ingest-1-0").connect() \
+        in BAD_LOGIN
+    time.sleep(0.3)
+    assert not device_a.disconnected.is_set()
+    assert device_a.publish(up_topic("ag-001", "ag-001-soil"), b"{}") in ACCEPTED
+    device_a.close()
 
 
 def test_anonymous_wrong_password_and_unknown_logins_are_refused(secured):
@@ -262,7 +291,8 @@ def test_anonymous_wrong_password_and_unknown_logins_are_refused(secured):
 
 def _cli(stack: Secured, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TIDEFIELD_DATABASE_URL": stack.db_url,
-           "TIDEFIELD_BROKER_AUTH_DIR": str(stack.files.directory)}
+           "TIDEFIELD_BROKER_AUTH_DIR": str(stack.files.directory),
+           "TIDEFIELD_BROKER_ADMIN_URL": stack.files.admin_url}
     return subprocess.run([sys.executable, "-m", "tidefield.server.cli", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -271,7 +301,7 @@ def test_provision_and_revoke_take_effect_without_a_broker_restart(secured):
     pid = secured.broker.proc.pid
     out = _cli(secured, "devices", "provision", "ag-003", "ag-003-soil")
     assert out.returncode == 0, out.stderr
-    assert "reloaded" in out.stderr
+    assert "applied to the running broker" in out.stderr and "warning" not in out.stderr
     lines = dict(line.split(": ", 1) for line in out.stdout.splitlines())
     assert lines["username"] == "ag-003-soil"
     new_device = Probe(secured.url("ag-003-soil", lines["password"]))
@@ -283,11 +313,31 @@ def test_provision_and_revoke_take_effect_without_a_broker_restart(secured):
     wrong = _cli(secured, "devices", "provision", "ag-001", "ag-003-soil")
     assert wrong.returncode == 2 and "belongs to site ag-003" in wrong.stderr
 
+    # the new device may do what a device may, and no more
+    assert new_device.subscribe("tf/v1/ag-003/ag-003-soil/down/#") == [1]
+    assert new_device.subscribe("tf/v1/ag-001/#") == [NOT_AUTHORIZED]
+    assert new_device.publish(up_topic("ag-001", "ag-001-soil"), b"{}") == NOT_AUTHORIZED
+    assert Probe(secured.url("ag-003-soil", lines["password"]),
+                 client_id="someone-else").connect() in BAD_LOGIN
+
+    # rotation: the old password is dead at once, the new one works
+    device_b = Probe(secured.url("ag-002-soil"))
+    assert device_b.connect() == 0
+    out = _cli(secured, "devices", "provision", "ag-002", "ag-002-soil", "--rotate")
+    assert out.returncode == 0, out.stderr
+    rotated = dict(line.split(": ", 1) for line in out.stdout.splitlines())["password"]
+    assert device_b.disconnected.wait(5), "a rotated login's old session stays connected"
+    assert Probe(secured.url("ag-002-soil")).connect() in BAD_LOGIN
+    assert Probe(secured.url("ag-002-soil", rotated)).connect() == 0
+
     device_a = Probe(secured.url("ag-001-soil"))
     assert device_a.connect() == 0
+    started = time.monotonic()
     out = _cli(secured, "devices", "revoke", "ag-001-soil")
     assert out.returncode == 0, out.stderr
     assert device_a.disconnected.wait(5), "a revoked device stays connected"
+    print(f"revoke: cut off {time.monotonic() - started:.2f} s after the command started")
+    assert device_a.disconnect_reason == 0x98  # administrative action
     assert Probe(secured.url("ag-001-soil")).connect() in BAD_LOGIN
     # the others are untouched, and the broker is the same process
     assert new_device.publish(up_topic("ag-003", "ag-003-soil"), b"{}") in ACCEPTED
@@ -297,6 +347,13 @@ def test_provision_and_revoke_take_effect_without_a_broker_restart(secured):
     assert "ag-001-soil\tdevice\tag-001" in listed and "revoked" in listed
     assert "oc-031-gw\tgateway\toc-031" in listed
     new_device.close()
+
+    # the config file is what the database says, so a restarted broker agrees
+    secured.broker.restart()
+    assert Probe(secured.url("ag-001-soil")).connect() in BAD_LOGIN
+    assert Probe(secured.url("ag-002-soil", rotated)).connect() == 0
+    assert Probe(secured.url("ag-003-soil", lines["password"])).connect() == 0
+    assert Probe(secured.url("ag-002-soil")).connect() in BAD_LOGIN
 
 
 def test_the_edge_agent_verifies_the_broker_certificate(db_url, tmp_path, monkeypatch):

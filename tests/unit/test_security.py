@@ -11,9 +11,15 @@ import pytest
 from tidefield.protocol.errors import REASONS
 from tidefield.server.ingest.pipeline import Envelope, rate_limited
 from tidefield.server.ingest.ratelimit import DeviceRateLimiter
-from tidefield.server.security.accounts import SERVICES, Login, Rule, device_rules
-from tidefield.server.security.broker_files import render_acl, render_password_file
-from tidefield.server.security.passwords import hash_password, verify_password
+from tidefield.server.security.accounts import (
+    SERVICES,
+    AccessState,
+    Login,
+    Rule,
+    device_rules,
+)
+from tidefield.server.security.dynsec import BrokerView, plan, render_config
+from tidefield.server.security.passwords import dynsec_fields, hash_password, verify_password
 from tidefield.server.security.tls import ensure_dev_pki, issue_server_cert, make_ca
 
 
@@ -49,20 +55,96 @@ def test_device_rules_name_only_its_own_topics():
         assert role == "simulator" or not writes & {"tf/v1/+/+/up", "tf/v1/+/+/status"}
 
 
-def test_broker_files_render_every_login_and_rule():
-    logins = [Login("ag-001-soil", "$7$101$x$y", device_rules("ag-001", "ag-001-soil")),
-              Login("svc_ingest", "$7$101$a$b", SERVICES["ingest"])]
-    assert render_password_file(logins) == ("ag-001-soil:$7$101$x$y\n"
-                                            "svc_ingest:$7$101$a$b\n")
-    acl = render_acl(logins)
-    blocks = [b for b in acl.split("\n\n") if b.startswith("user ")]
-    assert blocks[0].splitlines() == ["user ag-001-soil",
-                                      "topic write tf/v1/ag-001/ag-001-soil/up",
-                                      "topic write tf/v1/ag-001/ag-001-soil/status",
-                                      "topic read tf/v1/ag-001/ag-001-soil/down/#"]
-    assert blocks[1].splitlines() == ["user svc_ingest", "topic read tf/v1/+/+/up",
-                                      "topic read tf/v1/+/+/status"]
-    assert "pattern" not in acl
+def test_a_hash_in_the_dynamic_security_plugins_form():
+    hashed = hash_password("pw", salt=bytes(range(12)))
+    fields = dynsec_fields(hashed)
+    assert fields["iterations"] == 101
+    assert f"$7$101${fields['salt']}${fields['password']}" == hashed
+
+
+def _state() -> AccessState:
+    return AccessState(
+        (Login("ag-001-gw", hash_password("a"), "ag-001-gw",
+               ("device:ag-001-gw", "device:ag-001-soil")),
+         Login("ag-001-soil", hash_password("b"), "ag-001-soil", ("device:ag-001-soil",)),
+         Login("svc_ingest", hash_password("c"), None, ("service:ingest",))),
+        {"device:ag-001-gw": device_rules("ag-001", "ag-001-gw"),
+         "device:ag-001-soil": device_rules("ag-001", "ag-001-soil"),
+         "service:ingest": SERVICES["ingest"]})
+
+
+def test_the_plugin_config_holds_every_login_role_and_rule():
+    config = render_config(_state())
+    assert config["defaultACLAccess"] == {"publishClientSend": False,
+                                          "publishClientReceive": False,
+                                          "subscribe": False, "unsubscribe": True}
+    clients = {c["username"]: c for c in config["clients"]}
+    assert clients["ag-001-soil"]["clientid"] == "ag-001-soil"
+    assert "clientid" not in clients["svc_ingest"]  # a service runs as several processes
+    assert [r["rolename"] for r in clients["ag-001-gw"]["roles"]] == [
+        "device:ag-001-gw", "device:ag-001-soil"]
+    assert set(clients["ag-001-soil"]) >= {"password", "salt", "iterations"}
+    roles = {r["rolename"]: {(a["acltype"], a["topic"]) for a in r["acls"]}
+             for r in config["roles"]}
+    assert roles["device:ag-001-soil"] == {
+        ("publishClientSend", "tf/v1/ag-001/ag-001-soil/up"),
+        ("publishClientSend", "tf/v1/ag-001/ag-001-soil/status"),
+        ("subscribePattern", "tf/v1/ag-001/ag-001-soil/down/#"),
+        ("publishClientReceive", "tf/v1/ag-001/ag-001-soil/down/#")}
+    assert roles["service:ingest"] == {
+        ("subscribePattern", "tf/v1/+/+/up"), ("publishClientReceive", "tf/v1/+/+/up"),
+        ("subscribePattern", "tf/v1/+/+/status"),
+        ("publishClientReceive", "tf/v1/+/+/status")}
+
+
+def _view(state: AccessState) -> BrokerView:
+    config = render_config(state)
+    return BrokerView.from_answers({"data": {"clients": config["clients"]}},
+                                   {"data": {"roles": config["roles"]}})
+
+
+def test_plan_changes_only_what_differs():
+    state = _state()
+    assert plan(state, _view(state)) == ([], [])
+    # a rotated login is replaced whole; a revoked one is deleted; a new device of the
+    # gateway's site changes its roles; a role nobody holds goes
+    revoked = AccessState(state.logins[:1] + state.logins[2:], {
+        **{k: v for k, v in state.roles.items() if k != "device:ag-001-soil"},
+        "device:ag-001-new": device_rules("ag-001", "ag-001-new")})
+    gateway = revoked.logins[0]
+    grown = AccessState((Login(gateway.username, gateway.password_hash, gateway.client_id,
+                               ("device:ag-001-gw", "device:ag-001-new")),
+                         revoked.logins[1]), revoked.roles)
+    commands, problems = plan(grown, _view(state), {"svc_ingest": "new-secret"})
+    assert problems == []
+    names = [(c["command"], c.get("username") or c.get("rolename")) for c in commands]
+    assert names == [("createRole", "device:ag-001-new"),
+                     ("deleteClient", "ag-001-soil"),
+                     ("modifyClient", "ag-001-gw"),
+                     ("deleteClient", "svc_ingest"), ("createClient", "svc_ingest"),
+                     ("deleteRole", "device:ag-001-soil")]
+    assert commands[4]["password"] == "new-secret" and "clientid" not in commands[4]
+    assert commands[2]["clientid"] == "ag-001-gw"
+
+
+def test_plan_reports_a_login_it_cannot_add_without_its_password():
+    state = _state()
+    view = _view(state)
+    del view.clients["svc_ingest"]
+    commands, problems = plan(state, view)
+    assert commands == [] and problems[0].startswith("svc_ingest: ")
+
+
+def test_a_rule_change_is_applied_acl_by_acl():
+    state = _state()
+    view = _view(state)
+    view.roles["service:ingest"] = {("subscribePattern", "#"),
+                                    ("subscribePattern", "tf/v1/+/+/up"),
+                                    ("publishClientReceive", "tf/v1/+/+/up")}
+    commands, _ = plan(state, view)
+    assert [(c["command"], c["topic"]) for c in commands] == [
+        ("removeRoleACL", "#"),
+        ("addRoleACL", "tf/v1/+/+/status"), ("addRoleACL", "tf/v1/+/+/status")]
 
 
 def test_rate_limiter_allows_a_burst_then_the_rate():
