@@ -10,7 +10,7 @@ import pytest
 
 from tidefield.protocol.errors import REASONS
 from tidefield.server.ingest.pipeline import Envelope, rate_limited
-from tidefield.server.ingest.ratelimit import DeviceRateLimiter
+from tidefield.server.ingest.ratelimit import DeviceBudget
 from tidefield.server.security.accounts import (
     SERVICES,
     AccessState,
@@ -147,22 +147,57 @@ def test_a_rule_change_is_applied_acl_by_acl():
         ("addRoleACL", "tf/v1/+/+/status"), ("addRoleACL", "tf/v1/+/+/status")]
 
 
-def test_rate_limiter_allows_a_burst_then_the_rate():
-    limiter = DeviceRateLimiter(rate_per_s=2, burst=5)
-    assert limiter.split([("a", 0.0)] * 7) == [True] * 5 + [False] * 2
-    assert limiter.allow("b", 0.0)  # another device has its own bucket
-    assert not limiter.allow("a", 0.4)  # 0.8 of a token
-    assert limiter.allow("a", 0.5)  # 1.0
-    assert not limiter.allow("a", 0.5)
-    assert limiter.split([("a", 100.0)] * 6) == [True] * 5 + [False]  # refills to burst only
+H_MS = 3_600_000
 
 
-def test_rate_limiter_off_and_bad_settings():
-    assert DeviceRateLimiter(0, 1).split([("a", 0.0)] * 1000) == [True] * 1000
+def test_a_backlog_covering_hours_of_device_time_fits_the_budget():
+    """10 readings per device-second: a 2-hour backlog at 3 readings a second, in
+    500-reading messages all received in the same millisecond, is admitted whole."""
+    budget = DeviceBudget(rate_per_s=10, burst=1000)
+    now = 10 * H_MS
+    times = [now - 2 * H_MS + i * 1000 // 3 for i in range(3 * 7200)]
+    messages = [times[i:i + 500] for i in range(0, len(times), 500)]
+    assert [budget.take("a", len(m), m[0], m[-1], now) for m in messages] == \
+        [0.0] * len(messages)
+
+
+def test_a_flood_gets_its_budget_and_no_more():
+    """1,000 readings per device-second, 10x the budget: about a tenth is admitted,
+    whatever the wall-clock rate; another device keeps its own budget."""
+    budget = DeviceBudget(rate_per_s=100, burst=2000)
+    now = 10 * H_MS
+    admitted = 0
+    for seq in range(400):  # 2,000 readings over 2 s of device time each, 50 a second
+        first = now - H_MS + seq * 2000
+        if budget.take("flood", 2000, first, first + 1999, now + seq * 20) == 0.0:
+            admitted += 1
+    covered_s = 400 * 2
+    assert 2000 + 100 * covered_s - 2000 <= admitted * 2000 <= 2000 + 100 * covered_s
+    assert budget.take("quiet", 5, now, now + 4000, now) == 0.0
+
+
+def test_device_time_already_covered_or_too_old_earns_nothing():
+    budget = DeviceBudget(rate_per_s=10, burst=100, backlog_s=3600)
+    now = 100 * H_MS
+    assert budget.take("a", 100, now - 1000, now, now) == 0.0  # the burst
+    # the same hour again (a clock set back, a replay): only wall time earns
+    assert budget.take("a", 100, now - 1000, now, now) == 10.0  # seconds to wait
+    assert budget.take("a", 100, now - 1000, now, now + 10_000) == 0.0
+    # a week of made-up history earns only the last hour (backlog_s), which is already
+    # covered here; the bucket never holds more than the burst
+    assert budget.take("b", 100, now - 7 * 24 * H_MS, now - 1, now) == 0.0
+    assert budget.take("b", 100, now - 7 * 24 * H_MS, now - 1, now) > 0
+    # a status (no readings) costs one and earns by wall time
+    assert budget.take("c", 1, None, None, now) == 0.0
+
+
+def test_device_budget_off_and_bad_settings():
+    budget = DeviceBudget(0, 1)
+    assert all(budget.take("a", 10_000, 0, 1, 0) == 0.0 for _ in range(100))
     with pytest.raises(ValueError):
-        DeviceRateLimiter(-1, 1)
+        DeviceBudget(-1, 1)
     with pytest.raises(ValueError):
-        DeviceRateLimiter(1, 0)
+        DeviceBudget(1, 0)
 
 
 def test_rate_limit_rejects_count_per_device_and_keep_the_first_as_sample():
