@@ -235,3 +235,21 @@ def test_dev_pki_signs_a_server_certificate_for_local_names(tmp_path):
     _, foreign = issue_server_cert(other_key, other_ca, ["127.0.0.1"])
     with pytest.raises(ValueError):
         foreign.verify_directly_issued_by(ca)
+
+
+def test_the_worker_takes_the_devices_messages_in_turn():
+    """A backlog of 50 messages queued before a quiet device's one: the quiet one is in
+    the first window, and each device's own messages keep their order."""
+    from tidefield.server.ingest.worker import Worker, WorkerConfig
+
+    worker = Worker("postgresql://unused", None, lambda mids: None,
+                    WorkerConfig(max_messages=10, max_wait_s=0))
+    for i in range(50):
+        worker.submit(Envelope("tf/v1/ag-001/ag-001-soil/up", b"x", None, i), ("soil", i))
+    worker.submit(Envelope("tf/v1/ag-002/ag-002-soil/up", b"x", None, 99), ("quiet", 0))
+    first = [token for _, token in worker._gather()]
+    assert len(first) == 10 and ("quiet", 0) in first
+    assert [t for t in first if t[0] == "soil"] == [("soil", i) for i in range(9)]
+    assert worker.pending == 41
+    second = [token for _, token in worker._gather()]
+    assert second == [("soil", i) for i in range(9, 19)]
