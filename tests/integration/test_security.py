@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import _scratch_dir
 from tests.support.processes import IngestService
@@ -26,12 +27,15 @@ from tidefield.edge.agent import Agent
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.messages import Batch, DeviceState, Reading, Status
 from tidefield.protocol.topics import status_topic, up_topic
+from tidefield.server.api.app import create_app
+from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.embedded import MosquittoBroker, free_port, wait_for_port
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.pipeline import Envelope, prepare
 from tidefield.server.security.accounts import provision_device, provision_service
 from tidefield.server.security.dynsec import BrokerAccess
 from tidefield.server.security.tls import TlsFiles, ensure_dev_pki
+from tidefield.server.settings import Settings
 
 from .test_edge_agent import edge_config
 
@@ -597,3 +601,34 @@ def test_a_flooding_device_is_limited_and_the_others_arrive_complete_and_on_time
     finally:
         ingest.stop()
         stack.broker.stop()
+
+
+def test_over_http_a_backlog_is_taken_and_a_flood_is_told_to_come_back(db_url):
+    """HTTP ingest charges the same budget: two hours of history at once are stored;
+    dense readings over the budget get 429 with Retry-After, and nothing is stored."""
+    with psycopg.connect(db_url) as conn:
+        key = create_key(conn, "gw", [Scope.INGEST])
+    settings = Settings(database_url=db_url, ingest_device_readings_per_s=1,
+                        ingest_device_burst_readings=100, ingest_max_readings=100)
+    now_ms = int(time.time() * 1000)
+    url, headers = "/api/v1/ingest/ag-001/ag-001-soil", {"X-API-Key": key}
+    # two hours of three metrics a minute: 360 readings, 0.05 per device-second
+    history = [{"m": m, "t": t, "v": 20.0} for t in range(now_ms - 7_200_000, now_ms, 60_000)
+               for m in ("soil_moisture", "soil_temperature", "soil_ec")]
+    with TestClient(create_app(settings)) as client:
+        for seq, start in enumerate(range(0, len(history), 100)):
+            answer = client.post(url, headers=headers, json={
+                "v": 1, "site": "ag-001", "device": "ag-001-soil", "seq": seq,
+                "readings": history[start:start + 100]})
+            assert answer.status_code == 200, answer.text
+        # 100 readings within one second of device time, twice: the second is too dense
+        dense = [{"m": "soil_moisture", "t": now_ms + i, "v": 20.0} for i in range(100)]
+        answers = [client.post(url, headers=headers, json={
+            "v": 1, "site": "ag-001", "device": "ag-001-soil", "seq": seq,
+            "readings": dense}) for seq in (10, 11)]
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[1].status_code == 429
+    assert 60 <= int(answers[1].headers["Retry-After"]) <= 100
+    assert _rows(db_url, "SELECT count(*), sum(readings) FROM ingest_batches "
+                 "WHERE device_id = 'ag-001-soil'") == [(5, 460)]
+    assert _rows(db_url, "SELECT count(*) FROM ingest_rejects") == [(0,)]
