@@ -145,19 +145,19 @@ class Worker:
         self._waiting_count += 1
 
     def _take_in_turn(self) -> list[tuple[Envelope, object]]:
+        """One message of the device first in line, which then goes to the back of the
+        line if it has more: round robin, carried on from one window to the next."""
         window: list[tuple[Envelope, object]] = []
         size = 0
         while self._waiting and len(window) < self.config.max_messages \
                 and size < self.config.max_bytes:
-            for device in list(self._waiting):
-                waiting = self._waiting[device]
-                item = waiting.popleft()
-                window.append(item)
-                size += len(item[0].payload)
-                if not waiting:
-                    del self._waiting[device]
-                if len(window) >= self.config.max_messages or size >= self.config.max_bytes:
-                    break
+            device = next(iter(self._waiting))
+            waiting = self._waiting.pop(device)
+            item = waiting.popleft()
+            window.append(item)
+            size += len(item[0].payload)
+            if waiting:
+                self._waiting[device] = waiting
         self._waiting_count -= len(window)
         return window
 

@@ -253,3 +253,16 @@ def test_the_worker_takes_the_devices_messages_in_turn():
     assert worker.pending == 41
     second = [token for _, token in worker._gather()]
     assert second == [("soil", i) for i in range(9, 19)]
+
+
+def test_the_turns_carry_on_from_one_window_to_the_next():
+    from tidefield.server.ingest.worker import Worker, WorkerConfig
+
+    worker = Worker("postgresql://unused", None, lambda mids: None,
+                    WorkerConfig(max_messages=3, max_wait_s=0))
+    for i in range(3):
+        for device in ("a", "b", "c", "d"):
+            worker.submit(Envelope(f"tf/v1/s/{device}/up", b"x", None, i), (device, i))
+    windows = [[token for _, token in worker._gather()] for _ in range(4)]
+    assert windows == [[("a", 0), ("b", 0), ("c", 0)], [("d", 0), ("a", 1), ("b", 1)],
+                       [("c", 1), ("d", 1), ("a", 2)], [("b", 2), ("c", 2), ("d", 2)]]
