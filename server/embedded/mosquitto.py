@@ -99,12 +99,6 @@ class MosquittoBroker:
             self.proc.kill()
             self.proc.wait()
 
-    def reload(self) -> None:
-        """SIGHUP: re-read mosquitto.conf's reloadable options without dropping clients
-        (not the dynamic-security plugin's config: that changes through its API)."""
-        if self.running():
-            self.proc.send_signal(signal.SIGHUP)
-
     def restart(self) -> None:
         self.stop()
         self.start()
