@@ -77,7 +77,9 @@ class BrokerConfig(_Section):
     password: str | None = field(default=None, repr=False)
     password_file: Path | None = None  # read the password from this file
     ca_file: Path | None = None  # trust this CA (mqtts only)
-    client_id: str | None = None  # default: tidefield-edge-{site}
+    # default: the login's user name (the broker binds a device login to it), else
+    # tidefield-edge-{site}
+    client_id: str | None = None
     keepalive_s: Annotated[int, Ge(5), Le(3600)] = 30
     connect_timeout_s: Annotated[float, Gt(0), Le(300)] = 10.0
     content_type: Literal["json", "msgpack"] = "json"
@@ -136,7 +138,10 @@ class EdgeConfig(_Section):
 
     @property
     def client_id(self) -> str:
-        return self.broker.client_id or f"tidefield-edge-{self.site}"
+        if self.broker.client_id:
+            return self.broker.client_id
+        username = self.broker.username or parse_mqtt_url(self.broker.url).username
+        return username or f"tidefield-edge-{self.site}"
 
     def device_intervals(self) -> dict[str, float]:
         """Every device the agent speaks for -> its shortest poll interval."""

@@ -160,16 +160,20 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
                        f"{created:%Y-%m-%d}\t{'revoked' if revoked else 'active'}")
 
 
-def _sync_broker(conn, settings) -> None:
-    """Rewrite the broker's password and ACL files and make a running broker re-read them."""
-    from tidefield.server.security.wiring import broker_files
+def _sync_broker(conn, settings, fresh=None) -> None:
+    """Make the running broker (through its admin API) and its config file what the
+    database says; ``fresh``: the credentials just created, which the broker needs."""
+    from tidefield.server.security.wiring import broker_access
 
-    files = broker_files(settings)
-    result = files.sync(conn)
-    where = "reloaded" if result.reloaded else (
-        "no running broker found by its pid file; it reads them when it starts")
-    typer.echo(f"broker files: {result.logins} login(s), {result.rules} rule(s) in "
-               f"{files.directory} ({where})", err=True)
+    access = broker_access(settings)
+    result = access.sync(conn, fresh)
+    where = (f"applied to the running broker ({result.changes} change(s))" if result.live
+             else "no running broker reachable with an admin login; it reads the file "
+                  "when it starts")
+    typer.echo(f"broker access: {result.logins} login(s), {result.roles} role(s) in "
+               f"{access.config_file} ({where})", err=True)
+    for problem in result.problems:
+        typer.echo(f"warning: {problem}", err=True)
 
 
 @devices_app.command("provision")
@@ -182,7 +186,7 @@ def devices_provision(
         = False,
         database_url: DatabaseUrl = None) -> None:
     """Create a device's broker login, print it (the only time it is shown) and update
-    the broker's files."""
+    the broker."""
     import psycopg
 
     from tidefield.server.security.accounts import ProvisioningError, provision_device
@@ -194,9 +198,9 @@ def devices_provision(
         except ProvisioningError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        # shown before the files are written: should that fail, `devices sync` retries it
+        # shown before the broker is told: should that fail, `--rotate` makes a new one
         typer.echo(f"username: {credentials.username}\npassword: {credentials.password}")
-        _sync_broker(conn, settings)
+        _sync_broker(conn, settings, credentials)
     typer.echo("may: " + ", ".join(f"{r.access} {r.topic}" for r in credentials.rules[:3])
                + (f" (and the same for {len(credentials.rules) // 3 - 1} more devices of "
                   f"{site})" if len(credentials.rules) > 3 else ""), err=True)
@@ -204,7 +208,7 @@ def devices_provision(
 
 @devices_app.command("service")
 def devices_service(role: Annotated[str, typer.Argument(
-                        help="ingest, api, detector, dashboards or simulator")],
+                        help="ingest, api, detector, dashboards, simulator or admin")],
                     database_url: DatabaseUrl = None) -> None:
     """Create (or replace) a platform service's broker login and print it once."""
     import psycopg
@@ -219,14 +223,14 @@ def devices_service(role: Annotated[str, typer.Argument(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         typer.echo(f"username: {credentials.username}\npassword: {credentials.password}")
-        _sync_broker(conn, settings)
+        _sync_broker(conn, settings, credentials)
 
 
 @devices_app.command("revoke")
 def devices_revoke(username: Annotated[str, typer.Argument(
                        help="a device id, or svc_<role> for a service")],
                    database_url: DatabaseUrl = None) -> None:
-    """Revoke a login; a connected client using it is cut off when the broker reloads."""
+    """Revoke a login; a client connected with it is cut off at once."""
     import psycopg
 
     from tidefield.server.security.accounts import revoke
@@ -258,8 +262,8 @@ def devices_list(all_: Annotated[bool, typer.Option("--all", help="revoked ones 
 
 @devices_app.command("sync")
 def devices_sync(database_url: DatabaseUrl = None) -> None:
-    """Rewrite the broker's password and ACL files from the database and reload it (after
-    a registry load added devices to a site whose gateway has a login)."""
+    """Make the running broker and its config file what the database says (after a
+    registry load added devices to a site whose gateway has a login)."""
     import psycopg
 
     settings = _settings(database_url=database_url)

@@ -56,11 +56,12 @@ class Settings(BaseSettings):
     tls_ca_file: Path | None = Field(None, description="CA that clients of this process "
                                      "trust (unset: the development CA, if any, else the "
                                      "system's)")
-    broker_auth_dir: Path | None = Field(None, description="where the broker's password "
-                                         "and ACL files are written (default: "
+    broker_auth_dir: Path | None = Field(None, description="where the broker's "
+                                         "dynamic-security config is written (default: "
                                          "DATA_DIR/mosquitto)")
-    broker_pid_file: Path | None = Field(None, description="the broker's pid file, to "
-                                         "signal a reload (default: in broker_auth_dir)")
+    broker_admin_url: str | None = Field(None, description="the broker's admin login "
+                                         "(svc_admin), to change logins while it runs "
+                                         "(default: broker_auth_dir/logins/admin.url)")
 
     # --- ingest -----------------------------------------------------------------------
     ingest_workers: int = Field(2, ge=1, le=64, description="ingest processes")
@@ -77,10 +78,15 @@ class Settings(BaseSettings):
     ingest_max_readings: int = Field(10_000, ge=1, description="readings per message")
     ingest_max_future_s: int = Field(300, ge=0, description="tolerated device clock lead")
     ingest_max_age_days: int = Field(400, ge=1, description="older readings are refused")
-    ingest_device_rate: float = Field(
-        20.0, ge=0, description="messages per second a device may send on average (0: off)")
-    ingest_device_burst: int = Field(
-        600, ge=1, description="messages a device may send at once above its rate")
+    ingest_device_readings_per_s: float = Field(
+        10.0, ge=0, description="readings a device may send per second of its own clock "
+        "that its messages cover (or of wall time, if more); 0: no limit")
+    ingest_device_burst_readings: int = Field(
+        20_000, ge=1, description="readings a device may send at once above that budget "
+        "(at least ingest_max_readings)")
+    ingest_device_backlog_days: float = Field(
+        30.0, ge=0, description="device time before now over which a device's backlog "
+        "earns budget (the edge agent's queue keeps 30 days)")
     ingest_session_expiry_s: int = Field(7 * 86400, ge=60,
                                          description="broker keeps queueing this long")
     # --- retention (0 keeps forever) --------------------------------------------------
@@ -150,6 +156,15 @@ class Settings(BaseSettings):
                       max_readings=self.ingest_max_readings,
                       max_future_ms=self.ingest_max_future_s * 1000,
                       max_age_ms=self.ingest_max_age_days * DAY_MS)
+
+    @model_validator(mode="after")
+    def _burst_fits_a_message(self) -> Settings:
+        if self.ingest_device_readings_per_s > 0 and \
+                self.ingest_device_burst_readings < self.ingest_max_readings:
+            raise ValueError("TIDEFIELD_INGEST_DEVICE_BURST_READINGS must be at least "
+                             "TIDEFIELD_INGEST_MAX_READINGS, or a full message could "
+                             "never be admitted")
+        return self
 
     @model_validator(mode="after")
     def _cert_and_key(self) -> Settings:

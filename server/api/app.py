@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tidefield.protocol import mqtt
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.http import HttpIngest, add_http_ingest
-from tidefield.server.ingest.ratelimit import DeviceRateLimiter
+from tidefield.server.ingest.ratelimit import device_budget
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import Settings
 
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url,
             DeviceDirectory(settings.database_url, settings.ingest_unknown_devices),
             settings.ingest_limits(), settings.ingest_strategy,
-            DeviceRateLimiter(settings.ingest_device_rate, settings.ingest_device_burst))
+            device_budget(settings))
         try:
             yield
         finally:

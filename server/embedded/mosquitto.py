@@ -99,11 +99,6 @@ class MosquittoBroker:
             self.proc.kill()
             self.proc.wait()
 
-    def reload(self) -> None:
-        """SIGHUP: re-read password and ACL files without dropping clients."""
-        if self.running():
-            self.proc.send_signal(signal.SIGHUP)
-
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -31,7 +31,7 @@ from tidefield.server.settings import Settings
 from .consumer import MqttConsumer, claim_slot
 from .directory import DeviceDirectory
 from .http import HttpIngest, add_http_ingest
-from .ratelimit import DeviceRateLimiter
+from .ratelimit import device_budget
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(max_messages=settings.ingest_max_messages,
                         max_wait_s=settings.ingest_max_wait_ms / 1000,
                         strategy=settings.ingest_strategy, limits=settings.ingest_limits(),
-                        device_rate=settings.ingest_device_rate,
-                        device_burst=settings.ingest_device_burst)
+                        device_rate=settings.ingest_device_readings_per_s,
+                        device_burst=settings.ingest_device_burst_readings,
+                        device_backlog_s=settings.ingest_device_backlog_days * 86_400)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.http_ingest = HttpIngest(
             url, DeviceDirectory(url, settings.ingest_unknown_devices),
             settings.ingest_limits(), settings.ingest_strategy,
-            DeviceRateLimiter(settings.ingest_device_rate, settings.ingest_device_burst))
+            device_budget(settings))
         state.consumer = state.worker = state.scheduler = None
         slot, state.slot_lock = claim_slot(settings.data_dir.resolve() / "ingest-slots",
                                            settings.ingest_workers)

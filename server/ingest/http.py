@@ -22,8 +22,8 @@ from tidefield.server.api.keys import Principal, Scope
 
 from . import metrics
 from .directory import DeviceDirectory
-from .pipeline import Envelope, device_of_topic, prepare
-from .ratelimit import DeviceRateLimiter
+from .pipeline import Envelope, prepare
+from .ratelimit import DeviceBudget
 from .store import LoadStrategy, Store
 
 
@@ -46,10 +46,10 @@ class HttpIngest:
     ingest transactions are short, and one connection keeps the temp tables warm)."""
 
     def __init__(self, database_url: str, directory: DeviceDirectory, limits: Limits,
-                 strategy: LoadStrategy, limiter: DeviceRateLimiter | None = None) -> None:
+                 strategy: LoadStrategy, budget: DeviceBudget | None = None) -> None:
         self.url, self.directory, self.limits, self.strategy = (database_url, directory,
                                                                  limits, strategy)
-        self.limiter = limiter or DeviceRateLimiter(0, 1)
+        self.budget = budget or DeviceBudget(0, 1)
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
         self._store: Store | None = None
@@ -61,22 +61,23 @@ class HttpIngest:
 
     def ingest(self, envelope: Envelope) -> IngestResult:
         with self._lock:
-            # Over HTTP the sender is told to come back (429) and keeps its data, so
-            # nothing is stored: unlike MQTT, where the broker has already acknowledged.
-            if not self.limiter.allow(device_of_topic(envelope.topic),
-                                      envelope.received_ms / 1000):
-                metrics.MESSAGES.labels("http", "rejected").inc()
-                metrics.REJECTS.labels(RateLimited.reason).inc()
-                retry_s = max(1, math.ceil(1 / self.limiter.rate))
-                raise HTTPException(429, f"{RateLimited.reason}: this device is over its "
-                                         f"limit of {self.limiter.rate:g} messages/s",
-                                    headers={"Retry-After": str(retry_s)})
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = psycopg.connect(self.url)
                     self._store = Store(self._conn, self.strategy)
                 prepared = prepare([envelope], self.directory, limits=self.limits,
-                                   now_ms=envelope.received_ms)
+                                   now_ms=envelope.received_ms, budget=self.budget)
+                if prepared.rate_limited:
+                    # Over HTTP the sender is told to come back (429) and keeps its data,
+                    # so nothing is stored: unlike MQTT, where the broker has already
+                    # acknowledged.
+                    metrics.MESSAGES.labels("http", "rejected").inc()
+                    metrics.REJECTS.labels(RateLimited.reason).inc()
+                    retry_s = max(1, math.ceil(prepared.rate_limited_wait_s))
+                    raise HTTPException(
+                        429, f"{RateLimited.reason}: this device is over its budget of "
+                             f"{self.budget.rate:g} readings per second of device time",
+                        headers={"Retry-After": str(retry_s)})
                 result = self._store.write(prepared)
             except psycopg.OperationalError as exc:
                 self._conn = None

@@ -28,6 +28,7 @@ from tidefield.protocol.messages import Status
 from tidefield.protocol.topics import Channel, parse_topic
 
 from .directory import DeviceDirectory
+from .ratelimit import DeviceBudget
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,11 @@ class Prepared:
     batches: list[BatchRef] = field(default_factory=list)
     statuses: list[Status] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)  # message-level refusals
-    # id() of the envelopes the rate limit refused (the worker's one-by-one retry path
-    # must refuse them again rather than decode them)
+    # id() of the envelopes the device budget refused (the worker's one-by-one retry path
+    # must refuse them again rather than charge the budget twice), and the longest wait
+    # after which one of them would have been admitted (HTTP's Retry-After)
     rate_limited: frozenset[int] = frozenset()
+    rate_limited_wait_s: float = 0.0
 
     @property
     def received_readings(self) -> int:
@@ -102,9 +105,9 @@ def device_of_topic(topic: str) -> str:
 
 
 def rate_limited(envelopes: Sequence[Envelope], rate: float, burst: int) -> list[Reject]:
-    """The rejects of messages refused by the rate limit: one per device, keeping its
-    first refused message as the sample and counting the others, so a flood of refused
-    messages does not become a flood of rows."""
+    """The rejects of messages refused by the device budget: one per device and window,
+    keeping its first refused message as the sample and counting the others, so a flood
+    of refused messages does not become a flood of rows."""
     by_device: dict[str, list[Envelope]] = {}
     for env in envelopes:
         by_device.setdefault(device_of_topic(env.topic), []).append(env)
@@ -113,20 +116,42 @@ def rate_limited(envelopes: Sequence[Envelope], rate: float, burst: int) -> list
         first, last = refused[0], refused[-1]
         rejects.append(Reject(
             first.topic, first.payload, RateLimited.reason,
-            f"device {device}: {len(refused)} message(s) over its limit of {rate:g}/s "
-            f"(burst {burst}) within {last.received_ms - first.received_ms} ms; the first "
-            f"is kept as a sample", device or None, first.received_ms,
+            f"device {device}: {len(refused)} message(s) over its budget of {rate:g} "
+            f"readings per second of device time (burst {burst}) within "
+            f"{last.received_ms - first.received_ms} ms; the first is kept as a sample",
+            device or None, first.received_ms,
             _fingerprint(first.topic, first.payload), len(refused)))
     return rejects
 
 
 def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
-            limits: Limits, now_ms: int) -> Prepared:
+            limits: Limits, now_ms: int, budget: DeviceBudget | None = None,
+            limited: frozenset[int] | None = None) -> Prepared:
+    """Decode, check and resolve a window of messages. ``budget``: the per-device budget
+    each decoded message is charged to; ``limited``: id() of envelopes already refused by
+    it (the retry path), refused again without a charge."""
     series_ids: list[int] = []
     times: list[int] = []
     values: list[float] = []
     out = Prepared(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0))
     seen: set[tuple[str, int]] = set()
+    refused: list[Envelope] = []
+
+    def over_budget(env: Envelope, device: str, readings: int,
+                    times_ms: Sequence[int]) -> bool:
+        if limited is not None:
+            if id(env) in limited:
+                refused.append(env)
+                return True
+            return False
+        if budget is None:
+            return False
+        wait_s = budget.take(device, readings, min(times_ms, default=None),
+                             max(times_ms, default=None), env.received_ms)
+        if wait_s:
+            refused.append(env)
+            out.rate_limited_wait_s = max(out.rate_limited_wait_s, wait_s)
+        return wait_s > 0
 
     for env in envelopes:
         try:
@@ -144,7 +169,7 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
                                                f"device {status.device} belongs to site "
                                                f"{entry.site_id}, not {status.site}",
                                                status.device))
-                else:
+                elif not over_budget(env, status.device, 1, ()):
                     out.statuses.append(status)
                 continue
             if topic.channel is not Channel.UP:
@@ -173,6 +198,9 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
         if key in seen:  # the same message twice in one window: the first one counts
             continue
         seen.add(key)
+        if over_budget(env, decoded.device, len(decoded.times_ms) + len(decoded.rejected),
+                       decoded.times_ms):
+            continue
 
         reading_rejects = [
             Reject(env.topic, json.dumps(err.raw).encode(), err.reason, err.message,
@@ -201,6 +229,10 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
     out.series_id = np.array(series_ids, dtype=np.int32)
     out.time_ms = np.array(times, dtype=np.int64)
     out.value = np.array(values, dtype=np.float64)
+    if refused:
+        out.rejects += rate_limited(refused, budget.rate if budget else 0.0,
+                                    budget.burst if budget else 0)
+        out.rate_limited = frozenset(id(env) for env in refused)
     return out
 
 

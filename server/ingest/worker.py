@@ -2,6 +2,12 @@
 then acknowledge it. Transport-agnostic: MQTT hands in messages with their packet ids,
 HTTP with a future it waits on.
 
+Fair between devices: what has arrived waits in one queue per device, and a window takes
+the devices' messages in turn (one message of each device with any, then the next
+round), so a device delivering a backlog of thousands of messages, or flooding, fills
+only what the others leave of a window, and a quiet device's message goes into the next
+window instead of waiting behind all of it. Each device's own messages keep their order.
+
 A database failure (connection lost, server restarting) is retried with backoff, holding
 the window: nothing is acknowledged until it is committed. A message that the database
 refuses for good (it should not happen; validation precedes) is isolated by writing the
@@ -15,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,9 +40,8 @@ from .pipeline import (
     _fingerprint,
     device_of_topic,
     prepare,
-    rate_limited,
 )
-from .ratelimit import DeviceRateLimiter
+from .ratelimit import DeviceBudget
 from .store import LoadStrategy, Store, WriteResult
 
 log = logging.getLogger(__name__)
@@ -52,8 +58,9 @@ class WorkerConfig:
     max_wait_s: float = 0.1  # how long a message may wait for company
     strategy: LoadStrategy = LoadStrategy.COPY
     limits: Limits = DEFAULT_LIMITS
-    device_rate: float = 0.0  # messages per second per device (0: no limit)
-    device_burst: int = 600
+    device_rate: float = 0.0  # readings per second of device time (0: no limit)
+    device_burst: int = 20_000  # readings
+    device_backlog_s: float = 30 * 86_400  # device time a budget may be earned over
 
 
 class Worker:
@@ -82,8 +89,11 @@ class Worker:
         self._store: Store | None = None
         self._conn: psycopg.Connection | None = None
         self.healthy_db = False
-        self.limiter = DeviceRateLimiter(config.device_rate, config.device_burst)
+        self.budget = DeviceBudget(config.device_rate, config.device_burst,
+                                   config.device_backlog_s)
         self._rate_warned: dict[str | None, float] = {}
+        self._waiting: dict[str, deque[tuple[Envelope, object]]] = {}  # per device
+        self._waiting_count = 0
 
     def start(self) -> None:
         for thread in self._threads:
@@ -102,52 +112,67 @@ class Worker:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + self._waiting_count
 
     # --- stage 1: gather and prepare ------------------------------------------------
     def _gather(self) -> list[tuple[Envelope, object]]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        window, size = [first], len(first[0].payload)
+        """The next window: wait for a first message (unless some already wait), give
+        others ``max_wait_s`` to join, then take the devices' messages in turn."""
+        if not self._waiting_count:
+            try:
+                self._hold(self._queue.get(timeout=0.2))
+            except queue.Empty:
+                return []
         deadline = time.monotonic() + self.config.max_wait_s
-        while len(window) < self.config.max_messages and size < self.config.max_bytes:
+        while self._waiting_count < self.config.max_messages:
             remaining = deadline - time.monotonic()
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 \
                     else self._queue.get_nowait()
             except queue.Empty:
                 break
+            self._hold(item)
+        while True:  # the rest of what has arrived waits too, to take its turn
+            try:
+                self._hold(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return self._take_in_turn()
+
+    def _hold(self, item: tuple[Envelope, object]) -> None:
+        device = device_of_topic(item[0].topic)
+        self._waiting.setdefault(device, deque()).append(item)
+        self._waiting_count += 1
+
+    def _take_in_turn(self) -> list[tuple[Envelope, object]]:
+        """One message of the device first in line, which then goes to the back of the
+        line if it has more: round robin, carried on from one window to the next."""
+        window: list[tuple[Envelope, object]] = []
+        size = 0
+        while self._waiting and len(window) < self.config.max_messages \
+                and size < self.config.max_bytes:
+            device = next(iter(self._waiting))
+            waiting = self._waiting.pop(device)
+            item = waiting.popleft()
             window.append(item)
             size += len(item[0].payload)
+            if waiting:
+                self._waiting[device] = waiting
+        self._waiting_count -= len(window)
         return window
 
-    def _screen(self, window) -> frozenset[int]:
-        """The rate limit, once per message: id() of the envelopes it refuses."""
-        if not self.limiter.enabled:
-            return frozenset()
-        allowed = self.limiter.split((device_of_topic(env.topic), env.received_ms / 1000)
-                                     for env, _ in window)
-        return frozenset(id(env) for (env, _), ok in zip(window, allowed, strict=True)
-                         if not ok)
-
-    def _prepare(self, window, limited: frozenset[int] = frozenset()) -> Prepared:
+    def _prepare(self, window, limited: frozenset[int] | None = None) -> Prepared:
         """Prepare, waiting out a database outage (the directory may need to look up).
-        Envelopes in ``limited`` become rate-limit rejects unread."""
-        admitted = [env for env, _ in window if id(env) not in limited]
-        refused = [env for env, _ in window if id(env) in limited]
+        Each message is charged to its device's budget, unless ``limited`` (the retry
+        path) says which were refused already."""
         delay = RETRY_INITIAL_S
         while True:
             try:
                 with self._directory_lock:
-                    prepared = prepare(admitted, self.directory, limits=self.config.limits,
-                                       now_ms=int(time.time() * 1000))
-                if refused:
-                    prepared.rejects += rate_limited(refused, self.config.device_rate,
-                                                     self.config.device_burst)
-                    prepared.rate_limited = limited
-                return prepared
+                    return prepare([env for env, _ in window], self.directory,
+                                   limits=self.config.limits,
+                                   now_ms=int(time.time() * 1000), budget=self.budget,
+                                   limited=limited)
             except psycopg.OperationalError as exc:
                 if self._stop.is_set():
                     raise
@@ -164,7 +189,7 @@ class Worker:
             if not window:
                 continue
             try:
-                prepared = self._prepare(window, self._screen(window))
+                prepared = self._prepare(window)
             except psycopg.OperationalError:
                 return  # stopping: the window stays unacknowledged and will come again
             while not self._stop.is_set():

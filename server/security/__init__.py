@@ -3,9 +3,9 @@ the files Mosquitto reads to enforce it, and TLS.
 
 - ``passwords``: Mosquitto's PBKDF2-SHA512 password hashes, computed in Python.
 - ``accounts``: broker logins of devices and platform services (stored hashed in
-  ``mqtt_credentials``) and the access rules of each, least privilege.
-- ``broker_files``: the password and ACL files generated from the database, and the
-  SIGHUP that makes a running Mosquitto re-read them.
+  ``mqtt_credentials``) and the roles and access rules of each, least privilege.
+- ``dynsec``: Mosquitto's dynamic-security plugin: its config generated from the
+  database, and changes applied to a running broker through its API (``control``).
 - ``tls``: a local certificate authority and server certificate for development, or the
   operator's own files in production.
 """

@@ -1,29 +1,32 @@
 """Broker logins and what each may do: the one place where MQTT access is decided.
 
-A **device** logs in with its registry id as user name and may publish only its own
-telemetry and status, and subscribe only to its own ``down/#``::
+A **device** logs in with its registry id as user name, and as MQTT client id (the broker
+refuses any other, so no device can take over another's session), and may publish only
+its own telemetry and status, and subscribe only to its own ``down/#``::
 
     tf/v1/{site}/{device}/up       write
     tf/v1/{site}/{device}/status   write
     tf/v1/{site}/{device}/down/#   read
 
-A site's **gateway** (template ``gw``; what an edge agent logs in as) speaks for every
-device of its own site over its one connection, so it gets those three rules for each of
-them, and nothing of any other site.
+Those three rules are the device's *role* (``device:<id>``). A site's **gateway**
+(template ``gw``; what an edge agent logs in as) speaks for every device of its own site
+over its one connection, so it holds the role of each of them, and nothing of any other
+site.
 
 A **service** of the platform logs in as ``svc_<role>`` with the least it needs
-(``SERVICES``). ``_`` never occurs in a device id (``protocol.topics.ID_PATTERN``), so a
-service name can never be taken by a device.
+(``SERVICES``; role ``service:<role>``), under any client id, since a service may run as
+several processes. ``_`` never occurs in a device id (``protocol.topics.ID_PATTERN``), so
+a service name can never be taken by a device. ``svc_admin`` may only use the broker's
+dynamic-security API (``security.dynsec``), which is how logins change while the broker
+runs.
 
-Rules name every topic in full rather than being Mosquitto ``pattern`` lines: a pattern
-can substitute only the user name or client id (``%u``, ``%c``), not the site, so
-``tf/v1/+/%u/up`` would let a device write under any site's prefix. Full topics are
-exact, and the file is generated from the database anyway.
+Every rule names a topic in full except the services' ``+`` for site and device; a
+device's rules never hold a wildcard for its site, so no device can write under another
+site's prefix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +58,10 @@ class Rule:
     topic: str
 
 
+# The broker's dynamic-security API (Mosquitto 2.0's plugin): requests and answers.
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+CONTROL_RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
+
 # Least privilege for each platform service.
 SERVICES: dict[str, tuple[Rule, ...]] = {
     "ingest": (Rule("read", ALL_UP), Rule("read", ALL_STATUS)),
@@ -64,6 +71,8 @@ SERVICES: dict[str, tuple[Rule, ...]] = {
     "simulator": (Rule("write", ALL_UP), Rule("write", ALL_STATUS)),
     # the API only connects, for its /healthz broker probe
     "api": (),
+    # `tidefield devices ...` changes the running broker's logins through this one
+    "admin": (Rule("write", CONTROL_TOPIC), Rule("read", CONTROL_RESPONSE_TOPIC)),
 }
 
 
@@ -71,6 +80,14 @@ def device_rules(site_id: str, device_id: str) -> tuple[Rule, ...]:
     return (Rule("write", up_topic(site_id, device_id)),
             Rule("write", status_topic(site_id, device_id)),
             Rule("read", f"{PREFIX}/{site_id}/{device_id}/down/#"))
+
+
+def device_role(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def service_role(role: str) -> str:
+    return f"service:{role}"
 
 
 def service_username(role: str) -> str:
@@ -91,11 +108,25 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class Login:
-    """An active login as the broker files need it: name, hash and rules."""
+    """An active login as the broker needs it: name, hash, the one client id it may use
+    (None: any; services only) and the roles it holds."""
 
     username: str
     password_hash: str
-    rules: tuple[Rule, ...]
+    client_id: str | None
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessState:
+    """Every active login, and every role they hold with its rules: what the broker
+    enforces."""
+
+    logins: tuple[Login, ...]
+    roles: dict[str, tuple[Rule, ...]]
+
+    def login(self, username: str) -> Login | None:
+        return next((login for login in self.logins if login.username == username), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +202,8 @@ def _rules_of(conn: psycopg.Connection, device_id: str, site_id: str,
     return tuple(rule for d in devices for rule in device_rules(site_id, d))
 
 
-def active_logins(conn: psycopg.Connection) -> Iterator[Login]:
-    """Every active login with its rules, in user-name order (what the broker files hold)."""
+def access_state(conn: psycopg.Connection) -> AccessState:
+    """Every active login with its roles, in user-name order, and the rules of each role."""
     rows = conn.execute(
         "SELECT c.username, c.password_hash, c.service, d.id, d.site_id, d.template "
         "FROM mqtt_credentials c LEFT JOIN devices d ON d.id = c.device_id "
@@ -183,14 +214,20 @@ def active_logins(conn: psycopg.Connection) -> Iterator[Login]:
             "SELECT site_id, id FROM devices WHERE site_id = ANY(%s) ORDER BY id",
             (gateway_sites,)):
         site_devices.setdefault(site_id, []).append(device_id)
+    logins: list[Login] = []
+    roles: dict[str, tuple[Rule, ...]] = {}
     for username, password_hash, service, device_id, site_id, template in rows:
         if service is not None:
-            rules = SERVICES.get(service, ())  # a role since retired: may log in, do nothing
-        elif template in GATEWAY_TEMPLATES:
-            rules = tuple(rule for d in site_devices[site_id] for rule in device_rules(site_id, d))
-        else:
-            rules = device_rules(site_id, device_id)
-        yield Login(username, password_hash, rules)
+            # a role since retired may log in and do nothing
+            roles[service_role(service)] = SERVICES.get(service, ())
+            logins.append(Login(username, password_hash, None, (service_role(service),)))
+            continue
+        spoken_for = site_devices[site_id] if template in GATEWAY_TEMPLATES else [device_id]
+        for device in spoken_for:
+            roles[device_role(device)] = device_rules(site_id, device)
+        logins.append(Login(username, password_hash, username,
+                            tuple(device_role(d) for d in spoken_for)))
+    return AccessState(tuple(logins), dict(sorted(roles.items())))
 
 
 def list_logins(conn: psycopg.Connection, *, include_revoked: bool = False) -> list[LoginInfo]:

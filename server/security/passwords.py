@@ -1,8 +1,15 @@
 """Mosquitto's password hashes, computed in Python so that no plaintext is ever written.
 
-Mosquitto 2.0 (``mosquitto_passwd``, and its broker when it reads ``password_file``)
-uses ``$7$<iterations>$<salt base64>$<PBKDF2-HMAC-SHA512 base64>`` with a 12-byte salt
-and, by default, 101 iterations; the broker takes the iteration count from each line.
+Mosquitto 2.0 hashes passwords one way, PBKDF2-HMAC-SHA512 over a 12-byte salt, by
+default with 101 iterations, and writes it in two forms:
+
+- ``mosquitto_passwd`` (``password_file``): ``$7$<iterations>$<salt b64>$<hash b64>``;
+- the dynamic-security plugin's JSON config: ``"iterations"``, ``"salt"`` and
+  ``"password"`` (the same base64 salt and hash; plugins/dynamic-security/auth.c and
+  clients.c, 2.0.11).
+
+The database keeps the ``$7$`` form (``mqtt_credentials.password_hash``);
+``dynsec_fields`` turns it into the plugin's, so hashing happens only here.
 ``tests/unit/test_security.py`` checks a hash from ``mosquitto_passwd`` verifies here,
 and the integration tests log in to a real broker with hashes made here.
 
@@ -36,11 +43,22 @@ def hash_password(password: str, *, iterations: int = ITERATIONS,
             f"${base64.b64encode(digest).decode()}")
 
 
-def verify_password(password: str, hashed: str) -> bool:
-    """Whether ``password`` matches a ``$7$`` hash (Mosquitto's check, in Python)."""
+def _parts(hashed: str) -> tuple[int, str, str]:
     parts = hashed.split("$")
     if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
         raise ValueError("not a Mosquitto $7$ (PBKDF2-SHA512) hash")
-    salt, expected = base64.b64decode(parts[3]), base64.b64decode(parts[4])
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]))
+    return int(parts[2]), parts[3], parts[4]
+
+
+def dynsec_fields(hashed: str) -> dict[str, object]:
+    """A ``$7$`` hash as the dynamic-security plugin's client fields."""
+    iterations, salt, digest = _parts(hashed)
+    return {"password": digest, "salt": salt, "iterations": iterations}
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches a ``$7$`` hash (Mosquitto's check, in Python)."""
+    iterations, salt_b64, expected_b64 = _parts(hashed)
+    salt, expected = base64.b64decode(salt_b64), base64.b64decode(expected_b64)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     return hmac.compare_digest(digest, expected)

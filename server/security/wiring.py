@@ -1,6 +1,7 @@
-"""From Settings to the security files a process needs: where the broker's password and
-ACL files are, which certificate a server presents, which CA a client trusts, and the
-service logins of the embedded broker that ``tidefield up`` runs."""
+"""From Settings to the security files a process needs: where the broker's
+dynamic-security config is and how to reach the broker's admin API, which certificate a
+server presents, which CA a client trusts, and the service logins of the embedded broker
+that ``tidefield up`` runs."""
 
 from __future__ import annotations
 
@@ -14,15 +15,24 @@ import psycopg
 from tidefield.server.settings import Settings
 
 from .accounts import SERVICES, provision_service, service_username
-from .broker_files import BrokerFiles
+from .dynsec import BrokerAccess
 from .passwords import verify_password
 from .tls import TlsFiles, ensure_dev_pki
 
+ADMIN_ROLE = "admin"
 
-def broker_files(settings: Settings) -> BrokerFiles:
+
+def broker_access(settings: Settings) -> BrokerAccess:
+    """The broker's config folder, and its admin login: ``TIDEFIELD_BROKER_ADMIN_URL``, or
+    the one ``tidefield up`` wrote for its embedded broker (``logins/admin.url``)."""
     directory = (settings.broker_auth_dir or settings.data_dir / "mosquitto").resolve()
-    pid_file = settings.broker_pid_file or directory / "mosquitto.pid"
-    return BrokerFiles(directory, pid_file.resolve())
+    admin_url = settings.broker_admin_url
+    if admin_url is None:
+        try:
+            admin_url = (directory / "logins" / f"{ADMIN_ROLE}.url").read_text().strip()
+        except OSError:
+            admin_url = None
+    return BrokerAccess(directory, admin_url, client_ca_file(settings))
 
 
 def dev_pki_dir(settings: Settings) -> Path:
@@ -51,7 +61,7 @@ def client_ca_file(settings: Settings) -> str | None:
 class EmbeddedBroker:
     """How to run the embedded broker and how each service logs in to it."""
 
-    files: BrokerFiles
+    files: BrokerAccess
     tls: TlsFiles | None
     service_passwords: dict[str, str] = field(repr=False)
 
@@ -77,8 +87,8 @@ class EmbeddedBroker:
 
 def prepare_embedded_broker(settings: Settings, database_url: str) -> EmbeddedBroker:
     """Service logins (kept from the last run when their secrets still match), the
-    password and ACL files, and the certificate when TLS is on."""
-    files = broker_files(settings)
+    dynamic-security config from the database, and the certificate when TLS is on."""
+    files = broker_access(settings)
     secrets_dir = files.directory / "logins"
     secrets_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
     passwords: dict[str, str] = {}

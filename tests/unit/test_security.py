@@ -10,10 +10,16 @@ import pytest
 
 from tidefield.protocol.errors import REASONS
 from tidefield.server.ingest.pipeline import Envelope, rate_limited
-from tidefield.server.ingest.ratelimit import DeviceRateLimiter
-from tidefield.server.security.accounts import SERVICES, Login, Rule, device_rules
-from tidefield.server.security.broker_files import render_acl, render_password_file
-from tidefield.server.security.passwords import hash_password, verify_password
+from tidefield.server.ingest.ratelimit import DeviceBudget
+from tidefield.server.security.accounts import (
+    SERVICES,
+    AccessState,
+    Login,
+    Rule,
+    device_rules,
+)
+from tidefield.server.security.dynsec import BrokerView, plan, render_config
+from tidefield.server.security.passwords import dynsec_fields, hash_password, verify_password
 from tidefield.server.security.tls import ensure_dev_pki, issue_server_cert, make_ca
 
 
@@ -49,38 +55,149 @@ def test_device_rules_name_only_its_own_topics():
         assert role == "simulator" or not writes & {"tf/v1/+/+/up", "tf/v1/+/+/status"}
 
 
-def test_broker_files_render_every_login_and_rule():
-    logins = [Login("ag-001-soil", "$7$101$x$y", device_rules("ag-001", "ag-001-soil")),
-              Login("svc_ingest", "$7$101$a$b", SERVICES["ingest"])]
-    assert render_password_file(logins) == ("ag-001-soil:$7$101$x$y\n"
-                                            "svc_ingest:$7$101$a$b\n")
-    acl = render_acl(logins)
-    blocks = [b for b in acl.split("\n\n") if b.startswith("user ")]
-    assert blocks[0].splitlines() == ["user ag-001-soil",
-                                      "topic write tf/v1/ag-001/ag-001-soil/up",
-                                      "topic write tf/v1/ag-001/ag-001-soil/status",
-                                      "topic read tf/v1/ag-001/ag-001-soil/down/#"]
-    assert blocks[1].splitlines() == ["user svc_ingest", "topic read tf/v1/+/+/up",
-                                      "topic read tf/v1/+/+/status"]
-    assert "pattern" not in acl
+def test_a_hash_in_the_dynamic_security_plugins_form():
+    hashed = hash_password("pw", salt=bytes(range(12)))
+    fields = dynsec_fields(hashed)
+    assert fields["iterations"] == 101
+    assert f"$7$101${fields['salt']}${fields['password']}" == hashed
 
 
-def test_rate_limiter_allows_a_burst_then_the_rate():
-    limiter = DeviceRateLimiter(rate_per_s=2, burst=5)
-    assert limiter.split([("a", 0.0)] * 7) == [True] * 5 + [False] * 2
-    assert limiter.allow("b", 0.0)  # another device has its own bucket
-    assert not limiter.allow("a", 0.4)  # 0.8 of a token
-    assert limiter.allow("a", 0.5)  # 1.0
-    assert not limiter.allow("a", 0.5)
-    assert limiter.split([("a", 100.0)] * 6) == [True] * 5 + [False]  # refills to burst only
+def _state() -> AccessState:
+    return AccessState(
+        (Login("ag-001-gw", hash_password("a"), "ag-001-gw",
+               ("device:ag-001-gw", "device:ag-001-soil")),
+         Login("ag-001-soil", hash_password("b"), "ag-001-soil", ("device:ag-001-soil",)),
+         Login("svc_ingest", hash_password("c"), None, ("service:ingest",))),
+        {"device:ag-001-gw": device_rules("ag-001", "ag-001-gw"),
+         "device:ag-001-soil": device_rules("ag-001", "ag-001-soil"),
+         "service:ingest": SERVICES["ingest"]})
 
 
-def test_rate_limiter_off_and_bad_settings():
-    assert DeviceRateLimiter(0, 1).split([("a", 0.0)] * 1000) == [True] * 1000
+def test_the_plugin_config_holds_every_login_role_and_rule():
+    config = render_config(_state())
+    assert config["defaultACLAccess"] == {"publishClientSend": False,
+                                          "publishClientReceive": False,
+                                          "subscribe": False, "unsubscribe": True}
+    clients = {c["username"]: c for c in config["clients"]}
+    assert clients["ag-001-soil"]["clientid"] == "ag-001-soil"
+    assert "clientid" not in clients["svc_ingest"]  # a service runs as several processes
+    assert [r["rolename"] for r in clients["ag-001-gw"]["roles"]] == [
+        "device:ag-001-gw", "device:ag-001-soil"]
+    assert set(clients["ag-001-soil"]) >= {"password", "salt", "iterations"}
+    roles = {r["rolename"]: {(a["acltype"], a["topic"]) for a in r["acls"]}
+             for r in config["roles"]}
+    assert roles["device:ag-001-soil"] == {
+        ("publishClientSend", "tf/v1/ag-001/ag-001-soil/up"),
+        ("publishClientSend", "tf/v1/ag-001/ag-001-soil/status"),
+        ("subscribePattern", "tf/v1/ag-001/ag-001-soil/down/#"),
+        ("publishClientReceive", "tf/v1/ag-001/ag-001-soil/down/#")}
+    assert roles["service:ingest"] == {
+        ("subscribePattern", "tf/v1/+/+/up"), ("publishClientReceive", "tf/v1/+/+/up"),
+        ("subscribePattern", "tf/v1/+/+/status"),
+        ("publishClientReceive", "tf/v1/+/+/status")}
+
+
+def _view(state: AccessState) -> BrokerView:
+    config = render_config(state)
+    return BrokerView.from_answers({"data": {"clients": config["clients"]}},
+                                   {"data": {"roles": config["roles"]}})
+
+
+def test_plan_changes_only_what_differs():
+    state = _state()
+    assert plan(state, _view(state)) == ([], [])
+    # a rotated login is replaced whole; a revoked one is deleted; a new device of the
+    # gateway's site changes its roles; a role nobody holds goes
+    revoked = AccessState(state.logins[:1] + state.logins[2:], {
+        **{k: v for k, v in state.roles.items() if k != "device:ag-001-soil"},
+        "device:ag-001-new": device_rules("ag-001", "ag-001-new")})
+    gateway = revoked.logins[0]
+    grown = AccessState((Login(gateway.username, gateway.password_hash, gateway.client_id,
+                               ("device:ag-001-gw", "device:ag-001-new")),
+                         revoked.logins[1]), revoked.roles)
+    commands, problems = plan(grown, _view(state), {"svc_ingest": "new-secret"})
+    assert problems == []
+    names = [(c["command"], c.get("username") or c.get("rolename")) for c in commands]
+    assert names == [("createRole", "device:ag-001-new"),
+                     ("deleteClient", "ag-001-soil"),
+                     ("modifyClient", "ag-001-gw"),
+                     ("deleteClient", "svc_ingest"), ("createClient", "svc_ingest"),
+                     ("deleteRole", "device:ag-001-soil")]
+    assert commands[4]["password"] == "new-secret" and "clientid" not in commands[4]
+    assert commands[2]["clientid"] == "ag-001-gw"
+
+
+def test_plan_reports_a_login_it_cannot_add_without_its_password():
+    state = _state()
+    view = _view(state)
+    del view.clients["svc_ingest"]
+    commands, problems = plan(state, view)
+    assert commands == [] and problems[0].startswith("svc_ingest: ")
+
+
+def test_a_rule_change_is_applied_acl_by_acl():
+    state = _state()
+    view = _view(state)
+    view.roles["service:ingest"] = {("subscribePattern", "#"),
+                                    ("subscribePattern", "tf/v1/+/+/up"),
+                                    ("publishClientReceive", "tf/v1/+/+/up")}
+    commands, _ = plan(state, view)
+    assert [(c["command"], c["topic"]) for c in commands] == [
+        ("removeRoleACL", "#"),
+        ("addRoleACL", "tf/v1/+/+/status"), ("addRoleACL", "tf/v1/+/+/status")]
+
+
+H_MS = 3_600_000
+
+
+def test_a_backlog_covering_hours_of_device_time_fits_the_budget():
+    """10 readings per device-second: a 2-hour backlog at 3 readings a second, in
+    500-reading messages all received in the same millisecond, is admitted whole."""
+    budget = DeviceBudget(rate_per_s=10, burst=1000)
+    now = 10 * H_MS
+    times = [now - 2 * H_MS + i * 1000 // 3 for i in range(3 * 7200)]
+    messages = [times[i:i + 500] for i in range(0, len(times), 500)]
+    assert [budget.take("a", len(m), m[0], m[-1], now) for m in messages] == \
+        [0.0] * len(messages)
+
+
+def test_a_flood_gets_its_budget_and_no_more():
+    """1,000 readings per device-second, 10x the budget: about a tenth is admitted,
+    whatever the wall-clock rate; another device keeps its own budget."""
+    budget = DeviceBudget(rate_per_s=100, burst=2000)
+    now = 10 * H_MS
+    admitted = 0
+    for seq in range(400):  # 2,000 readings over 2 s of device time each, 50 a second
+        first = now - H_MS + seq * 2000
+        if budget.take("flood", 2000, first, first + 1999, now + seq * 20) == 0.0:
+            admitted += 1
+    covered_s = 400 * 2
+    assert 2000 + 100 * covered_s - 2000 <= admitted * 2000 <= 2000 + 100 * covered_s
+    assert budget.take("quiet", 5, now, now + 4000, now) == 0.0
+
+
+def test_device_time_already_covered_or_too_old_earns_nothing():
+    budget = DeviceBudget(rate_per_s=10, burst=100, backlog_s=3600)
+    now = 100 * H_MS
+    assert budget.take("a", 100, now - 1000, now, now) == 0.0  # the burst
+    # the same hour again (a clock set back, a replay): only wall time earns
+    assert budget.take("a", 100, now - 1000, now, now) == 10.0  # seconds to wait
+    assert budget.take("a", 100, now - 1000, now, now + 10_000) == 0.0
+    # a week of made-up history earns only the last hour (backlog_s), which is already
+    # covered here; the bucket never holds more than the burst
+    assert budget.take("b", 100, now - 7 * 24 * H_MS, now - 1, now) == 0.0
+    assert budget.take("b", 100, now - 7 * 24 * H_MS, now - 1, now) > 0
+    # a status (no readings) costs one and earns by wall time
+    assert budget.take("c", 1, None, None, now) == 0.0
+
+
+def test_device_budget_off_and_bad_settings():
+    budget = DeviceBudget(0, 1)
+    assert all(budget.take("a", 10_000, 0, 1, 0) == 0.0 for _ in range(100))
     with pytest.raises(ValueError):
-        DeviceRateLimiter(-1, 1)
+        DeviceBudget(-1, 1)
     with pytest.raises(ValueError):
-        DeviceRateLimiter(1, 0)
+        DeviceBudget(1, 0)
 
 
 def test_rate_limit_rejects_count_per_device_and_keep_the_first_as_sample():
@@ -118,3 +235,34 @@ def test_dev_pki_signs_a_server_certificate_for_local_names(tmp_path):
     _, foreign = issue_server_cert(other_key, other_ca, ["127.0.0.1"])
     with pytest.raises(ValueError):
         foreign.verify_directly_issued_by(ca)
+
+
+def test_the_worker_takes_the_devices_messages_in_turn():
+    """A backlog of 50 messages queued before a quiet device's one: the quiet one is in
+    the first window, and each device's own messages keep their order."""
+    from tidefield.server.ingest.worker import Worker, WorkerConfig
+
+    worker = Worker("postgresql://unused", None, lambda mids: None,
+                    WorkerConfig(max_messages=10, max_wait_s=0))
+    for i in range(50):
+        worker.submit(Envelope("tf/v1/ag-001/ag-001-soil/up", b"x", None, i), ("soil", i))
+    worker.submit(Envelope("tf/v1/ag-002/ag-002-soil/up", b"x", None, 99), ("quiet", 0))
+    first = [token for _, token in worker._gather()]
+    assert len(first) == 10 and ("quiet", 0) in first
+    assert [t for t in first if t[0] == "soil"] == [("soil", i) for i in range(9)]
+    assert worker.pending == 41
+    second = [token for _, token in worker._gather()]
+    assert second == [("soil", i) for i in range(9, 19)]
+
+
+def test_the_turns_carry_on_from_one_window_to_the_next():
+    from tidefield.server.ingest.worker import Worker, WorkerConfig
+
+    worker = Worker("postgresql://unused", None, lambda mids: None,
+                    WorkerConfig(max_messages=3, max_wait_s=0))
+    for i in range(3):
+        for device in ("a", "b", "c", "d"):
+            worker.submit(Envelope(f"tf/v1/s/{device}/up", b"x", None, i), (device, i))
+    windows = [[token for _, token in worker._gather()] for _ in range(4)]
+    assert windows == [[("a", 0), ("b", 0), ("c", 0)], [("d", 0), ("a", 1), ("b", 1)],
+                       [("c", 1), ("d", 1), ("a", 2)], [("b", 2), ("c", 2), ("d", 2)]]
