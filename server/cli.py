@@ -46,10 +46,23 @@ DatabaseUrl = Annotated[str | None, typer.Option(
 
 
 def _settings(**overrides):
+    """The process's settings, or exit 2 naming each bad variable (or option)."""
+    from pydantic import ValidationError
+
     from tidefield.server import logs
     from tidefield.server.settings import Settings
 
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else None
+            where = ("" if field is None else f"--{field.replace('_', '-')}: "
+                     if field in given else f"TIDEFIELD_{field.upper()}: ")
+            message = error["msg"].removeprefix("Value error, ")
+            typer.echo(f"configuration error: {where}{message}", err=True)
+        raise typer.Exit(2) from None
     logs.configure(settings.log_level, settings.log_format)
     return settings
 

@@ -7,12 +7,32 @@ on its own. The README's configuration table lists every field.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+log = logging.getLogger(__name__)
+
+# Variables that are not a server process's: read by scripts/setup.sh and the tests.
+NOT_SETTINGS = frozenset({"TIDEFIELD_VENV", "TIDEFIELD_PG_MAJOR", "TIDEFIELD_PYTHON",
+                          "TIDEFIELD_TEST_ARTIFACTS", "TIDEFIELD_UPDATE_SCREENSHOTS"})
+# Settings that are gone, and what replaced them. Still set, they would do nothing without a
+# word, and an operator would believe them in force (a rate limit, say), so they are an error.
+RETIRED = {
+    "TIDEFIELD_INGEST_DEVICE_RATE": "TIDEFIELD_INGEST_DEVICE_READINGS_PER_S (the budget is "
+                                    "now readings per second of device time, not messages)",
+    "TIDEFIELD_INGEST_DEVICE_BURST": "TIDEFIELD_INGEST_DEVICE_BURST_READINGS (in readings, "
+                                     "not messages)",
+    "TIDEFIELD_BROKER_PID_FILE": "TIDEFIELD_BROKER_ADMIN_URL (changes reach the broker "
+                                 "through its dynamic-security API, not SIGHUP)",
+}
+_warned: set[str] = set()
 
 
 class Settings(BaseSettings):
@@ -156,6 +176,21 @@ class Settings(BaseSettings):
                       max_readings=self.ingest_max_readings,
                       max_future_ms=self.ingest_max_future_s * 1000,
                       max_age_ms=self.ingest_max_age_days * DAY_MS)
+
+    @model_validator(mode="after")
+    def _no_stray_variables(self) -> Settings:
+        """A retired variable still set is an error; one no setting has (a typo) is
+        warned about once per process."""
+        names = {name for name in os.environ if name.startswith("TIDEFIELD_")}
+        retired = sorted(names & RETIRED.keys())
+        if retired:
+            raise ValueError("; ".join(f"{name} is no longer read: use {RETIRED[name]}"
+                                       for name in retired))
+        known = {f"TIDEFIELD_{field.upper()}" for field in type(self).model_fields}
+        for name in sorted(names - known - NOT_SETTINGS - _warned):
+            _warned.add(name)
+            log.warning("%s is set but is no setting of tidefield (misspelt?); ignored", name)
+        return self
 
     @model_validator(mode="after")
     def _burst_fits_a_message(self) -> Settings:
