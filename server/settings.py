@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 log = logging.getLogger(__name__)
 
 # Variables that are not a server process's: read by scripts/setup.sh and the tests.

@@ -33,8 +33,14 @@ from tidefield.protocol.messages import Reading
 
 from ..errors import DeviceUnavailable, DriverUnusable
 from .base import FORBID_EXTRA, DriverConfig, Fault, FaultSink, checked, register
-from .mbap import (READ_HOLDING_REGISTERS, READ_INPUT_REGISTERS, MbapClient,
-                   ModbusConnectError, ModbusExceptionAnswer, ModbusLinkError)
+from .mbap import (
+    READ_HOLDING_REGISTERS,
+    READ_INPUT_REGISTERS,
+    MbapClient,
+    ModbusConnectError,
+    ModbusExceptionAnswer,
+    ModbusLinkError,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,57 @@
 from __future__ import annotations
 
+import secrets
 import socket
+import threading
 import time
+from pathlib import Path
 
 
 class ServiceError(RuntimeError):
     """An embedded service could not be set up, started or stopped."""
 
 
+# Below the kernel's ephemeral range, where outgoing connections never take a port.
+SPARE_PORTS_FROM = 20_000
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (and ``bind(0)``)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port that nothing is bound to right now, from below the ephemeral range.
+
+    Why not ``bind(0)``: its port comes from the ephemeral range, which every outgoing
+    connection draws from too, so between picking the port and the server binding it, a
+    client connection (a database pool of the same ``tidefield up``) can take it: seen in
+    CI as a dashboard whose port was "not available" five restarts in a row. Below the
+    range only another ``bind`` can take a port. Each port is handed out once per process.
+    """
+    low, _ = ephemeral_range()
+    span = low - SPARE_PORTS_FROM
+    with _handed_out_lock:
+        for _ in range(200 if span > 1000 else 0):
+            port = SPARE_PORTS_FROM + secrets.randbelow(span)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))  # no spare range on this machine: the kernel's pick
+            return sock.getsockname()[1]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

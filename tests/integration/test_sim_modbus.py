@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 import struct
 
 import pytest
@@ -11,6 +10,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from tidefield.protocol.registry import load_sites
+from tidefield.server.embedded import free_port
 from tidefield.sim.events import InjectionPlan
 from tidefield.sim.fleet import Fleet
 from tidefield.sim.modbus import (
@@ -22,12 +22,6 @@ from tidefield.sim.modbus import (
 
 APRIL_NOON = 1_743_480_000_000  # 2025-04-01T04:00Z, noon in Qingdao
 HOUR = 3_600_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Clock:

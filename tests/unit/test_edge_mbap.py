@@ -131,7 +131,7 @@ def test_an_exception_answer_keeps_the_connection(peer_with):
 
 def test_a_trickled_answer_is_reassembled(peer_with):
     def trickle(conn, request):
-        tid, _, unit, function, start, count = request
+        tid, _, unit, function, _, count = request
         frame = answer(tid, unit, registers_pdu(function, [0xBEEF] * count))
         for byte in frame:
             conn.sendall(bytes([byte]))
