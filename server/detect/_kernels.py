@@ -94,6 +94,7 @@ from ._layout import (
     RP_SERIES,
     RP_TAU,
     RP_THRESHOLD,
+    RP_UNLESS,
     RP_WORSE_BELOW,
     RS_ACTIVE,
     RS_BASE,
@@ -493,6 +494,14 @@ def _gate_holds(rp, rs, k):
 
 
 @njit(**JIT)
+def _explained(rp, rs, k):
+    """Does the condition a rule names in `unless` (``RP_UNLESS``) hold at the site now
+    (or did it lately: its own clear time)?"""
+    u = int(rp[k, RP_UNLESS])
+    return u >= 0 and (rs[u, RS_COND_SINCE] >= 0.0 or rs[u, RS_ACTIVE] > 0.0)
+
+
+@njit(**JIT)
 def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, rule_inst,
                 rp, rs, t_inst, t_action, t_time, t_value):
     """Advance every rule instance bound to each reading's series; returns how many
@@ -580,6 +589,10 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 if math.isnan(lowest) or x < lowest:
                     lowest = x
                 rose = x - lowest >= rp[k, RP_CLEAR]
+                if rose and _explained(rp, rs, k):
+                    # rain wetted the soil: no watering, and no end of a failure
+                    rose = False
+                    lowest = x
                 if rose:
                     last = rs[k, RS_LAST_RISE]
                     if t - last > RISE_MERGE_MS:
