@@ -31,7 +31,7 @@ class DetectorParams(BaseModel):
                                      description="and lasting at least this long")
     spike_z: float = Field(12.0, gt=0.0, le=1e6,
                            description="spike: a step this many typical steps")
-    spike_span: float = Field(0.1, ge=0.0, le=100.0,
+    spike_span: float = Field(0.2, ge=0.0, le=100.0,
                               description="and at least this fraction of the typical range")
     jump_factor: float = Field(1.5, ge=0.0, le=1000.0,
                                description="and this many times the largest recent normal step")
