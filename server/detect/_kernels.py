@@ -356,11 +356,12 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 score = _ratio_score(ad / spike_thr)
                 flagged = True
                 if spike_run > params[P_MAX_SPIKE_RUN]:
-                    # the new level held: a shift, and from now on the level
+                    # the new level held: a shift, and from now on the level. Its step
+                    # does not raise the largest normal step: rain lifting humidity 40 %
+                    # would hide every spike of the week after it
                     st[s, S_SPIKE_RUN] = 0.0
                     st[s, S_X_LAST] = x
                     st[s, S_D_LAST] = 0.0
-                    st[s, S_JUMP_MAX] = max(st[s, S_JUMP_MAX], ad)
                     st[s, S_DEV_T] = t
                     if score > best:
                         best = score
