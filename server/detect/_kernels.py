@@ -523,8 +523,9 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
         t = float(times[i])
         x = values[i]
         comp = out_comp[i]
-        # values the detector calls broken sensor output say nothing about the world
-        broken = out_cat[i] == CAT_FAULT and comp != K_DRIFT and comp != K_GAP
+        # values the detector calls broken sensor output say nothing about the world,
+        # a sensor drifting on its own included (a drifting thermometer is no frost)
+        broken = out_cat[i] == CAT_FAULT and comp != K_GAP
         for j in range(lo, hi):
             k = rule_inst[j]
             cond = rp[k, RP_COND]
