@@ -3,9 +3,9 @@ evaluate` scores it: event-level F1 per kind, fault-vs-event classification, fal
 on the same fleet fault-free.
 
 Seed 5 was never used for tuning (tuning: seeds 11 and 12; report: 41, and 23 and 37
-before). Kinds still under the target F1 on report seed 41 are marked xfail (not strict: on this small
-scenario one of them may pass by the luck of a few labels, which proves nothing); every
-other kind with enough labels must reach it.
+before). Kinds still under the target F1 on report seed 41 are marked xfail (not strict:
+on this small scenario one of them may pass by the luck of a few labels, which proves
+nothing); every other kind with enough labels must reach it.
 """
 
 from __future__ import annotations
