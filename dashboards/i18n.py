@@ -184,6 +184,7 @@ RULES: dict[str, dict[str, str]] = {
     "storm_wind": {"zh": "大风", "en": "storm wind"},
     "no_data": {"zh": "无数据", "en": "no data"},
     "sensor_fault": {"zh": "传感器故障", "en": "sensor fault"},
+    "sensor_drift": {"zh": "传感器漂移", "en": "sensor drift"},
 }
 
 

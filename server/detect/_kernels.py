@@ -94,6 +94,7 @@ from ._layout import (
     RP_SERIES,
     RP_TAU,
     RP_THRESHOLD,
+    RP_UNLESS,
     RP_WORSE_BELOW,
     RS_ACTIVE,
     RS_BASE,
@@ -355,11 +356,12 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 score = _ratio_score(ad / spike_thr)
                 flagged = True
                 if spike_run > params[P_MAX_SPIKE_RUN]:
-                    # the new level held: a shift, and from now on the level
+                    # the new level held: a shift, and from now on the level. Its step
+                    # does not raise the largest normal step: rain lifting humidity 40 %
+                    # would hide every spike of the week after it
                     st[s, S_SPIKE_RUN] = 0.0
                     st[s, S_X_LAST] = x
                     st[s, S_D_LAST] = 0.0
-                    st[s, S_JUMP_MAX] = max(st[s, S_JUMP_MAX], ad)
                     st[s, S_DEV_T] = t
                     if score > best:
                         best = score
@@ -493,6 +495,14 @@ def _gate_holds(rp, rs, k):
 
 
 @njit(**JIT)
+def _explained(rp, rs, k):
+    """Does the condition a rule names in `unless` (``RP_UNLESS``) hold at the site now
+    (or did it lately: its own clear time)?"""
+    u = int(rp[k, RP_UNLESS])
+    return u >= 0 and (rs[u, RS_COND_SINCE] >= 0.0 or rs[u, RS_ACTIVE] > 0.0)
+
+
+@njit(**JIT)
 def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, rule_inst,
                 rp, rs, t_inst, t_action, t_time, t_value):
     """Advance every rule instance bound to each reading's series; returns how many
@@ -513,8 +523,9 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
         t = float(times[i])
         x = values[i]
         comp = out_comp[i]
-        # values the detector calls broken sensor output say nothing about the world
-        broken = out_cat[i] == CAT_FAULT and comp != K_DRIFT and comp != K_GAP
+        # values the detector calls broken sensor output say nothing about the world,
+        # a sensor drifting on its own included (a drifting thermometer is no frost)
+        broken = out_cat[i] == CAT_FAULT and comp != K_GAP
         for j in range(lo, hi):
             k = rule_inst[j]
             cond = rp[k, RP_COND]
@@ -580,6 +591,10 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 if math.isnan(lowest) or x < lowest:
                     lowest = x
                 rose = x - lowest >= rp[k, RP_CLEAR]
+                if rose and _explained(rp, rs, k):
+                    # rain wetted the soil: no watering, and no end of a failure
+                    rose = False
+                    lowest = x
                 if rose:
                     last = rs[k, RS_LAST_RISE]
                     if t - last > RISE_MERGE_MS:

@@ -42,7 +42,7 @@ GRACE_MS = 2 * HOUR_MS
 PREDICTED_KIND = {
     "hypoxia": "hypoxia", "frost_risk": "frost", "storm_wind": "storm",
     "irrigation_failure": "irrigation_failure", "cold_water_intrusion": "cold_water_intrusion",
-    "no_data": "dropout",
+    "no_data": "dropout", "sensor_drift": "drift",
 }
 COMPONENT_KIND = {"range": "out_of_range", "stuck": "stuck", "spike": "spike",
                   "shift": "spike", "noise": "noise_burst", "drift": "drift",

@@ -31,7 +31,7 @@ class DetectorParams(BaseModel):
                                      description="and lasting at least this long")
     spike_z: float = Field(12.0, gt=0.0, le=1e6,
                            description="spike: a step this many typical steps")
-    spike_span: float = Field(0.1, ge=0.0, le=100.0,
+    spike_span: float = Field(0.2, ge=0.0, le=100.0,
                               description="and at least this fraction of the typical range")
     jump_factor: float = Field(1.5, ge=0.0, le=1000.0,
                                description="and this many times the largest recent normal step")
@@ -64,7 +64,7 @@ class DetectorParams(BaseModel):
                            description="drift CUSUM: σ of hourly residual allowed for free")
     drift_h: float = Field(24.0, gt=0.0, le=1e6,
                            description="drift CUSUM: alarm past this many accumulated σ")
-    drift_span: float = Field(0.08, ge=0.0, le=10.0,
+    drift_span: float = Field(0.16, ge=0.0, le=10.0,
                               description="and a residual at least this fraction of the "
                                           "typical range")
     corroborate_z: float = Field(4.0, gt=0.0, le=1e6,
@@ -87,9 +87,10 @@ class DetectorParams(BaseModel):
     memory_days: float = Field(7.0, gt=0.0, le=365.0,
                                description="memory of the longest run and step")
     level_skip: tuple[str, ...] = Field(
-        ("soil_moisture", "soil_ec", "chlorophyll_a"),
+        ("soil_moisture", "soil_ec", "chlorophyll_a", "leaf_wetness"),
         description="metrics without a level to compare across sites: soil water and its "
-                    "salts follow each site's own irrigation, algal blooms are patchy")
+                    "salts follow each site's own irrigation, algal blooms are patchy, a "
+                    "leaf is wet or dry with the site's own dew and showers")
 
     def vector(self) -> np.ndarray:
         """The kernel's parameter vector (``_layout.PARAM_COLUMNS``)."""

@@ -202,7 +202,6 @@ def score_batch(series, times, values, cfg, params):
                 flagged = True
                 if me.spike_run + 1 > p["max_spike_run"]:
                     me.spike_run, me.x_last, me.d_last = 0, x, 0.0
-                    me.jump_max = max(me.jump_max, abs(d))
                     me.dev_t = t
                     if score > best:
                         best, comp = score, K_SHIFT

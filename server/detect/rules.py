@@ -35,6 +35,7 @@ from ._layout import (
     RP_SERIES,
     RP_TAU,
     RP_THRESHOLD,
+    RP_UNLESS,
     RP_WORSE_BELOW,
     RS_BASE,
     RS_CLEAR_SINCE,
@@ -75,6 +76,10 @@ class Rule(BaseModel):
     # another rule whose condition must hold at the same site for this one to open (a gale
     # is a storm when the pressure has fallen too); a site without its metric goes without
     requires: str | None = None
+    # no_rise rules: another rule whose condition, holding at the same site, explains a
+    # rise away (rain wetting the soil is no watering); a site without its metric goes
+    # without
+    unless: str | None = None
     alert: bool = True  # False: a condition other rules require, never an alert itself
 
     @model_validator(mode="after")
@@ -164,6 +169,9 @@ def load_rules(override: Path | None = None) -> RuleSet:
         if spec.requires is not None and spec.requires not in rules:
             raise RulesError(f"{name}: rule {rule_name} requires unknown rule "
                              f"{spec.requires!r}")
+        if spec.unless is not None and spec.unless not in rules:
+            raise RulesError(f"{name}: rule {rule_name} names unknown rule "
+                             f"{spec.unless!r} in `unless`")
     overrides: dict[str, dict[str, Rule]] = {}
     for site, changes in sites.items():
         for rule_name, fields in changes.items():
@@ -222,6 +230,7 @@ class RuleBinding:
             rp[k, RP_COMPONENTS] = sum(1 << COMPONENTS.index(c) for c in spec.components)
             rp[k, RP_INTERVAL] = interval_ms
             rp[k, RP_GATE] = -1.0
+            rp[k, RP_UNLESS] = -1.0
         # a required rule: its first instance at the same site
         first_at_site: dict[tuple[str, str], int] = {}
         for k, inst in enumerate(instances):
@@ -230,6 +239,9 @@ class RuleBinding:
             if inst.spec.requires is not None:
                 site = detector.series[inst.row].site_id
                 rp[k, RP_GATE] = float(first_at_site.get((site, inst.spec.requires), -1))
+            if inst.spec.unless is not None:
+                site = detector.series[inst.row].site_id
+                rp[k, RP_UNLESS] = float(first_at_site.get((site, inst.spec.unless), -1))
         self.rp = rp
         self.state = self.initial_state(n)
         self.ptr = np.zeros(len(per_series) + 1, dtype=np.int64)

@@ -156,3 +156,56 @@ def test_a_rule_that_requires_another_opens_only_while_that_one_holds(tmp_path):
                         " category: event, message: m, requires: nope}\n")
     with pytest.raises(RulesError, match="requires unknown rule"):
         load_rules(override)
+
+
+def _orchard_engine():
+    series = [SeriesInfo(0, "ag-1", "ag-1-soil", "soil_moisture", 600.0, "soil", "orchard"),
+              SeriesInfo(1, "ag-1", "ag-1-wx", "rainfall", 600.0, "wx", "orchard")]
+    return Engine(Detector(series, PARAMS), load_rules())
+
+
+def _soil(days, waterings, showers):
+    """10-min soil moisture drying 0.01 %/reading, +5 % at each watering or shower (in
+    days), and the rain gauge's mm (1 mm in each reading of a shower's hour)."""
+    n = int(days * 144)
+    soil = np.empty(n)
+    rain = np.zeros(n)
+    level = 30.0
+    wet = {int(d * 144) for d in (*waterings, *showers)}
+    for i in range(n):
+        level = level + 5.0 if i in wet else level - 0.01
+        soil[i] = level
+    for d in showers:
+        rain[int(d * 144) - 3:int(d * 144) + 3] = 1.0
+    return soil, rain
+
+
+def _irrigation_alerts(soil, rain):
+    engine = _orchard_engine()
+    n = len(soil)
+    rows = np.tile([0, 1], n)
+    times = np.repeat(T0 + np.arange(n, dtype=np.int64) * 10 * MIN, 2)
+    values = np.column_stack([soil, rain]).ravel()
+    _, transitions = engine.process(rows, times, values)
+    sink = MemorySink()
+    sink.apply(AlertBook(engine).apply(transitions))
+    return [a for a in sink.alerts if a.key.rule == "irrigation_failure"]
+
+
+def test_a_rise_while_the_rain_gauge_counts_rain_is_no_watering():
+    # waterings every 2 days; a shower at day 7 between them; the watering of day 10
+    # fails: the gap since day 8 exceeds 1.5 x 2 days at day 11, shower or not
+    soil, rain = _soil(14, [0.5, 2.5, 4.5, 6.5, 8.5, 12.5], [9.5])
+    alerts = _irrigation_alerts(soil, rain)
+    assert len(alerts) == 1
+    assert T0 + 11.5 * 86_400_000 <= alerts[0].opened_ms < T0 + 12.5 * 86_400_000
+    # the same rise without rain on the gauge is a watering: no failure seen
+    assert not _irrigation_alerts(soil, np.zeros_like(rain))
+
+
+def test_unless_must_name_a_known_rule(tmp_path):
+    override = tmp_path / "rules.yaml"
+    override.write_text("rules:\n  x: {metric: soil_moisture, condition: no_rise, threshold: 1.5,"
+                        " clear: 1.5, category: event, message: m, unless: nope}\n")
+    with pytest.raises(RulesError, match="unknown rule 'nope' in `unless`"):
+        load_rules(override)
