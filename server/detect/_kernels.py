@@ -26,6 +26,7 @@ from ._layout import (
     A_OPEN,
     BINS,
     C_A_FAST,
+    C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
     C_A_VAR,
@@ -57,6 +58,7 @@ from ._layout import (
     K_STUCK,
     P_A_BURST,
     P_A_SCALE,
+    P_BURST_SPAN,
     P_BURST_THR,
     P_CORR_WINDOW_MS,
     P_CORR_Z,
@@ -112,6 +114,7 @@ from ._layout import (
     RS_UPDATED,
     RS_VALUE,
     S_BURST,
+    S_BURST_REL,
     S_CUS_DOWN,
     S_CUS_UP,
     S_D_LAST,
@@ -130,6 +133,7 @@ from ._layout import (
     S_RVAR,
     S_SCALE,
     S_SCALE2,
+    S_SCALE_REL,
     S_SPIKE_RUN,
     S_T_FIRST,
     S_T_LAST,
@@ -346,11 +350,23 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             d_last = st[s, S_D_LAST]
             d2 = abs(d - d_last) if not math.isnan(d_last) else 0.0
             scale2 = max(st[s, S_SCALE2], res)
+            # the same per unit of height over the physical floor: many sensors' noise
+            # grows with the reading (turbidity in a storm, wind, sunlight at noon)
+            height = max(x - low, 0.05 * cfg[s, C_SPAN])
+            d2r = d2 / height
+            scale_rel = max(st[s, S_SCALE_REL], res / height)
+            span_floor = params[P_BURST_SPAN] * cfg[s, C_SPAN]
             if not at_bound and not away:  # a spike or a resting sensor says nothing
-                st[s, S_BURST] += params[P_A_BURST] * (min(d2, params[P_EXCEED_K] * scale2)
-                                                       - st[s, S_BURST])
-            burst = st[s, S_BURST] / (params[P_BURST_THR] * scale2)
-            bursting = warm and burst > 1.0
+                cap = max(params[P_EXCEED_K] * scale2, 2.5 * span_floor)
+                st[s, S_BURST] += params[P_A_BURST] * (min(d2, cap) - st[s, S_BURST])
+                st[s, S_BURST_REL] += params[P_A_BURST] * (
+                    min(d2r, params[P_EXCEED_K] * scale_rel) - st[s, S_BURST_REL])
+            # a burst must stand out both ways (its noise does not follow the reading), and
+            # be worth a visit: a sizeable part of the typical range (passing clouds on a
+            # battery's charge are not)
+            burst = min(st[s, S_BURST] / scale2, st[s, S_BURST_REL] / scale_rel)
+            burst /= params[P_BURST_THR]
+            bursting = warm and burst > 1.0 and st[s, S_BURST] > span_floor
             if away:
                 spike_run = st[s, S_SPIKE_RUN] + 1.0
                 score = _ratio_score(ad / spike_thr)
@@ -378,8 +394,12 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 st[s, S_D_LAST] = d
                 if not flagged and not bursting and not at_bound:
                     st[s, S_SCALE] += params[P_A_SCALE] * (min(ad, 5.0 * scale) - st[s, S_SCALE])
-                    st[s, S_SCALE2] += params[P_A_SCALE] * (min(d2, 5.0 * scale2)
-                                                            - st[s, S_SCALE2])
+                    # the noise scale learns over time, not readings: a burst must not
+                    # teach it to accept the burst before the short-term mean sees it
+                    a_noise = max(cfg[s, C_A_NOISE], 1.0 / seen)
+                    st[s, S_SCALE2] += a_noise * (min(d2, 5.0 * scale2) - st[s, S_SCALE2])
+                    st[s, S_SCALE_REL] += a_noise * (min(d2r, 5.0 * scale_rel)
+                                                     - st[s, S_SCALE_REL])
                     st[s, S_JUMP_MAX] = max(st[s, S_JUMP_MAX] * decay, ad)
             if bursting:
                 score = max(best, _ratio_score(burst))

@@ -38,6 +38,9 @@ class DetectorParams(BaseModel):
     max_spike_run: int = Field(3, ge=1, le=1000,
                                description="a spike lasting longer is a level shift")
     scale_alpha: float = Field(0.02, gt=0.0, le=1.0, description="EWMA weight of the step scale")
+    noise_hours: float = Field(24.0, gt=0.0, le=100_000.0,
+                               description="time constant of the learned size of the change "
+                                           "of the step (the noise-burst reference)")
     exceed_k: float = Field(10.0, gt=0.0, le=1e6,
                             description="noise burst: a change of the step counts at most this "
                                         "many typical ones ...")
@@ -46,6 +49,9 @@ class DetectorParams(BaseModel):
     burst_threshold: float = Field(4.0, gt=0.0, le=1e6,
                                    description="noise burst: the short-term mean change of the "
                                                "step this many times its learned size")
+    burst_span: float = Field(0.04, ge=0.0, le=100.0,
+                              description="and that mean at least this fraction of the "
+                                          "typical range")
     level_warm_days: float = Field(2.0, ge=0.0, le=365.0,
                                    description="history before the level detector judges")
     level_z: float = Field(3.0, gt=0.0, le=1e6,
@@ -109,5 +115,6 @@ class DetectorParams(BaseModel):
             "stuck_min_ms": self.stuck_min_minutes * 60_000.0,
             "return_frac": self.return_frac, "drift_k": self.drift_k,
             "drift_h": self.drift_h, "drift_span": self.drift_span,
+            "burst_span": self.burst_span,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

@@ -16,6 +16,7 @@ import numpy as np
 from ._layout import (
     BINS,
     C_A_FAST,
+    C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
     C_A_VAR,
@@ -59,6 +60,8 @@ class _Series:
     run_max: float = 0.0
     scale: float = 0.0
     scale2: float = 0.0
+    scale_rel: float = 0.0
+    burst_rel: float = 0.0
     jump_max: float = 0.0
     burst: float = 0.0
     spike_run: int = 0
@@ -193,10 +196,15 @@ def score_batch(series, times, values, cfg, params):
                                                     > p["return_frac"] * spike_thr))
             d2 = abs(d - me.d_last) if not math.isnan(me.d_last) else 0.0
             scale2 = max(me.scale2, res)
+            height = max(x - low, 0.05 * span)
+            scale_rel = max(me.scale_rel, res / height)
             if not bound(x) and not away:
-                me.burst += p["a_burst"] * (min(d2, p["exceed_k"] * scale2) - me.burst)
-            burst = me.burst / (p["burst_thr"] * scale2)
-            bursting = warm and burst > 1.0
+                cap = max(p["exceed_k"] * scale2, 2.5 * p["burst_span"] * span)
+                me.burst += p["a_burst"] * (min(d2, cap) - me.burst)
+                me.burst_rel += p["a_burst"] * (min(d2 / height, p["exceed_k"] * scale_rel)
+                                                - me.burst_rel)
+            burst = min(me.burst / scale2, me.burst_rel / scale_rel) / p["burst_thr"]
+            bursting = warm and burst > 1.0 and me.burst > p["burst_span"] * span
             if away:
                 score = _ratio(abs(d) / spike_thr)
                 flagged = True
@@ -214,7 +222,9 @@ def score_batch(series, times, values, cfg, params):
                 me.spike_run, me.x_last, me.d_last = 0, x, d
                 if not flagged and not bursting and not bound(x):
                     me.scale += p["a_scale"] * (min(abs(d), 5.0 * scale) - me.scale)
-                    me.scale2 += p["a_scale"] * (min(d2, 5.0 * scale2) - me.scale2)
+                    a_noise = max(c[C_A_NOISE], 1.0 / seen)
+                    me.scale2 += a_noise * (min(d2, 5.0 * scale2) - me.scale2)
+                    me.scale_rel += a_noise * (min(d2 / height, 5.0 * scale_rel) - me.scale_rel)
                     me.jump_max = max(me.jump_max * c[C_DECAY], abs(d))
             if bursting:
                 score = max(best, _ratio(burst))
