@@ -49,7 +49,7 @@ class DetectorParams(BaseModel):
     burst_threshold: float = Field(4.0, gt=0.0, le=1e6,
                                    description="noise burst: the short-term mean change of the "
                                                "step this many times its learned size")
-    burst_span: float = Field(0.04, ge=0.0, le=100.0,
+    burst_span: float = Field(0.05, ge=0.0, le=100.0,
                               description="and that mean at least this fraction of the "
                                           "typical range")
     level_warm_days: float = Field(2.0, ge=0.0, le=365.0,
