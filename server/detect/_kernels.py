@@ -26,6 +26,7 @@ from ._layout import (
     A_OPEN,
     BINS,
     C_A_FAST,
+    C_A_BURST_SLOW,
     C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
@@ -58,6 +59,7 @@ from ._layout import (
     K_STUCK,
     P_A_BURST,
     P_A_SCALE,
+    P_BURST_SLOW_THR,
     P_BURST_SPAN,
     P_BURST_THR,
     P_CORR_WINDOW_MS,
@@ -115,6 +117,8 @@ from ._layout import (
     RS_VALUE,
     S_BURST,
     S_BURST_REL,
+    S_SLOW,
+    S_SLOW_REL,
     S_CUS_DOWN,
     S_CUS_UP,
     S_D_LAST,
@@ -361,12 +365,21 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 st[s, S_BURST] += params[P_A_BURST] * (min(d2, cap) - st[s, S_BURST])
                 st[s, S_BURST_REL] += params[P_A_BURST] * (
                     min(d2r, params[P_EXCEED_K] * scale_rel) - st[s, S_BURST_REL])
+                a_slow = cfg[s, C_A_BURST_SLOW]
+                st[s, S_SLOW] += a_slow * (min(d2, cap) - st[s, S_SLOW])
+                st[s, S_SLOW_REL] += a_slow * (min(d2r, params[P_EXCEED_K] * scale_rel)
+                                               - st[s, S_SLOW_REL])
             # a burst must stand out both ways (its noise does not follow the reading), and
             # be worth a visit: a sizeable part of the typical range (passing clouds on a
             # battery's charge are not)
             burst = min(st[s, S_BURST] / scale2, st[s, S_BURST_REL] / scale_rel)
             burst /= params[P_BURST_THR]
-            bursting = warm and burst > 1.0 and st[s, S_BURST] > span_floor
+            # over hours, a smaller rise of the noise is already no chance
+            slow = min(st[s, S_SLOW] / scale2, st[s, S_SLOW_REL] / scale_rel)
+            slow /= params[P_BURST_SLOW_THR]
+            bursting = warm and ((burst > 1.0 and st[s, S_BURST] > span_floor)
+                                 or (slow > 1.0 and st[s, S_SLOW] > span_floor))
+            burst = max(burst, slow)
             if away:
                 spike_run = st[s, S_SPIKE_RUN] + 1.0
                 score = _ratio_score(ad / spike_thr)

@@ -22,6 +22,7 @@ from . import _kernels
 from ._layout import (
     BINS,
     C_A_FAST,
+    C_A_BURST_SLOW,
     C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
@@ -159,6 +160,7 @@ class Detector:
             cfg[i, C_DECAY] = float(np.exp(-interval_ms / (prm.memory_days * DAY_MS)))
             cfg[i, C_LEVEL] = 0.0 if info.metric in prm.level_skip else 1.0
             cfg[i, C_A_NOISE] = _alpha(interval_ms, prm.noise_hours * 3_600_000.0)
+            cfg[i, C_A_BURST_SLOW] = _alpha(interval_ms, prm.burst_slow_hours * 3_600_000.0)
         # a cross-site group needs a few members to say anything
         for members in group_members:
             if len(members) < 4:

@@ -52,6 +52,11 @@ class DetectorParams(BaseModel):
     burst_span: float = Field(0.05, ge=0.0, le=100.0,
                               description="and that mean at least this fraction of the "
                                           "typical range")
+    burst_slow_hours: float = Field(2.0, gt=0.0, le=1000.0,
+                                    description="noise burst, slow test: a mean of the change "
+                                                "of the step over this many hours ...")
+    burst_slow_threshold: float = Field(2.0, gt=0.0, le=1e6,
+                                        description="... this many times its learned size")
     level_warm_days: float = Field(2.0, ge=0.0, le=365.0,
                                    description="history before the level detector judges")
     level_z: float = Field(3.0, gt=0.0, le=1e6,
@@ -115,6 +120,6 @@ class DetectorParams(BaseModel):
             "stuck_min_ms": self.stuck_min_minutes * 60_000.0,
             "return_frac": self.return_frac, "drift_k": self.drift_k,
             "drift_h": self.drift_h, "drift_span": self.drift_span,
-            "burst_span": self.burst_span,
+            "burst_span": self.burst_span, "burst_slow_thr": self.burst_slow_threshold,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

@@ -16,6 +16,7 @@ import numpy as np
 from ._layout import (
     BINS,
     C_A_FAST,
+    C_A_BURST_SLOW,
     C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
@@ -62,6 +63,8 @@ class _Series:
     scale2: float = 0.0
     scale_rel: float = 0.0
     burst_rel: float = 0.0
+    slow: float = 0.0
+    slow_rel: float = 0.0
     jump_max: float = 0.0
     burst: float = 0.0
     spike_run: int = 0
@@ -203,8 +206,14 @@ def score_batch(series, times, values, cfg, params):
                 me.burst += p["a_burst"] * (min(d2, cap) - me.burst)
                 me.burst_rel += p["a_burst"] * (min(d2 / height, p["exceed_k"] * scale_rel)
                                                 - me.burst_rel)
+                me.slow += c[C_A_BURST_SLOW] * (min(d2, cap) - me.slow)
+                me.slow_rel += c[C_A_BURST_SLOW] * (
+                    min(d2 / height, p["exceed_k"] * scale_rel) - me.slow_rel)
             burst = min(me.burst / scale2, me.burst_rel / scale_rel) / p["burst_thr"]
-            bursting = warm and burst > 1.0 and me.burst > p["burst_span"] * span
+            slow = min(me.slow / scale2, me.slow_rel / scale_rel) / p["burst_slow_thr"]
+            bursting = warm and ((burst > 1.0 and me.burst > p["burst_span"] * span)
+                                 or (slow > 1.0 and me.slow > p["burst_span"] * span))
+            burst = max(burst, slow)
             if away:
                 score = _ratio(abs(d) / spike_thr)
                 flagged = True
