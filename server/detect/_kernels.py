@@ -25,8 +25,8 @@ from ._layout import (
     A_CLOSE,
     A_OPEN,
     BINS,
-    C_A_FAST,
     C_A_BURST_SLOW,
+    C_A_FAST,
     C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
@@ -38,6 +38,8 @@ from ._layout import (
     C_INTERVAL,
     C_LEVEL,
     C_LOW,
+    C_PAIR_SIGN,
+    C_PARTNER,
     C_RES,
     C_SITE,
     C_SPAN,
@@ -75,6 +77,9 @@ from ._layout import (
     P_LEVEL_Z,
     P_MAX_FLAG_MS,
     P_MAX_SPIKE_RUN,
+    P_PAIR_PRIOR,
+    P_PAIR_SLOPE,
+    P_PAIR_SPAN,
     P_RETURN_FRAC,
     P_SPIKE_SPAN,
     P_SPIKE_Z,
@@ -117,8 +122,6 @@ from ._layout import (
     RS_VALUE,
     S_BURST,
     S_BURST_REL,
-    S_SLOW,
-    S_SLOW_REL,
     S_CUS_DOWN,
     S_CUS_UP,
     S_D_LAST,
@@ -130,6 +133,10 @@ from ._layout import (
     S_JUMP_MAX,
     S_MF,
     S_N,
+    S_PU,
+    S_PUU,
+    S_PUV,
+    S_PV,
     S_RB,
     S_RUN,
     S_RUN_MAX,
@@ -138,6 +145,8 @@ from ._layout import (
     S_SCALE,
     S_SCALE2,
     S_SCALE_REL,
+    S_SLOW,
+    S_SLOW_REL,
     S_SPIKE_RUN,
     S_T_FIRST,
     S_T_LAST,
@@ -261,6 +270,71 @@ def _hourly_drift(s, t, local_hour, cfg, params, st, gst, grp_ptr, grp_mem, scra
             down = min(down, 0.5 * h)
     st[s, S_CUS_UP] = up
     st[s, S_CUS_DOWN] = down
+
+
+@njit(**JIT)
+def _hourly_pair(s, t, x, cfg, params, st):
+    """Once per paired series and hour: the follower's logarithm (soil EC) against the
+    leader's (the soil moisture of the same probe), by a regression learned online, fed to
+    a one-sided CUSUM in units of its learned spread. The world moves both together (water
+    carries the salts), a drifting sensor moves alone; the sign says which one moved: the
+    follower's row counts a rise of the residual, the leader's a fall. The relation and
+    spread freeze while a change is suspected."""
+    m = int(cfg[s, C_PARTNER])
+    if st[m, S_N] == 0.0 or t - st[m, S_T_LAST] > RECENT_MS:
+        return
+    sign = cfg[s, C_PAIR_SIGN]
+    if sign > 0.0:
+        u = math.log(max(st[m, S_X_PREV], cfg[m, C_RES]))
+        v = math.log(max(x, cfg[s, C_RES]))
+    else:
+        u = math.log(max(x, cfg[s, C_RES]))
+        v = math.log(max(st[m, S_X_PREV], cfg[m, C_RES]))
+    hours = st[s, S_HOURS] + 1.0
+    st[s, S_HOURS] = hours
+    du = u - st[s, S_PU]
+    dv = v - st[s, S_PV]
+    puu = st[s, S_PUU]
+    # the slope, shrunk toward a prior one where the leader has hardly varied (a
+    # greenhouse's soil stays within a few points of water content)
+    prior = params[P_PAIR_PRIOR]
+    b = (st[s, S_PUV] + prior * params[P_PAIR_SLOPE]) / (puu + prior)
+    q = sign * (dv - b * du)  # the residual against the relation learned so far
+    h = params[P_DRIFT_H]
+    k = params[P_DRIFT_K]
+    lz = params[P_LEVEL_Z]
+    learning = hours * HOUR_MS <= params[P_LEVEL_WARM_MS]
+    sd = max(math.sqrt(st[s, S_RVAR]), params[P_DEV_FLOOR])
+    dz = q / sd
+    up = 0.0
+    if not learning:
+        up = min(max(0.0, st[s, S_CUS_UP] + min(max(dz, -lz), lz) - k), 2.0 * h)
+    if learning or up <= 0.5 * h:
+        a = max(cfg[s, C_A_VAR], 1.0 / hours)
+        st[s, S_PU] += a * du
+        st[s, S_PV] += a * dv
+        st[s, S_PUU] = (1.0 - a) * (puu + a * du * du)
+        st[s, S_PUV] = (1.0 - a) * (st[s, S_PUV] + a * du * dv)
+        if hours > 2.0:
+            cap = lz * sd
+            a_q = max(cfg[s, C_A_VAR], 1.0 / (hours - 2.0))
+            st[s, S_RVAR] += a_q * (min(q * q, cap * cap) - st[s, S_RVAR])
+    if learning:
+        return
+    if up > h and q > params[P_PAIR_SPAN]:
+        if st[s, S_FLAG_SINCE] < 0.0:
+            st[s, S_FLAG_SINCE] = t
+        elif t - st[s, S_FLAG_SINCE] > params[P_MAX_FLAG_MS]:
+            # a change lasting this long is the new relation
+            st[s, S_PU] = u
+            st[s, S_PV] = v
+            up = 0.0
+            st[s, S_FLAG_SINCE] = -1.0
+    else:
+        st[s, S_FLAG_SINCE] = -1.0
+        if dz < k:
+            up = min(up, 0.5 * h)
+    st[s, S_CUS_UP] = up
 
 
 @njit(**JIT)
@@ -451,11 +525,26 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             elif not flagged and not suspect:
                 prof[s, hour] = p + cfg[s, C_A_PROF] * e
 
+        # --- pair: against the partner series of the same device (soil EC and moisture) -
+        paired = False
+        if cfg[s, C_PARTNER] >= 0.0 and not flagged:
+            if t >= st[s, S_HOUR_END]:
+                st[s, S_HOUR_END] = float((times[i] // np.int64(HOUR_MS) + 1)
+                                          * np.int64(HOUR_MS))
+                _hourly_pair(s, t, x, cfg, params, st)
+            if st[s, S_FLAG_SINCE] >= 0.0:
+                score = _ratio_score(st[s, S_CUS_UP] / params[P_DRIFT_H])
+                if score > best:
+                    best = score
+                    comp = K_DRIFT
+                    paired = True
+
         if comp != K_NONE:
             category = CAT_FAULT
             # a level change or a step that other sensors of the site share is the world
-            # changing (numba compiles `a == b or a == c`, not a tuple membership test)
-            if (comp == K_DRIFT or comp == K_SHIFT) and _corroborated(  # noqa: SIM109
+            # changing (numba compiles `a == b or a == c`, not a tuple membership test); a
+            # pair parting is a sensor by construction: the world moves both
+            if (comp == K_SHIFT or (comp == K_DRIFT and not paired)) and _corroborated(
                     s, t, cfg, st, site_ptr, site_mem, params[P_CORR_WINDOW_MS]):
                 category = CAT_EVENT
                 if comp == K_DRIFT:

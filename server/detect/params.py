@@ -78,6 +78,21 @@ class DetectorParams(BaseModel):
     drift_span: float = Field(0.16, ge=0.0, le=10.0,
                               description="and a residual at least this fraction of the "
                                           "typical range")
+    pairs: tuple[tuple[str, str], ...] = Field(
+        (("soil_ec", "soil_moisture"),),
+        description="(follower, leader) metrics of one device whose logarithms keep a "
+                    "learned linear relation (bulk soil EC rises with water content); "
+                    "checked hourly among the level_skip metrics")
+    pair_span: float = Field(0.25, ge=0.0, le=100.0,
+                             description="pair check: the follower's logarithm at least this "
+                                         "far off the relation (0.25: about 28 %)")
+    pair_slope: float = Field(1.5, ge=-100.0, le=100.0,
+                              description="pair check: the slope expected before the data "
+                                          "shows one (bulk EC grows about as water content "
+                                          "to the power 1.3-2, Archie's law) ...")
+    pair_prior: float = Field(0.01, ge=0.0, le=100.0,
+                              description="... weighted as a leader whose logarithm varied "
+                                          "this much (variance)")
     corroborate_z: float = Field(4.0, gt=0.0, le=1e6,
                                  description="another series of the site this far off makes "
                                              "a level change an event")
@@ -121,5 +136,7 @@ class DetectorParams(BaseModel):
             "return_frac": self.return_frac, "drift_k": self.drift_k,
             "drift_h": self.drift_h, "drift_span": self.drift_span,
             "burst_span": self.burst_span, "burst_slow_thr": self.burst_slow_threshold,
+            "pair_span": self.pair_span, "pair_slope": self.pair_slope,
+            "pair_prior": self.pair_prior,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

@@ -15,8 +15,8 @@ import numpy as np
 
 from ._layout import (
     BINS,
-    C_A_FAST,
     C_A_BURST_SLOW,
+    C_A_FAST,
     C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
@@ -28,6 +28,8 @@ from ._layout import (
     C_INTERVAL,
     C_LEVEL,
     C_LOW,
+    C_PAIR_SIGN,
+    C_PARTNER,
     C_RES,
     C_SITE,
     C_SPAN,
@@ -65,6 +67,10 @@ class _Series:
     burst_rel: float = 0.0
     slow: float = 0.0
     slow_rel: float = 0.0
+    pu: float = 0.0
+    pv: float = 0.0
+    puu: float = 0.0
+    puv: float = 0.0
     jump_max: float = 0.0
     burst: float = 0.0
     spike_run: int = 0
@@ -135,6 +141,46 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
         if abs(dz) < k:
             up, down = min(up, 0.5 * h), min(down, 0.5 * h)
     me.up, me.down = up, down
+
+
+def _hourly_pair(me, t, x, c, p, partner):
+    """The pair check's hourly step (see ``_kernels._hourly_pair``)."""
+    if partner.n == 0 or t - partner.t_last > RECENT_MS:
+        return
+    own = math.log(max(x, c["own_res"]))
+    other = math.log(max(partner.x_prev, c["partner_res"]))
+    sign = c["sign"]
+    u, v = (other, own) if sign > 0 else (own, other)
+    me.hours += 1
+    du, dv = u - me.pu, v - me.pv
+    b = (me.puv + p["pair_prior"] * p["pair_slope"]) / (me.puu + p["pair_prior"])
+    q = sign * (dv - b * du)
+    h, k, lz = p["drift_h"], p["drift_k"], p["level_z"]
+    learning = me.hours * HOUR_MS <= p["level_warm_ms"]
+    sd = max(math.sqrt(me.rvar), p["dev_floor"])
+    dz = q / sd
+    up = 0.0 if learning else min(max(0.0, me.up + min(max(dz, -lz), lz) - k), 2.0 * h)
+    if learning or up <= 0.5 * h:
+        a = max(c["a_var"], 1.0 / me.hours)
+        me.pu += a * du
+        me.pv += a * dv
+        me.puu, me.puv = (1.0 - a) * (me.puu + a * du * du), (1.0 - a) * (me.puv + a * du * dv)
+        if me.hours > 2:
+            a_q = max(c["a_var"], 1.0 / (me.hours - 2))
+            cap = lz * sd
+            me.rvar += a_q * (min(q * q, cap * cap) - me.rvar)
+    if learning:
+        return
+    if up > h and q > p["pair_span"]:
+        if me.flag_since < 0:
+            me.flag_since = t
+        elif t - me.flag_since > p["max_flag_ms"]:
+            me.pu, me.pv, up, me.flag_since = u, v, 0.0, -1.0
+    else:
+        me.flag_since = -1.0
+        if dz < k:
+            up = min(up, 0.5 * h)
+    me.up = up
 
 
 def score_batch(series, times, values, cfg, params):
@@ -262,9 +308,20 @@ def score_batch(series, times, values, cfg, params):
             elif not flagged and max(me.up, me.down) <= 0.5 * p["drift_h"]:
                 me.profile[hour] = base + c[C_A_PROF] * e
 
+        paired = False
+        m = int(c[C_PARTNER])
+        if m >= 0 and not flagged:
+            if t >= me.hour_end:
+                me.hour_end = float((t_int // HOUR_MS + 1) * HOUR_MS)
+                pair = {"own_res": res, "partner_res": cfg[m, C_RES], "sign": c[C_PAIR_SIGN],
+                        "a_var": c[C_A_VAR]}
+                _hourly_pair(me, t, x, pair, p, state[m])
+            if me.flag_since >= 0 and _ratio(me.up / p["drift_h"]) > best:
+                best, comp, paired = _ratio(me.up / p["drift_h"]), K_DRIFT, True
+
         if comp:
             category = CAT_FAULT
-            if comp in (K_DRIFT, K_SHIFT):
+            if comp == K_SHIFT or (comp == K_DRIFT and not paired):
                 neighbours = [m for m in np.flatnonzero(site_of == site_of[s]) if m != s]
                 if any(state[m].dev_t >= t - p["corr_window_ms"] for m in neighbours):
                     category = CAT_EVENT
