@@ -51,6 +51,7 @@ PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike
 # pu, pv, puu, puv: for a series paired with another of its device (soil EC follows soil
 # moisture), the learned means of the two logarithms, the variance of the leader's and
 # their covariance; rvar, cus_up, hours, hour_end, flag_since then serve the pair's check
+# (columns are only ever appended: a checkpoint with fewer is padded, service.load_state)
 STATE_COLUMNS = ("n", "t_first", "t_last", "x_last", "x_prev", "run", "run_max", "scale",
                  "jump_max", "burst", "spike_run", "mf", "rb", "rvar", "cus_up", "cus_down",
                  "hours", "hour_end", "hour", "dev_t", "flag_since", "run_start", "d_last",
