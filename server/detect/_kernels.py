@@ -25,7 +25,9 @@ from ._layout import (
     A_CLOSE,
     A_OPEN,
     BINS,
+    C_A_BURST_SLOW,
     C_A_FAST,
+    C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
     C_A_VAR,
@@ -36,6 +38,8 @@ from ._layout import (
     C_INTERVAL,
     C_LEVEL,
     C_LOW,
+    C_PAIR_SIGN,
+    C_PARTNER,
     C_RES,
     C_SITE,
     C_SPAN,
@@ -57,6 +61,8 @@ from ._layout import (
     K_STUCK,
     P_A_BURST,
     P_A_SCALE,
+    P_BURST_SLOW_THR,
+    P_BURST_SPAN,
     P_BURST_THR,
     P_CORR_WINDOW_MS,
     P_CORR_Z,
@@ -71,6 +77,9 @@ from ._layout import (
     P_LEVEL_Z,
     P_MAX_FLAG_MS,
     P_MAX_SPIKE_RUN,
+    P_PAIR_PRIOR,
+    P_PAIR_SLOPE,
+    P_PAIR_SPAN,
     P_RETURN_FRAC,
     P_SPIKE_SPAN,
     P_SPIKE_Z,
@@ -112,6 +121,7 @@ from ._layout import (
     RS_UPDATED,
     RS_VALUE,
     S_BURST,
+    S_BURST_REL,
     S_CUS_DOWN,
     S_CUS_UP,
     S_D_LAST,
@@ -123,6 +133,10 @@ from ._layout import (
     S_JUMP_MAX,
     S_MF,
     S_N,
+    S_PU,
+    S_PUU,
+    S_PUV,
+    S_PV,
     S_RB,
     S_RUN,
     S_RUN_MAX,
@@ -130,6 +144,9 @@ from ._layout import (
     S_RVAR,
     S_SCALE,
     S_SCALE2,
+    S_SCALE_REL,
+    S_SLOW,
+    S_SLOW_REL,
     S_SPIKE_RUN,
     S_T_FIRST,
     S_T_LAST,
@@ -256,6 +273,71 @@ def _hourly_drift(s, t, local_hour, cfg, params, st, gst, grp_ptr, grp_mem, scra
 
 
 @njit(**JIT)
+def _hourly_pair(s, t, x, cfg, params, st):
+    """Once per paired series and hour: the follower's logarithm (soil EC) against the
+    leader's (the soil moisture of the same probe), by a regression learned online, fed to
+    a one-sided CUSUM in units of its learned spread. The world moves both together (water
+    carries the salts), a drifting sensor moves alone; the sign says which one moved: the
+    follower's row counts a rise of the residual, the leader's a fall. The relation and
+    spread freeze while a change is suspected."""
+    m = int(cfg[s, C_PARTNER])
+    if st[m, S_N] == 0.0 or t - st[m, S_T_LAST] > RECENT_MS:
+        return
+    sign = cfg[s, C_PAIR_SIGN]
+    if sign > 0.0:
+        u = math.log(max(st[m, S_X_PREV], cfg[m, C_RES]))
+        v = math.log(max(x, cfg[s, C_RES]))
+    else:
+        u = math.log(max(x, cfg[s, C_RES]))
+        v = math.log(max(st[m, S_X_PREV], cfg[m, C_RES]))
+    hours = st[s, S_HOURS] + 1.0
+    st[s, S_HOURS] = hours
+    du = u - st[s, S_PU]
+    dv = v - st[s, S_PV]
+    puu = st[s, S_PUU]
+    # the slope, shrunk toward a prior one where the leader has hardly varied (a
+    # greenhouse's soil stays within a few points of water content)
+    prior = params[P_PAIR_PRIOR]
+    b = (st[s, S_PUV] + prior * params[P_PAIR_SLOPE]) / (puu + prior)
+    q = sign * (dv - b * du)  # the residual against the relation learned so far
+    h = params[P_DRIFT_H]
+    k = params[P_DRIFT_K]
+    lz = params[P_LEVEL_Z]
+    learning = hours * HOUR_MS <= params[P_LEVEL_WARM_MS]
+    sd = max(math.sqrt(st[s, S_RVAR]), params[P_DEV_FLOOR])
+    dz = q / sd
+    up = 0.0
+    if not learning:
+        up = min(max(0.0, st[s, S_CUS_UP] + min(max(dz, -lz), lz) - k), 2.0 * h)
+    if learning or up <= 0.5 * h:
+        a = max(cfg[s, C_A_VAR], 1.0 / hours)
+        st[s, S_PU] += a * du
+        st[s, S_PV] += a * dv
+        st[s, S_PUU] = (1.0 - a) * (puu + a * du * du)
+        st[s, S_PUV] = (1.0 - a) * (st[s, S_PUV] + a * du * dv)
+        if hours > 2.0:
+            cap = lz * sd
+            a_q = max(cfg[s, C_A_VAR], 1.0 / (hours - 2.0))
+            st[s, S_RVAR] += a_q * (min(q * q, cap * cap) - st[s, S_RVAR])
+    if learning:
+        return
+    if up > h and q > params[P_PAIR_SPAN]:
+        if st[s, S_FLAG_SINCE] < 0.0:
+            st[s, S_FLAG_SINCE] = t
+        elif t - st[s, S_FLAG_SINCE] > params[P_MAX_FLAG_MS]:
+            # a change lasting this long is the new relation
+            st[s, S_PU] = u
+            st[s, S_PV] = v
+            up = 0.0
+            st[s, S_FLAG_SINCE] = -1.0
+    else:
+        st[s, S_FLAG_SINCE] = -1.0
+        if dz < k:
+            up = min(up, 0.5 * h)
+    st[s, S_CUS_UP] = up
+
+
+@njit(**JIT)
 def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, site_mem,
                 grp_ptr, grp_mem, scratch, out_score, out_comp, out_cat):
     """Score readings in arrival order; see the module docstring. Readings at or before
@@ -346,11 +428,32 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             d_last = st[s, S_D_LAST]
             d2 = abs(d - d_last) if not math.isnan(d_last) else 0.0
             scale2 = max(st[s, S_SCALE2], res)
+            # the same per unit of height over the physical floor: many sensors' noise
+            # grows with the reading (turbidity in a storm, wind, sunlight at noon)
+            height = max(x - low, 0.05 * cfg[s, C_SPAN])
+            d2r = d2 / height
+            scale_rel = max(st[s, S_SCALE_REL], res / height)
+            span_floor = params[P_BURST_SPAN] * cfg[s, C_SPAN]
             if not at_bound and not away:  # a spike or a resting sensor says nothing
-                st[s, S_BURST] += params[P_A_BURST] * (min(d2, params[P_EXCEED_K] * scale2)
-                                                       - st[s, S_BURST])
-            burst = st[s, S_BURST] / (params[P_BURST_THR] * scale2)
-            bursting = warm and burst > 1.0
+                cap = max(params[P_EXCEED_K] * scale2, 2.5 * span_floor)
+                st[s, S_BURST] += params[P_A_BURST] * (min(d2, cap) - st[s, S_BURST])
+                st[s, S_BURST_REL] += params[P_A_BURST] * (
+                    min(d2r, params[P_EXCEED_K] * scale_rel) - st[s, S_BURST_REL])
+                a_slow = cfg[s, C_A_BURST_SLOW]
+                st[s, S_SLOW] += a_slow * (min(d2, cap) - st[s, S_SLOW])
+                st[s, S_SLOW_REL] += a_slow * (min(d2r, params[P_EXCEED_K] * scale_rel)
+                                               - st[s, S_SLOW_REL])
+            # a burst must stand out both ways (its noise does not follow the reading), and
+            # be worth a visit: a sizeable part of the typical range (passing clouds on a
+            # battery's charge are not)
+            burst = min(st[s, S_BURST] / scale2, st[s, S_BURST_REL] / scale_rel)
+            burst /= params[P_BURST_THR]
+            # over hours, a smaller rise of the noise is already no chance
+            slow = min(st[s, S_SLOW] / scale2, st[s, S_SLOW_REL] / scale_rel)
+            slow /= params[P_BURST_SLOW_THR]
+            bursting = warm and ((burst > 1.0 and st[s, S_BURST] > span_floor)
+                                 or (slow > 1.0 and st[s, S_SLOW] > span_floor))
+            burst = max(burst, slow)
             if away:
                 spike_run = st[s, S_SPIKE_RUN] + 1.0
                 score = _ratio_score(ad / spike_thr)
@@ -378,8 +481,12 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 st[s, S_D_LAST] = d
                 if not flagged and not bursting and not at_bound:
                     st[s, S_SCALE] += params[P_A_SCALE] * (min(ad, 5.0 * scale) - st[s, S_SCALE])
-                    st[s, S_SCALE2] += params[P_A_SCALE] * (min(d2, 5.0 * scale2)
-                                                            - st[s, S_SCALE2])
+                    # the noise scale learns over time, not readings: a burst must not
+                    # teach it to accept the burst before the short-term mean sees it
+                    a_noise = max(cfg[s, C_A_NOISE], 1.0 / seen)
+                    st[s, S_SCALE2] += a_noise * (min(d2, 5.0 * scale2) - st[s, S_SCALE2])
+                    st[s, S_SCALE_REL] += a_noise * (min(d2r, 5.0 * scale_rel)
+                                                     - st[s, S_SCALE_REL])
                     st[s, S_JUMP_MAX] = max(st[s, S_JUMP_MAX] * decay, ad)
             if bursting:
                 score = max(best, _ratio_score(burst))
@@ -418,11 +525,26 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             elif not flagged and not suspect:
                 prof[s, hour] = p + cfg[s, C_A_PROF] * e
 
+        # --- pair: against the partner series of the same device (soil EC and moisture) -
+        paired = False
+        if cfg[s, C_PARTNER] >= 0.0 and not flagged:
+            if t >= st[s, S_HOUR_END]:
+                st[s, S_HOUR_END] = float((times[i] // np.int64(HOUR_MS) + 1)
+                                          * np.int64(HOUR_MS))
+                _hourly_pair(s, t, x, cfg, params, st)
+            if st[s, S_FLAG_SINCE] >= 0.0:
+                score = _ratio_score(st[s, S_CUS_UP] / params[P_DRIFT_H])
+                if score > best:
+                    best = score
+                    comp = K_DRIFT
+                    paired = True
+
         if comp != K_NONE:
             category = CAT_FAULT
             # a level change or a step that other sensors of the site share is the world
-            # changing (numba compiles `a == b or a == c`, not a tuple membership test)
-            if (comp == K_DRIFT or comp == K_SHIFT) and _corroborated(  # noqa: SIM109
+            # changing (numba compiles `a == b or a == c`, not a tuple membership test); a
+            # pair parting is a sensor by construction: the world moves both
+            if (comp == K_SHIFT or (comp == K_DRIFT and not paired)) and _corroborated(
                     s, t, cfg, st, site_ptr, site_mem, params[P_CORR_WINDOW_MS]):
                 category = CAT_EVENT
                 if comp == K_DRIFT:

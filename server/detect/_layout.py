@@ -16,35 +16,51 @@ CAT_NONE, CAT_FAULT, CAT_EVENT = range(len(CATEGORIES))
 
 # --- per-series configuration (built from the catalog and the registry) ----------------
 CFG_COLUMNS = ("low", "high", "span", "res", "interval_ms", "circular", "site", "group",
-               "a_fast", "a_slow", "a_var", "a_prof", "decay", "level")
+               "a_fast", "a_slow", "a_var", "a_prof", "decay", "level", "a_noise",
+               "a_burst_slow", "partner", "pair_sign")
 (C_LOW, C_HIGH, C_SPAN, C_RES, C_INTERVAL, C_CIRC, C_SITE, C_GROUP, C_A_FAST, C_A_SLOW,
- C_A_VAR, C_A_PROF, C_DECAY, C_LEVEL) = range(len(CFG_COLUMNS))
+ C_A_VAR, C_A_PROF, C_DECAY, C_LEVEL, C_A_NOISE, C_A_BURST_SLOW, C_PARTNER,
+ C_PAIR_SIGN) = range(len(CFG_COLUMNS))
+# partner: the row of the paired series of the same device, or -1; pair_sign: +1 for the
+# follower (its own reading is the logarithm regressed), -1 for the leader
 
 # --- detector parameters (one vector, from DetectorParams) -----------------------------
 PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike_z",
                  "spike_span", "jump_factor", "max_spike_run", "a_scale", "exceed_k",
                  "a_burst", "burst_thr", "level_warm_ms", "level_z", "dev_floor", "cross_z",
                  "corr_z", "corr_window_ms", "tz_offset_ms", "max_flag_ms", "a_cross",
-                 "stuck_min_ms", "return_frac", "drift_k", "drift_h", "drift_span")
+                 "stuck_min_ms", "return_frac", "drift_k", "drift_h", "drift_span", "burst_span",
+                 "burst_slow_thr", "pair_span", "pair_slope",
+                 "pair_prior")
 (P_WARM_N, P_GAP_FACTOR, P_STUCK_MIN_RUN, P_STUCK_FACTOR, P_SPIKE_Z, P_SPIKE_SPAN,
  P_JUMP_FACTOR, P_MAX_SPIKE_RUN, P_A_SCALE, P_EXCEED_K, P_A_BURST, P_BURST_THR,
  P_LEVEL_WARM_MS, P_LEVEL_Z, P_DEV_FLOOR, P_CROSS_Z, P_CORR_Z, P_CORR_WINDOW_MS,
  P_TZ_OFFSET_MS, P_MAX_FLAG_MS, P_A_CROSS, P_STUCK_MIN_MS, P_RETURN_FRAC, P_DRIFT_K,
- P_DRIFT_H, P_DRIFT_SPAN) = range(len(PARAM_COLUMNS))
+ P_DRIFT_H, P_DRIFT_SPAN, P_BURST_SPAN, P_BURST_SLOW_THR, P_PAIR_SPAN, P_PAIR_SLOPE,
+ P_PAIR_PRIOR) = range(len(PARAM_COLUMNS))
 
 # --- per-series state ------------------------------------------------------------------
 # mf: the de-seasoned level (1-h EWMA); rb, rvar: baseline and spread of its residual
 # against the cross-site median, frozen while a change is suspected; cus_up, cus_down:
 # the two one-sided CUSUMs of that residual; hours: how many hourly residuals learned;
 # hour_end: when the current local hour ends (the hourly work runs once per series and
-# hour); hour: its hour-of-day bin
+# hour); hour: its hour-of-day bin; burst, scale2: the short-term mean of the change of the
+# step and its learned size; burst_rel, scale_rel: the same per unit of the reading's
+# height over the physical floor (sensors whose noise grows with the reading); slow,
+# slow_rel: both over a few hours (a burst hardly above the series' own noise shows there);
+# pu, pv, puu, puv: for a series paired with another of its device (soil EC follows soil
+# moisture), the learned means of the two logarithms, the variance of the leader's and
+# their covariance; rvar, cus_up, hours, hour_end, flag_since then serve the pair's check
+# (columns are only ever appended: a checkpoint with fewer is padded, service.load_state)
 STATE_COLUMNS = ("n", "t_first", "t_last", "x_last", "x_prev", "run", "run_max", "scale",
                  "jump_max", "burst", "spike_run", "mf", "rb", "rvar", "cus_up", "cus_down",
                  "hours", "hour_end", "hour", "dev_t", "flag_since", "run_start", "d_last",
-                 "scale2")
+                 "scale2", "burst_rel", "scale_rel", "slow", "slow_rel", "pu", "pv", "puu",
+                 "puv")
 (S_N, S_T_FIRST, S_T_LAST, S_X_LAST, S_X_PREV, S_RUN, S_RUN_MAX, S_SCALE, S_JUMP_MAX,
  S_BURST, S_SPIKE_RUN, S_MF, S_RB, S_RVAR, S_CUS_UP, S_CUS_DOWN, S_HOURS, S_HOUR_END, S_HOUR,
- S_DEV_T, S_FLAG_SINCE, S_RUN_START, S_D_LAST, S_SCALE2) = range(len(STATE_COLUMNS))
+ S_DEV_T, S_FLAG_SINCE, S_RUN_START, S_D_LAST, S_SCALE2, S_BURST_REL,
+ S_SCALE_REL, S_SLOW, S_SLOW_REL, S_PU, S_PV, S_PUU, S_PUV) = range(len(STATE_COLUMNS))
 BINS = 24  # hour-of-day bins of the seasonal profile
 
 # --- per cross-site group (series of one metric and device template): the hourly median

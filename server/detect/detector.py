@@ -21,7 +21,9 @@ from tidefield.protocol.catalog import METRICS
 from . import _kernels
 from ._layout import (
     BINS,
+    C_A_BURST_SLOW,
     C_A_FAST,
+    C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
     C_A_VAR,
@@ -32,6 +34,8 @@ from ._layout import (
     C_INTERVAL,
     C_LEVEL,
     C_LOW,
+    C_PAIR_SIGN,
+    C_PARTNER,
     C_RES,
     C_SITE,
     C_SPAN,
@@ -157,6 +161,19 @@ class Detector:
             cfg[i, C_A_PROF] = min(1.0, interval_ms * BINS / (prm.profile_days * DAY_MS))
             cfg[i, C_DECAY] = float(np.exp(-interval_ms / (prm.memory_days * DAY_MS)))
             cfg[i, C_LEVEL] = 0.0 if info.metric in prm.level_skip else 1.0
+            cfg[i, C_A_NOISE] = _alpha(interval_ms, prm.noise_hours * 3_600_000.0)
+            cfg[i, C_A_BURST_SLOW] = _alpha(interval_ms, prm.burst_slow_hours * 3_600_000.0)
+        # pairs on one device (soil EC follows soil moisture), among series without a
+        # cross-site level check: the follower gets sign +1, the leader -1
+        cfg[:, C_PARTNER] = -1.0
+        by_device = {(info.device_id, info.metric): i for i, info in enumerate(self.series)}
+        for follower, leader in prm.pairs:
+            for (device, metric), i in by_device.items():
+                j = by_device.get((device, leader))
+                if metric != follower or j is None or cfg[i, C_LEVEL] or cfg[j, C_LEVEL]:
+                    continue
+                cfg[i, C_PARTNER], cfg[i, C_PAIR_SIGN] = j, 1.0
+                cfg[j, C_PARTNER], cfg[j, C_PAIR_SIGN] = i, -1.0
         # a cross-site group needs a few members to say anything
         for members in group_members:
             if len(members) < 4:

@@ -38,6 +38,9 @@ class DetectorParams(BaseModel):
     max_spike_run: int = Field(3, ge=1, le=1000,
                                description="a spike lasting longer is a level shift")
     scale_alpha: float = Field(0.02, gt=0.0, le=1.0, description="EWMA weight of the step scale")
+    noise_hours: float = Field(24.0, gt=0.0, le=100_000.0,
+                               description="time constant of the learned size of the change "
+                                           "of the step (the noise-burst reference)")
     exceed_k: float = Field(10.0, gt=0.0, le=1e6,
                             description="noise burst: a change of the step counts at most this "
                                         "many typical ones ...")
@@ -46,6 +49,14 @@ class DetectorParams(BaseModel):
     burst_threshold: float = Field(4.0, gt=0.0, le=1e6,
                                    description="noise burst: the short-term mean change of the "
                                                "step this many times its learned size")
+    burst_span: float = Field(0.05, ge=0.0, le=100.0,
+                              description="and that mean at least this fraction of the "
+                                          "typical range")
+    burst_slow_hours: float = Field(2.0, gt=0.0, le=1000.0,
+                                    description="noise burst, slow test: a mean of the change "
+                                                "of the step over this many hours ...")
+    burst_slow_threshold: float = Field(2.0, gt=0.0, le=1e6,
+                                        description="... this many times its learned size")
     level_warm_days: float = Field(2.0, ge=0.0, le=365.0,
                                    description="history before the level detector judges")
     level_z: float = Field(3.0, gt=0.0, le=1e6,
@@ -67,6 +78,21 @@ class DetectorParams(BaseModel):
     drift_span: float = Field(0.16, ge=0.0, le=10.0,
                               description="and a residual at least this fraction of the "
                                           "typical range")
+    pairs: tuple[tuple[str, str], ...] = Field(
+        (("soil_ec", "soil_moisture"),),
+        description="(follower, leader) metrics of one device whose logarithms keep a "
+                    "learned linear relation (bulk soil EC rises with water content); "
+                    "checked hourly among the level_skip metrics")
+    pair_span: float = Field(0.25, ge=0.0, le=100.0,
+                             description="pair check: the follower's logarithm at least this "
+                                         "far off the relation (0.25: about 28 %)")
+    pair_slope: float = Field(1.5, ge=-100.0, le=100.0,
+                              description="pair check: the slope expected before the data "
+                                          "shows one (bulk EC grows about as water content "
+                                          "to the power 1.3-2, Archie's law) ...")
+    pair_prior: float = Field(0.01, ge=0.0, le=100.0,
+                              description="... weighted as a leader whose logarithm varied "
+                                          "this much (variance)")
     corroborate_z: float = Field(4.0, gt=0.0, le=1e6,
                                  description="another series of the site this far off makes "
                                              "a level change an event")
@@ -109,5 +135,8 @@ class DetectorParams(BaseModel):
             "stuck_min_ms": self.stuck_min_minutes * 60_000.0,
             "return_frac": self.return_frac, "drift_k": self.drift_k,
             "drift_h": self.drift_h, "drift_span": self.drift_span,
+            "burst_span": self.burst_span, "burst_slow_thr": self.burst_slow_threshold,
+            "pair_span": self.pair_span, "pair_slope": self.pair_slope,
+            "pair_prior": self.pair_prior,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

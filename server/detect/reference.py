@@ -15,7 +15,9 @@ import numpy as np
 
 from ._layout import (
     BINS,
+    C_A_BURST_SLOW,
     C_A_FAST,
+    C_A_NOISE,
     C_A_PROF,
     C_A_SLOW,
     C_A_VAR,
@@ -26,6 +28,8 @@ from ._layout import (
     C_INTERVAL,
     C_LEVEL,
     C_LOW,
+    C_PAIR_SIGN,
+    C_PARTNER,
     C_RES,
     C_SITE,
     C_SPAN,
@@ -59,6 +63,14 @@ class _Series:
     run_max: float = 0.0
     scale: float = 0.0
     scale2: float = 0.0
+    scale_rel: float = 0.0
+    burst_rel: float = 0.0
+    slow: float = 0.0
+    slow_rel: float = 0.0
+    pu: float = 0.0
+    pv: float = 0.0
+    puu: float = 0.0
+    puv: float = 0.0
     jump_max: float = 0.0
     burst: float = 0.0
     spike_run: int = 0
@@ -131,6 +143,46 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
     me.up, me.down = up, down
 
 
+def _hourly_pair(me, t, x, c, p, partner):
+    """The pair check's hourly step (see ``_kernels._hourly_pair``)."""
+    if partner.n == 0 or t - partner.t_last > RECENT_MS:
+        return
+    own = math.log(max(x, c["own_res"]))
+    other = math.log(max(partner.x_prev, c["partner_res"]))
+    sign = c["sign"]
+    u, v = (other, own) if sign > 0 else (own, other)
+    me.hours += 1
+    du, dv = u - me.pu, v - me.pv
+    b = (me.puv + p["pair_prior"] * p["pair_slope"]) / (me.puu + p["pair_prior"])
+    q = sign * (dv - b * du)
+    h, k, lz = p["drift_h"], p["drift_k"], p["level_z"]
+    learning = me.hours * HOUR_MS <= p["level_warm_ms"]
+    sd = max(math.sqrt(me.rvar), p["dev_floor"])
+    dz = q / sd
+    up = 0.0 if learning else min(max(0.0, me.up + min(max(dz, -lz), lz) - k), 2.0 * h)
+    if learning or up <= 0.5 * h:
+        a = max(c["a_var"], 1.0 / me.hours)
+        me.pu += a * du
+        me.pv += a * dv
+        me.puu, me.puv = (1.0 - a) * (me.puu + a * du * du), (1.0 - a) * (me.puv + a * du * dv)
+        if me.hours > 2:
+            a_q = max(c["a_var"], 1.0 / (me.hours - 2))
+            cap = lz * sd
+            me.rvar += a_q * (min(q * q, cap * cap) - me.rvar)
+    if learning:
+        return
+    if up > h and q > p["pair_span"]:
+        if me.flag_since < 0:
+            me.flag_since = t
+        elif t - me.flag_since > p["max_flag_ms"]:
+            me.pu, me.pv, up, me.flag_since = u, v, 0.0, -1.0
+    else:
+        me.flag_since = -1.0
+        if dz < k:
+            up = min(up, 0.5 * h)
+    me.up = up
+
+
 def score_batch(series, times, values, cfg, params):
     """Score a batch from a fresh state; returns (score, component, category) arrays."""
     p = dict(zip(PARAM_COLUMNS, params.tolist(), strict=True))
@@ -193,10 +245,21 @@ def score_batch(series, times, values, cfg, params):
                                                     > p["return_frac"] * spike_thr))
             d2 = abs(d - me.d_last) if not math.isnan(me.d_last) else 0.0
             scale2 = max(me.scale2, res)
+            height = max(x - low, 0.05 * span)
+            scale_rel = max(me.scale_rel, res / height)
             if not bound(x) and not away:
-                me.burst += p["a_burst"] * (min(d2, p["exceed_k"] * scale2) - me.burst)
-            burst = me.burst / (p["burst_thr"] * scale2)
-            bursting = warm and burst > 1.0
+                cap = max(p["exceed_k"] * scale2, 2.5 * p["burst_span"] * span)
+                me.burst += p["a_burst"] * (min(d2, cap) - me.burst)
+                me.burst_rel += p["a_burst"] * (min(d2 / height, p["exceed_k"] * scale_rel)
+                                                - me.burst_rel)
+                me.slow += c[C_A_BURST_SLOW] * (min(d2, cap) - me.slow)
+                me.slow_rel += c[C_A_BURST_SLOW] * (
+                    min(d2 / height, p["exceed_k"] * scale_rel) - me.slow_rel)
+            burst = min(me.burst / scale2, me.burst_rel / scale_rel) / p["burst_thr"]
+            slow = min(me.slow / scale2, me.slow_rel / scale_rel) / p["burst_slow_thr"]
+            bursting = warm and ((burst > 1.0 and me.burst > p["burst_span"] * span)
+                                 or (slow > 1.0 and me.slow > p["burst_span"] * span))
+            burst = max(burst, slow)
             if away:
                 score = _ratio(abs(d) / spike_thr)
                 flagged = True
@@ -214,7 +277,9 @@ def score_batch(series, times, values, cfg, params):
                 me.spike_run, me.x_last, me.d_last = 0, x, d
                 if not flagged and not bursting and not bound(x):
                     me.scale += p["a_scale"] * (min(abs(d), 5.0 * scale) - me.scale)
-                    me.scale2 += p["a_scale"] * (min(d2, 5.0 * scale2) - me.scale2)
+                    a_noise = max(c[C_A_NOISE], 1.0 / seen)
+                    me.scale2 += a_noise * (min(d2, 5.0 * scale2) - me.scale2)
+                    me.scale_rel += a_noise * (min(d2 / height, 5.0 * scale_rel) - me.scale_rel)
                     me.jump_max = max(me.jump_max * c[C_DECAY], abs(d))
             if bursting:
                 score = max(best, _ratio(burst))
@@ -243,9 +308,20 @@ def score_batch(series, times, values, cfg, params):
             elif not flagged and max(me.up, me.down) <= 0.5 * p["drift_h"]:
                 me.profile[hour] = base + c[C_A_PROF] * e
 
+        paired = False
+        m = int(c[C_PARTNER])
+        if m >= 0 and not flagged:
+            if t >= me.hour_end:
+                me.hour_end = float((t_int // HOUR_MS + 1) * HOUR_MS)
+                pair = {"own_res": res, "partner_res": cfg[m, C_RES], "sign": c[C_PAIR_SIGN],
+                        "a_var": c[C_A_VAR]}
+                _hourly_pair(me, t, x, pair, p, state[m])
+            if me.flag_since >= 0 and _ratio(me.up / p["drift_h"]) > best:
+                best, comp, paired = _ratio(me.up / p["drift_h"]), K_DRIFT, True
+
         if comp:
             category = CAT_FAULT
-            if comp in (K_DRIFT, K_SHIFT):
+            if comp == K_SHIFT or (comp == K_DRIFT and not paired):
                 neighbours = [m for m in np.flatnonzero(site_of == site_of[s]) if m != s]
                 if any(state[m].dev_t >= t - p["corr_window_ms"] for m in neighbours):
                     category = CAT_EVENT

@@ -147,6 +147,14 @@ def load_state(engine: Engine, data: bytes) -> bool:
     rule instances still there is carried over and the rest starts fresh (False)."""
     with np.load(io.BytesIO(zlib.decompress(data))) as saved:
         saved = {name: saved[name] for name in saved.files}
+    width = engine.detector.state.shape[1]
+    if saved["state"].shape[1] < width:
+        # taken before the detector's state grew (columns are only ever appended,
+        # ``_layout.STATE_COLUMNS``): the old ones carry over, the new ones start as a
+        # fresh series' would
+        grown, _ = Detector.initial_state(saved["state"].shape[0])
+        grown[:, :saved["state"].shape[1]] = saved["state"]
+        saved["state"] = grown
     keys = np.array([info.key for info in engine.detector.series], dtype=np.int64)
     rule_keys = _rule_keys(engine)
     if (np.array_equal(saved["series_keys"], keys)

@@ -166,3 +166,33 @@ def test_checkpoint_continues_bit_for_bit():
     b = second.score(rows[half:], times[half:], values[half:])
     npt.assert_array_equal(np.concatenate((a.score, b.score)), whole.score)
     npt.assert_array_equal(np.concatenate((a.component, b.component)), whole.component)
+
+
+def test_kernel_equals_reference_and_a_soil_probe_finds_which_of_its_pair_drifts():
+    rng = np.random.default_rng(5)
+    series = [SeriesInfo(k, f"a{site}", f"a{site}-soil", metric, 300.0, "soil", "orchard")
+              for k, (site, metric) in enumerate(
+                  (site, metric) for site in range(5) for metric in ("soil_moisture", "soil_ec"))]
+    steps = 24 * 12  # a day of 5-min readings
+    t = T0 + np.arange(steps, dtype=np.int64) * 5 * MIN
+    hours_in = np.clip((t - (T0 + 8 * 3_600_000)) / 3_600_000.0, 0.0, None)
+    rows, times, values = [], [], []
+    for site in range(5):
+        # waterings lift the water content, the soil dries between; EC follows (^1.4)
+        theta = 22.0 + 6.0 * np.abs(np.sin(np.arange(steps) / 40.0)) + rng.normal(0, 0.15, steps)
+        ec = 1.2 * (theta / 25.0) ** 1.4 * (1.0 + rng.normal(0, 0.01, steps))
+        if site == 0:
+            ec = ec + 0.1 * hours_in  # the EC sensor drifts
+        if site == 1:
+            theta = theta + 1.0 * hours_in  # the moisture sensor drifts
+        for k, v in ((2 * site, np.round(theta, 1)), (2 * site + 1, np.round(ec, 2))):
+            rows.append(np.full(steps, k))
+            times.append(t + k * 1000)
+            values.append(v)
+    rows, times, values = map(np.concatenate, (rows, times, values))
+    order = np.lexsort((rows, times))
+    rows, times, values = rows[order], times[order], values[order]
+    got = _compare(series, rows, times, values)
+    drifting = {int(r) for r in np.unique(rows[got.component_names() == "drift"])}
+    assert drifting == {1, 2}  # site 0's EC and site 1's moisture, nothing else
+    assert set(got.category_names()[got.component_names() == "drift"]) == {"fault"}

@@ -96,3 +96,15 @@ def test_checkpoint_of_other_series_carries_over_the_ones_that_remain():
     state = b.state_arrays()["state"]
     np.testing.assert_array_equal(state[0], a.state_arrays()["state"][1])
     np.testing.assert_array_equal(state[1], _engine([13]).state_arrays()["state"][0])
+
+
+def test_checkpoint_taken_before_the_state_grew_carries_over_its_columns():
+    a = _engine([11, 12])
+    a.process(np.array([0, 1]), np.array([0, 0]), np.array([7.0, 6.0]))
+    old = a.detector.state.copy()
+    a.detector.state = np.ascontiguousarray(old[:, :24])  # the state row before kern
+    b = _engine([11, 12])
+    assert load_state(b, encode_state(a)) is True
+    state = b.state_arrays()["state"]
+    np.testing.assert_array_equal(state[:, :24], old[:, :24])
+    np.testing.assert_array_equal(state[:, 24:], _engine([11, 12]).state_arrays()["state"][:, 24:])

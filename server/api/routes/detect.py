@@ -33,7 +33,7 @@ router = APIRouter(prefix="/series", tags=["detection"], responses=ERRORS)
 MAX_POINTS = 50_000  # readings returned (of [start, end))
 MAX_READ = 200_000  # readings scored, warm-up included
 MAX_RANGE = timedelta(days=31)
-_TUNABLE = [name for name in DetectorParams.model_fields if name != "level_skip"]
+_TUNABLE = [name for name in DetectorParams.model_fields if name not in ("level_skip", "pairs")]
 
 
 def _optional(name: str):
@@ -88,7 +88,7 @@ class ScoreResult(BaseModel):
     start: datetime
     end: datetime
     warmup_readings: int = Field(description="readings scored before start, not returned")
-    params: dict[str, float | int | list[str]] = Field(
+    params: dict[str, float | int | list[str] | list[list[str]]] = Field(
         description="the detector parameters used (defaults filled in)")
     points: list[ScoredPoint]
 
