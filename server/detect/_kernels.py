@@ -88,6 +88,8 @@ from ._layout import (
     RP_CLEAR_MS,
     RP_COMPONENTS,
     RP_COND,
+    RP_EVERY,
+    RP_FROM_HIGH,
     RP_GATE,
     RP_INTERVAL,
     RP_MIN,
@@ -495,11 +497,17 @@ def _gate_holds(rp, rs, k):
 
 
 @njit(**JIT)
-def _explained(rp, rs, k):
+def _explained(rp, rs, k, t):
     """Does the condition a rule names in `unless` (``RP_UNLESS``) hold at the site now
-    (or did it lately: its own clear time)?"""
+    (or did it lately: within its own clear time of the last reading that kept it)? A
+    condition whose series has gone quiet, or whose readings the detector calls broken
+    (a drifting rain gauge), explains nothing once that time is past."""
     u = int(rp[k, RP_UNLESS])
-    return u >= 0 and (rs[u, RS_COND_SINCE] >= 0.0 or rs[u, RS_ACTIVE] > 0.0)
+    if u < 0:
+        return False
+    if rs[u, RS_ACTIVE] > 0.0:
+        return t - rs[u, RS_UPDATED] <= rp[u, RP_CLEAR_MS]
+    return rs[u, RS_COND_SINCE] >= 0.0
 
 
 @njit(**JIT)
@@ -581,6 +589,8 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 base = rs[k, RS_BASE]
                 if math.isnan(base):
                     base = x
+                if rp[k, RP_FROM_HIGH] > 0.0 and x > base:
+                    base = x  # a running high: up at once, down slowly
                 hit = base - x >= rp[k, RP_THRESHOLD]
                 cleared = base - x <= rp[k, RP_CLEAR]
                 if not active and not hit and rs[k, RS_COND_SINCE] < 0.0:
@@ -591,7 +601,7 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 if math.isnan(lowest) or x < lowest:
                     lowest = x
                 rose = x - lowest >= rp[k, RP_CLEAR]
-                if rose and _explained(rp, rs, k):
+                if rose and _explained(rp, rs, k, t):
                     # rain wetted the soil: no watering, and no end of a failure
                     rose = False
                     lowest = x
@@ -604,8 +614,17 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                     rs[k, RS_LAST_RISE] = t
                     lowest = x
                 rs[k, RS_LOWEST] = lowest
-                hit = (not rose and rs[k, RS_RISES] >= 3.0
-                       and t - rs[k, RS_LAST_RISE] > rp[k, RP_THRESHOLD] * rs[k, RS_GAP_MAX])
+                every = rp[k, RP_EVERY]
+                if every > 0.0:
+                    # a declared schedule: judged from the first reading on, no waterings
+                    # need be seen first
+                    if rs[k, RS_LAST_RISE] == NEVER:
+                        rs[k, RS_LAST_RISE] = t
+                    hit = not rose and t - rs[k, RS_LAST_RISE] > rp[k, RP_THRESHOLD] * every
+                else:
+                    hit = (not rose and rs[k, RS_RISES] >= 3.0
+                           and t - rs[k, RS_LAST_RISE]
+                           > rp[k, RP_THRESHOLD] * rs[k, RS_GAP_MAX])
                 cleared = rose
             if hit and not active and not _gate_holds(rp, rs, k):
                 hit = False
