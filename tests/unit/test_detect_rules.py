@@ -158,6 +158,26 @@ def test_a_rule_that_requires_another_opens_only_while_that_one_holds(tmp_path):
         load_rules(override)
 
 
+def test_a_fall_from_the_running_high_is_not_followed_down_by_a_level(tmp_path):
+    # oxygen rises 7 -> 9 over 3 h, then falls to 6 within 30 min and holds: the
+    # running level lagged the rise and follows the fall, so it reads a fall under 2;
+    # the running high went up with the rise and reads about 2.6
+    override = tmp_path / "rules.yaml"
+    rule = ("rules:\n  drop: {metric: dissolved_oxygen, condition: fall, threshold: 2.0,"
+            " clear: 1.0, tau_hours: 2, category: event, message: m, scope: site%s}\n")
+    v = np.concatenate([np.full(300, 7.0), np.linspace(7.0, 9.0, 180),
+                        np.linspace(9.0, 6.0, 30), np.full(300, 6.0)])
+    v = v + np.round(np.sin(np.arange(len(v)) / 7.0) * 0.02, 3)
+    drops = {}
+    for high in (False, True):
+        override.write_text(rule % (", from_high: true" if high else ""))
+        sink = _run(_engine(load_rules(override)), [v, v])
+        drops[high] = [a for a in sink.alerts if a.key.rule == "drop"]
+    assert not drops[False]
+    assert len(drops[True]) == 1
+    assert T0 + 480 * MIN <= drops[True][0].opened_ms <= T0 + 515 * MIN
+
+
 def _farm_engine(kind, rules=None):
     series = [SeriesInfo(0, "ag-1", "ag-1-soil", "soil_moisture", 600.0, "soil", kind),
               SeriesInfo(1, "ag-1", "ag-1-wx", "rainfall", 600.0, "wx", kind)]
