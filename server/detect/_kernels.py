@@ -97,6 +97,7 @@ from ._layout import (
     RP_TAU,
     RP_THRESHOLD,
     RP_UNLESS,
+    RP_WETS,
     RP_WORSE_BELOW,
     RS_ACTIVE,
     RS_BASE,
@@ -576,6 +577,13 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 n = _advance(k, fault, not fault, t, x, comp, rp, rs, n, t_inst, t_action,
                              t_time, t_value)
                 continue
+            if cond == R_ABOVE and math.isfinite(x):
+                # the running total of the readings (the rain fallen), for a no_rise
+                # rule's `unless`; a reading the detector calls broken counts here (the
+                # first tips of a shower look like a spike), it only caps what rain can
+                # explain
+                total = rs[k, RS_BASE]
+                rs[k, RS_BASE] = (0.0 if math.isnan(total) else total) + max(x, 0.0)
             if broken or not math.isfinite(x):
                 continue
             active = rs[k, RS_ACTIVE] > 0.0
@@ -597,14 +605,26 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                     base += rp[k, RP_TAU] * (x - base)
                 rs[k, RS_BASE] = base
             else:  # R_NO_RISE
+                u = int(rp[k, RP_UNLESS])
+                fallen = 0.0  # the unless series' total (rain fallen) so far
+                if u >= 0 and not math.isnan(rs[u, RS_BASE]):
+                    fallen = rs[u, RS_BASE]
                 lowest = rs[k, RS_LOWEST]
+                raining = _explained(rp, rs, k, t)
                 if math.isnan(lowest) or x < lowest:
                     lowest = x
+                    if not raining:  # the rain that may explain a rise counts from here
+                        rs[k, RS_BASE] = fallen
                 rose = x - lowest >= rp[k, RP_CLEAR]
-                if rose and _explained(rp, rs, k, t):
-                    # rain wetted the soil: no watering, and no end of a failure
-                    rose = False
-                    lowest = x
+                if rose and raining:
+                    # rain wetted the soil: no watering, and no end of a failure; unless
+                    # the rise is more than the rain fallen since the lowest could give
+                    # (a watering in drizzle)
+                    since = fallen - rs[k, RS_BASE] if not math.isnan(rs[k, RS_BASE]) else 0.0
+                    if rp[k, RP_WETS] <= 0.0 or x - lowest <= rp[k, RP_WETS] * since:
+                        rose = False
+                        lowest = x
+                        rs[k, RS_BASE] = fallen
                 if rose:
                     last = rs[k, RS_LAST_RISE]
                     if t - last > RISE_MERGE_MS:
@@ -613,6 +633,7 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                         rs[k, RS_RISES] += 1.0
                     rs[k, RS_LAST_RISE] = t
                     lowest = x
+                    rs[k, RS_BASE] = fallen
                 rs[k, RS_LOWEST] = lowest
                 every = rp[k, RP_EVERY]
                 if every > 0.0:

@@ -38,6 +38,7 @@ from ._layout import (
     RP_TAU,
     RP_THRESHOLD,
     RP_UNLESS,
+    RP_WETS,
     RP_WORSE_BELOW,
     RS_BASE,
     RS_CLEAR_SINCE,
@@ -82,6 +83,10 @@ class Rule(BaseModel):
     # rise away (rain wetting the soil is no watering); a site without its metric goes
     # without
     unless: str | None = None
+    # no_rise rules: the largest rise one unit of the `unless` rule's metric can explain
+    # (soil moisture % per mm of rain); a larger rise counts even while it rains. None:
+    # any rise while the `unless` condition holds is explained
+    unless_wets: float | None = Field(None, gt=0)
     alert: bool = True  # False: a condition other rules require, never an alert itself
     # no_rise rules: the interval between rises the site's operator declares (its
     # irrigation schedule); judged against it from the first reading instead of learning
@@ -260,6 +265,7 @@ class RuleBinding:
             rp[k, RP_UNLESS] = -1.0
             rp[k, RP_EVERY] = (spec.every_hours or 0.0) * 3_600_000.0
             rp[k, RP_FROM_HIGH] = 1.0 if spec.from_high else 0.0
+            rp[k, RP_WETS] = spec.unless_wets or 0.0
         # a required rule: its first instance at the same site
         first_at_site: dict[tuple[str, str], int] = {}
         for k, inst in enumerate(instances):

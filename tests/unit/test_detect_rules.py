@@ -186,7 +186,8 @@ def _farm_engine(kind, rules=None):
 
 def _soil(days, waterings, showers):
     """10-min soil moisture drying 0.01 %/reading, +5 % at each watering or shower (in
-    days), and the rain gauge's mm (1 mm in each reading of a shower's hour)."""
+    days), and the rain gauge's mm (2 mm in each reading of a shower's hour: 12 mm,
+    enough to wet the soil 5 %)."""
     n = int(days * 144)
     soil = np.empty(n)
     rain = np.zeros(n)
@@ -196,7 +197,7 @@ def _soil(days, waterings, showers):
         level = level + 5.0 if i in wet else level - 0.01
         soil[i] = level
     for d in showers:
-        rain[int(d * 144) - 3:int(d * 144) + 3] = 1.0
+        rain[int(d * 144) - 3:int(d * 144) + 3] = 2.0
     return soil, rain
 
 
@@ -222,6 +223,17 @@ def test_a_rise_while_the_rain_gauge_counts_rain_is_no_watering():
     assert T0 + 11.5 * 86_400_000 <= alerts[0].opened_ms < T0 + 12.5 * 86_400_000
     # the same rise without rain on the gauge is a watering: no failure seen
     assert not _irrigation_alerts(soil, np.zeros_like(rain))
+
+
+def test_a_watering_in_drizzle_is_a_watering():
+    # waterings every 2 days; the one at day 8.5 falls in an hour of 0.2-mm tips (1.2 mm
+    # can wet the soil 1.2 % at the most, not the 5 % it rose): a watering, no failure
+    soil, rain = _soil(14, [0.5, 2.5, 4.5, 6.5, 8.5, 10.5, 12.5], [])
+    rain[int(8.5 * 144) - 3:int(8.5 * 144) + 3] = 0.2
+    assert not _irrigation_alerts(soil, rain)
+    # the same rise under 12 mm of rain is the rain: the gap from day 6.5 runs to 10.5
+    rain[int(8.5 * 144) - 3:int(8.5 * 144) + 3] = 2.0
+    assert len(_irrigation_alerts(soil, rain)) == 1
 
 
 def test_rain_explains_a_rise_only_while_the_gauge_still_reports_it():
