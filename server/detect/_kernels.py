@@ -97,6 +97,8 @@ from ._layout import (
     RP_CLEAR_MS,
     RP_COMPONENTS,
     RP_COND,
+    RP_EVERY,
+    RP_FROM_HIGH,
     RP_GATE,
     RP_INTERVAL,
     RP_MIN,
@@ -104,6 +106,7 @@ from ._layout import (
     RP_TAU,
     RP_THRESHOLD,
     RP_UNLESS,
+    RP_WETS,
     RP_WORSE_BELOW,
     RS_ACTIVE,
     RS_BASE,
@@ -617,11 +620,17 @@ def _gate_holds(rp, rs, k):
 
 
 @njit(**JIT)
-def _explained(rp, rs, k):
+def _explained(rp, rs, k, t):
     """Does the condition a rule names in `unless` (``RP_UNLESS``) hold at the site now
-    (or did it lately: its own clear time)?"""
+    (or did it lately: within its own clear time of the last reading that kept it)? A
+    condition whose series has gone quiet, or whose readings the detector calls broken
+    (a drifting rain gauge), explains nothing once that time is past."""
     u = int(rp[k, RP_UNLESS])
-    return u >= 0 and (rs[u, RS_COND_SINCE] >= 0.0 or rs[u, RS_ACTIVE] > 0.0)
+    if u < 0:
+        return False
+    if rs[u, RS_ACTIVE] > 0.0:
+        return t - rs[u, RS_UPDATED] <= rp[u, RP_CLEAR_MS]
+    return rs[u, RS_COND_SINCE] >= 0.0
 
 
 @njit(**JIT)
@@ -690,6 +699,13 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 n = _advance(k, fault, not fault, t, x, comp, rp, rs, n, t_inst, t_action,
                              t_time, t_value)
                 continue
+            if cond == R_ABOVE and math.isfinite(x):
+                # the running total of the readings (the rain fallen), for a no_rise
+                # rule's `unless`; a reading the detector calls broken counts here (the
+                # first tips of a shower look like a spike), it only caps what rain can
+                # explain
+                total = rs[k, RS_BASE]
+                rs[k, RS_BASE] = (0.0 if math.isnan(total) else total) + max(x, 0.0)
             if broken or not math.isfinite(x):
                 continue
             active = rs[k, RS_ACTIVE] > 0.0
@@ -703,20 +719,34 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 base = rs[k, RS_BASE]
                 if math.isnan(base):
                     base = x
+                if rp[k, RP_FROM_HIGH] > 0.0 and x > base:
+                    base = x  # a running high: up at once, down slowly
                 hit = base - x >= rp[k, RP_THRESHOLD]
                 cleared = base - x <= rp[k, RP_CLEAR]
                 if not active and not hit and rs[k, RS_COND_SINCE] < 0.0:
                     base += rp[k, RP_TAU] * (x - base)
                 rs[k, RS_BASE] = base
             else:  # R_NO_RISE
+                u = int(rp[k, RP_UNLESS])
+                fallen = 0.0  # the unless series' total (rain fallen) so far
+                if u >= 0 and not math.isnan(rs[u, RS_BASE]):
+                    fallen = rs[u, RS_BASE]
                 lowest = rs[k, RS_LOWEST]
+                raining = _explained(rp, rs, k, t)
                 if math.isnan(lowest) or x < lowest:
                     lowest = x
+                    if not raining:  # the rain that may explain a rise counts from here
+                        rs[k, RS_BASE] = fallen
                 rose = x - lowest >= rp[k, RP_CLEAR]
-                if rose and _explained(rp, rs, k):
-                    # rain wetted the soil: no watering, and no end of a failure
-                    rose = False
-                    lowest = x
+                if rose and raining:
+                    # rain wetted the soil: no watering, and no end of a failure; unless
+                    # the rise is more than the rain fallen since the lowest could give
+                    # (a watering in drizzle)
+                    since = fallen - rs[k, RS_BASE] if not math.isnan(rs[k, RS_BASE]) else 0.0
+                    if rp[k, RP_WETS] <= 0.0 or x - lowest <= rp[k, RP_WETS] * since:
+                        rose = False
+                        lowest = x
+                        rs[k, RS_BASE] = fallen
                 if rose:
                     last = rs[k, RS_LAST_RISE]
                     if t - last > RISE_MERGE_MS:
@@ -725,9 +755,19 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                         rs[k, RS_RISES] += 1.0
                     rs[k, RS_LAST_RISE] = t
                     lowest = x
+                    rs[k, RS_BASE] = fallen
                 rs[k, RS_LOWEST] = lowest
-                hit = (not rose and rs[k, RS_RISES] >= 3.0
-                       and t - rs[k, RS_LAST_RISE] > rp[k, RP_THRESHOLD] * rs[k, RS_GAP_MAX])
+                every = rp[k, RP_EVERY]
+                if every > 0.0:
+                    # a declared schedule: judged from the first reading on, no waterings
+                    # need be seen first
+                    if rs[k, RS_LAST_RISE] == NEVER:
+                        rs[k, RS_LAST_RISE] = t
+                    hit = not rose and t - rs[k, RS_LAST_RISE] > rp[k, RP_THRESHOLD] * every
+                else:
+                    hit = (not rose and rs[k, RS_RISES] >= 3.0
+                           and t - rs[k, RS_LAST_RISE]
+                           > rp[k, RP_THRESHOLD] * rs[k, RS_GAP_MAX])
                 cleared = rose
             if hit and not active and not _gate_holds(rp, rs, k):
                 hit = False

@@ -72,13 +72,22 @@ CONDITIONS = ("below", "above", "fall", "no_rise", "fault", "no_data")
 R_BELOW, R_ABOVE, R_FALL, R_NO_RISE, R_FAULT, R_NO_DATA = range(len(CONDITIONS))
 
 RULE_COLUMNS = ("series", "condition", "threshold", "clear", "alpha", "min_ms", "clear_ms",
-                "worse_below", "components", "interval_ms", "gate", "unless")
+                "worse_below", "components", "interval_ms", "gate", "unless", "every_ms",
+                "from_high", "wets")
 # components: bit mask of COMPONENTS (fault); gate: the instance whose condition must hold
 # too (a rule's `requires`), or -1; unless: the instance whose condition explains a rise
-# away (a no_rise rule's `unless`: rain wets the soil, it is no watering), or -1
+# away (a no_rise rule's `unless`: rain wets the soil, it is no watering), or -1;
+# every_ms: a no_rise rule's declared interval between rises (an irrigation schedule), 0
+# to learn it; from_high: 1 when a fall rule measures from a running high (up at once,
+# down with `alpha`) instead of a running level; wets: how far one unit of the `unless`
+# series (a mm of rain) can raise a no_rise rule's series at most, 0 for no limit
 (RP_SERIES, RP_COND, RP_THRESHOLD, RP_CLEAR, RP_TAU, RP_MIN, RP_CLEAR_MS,
- RP_WORSE_BELOW, RP_COMPONENTS, RP_INTERVAL, RP_GATE, RP_UNLESS) = range(len(RULE_COLUMNS))
+ RP_WORSE_BELOW, RP_COMPONENTS, RP_INTERVAL, RP_GATE, RP_UNLESS, RP_EVERY,
+ RP_FROM_HIGH, RP_WETS) = range(len(RULE_COLUMNS))
 
+# base: a fall rule's running level or high; an above rule's running total of its
+# readings (the rain fallen); a no_rise rule's copy of its `unless` rule's total when its
+# lowest was set
 RULE_STATE_COLUMNS = ("active", "cond_since", "clear_since", "opened", "peak", "value",
                       "updated", "base", "lowest", "last_rise", "gap_max", "rises",
                       "first_component", "pending", "seen")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -29,6 +29,8 @@ from ._layout import (
     RP_CLEAR_MS,
     RP_COMPONENTS,
     RP_COND,
+    RP_EVERY,
+    RP_FROM_HIGH,
     RP_GATE,
     RP_INTERVAL,
     RP_MIN,
@@ -36,6 +38,7 @@ from ._layout import (
     RP_TAU,
     RP_THRESHOLD,
     RP_UNLESS,
+    RP_WETS,
     RP_WORSE_BELOW,
     RS_BASE,
     RS_CLEAR_SINCE,
@@ -80,7 +83,18 @@ class Rule(BaseModel):
     # rise away (rain wetting the soil is no watering); a site without its metric goes
     # without
     unless: str | None = None
+    # no_rise rules: the largest rise one unit of the `unless` rule's metric can explain
+    # (soil moisture % per mm of rain); a larger rise counts even while it rains. None:
+    # any rise while the `unless` condition holds is explained
+    unless_wets: float | None = Field(None, gt=0)
     alert: bool = True  # False: a condition other rules require, never an alert itself
+    # no_rise rules: the interval between rises the site's operator declares (its
+    # irrigation schedule); judged against it from the first reading instead of learning
+    # the interval from three rises seen
+    every_hours: float | None = Field(None, gt=0)
+    # fall rules: measure the fall from a running high (up at once, down with tau_hours)
+    # instead of a running level (an EWMA that follows a fall down before it is judged)
+    from_high: bool = False
 
     @model_validator(mode="after")
     def _known_components(self) -> Rule:
@@ -115,16 +129,26 @@ class RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: dict[str, Rule] = Field(default_factory=dict)
+    kinds: dict[str, dict[str, dict]] = Field(default_factory=dict)
     sites: dict[str, dict[str, dict]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     rules: dict[str, Rule]
-    site_overrides: dict[str, dict[str, Rule]]
+    site_changes: dict[str, dict[str, dict]] = field(default_factory=dict)
+    kind_changes: dict[str, dict[str, dict]] = field(default_factory=dict)
 
-    def for_site(self, site_id: str) -> dict[str, Rule]:
-        return {**self.rules, **self.site_overrides.get(site_id, {})}
+    def for_site(self, site_id: str, site_kind: str | None = None) -> dict[str, Rule]:
+        """The rules at one site: the file's, with its kind's changes, then its own."""
+        kind = self.kind_changes.get(site_kind or "", {})
+        site = self.site_changes.get(site_id, {})
+        if not kind and not site:
+            return self.rules
+        return {name: (Rule.model_validate({**spec.model_dump(), **kind.get(name, {}),
+                                            **site.get(name, {})})
+                       if name in kind or name in site else spec)
+                for name, spec in self.rules.items()}
 
 
 def _read(path: Path | None) -> tuple[str, dict]:
@@ -142,20 +166,22 @@ def _read(path: Path | None) -> tuple[str, dict]:
     except yaml.YAMLError as exc:
         raise RulesError(f"{name}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise RulesError(f"{name}: expected a mapping with `rules` and/or `sites`")
+        raise RulesError(f"{name}: expected a mapping with `rules`, `kinds` and/or `sites`")
     return name, data
 
 
 def load_rules(override: Path | None = None) -> RuleSet:
     """The bundled rules, with ``override`` (a YAML file) merged over them: its ``rules``
-    replace or add whole rules, its ``sites`` change fields of a rule at one site."""
+    replace or add whole rules, its ``kinds`` change fields of a rule at the sites of one
+    kind, its ``sites`` at one site (over its kind's changes)."""
     name, data = _read(None)
     try:
         base = RulesFile.model_validate(data)
     except ValidationError as exc:
         raise RulesError(f"{name}: {exc}") from None
     rules = dict(base.rules)
-    sites: dict[str, dict[str, dict]] = dict(base.sites)
+    kinds = {k: dict(v) for k, v in base.kinds.items()}
+    sites = {k: dict(v) for k, v in base.sites.items()}
     if override is not None:
         name, data = _read(override)
         try:
@@ -163,8 +189,14 @@ def load_rules(override: Path | None = None) -> RuleSet:
         except ValidationError as exc:
             raise RulesError(f"{name}: {exc}") from None
         rules.update(extra.rules)
-        for site, changes in extra.sites.items():
-            sites.setdefault(site, {}).update(changes)
+        for table, extra_table in ((kinds, extra.kinds), (sites, extra.sites)):
+            for who, changes in extra_table.items():
+                for rule_name, fields in changes.items():
+                    mine = table.setdefault(who, {})
+                    if isinstance(fields, dict) and isinstance(mine.get(rule_name), dict):
+                        mine[rule_name] = {**mine[rule_name], **fields}
+                    else:
+                        mine[rule_name] = fields
     for rule_name, spec in rules.items():
         if spec.requires is not None and spec.requires not in rules:
             raise RulesError(f"{name}: rule {rule_name} requires unknown rule "
@@ -172,19 +204,19 @@ def load_rules(override: Path | None = None) -> RuleSet:
         if spec.unless is not None and spec.unless not in rules:
             raise RulesError(f"{name}: rule {rule_name} names unknown rule "
                              f"{spec.unless!r} in `unless`")
-    overrides: dict[str, dict[str, Rule]] = {}
-    for site, changes in sites.items():
-        for rule_name, fields in changes.items():
-            if rule_name not in rules:
-                raise RulesError(f"{name}: site {site} overrides unknown rule {rule_name!r}")
-            if not isinstance(fields, dict):
-                raise RulesError(f"{name}: sites.{site}.{rule_name} must be a mapping")
-            try:
-                merged = Rule.model_validate({**rules[rule_name].model_dump(), **fields})
-            except ValidationError as exc:
-                raise RulesError(f"{name}: sites.{site}.{rule_name}: {exc}") from None
-            overrides.setdefault(site, {})[rule_name] = merged
-    return RuleSet(rules, overrides)
+    for section, table in (("kind", kinds), ("site", sites)):
+        for who, changes in table.items():
+            for rule_name, fields in changes.items():
+                if rule_name not in rules:
+                    raise RulesError(f"{name}: {section} {who} overrides unknown rule "
+                                     f"{rule_name!r}")
+                if not isinstance(fields, dict):
+                    raise RulesError(f"{name}: {section}s.{who}.{rule_name} must be a mapping")
+                try:
+                    Rule.model_validate({**rules[rule_name].model_dump(), **fields})
+                except ValidationError as exc:
+                    raise RulesError(f"{name}: {section}s.{who}.{rule_name}: {exc}") from None
+    return RuleSet(rules, sites, kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +236,7 @@ class RuleBinding:
         instances: list[Instance] = []
         per_series: list[list[int]] = [[] for _ in detector.series]
         for row, info in enumerate(detector.series):
-            for rule_name, spec in ruleset.for_site(info.site_id).items():
+            for rule_name, spec in ruleset.for_site(info.site_id, info.site_kind).items():
                 if not spec.enabled:
                     continue
                 if spec.metric is not None and spec.metric != info.metric:
@@ -231,6 +263,9 @@ class RuleBinding:
             rp[k, RP_INTERVAL] = interval_ms
             rp[k, RP_GATE] = -1.0
             rp[k, RP_UNLESS] = -1.0
+            rp[k, RP_EVERY] = (spec.every_hours or 0.0) * 3_600_000.0
+            rp[k, RP_FROM_HIGH] = 1.0 if spec.from_high else 0.0
+            rp[k, RP_WETS] = spec.unless_wets or 0.0
         # a required rule: its first instance at the same site
         first_at_site: dict[tuple[str, str], int] = {}
         for k, inst in enumerate(instances):

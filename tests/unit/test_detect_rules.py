@@ -158,15 +158,36 @@ def test_a_rule_that_requires_another_opens_only_while_that_one_holds(tmp_path):
         load_rules(override)
 
 
-def _orchard_engine():
-    series = [SeriesInfo(0, "ag-1", "ag-1-soil", "soil_moisture", 600.0, "soil", "orchard"),
-              SeriesInfo(1, "ag-1", "ag-1-wx", "rainfall", 600.0, "wx", "orchard")]
-    return Engine(Detector(series, PARAMS), load_rules())
+def test_a_fall_from_the_running_high_is_not_followed_down_by_a_level(tmp_path):
+    # oxygen rises 7 -> 9 over 3 h, then falls to 6 within 30 min and holds: the
+    # running level lagged the rise and follows the fall, so it reads a fall under 2;
+    # the running high went up with the rise and reads about 2.6
+    override = tmp_path / "rules.yaml"
+    rule = ("rules:\n  drop: {metric: dissolved_oxygen, condition: fall, threshold: 2.0,"
+            " clear: 1.0, tau_hours: 2, category: event, message: m, scope: site%s}\n")
+    v = np.concatenate([np.full(300, 7.0), np.linspace(7.0, 9.0, 180),
+                        np.linspace(9.0, 6.0, 30), np.full(300, 6.0)])
+    v = v + np.round(np.sin(np.arange(len(v)) / 7.0) * 0.02, 3)
+    drops = {}
+    for high in (False, True):
+        override.write_text(rule % (", from_high: true" if high else ""))
+        sink = _run(_engine(load_rules(override)), [v, v])
+        drops[high] = [a for a in sink.alerts if a.key.rule == "drop"]
+    assert not drops[False]
+    assert len(drops[True]) == 1
+    assert T0 + 480 * MIN <= drops[True][0].opened_ms <= T0 + 515 * MIN
+
+
+def _farm_engine(kind, rules=None):
+    series = [SeriesInfo(0, "ag-1", "ag-1-soil", "soil_moisture", 600.0, "soil", kind),
+              SeriesInfo(1, "ag-1", "ag-1-wx", "rainfall", 600.0, "wx", kind)]
+    return Engine(Detector(series, PARAMS), rules or load_rules())
 
 
 def _soil(days, waterings, showers):
     """10-min soil moisture drying 0.01 %/reading, +5 % at each watering or shower (in
-    days), and the rain gauge's mm (1 mm in each reading of a shower's hour)."""
+    days), and the rain gauge's mm (2 mm in each reading of a shower's hour: 12 mm,
+    enough to wet the soil 5 %)."""
     n = int(days * 144)
     soil = np.empty(n)
     rain = np.zeros(n)
@@ -176,12 +197,13 @@ def _soil(days, waterings, showers):
         level = level + 5.0 if i in wet else level - 0.01
         soil[i] = level
     for d in showers:
-        rain[int(d * 144) - 3:int(d * 144) + 3] = 1.0
+        rain[int(d * 144) - 3:int(d * 144) + 3] = 2.0
     return soil, rain
 
 
-def _irrigation_alerts(soil, rain):
-    engine = _orchard_engine()
+def _irrigation_alerts(soil, rain, kind="tea_garden", rules=None):
+    # tea gardens declare no schedule in the bundled rules: the interval is learned
+    engine = _farm_engine(kind, rules)
     n = len(soil)
     rows = np.tile([0, 1], n)
     times = np.repeat(T0 + np.arange(n, dtype=np.int64) * 10 * MIN, 2)
@@ -203,9 +225,70 @@ def test_a_rise_while_the_rain_gauge_counts_rain_is_no_watering():
     assert not _irrigation_alerts(soil, np.zeros_like(rain))
 
 
+def test_a_watering_in_drizzle_is_a_watering():
+    # waterings every 2 days; the one at day 8.5 falls in an hour of 0.2-mm tips (1.2 mm
+    # can wet the soil 1.2 % at the most, not the 5 % it rose): a watering, no failure
+    soil, rain = _soil(14, [0.5, 2.5, 4.5, 6.5, 8.5, 10.5, 12.5], [])
+    rain[int(8.5 * 144) - 3:int(8.5 * 144) + 3] = 0.2
+    assert not _irrigation_alerts(soil, rain)
+    # the same rise under 12 mm of rain is the rain: the gap from day 6.5 runs to 10.5
+    rain[int(8.5 * 144) - 3:int(8.5 * 144) + 3] = 2.0
+    assert len(_irrigation_alerts(soil, rain)) == 1
+
+
+def test_rain_explains_a_rise_only_while_the_gauge_still_reports_it():
+    # the gauge counts rain at day 7 and then goes quiet (offline, or every reading
+    # called broken): two hours on, the rain no longer explains the waterings
+    soil, rain = _soil(14, [0.5, 2.5, 4.5, 6.5, 8.5, 10.5, 12.5], [])
+    rain[int(7.0 * 144) - 3:int(7.0 * 144) + 3] = 1.0
+    engine = _farm_engine("tea_garden")
+    n = len(soil)
+    quiet = int(7.0 * 144) + 3  # the gauge's last reading
+    rows = np.concatenate([np.tile([0, 1], quiet), np.zeros(n - quiet, dtype=np.int64)])
+    times = np.concatenate([np.repeat(T0 + np.arange(quiet, dtype=np.int64) * 10 * MIN, 2),
+                            T0 + np.arange(quiet, n, dtype=np.int64) * 10 * MIN])
+    values = np.concatenate([np.column_stack([soil[:quiet], rain[:quiet]]).ravel(),
+                             soil[quiet:]])
+    _, transitions = engine.process(rows, times, values)
+    sink = MemorySink()
+    sink.apply(AlertBook(engine).apply(transitions))
+    assert not [a for a in sink.alerts if a.key.rule == "irrigation_failure"]
+
+
 def test_unless_must_name_a_known_rule(tmp_path):
     override = tmp_path / "rules.yaml"
     override.write_text("rules:\n  x: {metric: soil_moisture, condition: no_rise, threshold: 1.5,"
                         " clear: 1.5, category: event, message: m, unless: nope}\n")
     with pytest.raises(RulesError, match="unknown rule 'nope' in `unless`"):
+        load_rules(override)
+
+
+def test_a_declared_schedule_judges_from_the_first_reading(tmp_path):
+    # one watering at day 0.5, then none: a learned interval needs three waterings and
+    # never judges; a declared one (every 2 days, per kind or per site) alerts once the
+    # soil has gone 1.5 x 2 days without a rise, and the next watering closes it
+    soil, rain = _soil(8, [0.5, 6.0], [])
+    assert not _irrigation_alerts(soil, rain)
+    override = tmp_path / "rules.yaml"
+    override.write_text("kinds:\n  tea_garden: {irrigation_failure: {every_hours: 48}}\n")
+    for rules in (load_rules(override), None):
+        if rules is None:
+            override.write_text("sites:\n  ag-1: {irrigation_failure: {every_hours: 48}}\n")
+            rules = load_rules(override)
+        alerts = _irrigation_alerts(soil, rain, rules=rules)
+        assert len(alerts) == 1
+        assert alerts[0].opened_ms == pytest.approx(T0 + 3.5 * 86_400_000, abs=20 * MIN)
+        assert alerts[0].closed_ms == pytest.approx(T0 + 6.0 * 86_400_000, abs=20 * MIN)
+    # no reading has risen yet: the clock starts at the first reading
+    soil, rain = _soil(8, [6.0], [])
+    alerts = _irrigation_alerts(soil, rain, rules=rules)
+    assert len(alerts) == 1
+    assert alerts[0].opened_ms == pytest.approx(T0 + 3.0 * 86_400_000, abs=20 * MIN)
+    # a site's changes go over its kind's; bundled orchards water every 5 days
+    override.write_text("kinds:\n  orchard: {irrigation_failure: {threshold: 2.0}}\n"
+                        "sites:\n  ag-1: {irrigation_failure: {clear: 2.0}}\n")
+    spec = load_rules(override).for_site("ag-1", "orchard")["irrigation_failure"]
+    assert (spec.every_hours, spec.threshold, spec.clear) == (120.0, 2.0, 2.0)
+    override.write_text("kinds:\n  orchard: {nope: {threshold: 2.0}}\n")
+    with pytest.raises(RulesError, match="kind orchard overrides unknown rule 'nope'"):
         load_rules(override)
