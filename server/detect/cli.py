@@ -164,6 +164,9 @@ def evaluate(
     start: Annotated[str, typer.Option(help="first instant, ISO-8601")] = DEFAULT_START,
     clean: Annotated[bool, typer.Option("--clean/--no-clean",
                                         help="also run fault-free for false alerts")] = True,
+    rules: Annotated[Path | None, typer.Option(
+        help="a rules file merged over the bundled rules, as TIDEFIELD_DETECT_RULES "
+             "(default: the bundled rules alone)")] = None,
 ) -> None:
     """Run the detector over a labelled firmware-sim scenario and print per-kind precision,
     recall, F1 and median time to detect, classification accuracy and false alerts."""
@@ -172,13 +175,20 @@ def evaluate(
     from tidefield.sim.scenario import scenario_plan
 
     from .evaluate import false_alerts_per_site_week, run_fleet, score_alerts
+    from .rules import RulesError, load_rules
+
+    try:
+        ruleset = load_rules(rules)
+    except RulesError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     chosen = load_sites()
     chosen = chosen[::max(1, len(chosen) // sites)][:sites]
     start_ms = _iso_ms(start)
     end_ms = start_ms + int(days * DAY_MS)
     fleet = Fleet(chosen, seed=seed, plan=scenario_plan(start_ms, end_ms))
-    run = run_fleet(fleet, start_ms, end_ms)
+    run = run_fleet(fleet, start_ms, end_ms, ruleset=ruleset)
     result = score_alerts(fleet, fleet.labels(start_ms, end_ms), run.alerts, end_ms)
     typer.echo(f"seed {seed}, {len(chosen)} sites, {days:g} days: {run.readings:,} readings, "
                f"{len(run.alerts)} alerts, detector busy {run.seconds_detecting:.1f} s")
@@ -191,6 +201,6 @@ def evaluate(
     typer.echo(f"fault/event classification: {result.classification:.3f} of "
                f"{result.classified} alerts matching a label")
     if clean:
-        quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms)
+        quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset)
         rate = false_alerts_per_site_week(quiet, len(chosen), start_ms, end_ms)
         typer.echo(f"fault-free run: {len(quiet.alerts)} alerts, {rate:.2f} per site per week")

@@ -292,3 +292,28 @@ def test_a_declared_schedule_judges_from_the_first_reading(tmp_path):
     override.write_text("kinds:\n  orchard: {nope: {threshold: 2.0}}\n")
     with pytest.raises(RulesError, match="kind orchard overrides unknown rule 'nope'"):
         load_rules(override)
+
+
+def test_evaluate_takes_a_rules_file_and_refuses_a_bad_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from tidefield.server.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules: {hypoxia: {condition: sideways}}\n")
+    result = CliRunner().invoke(app, ["detect", "evaluate", "--rules", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "hypoxia" in result.stderr
+
+    # every rule switched off at every kind of site: the scenario runs with no alert (the
+    # bundled rules raise one on this day of these two sites)
+    from tidefield.protocol.registry import load_sites
+
+    off = tmp_path / "off.yaml"
+    every_rule_off = ", ".join(f"{name}: {{enabled: false}}" for name in load_rules().rules)
+    off.write_text("kinds:\n" + "".join(f"  {kind}: {{{every_rule_off}}}\n"
+                                         for kind in {site.kind for site in load_sites()}))
+    result = CliRunner().invoke(app, ["detect", "evaluate", "--rules", str(off), "--seed", "5",
+                                      "--days", "1", "--sites", "2", "--no-clean"])
+    assert result.exit_code == 0, result.output
+    assert ", 0 alerts," in result.output.splitlines()[0]
