@@ -191,13 +191,8 @@ def fetch_page(ctx: Context, entity_set: EntitySet, options: Options,
     limit = options.top + 1
     with ctx.conn.cursor(row_factory=dict_row) as cur:
         if entity_set is OBSERVATIONS:
-            inner_keys = [k for k in keys if k.column.sql.startswith("r.")]
             rows = cur.execute(
-                f"""SELECT {_OBSERVATION} FROM ({OBSERVATION_SERIES}) e
-                    CROSS JOIN LATERAL (
-                        SELECT r.time, r.value FROM readings r
-                        WHERE r.series_id = e.series_id AND {_where(sql.inner)}
-                        ORDER BY {_order_sql(inner_keys)} LIMIT %(inner)s) r
+                f"""{_observations(sql, keys, "LIMIT %(inner)s")}
                     WHERE {_where(sql.outer)}
                     ORDER BY {_order_sql(keys)} LIMIT %(limit)s OFFSET %(offset)s""",
                 sql.values(inner=offset + limit, limit=limit, offset=offset)).fetchall()
@@ -207,6 +202,18 @@ def fetch_page(ctx: Context, entity_set: EntitySet, options: Options,
                     ORDER BY {_order_sql(keys)} LIMIT %(limit)s OFFSET %(offset)s""",
                 sql.values(limit=limit, offset=offset)).fetchall()
     return Page(rows[:options.top], len(rows) > options.top)
+
+
+def _observations(sql: _Sql, keys: Sequence[OrderKey], inner_limit: str) -> str:
+    """Observations as each series' readings in a LATERAL (so each series' index scan
+    stops at ``inner_limit``), with the conditions that name ``r`` inside it; the caller
+    adds the outer WHERE and ORDER BY."""
+    inner_keys = [k for k in keys if k.column.sql.startswith("r.")]
+    return f"""SELECT {_OBSERVATION} FROM ({OBSERVATION_SERIES}) e
+               CROSS JOIN LATERAL (
+                   SELECT r.time, r.value FROM readings r
+                   WHERE r.series_id = e.series_id AND {_where(sql.inner)}
+                   ORDER BY {_order_sql(inner_keys)} {inner_limit}) r"""
 
 
 def _link_type(link: tuple[str, object]) -> Type:
@@ -261,14 +268,8 @@ def fetch_children(ctx: Context, entity_set: EntitySet, options: Options,
     keys = options.order
     with ctx.conn.cursor(row_factory=dict_row) as cur:
         if entity_set is OBSERVATIONS:
-            inner_keys = [k for k in keys if k.column.sql.startswith("r.")]
             rows = cur.execute(
-                f"""SELECT {_OBSERVATION} FROM ({OBSERVATION_SERIES}) e
-                    CROSS JOIN LATERAL (
-                        SELECT r.time, r.value FROM readings r
-                        WHERE r.series_id = e.series_id AND {_where(sql.inner)}
-                        ORDER BY {_order_sql(inner_keys)}
-                        LIMIT %(limit)s OFFSET %(offset)s) r
+                f"""{_observations(sql, keys, "LIMIT %(limit)s OFFSET %(offset)s")}
                     WHERE e.series_id = ANY(%(parents)s) AND {_where(sql.outer)}
                     ORDER BY {_order_sql(keys)}""",
                 sql.values(limit=options.top + 1, offset=options.skip)).fetchall()
