@@ -71,10 +71,11 @@ class MbapClient:
         self._tid = (self._tid + 1) & 0xFFFF
         try:
             return self._exchange(function, start, count, unit)
-        except (OSError, ModbusLinkError) as exc:
+        except ModbusLinkError:
             self.close()  # the stream's position is unknown now
-            if isinstance(exc, ModbusLinkError):
-                raise
+            raise
+        except OSError as exc:  # a timeout, a reset
+            self.close()
             raise ModbusLinkError(str(exc) or type(exc).__name__) from exc
 
     def _exchange(self, function: int, start: int, count: int, unit: int) -> list[int]:
