@@ -4,6 +4,7 @@ seeded database."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -175,9 +176,24 @@ def test_language_switch_changes_titles_and_site_names(world, configure):
 
 
 # --- site --------------------------------------------------------------------------
-def test_site_page_shows_latest_values_charts_and_device_health(world, configure):
+def hours_with_readings(fleet, interval_s: int, start: datetime, end: datetime) -> int:
+    """How many hourly buckets of [start, end) hold a reading of a device seeded at
+    `interval_s` (seed_fleet: one reading every interval, up to the minute before now)."""
+    now_ms = int(fleet.now.timestamp() * 1000) // 60_000 * 60_000
+    times = range(now_ms - 36 * 3_600_000, now_ms, interval_s * 1000)
+    hours = {t // 3_600_000 * 3_600_000 for t in times}
+    return sum(start.timestamp() * 1000 <= h < end.timestamp() * 1000 for h in hours)
+
+
+def test_site_page_shows_latest_values_charts_and_device_health(world, configure,
+                                                                monkeypatch):
     configure(world["api"].url, world["key"], dashboard_language="en")
     ocean = world["fleet"].ocean
+    # the page's clock pinned to the minute after seeding: what an hourly sparkline holds
+    # then depends only on where the seeded readings fall (a device reporting every
+    # 5 minutes has nothing yet in the current hour at minute 3)
+    page_end = world["fleet"].now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    monkeypatch.setattr(data, "now_minute", lambda: page_end)
     at = open_page("app_pages/site.py", site=ocean.id)
     assert at.title[0].value == "Site details"
     assert at.selectbox(key="site.en").value == ocean.id
@@ -187,8 +203,13 @@ def test_site_page_shows_latest_values_charts_and_device_health(world, configure
     assert "tide_level" in sensors or "dissolved_oxygen" in sensors
     assert len(latest) == len(sensors)
     assert latest["Value"].notna().all()
-    # 36 hours of readings: the 24-hour sparkline has 24 or 25 hourly means
-    assert latest["Last 24 h"].map(len).between(24, 25).all()
+    # 36 hours of readings: the sparkline has a mean for each of the last 24 hours that
+    # holds a reading of the device
+    interval = {d.id: d.template.interval_s for d in ocean.devices}
+    expected = latest["Device"].map(lambda device: hours_with_readings(
+        world["fleet"], interval[device], page_end - timedelta(hours=24), page_end))
+    assert expected.between(23, 24).all()
+    assert (latest["Last 24 h"].map(len) == expected).all()
     # charted by default: the two metrics under an alert, then catalog order
     shown = {"water_temperature", "dissolved_oxygen", "salinity", "water_ph"}
     assert set(at.multiselect(key=f"metrics:{ocean.id}.en").value) == shown
