@@ -72,6 +72,7 @@ from ._layout import (
     P_DRIFT_SPAN,
     P_EXCEED_K,
     P_GAP_FACTOR,
+    P_HOLD_MS,
     P_JUMP_FACTOR,
     P_LEVEL_WARM_MS,
     P_LEVEL_Z,
@@ -251,8 +252,10 @@ def _hourly_drift(s, t, local_hour, cfg, params, st, gst, grp_ptr, grp_mem, scra
     down = min(max(0.0, st[s, S_CUS_DOWN] - step - k), 2.0 * h)
     suspect = up > 0.5 * h or down > 0.5 * h
     if not suspect:
-        st[s, S_RB] += cfg[s, C_A_SLOW] * dev
+        # the baseline learns each hour's residual clipped like its spread, so the hours
+        # of an event's onset, before the CUSUM suspects it, hardly move it
         cap = params[P_LEVEL_Z] * sd
+        st[s, S_RB] += cfg[s, C_A_SLOW] * min(max(dev, -cap), cap)
         st[s, S_RVAR] += cfg[s, C_A_VAR] * (min(dev * dev, cap * cap) - st[s, S_RVAR])
     if abs(dz) > params[P_CORR_Z]:
         st[s, S_DEV_T] = t
@@ -525,7 +528,10 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 if score > best:
                     best = score
                     comp = K_DRIFT
-            elif not flagged and not suspect:
+            elif not flagged and not suspect and t - st[s, S_DEV_T] > params[P_HOLD_MS]:
+                # nor does the profile learn while the level is far off its own: a night of
+                # hypoxia learned into the profile's night hours reads as a rise every
+                # night after it, for days
                 prof[s, hour] = p + cfg[s, C_A_PROF] * e
 
         # --- pair: against the partner series of the same device (soil EC and moisture) -

@@ -98,6 +98,10 @@ class DetectorParams(BaseModel):
                                              "a level change an event")
     corroborate_hours: float = Field(6.0, ge=0.0, le=1000.0,
                                      description="within this many hours")
+    profile_hold_hours: float = Field(6.0, ge=0.0, le=1000.0,
+                                      description="the hour-of-day profile does not learn "
+                                                  "for this long after the level was "
+                                                  "corroborate_z σ off its own")
     tz_offset_hours: float = Field(8.0, ge=-14.0, le=14.0,
                                    description="local time of the hour-of-day profile")
     max_flag_days: float = Field(7.0, gt=0.0, le=365.0,
@@ -137,6 +141,6 @@ class DetectorParams(BaseModel):
             "drift_h": self.drift_h, "drift_span": self.drift_span,
             "burst_span": self.burst_span, "burst_slow_thr": self.burst_slow_threshold,
             "pair_span": self.pair_span, "pair_slope": self.pair_slope,
-            "pair_prior": self.pair_prior,
+            "pair_prior": self.pair_prior, "hold_ms": self.profile_hold_hours * HOUR_MS,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

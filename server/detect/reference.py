@@ -126,8 +126,8 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
     up = min(max(0.0, me.up + step - k), 2.0 * h)
     down = min(max(0.0, me.down - step - k), 2.0 * h)
     if not (up > 0.5 * h or down > 0.5 * h):
-        me.rb += c[C_A_SLOW] * dev
         cap = p["level_z"] * sd
+        me.rb += c[C_A_SLOW] * min(max(dev, -cap), cap)
         me.rvar += c[C_A_VAR] * (min(dev * dev, cap * cap) - me.rvar)
     if abs(dz) > p["corr_z"]:
         me.dev_t = t
@@ -305,7 +305,8 @@ def score_batch(series, times, values, cfg, params):
             if me.flag_since >= 0:
                 if _ratio(max(me.up, me.down) / p["drift_h"]) > best:
                     best, comp = _ratio(max(me.up, me.down) / p["drift_h"]), K_DRIFT
-            elif not flagged and max(me.up, me.down) <= 0.5 * p["drift_h"]:
+            elif (not flagged and max(me.up, me.down) <= 0.5 * p["drift_h"]
+                  and t - me.dev_t > p["hold_ms"]):
                 me.profile[hour] = base + c[C_A_PROF] * e
 
         paired = False
