@@ -71,6 +71,7 @@ from ._layout import (
     P_DRIFT_K,
     P_DRIFT_SPAN,
     P_EXCEED_K,
+    P_GAIN_PRIOR,
     P_GAP_FACTOR,
     P_HOLD_MS,
     P_JUMP_FACTOR,
@@ -214,10 +215,12 @@ def _wrap(d):
 @njit(**JIT)
 def _hourly_drift(s, t, local_hour, cfg, params, st, gst, grp_ptr, grp_mem, scratch):
     """Once per series and local hour: the de-seasoned level's residual against the
-    median of the same sensors at other sites (regional weather moves them all), fed to
-    two one-sided CUSUMs in units of its learned spread. Baseline and spread are frozen
-    while a change is suspected (either CUSUM past half its threshold), so a slow drift
-    cannot teach them to accept it."""
+    median of the same sensors at other sites (regional weather moves them all), less
+    what a learned gain on that median explains (an exposed buoy's waves swing more than
+    a sheltered one's with the same wind), fed to two one-sided CUSUMs in units of its
+    learned spread. Baseline, gain and spread are frozen while a change is suspected
+    (either CUSUM past half its threshold), so a slow drift cannot teach them to accept
+    it."""
     group = int(cfg[s, C_GROUP])
     if group < 0:
         return
@@ -229,43 +232,67 @@ def _hourly_drift(s, t, local_hour, cfg, params, st, gst, grp_ptr, grp_mem, scra
         gst[group, G_COUNT] = members
     if gst[group, G_COUNT] < 3.0:
         return
-    r = st[s, S_MF] - gst[group, G_MEDIAN]
+    median = gst[group, G_MEDIAN]
+    r = st[s, S_MF] - median
     hours = st[s, S_HOURS] + 1.0
     st[s, S_HOURS] = hours
     if math.isnan(st[s, S_RB]):
         st[s, S_RB] = r
-    floor = max(cfg[s, C_RES], params[P_DEV_FLOOR] * cfg[s, C_SPAN])
-    dev = r - st[s, S_RB]
-    if hours * HOUR_MS <= warm_ms:
-        # learning: a plain running mean and variance first, then the slow EWMAs
-        st[s, S_RB] += max(cfg[s, C_A_SLOW], 1.0 / hours) * dev
-        st[s, S_RVAR] += max(cfg[s, C_A_VAR], 1.0 / hours) * (dev * dev - st[s, S_RVAR])
-        return
+        st[s, S_PU] = median
+    span = cfg[s, C_SPAN]
+    floor = max(cfg[s, C_RES], params[P_DEV_FLOOR] * span)
+    # the gain, shrunk toward none where the median has hardly moved; angles keep none
+    # (their residual is not a difference of levels on a line)
+    du = median - st[s, S_PU]
+    gain = 0.0
+    if cfg[s, C_CIRC] == 0.0:
+        gain = st[s, S_PUV] / (st[s, S_PUU] + params[P_GAIN_PRIOR] * span * span)
+    explained = gain * du
+    dev = r - st[s, S_RB] - explained
+    learning = hours * HOUR_MS <= warm_ms
     sd = max(math.sqrt(st[s, S_RVAR]), floor)
     dz = dev / sd
     k = params[P_DRIFT_K]
     h = params[P_DRIFT_H]
-    # one hour adds at most level_z σ (a sudden step says little about a drift), and the
-    # sums stop at twice the threshold so an episode that is over clears within hours
-    step = min(max(dz, -params[P_LEVEL_Z]), params[P_LEVEL_Z])
-    up = min(max(0.0, st[s, S_CUS_UP] + step - k), 2.0 * h)
-    down = min(max(0.0, st[s, S_CUS_DOWN] - step - k), 2.0 * h)
-    suspect = up > 0.5 * h or down > 0.5 * h
-    if not suspect:
-        # the baseline learns each hour's residual clipped like its spread, so the hours
-        # of an event's onset, before the CUSUM suspects it, hardly move it
+    up = 0.0
+    down = 0.0
+    if not learning:
+        # one hour adds at most level_z σ (a sudden step says little about a drift), and
+        # the sums stop at twice the threshold so an episode that is over clears within
+        # hours
+        step = min(max(dz, -params[P_LEVEL_Z]), params[P_LEVEL_Z])
+        up = min(max(0.0, st[s, S_CUS_UP] + step - k), 2.0 * h)
+        down = min(max(0.0, st[s, S_CUS_DOWN] - step - k), 2.0 * h)
+    if learning or not (up > 0.5 * h or down > 0.5 * h):
+        # learning: plain running means first, then the slow EWMAs. The residual is
+        # clipped like the spread, so the hours of an event's onset, before the CUSUM
+        # suspects it, hardly move the baseline
+        a = cfg[s, C_A_SLOW]
+        a_var = cfg[s, C_A_VAR]
+        if learning:
+            a = max(a, 1.0 / hours)
+            a_var = max(a_var, 1.0 / hours)
         cap = params[P_LEVEL_Z] * sd
-        st[s, S_RB] += cfg[s, C_A_SLOW] * min(max(dev, -cap), cap)
-        st[s, S_RVAR] += cfg[s, C_A_VAR] * (min(dev * dev, cap * cap) - st[s, S_RVAR])
+        if learning:
+            cap = math.inf
+        dv = explained + min(max(dev, -cap), cap)
+        st[s, S_RB] += a * dv
+        st[s, S_PU] += a * du
+        st[s, S_PUU] = (1.0 - a_var) * (st[s, S_PUU] + a_var * du * du)
+        st[s, S_PUV] = (1.0 - a_var) * (st[s, S_PUV] + a_var * du * dv)
+        st[s, S_RVAR] += a_var * (min(dev * dev, cap * cap) - st[s, S_RVAR])
+    if learning:
+        return
     if abs(dz) > params[P_CORR_Z]:
         st[s, S_DEV_T] = t
-    big = abs(dev) > params[P_DRIFT_SPAN] * cfg[s, C_SPAN]
+    big = abs(dev) > params[P_DRIFT_SPAN] * span
     if (up > h or down > h) and big:
         if st[s, S_FLAG_SINCE] < 0.0:
             st[s, S_FLAG_SINCE] = t
         elif t - st[s, S_FLAG_SINCE] > params[P_MAX_FLAG_MS]:
             # a change lasting this long is the new level
             st[s, S_RB] = r
+            st[s, S_PU] = median
             up = 0.0
             down = 0.0
             st[s, S_FLAG_SINCE] = -1.0
@@ -528,10 +555,19 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 if score > best:
                     best = score
                     comp = K_DRIFT
-            elif not flagged and not suspect and t - st[s, S_DEV_T] > params[P_HOLD_MS]:
-                # nor does the profile learn while the level is far off its own: a night of
-                # hypoxia learned into the profile's night hours reads as a rise every
-                # night after it, for days
+            elif not flagged and suspect:
+                # while a change is suspected the profile learns only what the same
+                # sensors elsewhere show (the group's median of their de-seasoned levels),
+                # not the series' own departure: frozen for the days of a drift, it went
+                # stale while the other sites' profiles followed the season, and the end
+                # of the drift read as a drift the other way
+                med = gst[int(cfg[s, C_GROUP]), G_MEDIAN]
+                if not math.isnan(med):
+                    prof[s, hour] = p + cfg[s, C_A_PROF] * (e - st[s, S_MF] + med)
+            elif not flagged and t - st[s, S_DEV_T] > params[P_HOLD_MS]:
+                # nor does it learn in the first hours of a sudden departure, before the
+                # CUSUM suspects it: a night of hypoxia learned into the profile's night
+                # hours read as a rise every night after it, for days
                 prof[s, hour] = p + cfg[s, C_A_PROF] * e
 
         # --- pair: against the partner series of the same device (soil EC and moisture) -

@@ -31,13 +31,13 @@ PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike
                  "corr_z", "corr_window_ms", "tz_offset_ms", "max_flag_ms", "a_cross",
                  "stuck_min_ms", "return_frac", "drift_k", "drift_h", "drift_span", "burst_span",
                  "burst_slow_thr", "pair_span", "pair_slope",
-                 "pair_prior", "hold_ms")
+                 "pair_prior", "hold_ms", "gain_prior")
 (P_WARM_N, P_GAP_FACTOR, P_STUCK_MIN_RUN, P_STUCK_FACTOR, P_SPIKE_Z, P_SPIKE_SPAN,
  P_JUMP_FACTOR, P_MAX_SPIKE_RUN, P_A_SCALE, P_EXCEED_K, P_A_BURST, P_BURST_THR,
  P_LEVEL_WARM_MS, P_LEVEL_Z, P_DEV_FLOOR, P_CROSS_Z, P_CORR_Z, P_CORR_WINDOW_MS,
  P_TZ_OFFSET_MS, P_MAX_FLAG_MS, P_A_CROSS, P_STUCK_MIN_MS, P_RETURN_FRAC, P_DRIFT_K,
  P_DRIFT_H, P_DRIFT_SPAN, P_BURST_SPAN, P_BURST_SLOW_THR, P_PAIR_SPAN, P_PAIR_SLOPE,
- P_PAIR_PRIOR, P_HOLD_MS) = range(len(PARAM_COLUMNS))
+ P_PAIR_PRIOR, P_HOLD_MS, P_GAIN_PRIOR) = range(len(PARAM_COLUMNS))
 
 # --- per-series state ------------------------------------------------------------------
 # mf: the de-seasoned level (1-h EWMA); rb, rvar: baseline and spread of its residual
@@ -50,7 +50,9 @@ PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike
 # slow_rel: both over a few hours (a burst hardly above the series' own noise shows there);
 # pu, pv, puu, puv: for a series paired with another of its device (soil EC follows soil
 # moisture), the learned means of the two logarithms, the variance of the leader's and
-# their covariance; rvar, cus_up, hours, hour_end, flag_since then serve the pair's check
+# their covariance; rvar, cus_up, hours, hour_end, flag_since then serve the pair's check;
+# for a series compared across sites the same pu, puu, puv hold the regression of its
+# residual on the group's median (pu its mean, puu its variance, puv the covariance)
 # (columns are only ever appended: a checkpoint with fewer is padded, service.load_state)
 STATE_COLUMNS = ("n", "t_first", "t_last", "x_last", "x_prev", "run", "run_max", "scale",
                  "jump_max", "burst", "spike_run", "mf", "rb", "rvar", "cus_up", "cus_down",

@@ -75,7 +75,7 @@ class DetectorParams(BaseModel):
                            description="drift CUSUM: σ of hourly residual allowed for free")
     drift_h: float = Field(24.0, gt=0.0, le=1e6,
                            description="drift CUSUM: alarm past this many accumulated σ")
-    drift_span: float = Field(0.16, ge=0.0, le=10.0,
+    drift_span: float = Field(0.13, ge=0.0, le=10.0,
                               description="and a residual at least this fraction of the "
                                           "typical range")
     pairs: tuple[tuple[str, str], ...] = Field(
@@ -98,6 +98,11 @@ class DetectorParams(BaseModel):
                                              "a level change an event")
     corroborate_hours: float = Field(6.0, ge=0.0, le=1000.0,
                                      description="within this many hours")
+    gain_prior: float = Field(0.001, ge=0.0, le=100.0,
+                              description="drift: the gain of a series on its cross-site "
+                                          "median is shrunk toward none as if the median had "
+                                          "varied this much (variance, in typical ranges "
+                                          "squared)")
     profile_hold_hours: float = Field(6.0, ge=0.0, le=1000.0,
                                       description="the hour-of-day profile does not learn "
                                                   "for this long after the level was "
@@ -142,5 +147,6 @@ class DetectorParams(BaseModel):
             "burst_span": self.burst_span, "burst_slow_thr": self.burst_slow_threshold,
             "pair_span": self.pair_span, "pair_slope": self.pair_slope,
             "pair_prior": self.pair_prior, "hold_ms": self.profile_hold_hours * HOUR_MS,
+            "gain_prior": self.gain_prior,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

@@ -113,29 +113,45 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
     r = me.mf - median
     me.hours += 1
     if math.isnan(me.rb):
-        me.rb = r
-    dev = r - me.rb
-    if me.hours * HOUR_MS <= p["level_warm_ms"]:
-        me.rb += max(c[C_A_SLOW], 1.0 / me.hours) * dev
-        me.rvar += max(c[C_A_VAR], 1.0 / me.hours) * (dev * dev - me.rvar)
-        return
-    sd = max(math.sqrt(me.rvar), c[C_RES], p["dev_floor"] * c[C_SPAN])
+        me.rb, me.pu = r, median
+    span = c[C_SPAN]
+    # regression of the residual on the group's median: rb and pu the means, puu the
+    # median's variance, puv the covariance; the gain shrunk by a prior variance
+    du = median - me.pu
+    gain = 0.0 if c[C_CIRC] > 0 else me.puv / (me.puu + p["gain_prior"] * span ** 2)
+    dev = r - me.rb - gain * du
+    learning = me.hours * HOUR_MS <= p["level_warm_ms"]
+    sd = max(math.sqrt(me.rvar), c[C_RES], p["dev_floor"] * span)
     dz = dev / sd
     k, h = p["drift_k"], p["drift_h"]
-    step = min(max(dz, -p["level_z"]), p["level_z"])
-    up = min(max(0.0, me.up + step - k), 2.0 * h)
-    down = min(max(0.0, me.down - step - k), 2.0 * h)
-    if not (up > 0.5 * h or down > 0.5 * h):
-        cap = p["level_z"] * sd
-        me.rb += c[C_A_SLOW] * min(max(dev, -cap), cap)
-        me.rvar += c[C_A_VAR] * (min(dev * dev, cap * cap) - me.rvar)
+    up = down = 0.0
+    if not learning:
+        step = min(max(dz, -p["level_z"]), p["level_z"])
+        up = min(max(0.0, me.up + step - k), 2.0 * h)
+        down = min(max(0.0, me.down - step - k), 2.0 * h)
+    if learning or not (up > 0.5 * h or down > 0.5 * h):
+        if learning:
+            a, a_var = max(c[C_A_SLOW], 1.0 / me.hours), max(c[C_A_VAR], 1.0 / me.hours)
+            clipped = dev
+        else:
+            a, a_var = c[C_A_SLOW], c[C_A_VAR]
+            cap = p["level_z"] * sd
+            clipped = min(max(dev, -cap), cap)
+        dv = gain * du + clipped
+        me.rb += a * dv
+        me.pu += a * du
+        me.puu = (1.0 - a_var) * (me.puu + a_var * du * du)
+        me.puv = (1.0 - a_var) * (me.puv + a_var * du * dv)
+        me.rvar += a_var * (clipped * clipped - me.rvar)
+    if learning:
+        return
     if abs(dz) > p["corr_z"]:
         me.dev_t = t
-    if max(up, down) > h and abs(dev) > p["drift_span"] * c[C_SPAN]:
+    if max(up, down) > h and abs(dev) > p["drift_span"] * span:
         if me.flag_since < 0:
             me.flag_since = t
         elif t - me.flag_since > p["max_flag_ms"]:
-            me.rb, up, down, me.flag_since = r, 0.0, 0.0, -1.0
+            me.rb, me.pu, up, down, me.flag_since = r, median, 0.0, 0.0, -1.0
     else:
         me.flag_since = -1.0
         if abs(dz) < k:
@@ -305,8 +321,12 @@ def score_batch(series, times, values, cfg, params):
             if me.flag_since >= 0:
                 if _ratio(max(me.up, me.down) / p["drift_h"]) > best:
                     best, comp = _ratio(max(me.up, me.down) / p["drift_h"]), K_DRIFT
-            elif (not flagged and max(me.up, me.down) <= 0.5 * p["drift_h"]
-                  and t - me.dev_t > p["hold_ms"]):
+            elif not flagged and max(me.up, me.down) > 0.5 * p["drift_h"]:
+                # suspected: learn what the group's median shows, not the own departure
+                median = groups[int(group_of[s])][1]
+                if not math.isnan(median):
+                    me.profile[hour] = base + c[C_A_PROF] * (e - me.mf + median)
+            elif not flagged and t - me.dev_t > p["hold_ms"]:
                 me.profile[hour] = base + c[C_A_PROF] * e
 
         paired = False

@@ -196,3 +196,43 @@ def test_kernel_equals_reference_and_a_soil_probe_finds_which_of_its_pair_drifts
     drifting = {int(r) for r in np.unique(rows[got.component_names() == "drift"])}
     assert drifting == {1, 2}  # site 0's EC and site 1's moisture, nothing else
     assert set(got.category_names()[got.component_names() == "drift"]) == {"fault"}
+
+
+def _exposed_buoys(days: float = 4.5, drift_from_day: float = 3.0):
+    """Eight buoys whose wave height is one regional sea times each one's exposure (0.6 to
+    2): a moderate sea swinging over 9 hours (no hour-of-day profile can learn it), then
+    on the third day a swell three times higher for 18 hours; the first buoy's sensor
+    drifts up by 40 % of the typical range from ``drift_from_day`` on."""
+    exposure = np.array([1.0, 0.6, 0.8, 1.0, 1.0, 1.2, 1.5, 2.0])
+    series = [SeriesInfo(k, f"b{k}", f"b{k}-wave", "wave_height", 300.0, "wave", "ecological_buoy")
+              for k in range(len(exposure))]
+    steps = int(days * 288)
+    t = T0 + np.arange(steps, dtype=np.int64) * 300_000
+    hours = (t - T0) / 3_600_000.0
+    swell = (hours >= 48) & (hours < 66)
+    sea = np.where(swell, 0.9, 0.3) * np.sin(2 * np.pi * hours / 9.0)
+    rng = np.random.default_rng(17)
+    values = 2.0 + exposure[:, None] * sea[None, :] + rng.normal(0, 0.02, (len(exposure), steps))
+    ramp = np.clip((hours - 24 * drift_from_day) / (24 * (days - drift_from_day)), 0, None)
+    values[0] += 1.2 * ramp
+    rows = np.repeat(np.arange(len(exposure)), steps)
+    times = np.tile(t, len(exposure)) + rows * 1000
+    order = np.lexsort((rows, times))
+    return series, rows[order], times[order], np.round(values.ravel()[order], 2)
+
+
+BUOYS = DetectorParams(warm_n=50, level_warm_days=0.5, slow_days=1.0, var_days=1.0,
+                       profile_days=2.0, drift_h=6.0)
+
+
+def test_a_buoy_more_exposed_than_the_rest_is_no_drift_but_a_drifting_sensor_is():
+    series, rows, times, values = _exposed_buoys()
+    got = _compare(series, rows, times, values, BUOYS)  # kernel == twin, gain learned
+    drift = got.component_names() == "drift"
+    assert drift[rows == 0].any()
+    assert not drift[rows != 0].any()
+    # the same without the learned gain (a prior no swing can outweigh): in the swell the
+    # most exposed buoy's residual against the regional median swings past the threshold
+    no_gain = _compare(series, rows, times, values, BUOYS.model_copy(
+        update={"gain_prior": 100.0}))
+    assert (no_gain.component_names()[rows == 7] == "drift").any()
