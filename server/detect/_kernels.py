@@ -83,6 +83,8 @@ from ._layout import (
     P_PAIR_SLOPE,
     P_PAIR_SPAN,
     P_RETURN_FRAC,
+    P_SHARED_FRAC,
+    P_SHARED_MS,
     P_SPIKE_SPAN,
     P_SPIKE_Z,
     P_STUCK_FACTOR,
@@ -153,6 +155,7 @@ from ._layout import (
     S_SLOW,
     S_SLOW_REL,
     S_SPIKE_RUN,
+    S_SUSPECT_SINCE,
     S_T_FIRST,
     S_T_LAST,
     S_X_LAST,
@@ -193,6 +196,25 @@ def _group_median(t, st, grp_ptr, grp_mem, group, warm_ms, scratch):
     if k % 2 == 1:
         return window[k // 2], k
     return 0.5 * (window[k // 2 - 1] + window[k // 2]), k
+
+
+@njit(**JIT)
+def _shared(s, t, rising, params, st, grp_ptr, grp_mem, group, warm_ms):
+    """Did enough of the same sensors elsewhere leave their own levels the same way as
+    ``s`` did, from shared_hours before it left its own on?"""
+    since = min(st[s, S_SUSPECT_SINCE], t) - params[P_SHARED_MS]
+    heard = 0.0
+    others = 0.0
+    for j in range(grp_ptr[group], grp_ptr[group + 1]):
+        m = grp_mem[j]
+        if m == s or st[m, S_N] == 0.0 or t - st[m, S_T_LAST] > RECENT_MS:
+            continue
+        if st[m, S_T_LAST] - st[m, S_T_FIRST] < warm_ms:
+            continue
+        heard += 1.0
+        if st[m, S_SUSPECT_SINCE] >= since and (st[m, S_CUS_UP] > st[m, S_CUS_DOWN]) == rising:
+            others += 1.0
+    return others >= max(3.0, params[P_SHARED_FRAC] * heard)
 
 
 @njit(**JIT)
@@ -286,16 +308,27 @@ def _hourly_drift(s, t, local_hour, cfg, params, st, gst, grp_ptr, grp_mem, scra
     if abs(dz) > params[P_CORR_Z]:
         st[s, S_DEV_T] = t
     big = abs(dev) > params[P_DRIFT_SPAN] * span
-    if (up > h or down > h) and big:
+    if up < 0.25 * h and down < 0.25 * h:  # at rest
+        st[s, S_SUSPECT_SINCE] = -1.0
+    elif st[s, S_SUSPECT_SINCE] < 0.0:
+        st[s, S_SUSPECT_SINCE] = t
+    elif t - st[s, S_SUSPECT_SINCE] > params[P_MAX_FLAG_MS]:
+        # a change suspected this long is the new level. Counted from when the CUSUM
+        # left rest, not from the flag nor the suspicion: a residual hovering near the
+        # thresholds flags and is suspected on and off for weeks, the baseline frozen all
+        # along (a radio link whose first days were faded)
+        st[s, S_RB] = r
+        st[s, S_PU] = median
+        up = 0.0
+        down = 0.0
+        big = False
+        st[s, S_SUSPECT_SINCE] = -1.0
+    # a departure a fifth of the same sensors elsewhere share is the region's weather
+    # (a rain's runoff clouding the bay's waters), not this sensor drifting
+    if (up > h or down > h) and big and not _shared(s, t, up > down, params, st, grp_ptr,
+                                                     grp_mem, group, warm_ms):
         if st[s, S_FLAG_SINCE] < 0.0:
             st[s, S_FLAG_SINCE] = t
-        elif t - st[s, S_FLAG_SINCE] > params[P_MAX_FLAG_MS]:
-            # a change lasting this long is the new level
-            st[s, S_RB] = r
-            st[s, S_PU] = median
-            up = 0.0
-            down = 0.0
-            st[s, S_FLAG_SINCE] = -1.0
     else:
         st[s, S_FLAG_SINCE] = -1.0
         if abs(dz) < k:  # back at the baseline: whatever it was is over

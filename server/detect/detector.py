@@ -49,6 +49,7 @@ from ._layout import (
     S_MF,
     S_N,
     S_RB,
+    S_SUSPECT_SINCE,
     S_T_LAST,
     S_X_LAST,
     S_X_PREV,
@@ -190,7 +191,7 @@ class Detector:
         state = np.zeros((n, len(STATE_COLUMNS)), dtype=np.float64)
         state[:, [S_X_LAST, S_X_PREV, S_MF, S_RB, S_D_LAST]] = np.nan
         state[:, S_DEV_T] = NEVER
-        state[:, S_FLAG_SINCE] = -1.0
+        state[:, [S_FLAG_SINCE, S_SUSPECT_SINCE]] = -1.0
         return state, np.full((n, BINS), np.nan)
 
     # --- scoring ----------------------------------------------------------------------

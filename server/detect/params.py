@@ -103,6 +103,14 @@ class DetectorParams(BaseModel):
                                           "median is shrunk toward none as if the median had "
                                           "varied this much (variance, in typical ranges "
                                           "squared)")
+    shared_frac: float = Field(0.2, ge=0.0, le=1.0,
+                               description="drift: no sensor drifts when at least this "
+                                           "share of the same sensors elsewhere (and three) "
+                                           "left their own levels the same way ...")
+    shared_hours: float = Field(12.0, ge=0.0, le=1000.0,
+                                description="... from this many hours before it left its "
+                                            "own on (sensors do not fail together; a "
+                                            "region's rain moves them together)")
     profile_hold_hours: float = Field(6.0, ge=0.0, le=1000.0,
                                       description="the hour-of-day profile does not learn "
                                                   "for this long after the level was "
@@ -110,7 +118,8 @@ class DetectorParams(BaseModel):
     tz_offset_hours: float = Field(8.0, ge=-14.0, le=14.0,
                                    description="local time of the hour-of-day profile")
     max_flag_days: float = Field(7.0, gt=0.0, le=365.0,
-                                 description="a level change lasting longer becomes the level")
+                                 description="a level change suspected for longer becomes "
+                                             "the level")
     cross_alpha: float = Field(0.02, gt=0.0, le=1.0,
                                description="unused since the CUSUM drift detector")
     fast_hours: float = Field(1.0, gt=0.0, le=1000.0, description="time constant of the level")
@@ -147,6 +156,7 @@ class DetectorParams(BaseModel):
             "burst_span": self.burst_span, "burst_slow_thr": self.burst_slow_threshold,
             "pair_span": self.pair_span, "pair_slope": self.pair_slope,
             "pair_prior": self.pair_prior, "hold_ms": self.profile_hold_hours * HOUR_MS,
-            "gain_prior": self.gain_prior,
+            "gain_prior": self.gain_prior, "shared_frac": self.shared_frac,
+            "shared_ms": self.shared_hours * HOUR_MS,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

@@ -84,6 +84,7 @@ class _Series:
     hour: int = 0
     dev_t: float = -1e18
     flag_since: float = -1.0
+    suspect_since: float = -1.0
     profile: list[float] = field(default_factory=lambda: [math.nan] * BINS)
 
 
@@ -147,16 +148,32 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
         return
     if abs(dz) > p["corr_z"]:
         me.dev_t = t
-    if max(up, down) > h and abs(dev) > p["drift_span"] * span:
+    big = abs(dev) > p["drift_span"] * span
+    if max(up, down) < 0.25 * h:
+        me.suspect_since = -1.0
+    elif me.suspect_since < 0:
+        me.suspect_since = t
+    elif t - me.suspect_since > p["max_flag_ms"]:  # suspected this long: the new level
+        me.rb, me.pu, up, down, big, me.suspect_since = r, median, 0.0, 0.0, False, -1.0
+    if max(up, down) > h and big and not _shared(me, s, t, up > down, p, state, group_of):
         if me.flag_since < 0:
             me.flag_since = t
-        elif t - me.flag_since > p["max_flag_ms"]:
-            me.rb, me.pu, up, down, me.flag_since = r, median, 0.0, 0.0, -1.0
     else:
         me.flag_since = -1.0
         if abs(dz) < k:
             up, down = min(up, 0.5 * h), min(down, 0.5 * h)
     me.up, me.down = up, down
+
+
+def _shared(me, s, t, rising, p, state, group_of):
+    """Enough of the same sensors elsewhere left their levels the same way as ``me``,
+    from shared_hours before it left its own on (see ``_kernels._shared``)?"""
+    since = min(me.suspect_since, t) - p["shared_ms"]
+    heard = [state[m] for m in np.flatnonzero(group_of == group_of[s])
+             if m != s and state[m].n > 0 and t - state[m].t_last <= RECENT_MS
+             and state[m].t_last - state[m].t_first >= p["level_warm_ms"]]
+    others = sum(m.suspect_since >= since and (m.up > m.down) == rising for m in heard)
+    return others >= max(3.0, p["shared_frac"] * len(heard))
 
 
 def _hourly_pair(me, t, x, c, p, partner):
