@@ -236,3 +236,58 @@ def test_a_buoy_more_exposed_than_the_rest_is_no_drift_but_a_drifting_sensor_is(
     no_gain = _compare(series, rows, times, values, BUOYS.model_copy(
         update={"gain_prior": 100.0}))
     assert (no_gain.component_names()[rows == 7] == "drift").any()
+
+
+def _buoys(offsets: np.ndarray, days: float):
+    """Ten buoys on one moderate sea (wave height, every 5 minutes), each with its own
+    offset over time added (``offsets``: buoys x samples)."""
+    n, steps = offsets.shape
+    series = [SeriesInfo(k, f"b{k}", f"b{k}-wave", "wave_height", 300.0, "wave", "ecological_buoy")
+              for k in range(n)]
+    t = T0 + np.arange(steps, dtype=np.int64) * 300_000
+    hours = (t - T0) / 3_600_000.0
+    rng = np.random.default_rng(23)
+    values = (2.0 + 0.3 * np.sin(2 * np.pi * hours / 9.0)[None, :] + offsets
+              + rng.normal(0, 0.02, (n, steps)))
+    rows = np.repeat(np.arange(n), steps)
+    times = np.tile(t, n) + rows * 1000
+    order = np.lexsort((rows, times))
+    return series, rows[order], times[order], np.round(values.ravel()[order], 2), hours
+
+
+def _ramp(hours, start_h, rise_h, size):
+    return size * np.clip((hours - start_h) / rise_h, 0.0, 1.0)
+
+
+def test_a_rise_that_several_buoys_share_is_no_drift_but_one_alone_is():
+    days = 4.5
+    hours = np.arange(int(days * 288)) / 12.0
+    offsets = np.zeros((10, hours.size))
+    offsets[:4] = _ramp(hours, 60.0, 12.0, 1.0)  # four buoys: the region's water changed
+    offsets[9] = _ramp(hours, 80.0, 12.0, 1.0)  # one buoy alone, the same rise, later
+    series, rows, times, values, _ = _buoys(offsets, days)
+    got = _compare(series, rows, times, values, BUOYS)
+    drift = got.component_names() == "drift"
+    assert drift[rows == 9].any()
+    assert not drift[rows < 4].any()
+    # counted as shared only from a fifth of the others and at least three: with five
+    # buoys out of ten a pair rising together is two sensors, not the region
+    pair = np.zeros((5, hours.size))
+    pair[:2] = _ramp(hours, 60.0, 12.0, 1.0)
+    series, rows, times, values, _ = _buoys(pair, days)
+    got = _compare(series, rows, times, values, BUOYS)
+    assert (got.component_names()[rows == 0] == "drift").any()
+
+
+def test_a_level_suspected_for_longer_than_max_flag_days_becomes_the_level():
+    days = 4.0
+    hours = np.arange(int(days * 288)) / 12.0
+    offsets = np.zeros((6, hours.size))
+    offsets[0] = _ramp(hours, 30.0, 6.0, 1.0)  # a buoy moved to a rougher spot for good
+    series, rows, times, values, _ = _buoys(offsets, days)
+    params = BUOYS.model_copy(update={"max_flag_days": 1.0})
+    got = _compare(series, rows, times, values, params)
+    names = got.component_names()
+    late = times >= T0 + 3 * 86_400_000
+    assert (names[(rows == 0) & ~late] == "drift").any()
+    assert not (names[(rows == 0) & late] == "drift").any()
