@@ -261,6 +261,8 @@ def _hourly_drift(s, t, local_hour, cfg, params, st, gst, grp_ptr, grp_mem, scra
     if math.isnan(st[s, S_RB]):
         st[s, S_RB] = r
         st[s, S_PU] = median
+    elif math.isnan(st[s, S_PU]):  # a checkpoint from before the gain (upgrade_state)
+        st[s, S_PU] = median
     span = cfg[s, C_SPAN]
     floor = max(cfg[s, C_RES], params[P_DEV_FLOOR] * span)
     # the gain, shrunk toward none where the median has hardly moved; angles keep none

@@ -48,6 +48,9 @@ from ._layout import (
     S_FLAG_SINCE,
     S_MF,
     S_N,
+    S_PU,
+    S_PUU,
+    S_PUV,
     S_RB,
     S_SUSPECT_SINCE,
     S_T_LAST,
@@ -193,6 +196,16 @@ class Detector:
         state[:, S_DEV_T] = NEVER
         state[:, [S_FLAG_SINCE, S_SUSPECT_SINCE]] = -1.0
         return state, np.full((n, BINS), np.nan)
+
+    def upgrade_state(self, taken_width: int) -> None:
+        """After loading a checkpoint ``taken_width`` columns wide: before the drift check
+        had its gain on the cross-site median (``suspect_since`` came with it), the
+        regression columns served only the pair check, so the level rows' regression
+        starts fresh (a NaN mean is taken from the next hour's median)."""
+        if taken_width <= S_SUSPECT_SINCE:
+            level = self.cfg[:, C_LEVEL] > 0.0
+            self.state[level, S_PU] = np.nan
+            self.state[np.ix_(level, [S_PUU, S_PUV])] = 0.0
 
     # --- scoring ----------------------------------------------------------------------
 

@@ -115,6 +115,8 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
     me.hours += 1
     if math.isnan(me.rb):
         me.rb, me.pu = r, median
+    elif math.isnan(me.pu):  # a checkpoint from before the gain (Detector.upgrade_state)
+        me.pu = median
     span = c[C_SPAN]
     # regression of the residual on the group's median: rb and pu the means, puu the
     # median's variance, puv the covariance; the gain shrunk by a prior variance

@@ -148,7 +148,8 @@ def load_state(engine: Engine, data: bytes) -> bool:
     with np.load(io.BytesIO(zlib.decompress(data))) as saved:
         saved = {name: saved[name] for name in saved.files}
     width = engine.detector.state.shape[1]
-    if saved["state"].shape[1] < width:
+    taken_width = saved["state"].shape[1]
+    if taken_width < width:
         # taken before the detector's state grew (columns are only ever appended,
         # ``_layout.STATE_COLUMNS``): the old ones carry over, the new ones start as a
         # fresh series' would
@@ -161,6 +162,7 @@ def load_state(engine: Engine, data: bytes) -> bool:
             and np.array_equal(saved["rule_keys"], rule_keys)
             and saved["groups"].shape == engine.detector.groups.shape):
         engine.load_state(saved)
+        engine.detector.upgrade_state(taken_width)
         return True
     fresh = engine.state_arrays()
     old_row = {int(k): i for i, k in enumerate(saved["series_keys"])}
@@ -175,6 +177,7 @@ def load_state(engine: Engine, data: bytes) -> bool:
         if j is not None:
             fresh["rules"][i] = saved["rules"][j]
     engine.load_state(fresh)  # cross-site group medians relearn within the hour
+    engine.detector.upgrade_state(taken_width)
     return False
 
 

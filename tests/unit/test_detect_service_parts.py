@@ -13,6 +13,7 @@ from tidefield.protocol.codec import JSON, MSGPACK, decode_alert, encode_alert
 from tidefield.protocol.errors import IdentityMismatch, MalformedPayload, UnsupportedSchema
 from tidefield.protocol.messages import AlertAction, AlertNotice
 from tidefield.protocol.topics import alerts_topic, parse_topic
+from tidefield.server.detect._layout import S_PU, S_PUU, S_PUV, S_SUSPECT_SINCE
 from tidefield.server.detect.alerts import Engine
 from tidefield.server.detect.detector import Detector, SeriesInfo
 from tidefield.server.detect.rules import load_rules
@@ -107,4 +108,23 @@ def test_checkpoint_taken_before_the_state_grew_carries_over_its_columns():
     assert load_state(b, encode_state(a)) is True
     state = b.state_arrays()["state"]
     np.testing.assert_array_equal(state[:, :24], old[:, :24])
-    np.testing.assert_array_equal(state[:, 24:], _engine([11, 12]).state_arrays()["state"][:, 24:])
+    fresh = _engine([11, 12]).state_arrays()["state"]
+    np.testing.assert_array_equal(np.delete(state, S_PU, axis=1)[:, 24:],
+                                  np.delete(fresh, S_PU, axis=1)[:, 24:])
+    # the drift check's regression restarts: its mean is taken from the next hour's median
+    assert np.isnan(state[:, S_PU]).all()
+
+
+def test_checkpoint_from_before_the_drift_gain_restarts_the_level_rows_regression():
+    rng = np.random.default_rng(4)
+    times = np.arange(300, dtype=np.int64) * 60_000
+    a = _engine([11, 12])
+    a.process(np.zeros(300, dtype=np.int64), times, 7 + rng.normal(0, 0.1, 300))
+    a.detector.state[:, S_PU:S_PUV + 1] = 3.0  # what the pair check would have left
+    a.detector.state = np.ascontiguousarray(a.detector.state[:, :S_SUSPECT_SINCE])
+    b = _engine([11, 12])
+    assert load_state(b, encode_state(a)) is True
+    state = b.state_arrays()["state"]
+    assert np.isnan(state[:, S_PU]).all()  # dissolved oxygen is compared across sites
+    assert (state[:, [S_PUU, S_PUV]] == 0.0).all()
+    assert (state[:, S_SUSPECT_SINCE] == -1.0).all()
