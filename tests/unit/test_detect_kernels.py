@@ -198,27 +198,38 @@ def test_kernel_equals_reference_and_a_soil_probe_finds_which_of_its_pair_drifts
     assert set(got.category_names()[got.component_names() == "drift"]) == {"fault"}
 
 
+def _wave_buoys(values: np.ndarray):
+    """Buoys reporting wave height every 5 minutes, ``values`` one row per buoy, as one
+    batch in arrival order."""
+    n, steps = values.shape
+    series = [SeriesInfo(k, f"b{k}", f"b{k}-wave", "wave_height", 300.0, "wave", "ecological_buoy")
+              for k in range(n)]
+    t = T0 + np.arange(steps, dtype=np.int64) * 300_000
+    rows = np.repeat(np.arange(n), steps)
+    times = np.tile(t, n) + rows * 1000
+    order = np.lexsort((rows, times))
+    return series, rows[order], times[order], np.round(values.ravel()[order], 2)
+
+
+def _hours(days: float) -> np.ndarray:
+    return np.arange(int(days * 288)) / 12.0
+
+
 def _exposed_buoys(days: float = 4.5, drift_from_day: float = 3.0):
     """Eight buoys whose wave height is one regional sea times each one's exposure (0.6 to
     2): a moderate sea swinging over 9 hours (no hour-of-day profile can learn it), then
     on the third day a swell three times higher for 18 hours; the first buoy's sensor
     drifts up by 40 % of the typical range from ``drift_from_day`` on."""
     exposure = np.array([1.0, 0.6, 0.8, 1.0, 1.0, 1.2, 1.5, 2.0])
-    series = [SeriesInfo(k, f"b{k}", f"b{k}-wave", "wave_height", 300.0, "wave", "ecological_buoy")
-              for k in range(len(exposure))]
-    steps = int(days * 288)
-    t = T0 + np.arange(steps, dtype=np.int64) * 300_000
-    hours = (t - T0) / 3_600_000.0
+    hours = _hours(days)
     swell = (hours >= 48) & (hours < 66)
     sea = np.where(swell, 0.9, 0.3) * np.sin(2 * np.pi * hours / 9.0)
     rng = np.random.default_rng(17)
-    values = 2.0 + exposure[:, None] * sea[None, :] + rng.normal(0, 0.02, (len(exposure), steps))
-    ramp = np.clip((hours - 24 * drift_from_day) / (24 * (days - drift_from_day)), 0, None)
-    values[0] += 1.2 * ramp
-    rows = np.repeat(np.arange(len(exposure)), steps)
-    times = np.tile(t, len(exposure)) + rows * 1000
-    order = np.lexsort((rows, times))
-    return series, rows[order], times[order], np.round(values.ravel()[order], 2)
+    values = 2.0 + exposure[:, None] * sea[None, :] + rng.normal(0, 0.02, (len(exposure),
+                                                                            hours.size))
+    values[0] += 1.2 * np.clip((hours - 24 * drift_from_day) / (24 * (days - drift_from_day)),
+                               0, None)
+    return _wave_buoys(values)
 
 
 BUOYS = DetectorParams(warm_n=50, level_warm_days=0.5, slow_days=1.0, var_days=1.0,
@@ -238,21 +249,14 @@ def test_a_buoy_more_exposed_than_the_rest_is_no_drift_but_a_drifting_sensor_is(
     assert (no_gain.component_names()[rows == 7] == "drift").any()
 
 
-def _buoys(offsets: np.ndarray, days: float):
-    """Ten buoys on one moderate sea (wave height, every 5 minutes), each with its own
-    offset over time added (``offsets``: buoys x samples)."""
+def _buoys(offsets: np.ndarray):
+    """Buoys on one moderate sea, each with its own offset over time added (``offsets``:
+    buoys x samples)."""
     n, steps = offsets.shape
-    series = [SeriesInfo(k, f"b{k}", f"b{k}-wave", "wave_height", 300.0, "wave", "ecological_buoy")
-              for k in range(n)]
-    t = T0 + np.arange(steps, dtype=np.int64) * 300_000
-    hours = (t - T0) / 3_600_000.0
+    hours = np.arange(steps) / 12.0
     rng = np.random.default_rng(23)
-    values = (2.0 + 0.3 * np.sin(2 * np.pi * hours / 9.0)[None, :] + offsets
-              + rng.normal(0, 0.02, (n, steps)))
-    rows = np.repeat(np.arange(n), steps)
-    times = np.tile(t, n) + rows * 1000
-    order = np.lexsort((rows, times))
-    return series, rows[order], times[order], np.round(values.ravel()[order], 2), hours
+    return _wave_buoys(2.0 + 0.3 * np.sin(2 * np.pi * hours / 9.0)[None, :] + offsets
+                       + rng.normal(0, 0.02, (n, steps)))
 
 
 def _ramp(hours, start_h, rise_h, size):
@@ -260,31 +264,29 @@ def _ramp(hours, start_h, rise_h, size):
 
 
 def test_a_rise_that_several_buoys_share_is_no_drift_but_one_alone_is():
-    days = 4.5
-    hours = np.arange(int(days * 288)) / 12.0
+    hours = _hours(4.5)
     offsets = np.zeros((10, hours.size))
     offsets[:4] = _ramp(hours, 60.0, 12.0, 1.0)  # four buoys: the region's water changed
     offsets[9] = _ramp(hours, 80.0, 12.0, 1.0)  # one buoy alone, the same rise, later
-    series, rows, times, values, _ = _buoys(offsets, days)
+    series, rows, times, values = _buoys(offsets)
     got = _compare(series, rows, times, values, BUOYS)
     drift = got.component_names() == "drift"
     assert drift[rows == 9].any()
     assert not drift[rows < 4].any()
-    # counted as shared only from a fifth of the others and at least three: with five
-    # buoys out of ten a pair rising together is two sensors, not the region
+    # counted as shared only from a fifth of the others and at least three: of five
+    # buoys, a pair rising together is two sensors, not the region
     pair = np.zeros((5, hours.size))
     pair[:2] = _ramp(hours, 60.0, 12.0, 1.0)
-    series, rows, times, values, _ = _buoys(pair, days)
+    series, rows, times, values = _buoys(pair)
     got = _compare(series, rows, times, values, BUOYS)
     assert (got.component_names()[rows == 0] == "drift").any()
 
 
 def test_a_level_suspected_for_longer_than_max_flag_days_becomes_the_level():
-    days = 4.0
-    hours = np.arange(int(days * 288)) / 12.0
+    hours = _hours(4.0)
     offsets = np.zeros((6, hours.size))
     offsets[0] = _ramp(hours, 30.0, 6.0, 1.0)  # a buoy moved to a rougher spot for good
-    series, rows, times, values, _ = _buoys(offsets, days)
+    series, rows, times, values = _buoys(offsets)
     params = BUOYS.model_copy(update={"max_flag_days": 1.0})
     got = _compare(series, rows, times, values, params)
     names = got.component_names()
