@@ -28,9 +28,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import private_database, table
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.db import binary
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 MIN = 60_000
 

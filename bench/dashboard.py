@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api import load
 from bench.common import private_database, table
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 TARGET_MS = 2000
 PG_CONF = {"shared_buffers": "1GB", "max_wal_size": "8GB", "effective_cache_size": "4GB"}

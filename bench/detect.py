@@ -32,7 +32,7 @@ import time
 import numpy as np
 from sim import pin_to_one_cpu  # bench/ is the script's folder, first on the path
 
-from tidefield.server.detect import reference
+from tidefield.server.detect import detector_twins as reference
 from tidefield.server.detect.detector import Detector
 from tidefield.server.detect.evaluate import fleet_series
 from tidefield.sim.fleet import Fleet

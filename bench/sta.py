@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api import load, pct, timed
 from bench.common import private_database, table
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.api.sta.options import encode_skiptoken
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 PAGE = 1000
 DEEP = 10  # the page number timed (fewer when --days holds fewer pages)

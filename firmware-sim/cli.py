@@ -238,7 +238,7 @@ def fleet(
 
     from .events import InjectionPlan
     from .fleet import Fleet
-    from .publisher import FleetPublisher, SequenceFile, run_fleet
+    from .fleet_publisher import FleetPublisher, SequenceFile, run_fleet
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # first: building the fleet takes a while

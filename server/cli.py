@@ -125,7 +125,7 @@ def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is
     """Create a key and print it (the only time it is shown)."""
     import psycopg
 
-    from tidefield.server.api.keys import Scope, create_key
+    from tidefield.server.security.api_keys import Scope, create_key
 
     url = _require_db(_settings(database_url=database_url))
     try:
@@ -148,7 +148,7 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="the key's prefix or nam
     """Revoke a key at once."""
     import psycopg
 
-    from tidefield.server.api.keys import revoke_key
+    from tidefield.server.security.api_keys import revoke_key
 
     url = _require_db(_settings(database_url=database_url))
     with psycopg.connect(url) as conn:
@@ -164,7 +164,7 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
     """List keys (prefix, name, scopes, sites, created, revoked)."""
     import psycopg
 
-    from tidefield.server.api.keys import list_keys
+    from tidefield.server.security.api_keys import list_keys
 
     url = _require_db(_settings(database_url=database_url))
     with psycopg.connect(url) as conn:

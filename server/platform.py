@@ -163,7 +163,7 @@ class Platform:
     def _operator_key(self, conn: psycopg.Connection) -> str:
         """The key printed for the operator and given to the dashboard: created once,
         reused while it stays valid (not revoked)."""
-        from tidefield.server.api.keys import Scope, authenticate, create_key
+        from tidefield.server.security.api_keys import Scope, authenticate, create_key
 
         path = self.data_dir / OPERATOR_KEY_FILE
         if path.exists():

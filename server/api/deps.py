@@ -9,7 +9,7 @@ import psycopg
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
-from .keys import Principal, Scope, authenticate
+from tidefield.server.security.api_keys import Principal, Scope, authenticate
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="a key from `tidefield keys create`")

@@ -1,4 +1,4 @@
-"""The detector's Numba kernels: private, small, and each twinned in ``reference.py``.
+"""The detector's Numba kernels: private, small, and each twinned in ``detector_twins.py``.
 
 ``score_batch`` walks a batch of (series, time, value) in arrival order and updates the
 per-series state in place (``_layout.S_*`` columns, one row per series, plus a 24-bin

@@ -88,7 +88,7 @@ def run(
     from tidefield.server import logs
     from tidefield.server.settings import Settings
 
-    from .publisher import AlertPublisher
+    from .alert_publisher import AlertPublisher
     from .rules import RulesError
     from .service import DetectorService, Partition, ServiceError
 

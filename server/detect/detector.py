@@ -58,7 +58,7 @@ from ._layout import (
     S_X_PREV,
     STATE_COLUMNS,
 )
-from .params import DAY_MS, DetectorParams
+from .tuning import DAY_MS, DetectorParams
 
 NEVER = -1e18  # a time before anything
 

@@ -29,8 +29,8 @@ import numpy as np
 
 from .alerts import Alert, AlertBook, Engine, MemorySink
 from .detector import Detector, SeriesInfo
-from .params import DetectorParams
 from .rules import RuleSet, load_rules
+from .tuning import DetectorParams
 
 log = logging.getLogger(__name__)
 

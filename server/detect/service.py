@@ -53,8 +53,8 @@ from tidefield.server.settings import Settings
 from ._layout import CATEGORIES, COMPONENTS
 from .alerts import ACTOR, Alert, AlertBook, AlertKey, AlertOp, Engine
 from .detector import Detector, SeriesInfo
-from .params import DetectorParams
 from .rules import load_rules
+from .tuning import DetectorParams
 
 log = logging.getLogger(__name__)
 

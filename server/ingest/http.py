@@ -18,7 +18,7 @@ from tidefield.protocol.codec import Limits
 from tidefield.protocol.errors import RateLimited
 from tidefield.protocol.topics import ID_PATTERN, up_topic
 from tidefield.server.api.deps import check_site, require
-from tidefield.server.api.keys import Principal, Scope
+from tidefield.server.security.api_keys import Principal, Scope
 
 from . import metrics
 from .directory import DeviceDirectory

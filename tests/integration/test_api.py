@@ -16,8 +16,8 @@ from tidefield.protocol.messages import Batch, DeviceState, Reading, Status
 from tidefield.protocol.registry import load_sites
 from tidefield.protocol.topics import status_topic, up_topic
 from tidefield.server.api.app import create_app
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.ingest.pipeline import Envelope
+from tidefield.server.security.api_keys import Scope, create_key
 from tidefield.server.settings import Settings
 
 from .test_ingest_store import write

@@ -14,9 +14,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.db import binary
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 ROWS = 1_000_000
 

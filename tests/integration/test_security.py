@@ -22,17 +22,17 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import _scratch_dir
 from tests.support.processes import IngestService
-from tidefield.edge import publisher as edge_publisher
+from tidefield.edge import uplink as edge_publisher
 from tidefield.edge.agent import Agent
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.messages import Batch, DeviceState, Reading, Status
 from tidefield.protocol.topics import status_topic, up_topic
 from tidefield.server.api.app import create_app
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.embedded import MosquittoBroker, free_port, wait_for_port
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.pipeline import Envelope, prepare
 from tidefield.server.security.accounts import provision_device, provision_service
+from tidefield.server.security.api_keys import Scope, create_key
 from tidefield.server.security.dynsec import BrokerAccess
 from tidefield.server.security.tls import TlsFiles, ensure_dev_pki
 from tidefield.server.settings import Settings

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.registry import load_sites
 from tidefield.server.api.app import create_app
-from tidefield.server.api.keys import Scope, create_key
+from tidefield.server.security.api_keys import Scope, create_key
 from tidefield.server.settings import Settings
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ import pytest
 
 from tidefield.server.detect.alerts import AlertBook, Engine, MemorySink
 from tidefield.server.detect.detector import Detector, SeriesInfo
-from tidefield.server.detect.params import DetectorParams
 from tidefield.server.detect.rules import RulesError, load_rules
+from tidefield.server.detect.tuning import DetectorParams
 
 T0 = 1_743_465_600_000
 MIN = 60_000

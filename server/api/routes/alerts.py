@@ -25,7 +25,7 @@ from ..models import (
     Severity,
     SiteOverview,
 )
-from ..params import aware, time_range
+from ..time_params import aware, time_range
 from .devices import SILENT_INTERVALS, STATE_SQL
 
 router = APIRouter(tags=["alerts"], responses=ERRORS)

@@ -16,7 +16,7 @@ from ..models import (
     SeriesPage,
     json_response,
 )
-from ..params import aware, time_range
+from ..time_params import aware, time_range
 
 router = APIRouter(prefix="/series", tags=["series"], responses=ERRORS)
 
