@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from ..deps import ConnDep, Operator, Reader, check_site
+from tidefield.server.web.deps import ConnDep, Operator, Reader, check_site
+
 from ..models import (
     ERRORS,
     NOT_FOUND,

@@ -22,8 +22,8 @@ from tidefield.protocol.catalog import METRICS
 from tidefield.server.db import binary
 from tidefield.server.detect.detector import DetectorInputError, score_values
 from tidefield.server.detect.tuning import DetectorParams
+from tidefield.server.web.deps import ConnDep, Reader
 
-from ..deps import ConnDep, Reader
 from ..models import ERRORS, NOT_FOUND, json_response
 from ..time_params import time_range
 from .series import series_row

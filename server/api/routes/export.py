@@ -20,8 +20,8 @@ from fastapi.responses import StreamingResponse
 from psycopg import sql
 
 from tidefield.server.db import binary
+from tidefield.server.web.deps import ConnDep, Reader, check_site
 
-from ..deps import ConnDep, Reader, check_site
 from ..models import ERRORS, NOT_FOUND
 from ..time_params import time_range
 
