@@ -76,7 +76,7 @@ def main() -> None:
                 "ON d.id = s.device_id WHERE d.interval_s = 60 ORDER BY s.id LIMIT 1"
             ).fetchone()
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api", "--port",
                                  str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": url})
         base = f"http://127.0.0.1:{port}"
         sta = f"{base}/sta/v1.1"

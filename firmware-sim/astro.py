@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tidefield.protocol.units import DAY_MS, HOUR_MS
+
 from ._jit import PURE
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 LOCAL_OFFSET_MS = 8 * HOUR_MS  # China Standard Time, UTC+8, no daylight saving
 EPOCH_2000_MS = 946_684_800_000  # 2000-01-01T00:00Z: day-of-year origin
 J2000_MS = 946_728_000_000  # 2000-01-01T12:00Z: epoch of the lunar theory

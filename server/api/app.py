@@ -16,7 +16,7 @@ from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.http import HttpIngest, add_http_ingest
 from tidefield.server.ingest.ratelimit import device_budget
 from tidefield.server.security.wiring import client_ca_file
-from tidefield.server.settings import Settings
+from tidefield.server.settings import ApiSettings
 from tidefield.server.web.database import database_problem, open_pool
 from tidefield.server.web.errors import ErrorStyle, install_error_handlers, json_error
 from tidefield.server.web.metrics import metrics_router
@@ -58,8 +58,8 @@ ERROR_STYLE = ErrorStyle(render=_render_error,
                          bad_request_status=lambda request: 400 if _is_sta(request) else 422)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
     if not settings.database_url:
         raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
 

@@ -21,6 +21,8 @@ import math
 import numpy as np
 from numba import njit
 
+from tidefield.protocol.units import HOUR_MS
+
 from ._layout import (
     A_CLOSE,
     A_OPEN,
@@ -49,7 +51,6 @@ from ._layout import (
     G_COUNT,
     G_MEDIAN,
     G_SLOT,
-    HOUR_MS,
     K_DRIFT,
     K_GAP,
     K_LEVEL,

@@ -48,7 +48,7 @@ import psycopg
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.messages import AlertAction, AlertNotice
 from tidefield.server.db import binary
-from tidefield.server.settings import Settings
+from tidefield.server.settings import DetectorSettings
 
 from ._layout import CATEGORIES, COMPONENTS
 from .alerts import ACTOR, Alert, AlertBook, AlertKey, AlertOp, Engine
@@ -422,7 +422,7 @@ class DetectorService:
     """One partition's detector. ``run`` loops until ``stop`` is set (or, with
     ``until_ms``, until every reading up to it is scored)."""
 
-    def __init__(self, settings: Settings, partition: Partition = Partition(0, 1), *,
+    def __init__(self, settings: DetectorSettings, partition: Partition = Partition(0, 1), *,
                  since_ms: int | None = None, until_ms: int | None = None,
                  params: DetectorParams | None = None, publisher=None) -> None:
         if not settings.database_url:

@@ -22,7 +22,7 @@ from tidefield.server.db.retention import (
     enable_compression,
 )
 from tidefield.server.security.wiring import client_ca_file
-from tidefield.server.settings import Settings
+from tidefield.server.settings import IngestSettings
 from tidefield.server.web.database import database_problem, open_pool
 from tidefield.server.web.errors import install_error_handlers
 from tidefield.server.web.metrics import metrics_router
@@ -42,7 +42,7 @@ class Health(BaseModel):
     pending: int
 
 
-def worker_config(settings: Settings) -> WorkerConfig:
+def worker_config(settings: IngestSettings) -> WorkerConfig:
     return WorkerConfig(max_messages=settings.ingest_max_messages,
                         max_wait_s=settings.ingest_max_wait_ms / 1000,
                         strategy=settings.ingest_strategy, limits=settings.ingest_limits(),
@@ -51,8 +51,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
                         device_backlog_s=settings.ingest_device_backlog_days * 86_400)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
     if not settings.database_url:
         raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
     url = settings.database_url

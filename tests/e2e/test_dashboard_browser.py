@@ -52,7 +52,7 @@ def dashboard(db_url, tmp_path):
         env = {**os.environ, "TIDEFIELD_API_URL": api.url, "TIDEFIELD_API_KEY": key,
                "TIDEFIELD_DASHBOARD_LANGUAGE": "en", "TIDEFIELD_DASHBOARD_REFRESH_S": "0",
                "TIDEFIELD_DASHBOARD_PORT": str(port)}
-        proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "dashboard"],
+        proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "dashboard"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         url = f"http://127.0.0.1:{port}"

@@ -39,7 +39,7 @@ def api_server(pg_cluster, template_db):
                         SELECT id, 'hypoxia', 'event', 'critical', 'DO low', now(), now()
                         FROM sites ORDER BY id LIMIT 5""")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api",
+    proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api",
                              "--port", str(port)],
                             env={**os.environ, "TIDEFIELD_DATABASE_URL": url},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -297,7 +297,7 @@ def test_a_declared_schedule_judges_from_the_first_reading(tmp_path):
 def test_evaluate_takes_a_rules_file_and_refuses_a_bad_one(tmp_path):
     from typer.testing import CliRunner
 
-    from tidefield.server.cli import app
+    from tidefield.cli import app
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: {hypoxia: {condition: sideways}}\n")
