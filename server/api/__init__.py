@@ -2,7 +2,7 @@
 
     app.py          create_app(): routers, error style, the connection pool, /healthz
     models.py       response models (the OpenAPI schema)
-    time_params.py  time ranges and buckets from query strings, with 4xx errors
+    query_params.py query-string parameters routes share (time ranges, site, page size)
     routes/         one router per resource
     sta/            the SensorThings subset under /sta/v1.1
 

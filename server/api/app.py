@@ -22,7 +22,7 @@ from tidefield.server.web.errors import ErrorStyle, install_error_handlers, json
 from tidefield.server.web.metrics import metrics_router
 
 from . import sta
-from .routes import alerts, detect, devices, export, series, sites
+from .routes import alerts, anomalies, detect, devices, export, overview, series, sites
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return response
 
     for router in (sites.router, devices.router, series.router, detect.router,
-                   export.router, alerts.router):
+                   export.router, alerts.router, anomalies.router, overview.router):
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
     app.state.sta_statement_timeout_s = settings.sta_statement_timeout_s

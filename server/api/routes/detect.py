@@ -25,7 +25,7 @@ from tidefield.server.detect.tuning import DetectorParams
 from tidefield.server.web.deps import ConnDep, Reader
 
 from ..models import ERRORS, NOT_FOUND, json_response
-from ..time_params import time_range
+from ..query_params import time_range
 from .series import series_row
 
 router = APIRouter(prefix="/series", tags=["detection"], responses=ERRORS)

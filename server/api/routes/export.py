@@ -23,7 +23,7 @@ from tidefield.server.db import binary
 from tidefield.server.web.deps import ConnDep, Reader, check_site
 
 from ..models import ERRORS, NOT_FOUND
-from ..time_params import time_range
+from ..query_params import time_range
 
 router = APIRouter(prefix="/export", tags=["export"], responses=ERRORS)
 

@@ -17,7 +17,7 @@ from ..models import (
     SeriesPage,
     json_response,
 )
-from ..time_params import aware, time_range
+from ..query_params import aware, time_range
 
 router = APIRouter(prefix="/series", tags=["series"], responses=ERRORS)
 
