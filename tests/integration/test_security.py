@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import _scratch_dir
+from tests.conftest import scratch_dir
 from tests.support.processes import IngestService
 from tidefield.edge import uplink as edge_publisher
 from tidefield.edge.agent import Agent
@@ -63,7 +63,7 @@ class Secured:
 
 def _start_secured(db_url: str, *, devices: list[tuple[str, str]],
                    tls: TlsFiles | None = None) -> Secured:
-    base = _scratch_dir("tidefield-test-sec-")
+    base = scratch_dir("tidefield-test-sec-")
     passwords = {}
     with psycopg.connect(db_url) as conn:
         for site, device in devices:
@@ -366,7 +366,7 @@ def test_the_edge_agent_verifies_the_broker_certificate(db_url, tmp_path, monkey
     pki = ensure_dev_pki(tmp_path / "pki")
     rogue = ensure_dev_pki(tmp_path / "rogue")  # same names, another CA
     stack = _start_secured(db_url, devices=[("oc-031", "oc-031-gw")], tls=pki)
-    impostor = MosquittoBroker(_scratch_dir("tidefield-test-rogue-"), allow_anonymous=True,
+    impostor = MosquittoBroker(scratch_dir("tidefield-test-rogue-"), allow_anonymous=True,
                                extra_conf=rogue.broker_conf_lines(), tls=True)
     impostor.start()
     agents = []

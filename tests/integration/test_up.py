@@ -19,7 +19,7 @@ import pytest
 
 from tidefield.server.embedded import free_port
 
-from ..conftest import _scratch_dir
+from ..conftest import scratch_dir
 from .test_ingest_store import rollups_match_raw
 
 pytestmark = pytest.mark.timeout(900)
@@ -108,7 +108,7 @@ def _newest_reading(up: Up, site: str) -> str:
 
 def test_up_runs_the_platform_and_stops_cleanly():
     # /var/tmp, not pytest's private tmp_path: the embedded PostgreSQL runs as `postgres`
-    folder = _scratch_dir("tidefield-test-up-")
+    folder = scratch_dir("tidefield-test-up-")
     os.chmod(folder, 0o755)
     up = Up(folder)
     try:
