@@ -17,6 +17,7 @@ The compiler flags are in ``JIT`` only. ``cache=True`` keeps compiled kernels in
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -163,7 +164,8 @@ from ._layout import (
     S_X_PREV,
 )
 
-JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
+JIT: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy",
+                      "boundscheck": False}
 
 NEVER = -1e18  # a time before anything (detector.NEVER)
 RECENT_MS = 2.0 * HOUR_MS  # a group member heard from longer ago than this is not compared
