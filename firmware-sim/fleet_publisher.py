@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
 
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.messages import Batch, DeviceState, Status
@@ -62,11 +63,13 @@ class _Gateway:
         self.content_type = content_type
         self.props = mqtt.publish_properties(content_type)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object,
+                    reason_code: ReasonCode, properties: object) -> None:
         if not reason_code.is_failure:
             self.connected.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object,
+                       reason_code: ReasonCode, properties: object) -> None:
         self.connected.clear()
 
     def start(self) -> None:

@@ -310,7 +310,7 @@ class ModbusServerHandle:
     def __enter__(self) -> ModbusServerHandle:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

@@ -47,7 +47,7 @@ import psycopg
 
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.messages import AlertAction, AlertNotice
-from tidefield.server.db import binary
+from tidefield.server.db import binary, scalar
 from tidefield.server.settings import DetectorSettings
 
 from ._layout import CATEGORIES, COMPONENTS
@@ -344,11 +344,11 @@ class DatabaseSink:
             return
         # An alert of this condition is already active (left by an earlier run whose
         # state was lost): this episode continues it rather than opening a second one.
-        alert.id = cur.execute(
+        alert.id = scalar(cur.execute(
             """SELECT id FROM alerts WHERE site_id = %s AND rule = %s
                  AND coalesce(device_id, '') = coalesce(%s, '')
                  AND coalesce(series_id, 0) = coalesce(%s, 0) AND state <> 'closed'""",
-            (key.site_id, key.rule, key.device_id, key.series_key)).fetchone()[0]
+            (key.site_id, key.rule, key.device_id, key.series_key)))
         cur.execute("""UPDATE alerts SET updated_at = %s, value = %s, peak_value = %s,
                          state = CASE WHEN %s::timestamptz IS NULL THEN state
                                       ELSE 'closed' END,
@@ -465,8 +465,7 @@ class DetectorService:
             published = checkpoint.published_event_id
         else:
             watermark = self._first_watermark(conn)
-            published = conn.execute("SELECT coalesce(max(id), 0) FROM alert_events"
-                                     ).fetchone()[0]
+            published = scalar(conn.execute("SELECT coalesce(max(id), 0) FROM alert_events"))
             with conn.transaction():
                 write_checkpoint(conn, self.partition, watermark, encode_state(engine),
                                  published)
@@ -500,11 +499,11 @@ class DetectorService:
         now_ms = time.time() * 1000
         earliest = now_ms - self.settings.detect_history_days * 86_400_000
         # the hourly rollup is small, so finding the oldest history is cheap
-        row = conn.execute("SELECT min(bucket) FROM readings_1h WHERE bucket >= %s",
-                           (_ts(self._floor(earliest)),)).fetchone()
-        if row[0] is None:
+        oldest = scalar(conn.execute("SELECT min(bucket) FROM readings_1h WHERE bucket >= %s",
+                                     (_ts(self._floor(earliest)),)))
+        if oldest is None:
             return self._horizon()
-        return self._floor(max(earliest, _ms(row[0])) - 1)
+        return self._floor(max(earliest, _ms(oldest)) - 1)
 
     # --- the loop ----------------------------------------------------------------------
 
