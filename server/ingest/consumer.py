@@ -108,10 +108,10 @@ class MqttConsumer:
 
     def acknowledge(self, mids: list[object]) -> None:
         for mid in mids:
-            self.client.ack(mid, 1)
+            self.client.ack(mid, 1)  # type: ignore[arg-type]  # paho's message ids
 
     # --- paho callbacks (network thread) ------------------------------------------------
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object,
+    def _on_connect(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
                     reason_code: ReasonCode, properties: object) -> None:
         if reason_code.is_failure:
             log.error("broker refused the connection", extra={"reason": str(reason_code)})

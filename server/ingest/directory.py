@@ -83,7 +83,7 @@ class DeviceDirectory:
         if fresh is not None and metric in fresh.series:
             return fresh.series[metric]
         if self.policy is UnknownDevicePolicy.REGISTER and metric in METRICS:
-            series_id: int = scalar(self._connection().execute(
+            series_id = scalar(self._connection().execute(
                 "INSERT INTO series (device_id, metric) VALUES (%s, %s) "
                 "ON CONFLICT (device_id, metric) DO UPDATE SET metric = EXCLUDED.metric "
                 "RETURNING id", (device_id, metric)))

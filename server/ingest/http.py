@@ -77,6 +77,7 @@ class HttpIngest:
                         429, f"{RateLimited.reason}: this device is over its budget of "
                              f"{self.budget.rate:g} readings per second of device time",
                         headers={"Retry-After": str(retry_s)})
+                assert self._store is not None  # made with the connection above
                 result = self._store.write(prepared)
             except psycopg.OperationalError as exc:
                 self._conn = None
