@@ -13,10 +13,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
 
 from tidefield.protocol import mqtt
-from tidefield.server.ingest.directory import DeviceDirectory, UnknownDevicePolicy
-from tidefield.server.ingest.http import HttpIngest, add_http_ingest
-from tidefield.server.ingest.ratelimit import device_budget
-from tidefield.server.ingest.store import LoadStrategy
+from tidefield.server.ingest.http import add_http_ingest, http_ingest
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import ApiSettings
 from tidefield.server.web.database import database_problem, open_pool
@@ -69,10 +66,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = open_pool(url, max_size=10)
-        app.state.http_ingest = HttpIngest(
-            url, DeviceDirectory(url, UnknownDevicePolicy(settings.ingest_unknown_devices)),
-            settings.ingest_limits(), LoadStrategy(settings.ingest_strategy),
-            device_budget(settings))
+        app.state.http_ingest = http_ingest(url, settings)
         try:
             yield
         finally:

@@ -30,8 +30,7 @@ from tidefield.server.web.metrics import metrics_router
 
 from .consumer import MqttConsumer, claim_slot
 from .directory import DeviceDirectory, UnknownDevicePolicy
-from .http import HttpIngest, add_http_ingest
-from .ratelimit import device_budget
+from .http import add_http_ingest, http_ingest
 from .store import LoadStrategy
 from .worker import Worker, WorkerConfig
 
@@ -64,15 +63,13 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
         state.pool = open_pool(url, max_size=4)
-        unknown_devices = UnknownDevicePolicy(settings.ingest_unknown_devices)
-        state.http_ingest = HttpIngest(
-            url, DeviceDirectory(url, unknown_devices), settings.ingest_limits(),
-            LoadStrategy(settings.ingest_strategy), device_budget(settings))
+        state.http_ingest = http_ingest(url, settings)
         state.consumer = state.worker = state.scheduler = None
         slot, state.slot_lock = claim_slot(settings.data_dir.resolve() / "ingest-slots",
                                            settings.ingest_workers)
         if settings.mqtt_url:
-            directory = DeviceDirectory(url, unknown_devices)
+            directory = DeviceDirectory(
+                url, UnknownDevicePolicy(settings.ingest_unknown_devices))
             address = mqtt.parse_mqtt_url(settings.mqtt_url, ca_file=client_ca_file(settings))
             consumer: MqttConsumer | None = None
             state.worker = Worker(url, directory,
