@@ -2,7 +2,7 @@
 labelled simulated scenario.
 
     tidefield detect run [--partition i/n] [--since ISO] [--until ISO]
-    tidefield detect score-csv IN.csv [--metric NAME] [--interval-s N] > OUT.csv
+    tidefield detect score-csv IN.csv [--metric NAME] [--value-column C] [--tz Z] > OUT.csv
     tidefield detect evaluate --seed 23 --days 30 [--sites 250]
 
 Heavy imports happen inside the commands, so ``--help`` stays instant.
@@ -26,42 +26,11 @@ DEFAULT_START = "2025-04-01T00:00:00Z"
 DAY_MS = 86_400_000
 
 
-def _time_ms(text: str, line: int) -> int:
-    text = text.strip()
-    try:
-        return int(text) if text.lstrip("-").isdigit() else _iso_ms(text)
-    except ValueError:
-        raise typer.BadParameter(f"line {line}: timestamp {text!r} is neither ISO-8601 nor "
-                                 f"epoch milliseconds") from None
-
-
 def _iso_ms(text: str) -> int:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
-
-
-def read_series_csv(source) -> tuple[list[str], list[int], list[float]]:
-    """Rows of a ``timestamp,value`` CSV; BadParameter names the first bad line."""
-    reader = csv.reader(source)
-    header = next(reader, None)
-    if header is None or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
-        raise typer.BadParameter("the CSV must start with the header timestamp,value")
-    stamps, times, values = [], [], []
-    for line, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if len(row) < 2:
-            raise typer.BadParameter(f"line {line}: expected timestamp,value")
-        times.append(_time_ms(row[0], line))
-        stamps.append(row[0].strip())
-        text = row[1].strip()
-        try:
-            values.append(float(text) if text else float("nan"))
-        except ValueError:
-            raise typer.BadParameter(f"line {line}: value {text!r} is not a number") from None
-    return stamps, times, values
 
 
 @app.command()
@@ -124,34 +93,56 @@ def run(
 
 @app.command("score-csv")
 def score_csv(
-    path: Annotated[Path, typer.Argument(help="CSV with columns timestamp,value ('-': stdin)")],
+    path: Annotated[Path, typer.Argument(help="CSV with a header ('-': stdin)")],
     metric: Annotated[str | None, typer.Option(
         help="a catalog metric (its physical range and resolution); default: learned")] = None,
     interval_s: Annotated[float | None, typer.Option(
         help="sample interval in seconds (default: the median step)")] = None,
+    time_column: Annotated[str | None, typer.Option(
+        help="name (or 1-based number) of the time column; default: 'timestamp' (or "
+             "'time', 'datetime'...), else the first")] = None,
+    value_column: Annotated[str | None, typer.Option(
+        help="name (or 1-based number) of the value column; default: 'value', else the "
+             "second")] = None,
+    tz: Annotated[str, typer.Option(
+        "--tz", help="zone of times written without one: UTC, +10:00, or a name such as "
+                     "Australia/Brisbane")] = "UTC",
+    time_format: Annotated[str | None, typer.Option(
+        help="strptime format of the times when they are not ISO-8601 or epoch "
+             "seconds/ms, e.g. '%d/%m/%Y %H:%M'")] = None,
 ) -> None:
-    """Score a univariate series; writes timestamp,value,anomaly_score to stdout."""
-    import numpy as np
-
+    """Score a univariate series; writes timestamp,value,anomaly_score,component,category
+    to stdout, one row per input row in input order. Repeated or backward times, gaps,
+    blank/NaN/text cells and sentinels (-9999, 65535) are scored, never refused."""
     from .detector import DetectorInputError, score_values
+    from .series_csv import SeriesCsvError, parse_zone, read_series
 
     try:
-        if str(path) == "-":
-            stamps, times, values = read_series_csv(sys.stdin)
-        else:
-            with path.open(newline="", encoding="utf-8") as source:
-                stamps, times, values = read_series_csv(source)
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+        zone = parse_zone(tz)
+    except ValueError as exc:
+        typer.echo(f"error: --tz: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
-        scores = score_values(np.array(times, dtype=np.int64), np.array(values),
-                              metric=metric, interval_s=interval_s)
-    except DetectorInputError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        table = read_series(path, time_column=time_column, value_column=value_column,
+                            zone=zone, time_format=time_format)
+    except SeriesCsvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        scores = score_values(table.times_ms, table.values, metric=metric,
+                              interval_s=interval_s)
+    except DetectorInputError as exc:  # a bad option (an unknown metric, interval <= 0)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    note = table.summary()
+    if note:
+        typer.echo(f"{path}: {len(table)} rows scored; {note}", err=True)
     out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(("timestamp", "value", "anomaly_score"))
-    for stamp, value, score in zip(stamps, values, scores.score.tolist(), strict=True):
-        out.writerow((stamp, repr(value), f"{score:.4f}"))
+    out.writerow(("timestamp", "value", "anomaly_score", "component", "category"))
+    for row in zip(table.stamps, table.cells, scores.score.tolist(),
+                   scores.component_names().tolist(), scores.category_names().tolist(),
+                   strict=True):
+        out.writerow((row[0], row[1], f"{row[2]:.4f}", row[3], row[4]))
 
 
 @app.command()

@@ -141,8 +141,8 @@ def test_readings_at_or_before_the_watermark_are_not_scored_again():
 
 
 def test_bad_input_is_refused_with_a_reason():
-    with pytest.raises(DetectorInputError, match="increase"):
-        score_values(np.array([2, 1]), np.array([1.0, 2.0]))
+    # times that do not increase are a real logger's, scored (test_detect_score_csv.py)
+    assert score_values(np.array([2, 1]), np.array([1.0, 2.0])).score.shape == (2,)
     with pytest.raises(DetectorInputError, match="unknown metric"):
         score_values(np.array([1, 2]), np.array([1.0, 2.0]), metric="nope")
     detector = Detector(_fleet(1))
