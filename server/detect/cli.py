@@ -195,3 +195,41 @@ def evaluate(
         quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset)
         rate = false_alerts_per_site_week(quiet, len(chosen), start_ms, end_ms)
         typer.echo(f"fault-free run: {len(quiet.alerts)} alerts, {rate:.2f} per site per week")
+
+
+@app.command()
+def benchmark(
+    folders: Annotated[list[Path], typer.Argument(
+        help="dataset folders of labelled CSVs (timestamp,value,label, or SKAB's "
+             "multivariate timestamp,<sensors>,changepoint,label)")],
+    part: Annotated[str, typer.Option(
+        help="report, tuning or all: which files of a known dataset (the split is fixed "
+             "in server/detect/benchmark.py)")] = "report",
+    detectors: Annotated[str, typer.Option(
+        help="comma-separated: tidefield, zscore, qartod, hst")]
+        = "tidefield,zscore,qartod,hst",
+) -> None:
+    """Score Tidefield and the baselines against real labelled data; print per dataset
+    event-wise precision, recall and F1 at each one's default threshold, PR-AUC, median
+    detection delay, false alarms per series-month, and Tidefield's F1 over the best
+    baseline's."""
+    from .benchmark import DETECTORS, report_lines, run_benchmark
+
+    if part not in ("report", "tuning", "all"):
+        typer.echo(f"error: --part {part!r}: expected report, tuning or all", err=True)
+        raise typer.Exit(2)
+    chosen = [d.strip() for d in detectors.split(",") if d.strip()]
+    unknown = [d for d in chosen if d not in DETECTORS]
+    if unknown or not chosen:
+        typer.echo(f"error: --detectors: unknown {', '.join(unknown) or '(none given)'}; "
+                   f"known: {', '.join(DETECTORS)}", err=True)
+        raise typer.Exit(2)
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        typer.echo(f"error: not a folder: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    results = run_benchmark(folders, part=part, detectors=chosen)
+    for line in report_lines(results, part):
+        typer.echo(line)
+    if any(r.refused for r in results):
+        raise typer.Exit(1)
