@@ -48,6 +48,7 @@ from ._layout import (
     S_FLAG_SINCE,
     S_MF,
     S_N,
+    S_OWN_SINCE,
     S_PU,
     S_PUU,
     S_PUV,
@@ -197,7 +198,7 @@ class Detector:
         state = np.zeros((n, len(STATE_COLUMNS)), dtype=np.float64)
         state[:, [S_X_LAST, S_X_PREV, S_MF, S_RB, S_D_LAST]] = np.nan
         state[:, S_DEV_T] = NEVER
-        state[:, [S_FLAG_SINCE, S_SUSPECT_SINCE]] = -1.0
+        state[:, [S_FLAG_SINCE, S_SUSPECT_SINCE, S_OWN_SINCE]] = -1.0
         return state, np.full((n, BINS), np.nan)
 
     def upgrade_state(self, taken_width: int) -> None:
