@@ -111,9 +111,12 @@ def score_csv(
         help="strptime format of the times when they are not ISO-8601 or epoch "
              "seconds/ms, e.g. '%d/%m/%Y %H:%M'")] = None,
 ) -> None:
-    """Score a univariate series; writes timestamp,value,anomaly_score,component,category
-    to stdout, one row per input row in input order. Repeated or backward times, gaps,
-    blank/NaN/text cells and sentinels (-9999, 65535) are scored, never refused."""
+    """Score a univariate series; writes timestamp,value,anomaly_score,component,category,
+    qartod_flag,qartod_test to stdout, one row per input row in input order. Repeated or
+    backward times, gaps, blank/NaN/text cells and sentinels (-9999, 65535) are scored,
+    never refused."""
+    import numpy as np
+
     from .detector import DetectorInputError, score_values
     from .series_csv import SeriesCsvError, parse_zone, read_series
 
@@ -134,15 +137,25 @@ def score_csv(
     except DetectorInputError as exc:  # a bad option (an unknown metric, interval <= 0)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    from .detector import infer_interval_s, repair_clock
+    from .qartod import TESTS, combine, extra_tests, flags_from_detector
+
     note = table.summary()
     if note:
         typer.echo(f"{path}: {len(table)} rows scored; {note}", err=True)
+    clock = repair_clock(table.times_ms, 1000.0 * (interval_s or infer_interval_s(
+        table.times_ms)))
+    flag, test = combine(flags_from_detector(table.values, scores.score, scores.component,
+                                             scores.category),
+                         extra_tests(clock, table.values))
+    tests = np.asarray(TESTS, dtype=object)[test]
     out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(("timestamp", "value", "anomaly_score", "component", "category"))
+    out.writerow(("timestamp", "value", "anomaly_score", "component", "category",
+                  "qartod_flag", "qartod_test"))
     for row in zip(table.stamps, table.cells, scores.score.tolist(),
                    scores.component_names().tolist(), scores.category_names().tolist(),
-                   strict=True):
-        out.writerow((row[0], row[1], f"{row[2]:.4f}", row[3], row[4]))
+                   flag.tolist(), tests.tolist(), strict=True):
+        out.writerow((row[0], row[1], f"{row[2]:.4f}", *row[3:]))
 
 
 @app.command()

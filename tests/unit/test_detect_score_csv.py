@@ -66,13 +66,16 @@ def test_every_quirk_is_scored_one_row_per_input_row_in_input_order(tmp_path):
     _write(path, rows)
     code, out, err = _run(path)
     assert code == 0, err
-    assert out[0] == ["timestamp", "value", "anomaly_score", "component", "category"]
+    assert out[0] == ["timestamp", "value", "anomaly_score", "component", "category",
+                      "qartod_flag", "qartod_test"]
     body = out[1:]
     assert [(r[0], r[1]) for r in body] == rows  # count and order, cells as written
     scores = np.array([float(r[2]) for r in body])
     components = [r[3] for r in body]
     for quirk in ("blank", "nan", "text", "-9999", "65535"):  # a missing reading
         assert components[at[quirk]] == "range" and scores[at[quirk]] == 1.0, quirk
+        assert body[at[quirk]][5:] == ["9", "missing_value"]
+    assert body[at["spike"]][5:] in (["3", "spike_test"], ["4", "spike_test"])
     # readings after the clock went back are scored: the spike among them is found
     assert components[at["spike"]] == "spike" and scores[at["spike"]] >= 0.5
     assert components[at["gap"]] == "gap"
