@@ -171,11 +171,16 @@ def evaluate(
     rules: Annotated[Path | None, typer.Option(
         help="a rules file merged over the bundled rules, as TIDEFIELD_DETECT_RULES "
              "(default: the bundled rules alone)")] = None,
+    logger_quirks: Annotated[bool, typer.Option(
+        "--logger-quirks/--no-logger-quirks",
+        help="the loggers' irregular times, repeated timestamps and clock jumps "
+             "(sim.logger) in both runs")] = True,
 ) -> None:
     """Run the detector over a labelled firmware-sim scenario and print per-kind precision,
     recall, F1 and median time to detect, classification accuracy and false alerts."""
     from tidefield.protocol.registry import load_sites
     from tidefield.sim.fleet import Fleet
+    from tidefield.sim.logger import LoggerQuirks
     from tidefield.sim.scenario import scenario_plan
 
     from .evaluate import false_alerts_per_site_week, run_fleet, score_alerts
@@ -192,7 +197,8 @@ def evaluate(
     start_ms = _iso_ms(start)
     end_ms = start_ms + int(days * DAY_MS)
     fleet = Fleet(chosen, seed=seed, plan=scenario_plan(start_ms, end_ms))
-    run = run_fleet(fleet, start_ms, end_ms, ruleset=ruleset)
+    quirks = LoggerQuirks(seed) if logger_quirks else None
+    run = run_fleet(fleet, start_ms, end_ms, ruleset=ruleset, quirks=quirks)
     result = score_alerts(fleet, fleet.labels(start_ms, end_ms), run.alerts, end_ms)
     typer.echo(f"seed {seed}, {len(chosen)} sites, {days:g} days: {run.readings:,} readings, "
                f"{len(run.alerts)} alerts, detector busy {run.seconds_detecting:.1f} s")
@@ -205,7 +211,8 @@ def evaluate(
     typer.echo(f"fault/event classification: {result.classification:.3f} of "
                f"{result.classified} alerts matching a label")
     if clean:
-        quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset)
+        quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset,
+                          quirks=quirks)
         rate = false_alerts_per_site_week(quiet, len(chosen), start_ms, end_ms)
         typer.echo(f"fault-free run: {len(quiet.alerts)} alerts, {rate:.2f} per site per week")
 
