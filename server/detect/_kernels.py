@@ -220,7 +220,7 @@ def _tail_limit(st, s, column, ratio, learn, q, eta):
 
 
 @njit(**JIT)
-def _own_level(s, e, cfg, params, st):
+def _own_level(s, t, e, cfg, params, st):
     """Per reading, for a series no other sensor is compared with: its de-seasoned
     reading ``e`` against its own level, in units of its own spread (both learned over
     ``own_memory`` readings, frozen while a change is suspected, the residual clipped at
@@ -265,6 +265,8 @@ def _own_level(s, e, cfg, params, st):
         st[s, S_OWN_SINCE] = -1.0
     st[s, S_OWN_UP] = up
     st[s, S_OWN_DOWN] = down
+    if not learning and abs(dev) > params[P_CORR_Z] * sd:
+        st[s, S_DEV_T] = t  # far off its own level: corroborates the site's other series
     if max(up, down) > h and abs(dev) > params[P_OWN_SPAN] * cfg[s, C_SPAN]:
         return _ratio_score(max(up, down) / h)
     return 0.0
@@ -697,7 +699,7 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             if own and warm and not flagged:
                 # no other sensor to compare with: the series' own level; its profile
                 # learns nothing while a change is suspected
-                score = _own_level(s, e, cfg, params, st)
+                score = _own_level(s, t, e, cfg, params, st)
                 if score > best:
                     best = score
                     comp = K_DRIFT

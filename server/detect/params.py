@@ -91,12 +91,12 @@ class DetectorParams(BaseModel):
     drift_span: float = Field(0.13, ge=0.0, le=10.0,
                               description="and a residual at least this fraction of the "
                                           "typical range")
-    own_memory: float = Field(1000.0, ge=10.0, le=1e7,
+    own_memory: float = Field(300.0, ge=10.0, le=1e7,
                               description="a series compared with no other (no cross-site "
                                           "group: a CSV, a lone sensor) is checked against "
                                           "its own de-seasoned level and spread, learned "
                                           "over this many readings ...")
-    own_h: float = Field(120.0, gt=0.0, le=1e6,
+    own_h: float = Field(240.0, gt=0.0, le=1e6,
                          description="... by two CUSUMs (drift_k allowed free per reading, "
                                      "each reading at most level_z) alarming past this; "
                                      "flagged for own_memory readings it is the new level")

@@ -187,7 +187,7 @@ def _tail(level: float, ratio: float, learn: bool, p) -> tuple[float, float]:
     return limit, level
 
 
-def _own_level(me, e, c, p):
+def _own_level(me, t, e, c, p):
     """The own-level check of a series with no cross-site group (see
     ``_kernels._own_level``); returns the score of a flagged change or 0."""
     me.own_n += 1
@@ -216,6 +216,8 @@ def _own_level(me, e, c, p):
     elif me.own_n - me.own_since > p["own_memory"]:  # suspected this long: the new level
         me.own_base, up, down, me.own_since = e, 0.0, 0.0, -1.0
     me.own_up, me.own_down = up, down
+    if not learning and abs(dev) > p["corr_z"] * sd:
+        me.dev_t = t  # far off its own level: corroborates the site's other series
     if max(up, down) > h and abs(dev) > p["own_span"] * c[C_SPAN]:
         return _ratio(max(up, down) / h)
     return 0.0
@@ -406,7 +408,7 @@ def score_batch(series, times, values, cfg, params):
                 me.mf = e
             me.mf += c[C_A_FAST] * (e - me.mf)
             if group_of[s] < 0 and c[C_PARTNER] < 0 and warm and not flagged:
-                own = _own_level(me, e, c, p)
+                own = _own_level(me, t, e, c, p)
                 if own > best:
                     best, comp = own, K_DRIFT
                 flagged = flagged or me.own_since >= 0  # suspected
