@@ -22,7 +22,9 @@ Event-wise scoring (fixed before any real-data run, docs/detection.md):
   label 0 (steps between label-0 readings, each at most 10 typical steps), in months of
   30 days;
 * PR-AUC: average precision of the scores over every row (label 1 positive), pooled
-  over the dataset's series: a figure that needs no threshold.
+  over the dataset's series: a figure that needs no threshold;
+* calibration: the 90th percentile over series of their false alarms per month (next to
+  the pooled rate), and the share of readings at or over the threshold.
 
 The summary "over all four" is the mean of the per-dataset F1s.
 """
@@ -182,6 +184,8 @@ class Tally:
     labels: list[np.ndarray] = field(default_factory=list)
     series: int = 0
     readings: int = 0
+    flagged: int = 0  # readings at or over the threshold (missing ones included)
+    per_series: list[tuple[int, float]] = field(default_factory=list)  # (false, normal s)
 
     @property
     def precision(self) -> float:
@@ -204,6 +208,16 @@ class Tally:
     def false_per_month(self) -> float:
         months = self.normal_s / MONTH_S
         return (self.alarms - self.true_alarms) / months if months > 0 else float("nan")
+
+    @property
+    def flagged_share(self) -> float:
+        return self.flagged / self.readings if self.readings else float("nan")
+
+    def false_per_month_p90(self) -> float:
+        """The 90th percentile over series of their false alarms per month: how evenly
+        the default threshold holds across series (calibration)."""
+        rates = [f / (n / MONTH_S) for f, n in self.per_series if n > MONTH_S / 30]
+        return float(np.percentile(rates, 90)) if rates else float("nan")
 
     @property
     def median_delay_min(self) -> float:
@@ -262,7 +276,10 @@ def tally_series(tally: Tally, series: Series, score: np.ndarray, alarm: np.ndar
             delay = (series.times_ms[max(first, start)] - series.times_ms[start]) / 60_000.0
             tally.delays_min.append(max(0.0, float(delay)))
     tally.true_alarms += sum(hit)
-    tally.normal_s += normal_seconds(series.times_ms, labels)
+    normal = normal_seconds(series.times_ms, labels)
+    tally.normal_s += normal
+    tally.per_series.append((len(alarms) - sum(hit), normal))
+    tally.flagged += int(alarm.sum())
     tally.scores.append(score)
     tally.labels.append(labels)
 
@@ -334,11 +351,13 @@ def report_lines(results: Sequence[DatasetResult], part: str) -> list[str]:
                      + (f"; REFUSED {len(result.refused)}" if result.refused else ""))
         lines.extend(f"  refused: {why}" for why in result.refused)
         lines.append(f"  {'detector':10} {'alarms':>6} {'P':>5} {'R':>5} {'F1':>5} "
-                     f"{'PR-AUC':>6} {'delay min':>9} {'false/series-month':>18}")
+                     f"{'PR-AUC':>6} {'delay min':>9} {'false/series-month':>18} "
+                     f"{'p90 series':>10} {'flagged':>7}")
         for name, t in result.tallies.items():
             lines.append(f"  {name:10} {t.alarms:6d} {t.precision:5.2f} {t.recall:5.2f} "
                          f"{t.f1:5.2f} {t.pr_auc:6.3f} {t.median_delay_min:9.1f} "
-                         f"{t.false_per_month:18.2f}")
+                         f"{t.false_per_month:18.2f} {t.false_per_month_p90():10.2f} "
+                         f"{100 * t.flagged_share:6.2f}%")
             means.setdefault(name, []).append(t.f1)
         lines.append("  " + ratio_line({k: v.f1 for k, v in result.tallies.items()}))
     if len(results) > 1:
