@@ -13,8 +13,11 @@ Event-wise scoring (fixed before any real-data run, docs/detection.md):
 * an event is a run of consecutive label-1 rows; an alarm a run of rows scored at or over
   the detector's threshold, runs fewer than ``MERGE_ROWS`` rows apart being one alarm; a
   missing reading (blank, text, sentinel) is an alarm for every detector alike;
-* an alarm that overlaps an event widened by ``TOLERANCE_ROWS`` rows each side is true,
-  any other alarm false; an event is found when a true alarm overlaps it;
+* an alarm that starts inside an event widened by ``TOLERANCE_ROWS`` rows each side is
+  true, any other alarm false; an event is found when a true alarm starts in it. An
+  alarm counts where it starts, as an alert opens: an alarm already on when the event
+  began was raised for something else (and a detector that alarms all the time scores
+  no precision; counting overlap instead gave such a one a true alarm per file);
 * precision = true alarms / alarms, recall = events found / events, F1 of the two, pooled
   over the series of a dataset; delay = time from an event's first row to the first
   alarm on it (0 when the alarm came first), median over the events found;
@@ -154,9 +157,33 @@ def hst_scorer(times_ms, values, utc_offset_hours):
     return half_space_trees(values)
 
 
+def zscore_tuned_scorer(times_ms, values, utc_offset_hours):
+    from .baselines import TUNED, rolling_zscore
+
+    z = rolling_zscore(values)
+    return z, z >= TUNED["zscore_threshold"]
+
+
+def qartod_tuned_scorer(times_ms, values, utc_offset_hours):
+    from .baselines import QARTOD_THRESHOLD, TUNED, qartod
+
+    flags = qartod(times_ms, values, widen=TUNED["qartod_widen"],
+                   rate_sd=TUNED["qartod_rate_sd"])
+    return flags, flags >= QARTOD_THRESHOLD
+
+
+def hst_tuned_scorer(times_ms, values, utc_offset_hours):
+    from .baselines import TUNED, half_space_trees
+
+    return half_space_trees(values, quantile=TUNED["hst_quantile"])
+
+
 DETECTORS: dict[str, Scorer] = {"tidefield": tidefield_scorer, "zscore": zscore_scorer,
-                                "qartod": qartod_scorer, "hst": hst_scorer}
-BASELINES = ("zscore", "qartod", "hst")
+                                "qartod": qartod_scorer, "hst": hst_scorer,
+                                "zscore*": zscore_tuned_scorer, "qartod*": qartod_tuned_scorer,
+                                "hst*": hst_tuned_scorer}
+# '*': the baseline with its settings chosen on the tuning part (baselines.TUNED)
+BASELINES = ("zscore", "qartod", "hst", "zscore*", "qartod*", "hst*")
 
 
 # --- event-wise matching ----------------------------------------------------------------
@@ -267,8 +294,8 @@ def tally_series(tally: Tally, series: Series, score: np.ndarray, alarm: np.ndar
     for start, end in events:
         lo, hi = max(0, start - TOLERANCE_ROWS), min(n, end + TOLERANCE_ROWS)
         first = None
-        for k, (a, b) in enumerate(alarms):
-            if a < hi and b > lo:
+        for k, (a, _) in enumerate(alarms):
+            if lo <= a < hi:  # an alarm counts where it starts, as an alert opens
                 hit[k] = True
                 first = a if first is None else min(first, a)
         if first is not None:

@@ -226,8 +226,9 @@ def benchmark(
         help="report, tuning or all: which files of a known dataset (the split is fixed "
              "in server/detect/benchmark.py)")] = "report",
     detectors: Annotated[str, typer.Option(
-        help="comma-separated: tidefield, zscore, qartod, hst")]
-        = "tidefield,zscore,qartod,hst",
+        help="comma-separated: tidefield, zscore, qartod, hst, and each baseline with its "
+             "settings tuned on the tuning part: zscore*, qartod*, hst*")]
+        = "tidefield,zscore,qartod,hst,zscore*,qartod*,hst*",
 ) -> None:
     """Score Tidefield and the baselines against real labelled data; print per dataset
     event-wise precision, recall and F1 at each one's default threshold, PR-AUC, median
