@@ -80,8 +80,8 @@ from ._layout import (
     P_LEVEL_Z,
     P_MAX_FLAG_MS,
     P_MAX_SPIKE_RUN,
-    P_NOISE_ETA,
-    P_NOISE_Q,
+    P_NOISE_DOWN,
+    P_NOISE_UP,
     P_OWN_H,
     P_OWN_MEMORY,
     P_OWN_SPAN,
@@ -134,8 +134,8 @@ from ._layout import (
     RS_UPDATED,
     RS_VALUE,
     S_BURST,
-    S_BURST_Q,
     S_BURST_REL,
+    S_BURST_TAIL,
     S_CUS_DOWN,
     S_CUS_UP,
     S_D_LAST,
@@ -152,8 +152,8 @@ from ._layout import (
     S_OWN_BASE,
     S_OWN_DOWN,
     S_OWN_N,
-    S_OWN_Q,
     S_OWN_SINCE,
+    S_OWN_TAIL,
     S_OWN_UP,
     S_OWN_VAR,
     S_PU,
@@ -200,22 +200,25 @@ def _count_run(st, s, length, decay, long_run):
     st[s, S_FLAT_LONG] = st[s, S_FLAT_LONG] * keep + (length if length >= long_run else 0.0)
 
 
+TAIL_FLOOR = math.exp(-2.0)  # how far under its threshold a learned tail may sink
+
+
 @njit(**JIT)
-def _tail_limit(st, s, column, ratio, learn, q, eta):
+def _tail_limit(st, s, column, ratio, learn, up, down):
     """A threshold in units of the fixed one: 1, or where higher the series' own learned
-    ``q`` quantile of ``ratio`` (a statistic over its threshold), so the default alarm
-    means a like rate of false alarms on every series. The quantile is tracked in the
-    logarithm (state ``column``) by a Robbins-Monro step: up ``eta * q`` when a reading
-    is above it, down ``eta * (1 - q)`` otherwise. The limit is taken before this
-    reading's step, so a change does not excuse itself at once."""
+    quantile of ``ratio`` (a statistic over its threshold), so the default alarm means a
+    like rate of false alarms on every series. The quantile (state ``column``, 0 before
+    any is learned) follows a Robbins-Monro step in the logarithm, taken as factors: times
+    ``up`` when a reading is above it, times ``down`` otherwise (params.noise_quantile and
+    noise_eta). The limit is taken before this reading's step, so a change does not excuse
+    itself at once."""
     level = st[s, column]
-    limit = math.exp(level) if level > 0.0 else 1.0
+    if level == 0.0:
+        level = 1.0
+    limit = max(level, 1.0)
     if learn:
-        if math.log(max(ratio, 1e-12)) > level:
-            level += eta * q
-        else:
-            level -= eta * (1.0 - q)
-        st[s, column] = max(level, -2.0)
+        level = level * up if ratio > level else level * down
+        st[s, column] = max(level, TAIL_FLOOR)
     return limit
 
 
@@ -244,8 +247,8 @@ def _own_level(s, t, e, cfg, params, st):
     up = 0.0
     down = 0.0
     if not learning:
-        h *= _tail_limit(st, s, S_OWN_Q, max(st[s, S_OWN_UP], st[s, S_OWN_DOWN]) / h, True,
-                         params[P_NOISE_Q], params[P_NOISE_ETA])
+        h *= _tail_limit(st, s, S_OWN_TAIL, max(st[s, S_OWN_UP], st[s, S_OWN_DOWN]) / h,
+                         True, params[P_NOISE_UP], params[P_NOISE_DOWN])
         step = min(max(dev / sd, -lz), lz)
         up = min(max(0.0, st[s, S_OWN_UP] + step - k), 2.0 * h)
         down = min(max(0.0, st[s, S_OWN_DOWN] - step - k), 2.0 * h)
@@ -625,9 +628,9 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             slow /= params[P_BURST_SLOW_THR]
             # both against the series' own tail of them: where bursts are ordinary (a
             # turbidity probe in every storm) the threshold rises to what is rare here
-            limit = _tail_limit(st, s, S_BURST_Q, max(burst, slow),
-                                not at_bound and not away, params[P_NOISE_Q],
-                                params[P_NOISE_ETA])
+            limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow),
+                                not at_bound and not away, params[P_NOISE_UP],
+                                params[P_NOISE_DOWN])
             burst /= limit
             slow /= limit
             bursting = warm and ((burst > 1.0 and st[s, S_BURST] > span_floor)

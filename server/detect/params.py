@@ -183,7 +183,10 @@ class DetectorParams(BaseModel):
             "pair_prior": self.pair_prior, "hold_ms": self.profile_hold_hours * HOUR_MS,
             "gain_prior": self.gain_prior, "shared_frac": self.shared_frac,
             "shared_ms": self.shared_hours * HOUR_MS, "flat_share": self.flat_share,
-            "noise_q": self.noise_quantile, "noise_eta": self.noise_eta,
+            # the tail quantile's Robbins-Monro step in the logarithm (up eta * q above
+            # it, down eta * (1 - q) below), as factors: no log or exp per reading
+            "noise_up": float(np.exp(self.noise_eta * self.noise_quantile)),
+            "noise_down": float(np.exp(-self.noise_eta * (1.0 - self.noise_quantile))),
             "own_memory": self.own_memory, "own_h": self.own_h, "own_span": self.own_span,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

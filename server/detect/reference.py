@@ -87,14 +87,14 @@ class _Series:
     suspect_since: float = -1.0
     flat_all: float = 0.0  # readings of ended runs (off a bound), decayed
     flat_long: float = 0.0  # of those, in runs stuck_min_run long
-    burst_q: float = 0.0  # the learned quantile of log(burst statistic / threshold)
+    burst_tail: float = 0.0  # the learned quantile of the burst statistic / threshold
     own_n: int = 0  # the own-level check (a series with no cross-site group)
     own_base: float = 0.0
     own_var: float = 0.0
     own_up: float = 0.0
     own_down: float = 0.0
     own_since: float = -1.0
-    own_q: float = 0.0  # the learned quantile of log(larger own CUSUM / own_h)
+    own_tail: float = 0.0  # the learned quantile of the larger own CUSUM / own_h
     profile: list[float] = field(default_factory=lambda: [math.nan] * BINS)
 
 
@@ -179,11 +179,11 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
 
 def _tail(level: float, ratio: float, learn: bool, p) -> tuple[float, float]:
     """(limit, next level) of a learned tail quantile (see ``_kernels._tail_limit``)."""
-    limit = math.exp(level) if level > 0 else 1.0
+    level = 1.0 if level == 0.0 else level
+    limit = max(level, 1.0)
     if learn:
-        above = math.log(max(ratio, 1e-12)) > level
-        level = max(level + p["noise_eta"] * (p["noise_q"] if above else p["noise_q"] - 1.0),
-                    -2.0)
+        level = max(level * (p["noise_up"] if ratio > level else p["noise_down"]),
+                    math.exp(-2.0))
     return limit, level
 
 
@@ -200,7 +200,7 @@ def _own_level(me, t, e, c, p):
     learning = me.own_n <= p["warm_n"]
     up = down = 0.0
     if not learning:
-        limit, me.own_q = _tail(me.own_q, max(me.own_up, me.own_down) / h, True, p)
+        limit, me.own_tail = _tail(me.own_tail, max(me.own_up, me.own_down) / h, True, p)
         h *= limit
         z = min(max(dev / sd, -lz), lz)
         up = min(max(0.0, me.own_up + z - k), 2.0 * h)
@@ -359,7 +359,7 @@ def score_batch(series, times, values, cfg, params):
             slow = min(me.slow / scale2, me.slow_rel / scale_rel) / p["burst_slow_thr"]
             # the series' own noise tail: a quantile of log(max(burst, slow)) tracked by
             # Robbins-Monro steps, the limit taken before this reading's step
-            limit, me.burst_q = _tail(me.burst_q, max(burst, slow),
+            limit, me.burst_tail = _tail(me.burst_tail, max(burst, slow),
                                       not bound(x) and not away, p)
             burst, slow = burst / limit, slow / limit
             bursting = warm and ((burst > 1.0 and me.burst > p["burst_span"] * span)
