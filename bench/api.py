@@ -28,9 +28,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import private_database, table
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.db import binary
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 MIN = 60_000
 
@@ -98,7 +98,7 @@ def main() -> None:
                 "SELECT d.site_id, s.id FROM series s JOIN devices d ON d.id = s.device_id "
                 "WHERE s.metric = 'dissolved_oxygen' ORDER BY s.id LIMIT 1").fetchone()
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api", "--port",
                                  str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": url})
         base = f"http://127.0.0.1:{port}/api/v1"
         try:

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api import load
 from bench.common import private_database, table
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 TARGET_MS = 2000
 PG_CONF = {"shared_buffers": "1GB", "max_wal_size": "8GB", "effective_cache_size": "4GB"}
@@ -200,7 +200,7 @@ def time_browser(api_url: str, key: str, paths: dict[str, str], rounds: int
     env = {**os.environ, "TIDEFIELD_API_URL": api_url, "TIDEFIELD_API_KEY": key,
            "TIDEFIELD_DASHBOARD_REFRESH_S": "0", "TIDEFIELD_DASHBOARD_PORT": str(port),
            "TIDEFIELD_DASHBOARD_LANGUAGE": "en"}
-    proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "dashboard"],
+    proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "dashboard"],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     options = webdriver.ChromeOptions()
@@ -261,7 +261,7 @@ def main() -> None:
         with psycopg.connect(url) as conn:
             key = create_key(conn, "bench", [Scope.READ, Scope.OPERATE])
         port = free_port()
-        api = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api", "--port",
+        api = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api", "--port",
                                 str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": url})
         api_url = f"http://127.0.0.1:{port}"
         os.environ.update({"TIDEFIELD_API_URL": api_url, "TIDEFIELD_API_KEY": key,

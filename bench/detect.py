@@ -37,14 +37,14 @@ import warnings
 import numpy as np
 from sim import pin_to_one_cpu  # bench/ is the script's folder, first on the path
 
-from tidefield.server.detect import reference
+from tidefield.protocol.units import HOUR_MS
+from tidefield.server.detect import detector_twins as reference
 from tidefield.server.detect.detector import Detector
 from tidefield.server.detect.evaluate import fleet_series
 from tidefield.sim.fleet import Fleet
 from tidefield.sim.scenario import scenario_plan
 
 START_MS = 1_743_465_600_000  # 2025-04-01T00:00Z
-HOUR_MS = 3_600_000
 
 COLD_START = """
 import time

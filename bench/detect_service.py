@@ -30,14 +30,14 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import private_database
+from tidefield.protocol.units import HOUR_MS
 from tidefield.server.backfill import backfill
 from tidefield.server.detect.service import DetectorService, read_window
-from tidefield.server.settings import Settings
+from tidefield.server.settings import DetectorSettings
 from tidefield.sim.events import InjectionPlan
 from tidefield.sim.fleet import Fleet
 
 START_MS = 1_751_328_000_000  # 2025-07-01T00:00Z
-HOUR_MS = 3_600_000
 CONF = {"shared_buffers": "512MB", "max_wal_size": "4GB", "synchronous_commit": "off"}
 
 
@@ -57,7 +57,8 @@ def main() -> None:
             for t in range(START_MS, end, HOUR_MS):
                 n_raw += read_window(conn, ids, t, t + HOUR_MS)[0].shape[0]
             raw_s = time.perf_counter() - began
-        service = DetectorService(Settings(database_url=url), since_ms=START_MS, until_ms=end)
+        service = DetectorService(DetectorSettings(database_url=url), since_ms=START_MS,
+                                  until_ms=end)
         began = time.perf_counter()
         service.run(threading.Event())
         service_s = time.perf_counter() - began

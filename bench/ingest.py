@@ -32,7 +32,7 @@ from tidefield.protocol.codec import MSGPACK
 from tidefield.protocol.messages import Batch, Reading
 from tidefield.protocol.registry import load_sites
 from tidefield.server.db import binary
-from tidefield.sim.publisher import FleetPublisher
+from tidefield.sim.fleet_publisher import FleetPublisher
 
 MIN = 60_000
 PER_BATCH = 500  # readings per MQTT message: an edge agent flushing its backlog (--per-batch)

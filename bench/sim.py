@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tidefield.protocol.units import DAY_MS
 from tidefield.sim.fleet import DEFAULT_CHUNK_MS, Fleet
 from tidefield.sim.scenario import scenario_plan, write_scenario
 
 START_MS = 1_743_465_600_000  # 2025-04-01T00:00Z, the scenario command's default
-DAY_MS = 86_400_000
 
 
 def pin_to_one_cpu(cpu: int) -> str:

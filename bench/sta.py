@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api import load, pct, timed
 from bench.common import private_database, table
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.api.sta.options import encode_skiptoken
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 PAGE = 1000
 DEEP = 10  # the page number timed (fewer when --days holds fewer pages)
@@ -76,7 +76,7 @@ def main() -> None:
                 "ON d.id = s.device_id WHERE d.interval_s = 60 ORDER BY s.id LIMIT 1"
             ).fetchone()
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api", "--port",
                                  str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": url})
         base = f"http://127.0.0.1:{port}"
         sta = f"{base}/sta/v1.1"

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import streamlit as st
 
 from tidefield.protocol.registry import load_geojson
-from tidefield.server.settings import Settings
 
 from .client import ApiClient, ApiRefused
+from .settings import DashboardSettings
 
 # How long answers are reused. Live state is short (the auto-refresh shows fresh data);
 # the registry changes when an admin edits it, so ten minutes is fine.
@@ -40,8 +40,8 @@ def _cached(ttl: int):
 
 
 @st.cache_resource
-def settings() -> Settings:
-    return Settings()
+def settings() -> DashboardSettings:
+    return DashboardSettings()
 
 
 @st.cache_resource

@@ -32,9 +32,9 @@ from .config import EdgeConfig
 from .drivers import DRIVERS, DriverConfig, Fault
 from .errors import DriverUnusable, EdgeError
 from .health import CpuMeter, LatencyMeter, rss_mb
-from .publisher import Publisher
 from .queue import DiskQueue
 from .retry import backoff
+from .uplink import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""``tidefield edge ...``: the agent's commands as a Typer sub-app (mounted by the server's
-CLI). The agent's machinery is imported only when a command runs."""
+"""``tidefield edge ...``: the agent's commands as a Typer app (the ``tidefield`` command,
+``tidefield.cli``, mounts it). The agent's machinery is imported only when a command runs."""
 
 from __future__ import annotations
 

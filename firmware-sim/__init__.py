@@ -12,7 +12,7 @@ in any chunks, or ask for "now", and the numbers agree.
 Modules: ``physics`` (signal models), ``astro`` (sun and tide), ``rng`` (counter-based
 randomness), ``render`` (noise, quantisation, faults, time order), ``sites`` (site
 parameters), ``events`` (injection planning), ``fleet``, ``scenario``, ``modbus``,
-``reference`` (plain NumPy twins of the kernels).
+``simulator_twins`` (plain NumPy twins of the kernels).
 
 Names are imported lazily so ``tidefield sim --help`` does not load Numba.
 """

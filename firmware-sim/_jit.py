@@ -23,13 +23,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
-JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+JIT: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy"}
 # For kernels that never allocate: without Numba's reference counting, passing arrays
 # (parameters, keys, the day table) into a small function costs nothing, where the atomic
 # increments and decrements would cost ~10x the function's own work. Such a kernel must
 # not create arrays (Numba refuses to compile one that does).
-PURE = {**JIT, "_nrt": False}
+PURE: dict[str, Any] = {**JIT, "_nrt": False}
 
 _KERNEL_MODULES = ("_jit.py", "rng.py", "astro.py", "physics.py", "render.py")
 _STAMP = "sim-kernels.stamp"

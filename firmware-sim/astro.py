@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tidefield.protocol.units import DAY_MS, HOUR_MS
+
 from ._jit import PURE
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 LOCAL_OFFSET_MS = 8 * HOUR_MS  # China Standard Time, UTC+8, no daylight saving
 EPOCH_2000_MS = 946_684_800_000  # 2000-01-01T00:00Z: day-of-year origin
 J2000_MS = 946_728_000_000  # 2000-01-01T12:00Z: epoch of the lunar theory
@@ -144,15 +144,15 @@ def hours_since_sunset(solar_hours, half_day):
 # --- tide -----------------------------------------------------------------------------
 
 # Mean longitudes in degrees: value at J2000 and rate per Julian century (Meeus 47.1-47.7).
-_S0, _S_RATE = 218.3164477, 481267.88123421  # Moon
-_H0, _H_RATE = 280.46646, 36000.76983  # Sun
-_P0, _P_RATE = 83.3532465, 4069.0137287  # lunar perigee
+S0, S_RATE = 218.3164477, 481267.88123421  # Moon
+H0, H_RATE = 280.46646, 36000.76983  # Sun
+P0, P_RATE = 83.3532465, 4069.0137287  # lunar perigee
 _CENTURY_MS = 36525.0 * DAY_MS
 
 # Constituents as Doodson multipliers of (T, s, h, p) plus a phase in degrees, where
 # T = 180° + 15°/h * UT is the mean solar hour angle at Greenwich. Speeds follow.
 CONSTITUENTS = ("M2", "S2", "N2", "K1", "O1")
-_DOODSON = np.array([
+DOODSON = np.array([
     # T    s     h    p   phase
     [2.0, -2.0, 2.0, 0.0, 0.0],  # M2  principal lunar semidiurnal   12.4206 h
     [2.0, 0.0, 0.0, 0.0, 0.0],  # S2  principal solar semidiurnal   12.0000 h
@@ -160,9 +160,9 @@ _DOODSON = np.array([
     [1.0, 0.0, 1.0, 0.0, 90.0],  # K1  luni-solar diurnal            23.9345 h
     [1.0, -2.0, 1.0, 0.0, -90.0],  # O1  principal lunar diurnal     25.8193 h
 ])
-_RATES_DEG_PER_MS = np.array([15.0 / HOUR_MS, _S_RATE / _CENTURY_MS,
-                              _H_RATE / _CENTURY_MS, _P_RATE / _CENTURY_MS])
-SPEEDS_DEG_PER_HOUR = _DOODSON[:, :4] @ _RATES_DEG_PER_MS * HOUR_MS
+_RATES_DEG_PER_MS = np.array([15.0 / HOUR_MS, S_RATE / _CENTURY_MS,
+                              H_RATE / _CENTURY_MS, P_RATE / _CENTURY_MS])
+SPEEDS_DEG_PER_HOUR = DOODSON[:, :4] @ _RATES_DEG_PER_MS * HOUR_MS
 PERIODS_HOURS = 360.0 / SPEEDS_DEG_PER_HOUR
 
 # Qingdao (Xiaomaidao / Dagang gauges, rounded): amplitude in m, Greenwich phase lag g in
@@ -177,8 +177,8 @@ def _arguments(t_ms):
     centuries = (t_ms - J2000_MS) / _CENTURY_MS
     hour_angle = 180.0 + 15.0 * ((t_ms % DAY_MS) / HOUR_MS)
     # no "% 360": cos takes the large angles (~1e5 degrees a century) without loss
-    return (hour_angle, _S0 + _S_RATE * centuries, _H0 + _H_RATE * centuries,
-            _P0 + _P_RATE * centuries)
+    return (hour_angle, S0 + S_RATE * centuries, H0 + H_RATE * centuries,
+            P0 + P_RATE * centuries)
 
 
 @njit(**PURE)
@@ -192,7 +192,7 @@ def tide(t_ms, amplitude, phase_deg, lag_deg):
     hour_angle, moon, sun_, perigee = _arguments(t_ms)
     level = 0.0
     rate = 0.0
-    for i in range(_DOODSON.shape[0]):
+    for i in range(DOODSON.shape[0]):
         arg = _constituent_argument(i, hour_angle, moon, sun_, perigee, phase_deg, lag_deg)
         level += amplitude[i] * np.cos(arg)
         rate -= amplitude[i] * np.sin(arg) * SPEEDS_DEG_PER_HOUR[i] * DEG
@@ -204,7 +204,7 @@ def tide_level(t_ms, amplitude, phase_deg, lag_deg):
     """The level alone (half the trigonometry of ``tide``)."""
     hour_angle, moon, sun_, perigee = _arguments(t_ms)
     level = 0.0
-    for i in range(_DOODSON.shape[0]):
+    for i in range(DOODSON.shape[0]):
         arg = _constituent_argument(i, hour_angle, moon, sun_, perigee, phase_deg, lag_deg)
         level += amplitude[i] * np.cos(arg)
     return level
@@ -212,7 +212,7 @@ def tide_level(t_ms, amplitude, phase_deg, lag_deg):
 
 @njit(**PURE)
 def _constituent_argument(i, hour_angle, moon, sun_, perigee, phase_deg, lag_deg):
-    row = _DOODSON[i]
+    row = DOODSON[i]
     band_lag = lag_deg if row[0] == 2.0 else 0.5 * lag_deg
     return (row[0] * hour_angle + row[1] * moon + row[2] * sun_ + row[3] * perigee
             + row[4] - phase_deg[i] - band_lag) * DEG

@@ -20,11 +20,12 @@ from typing import Annotated
 
 import typer
 
+from tidefield.protocol.units import DAY_MS
+
 app = typer.Typer(help="Simulated fleet: labelled scenarios, Modbus devices, live values.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 DEFAULT_START = "2025-04-01T00:00:00Z"  # spring: frosts possible, irrigation season on
-DAY_MS = 86_400_000
 
 Seed = Annotated[int, typer.Option(help="random seed: the same seed gives the same data")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="log progress to stderr")]
@@ -238,7 +239,7 @@ def fleet(
 
     from .events import InjectionPlan
     from .fleet import Fleet
-    from .publisher import FleetPublisher, SequenceFile, run_fleet
+    from .fleet_publisher import FleetPublisher, SequenceFile, run_fleet
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # first: building the fleet takes a while

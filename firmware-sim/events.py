@@ -41,15 +41,15 @@ from typing import Protocol
 import numpy as np
 
 from tidefield.protocol.catalog import METRICS
+from tidefield.protocol.units import DAY_MS, HOUR_MS, MINUTE_MS
 
 from . import physics as ph
 from . import render as rd
-from .astro import DAY_MS, HOUR_MS, local_day_start_ms
+from .astro import local_day_start_ms
 from .rng import stream_key
 
 log = logging.getLogger(__name__)
 
-MINUTE_MS = 60_000
 THIRTY_DAYS_MS = 30 * DAY_MS
 _ATTEMPTS = 24  # candidates tried per planned anomaly before giving up on it
 

@@ -30,10 +30,10 @@ import numpy as np
 
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.messages import Batch, Reading
+from tidefield.protocol.units import DAY_MS, HOUR_MS
 
 from . import physics as ph
 from . import render as rd
-from .astro import DAY_MS, HOUR_MS
 from .events import InjectionPlan, Label, SitePlan, plan_site
 from .rng import stream_key
 from .sites import series_keys, setting_of, site_climate

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 
 import msgpack
 
+from tidefield.protocol.units import DAY_MS
+
 from .catalog import METRICS
 from .errors import (
     IdentityMismatch,
@@ -61,7 +63,6 @@ _CONTENT_TYPES = {
 }
 
 _MAX_SEQ = 2**63 - 1
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
+from tidefield.protocol.units import HOUR_MS
 from tidefield.server.ingest.store import Store
 
 log = logging.getLogger(__name__)
 
-HOUR_MS = 3_600_000
 
 Progress = Callable[[int, int], None]  # (readings written, ms of history done)
 

@@ -1,15 +1,20 @@
-"""The `tidefield` command. Subcommands import their machinery lazily, so `tidefield edge`
-on a Raspberry Pi never loads the server's dependencies and `--help` is instant."""
+"""The server's commands (`tidefield up`, `api`, `ingest`, `db`, `keys`, ...), a Typer app
+that the `tidefield` command (``tidefield.cli``) mounts beside the other parts' commands.
+Each command imports its machinery when it runs, so `--help` is instant."""
 
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
+SettingsT = TypeVar("SettingsT", bound="BaseSettings")
 
 app = typer.Typer(help="Tidefield: IoT platform for Qingdao's smart farms and ocean sites.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,42 +32,18 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(tls_app, name="tls")
 
 
-def _mount_lazily() -> None:
-    """Sub-apps of other packages; their modules import heavy things only inside commands."""
-    from tidefield.edge.cli import app as edge_app
-    from tidefield.server.detect.cli import app as detect_app
-    from tidefield.sim.cli import app as sim_app
-
-    app.add_typer(sim_app, name="sim")
-    app.add_typer(edge_app, name="edge")
-    app.add_typer(detect_app, name="detect")
-
-
-_mount_lazily()
-
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", envvar="TIDEFIELD_DATABASE_URL",
     help="postgresql:// URL (default: TIDEFIELD_DATABASE_URL)")]
 
 
-def _settings(**overrides):
-    """The process's settings, or exit 2 naming each bad variable (or option)."""
-    from pydantic import ValidationError
-
+def _settings(cls: type[SettingsT], **options: Any) -> SettingsT:
+    """The process's settings, or exit 2 naming each bad variable (or option); logging set
+    up from them."""
+    from tidefield.protocol.settings import load
     from tidefield.server import logs
-    from tidefield.server.settings import Settings
 
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        settings = Settings(**given)
-    except ValidationError as exc:
-        for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else None
-            where = ("" if field is None else f"--{field.replace('_', '-')}: "
-                     if field in given else f"TIDEFIELD_{field.upper()}: ")
-            message = error["msg"].removeprefix("Value error, ")
-            typer.echo(f"configuration error: {where}{message}", err=True)
-        raise typer.Exit(2) from None
+    settings = load(cls, **options)
     logs.configure(settings.log_level, settings.log_format)
     return settings
 
@@ -79,8 +60,9 @@ def _require_db(settings) -> str:
 def db_migrate(database_url: DatabaseUrl = None) -> None:
     """Apply the schema migrations that are missing (safe to run any time)."""
     from tidefield.server.db.migrate import migrate
+    from tidefield.server.settings import AdminSettings
 
-    url = _require_db(_settings(database_url=database_url))
+    url = _require_db(_settings(AdminSettings, database_url=database_url))
     applied = migrate(url)
     typer.echo(f"applied {len(applied)} migration(s)" if applied else "schema is up to date")
 
@@ -95,8 +77,9 @@ def registry_load(database_url: DatabaseUrl = None,
 
     from tidefield.protocol.registry import load_sites
     from tidefield.server.db.registry import load_registry
+    from tidefield.server.settings import AdminSettings
 
-    url = _require_db(_settings(database_url=database_url))
+    url = _require_db(_settings(AdminSettings, database_url=database_url))
     with psycopg.connect(url) as conn:
         summary = load_registry(conn, load_sites(sites_csv))
     typer.echo(f"registry: {summary.sites} sites, {summary.devices} devices, "
@@ -125,9 +108,10 @@ def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is
     """Create a key and print it (the only time it is shown)."""
     import psycopg
 
-    from tidefield.server.api.keys import Scope, create_key
+    from tidefield.server.security.api_keys import Scope, create_key
+    from tidefield.server.settings import AdminSettings
 
-    url = _require_db(_settings(database_url=database_url))
+    url = _require_db(_settings(AdminSettings, database_url=database_url))
     try:
         scopes = [Scope(s) for s in scope]
     except ValueError as exc:
@@ -148,9 +132,10 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="the key's prefix or nam
     """Revoke a key at once."""
     import psycopg
 
-    from tidefield.server.api.keys import revoke_key
+    from tidefield.server.security.api_keys import revoke_key
+    from tidefield.server.settings import AdminSettings
 
-    url = _require_db(_settings(database_url=database_url))
+    url = _require_db(_settings(AdminSettings, database_url=database_url))
     with psycopg.connect(url) as conn:
         count = revoke_key(conn, key.split("_")[1] if key.startswith("tf_") else key)
     if not count:
@@ -164,9 +149,10 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
     """List keys (prefix, name, scopes, sites, created, revoked)."""
     import psycopg
 
-    from tidefield.server.api.keys import list_keys
+    from tidefield.server.security.api_keys import list_keys
+    from tidefield.server.settings import AdminSettings
 
-    url = _require_db(_settings(database_url=database_url))
+    url = _require_db(_settings(AdminSettings, database_url=database_url))
     with psycopg.connect(url) as conn:
         for prefix, name, scopes, sites, created, revoked in list_keys(conn):
             typer.echo(f"{prefix}\t{name}\t{','.join(scopes)}\t{','.join(sites or ['*'])}\t"
@@ -203,8 +189,9 @@ def devices_provision(
     import psycopg
 
     from tidefield.server.security.accounts import ProvisioningError, provision_device
+    from tidefield.server.settings import AdminSettings
 
-    settings = _settings(database_url=database_url)
+    settings = _settings(AdminSettings, database_url=database_url)
     with psycopg.connect(_require_db(settings)) as conn:
         try:
             credentials = provision_device(conn, site, device, rotate=rotate)
@@ -227,8 +214,9 @@ def devices_service(role: Annotated[str, typer.Argument(
     import psycopg
 
     from tidefield.server.security.accounts import ProvisioningError, provision_service
+    from tidefield.server.settings import AdminSettings
 
-    settings = _settings(database_url=database_url)
+    settings = _settings(AdminSettings, database_url=database_url)
     with psycopg.connect(_require_db(settings)) as conn:
         try:
             credentials = provision_service(conn, role)
@@ -247,8 +235,9 @@ def devices_revoke(username: Annotated[str, typer.Argument(
     import psycopg
 
     from tidefield.server.security.accounts import revoke
+    from tidefield.server.settings import AdminSettings
 
-    settings = _settings(database_url=database_url)
+    settings = _settings(AdminSettings, database_url=database_url)
     with psycopg.connect(_require_db(settings)) as conn:
         if not revoke(conn, username):
             typer.echo(f"error: no active login {username!r}", err=True)
@@ -264,8 +253,9 @@ def devices_list(all_: Annotated[bool, typer.Option("--all", help="revoked ones 
     import psycopg
 
     from tidefield.server.security.accounts import list_logins
+    from tidefield.server.settings import AdminSettings
 
-    url = _require_db(_settings(database_url=database_url))
+    url = _require_db(_settings(AdminSettings, database_url=database_url))
     with psycopg.connect(url) as conn:
         for login in list_logins(conn, include_revoked=all_):
             typer.echo(f"{login.username}\t{login.kind}\t{login.site_id or '*'}\t"
@@ -279,7 +269,9 @@ def devices_sync(database_url: DatabaseUrl = None) -> None:
     registry load added devices to a site whose gateway has a login)."""
     import psycopg
 
-    settings = _settings(database_url=database_url)
+    from tidefield.server.settings import AdminSettings
+
+    settings = _settings(AdminSettings, database_url=database_url)
     with psycopg.connect(_require_db(settings)) as conn:
         _sync_broker(conn, settings)
 
@@ -320,7 +312,9 @@ def api(database_url: DatabaseUrl = None,
 
     import uvicorn
 
-    settings = _settings(database_url=database_url, api_host=host, api_port=port,
+    from tidefield.server.settings import ApiSettings
+
+    settings = _settings(ApiSettings, database_url=database_url, api_host=host, api_port=port,
                          api_workers=workers)
     _require_db(settings)
     # worker processes build their own Settings from the environment
@@ -329,32 +323,6 @@ def api(database_url: DatabaseUrl = None,
                 port=settings.api_port, workers=settings.api_workers,
                 log_level=settings.log_level.lower(), access_log=False,
                 **_uvicorn_tls(settings))
-
-
-@app.command()
-def dashboard(host: Annotated[str | None, typer.Option(
-                  help="default: TIDEFIELD_DASHBOARD_HOST")] = None,
-              port: Annotated[int | None, typer.Option(
-                  help="default: TIDEFIELD_DASHBOARD_PORT")] = None) -> None:
-    """Run the operators' dashboards (Streamlit) on the API at TIDEFIELD_API_URL, with the
-    key in TIDEFIELD_API_KEY."""
-    import os
-    from importlib.resources import files
-
-    settings = _settings(dashboard_host=host, dashboard_port=port)
-    if settings.api_key is None:
-        typer.echo("error: no API key: set TIDEFIELD_API_KEY (`tidefield keys create "
-                   "control-room --scope read --scope operate` makes one)", err=True)
-        raise typer.Exit(2)
-    entry = files("tidefield.dashboards") / "app.py"
-    # Streamlit takes over this process; it reads the same TIDEFIELD_ environment.
-    os.execv(sys.executable, [
-        sys.executable, "-m", "streamlit", "run", str(entry),
-        "--server.address", settings.dashboard_host,
-        "--server.port", str(settings.dashboard_port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.runOnSave", "false",
-        "--client.toolbarMode", "viewer", "--client.showErrorDetails", "type",
-        "--theme.base", "light"])
 
 
 @app.command()
@@ -373,8 +341,10 @@ def ingest(database_url: DatabaseUrl = None,
 
     import uvicorn
 
-    settings = _settings(database_url=database_url, mqtt_url=mqtt_url, ingest_workers=workers,
-                         ingest_port=port)
+    from tidefield.server.settings import IngestSettings
+
+    settings = _settings(IngestSettings, database_url=database_url, mqtt_url=mqtt_url,
+                         ingest_workers=workers, ingest_port=port)
     _require_db(settings)
     # The worker processes read the same settings from the environment.
     for name, value in settings.model_dump(exclude_none=True).items():
@@ -407,9 +377,10 @@ def up(database_url: DatabaseUrl = None,
     """Run the whole platform on this machine until Ctrl-C: database and broker (embedded
     unless URLs are given), ingest, API, dashboard, detector and a simulated fleet."""
     from tidefield.server.platform import Platform
+    from tidefield.server.settings import UpSettings
 
-    settings = _settings(database_url=database_url, mqtt_url=mqtt_url, data_dir=data_dir,
-                         up_backfill_days=backfill_days, up_fleet=fleet,
+    settings = _settings(UpSettings, database_url=database_url, mqtt_url=mqtt_url,
+                         data_dir=data_dir, up_backfill_days=backfill_days, up_fleet=fleet,
                          up_dashboard=dashboard, up_detector=detector)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -435,21 +406,12 @@ def status(data_dir: Annotated[Path | None, typer.Option(
     """What `tidefield up` runs, the ingest rate, ingest queue depth and open alerts."""
     import json
 
+    from tidefield.server.settings import UpSettings
     from tidefield.server.status import collect, render
 
-    settings = _settings(data_dir=data_dir)
+    settings = _settings(UpSettings, data_dir=data_dir)
     report = collect(settings.data_dir.resolve())
     typer.echo(json.dumps(report, indent=1, default=str) if as_json else render(report))
     if not report["running"]:
         raise typer.Exit(3)
 
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -32,16 +32,16 @@ import httpx
 import psycopg
 
 from tidefield.protocol.registry import load_sites
+from tidefield.protocol.units import DAY_MS
 from tidefield.server.db.migrate import migrate
 from tidefield.server.db.registry import load_registry
 from tidefield.server.embedded import MosquittoBroker, PostgresCluster
 from tidefield.server.security.wiring import EmbeddedBroker, client_ca_file, prepare_embedded_broker
-from tidefield.server.settings import Settings
+from tidefield.server.settings import UpSettings
 from tidefield.server.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 
-DAY_MS = 86_400_000
 READY_TIMEOUT_S = 120.0  # first start compiles Numba kernels and imports Streamlit
 OPERATOR_KEY_FILE = "operator.key"
 STATE_FILE = "up.json"
@@ -61,7 +61,7 @@ class Component:
     """A supervised part of the platform: whether it runs, and how to start it."""
 
     name: str
-    enabled: Callable[[Settings], bool]
+    enabled: Callable[[UpSettings], bool]
     child: Callable[[Platform], Child]
     wait_ready: bool = False  # the next components need it serving first
     after_backfill: bool = False
@@ -70,19 +70,19 @@ class Component:
 def _ingest(p: Platform) -> Child:
     s = p.settings
     url = f"{p.http_scheme}://{s.ingest_host}:{s.ingest_port}"
-    return Child("ingest", _python("tidefield.server.cli", "ingest"),
+    return Child("ingest", _python("tidefield.cli", "ingest"),
                  env=p.child_env(mqtt_login="ingest"),
                  ready=_http_ok(f"{url}/healthz", p.ca_file), url=url)
 
 
 def _api(p: Platform) -> Child:
-    return Child("api", _python("tidefield.server.cli", "api"), env=p.child_env(mqtt_login="api"),
+    return Child("api", _python("tidefield.cli", "api"), env=p.child_env(mqtt_login="api"),
                  ready=_http_ok(f"{p.api_url}/healthz", p.ca_file), url=f"{p.api_url}/docs")
 
 
 def _dashboard(p: Platform) -> Child:
     s = p.settings
-    return Child("dashboard", _python("tidefield.server.cli", "dashboard"),
+    return Child("dashboard", _python("tidefield.cli", "dashboard"),
                  env={**p.child_env(), "TIDEFIELD_API_URL": p.api_url,
                       "TIDEFIELD_API_KEY": p.operator_key,
                       "TIDEFIELD_DASHBOARD_HOST": "127.0.0.1",
@@ -103,7 +103,7 @@ def _fleet(p: Platform) -> Child:
 
 
 def _detector(p: Platform) -> Child:
-    return Child("detector", _python("tidefield.server.cli", "detect", "run"),
+    return Child("detector", _python("tidefield.cli", "detect", "run"),
                  env=p.child_env(mqtt_login="detector"))
 
 
@@ -117,7 +117,7 @@ COMPONENTS: tuple[Component, ...] = (
 
 
 class Platform:
-    def __init__(self, settings: Settings, supervisor: Supervisor | None = None) -> None:
+    def __init__(self, settings: UpSettings, supervisor: Supervisor | None = None) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
         self.database_url = settings.database_url
@@ -163,7 +163,7 @@ class Platform:
     def _operator_key(self, conn: psycopg.Connection) -> str:
         """The key printed for the operator and given to the dashboard: created once,
         reused while it stays valid (not revoked)."""
-        from tidefield.server.api.keys import Scope, authenticate, create_key
+        from tidefield.server.security.api_keys import Scope, authenticate, create_key
 
         path = self.data_dir / OPERATOR_KEY_FILE
         if path.exists():

@@ -1,72 +1,79 @@
-"""The one typed settings object of a server process, read once from the environment.
+"""The server processes' settings, each built once by its entry point from ``TIDEFIELD_``
+variables (the rules are in ``tidefield.protocol.settings``).
 
-Every variable is ``TIDEFIELD_`` + the field name in capitals (``TIDEFIELD_DATABASE_URL``).
-Entry points build it (``Settings()``) and pass it down; no module reads the environment
-on its own. The README's configuration table lists every field.
+Fields come in groups; a process's settings inherit the groups it reads:
+
+    IngestSettings    `tidefield ingest`   database, broker, data dir, TLS, ingest, retention
+    ApiSettings       `tidefield api`      database, broker, TLS, API, HTTP ingest
+    DetectorSettings  `tidefield detect run`  database, broker, TLS, detection
+    AdminSettings     `tidefield db|registry|keys|devices`  database, broker, data dir, TLS
+    UpSettings        `tidefield up|status`  all of the above, the simulated fleet, dashboard
+
+docs/configuration.md lists every variable; ``scripts/configuration.py`` writes it from
+the fields' descriptions.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-log = logging.getLogger(__name__)
+from tidefield.protocol.settings import DashboardAddressGroup, LoggingGroup, ProcessSettings
+from tidefield.protocol.units import DAY_MS
+from tidefield.sim.settings import SimulatedFleetGroup
 
-# Variables that are not a server process's: read by scripts/setup.sh and the tests.
-NOT_SETTINGS = frozenset({"TIDEFIELD_VENV", "TIDEFIELD_PG_MAJOR", "TIDEFIELD_PYTHON",
-                          "TIDEFIELD_TEST_ARTIFACTS", "TIDEFIELD_UPDATE_SCREENSHOTS"})
-# Settings that are gone, and what replaced them. Still set, they would do nothing without a
-# word, and an operator would believe them in force (a rate limit, say), so they are an error.
-RETIRED = {
-    "TIDEFIELD_INGEST_DEVICE_RATE": "TIDEFIELD_INGEST_DEVICE_READINGS_PER_S (the budget is "
-                                    "now readings per second of device time, not messages)",
-    "TIDEFIELD_INGEST_DEVICE_BURST": "TIDEFIELD_INGEST_DEVICE_BURST_READINGS (in readings, "
-                                     "not messages)",
-    "TIDEFIELD_BROKER_PID_FILE": "TIDEFIELD_BROKER_ADMIN_URL (changes reach the broker "
-                                 "through its dynamic-security API, not SIGHUP)",
-}
-_warned: set[str] = set()
+if TYPE_CHECKING:
+    from tidefield.protocol.codec import Limits
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDEFIELD_", extra="ignore")
-
+class DatabaseGroup(BaseModel):
     database_url: str | None = Field(
         None, description="PostgreSQL with TimescaleDB; unset: `tidefield up` runs its own")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+
+class BrokerGroup(BaseModel):
     mqtt_url: str | None = Field(
         None, description="mqtt://[user:password@]host:port; unset: `tidefield up` runs its own")
-    data_dir: Path = Field(Path(".tidefield"),
-                           description="where embedded services keep their data")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        return value
+
+
+class DataDirGroup(BaseModel):
+    data_dir: Path = Field(Path(".tidefield"), description="where embedded services keep "
+                           "their data, and processes their working files")
+
+
+class EmbeddedGroup(BaseModel):
     embedded_pg_port: int = Field(55432, description="port of the embedded PostgreSQL")
     embedded_mqtt_port: int = Field(11883, description="port of the embedded Mosquitto")
 
-    # --- API and dashboard --------------------------------------------------------------
+
+class ApiAddressGroup(BaseModel):
     api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     api_port: int = Field(8080, ge=1, le=65535, description="port of the HTTP API")
     api_workers: int = Field(1, ge=1, le=64, description="API processes")
-    dashboard_host: str = Field("127.0.0.1", description="address the dashboard listens on")
-    dashboard_port: int = Field(8501, ge=1, le=65535, description="port of the dashboard")
 
-    # --- tidefield up -----------------------------------------------------------------
-    up_backfill_days: float = Field(7.0, ge=0, le=400,
-                                    description="simulated history written at start")
-    up_fleet: bool = Field(True, description="stream the simulated fleet live")
-    up_dashboard: bool = Field(True, description="run the dashboard")
-    up_detector: bool = Field(True, description="run the anomaly detector")
-    sim_seed: int = Field(1, description="seed of the simulated fleet")
-    sim_events_per_site: float = Field(
-        1.0, ge=0, description="injected real events per site per 30 days")
-    sim_faults_per_series: float = Field(
-        0.5, ge=0, description="injected sensor faults per series per 30 days")
-    sim_tick_s: float = Field(10.0, gt=0, description="seconds between live publications")
 
-    # --- security (tidefield.server.security) -----------------------------------------
+class TlsGroup(BaseModel):
+    """Security (tidefield.server.security): TLS and the broker's logins."""
+
     tls: bool = Field(False, description="the embedded broker, the API and HTTP ingest "
                       "speak TLS only (mqtts://, https://)")
     tls_cert_file: Path | None = Field(None, description="server certificate (chain); "
@@ -82,18 +89,30 @@ class Settings(BaseSettings):
                                          "(svc_admin), to change logins while it runs "
                                          "(default: broker_auth_dir/logins/admin.url)")
 
-    # --- ingest -----------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both TIDEFIELD_TLS_CERT_FILE and TIDEFIELD_TLS_KEY_FILE, "
+                             "or neither (a development CA then makes them)")
+        return self
+
+
+class IngestAddressGroup(BaseModel):
     ingest_workers: int = Field(2, ge=1, le=64, description="ingest processes")
     ingest_host: str = Field("127.0.0.1", description="address of the ingest HTTP service")
     ingest_port: int = Field(8081, description="port of the ingest HTTP service")
+
+
+class IngestGroup(BaseModel):
+    """How telemetry is admitted and written, by MQTT or HTTP (the ingest service and the
+    API's HTTP ingest alike)."""
+
     ingest_strategy: Literal["copy", "staging"] = Field(
         "copy", description="copy: batch idempotency + binary COPY; staging: ON CONFLICT")
-    ingest_max_messages: int = Field(1000, ge=1, description="messages per transaction")
-    ingest_max_wait_ms: int = Field(100, ge=0, description="longest wait to fill a transaction")
-    ingest_receive_maximum: int = Field(2000, ge=1, description="unacknowledged MQTT messages")
     ingest_unknown_devices: Literal["reject", "register"] = Field(
         "reject", description="what to do with telemetry from a device not in the registry")
-    ingest_max_payload_bytes: int = Field(256 * 1024, ge=1024)
+    ingest_max_payload_bytes: int = Field(256 * 1024, ge=1024,
+                                          description="largest message accepted")
     ingest_max_readings: int = Field(10_000, ge=1, description="readings per message")
     ingest_max_future_s: int = Field(300, ge=0, description="tolerated device clock lead")
     ingest_max_age_days: int = Field(400, ge=1, description="older readings are refused")
@@ -106,20 +125,51 @@ class Settings(BaseSettings):
     ingest_device_backlog_days: float = Field(
         30.0, ge=0, description="device time before now over which a device's backlog "
         "earns budget (the edge agent's queue keeps 30 days)")
+
+    def ingest_limits(self) -> Limits:
+        from tidefield.protocol.codec import Limits
+
+        return Limits(max_payload_bytes=self.ingest_max_payload_bytes,
+                      max_readings=self.ingest_max_readings,
+                      max_future_ms=self.ingest_max_future_s * 1000,
+                      max_age_ms=self.ingest_max_age_days * DAY_MS)
+
+    @model_validator(mode="after")
+    def _burst_fits_a_message(self) -> Self:
+        if self.ingest_device_readings_per_s > 0 and \
+                self.ingest_device_burst_readings < self.ingest_max_readings:
+            raise ValueError("TIDEFIELD_INGEST_DEVICE_BURST_READINGS must be at least "
+                             "TIDEFIELD_INGEST_MAX_READINGS, or a full message could "
+                             "never be admitted")
+        return self
+
+
+class IngestWorkerGroup(BaseModel):
+    """The MQTT consumer and the worker that writes what it receives."""
+
+    ingest_receive_maximum: int = Field(2000, ge=1, description="unacknowledged MQTT messages")
     ingest_session_expiry_s: int = Field(7 * 86400, ge=60,
                                          description="broker keeps queueing this long")
-    # --- retention (0 keeps forever) --------------------------------------------------
-    retention_readings_days: int = Field(400, ge=0)
-    retention_rollup_5m_days: int = Field(800, ge=0)
-    retention_rollup_1h_days: int = Field(0, ge=0)
-    retention_rejects_days: int = Field(90, ge=0)
+    ingest_max_messages: int = Field(1000, ge=1, description="messages per transaction")
+    ingest_max_wait_ms: int = Field(100, ge=0, description="longest wait to fill a transaction")
+
+
+class RetentionGroup(BaseModel):
+    """How long data is kept (0 keeps forever)."""
+
+    retention_readings_days: int = Field(400, ge=0, description="raw readings")
+    retention_rollup_5m_days: int = Field(800, ge=0, description="5-minute rollups")
+    retention_rollup_1h_days: int = Field(0, ge=0, description="hourly rollups")
+    retention_rejects_days: int = Field(90, ge=0, description="rejected messages and their "
+                                        "reasons")
     retention_batches_days: int = Field(30, ge=0, description="how long re-deliveries "
                                         "are recognised by (device, seq)")
     retention_interval_s: int = Field(3600, ge=10, description="how often retention runs")
     compress_after_days: int = Field(7, ge=1, description="compress older readings chunks "
                                      "(only where timescaledb.license allows)")
 
-    # --- detection ----------------------------------------------------------------------
+
+class DetectGroup(BaseModel):
     detect_rules: Path | None = Field(
         None, description="YAML merged over the bundled detection rules (per-site overrides)")
     detect_lag_s: float = Field(
@@ -147,86 +197,50 @@ class Settings(BaseSettings):
         600.0, ge=0, description="an open alert's 'updated' event (history, MQTT) at most "
                                  "this often in data time; the row itself every step")
 
-    # --- API --------------------------------------------------------------------------
+
+
+class StaGroup(BaseModel):
     sta_statement_timeout_s: float = Field(
         15.0, gt=0, le=600, description="longest SensorThings query; longer ones are "
         "refused (400) with advice to narrow them")
 
-    # --- dashboards (they read only through the HTTP API) ----------------------------
-    api_url: str = Field("http://127.0.0.1:8080",
-                         description="base URL of the HTTP API the dashboards read")
-    api_key: SecretStr | None = Field(
-        None, description="the dashboards' API key (read scope; operate to acknowledge)")
-    api_timeout_s: float = Field(10.0, gt=0, description="dashboards' request timeout")
-    dashboard_refresh_s: int = Field(
-        30, ge=0, description="auto-refresh of the overview and site pages (0: off)")
-    dashboard_language: Literal["zh", "en"] = Field(
-        "zh", description="language a new dashboard session starts in")
-    dashboard_map_tiles: bool = Field(
-        False, description="draw a tile basemap under the bundled outlines (needs internet)")
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
-    log_format: Literal["text", "json"] = "text"
+class UpGroup(BaseModel):
+    """What `tidefield up` runs besides the services."""
 
-    def ingest_limits(self):
-        from tidefield.protocol.codec import DAY_MS, Limits
+    up_backfill_days: float = Field(7.0, ge=0, le=400,
+                                    description="simulated history written at start")
+    up_fleet: bool = Field(True, description="stream the simulated fleet live")
+    up_dashboard: bool = Field(True, description="run the dashboard")
+    up_detector: bool = Field(True, description="run the anomaly detector")
 
-        return Limits(max_payload_bytes=self.ingest_max_payload_bytes,
-                      max_readings=self.ingest_max_readings,
-                      max_future_ms=self.ingest_max_future_s * 1000,
-                      max_age_ms=self.ingest_max_age_days * DAY_MS)
 
-    @model_validator(mode="after")
-    def _no_stray_variables(self) -> Settings:
-        """A retired variable still set is an error; one no setting has (a typo) is
-        warned about once per process."""
-        names = {name for name in os.environ if name.startswith("TIDEFIELD_")}
-        retired = sorted(names & RETIRED.keys())
-        if retired:
-            raise ValueError("; ".join(f"{name} is no longer read: use {RETIRED[name]}"
-                                       for name in retired))
-        known = {f"TIDEFIELD_{field.upper()}" for field in type(self).model_fields}
-        for name in sorted(names - known - NOT_SETTINGS - _warned):
-            _warned.add(name)
-            log.warning("%s is set but is no setting of tidefield (misspelt?); ignored", name)
-        return self
+# --- one class per process ----------------------------------------------------------------
 
-    @model_validator(mode="after")
-    def _burst_fits_a_message(self) -> Settings:
-        if self.ingest_device_readings_per_s > 0 and \
-                self.ingest_device_burst_readings < self.ingest_max_readings:
-            raise ValueError("TIDEFIELD_INGEST_DEVICE_BURST_READINGS must be at least "
-                             "TIDEFIELD_INGEST_MAX_READINGS, or a full message could "
-                             "never be admitted")
-        return self
+class ServerSettings(DatabaseGroup, BrokerGroup, DataDirGroup, TlsGroup, LoggingGroup,
+                     ProcessSettings):
+    """What every server process reads: where the database and broker are, the data
+    folder, TLS and logins, logging."""
 
-    @model_validator(mode="after")
-    def _cert_and_key(self) -> Settings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("set both TIDEFIELD_TLS_CERT_FILE and TIDEFIELD_TLS_KEY_FILE, "
-                             "or neither (a development CA then makes them)")
-        return self
 
-    @field_validator("database_url")
-    @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
-            raise ValueError("must be a postgresql:// URL")
-        return value
+class AdminSettings(ServerSettings):
+    """`tidefield db`, `registry`, `keys`, `devices`: the operator's one-off commands."""
 
-    @field_validator("api_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must look like http://host:port")
-        return value.rstrip("/")
 
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-                raise ValueError("must look like mqtt://host:port or mqtts://host:port")
-        return value
+class IngestSettings(IngestAddressGroup, IngestGroup, IngestWorkerGroup, RetentionGroup,
+                     ServerSettings):
+    """`tidefield ingest`: MQTT and HTTP telemetry into the database; retention."""
+
+
+class ApiSettings(ApiAddressGroup, IngestGroup, StaGroup, ServerSettings):
+    """`tidefield api`: the HTTP API (which also takes HTTP ingest)."""
+
+
+class DetectorSettings(DetectGroup, ServerSettings):
+    """`tidefield detect run`: scores readings, keeps alerts, publishes their changes."""
+
+
+class UpSettings(EmbeddedGroup, ApiAddressGroup, IngestAddressGroup, DashboardAddressGroup,
+                 UpGroup, SimulatedFleetGroup, ServerSettings):
+    """`tidefield up` (and `status`): the whole platform on one machine. Its children build
+    their own settings from the environment it gives them."""

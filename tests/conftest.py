@@ -27,7 +27,7 @@ _db_counter = itertools.count()
 TEST_PG_CONF = {"shared_buffers": "256MB", "max_wal_size": "2GB", "effective_cache_size": "2GB"}
 
 
-def _scratch_dir(prefix: str) -> Path:
+def scratch_dir(prefix: str) -> Path:
     # /var/tmp rather than pytest's tmp_path: the postgres user must be able to reach it
     # (pytest's base folder is private to root).
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
@@ -35,7 +35,7 @@ def _scratch_dir(prefix: str) -> Path:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster(_scratch_dir("tidefield-test-pg-"), conf=TEST_PG_CONF)
+    cluster = PostgresCluster(scratch_dir("tidefield-test-pg-"), conf=TEST_PG_CONF)
     cluster.start()
     try:
         yield cluster
@@ -87,12 +87,12 @@ def empty_db_url(pg_cluster: PostgresCluster) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def broker() -> Iterator[MosquittoBroker]:
     """A broker shared by tests that do not stop it."""
-    with MosquittoBroker(_scratch_dir("tidefield-test-mqtt-")) as instance:
+    with MosquittoBroker(scratch_dir("tidefield-test-mqtt-")) as instance:
         yield instance
 
 
 @pytest.fixture
 def own_broker() -> Iterator[MosquittoBroker]:
     """A broker of the test's own, for tests that stop or restart it."""
-    with MosquittoBroker(_scratch_dir("tidefield-test-mqtt-")) as instance:
+    with MosquittoBroker(scratch_dir("tidefield-test-mqtt-")) as instance:
         yield instance

@@ -6,8 +6,8 @@
     ds18b20      DS18B20 temperature sensors on the Linux 1-Wire sysfs interface
 
 Importing this package loads every driver module (each registers itself) but none of
-their heavy dependencies: pymodbus and tidefield.sim are imported when a driver of that
-type is built.
+their heavy dependencies: pymodbus, and the simulator's device model, are loaded when a
+driver of that type is built.
 """
 
 from __future__ import annotations

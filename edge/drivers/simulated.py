@@ -1,8 +1,9 @@
 """A simulated device: firmware-sim's model of the device, in process. For demos and tests.
 
-It imports ``tidefield.sim``, which needs NumPy and Numba: fine on a laptop, too heavy for
-a Raspberry Pi in the field. No other edge module imports NumPy, and this module only
-does so when a simulated driver is configured.
+The model comes from the ``tidefield.edge.device_models`` entry point (firmware-sim
+declares one in pyproject.toml), so the edge never imports the simulator: it needs NumPy
+and Numba, fine on a laptop, too heavy for a Raspberry Pi in the field, and is loaded only
+when a simulated driver is configured.
 
 Readings carry the time of the sensor's sample (sensors sample and hold between
 samples), and each sample is reported once however often the driver polls.
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from importlib.metadata import entry_points
+from typing import Literal, Protocol
 
 from tidefield.protocol.messages import Reading
 
@@ -26,22 +28,37 @@ class SimulatedConfig(DriverConfig):
     seed: int = 0  # the fleet seed (same seed, same readings)
 
 
+DEVICE_MODELS = "tidefield.edge.device_models"
+
+
+class DeviceModel(Protocol):
+    """What the driver asks of a simulated device."""
+
+    def last_sample_ms(self, device_id: str, t_ms: int) -> int: ...
+
+    def device_values(self, device_id: str, t_ms: int) -> dict[str, float | None]: ...
+
+
+def load_device_model(device_id: str, seed: int) -> DeviceModel:
+    """The device's model from the installed provider (firmware-sim)."""
+    providers = list(entry_points(group=DEVICE_MODELS))
+    if not providers:
+        raise DriverUnusable(f"the simulated driver needs a device model ({DEVICE_MODELS} "
+                             "entry point; tidefield.sim provides one)", device_id)
+    try:
+        return providers[0].load()(device_id, seed)
+    except (ImportError, ValueError) as exc:
+        raise DriverUnusable(f"the simulated driver's device model: {exc}", device_id) from exc
+
+
 class SimulatedDriver:
     config_model = SimulatedConfig
 
     def __init__(self, config: SimulatedConfig, *, report: FaultSink) -> None:
-        from tidefield.protocol.registry import load_sites
-
-        try:
-            from tidefield.sim.fleet import Fleet
-        except ImportError as exc:
-            raise DriverUnusable(f"the simulated driver needs tidefield.sim: {exc}",
-                                 config.device) from exc
         self.device_id = config.device
         self.interval_s = config.interval_s
         self._report = report
-        site = next(s for s in load_sites() if any(d.id == config.device for d in s.devices))
-        self._fleet = Fleet([site], seed=config.seed)
+        self._fleet = load_device_model(config.device, config.seed)
         self._last_sample_ms: int | None = None
 
     def poll(self) -> list[Reading]:

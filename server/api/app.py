@@ -6,24 +6,23 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
-import psycopg
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from psycopg_pool import ConnectionPool
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidefield.protocol import mqtt
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.http import HttpIngest, add_http_ingest
 from tidefield.server.ingest.ratelimit import device_budget
 from tidefield.server.security.wiring import client_ca_file
-from tidefield.server.settings import Settings
+from tidefield.server.settings import ApiSettings
+from tidefield.server.web.database import database_problem, open_pool
+from tidefield.server.web.errors import ErrorStyle, install_error_handlers, json_error
+from tidefield.server.web.metrics import metrics_router
 
 from . import sta
-from .routes import alerts, detect, devices, export, series, sites
+from .routes import alerts, anomalies, detect, devices, export, overview, series, sites
 
 log = logging.getLogger(__name__)
 
@@ -46,51 +45,27 @@ def _is_sta(request: Request) -> bool:
     return request.url.path == sta.PREFIX or request.url.path.startswith(sta.PREFIX + "/")
 
 
-def _error(request: Request, status: int, message: str) -> JSONResponse:
+def _render_error(request: Request, status: int, message: str) -> JSONResponse:
     # SensorThings clients expect their own error shape under /sta (see sta/errors.py)
     if _is_sta(request):
         return sta.error_response(status, message)
-    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+    return json_error(request, status, message)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Errors are JSON with a clear message: {"error": {"status": ..., "message": ...}}
-    ({"code": ..., "type": "error", "message": ...} under /sta)."""
-
-    # Starlette's own class: unmatched paths (404) and methods (405) are raised as that
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        response = _error(request, exc.status_code, message)
-        response.headers.update(exc.headers or {})
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        # SensorThings answers a bad request with 400 (OData has no 422)
-        return _error(request, 400 if _is_sta(request) else 422, "; ".join(parts))
-
-    @app.exception_handler(psycopg.DataError)
-    async def bad_data(request: Request, exc: psycopg.DataError):
-        # a parameter the database cannot take (a NUL byte, an out-of-range number)
-        return _error(request, 400 if _is_sta(request) else 422,
-                      f"invalid parameter: {str(exc).splitlines()[0]}")
-
-    @app.exception_handler(psycopg.OperationalError)
-    async def database_down(request: Request, exc: psycopg.OperationalError):
-        return _error(request, 503, "the database is unavailable; retry later")
+# Errors are JSON with a clear message: {"error": {"status": ..., "message": ...}}
+# ({"code": ..., "type": "error", "message": ...} under /sta, where a bad request is 400).
+ERROR_STYLE = ErrorStyle(render=_render_error,
+                         bad_request_status=lambda request: 400 if _is_sta(request) else 422)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
     if not settings.database_url:
         raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.pool = ConnectionPool(settings.database_url, min_size=1, max_size=10,
-                                        open=True, kwargs={"autocommit": True})
+        app.state.pool = open_pool(settings.database_url, max_size=10)
         app.state.http_ingest = HttpIngest(
             settings.database_url,
             DeviceDirectory(settings.database_url, settings.ingest_unknown_devices),
@@ -107,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "and ocean sites. Every endpoint needs an API key "
                               "(header `X-API-Key`).", lifespan=lifespan)
 
-    install_error_handlers(app)
+    install_error_handlers(app, ERROR_STYLE)
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -120,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     for router in (sites.router, devices.router, series.router, detect.router,
-                   export.router, alerts.router):
+                   export.router, alerts.router, anomalies.router, overview.router):
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
     app.state.sta_statement_timeout_s = settings.sta_statement_timeout_s
@@ -141,13 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              summary="Database and broker reachable (no API key needed)")
     def healthz(request: Request):
         detail = []
-        database = True
-        try:
-            with request.app.state.pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
-        except Exception as exc:  # any failure to answer is "unreachable" here
-            database = False
-            detail.append(f"database unreachable: {type(exc).__name__}")
+        problem = database_problem(request.app.state.pool)
+        database = problem is None
+        if problem:
+            detail.append(problem)
         broker = None
         if broker_address is not None:
             problem = broker_problem()
@@ -159,8 +131,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(health.model_dump(), status_code=503)
         return health
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
-    def metrics():
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(metrics_router(tags=["operations"]))
     return app

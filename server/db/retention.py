@@ -11,8 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
+
+if TYPE_CHECKING:
+    from tidefield.server.settings import RetentionGroup
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,7 @@ class RetentionPolicy:
     batches_days: int = 30
 
     @classmethod
-    def from_settings(cls, settings) -> RetentionPolicy:
+    def from_settings(cls, settings: RetentionGroup) -> RetentionPolicy:
         return cls(settings.retention_readings_days, settings.retention_rollup_5m_days,
                    settings.retention_rollup_1h_days, settings.retention_rejects_days,
                    settings.retention_batches_days)

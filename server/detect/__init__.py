@@ -7,8 +7,8 @@ Public entry points: ``Detector`` and ``score_values`` (scoring), ``DetectorPara
 
 from .alerts import AlertBook, Engine
 from .detector import Detector, DetectorInputError, Scores, SeriesInfo, score_values
-from .params import DetectorParams
 from .rules import RulesError, load_rules
+from .tuning import DetectorParams
 
 __all__ = ["AlertBook", "Detector", "DetectorInputError", "DetectorParams", "Engine",
            "RulesError", "Scores", "SeriesInfo", "load_rules", "score_values"]

@@ -1,4 +1,4 @@
-"""The detector's Numba kernels: private, small, and each twinned in ``reference.py``.
+"""The detector's Numba kernels: private, small, and each twinned in ``detector_twins.py``.
 
 ``score_batch`` walks a batch of (series, time, value) in arrival order and updates the
 per-series state in place (``_layout.S_*`` columns, one row per series, plus a 24-bin
@@ -17,9 +17,12 @@ The compiler flags are in ``JIT`` only. ``cache=True`` keeps compiled kernels in
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
+
+from tidefield.protocol.units import HOUR_MS
 
 from ._layout import (
     A_CLOSE,
@@ -49,7 +52,6 @@ from ._layout import (
     G_COUNT,
     G_MEDIAN,
     G_SLOT,
-    HOUR_MS,
     K_DRIFT,
     K_GAP,
     K_LEVEL,
@@ -178,7 +180,8 @@ from ._layout import (
     S_X_PREV,
 )
 
-JIT = {"cache": True, "nogil": True, "error_model": "numpy", "boundscheck": False}
+JIT: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy",
+                      "boundscheck": False}
 
 NEVER = -1e18  # a time before anything (detector.NEVER)
 RECENT_MS = 2.0 * HOUR_MS  # a group member heard from longer ago than this is not compared

@@ -114,4 +114,3 @@ RULE_STATE_COLUMNS = ("active", "cond_since", "clear_since", "opened", "peak", "
 ACTIONS = ("opened", "closed")
 A_OPEN, A_CLOSE = range(len(ACTIONS))
 
-HOUR_MS = 3_600_000

@@ -148,7 +148,9 @@ class MemorySink:
                 self.alerts.append(op.alert)
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float | None) -> float | None:
+    """A value as the database and the wire take it: a Python float, or None for a
+    missing or non-finite one (NumPy's NaN and inf are neither JSON nor useful)."""
     return None if value is None or not np.isfinite(value) else float(value)
 
 
@@ -197,8 +199,8 @@ class AlertBook:
                     component = COMPONENTS[int(rs[tr.instance, RS_FIRST_COMPONENT])]
                     alert = Alert(key, spec.category, spec.severity,
                                   self._message(tr.instance, tr.value, component),
-                                  tr.time_ms, tr.time_ms, _finite(tr.value), _finite(tr.value),
-                                  component=component)
+                                  tr.time_ms, tr.time_ms, finite_or_none(tr.value),
+                                  finite_or_none(tr.value), component=component)
                     self.active[key] = alert
                     ops.append(AlertOp("opened", alert, tr.time_ms, alert.value))
                 alert.members.add(tr.instance)
@@ -209,7 +211,7 @@ class AlertBook:
                     alert.closed_ms = max(tr.time_ms, alert.opened_ms)
                     del self.active[key]
                     touched.discard(key)
-                    ops.append(AlertOp("closed", alert, alert.closed_ms, _finite(tr.value)))
+                    ops.append(AlertOp("closed", alert, alert.closed_ms, finite_or_none(tr.value)))
         # bring every alert still on up to date with its instances
         for key, alert in self.active.items():
             updated = max((rs[k, RS_UPDATED] for k in alert.members), default=0.0)
@@ -223,7 +225,7 @@ class AlertBook:
                     alert.peak = float(worst)
             latest = max(alert.members, key=lambda k: rs[k, RS_UPDATED], default=None)
             if latest is not None:
-                alert.value = _finite(rs[latest, RS_VALUE])
+                alert.value = finite_or_none(rs[latest, RS_VALUE])
             if updated > alert.updated_ms:
                 alert.updated_ms = int(updated)
                 ops.append(AlertOp("updated", alert, alert.updated_ms, alert.value))

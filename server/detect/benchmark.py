@@ -130,7 +130,7 @@ Scorer = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray]
 
 def tidefield_scorer(times_ms, values, utc_offset_hours):
     from .detector import score_values
-    from .params import DetectorParams
+    from .tuning import DetectorParams
 
     params = DetectorParams(tz_offset_hours=utc_offset_hours)
     score = score_values(times_ms, values, params=params).score.astype(np.float64)

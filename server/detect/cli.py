@@ -18,12 +18,13 @@ from typing import Annotated
 
 import typer
 
+from tidefield.protocol.units import DAY_MS
+
 app = typer.Typer(help="Anomaly detection: the detector service, scoring CSV files, "
                        "evaluating on simulated scenarios.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 DEFAULT_START = "2025-04-01T00:00:00Z"
-DAY_MS = 86_400_000
 
 
 def _iso_ms(text: str) -> int:
@@ -54,15 +55,15 @@ def run(
     import threading
 
     from tidefield.protocol.mqtt import parse_mqtt_url
+    from tidefield.protocol.settings import load
     from tidefield.server import logs
-    from tidefield.server.settings import Settings
+    from tidefield.server.settings import DetectorSettings
 
-    from .publisher import AlertPublisher
+    from .alert_publisher import AlertPublisher
     from .rules import RulesError
     from .service import DetectorService, Partition, ServiceError
 
-    overrides = {"database_url": database_url, "mqtt_url": mqtt_url}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = load(DetectorSettings, database_url=database_url, mqtt_url=mqtt_url)
     logs.configure(settings.log_level, settings.log_format)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

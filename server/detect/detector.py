@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tidefield.protocol.catalog import METRICS
+from tidefield.protocol.units import DAY_MS
 
 from . import _kernels
 from ._layout import (
@@ -59,7 +60,7 @@ from ._layout import (
     S_X_PREV,
     STATE_COLUMNS,
 )
-from .params import DAY_MS, DetectorParams
+from .tuning import DetectorParams
 
 NEVER = -1e18  # a time before anything
 # values loggers write for "no reading": the common data-logger missing value and an

@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tidefield.protocol.units import DAY_MS, HOUR_MS
+
 from .alerts import Alert, AlertBook, Engine, MemorySink
 from .detector import Detector, SeriesInfo
-from .params import DetectorParams
 from .rules import RuleSet, load_rules
+from .tuning import DetectorParams
 
 log = logging.getLogger(__name__)
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 GRACE_MS = 2 * HOUR_MS
 
 # what kind of label an alert claims to have seen

@@ -48,13 +48,13 @@ import psycopg
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.messages import AlertAction, AlertNotice
 from tidefield.server.db import binary
-from tidefield.server.settings import Settings
+from tidefield.server.settings import DetectorSettings
 
 from ._layout import CATEGORIES, COMPONENTS
-from .alerts import ACTOR, Alert, AlertBook, AlertKey, AlertOp, Engine
+from .alerts import ACTOR, Alert, AlertBook, AlertKey, AlertOp, Engine, finite_or_none
 from .detector import Detector, SeriesInfo
-from .params import DetectorParams
 from .rules import load_rules
+from .tuning import DetectorParams
 
 log = logging.getLogger(__name__)
 
@@ -315,15 +315,15 @@ class DatabaseSink:
             cur.executemany(
                 "INSERT INTO alert_events (alert_id, at, action, actor, value) "
                 "VALUES (%s, %s, %s, %s, %s)",
-                [(alert.id, _ts(at), action, ACTOR, _finite(value))
+                [(alert.id, _ts(at), action, ACTOR, finite_or_none(value))
                  for alert, action, at, value in events])
         return len(events)
 
     @staticmethod
     def _update_params(alert: Alert) -> tuple:
         closed = _ts(alert.closed_ms)
-        return (_ts(alert.updated_ms), _finite(alert.value), _finite(alert.peak), closed,
-                closed, alert.id)
+        return (_ts(alert.updated_ms), finite_or_none(alert.value),
+                finite_or_none(alert.peak), closed, closed, alert.id)
 
     def _insert(self, cur, alert: Alert) -> None:
         key = alert.key
@@ -338,7 +338,7 @@ class DatabaseSink:
             (key.site_id, key.device_id, key.series_key, key.rule, alert.category,
              alert.severity, "closed" if alert.closed_ms is not None else "open",
              alert.message, _ts(alert.opened_ms), _ts(alert.updated_ms), _ts(alert.closed_ms),
-             _finite(alert.value), _finite(alert.peak))).fetchone()
+             finite_or_none(alert.value), finite_or_none(alert.peak))).fetchone()
         if row is not None:
             alert.id = row[0]
             return
@@ -354,10 +354,6 @@ class DatabaseSink:
                                       ELSE 'closed' END,
                          closed_at = coalesce(%s, closed_at)
                        WHERE id = %s""", self._update_params(alert))
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def pending_notices(conn: psycopg.Connection, sites: list[str], after_event_id: int,
@@ -422,7 +418,7 @@ class DetectorService:
     """One partition's detector. ``run`` loops until ``stop`` is set (or, with
     ``until_ms``, until every reading up to it is scored)."""
 
-    def __init__(self, settings: Settings, partition: Partition = Partition(0, 1), *,
+    def __init__(self, settings: DetectorSettings, partition: Partition = Partition(0, 1), *,
                  since_ms: int | None = None, until_ms: int | None = None,
                  params: DetectorParams | None = None, publisher=None) -> None:
         if not settings.database_url:

@@ -13,20 +13,19 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
 from tidefield.protocol import mqtt
-from tidefield.server.api.app import install_error_handlers
 from tidefield.server.db.retention import (
     RetentionPolicy,
     RetentionScheduler,
     enable_compression,
 )
 from tidefield.server.security.wiring import client_ca_file
-from tidefield.server.settings import Settings
+from tidefield.server.settings import IngestSettings
+from tidefield.server.web.database import database_problem, open_pool
+from tidefield.server.web.errors import install_error_handlers
+from tidefield.server.web.metrics import metrics_router
 
 from .consumer import MqttConsumer, claim_slot
 from .directory import DeviceDirectory
@@ -43,7 +42,7 @@ class Health(BaseModel):
     pending: int
 
 
-def worker_config(settings: Settings) -> WorkerConfig:
+def worker_config(settings: IngestSettings) -> WorkerConfig:
     return WorkerConfig(max_messages=settings.ingest_max_messages,
                         max_wait_s=settings.ingest_max_wait_ms / 1000,
                         strategy=settings.ingest_strategy, limits=settings.ingest_limits(),
@@ -52,8 +51,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
                         device_backlog_s=settings.ingest_device_backlog_days * 86_400)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
     if not settings.database_url:
         raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
     url = settings.database_url
@@ -61,8 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = app.state
-        state.pool = ConnectionPool(url, min_size=1, max_size=4, open=True,
-                                    kwargs={"autocommit": True})
+        state.pool = open_pool(url, max_size=4)
         state.http_ingest = HttpIngest(
             url, DeviceDirectory(url, settings.ingest_unknown_devices),
             settings.ingest_limits(), settings.ingest_strategy,
@@ -111,12 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", response_model=Health)
     def healthz(request: Request):
         state = request.app.state
-        try:
-            with psycopg.connect(url, connect_timeout=2) as conn:
-                conn.execute("SELECT 1")
-            database = True
-        except psycopg.Error:
-            database = False
+        database = database_problem(state.pool) is None
         broker = (state.consumer.connected.is_set() and state.consumer.subscribed.is_set()
                   if state.consumer else None)
         body = Health(database=database, broker=broker,
@@ -125,18 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, detail=body.model_dump())
         return body
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    def prometheus_metrics():
-        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            data = generate_latest(registry)
-        else:
-            data = generate_latest()
-        return PlainTextResponse(data, media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(metrics_router())
     install_error_handlers(app)
     add_http_ingest(app)
 

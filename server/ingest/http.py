@@ -10,15 +10,14 @@ import time
 from typing import Annotated
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from tidefield.protocol.codec import Limits
 from tidefield.protocol.errors import RateLimited
 from tidefield.protocol.topics import ID_PATTERN, up_topic
-from tidefield.server.api.deps import check_site, require
-from tidefield.server.api.keys import Principal, Scope
+from tidefield.server.web.deps import Ingester, check_site
 
 from . import metrics
 from .directory import DeviceDirectory
@@ -114,7 +113,7 @@ def add_http_ingest(app: FastAPI, prefix: str = "") -> None:
                                         "reject with its reason)"},
                    503: {"description": "the database is unavailable; retry"}})
     async def ingest(request: Request,
-                     principal: Annotated[Principal, Depends(require(Scope.INGEST))],
+                     principal: Ingester,
                      site: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
                      device: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
                      content_type: Annotated[str | None, Header()] = None) -> IngestResult:

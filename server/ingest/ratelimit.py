@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tidefield.server.settings import Settings
+    from tidefield.server.settings import IngestGroup
 
 # Devices idle long enough to have a full bucket are forgotten when the table grows past
 # this: it bounds the memory a stream of made-up device names could take.
@@ -93,7 +93,7 @@ class DeviceBudget:
                          if now_ms - b.wall_ms < full_after_ms}
 
 
-def device_budget(settings: Settings) -> DeviceBudget:
+def device_budget(settings: IngestGroup) -> DeviceBudget:
     return DeviceBudget(settings.ingest_device_readings_per_s,
                         settings.ingest_device_burst_readings,
                         settings.ingest_device_backlog_days * 86_400)

@@ -1,4 +1,4 @@
-"""From Settings to the security files a process needs: where the broker's
+"""From the settings (``ServerSettings``) to the security files a process needs: where the broker's
 dynamic-security config is and how to reach the broker's admin API, which certificate a
 server presents, which CA a client trusts, and the service logins of the embedded broker
 that ``tidefield up`` runs."""
@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from tidefield.server.settings import Settings
+from tidefield.server.settings import ServerSettings
 
 from .accounts import SERVICES, provision_service, service_username
 from .dynsec import BrokerAccess
@@ -22,7 +22,7 @@ from .tls import TlsFiles, ensure_dev_pki
 ADMIN_ROLE = "admin"
 
 
-def broker_access(settings: Settings) -> BrokerAccess:
+def broker_access(settings: ServerSettings) -> BrokerAccess:
     """The broker's config folder, and its admin login: ``TIDEFIELD_BROKER_ADMIN_URL``, or
     the one ``tidefield up`` wrote for its embedded broker (``logins/admin.url``)."""
     directory = (settings.broker_auth_dir or settings.data_dir / "mosquitto").resolve()
@@ -35,11 +35,11 @@ def broker_access(settings: Settings) -> BrokerAccess:
     return BrokerAccess(directory, admin_url, client_ca_file(settings))
 
 
-def dev_pki_dir(settings: Settings) -> Path:
+def dev_pki_dir(settings: ServerSettings) -> Path:
     return settings.data_dir.resolve() / "tls"
 
 
-def server_tls(settings: Settings) -> TlsFiles | None:
+def server_tls(settings: ServerSettings) -> TlsFiles | None:
     """The certificate a server presents: the operator's, or the development CA's."""
     if not settings.tls:
         return None
@@ -48,7 +48,7 @@ def server_tls(settings: Settings) -> TlsFiles | None:
     return ensure_dev_pki(dev_pki_dir(settings))
 
 
-def client_ca_file(settings: Settings) -> str | None:
+def client_ca_file(settings: ServerSettings) -> str | None:
     """The CA a client of this process trusts: the configured one, else the development
     CA when there is one, else None (the system's trust store)."""
     if settings.tls_ca_file is not None:
@@ -85,7 +85,7 @@ class EmbeddedBroker:
         return folder
 
 
-def prepare_embedded_broker(settings: Settings, database_url: str) -> EmbeddedBroker:
+def prepare_embedded_broker(settings: ServerSettings, database_url: str) -> EmbeddedBroker:
     """Service logins (kept from the last run when their secrets still match), the
     dynamic-security config from the database, and the certificate when TLS is on."""
     files = broker_access(settings)

@@ -28,8 +28,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.dashboards import ApiServer, seed_fleet
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -52,7 +52,7 @@ def dashboard(db_url, tmp_path):
         env = {**os.environ, "TIDEFIELD_API_URL": api.url, "TIDEFIELD_API_KEY": key,
                "TIDEFIELD_DASHBOARD_LANGUAGE": "en", "TIDEFIELD_DASHBOARD_REFRESH_S": "0",
                "TIDEFIELD_DASHBOARD_PORT": str(port)}
-        proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "dashboard"],
+        proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "dashboard"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         url = f"http://127.0.0.1:{port}"

@@ -16,9 +16,9 @@ from tidefield.protocol.messages import Batch, DeviceState, Reading, Status
 from tidefield.protocol.registry import load_sites
 from tidefield.protocol.topics import status_topic, up_topic
 from tidefield.server.api.app import create_app
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.ingest.pipeline import Envelope
-from tidefield.server.settings import Settings
+from tidefield.server.security.api_keys import Scope, create_key
+from tidefield.server.settings import ApiSettings
 
 from .test_ingest_store import write
 
@@ -56,7 +56,7 @@ def api(db_url):
                                 (device.id, metric)).fetchone()[0]
         series_b = conn.execute("SELECT id FROM series WHERE device_id = %s",
                                 (site_b.devices[0].id,)).fetchone()[0]
-    app = create_app(Settings(database_url=db_url))
+    app = create_app(ApiSettings(database_url=db_url))
     with TestClient(app) as client:
         yield {"client": client, "keys": keys, "a": site_a, "b": site_b, "device": device,
                "metric": metric, "series_a": series_a, "series_b": series_b}
@@ -241,20 +241,20 @@ def test_http_ingest_in_the_api_takes_the_ingest_path(api, db_url):
 
 
 def test_healthz_reports_the_database_and_the_broker(db_url, own_broker):
-    app = create_app(Settings(database_url=db_url, mqtt_url=own_broker.url))
+    app = create_app(ApiSettings(database_url=db_url, mqtt_url=own_broker.url))
     with TestClient(app) as client:
         healthy = client.get("/healthz")
         assert healthy.status_code == 200
         assert healthy.json() == {"database": True, "broker": True, "detail": []}
     own_broker.stop()
-    app = create_app(Settings(database_url=db_url, mqtt_url=own_broker.url))
+    app = create_app(ApiSettings(database_url=db_url, mqtt_url=own_broker.url))
     with TestClient(app) as client:
         down = client.get("/healthz")
         assert down.status_code == 503
         body = down.json()
         assert body["database"] is True and body["broker"] is False
         assert "unreachable" in body["detail"][0] and str(own_broker.port) in body["detail"][0]
-    app = create_app(Settings(database_url=db_url))  # no broker configured: not checked
+    app = create_app(ApiSettings(database_url=db_url))  # no broker configured: not checked
     with TestClient(app) as client:
         assert client.get("/healthz").json()["broker"] is None
 

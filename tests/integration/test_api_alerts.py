@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tidefield.server.api.keys import Scope, create_key
+from tidefield.server.security.api_keys import Scope, create_key
 
 from .test_api import api, get  # noqa: F401  (the fixture: sites A and B, keys, readings)
 

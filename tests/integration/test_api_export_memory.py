@@ -14,9 +14,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.db import binary
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 ROWS = 1_000_000
 
@@ -46,7 +46,7 @@ def test_export_of_a_million_readings_streams_in_flat_memory(db_url, fmt):
         conn.commit()
         key = create_key(conn, "lab", [Scope.READ])
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api", "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api", "--port",
                              str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": db_url},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

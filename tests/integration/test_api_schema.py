@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def api_server(pg_cluster, template_db):
                         SELECT id, 'hypoxia', 'event', 'critical', 'DO low', now(), now()
                         FROM sites ORDER BY id LIMIT 5""")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api",
+    proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api",
                              "--port", str(port)],
                             env={**os.environ, "TIDEFIELD_DATABASE_URL": url},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

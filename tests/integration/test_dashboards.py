@@ -16,8 +16,8 @@ import tidefield.dashboards
 from tests.support.dashboards import ApiServer, seed_fleet
 from tidefield.dashboards import data
 from tidefield.protocol.registry import load_sites
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.embedded import free_port
+from tidefield.server.security.api_keys import Scope, create_key
 
 APP = Path(tidefield.dashboards.__file__).parent / "app.py"
 TIMEOUT = 60  # the first run imports pandas, altair, pydeck

@@ -47,7 +47,7 @@ def test_migrate_twice_changes_nothing(empty_db_url):
 def test_cli_migrate_is_idempotent(empty_db_url):
     def run():
         return subprocess.run(
-            [sys.executable, "-m", "tidefield.server.cli", "db", "migrate",
+            [sys.executable, "-m", "tidefield.cli", "db", "migrate",
              "--database-url", empty_db_url], capture_output=True, text=True, check=True)
 
     assert "applied" in run().stdout

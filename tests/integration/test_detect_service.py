@@ -2,7 +2,7 @@
 six cage farms over four days with an injected hypoxia at oc-021 (seed 4: from about
 hour 63 to hour 82) and sensor faults.
 
-The service runs as the platform runs it (`python -m tidefield.server.cli detect run`),
+The service runs as the platform runs it (`python -m tidefield.cli detect run`),
 with `--until` so it stops once the scenario is scored."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Service:
         self.log_path = log_dir / f"detector-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tidefield.server.cli", "detect", "run",
+            [sys.executable, "-m", "tidefield.cli", "detect", "run",
              "--since", START.isoformat(), "--until", until.isoformat()],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tidefield.edge import agent as agent_module
-from tidefield.edge import publisher
+from tidefield.edge import uplink as publisher
 from tidefield.edge.agent import Agent
 from tidefield.edge.config import parse_config
 from tidefield.edge.queue import DiskQueue

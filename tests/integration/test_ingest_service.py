@@ -19,8 +19,8 @@ from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.codec import MSGPACK
 from tidefield.protocol.messages import Batch, Reading
 from tidefield.protocol.registry import load_sites
-from tidefield.server.api.keys import Scope, create_key
-from tidefield.sim.publisher import FleetPublisher
+from tidefield.server.security.api_keys import Scope, create_key
+from tidefield.sim.fleet_publisher import FleetPublisher
 
 from ..support.processes import IngestService
 from .test_ingest_store import rollups_match_raw, snapshot

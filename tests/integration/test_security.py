@@ -20,22 +20,22 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import _scratch_dir
+from tests.conftest import scratch_dir
 from tests.support.processes import IngestService
-from tidefield.edge import publisher as edge_publisher
+from tidefield.edge import uplink as edge_publisher
 from tidefield.edge.agent import Agent
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.messages import Batch, DeviceState, Reading, Status
 from tidefield.protocol.topics import status_topic, up_topic
 from tidefield.server.api.app import create_app
-from tidefield.server.api.keys import Scope, create_key
 from tidefield.server.embedded import MosquittoBroker, free_port, wait_for_port
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.pipeline import Envelope, prepare
 from tidefield.server.security.accounts import provision_device, provision_service
+from tidefield.server.security.api_keys import Scope, create_key
 from tidefield.server.security.dynsec import BrokerAccess
 from tidefield.server.security.tls import TlsFiles, ensure_dev_pki
-from tidefield.server.settings import Settings
+from tidefield.server.settings import ApiSettings
 
 from .test_edge_agent import edge_config
 
@@ -63,7 +63,7 @@ class Secured:
 
 def _start_secured(db_url: str, *, devices: list[tuple[str, str]],
                    tls: TlsFiles | None = None) -> Secured:
-    base = _scratch_dir("tidefield-test-sec-")
+    base = scratch_dir("tidefield-test-sec-")
     passwords = {}
     with psycopg.connect(db_url) as conn:
         for site, device in devices:
@@ -297,7 +297,7 @@ def _cli(stack: Secured, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TIDEFIELD_DATABASE_URL": stack.db_url,
            "TIDEFIELD_BROKER_AUTH_DIR": str(stack.files.directory),
            "TIDEFIELD_BROKER_ADMIN_URL": stack.files.admin_url}
-    return subprocess.run([sys.executable, "-m", "tidefield.server.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "tidefield.cli", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -366,7 +366,7 @@ def test_the_edge_agent_verifies_the_broker_certificate(db_url, tmp_path, monkey
     pki = ensure_dev_pki(tmp_path / "pki")
     rogue = ensure_dev_pki(tmp_path / "rogue")  # same names, another CA
     stack = _start_secured(db_url, devices=[("oc-031", "oc-031-gw")], tls=pki)
-    impostor = MosquittoBroker(_scratch_dir("tidefield-test-rogue-"), allow_anonymous=True,
+    impostor = MosquittoBroker(scratch_dir("tidefield-test-rogue-"), allow_anonymous=True,
                                extra_conf=rogue.broker_conf_lines(), tls=True)
     impostor.start()
     agents = []
@@ -417,7 +417,7 @@ def test_the_api_speaks_tls_when_asked(db_url, tmp_path):
     env = {**os.environ, "TIDEFIELD_DATABASE_URL": db_url, "TIDEFIELD_TLS": "true",
            "TIDEFIELD_DATA_DIR": str(tmp_path), "TIDEFIELD_API_PORT": str(port)}
     log = open(tmp_path / "api.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "api"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, timeout=60, alive=lambda: proc.poll() is None)
@@ -608,7 +608,7 @@ def test_over_http_a_backlog_is_taken_and_a_flood_is_told_to_come_back(db_url):
     dense readings over the budget get 429 with Retry-After, and nothing is stored."""
     with psycopg.connect(db_url) as conn:
         key = create_key(conn, "gw", [Scope.INGEST])
-    settings = Settings(database_url=db_url, ingest_device_readings_per_s=1,
+    settings = ApiSettings(database_url=db_url, ingest_device_readings_per_s=1,
                         ingest_device_burst_readings=100, ingest_max_readings=100)
     now_ms = int(time.time() * 1000)
     url, headers = "/api/v1/ingest/ag-001/ag-001-soil", {"X-API-Key": key}

@@ -36,7 +36,7 @@ def _run_fleet(broker_url, state, seen, *extra: str, after_batches: int = 1,
     compiles the simulator's Numba kernels, which can take a minute), then a little more,
     then stop it with SIGINT."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tidefield.server.cli", "sim", "fleet", "--mqtt-url",
+        [sys.executable, "-m", "tidefield.cli", "sim", "fleet", "--mqtt-url",
          broker_url, "--site", "ag-001", "--site", "oc-001", "--tick", "1", "--state",
          str(state), *extra], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.registry import load_sites
 from tidefield.server.api.app import create_app
-from tidefield.server.api.keys import Scope, create_key
-from tidefield.server.settings import Settings
+from tidefield.server.security.api_keys import Scope, create_key
+from tidefield.server.settings import ApiSettings
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 ROOT = "/sta/v1.1"
@@ -49,7 +49,7 @@ def sta(db_url):
         keys = {"all": create_key(conn, "all", [Scope.READ]),
                 "a_only": create_key(conn, "lab-a", [Scope.READ], [a.id]),
                 "ingest": create_key(conn, "gw", [Scope.INGEST])}
-    app = create_app(Settings(database_url=db_url))
+    app = create_app(ApiSettings(database_url=db_url))
     with TestClient(app) as client:
         yield {"client": client, "keys": keys, "db_url": db_url, "a": a, "b": b,
                "co2": co2, "temp": temp, "co2_b": co2_b,

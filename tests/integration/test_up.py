@@ -19,7 +19,7 @@ import pytest
 
 from tidefield.server.embedded import free_port
 
-from ..conftest import _scratch_dir
+from ..conftest import scratch_dir
 from .test_ingest_store import rollups_match_raw
 
 pytestmark = pytest.mark.timeout(900)
@@ -66,7 +66,7 @@ class Up:
         self.log = folder / "up.log"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tidefield.server.cli", "up", *args], env=env,
+                [sys.executable, "-m", "tidefield.cli", "up", *args], env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         self.api = f"http://127.0.0.1:{self.ports['API_PORT']}"
 
@@ -108,7 +108,7 @@ def _newest_reading(up: Up, site: str) -> str:
 
 def test_up_runs_the_platform_and_stops_cleanly():
     # /var/tmp, not pytest's private tmp_path: the embedded PostgreSQL runs as `postgres`
-    folder = _scratch_dir("tidefield-test-up-")
+    folder = scratch_dir("tidefield-test-up-")
     os.chmod(folder, 0o755)
     up = Up(folder)
     try:
@@ -134,7 +134,7 @@ def test_up_runs_the_platform_and_stops_cleanly():
         children = state["children"]
         assert {"ingest", "api", "dashboard", "fleet", "detector"} <= set(children)
         assert all(child["state"] == "running" for child in children.values()), children
-        status = subprocess.run([sys.executable, "-m", "tidefield.server.cli", "status"],
+        status = subprocess.run([sys.executable, "-m", "tidefield.cli", "status"],
                                 env={**os.environ, "TIDEFIELD_DATA_DIR": str(up.data)},
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr

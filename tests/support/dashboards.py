@@ -26,7 +26,7 @@ from tidefield.server.embedded import free_port
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.pipeline import Envelope, prepare
 from tidefield.server.ingest.store import LoadStrategy, Store
-from tidefield.server.settings import Settings
+from tidefield.server.settings import ApiSettings
 
 MIN_MS = 60_000
 
@@ -36,7 +36,7 @@ class ApiServer:
 
     def __init__(self, database_url: str) -> None:
         self.port = free_port()
-        config = uvicorn.Config(create_app(Settings(database_url=database_url)),
+        config = uvicorn.Config(create_app(ApiSettings(database_url=database_url)),
                                 host="127.0.0.1", port=self.port, log_level="warning",
                                 access_log=False)
         self._server = uvicorn.Server(config)

@@ -29,7 +29,7 @@ class IngestService:
         self.log_path = data_dir / "ingest.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "tidefield.server.cli", "ingest"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "ingest"],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.workers = workers

@@ -1,4 +1,4 @@
-"""The detector's kernel against its plain twin (tidefield.server.detect.reference), over
+"""The detector's kernel against its plain twin (tidefield.server.detect.detector_twins), over
 random, constant, NaN, inf and gap-containing input, and what each component must find."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import numpy.testing as npt
 import pytest
 
-from tidefield.server.detect import reference
+from tidefield.server.detect import detector_twins as reference
 from tidefield.server.detect._layout import COMPONENTS
 from tidefield.server.detect.detector import (
     Detector,
@@ -15,7 +15,7 @@ from tidefield.server.detect.detector import (
     SeriesInfo,
     score_values,
 )
-from tidefield.server.detect.params import DetectorParams
+from tidefield.server.detect.tuning import DetectorParams
 
 T0 = 1_743_465_600_000
 MIN = 60_000

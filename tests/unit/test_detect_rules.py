@@ -8,8 +8,8 @@ import pytest
 
 from tidefield.server.detect.alerts import AlertBook, Engine, MemorySink
 from tidefield.server.detect.detector import Detector, SeriesInfo
-from tidefield.server.detect.params import DetectorParams
 from tidefield.server.detect.rules import RulesError, load_rules
+from tidefield.server.detect.tuning import DetectorParams
 
 T0 = 1_743_465_600_000
 MIN = 60_000
@@ -297,7 +297,7 @@ def test_a_declared_schedule_judges_from_the_first_reading(tmp_path):
 def test_evaluate_takes_a_rules_file_and_refuses_a_bad_one(tmp_path):
     from typer.testing import CliRunner
 
-    from tidefield.server.cli import app
+    from tidefield.cli import app
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: {hypoxia: {condition: sideways}}\n")

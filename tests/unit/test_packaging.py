@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"protocol": "tidefield.protocol", "edge": "tidefield.edge",
            "server": "tidefield.server", "dashboards": "tidefield.dashboards",
-           "firmware-sim": "tidefield.sim"}
+           "firmware-sim": "tidefield.sim", "cli": "tidefield.cli"}
 
 
 def test_every_package_folder_is_listed_in_pyproject():
@@ -30,10 +30,51 @@ def test_every_package_folder_is_listed_in_pyproject():
 
 
 def test_cli_lists_its_subcommands():
-    out = subprocess.run([sys.executable, "-m", "tidefield.server.cli", "--help"],
+    out = subprocess.run([sys.executable, "-m", "tidefield.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for command in ("up", "db", "registry", "keys", "api", "ingest", "dashboard", "sim", "edge"):
+    for command in ("up", "db", "registry", "keys", "api", "ingest", "dashboard", "sim", "edge",
+                    "detect", "status", "devices", "tls"):
         assert f" {command} " in out
+
+
+def test_the_console_script_is_the_neutral_entry_package():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert config == {"tidefield": "tidefield.cli:main"}
+
+
+@pytest.mark.parametrize(("argv", "loaded", "not_loaded"), [
+    (["edge", "check", "--help"], "tidefield.edge.cli",
+     ("tidefield.server", "tidefield.sim", "tidefield.dashboards")),
+    (["sim", "show", "--help"], "tidefield.sim.cli",
+     ("tidefield.server", "tidefield.edge", "tidefield.dashboards")),
+    (["dashboard", "--help"], "tidefield.dashboards.cli",
+     ("tidefield.server", "tidefield.edge", "tidefield.sim")),
+    (["db", "migrate", "--help"], "tidefield.server.cli",
+     ("tidefield.edge", "tidefield.sim", "tidefield.dashboards")),
+])
+def test_a_command_loads_its_own_part_and_no_other(argv, loaded, not_loaded):
+    """`tidefield edge ...` on a Raspberry Pi imports the edge's CLI and nothing of the
+    server: each part's command line is imported only when one of its commands runs."""
+    code = ("import sys; from tidefield.cli import app\n"
+            f"try: app({argv!r}, prog_name='tidefield')\n"
+            "except SystemExit: pass\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('tidefield.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1].split()
+    assert loaded in out
+    for part in not_loaded:
+        assert not [m for m in out if m == part or m.startswith(part + ".")], (part, out)
+
+
+def test_every_mounted_command_resolves():
+    from typer.main import get_command
+
+    from tidefield.cli import COMMANDS, app
+
+    group = get_command(app)
+    for name in COMMANDS:
+        command = group.get_command(None, name)
+        assert command is not None and command.name == name
 
 
 @pytest.mark.slow

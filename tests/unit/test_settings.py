@@ -9,9 +9,10 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from tidefield.server import settings as settings_module
-from tidefield.server.cli import app
-from tidefield.server.settings import RETIRED, Settings
+from tidefield.cli import app
+from tidefield.protocol import settings as settings_module
+from tidefield.protocol.settings import RETIRED
+from tidefield.server.settings import ApiSettings as Settings
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def test_a_retired_variable_is_an_error_naming_its_successor(monkeypatch, name):
 def test_an_unknown_variable_is_warned_about_once(monkeypatch, caplog):
     monkeypatch.setenv("TIDEFIELD_API_PROT", "9000")
     monkeypatch.setenv("TIDEFIELD_VENV", "/opt/venv")  # the set-up script's, not a setting
-    with caplog.at_level(logging.WARNING, logger="tidefield.server.settings"):
+    with caplog.at_level(logging.WARNING, logger="tidefield.protocol.settings"):
         assert Settings().api_port != 9000
         Settings()
     warned = [r.getMessage() for r in caplog.records]

@@ -1,4 +1,4 @@
-"""Each simulator kernel against its plain NumPy twin (tidefield.sim.reference)."""
+"""Each simulator kernel against its plain NumPy twin (tidefield.sim.simulator_twins)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy.testing as npt
 import pytest
 from numba import njit
 
-from tidefield.sim import astro, physics, reference, render, rng
+from tidefield.sim import astro, physics, render, rng
+from tidefield.sim import simulator_twins as reference
 
 T0 = 1_743_465_600_000  # 2025-04-01T00:00Z
 DAY = 86_400_000

@@ -10,7 +10,8 @@ import pytest
 
 from tidefield.protocol.catalog import METRICS, metrics_of_kind
 from tidefield.protocol.registry import load_sites
-from tidefield.sim import astro, physics, reference
+from tidefield.sim import astro, physics
+from tidefield.sim import simulator_twins as reference
 from tidefield.sim.events import InjectionPlan
 from tidefield.sim.fleet import Fleet
 

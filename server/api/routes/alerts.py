@@ -1,15 +1,15 @@
-"""Alerts (list, one with its history, acknowledge), anomalies, and the overview that the
-operators' map is drawn from. The detector writes these tables; this is how people read
-them and act on them."""
+"""Alerts (list, one with its history, acknowledge). The detector writes them; this is
+how people read them and act on them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from ..deps import ConnDep, Operator, Reader, check_site
+from tidefield.server.web.deps import ConnDep, Operator, Reader, check_site
+
 from ..models import (
     ERRORS,
     NOT_FOUND,
@@ -18,27 +18,16 @@ from ..models import (
     AlertDetail,
     AlertEvent,
     AlertPage,
-    Anomaly,
-    AnomalyPage,
     Category,
-    Overview,
     Severity,
-    SiteOverview,
 )
-from ..params import aware, time_range
-from .devices import SILENT_INTERVALS, STATE_SQL
+from ..query_params import Limit, SiteFilter, aware
 
 router = APIRouter(tags=["alerts"], responses=ERRORS)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-_ALERT_COLUMNS = ("id", "site_id", "device_id", "series_id", "rule", "category", "severity",
-                  "state", "message", "opened_at", "updated_at", "closed_at", "value",
-                  "peak_value", "acknowledged_by", "acknowledged_at", "ack_comment")
+# the response model's fields are the columns read, in its order
+_ALERT_COLUMNS = tuple(Alert.model_fields)
 _ALERT_SELECT = f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts"
-
-SiteFilter = Annotated[str | None, Query(examples=["oc-001"])]
-Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 def _int_cursor(cursor: str | None) -> int | None:
@@ -132,92 +121,3 @@ def acknowledge(alert_id: AlertId, body: Acknowledgement, conn: ConnDep,
                         VALUES (%s, 'acknowledged', %s, %s)""",
                      (alert_id, principal.name, comment))
     return _alert_detail(conn, alert_id, principal)
-
-
-@router.get("/anomalies", response_model=AnomalyPage,
-            summary="Anomalous readings the detector scored, newest first")
-def list_anomalies(conn: ConnDep, principal: Reader, site: SiteFilter = None,
-                   series: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-                   category: Category | None = None,
-                   min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,
-                   start: datetime | None = None, end: datetime | None = None,
-                   limit: Limit = 500,
-                   cursor: Annotated[str | None, Query(
-                       description="next_cursor of a page", pattern=r"^\d{1,18}:\d{1,10}$")
-                   ] = None) -> AnomalyPage:
-    """The range defaults to the last day; pages go back in time."""
-    if site is not None:
-        check_site(principal, site)
-    start, end = time_range(start, end)
-    before_us, before_series = (int(p) for p in cursor.split(":")) if cursor else (None, None)
-    rows = conn.execute(
-        """SELECT a.series_id, d.site_id, s.device_id, s.metric, a.time,
-                  CASE WHEN a.value = 'NaN' THEN NULL ELSE a.value END,
-                  a.score, a.component, a.category
-           FROM anomalies a JOIN series s ON s.id = a.series_id
-           JOIN devices d ON d.id = s.device_id
-           WHERE a.time >= %(start)s AND a.time < %(end)s
-             AND (%(site)s::text IS NULL OR d.site_id = %(site)s)
-             AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s))
-             AND (%(series)s::int IS NULL OR a.series_id = %(series)s)
-             AND (%(category)s::text IS NULL OR a.category = %(category)s)
-             AND a.score >= %(min_score)s
-             AND (%(before_us)s::bigint IS NULL OR (a.time, a.series_id) <
-                  ('epoch'::timestamptz + %(before_us)s * interval '1 microsecond',
-                   %(before_series)s))
-           ORDER BY a.time DESC, a.series_id DESC LIMIT %(limit)s""",
-        {"start": start, "end": end, "site": site, "sites": principal.site_list,
-         "series": series, "category": category, "min_score": min_score,
-         "before_us": before_us, "before_series": before_series, "limit": limit + 1},
-    ).fetchall()
-    items = [Anomaly(series_id=r[0], site_id=r[1], device_id=r[2], metric=r[3], time=r[4],
-                     value=r[5], score=r[6], component=r[7], category=r[8])
-             for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = items[-1]
-        micros = (last.time - EPOCH) // timedelta(microseconds=1)
-        next_cursor = f"{micros}:{last.series_id}"
-    return AnomalyPage(items=items, next_cursor=next_cursor)
-
-
-@router.get("/overview", response_model=Overview,
-            summary="Every site's state for the operators' map, in one call")
-def overview(conn: ConnDep, principal: Reader) -> Overview:
-    sites = principal.site_list
-    rows = conn.execute(
-        f"""WITH state AS (
-              SELECT d.site_id, {STATE_SQL} AS state
-              FROM devices d LEFT JOIN device_status st ON st.device_id = d.id
-              WHERE %(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s)),
-            active AS (
-              SELECT site_id, count(*) AS n FROM alerts WHERE state <> 'closed'
-              AND (%(sites)s::text[] IS NULL OR site_id = ANY(%(sites)s)) GROUP BY site_id)
-            SELECT s.id, coalesce(a.n, 0),
-                   count(*) FILTER (WHERE st.state = 'online'),
-                   count(st.state) FILTER (WHERE st.state <> 'online')
-            FROM sites s LEFT JOIN state st ON st.site_id = s.id
-            LEFT JOIN active a ON a.site_id = s.id
-            WHERE %(sites)s::text[] IS NULL OR s.id = ANY(%(sites)s)
-            GROUP BY s.id, a.n ORDER BY s.id""",
-        {"silent": SILENT_INTERVALS, "sites": sites}).fetchall()
-    items = [SiteOverview(site_id=site_id, open_alerts=alerts, devices_online=online,
-                          devices_offline=offline,
-                          state="offline" if online == 0 else "alert" if alerts else "ok")
-             for site_id, alerts, online, offline in rows]
-    by_severity = dict.fromkeys(("info", "warning", "critical"), 0)
-    by_severity |= dict(conn.execute(
-        """SELECT severity, count(*) FROM alerts WHERE state <> 'closed'
-           AND (%(sites)s::text[] IS NULL OR site_id = ANY(%(sites)s)) GROUP BY severity""",
-        {"sites": sites}).fetchall())
-    # ingest_batches records each accepted message with its reading count: what was
-    # stored in the last minute, of the sites this key may see.
-    stored = conn.execute(
-        """SELECT coalesce(sum(b.readings), 0) FROM ingest_batches b
-           JOIN devices d ON d.id = b.device_id
-           WHERE b.received_at > now() - interval '60 seconds'
-             AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s))""",
-        {"sites": sites}).fetchone()[0]
-    return Overview(sites=items, devices_online=sum(i.devices_online for i in items),
-                    devices_offline=sum(i.devices_offline for i in items),
-                    open_alerts_by_severity=by_severity, readings_per_second=stored / 60)

@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from tidefield.protocol.catalog import METRICS
 from tidefield.server.db import binary
 from tidefield.server.detect.detector import DetectorInputError, score_values
-from tidefield.server.detect.params import DetectorParams
+from tidefield.server.detect.tuning import DetectorParams
+from tidefield.server.web.deps import ConnDep, Reader
 
-from ..deps import ConnDep, Reader
 from ..models import ERRORS, NOT_FOUND, json_response
-from ..params import time_range
+from ..query_params import time_range
 from .series import series_row
 
 router = APIRouter(prefix="/series", tags=["detection"], responses=ERRORS)

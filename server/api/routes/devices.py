@@ -4,7 +4,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from ..deps import ConnDep, Reader, check_site
+from tidefield.server.web.deps import ConnDep, Reader, check_site
+
 from ..models import ERRORS, NOT_FOUND, Device, DevicePage, DeviceStatus
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=ERRORS)

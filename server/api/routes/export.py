@@ -25,12 +25,11 @@ from fastapi.responses import StreamingResponse
 from psycopg import sql
 
 from tidefield.server.db import binary
-from tidefield.server.detect._layout import CATEGORIES, COMPONENTS
-from tidefield.server.detect.qartod import TESTS, flags_from_detector
+from tidefield.server.detect.qartod import CATEGORIES, COMPONENTS, TESTS, flags_from_detector
+from tidefield.server.web.deps import ConnDep, Reader, check_site
 
-from ..deps import ConnDep, Reader, check_site
 from ..models import ERRORS, NOT_FOUND
-from ..params import time_range
+from ..query_params import time_range
 
 router = APIRouter(prefix="/export", tags=["export"], responses=ERRORS)
 

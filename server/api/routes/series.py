@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from ..deps import ConnDep, Reader, check_site
+from tidefield.server.web.deps import ConnDep, Reader, check_site
+
 from ..models import (
     ERRORS,
     NOT_FOUND,
@@ -16,7 +17,7 @@ from ..models import (
     SeriesPage,
     json_response,
 )
-from ..params import aware, time_range
+from ..query_params import aware, time_range
 
 router = APIRouter(prefix="/series", tags=["series"], responses=ERRORS)
 

@@ -4,7 +4,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from ..deps import ConnDep, Reader, check_site
+from tidefield.server.web.deps import ConnDep, Reader, check_site
+
 from ..models import ERRORS, NOT_FOUND, Latest, Site, SitePage
 
 router = APIRouter(prefix="/sites", tags=["sites"], responses=ERRORS)

@@ -16,7 +16,8 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from ..deps import ConnDep, Reader
+from tidefield.server.web.deps import ConnDep, Reader
+
 from .entities import ENTITY_SETS, EntitySet
 from .errors import StaError, error_response
 from .models import ENTITY_MODELS, ERRORS, PAGE_MODELS, ServiceRoot

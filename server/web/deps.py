@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import psycopg
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
-from .keys import Principal, Scope, authenticate
+from tidefield.server.security.api_keys import Principal, Scope, authenticate
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                               description="a key from `tidefield keys create`")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="a key from `tidefield keys create`")
 
 
 def get_conn(request: Request) -> Iterator[psycopg.Connection]:
@@ -23,7 +23,7 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection]:
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 
 
-def get_principal(conn: ConnDep, key: Annotated[str | None, Depends(_api_key_header)] = None,
+def get_principal(conn: ConnDep, key: Annotated[str | None, Depends(API_KEY_HEADER)] = None,
                   authorization: Annotated[str | None, Header()] = None) -> Principal:
     if key is None and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
@@ -37,7 +37,7 @@ def get_principal(conn: ConnDep, key: Annotated[str | None, Depends(_api_key_hea
     return principal
 
 
-def require(scope: Scope):
+def require(scope: Scope) -> Callable[[Principal], Principal]:
     def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.may(scope):
             raise HTTPException(403, f"this key lacks the {scope} scope")
@@ -48,6 +48,7 @@ def require(scope: Scope):
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
 Operator = Annotated[Principal, Depends(require(Scope.OPERATE))]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+Ingester = Annotated[Principal, Depends(require(Scope.INGEST))]
 
 
 def check_site(principal: Principal, site_id: str) -> None:

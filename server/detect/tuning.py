@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._layout import HOUR_MS, PARAM_COLUMNS
+from tidefield.protocol.units import DAY_MS, HOUR_MS
 
-DAY_MS = 24 * HOUR_MS
+from ._layout import PARAM_COLUMNS
 
 
 class DetectorParams(BaseModel):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tidefield.protocol.units import HOUR_MS
+
 from ._layout import (
     BINS,
     C_A_BURST_SLOW,
@@ -35,7 +37,6 @@ from ._layout import (
     C_SPAN,
     CAT_EVENT,
     CAT_FAULT,
-    HOUR_MS,
     K_DRIFT,
     K_GAP,
     K_LEVEL,

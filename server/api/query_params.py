@@ -1,10 +1,15 @@
-"""Parameter parsing shared by routes: time ranges and buckets, with 4xx errors."""
+"""Query-string parameters routes share: time ranges and buckets (with 4xx errors), the
+site filter, the page size."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Query
+
+SiteFilter = Annotated[str | None, Query(examples=["oc-001"])]
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 MAX_RANGE = timedelta(days=3660)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)

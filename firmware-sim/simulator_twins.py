@@ -11,16 +11,16 @@ import math
 import numpy as np
 
 from .astro import (
-    _DOODSON,
-    _H0,
-    _H_RATE,
-    _P0,
-    _P_RATE,
-    _S0,
-    _S_RATE,
     DAY_MS,
+    DOODSON,
+    H0,
+    H_RATE,
     HOUR_MS,
     J2000_MS,
+    P0,
+    P_RATE,
+    S0,
+    S_RATE,
     SPEEDS_DEG_PER_HOUR,
     YEAR_DAYS,
 )
@@ -91,11 +91,11 @@ def tide(t_ms: np.ndarray, amplitude: np.ndarray, phase_deg: np.ndarray,
          lag_deg: float) -> tuple[np.ndarray, np.ndarray]:
     t_ms = np.asarray(t_ms)
     centuries = (t_ms - J2000_MS) / (36525.0 * DAY_MS)
-    args = np.stack([180.0 + 15.0 * (t_ms % DAY_MS) / HOUR_MS, _S0 + _S_RATE * centuries,
-                     _H0 + _H_RATE * centuries, _P0 + _P_RATE * centuries])
+    args = np.stack([180.0 + 15.0 * (t_ms % DAY_MS) / HOUR_MS, S0 + S_RATE * centuries,
+                     H0 + H_RATE * centuries, P0 + P_RATE * centuries])
     level = np.zeros(t_ms.shape)
     rate = np.zeros(t_ms.shape)
-    for i, row in enumerate(_DOODSON):
+    for i, row in enumerate(DOODSON):
         lag = lag_deg if row[0] == 2.0 else 0.5 * lag_deg
         arg = np.radians(row[:4] @ args + row[4] - phase_deg[i] - lag)
         level += amplitude[i] * np.cos(arg)

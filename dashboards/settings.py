@@ -1,0 +1,42 @@
+"""The dashboard process's settings (``TIDEFIELD_`` variables; rules in
+``tidefield.protocol.settings``). The dashboards read everything through the HTTP API, so
+what they need is where it is and a key."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from tidefield.protocol.settings import DashboardAddressGroup, LoggingGroup, ProcessSettings
+
+
+class ApiClientGroup(BaseModel):
+    api_url: str = Field("http://127.0.0.1:8080",
+                         description="base URL of the HTTP API the dashboards read")
+    api_key: SecretStr | None = Field(
+        None, description="the dashboards' API key (read scope; operate to acknowledge)")
+    api_timeout_s: float = Field(10.0, gt=0, description="dashboards' request timeout")
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://host:port")
+        return value.rstrip("/")
+
+
+class DashboardGroup(BaseModel):
+    dashboard_refresh_s: int = Field(
+        30, ge=0, description="auto-refresh of the overview and site pages (0: off)")
+    dashboard_language: Literal["zh", "en"] = Field(
+        "zh", description="language a new dashboard session starts in")
+    dashboard_map_tiles: bool = Field(
+        False, description="draw a tile basemap under the bundled outlines (needs internet)")
+
+
+class DashboardSettings(DashboardAddressGroup, ApiClientGroup, DashboardGroup, LoggingGroup,
+                        ProcessSettings):
+    """`tidefield dashboard`: the operators' Streamlit dashboards."""
