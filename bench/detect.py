@@ -15,6 +15,10 @@ with its labelled faults and events, scored in arrival order:
 3. pandas rolling: what one would write without a kernel, a per-series rolling
    median/MAD spike score (window 60) with ``groupby().rolling()``, over the same batch as
    the kernel.
+4. vectorised NumPy: the same checks the kernel's cheap half makes (range, gap, stuck run,
+   a spike against the median absolute step of the last 60 readings), written the way
+   one would in whole-array NumPy (sort by series, ``sliding_window_view``, run lengths
+   by cumulative sums), over the whole batch at once: the fair "no Numba" baseline.
 4. cold start: a fresh process that imports the detector, builds it for the fleet and
    scores its first batch, twice; the second loads Numba's cache (target under 2 s).
 
@@ -28,6 +32,7 @@ import argparse
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 from sim import pin_to_one_cpu  # bench/ is the script's folder, first on the path
@@ -82,6 +87,55 @@ def pandas_rolling(series: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (z / (1.0 + z)).to_numpy()
 
 
+def numpy_vectorised(rows: np.ndarray, times: np.ndarray, values: np.ndarray,
+                     cfg: np.ndarray) -> np.ndarray:
+    """Range, gap, stuck and spike scores of a batch in whole-array NumPy (see the
+    module docstring), in the batch's order."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from tidefield.server.detect._layout import C_HIGH, C_INTERVAL, C_LOW
+
+    order = np.lexsort((times, rows))
+    r, t, v = rows[order], times[order], values[order]
+    n = r.shape[0]
+    same = np.zeros(n, dtype=bool)
+    same[1:] = r[1:] == r[:-1]
+    low, high, interval = cfg[r, C_LOW], cfg[r, C_HIGH], cfg[r, C_INTERVAL]
+    score = np.where((v >= low) & (v <= high), 0.0, 1.0)
+    dt = np.zeros(n)
+    dt[1:] = np.diff(t)
+    gap = same & (dt > 2.5 * interval)
+    score = np.maximum(score, np.where(gap, 0.5 + 0.0 * dt, 0.0))
+    # stuck: the length of each run of one value within a series
+    new_run = ~same.copy()
+    new_run[1:] |= v[1:] != v[:-1]
+    run_id = np.cumsum(new_run)
+    run_start = np.flatnonzero(new_run)
+    run_len = np.arange(n) - run_start[run_id - 1]
+    score = np.maximum(score, np.where(run_len >= 12, run_len / (run_len + 12.0), 0.0))
+    # spike: the step against the median absolute step of the 60 before it
+    step = np.zeros(n)
+    step[1:] = np.abs(np.diff(v))
+    step[~same] = np.nan
+    window = 60
+    padded = np.concatenate((np.full(window, np.nan), step))
+    views = sliding_window_view(padded[:-1], window)
+    medians = np.empty(n)
+    position = np.arange(n) - np.flatnonzero(~same)[np.cumsum(~same) - 1]  # in its series
+    lag = np.arange(window)[None, :]
+    for lo in range(0, n, 100_000):  # blocks: a (n, 60) array of the whole batch is GBs
+        block = views[lo:lo + 100_000].copy()
+        block[lag < window - position[lo:lo + 100_000, None]] = np.nan  # another series'
+        with warnings.catch_warnings():  # a series' first reading has no step before it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians[lo:lo + 100_000] = np.nanmedian(block, axis=1)
+    z = step / (12.0 * np.maximum(medians, 1e-9))
+    score = np.maximum(score, np.nan_to_num(z / (1.0 + z)))
+    out = np.empty(n)
+    out[order] = score
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=int, default=24)
@@ -130,6 +184,12 @@ def main() -> None:
     pd_rate = n / pd_wall
     print(f"pandas rolling    {pd_rate / 1e6:8.3f} M readings/s  (wall {pd_wall:.2f} s; "
           f"kernel is {kernel_rate / pd_rate:,.1f}x)")
+
+    numpy_wall, numpy_cpu = timed(lambda: numpy_vectorised(all_rows, np.concatenate(
+        [b[1] for b in batches]), all_values, detector.cfg))
+    numpy_rate = n / numpy_wall
+    print(f"vectorised NumPy  {numpy_rate / 1e6:8.3f} M readings/s  (wall {numpy_wall:.2f} s, "
+          f"CPU {numpy_cpu:.2f} s; kernel is {kernel_rate / numpy_rate:,.1f}x)")
 
     for attempt in ("first", "second"):
         out = subprocess.run([sys.executable, "-c", COLD_START], capture_output=True,

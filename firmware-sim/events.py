@@ -4,8 +4,12 @@ Two categories, told apart in every ``Label``:
 
 * **faults** (``category="fault"``) break one sensor's output and nothing else: spike,
   stuck, drift, dropout (no readings at all), noise burst, out-of-range garbage (what a
-  failing Modbus probe returns: 65535, 6553.5 = 0xFFFF x 0.1, -999). They act after
-  noise and quantisation (``render.apply_fault``).
+  failing Modbus probe returns: 65535, 6553.5 = 0xFFFF x 0.1, -999, a logger's -9999).
+  They act after noise and quantisation (``render.apply_fault``). Where real sensors fail
+  in their own way, a fault takes that shape half the time (``_shape``): a biofouling
+  drift on turbidity, oxygen and chlorophyll ended by a cleaning's step back, a
+  maintenance pull (out of the water: flat, or jumping in and out), battery sag; each
+  labelled as the kind it looks like (``render.LABEL_KIND``).
 * **events** (``category="event"``) are things happening in the world. They perturb
   latent quantities (``physics.CH_*`` channels) of the whole site, so every sensor that
   would feel them moves: a hypoxia drops DO on both sondes of a cage farm and the pH with
@@ -384,8 +388,19 @@ EVENT_KINDS: MappingProxyType[str, EventKind] = MappingProxyType({k.name: k for 
 
 # --- faults ---------------------------------------------------------------------------------
 
-# Garbage a failing probe returns: raw 0xFFFF, 0xFFFF or 0x7FFF scaled by 0.1, -999.
-_GARBAGE = (65535.0, 6553.5, 3276.7, -999.0, -3276.8)
+# Garbage a failing probe returns: raw 0xFFFF, 0xFFFF or 0x7FFF scaled by 0.1, -999, and
+# a logger's no-data sentinel.
+_GARBAGE = (65535.0, 6553.5, 3276.7, -999.0, -3276.8, -9999.0)
+# Optics a film grows on, and which way it moves them (it scatters light: turbidity and
+# fluorescence read high; it consumes oxygen at the membrane: DO reads low)
+_FOULING = MappingProxyType({"turbidity": 1.0, "chlorophyll_a": 1.0,
+                             "dissolved_oxygen": -1.0})
+# Sensors with no analog front end for a sagging supply to disturb (a tipping bucket
+# counts tips)
+_NO_SAG = frozenset({"rainfall"})
+# What a sonde reads out of the water (a wet probe in air)
+_IN_AIR = MappingProxyType({"turbidity": 0.5, "chlorophyll_a": 0.2, "salinity": 0.3,
+                            "dissolved_oxygen": 9.1, "water_ph": 6.2})
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,9 +419,31 @@ _FAULT_SHAPES = MappingProxyType({
 })
 
 
+def _shape(kind: str, metric: str, d: Draws) -> str:
+    """How a fault of ``kind`` shows on ``metric`` (render.SHAPES): where a real sensor
+    fails in its own way, half the time (or a third each) that way."""
+    u = d.uniform()
+    if kind == "drift" and metric in _FOULING and u < 0.5:
+        return "fouling"
+    if kind == "stuck" and metric in _IN_AIR and u < 0.5:
+        return "pull_flat"
+    if kind == "noise_burst" and metric in _IN_AIR and u < 1.0 / 3.0:
+        return "pull_jumping"
+    if kind == "noise_burst" and u > 2.0 / 3.0 and metric not in _NO_SAG:
+        return "battery_sag"
+    return kind
+
+
 def _fault_value(kind: str, metric: str, clean: np.ndarray, d: Draws) -> float:
-    """The fault's parameter (render.F_VALUE), sized from the metric and the clean values."""
+    """The fault's parameter (render.F_VALUE), sized from the metric and the clean values;
+    ``kind`` a shape (render.SHAPES)."""
     m = METRICS[metric]
+    if kind == "fouling":
+        return _FOULING[metric] * d.between(0.2, 0.4) * (m.typical[1] - m.typical[0])
+    if kind in ("pull_flat", "pull_jumping"):
+        return _IN_AIR[metric]
+    if kind == "battery_sag":
+        kind = "noise_burst"
     span = m.typical[1] - m.typical[0]
     low, high = m.physical
     middle = float(np.nanmean(clean))
@@ -495,7 +532,7 @@ def plan_site(renderer: Renderer, site_id: str, site_kind: str, epoch: int,
                     _, device, metric = renderer.series_identity(s)
                     result.labels.append(Label(
                         site_id, device, metric, int(row[rd.F_START]), int(row[rd.F_END]),
-                        rd.FAULT_KINDS[int(row[rd.F_KIND])], FAULT,
+                        rd.LABEL_KIND[int(row[rd.F_KIND])], FAULT,
                         f"ft-{device}-{metric}-{epoch}-{i}"))
     result.labels.sort(key=lambda lb: (lb.start_ms, lb.device_id, lb.metric))
     return result
@@ -543,8 +580,9 @@ def _try_fault(renderer: Renderer, s: int, kind: str, d: Draws, epoch_start: int
     clean = renderer.render_series(s, start, end, _NO_ROWS_EV, _NO_ROWS_FAULT)
     if clean.size == 0 or np.isnan(clean).all():
         return None
-    row = [float(rd.FAULT_KINDS.index(kind)), float(start), float(end),
-           _fault_value(kind, metric, clean, d)]
+    shape_name = _shape(kind, metric, d)
+    row = [float(rd.SHAPES.index(shape_name)), float(start), float(end),
+           _fault_value(shape_name, metric, clean, d)]
     faulty = renderer.render_series(s, start, end, _NO_ROWS_EV, np.array([row]))
     if not _differs(kind, metric, clean, faulty):
         return None

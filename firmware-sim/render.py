@@ -8,7 +8,8 @@ Per sample, in this order (each step a pure function of the sample's identity):
 3. ``settle``: clip to the catalog's physical range (wrap directions to [0, 360)) and
    quantise to the catalog resolution;
 4. an injected *fault*, if one covers the sample: spike, stuck, drift, dropout (NaN, the
-   reading is never sent), noise burst, out-of-range garbage.
+   reading is never sent), noise burst, out-of-range garbage, and the shapes real
+   sensors fail in (``SHAPES``: biofouling, maintenance pulls, battery sag).
 
 ``render`` fills a series-major block for a window; ``gather`` interleaves those blocks
 into time order (ties by series index) using the repeating frame pattern of the sample
@@ -35,10 +36,21 @@ from .rng import at, normal
 
 FAULT_KINDS = ("spike", "stuck", "drift", "dropout", "noise_burst", "out_of_range")
 SPIKE, STUCK, DRIFT, DROPOUT, NOISE_BURST, OUT_OF_RANGE = range(len(FAULT_KINDS))
+# the shapes real sensors fail in, each labelled as the kind it looks like (LABEL_KIND):
+# biofouling (a film on a turbidity, oxygen or chlorophyll optic: a drift that grows
+# faster as the film thickens, ended by a cleaning visit's step back: a drift), a
+# maintenance pull (the sonde out of the water, reading the air: flat, a stuck; or
+# splashing in and out, jumping between the two: a noise burst), battery sag (noise that
+# grows as the voltage falls: a noise burst)
+SHAPES = (*FAULT_KINDS, "fouling", "pull_flat", "pull_jumping", "battery_sag")
+FOULING, PULL_FLAT, PULL_JUMPING, BATTERY_SAG = range(len(FAULT_KINDS), len(SHAPES))
+LABEL_KIND = (*FAULT_KINDS, "drift", "stuck", "noise_burst", "noise_burst")
 
 FAULT_COLUMNS = ("kind", "start_ms", "end_ms", "value")
 F_KIND, F_START, F_END, F_VALUE = range(len(FAULT_COLUMNS))
-# value: spike offset; stuck value; drift reached at the end; burst σ; garbage value
+# kind: an index into SHAPES; value: spike offset; stuck value; drift (fouling) reached at
+# the end; burst σ (battery sag: σ reached a quarter in); garbage value; the reading out
+# of the water (pulls)
 
 class SeriesArrays(NamedTuple):
     """What the kernels need to know of every series, one row (or entry) per series."""
@@ -111,6 +123,16 @@ def apply_fault(v, t, sample, faults, burst_key, low, high, circular, steps):
             return settle(v + burst, low, high, circular, steps)
         if kind == OUT_OF_RANGE:
             return x
+        if kind == FOULING:
+            grown = (t - start) / (end - start)
+            return settle(v + x * grown * grown, low, high, circular, steps)
+        if kind == PULL_FLAT:
+            return x
+        if kind == PULL_JUMPING:  # in the water or out of it, reading by reading
+            return x if normal(at(burst_key, sample)) > 0.0 else v
+        if kind == BATTERY_SAG:  # sets in as the voltage falls, full within a quarter
+            sag = x * min(1.0, 4.0 * (t - start) / (end - start)) * normal(at(burst_key, sample))
+            return settle(v + sag, low, high, circular, steps)
     return v
 
 

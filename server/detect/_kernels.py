@@ -73,6 +73,7 @@ from ._layout import (
     P_DRIFT_K,
     P_DRIFT_SPAN,
     P_EXCEED_K,
+    P_FLAT_SHARE,
     P_GAIN_PRIOR,
     P_GAP_FACTOR,
     P_HOLD_MS,
@@ -81,6 +82,11 @@ from ._layout import (
     P_LEVEL_Z,
     P_MAX_FLAG_MS,
     P_MAX_SPIKE_RUN,
+    P_NOISE_DOWN,
+    P_NOISE_UP,
+    P_OWN_H,
+    P_OWN_MEMORY,
+    P_OWN_SPAN,
     P_PAIR_PRIOR,
     P_PAIR_SLOPE,
     P_PAIR_SPAN,
@@ -131,17 +137,27 @@ from ._layout import (
     RS_VALUE,
     S_BURST,
     S_BURST_REL,
+    S_BURST_TAIL,
     S_CUS_DOWN,
     S_CUS_UP,
     S_D_LAST,
     S_DEV_T,
     S_FLAG_SINCE,
+    S_FLAT_ALL,
+    S_FLAT_LONG,
     S_HOUR,
     S_HOUR_END,
     S_HOURS,
     S_JUMP_MAX,
     S_MF,
     S_N,
+    S_OWN_BASE,
+    S_OWN_DOWN,
+    S_OWN_N,
+    S_OWN_SINCE,
+    S_OWN_TAIL,
+    S_OWN_UP,
+    S_OWN_VAR,
     S_PU,
     S_PUU,
     S_PUV,
@@ -176,6 +192,90 @@ RISE_MERGE_MS = 6.0 * HOUR_MS  # rises closer than this belong to one irrigation
 def _ratio_score(r):
     """Map "how many thresholds" to [0, 1): 0.5 exactly at the threshold."""
     return r / (1.0 + r) if r > 0.0 else 0.0
+
+
+@njit(**JIT)
+def _count_run(st, s, length, decay, long_run):
+    """A run of one value of ``length`` readings ended: into the decayed counts of all
+    readings and of those in long runs (how often the series sits flat)."""
+    keep = decay ** length
+    st[s, S_FLAT_ALL] = st[s, S_FLAT_ALL] * keep + length
+    st[s, S_FLAT_LONG] = st[s, S_FLAT_LONG] * keep + (length if length >= long_run else 0.0)
+
+
+TAIL_FLOOR = math.exp(-2.0)  # how far under its threshold a learned tail may sink
+
+
+@njit(**JIT)
+def _tail_limit(st, s, column, ratio, learn, up, down):
+    """A threshold in units of the fixed one: 1, or where higher the series' own learned
+    quantile of ``ratio`` (a statistic over its threshold), so the default alarm means a
+    like rate of false alarms on every series. The quantile (state ``column``, 0 before
+    any is learned) follows a Robbins-Monro step in the logarithm, taken as factors: times
+    ``up`` when a reading is above it, times ``down`` otherwise (params.noise_quantile and
+    noise_eta). The limit is taken before this reading's step, so a change does not excuse
+    itself at once."""
+    level = st[s, column]
+    if level == 0.0:
+        level = 1.0
+    limit = max(level, 1.0)
+    if learn:
+        level = level * up if ratio > level else level * down
+        st[s, column] = max(level, TAIL_FLOOR)
+    return limit
+
+
+@njit(**JIT)
+def _own_level(s, t, e, cfg, params, st):
+    """Per reading, for a series no other sensor is compared with: its de-seasoned
+    reading ``e`` against its own level, in units of its own spread (both learned over
+    ``own_memory`` readings, frozen while a change is suspected, the residual clipped at
+    level_z σ), fed to two one-sided CUSUMs. Their threshold is ``own_h``, or where
+    higher the series' own tail of them (how far its level wanders on its own: a river
+    after rain). Returns the score of a flagged change (past the threshold and at least
+    own_span of the typical range), else 0. A change suspected (past half the
+    threshold) for own_memory readings becomes the level."""
+    n = st[s, S_OWN_N] + 1.0
+    st[s, S_OWN_N] = n
+    if n == 1.0:
+        st[s, S_OWN_BASE] = e
+        return 0.0
+    memory = params[P_OWN_MEMORY]
+    dev = e - st[s, S_OWN_BASE]
+    sd = max(math.sqrt(st[s, S_OWN_VAR]), cfg[s, C_RES], st[s, S_SCALE])
+    lz = params[P_LEVEL_Z]
+    k = params[P_DRIFT_K]
+    learning = n <= params[P_WARM_N]
+    h = params[P_OWN_H]
+    up = 0.0
+    down = 0.0
+    if not learning:
+        h *= _tail_limit(st, s, S_OWN_TAIL, max(st[s, S_OWN_UP], st[s, S_OWN_DOWN]) / h,
+                         True, params[P_NOISE_UP], params[P_NOISE_DOWN])
+        step = min(max(dev / sd, -lz), lz)
+        up = min(max(0.0, st[s, S_OWN_UP] + step - k), 2.0 * h)
+        down = min(max(0.0, st[s, S_OWN_DOWN] - step - k), 2.0 * h)
+    if learning or max(up, down) <= 0.5 * h:
+        a = max(1.0 / n, 1.0 / memory)
+        cap = math.inf if learning else lz * sd
+        clipped = min(max(dev, -cap), cap)
+        st[s, S_OWN_BASE] += a * clipped
+        st[s, S_OWN_VAR] += a * (clipped * clipped - st[s, S_OWN_VAR])
+        st[s, S_OWN_SINCE] = -1.0
+    elif st[s, S_OWN_SINCE] < 0.0:
+        st[s, S_OWN_SINCE] = n
+    elif n - st[s, S_OWN_SINCE] > memory:  # suspected this long: the new level
+        st[s, S_OWN_BASE] = e
+        up = 0.0
+        down = 0.0
+        st[s, S_OWN_SINCE] = -1.0
+    st[s, S_OWN_UP] = up
+    st[s, S_OWN_DOWN] = down
+    if not learning and abs(dev) > params[P_CORR_Z] * sd:
+        st[s, S_DEV_T] = t  # far off its own level: corroborates the site's other series
+    if max(up, down) > h and abs(dev) > params[P_OWN_SPAN] * cfg[s, C_SPAN]:
+        return _ratio_score(max(up, down) / h)
+    return 0.0
 
 
 @njit(**JIT)
@@ -463,12 +563,19 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             prev_bound = prev <= low + 0.5 * res or prev >= high - 0.5 * res
             if run > run_max and run < stuck_thr and not prev_bound:
                 run_max = run
+            if not prev_bound and not math.isnan(prev):
+                _count_run(st, s, run + 1.0, decay, params[P_STUCK_MIN_RUN])
             run = 0.0
             st[s, S_RUN_START] = t
         st[s, S_RUN] = run
         st[s, S_X_PREV] = x
         st[s, S_RUN_MAX] = run_max * decay
-        if (warm and not at_bound and run >= stuck_thr
+        # how often the series sits flat, the run in progress counted as if it ended now
+        # (a series' first long flat is no more stuck than its later ones)
+        length = run + 1.0
+        flat_long = st[s, S_FLAT_LONG] + (length if length >= params[P_STUCK_MIN_RUN] else 0.0)
+        often_flat = flat_long > params[P_FLAT_SHARE] * (st[s, S_FLAT_ALL] + length)
+        if (warm and not at_bound and not often_flat and run >= stuck_thr
                 and t - st[s, S_RUN_START] >= params[P_STUCK_MIN_MS]):
             score = _ratio_score(run / stuck_thr)
             if score > best:
@@ -522,6 +629,13 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             # over hours, a smaller rise of the noise is already no chance
             slow = min(st[s, S_SLOW] / scale2, st[s, S_SLOW_REL] / scale_rel)
             slow /= params[P_BURST_SLOW_THR]
+            # both against the series' own tail of them: where bursts are ordinary (a
+            # turbidity probe in every storm) the threshold rises to what is rare here
+            limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow),
+                                not at_bound and not away, params[P_NOISE_UP],
+                                params[P_NOISE_DOWN])
+            burst /= limit
+            slow /= limit
             bursting = warm and ((burst > 1.0 and st[s, S_BURST] > span_floor)
                                  or (slow > 1.0 and st[s, S_SLOW] > span_floor))
             burst = max(burst, slow)
@@ -587,6 +701,16 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 mf = e
             st[s, S_MF] = mf + cfg[s, C_A_FAST] * (e - mf)
             suspect = max(st[s, S_CUS_UP], st[s, S_CUS_DOWN]) > 0.5 * params[P_DRIFT_H]
+            own = cfg[s, C_GROUP] < 0.0 and cfg[s, C_PARTNER] < 0.0
+            if own and warm and not flagged:
+                # no other sensor to compare with: the series' own level; its profile
+                # learns nothing while a change is suspected
+                score = _own_level(s, t, e, cfg, params, st)
+                if score > best:
+                    best = score
+                    comp = K_DRIFT
+                if st[s, S_OWN_SINCE] >= 0.0:  # suspected
+                    flagged = True
             if st[s, S_FLAG_SINCE] >= 0.0:
                 score = _ratio_score(max(st[s, S_CUS_UP], st[s, S_CUS_DOWN])
                                      / params[P_DRIFT_H])

@@ -2,7 +2,7 @@
 labelled simulated scenario.
 
     tidefield detect run [--partition i/n] [--since ISO] [--until ISO]
-    tidefield detect score-csv IN.csv [--metric NAME] [--interval-s N] > OUT.csv
+    tidefield detect score-csv IN.csv [--metric NAME] [--value-column C] [--tz Z] > OUT.csv
     tidefield detect evaluate --seed 23 --days 30 [--sites 250]
 
 Heavy imports happen inside the commands, so ``--help`` stays instant.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -28,42 +27,11 @@ app = typer.Typer(help="Anomaly detection: the detector service, scoring CSV fil
 DEFAULT_START = "2025-04-01T00:00:00Z"
 
 
-def _time_ms(text: str, line: int) -> int:
-    text = text.strip()
-    try:
-        return int(text) if text.lstrip("-").isdigit() else _iso_ms(text)
-    except ValueError:
-        raise typer.BadParameter(f"line {line}: timestamp {text!r} is neither ISO-8601 nor "
-                                 f"epoch milliseconds") from None
-
-
 def _iso_ms(text: str) -> int:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
-
-
-def read_series_csv(source: Iterable[str]) -> tuple[list[str], list[int], list[float]]:
-    """Rows of a ``timestamp,value`` CSV; BadParameter names the first bad line."""
-    reader = csv.reader(source)
-    header = next(reader, None)
-    if header is None or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
-        raise typer.BadParameter("the CSV must start with the header timestamp,value")
-    stamps, times, values = [], [], []
-    for line, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if len(row) < 2:
-            raise typer.BadParameter(f"line {line}: expected timestamp,value")
-        times.append(_time_ms(row[0], line))
-        stamps.append(row[0].strip())
-        text = row[1].strip()
-        try:
-            values.append(float(text) if text else float("nan"))
-        except ValueError:
-            raise typer.BadParameter(f"line {line}: value {text!r} is not a number") from None
-    return stamps, times, values
 
 
 @app.command()
@@ -126,34 +94,69 @@ def run(
 
 @app.command("score-csv")
 def score_csv(
-    path: Annotated[Path, typer.Argument(help="CSV with columns timestamp,value ('-': stdin)")],
+    path: Annotated[Path, typer.Argument(help="CSV with a header ('-': stdin)")],
     metric: Annotated[str | None, typer.Option(
         help="a catalog metric (its physical range and resolution); default: learned")] = None,
     interval_s: Annotated[float | None, typer.Option(
         help="sample interval in seconds (default: the median step)")] = None,
+    time_column: Annotated[str | None, typer.Option(
+        help="name (or 1-based number) of the time column; default: 'timestamp' (or "
+             "'time', 'datetime'...), else the first")] = None,
+    value_column: Annotated[str | None, typer.Option(
+        help="name (or 1-based number) of the value column; default: 'value', else the "
+             "second")] = None,
+    tz: Annotated[str, typer.Option(
+        "--tz", help="zone of times written without one: UTC, +10:00, or a name such as "
+                     "Australia/Brisbane")] = "UTC",
+    time_format: Annotated[str | None, typer.Option(
+        help="strptime format of the times when they are not ISO-8601 or epoch "
+             "seconds/ms, e.g. '%d/%m/%Y %H:%M'")] = None,
 ) -> None:
-    """Score a univariate series; writes timestamp,value,anomaly_score to stdout."""
+    """Score a univariate series; writes timestamp,value,anomaly_score,component,category,
+    qartod_flag,qartod_test to stdout, one row per input row in input order. Repeated or
+    backward times, gaps, blank/NaN/text cells and sentinels (-9999, 65535) are scored,
+    never refused."""
     import numpy as np
 
     from .detector import DetectorInputError, score_values
+    from .series_csv import SeriesCsvError, parse_zone, read_series
 
     try:
-        if str(path) == "-":
-            stamps, times, values = read_series_csv(sys.stdin)
-        else:
-            with path.open(newline="", encoding="utf-8") as source:
-                stamps, times, values = read_series_csv(source)
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+        zone = parse_zone(tz)
+    except ValueError as exc:
+        typer.echo(f"error: --tz: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
-        scores = score_values(np.array(times, dtype=np.int64), np.array(values),
-                              metric=metric, interval_s=interval_s)
-    except DetectorInputError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        table = read_series(path, time_column=time_column, value_column=value_column,
+                            zone=zone, time_format=time_format)
+    except SeriesCsvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        scores = score_values(table.times_ms, table.values, metric=metric,
+                              interval_s=interval_s)
+    except DetectorInputError as exc:  # a bad option (an unknown metric, interval <= 0)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    from .detector import infer_interval_s, repair_clock
+    from .qartod import TESTS, combine, extra_tests, flags_from_detector
+
+    note = table.summary()
+    if note:
+        typer.echo(f"{path}: {len(table)} rows scored; {note}", err=True)
+    clock = repair_clock(table.times_ms, 1000.0 * (interval_s or infer_interval_s(
+        table.times_ms)))
+    flag, test = combine(flags_from_detector(table.values, scores.score, scores.component,
+                                             scores.category),
+                         extra_tests(clock, table.values))
+    tests = np.asarray(TESTS, dtype=object)[test]
     out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(("timestamp", "value", "anomaly_score"))
-    for stamp, value, score in zip(stamps, values, scores.score.tolist(), strict=True):
-        out.writerow((stamp, repr(value), f"{score:.4f}"))
+    out.writerow(("timestamp", "value", "anomaly_score", "component", "category",
+                  "qartod_flag", "qartod_test"))
+    for row in zip(table.stamps, table.cells, scores.score.tolist(),
+                   scores.component_names().tolist(), scores.category_names().tolist(),
+                   flag.tolist(), tests.tolist(), strict=True):
+        out.writerow((row[0], row[1], f"{row[2]:.4f}", *row[3:]))
 
 
 @app.command()
@@ -169,11 +172,16 @@ def evaluate(
     rules: Annotated[Path | None, typer.Option(
         help="a rules file merged over the bundled rules, as TIDEFIELD_DETECT_RULES "
              "(default: the bundled rules alone)")] = None,
+    logger_quirks: Annotated[bool, typer.Option(
+        "--logger-quirks/--no-logger-quirks",
+        help="the loggers' irregular times, repeated timestamps and clock jumps "
+             "(sim.logger) in both runs")] = True,
 ) -> None:
     """Run the detector over a labelled firmware-sim scenario and print per-kind precision,
     recall, F1 and median time to detect, classification accuracy and false alerts."""
     from tidefield.protocol.registry import load_sites
     from tidefield.sim.fleet import Fleet
+    from tidefield.sim.logger import LoggerQuirks
     from tidefield.sim.scenario import scenario_plan
 
     from .evaluate import false_alerts_per_site_week, run_fleet, score_alerts
@@ -190,7 +198,8 @@ def evaluate(
     start_ms = _iso_ms(start)
     end_ms = start_ms + int(days * DAY_MS)
     fleet = Fleet(chosen, seed=seed, plan=scenario_plan(start_ms, end_ms))
-    run = run_fleet(fleet, start_ms, end_ms, ruleset=ruleset)
+    quirks = LoggerQuirks(seed) if logger_quirks else None
+    run = run_fleet(fleet, start_ms, end_ms, ruleset=ruleset, quirks=quirks)
     result = score_alerts(fleet, fleet.labels(start_ms, end_ms), run.alerts, end_ms)
     typer.echo(f"seed {seed}, {len(chosen)} sites, {days:g} days: {run.readings:,} readings, "
                f"{len(run.alerts)} alerts, detector busy {run.seconds_detecting:.1f} s")
@@ -203,6 +212,46 @@ def evaluate(
     typer.echo(f"fault/event classification: {result.classification:.3f} of "
                f"{result.classified} alerts matching a label")
     if clean:
-        quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset)
+        quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset,
+                          quirks=quirks)
         rate = false_alerts_per_site_week(quiet, len(chosen), start_ms, end_ms)
         typer.echo(f"fault-free run: {len(quiet.alerts)} alerts, {rate:.2f} per site per week")
+
+
+@app.command()
+def benchmark(
+    folders: Annotated[list[Path], typer.Argument(
+        help="dataset folders of labelled CSVs (timestamp,value,label, or SKAB's "
+             "multivariate timestamp,<sensors>,changepoint,label)")],
+    part: Annotated[str, typer.Option(
+        help="report, tuning or all: which files of a known dataset (the split is fixed "
+             "in server/detect/benchmark.py)")] = "report",
+    detectors: Annotated[str, typer.Option(
+        help="comma-separated: tidefield, zscore, qartod, hst, and each baseline with its "
+             "settings tuned on the tuning part: zscore*, qartod*, hst*")]
+        = "tidefield,zscore,qartod,hst,zscore*,qartod*,hst*",
+) -> None:
+    """Score Tidefield and the baselines against real labelled data; print per dataset
+    event-wise precision, recall and F1 at each one's default threshold, PR-AUC, median
+    detection delay, false alarms per series-month, and Tidefield's F1 over the best
+    baseline's."""
+    from .benchmark import DETECTORS, report_lines, run_benchmark
+
+    if part not in ("report", "tuning", "all"):
+        typer.echo(f"error: --part {part!r}: expected report, tuning or all", err=True)
+        raise typer.Exit(2)
+    chosen = [d.strip() for d in detectors.split(",") if d.strip()]
+    unknown = [d for d in chosen if d not in DETECTORS]
+    if unknown or not chosen:
+        typer.echo(f"error: --detectors: unknown {', '.join(unknown) or '(none given)'}; "
+                   f"known: {', '.join(DETECTORS)}", err=True)
+        raise typer.Exit(2)
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        typer.echo(f"error: not a folder: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    results = run_benchmark(folders, part=part, detectors=chosen)
+    for line in report_lines(results, part):
+        typer.echo(line)
+    if any(r.refused for r in results):
+        raise typer.Exit(1)

@@ -50,6 +50,7 @@ from ._layout import (
     S_FLAG_SINCE,
     S_MF,
     S_N,
+    S_OWN_SINCE,
     S_PU,
     S_PUU,
     S_PUV,
@@ -63,6 +64,9 @@ from ._layout import (
 from .tuning import DetectorParams
 
 NEVER = -1e18  # a time before anything
+# values loggers write for "no reading": the common data-logger missing value and an
+# unsigned 16-bit register read from a probe that did not answer
+SENTINELS = (-9999.0, 65535.0)
 
 
 class DetectorInputError(ValueError):
@@ -196,7 +200,7 @@ class Detector:
         state = np.zeros((n, len(STATE_COLUMNS)), dtype=np.float64)
         state[:, [S_X_LAST, S_X_PREV, S_MF, S_RB, S_D_LAST]] = np.nan
         state[:, S_DEV_T] = NEVER
-        state[:, [S_FLAG_SINCE, S_SUSPECT_SINCE]] = -1.0
+        state[:, [S_FLAG_SINCE, S_SUSPECT_SINCE, S_OWN_SINCE]] = -1.0
         return state, np.full((n, BINS), np.nan)
 
     def upgrade_state(self, taken_width: int) -> None:
@@ -301,24 +305,55 @@ def learned_limits(values: np.ndarray) -> tuple[float, float, float, float, floa
     return (-np.inf, np.inf, float(lo), float(hi), res)
 
 
+def repair_clock(times_ms: np.ndarray, interval_ms: float) -> np.ndarray:
+    """Strictly increasing times for readings in the order a logger wrote them.
+
+    A repeated time (a logger writing two records in one second, a clock that stalled)
+    becomes one millisecond after the reading before. A step back (a clock reset, the
+    hour repeated when daylight saving ends) is a clock jump: from there on every time is
+    moved forward by what puts that reading one ``interval_ms`` after the one before, so
+    the series goes on as if the clock had not jumped (a jump forward stays: a gap is
+    what it looks like). The kernel scores only readings after its last, so without this
+    a clock set back a day left a day of readings unscored."""
+    times = np.asarray(times_ms, dtype=np.int64)
+    if times.size < 2 or bool((np.diff(times) > 0).all()):
+        return times.copy()
+    step = max(1, int(interval_ms))
+    out = np.empty_like(times)
+    offset = 0
+    last = None
+    for i, t in enumerate(times.tolist()):
+        moved = t + offset
+        if last is not None and moved <= last:
+            if moved < last:  # a step back: the clock jumped
+                offset += last + step - moved
+                moved = last + step
+            else:
+                moved = last + 1
+        out[i] = moved
+        last = moved
+    return out
+
+
 def score_values(times_ms: np.ndarray, values: np.ndarray, *, metric: str | None = None,
                  interval_s: float | None = None,
                  params: DetectorParams | None = None) -> Scores:
-    """Score one univariate series (times must increase). Without ``metric`` the limits
-    are learned from the data (``learned_limits``): no reading is then out of range."""
+    """Score one univariate series, one result per reading in the given order. Times
+    need not increase (``repair_clock``); NaN is a missing reading (component ``range``).
+    A no-data sentinel (``SENTINELS``: -9999, 65535) is a missing reading too. Without
+    ``metric`` the limits are learned from the data (``learned_limits``): no reading is
+    then out of range."""
     times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
     values = np.ascontiguousarray(values, dtype=np.float64)
     if times_ms.shape != values.shape or times_ms.ndim != 1:
         raise DetectorInputError("times and values must be 1-D and of one length")
-    if times_ms.size > 1 and not (np.diff(times_ms) > 0).all():
-        bad = int(np.flatnonzero(np.diff(times_ms) <= 0)[0]) + 1
-        raise DetectorInputError(f"times must increase (row {bad + 1} is not after the one "
-                                 f"before)")
     if metric is not None and metric not in METRICS:
         raise DetectorInputError(f"unknown metric {metric!r}")
     interval = interval_s if interval_s is not None else infer_interval_s(times_ms)
     if not interval > 0:
         raise DetectorInputError("interval must be positive")
+    times_ms = repair_clock(times_ms, interval * 1000.0)
+    values = np.where(np.isin(values, SENTINELS), np.nan, values)  # no reading, no value
     info = SeriesInfo(0, "series", "series", metric or "value", interval)
     limits = None if metric is not None else {0: learned_limits(values)}
     detector = Detector([info], params, limits=limits)

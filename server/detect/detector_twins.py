@@ -86,6 +86,16 @@ class _Series:
     dev_t: float = -1e18
     flag_since: float = -1.0
     suspect_since: float = -1.0
+    flat_all: float = 0.0  # readings of ended runs (off a bound), decayed
+    flat_long: float = 0.0  # of those, in runs stuck_min_run long
+    burst_tail: float = 0.0  # the learned quantile of the burst statistic / threshold
+    own_n: int = 0  # the own-level check (a series with no cross-site group)
+    own_base: float = 0.0
+    own_var: float = 0.0
+    own_up: float = 0.0
+    own_down: float = 0.0
+    own_since: float = -1.0
+    own_tail: float = 0.0  # the learned quantile of the larger own CUSUM / own_h
     profile: list[float] = field(default_factory=lambda: [math.nan] * BINS)
 
 
@@ -166,6 +176,52 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
         if abs(dz) < k:
             up, down = min(up, 0.5 * h), min(down, 0.5 * h)
     me.up, me.down = up, down
+
+
+def _tail(level: float, ratio: float, learn: bool, p) -> tuple[float, float]:
+    """(limit, next level) of a learned tail quantile (see ``_kernels._tail_limit``)."""
+    level = 1.0 if level == 0.0 else level
+    limit = max(level, 1.0)
+    if learn:
+        level = max(level * (p["noise_up"] if ratio > level else p["noise_down"]),
+                    math.exp(-2.0))
+    return limit, level
+
+
+def _own_level(me, t, e, c, p):
+    """The own-level check of a series with no cross-site group (see
+    ``_kernels._own_level``); returns the score of a flagged change or 0."""
+    me.own_n += 1
+    if me.own_n == 1:
+        me.own_base = e
+        return 0.0
+    dev = e - me.own_base
+    sd = max(math.sqrt(me.own_var), c[C_RES], me.scale)
+    lz, k, h = p["level_z"], p["drift_k"], p["own_h"]
+    learning = me.own_n <= p["warm_n"]
+    up = down = 0.0
+    if not learning:
+        limit, me.own_tail = _tail(me.own_tail, max(me.own_up, me.own_down) / h, True, p)
+        h *= limit
+        z = min(max(dev / sd, -lz), lz)
+        up = min(max(0.0, me.own_up + z - k), 2.0 * h)
+        down = min(max(0.0, me.own_down - z - k), 2.0 * h)
+    if learning or max(up, down) <= 0.5 * h:
+        a = max(1.0 / me.own_n, 1.0 / p["own_memory"])
+        clipped = dev if learning else min(max(dev, -lz * sd), lz * sd)
+        me.own_base += a * clipped
+        me.own_var += a * (clipped * clipped - me.own_var)
+        me.own_since = -1.0
+    elif me.own_since < 0:
+        me.own_since = me.own_n
+    elif me.own_n - me.own_since > p["own_memory"]:  # suspected this long: the new level
+        me.own_base, up, down, me.own_since = e, 0.0, 0.0, -1.0
+    me.own_up, me.own_down = up, down
+    if not learning and abs(dev) > p["corr_z"] * sd:
+        me.dev_t = t  # far off its own level: corroborates the site's other series
+    if max(up, down) > h and abs(dev) > p["own_span"] * c[C_SPAN]:
+        return _ratio(max(up, down) / h)
+    return 0.0
 
 
 def _shared(me, s, t, rising, p, state, group_of):
@@ -257,10 +313,19 @@ def score_batch(series, times, values, cfg, params):
         else:
             if me.run > me.run_max and me.run < stuck_thr and not bound(me.x_prev):
                 me.run_max = float(me.run)
+            if not math.isnan(me.x_prev) and not bound(me.x_prev):
+                length = me.run + 1
+                keep = c[C_DECAY] ** length
+                me.flat_all = me.flat_all * keep + length
+                me.flat_long = me.flat_long * keep + (
+                    length if length >= p["stuck_min_run"] else 0.0)
             me.run, me.run_start = 0, t
         me.x_prev = x
         me.run_max *= c[C_DECAY]
-        if (warm and not bound(x) and me.run >= stuck_thr
+        length = me.run + 1  # the run in progress, counted as if it ended now
+        flat_long = me.flat_long + (length if length >= p["stuck_min_run"] else 0.0)
+        often_flat = flat_long > p["flat_share"] * (me.flat_all + length)
+        if (warm and not bound(x) and not often_flat and me.run >= stuck_thr
                 and t - me.run_start >= p["stuck_min_ms"]):
             score = _ratio(me.run / stuck_thr)
             if score > best:
@@ -293,6 +358,11 @@ def score_batch(series, times, values, cfg, params):
                     min(d2 / height, p["exceed_k"] * scale_rel) - me.slow_rel)
             burst = min(me.burst / scale2, me.burst_rel / scale_rel) / p["burst_thr"]
             slow = min(me.slow / scale2, me.slow_rel / scale_rel) / p["burst_slow_thr"]
+            # the series' own noise tail: a quantile of log(max(burst, slow)) tracked by
+            # Robbins-Monro steps, the limit taken before this reading's step
+            limit, me.burst_tail = _tail(me.burst_tail, max(burst, slow),
+                                      not bound(x) and not away, p)
+            burst, slow = burst / limit, slow / limit
             bursting = warm and ((burst > 1.0 and me.burst > p["burst_span"] * span)
                                  or (slow > 1.0 and me.slow > p["burst_span"] * span))
             burst = max(burst, slow)
@@ -338,6 +408,11 @@ def score_batch(series, times, values, cfg, params):
             if math.isnan(me.mf):
                 me.mf = e
             me.mf += c[C_A_FAST] * (e - me.mf)
+            if group_of[s] < 0 and c[C_PARTNER] < 0 and warm and not flagged:
+                own = _own_level(me, t, e, c, p)
+                if own > best:
+                    best, comp = own, K_DRIFT
+                flagged = flagged or me.own_since >= 0  # suspected
             if me.flag_since >= 0:
                 if _ratio(max(me.up, me.down) / p["drift_h"]) > best:
                     best, comp = _ratio(max(me.up, me.down) / p["drift_h"]), K_DRIFT

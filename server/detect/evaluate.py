@@ -38,6 +38,7 @@ from .tuning import DetectorParams
 if TYPE_CHECKING:
     from tidefield.sim.events import Label
     from tidefield.sim.fleet import Fleet
+    from tidefield.sim.logger import LoggerQuirks
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ class FleetRun:
 
 def run_fleet(fleet: Fleet, start_ms: int, end_ms: int, *, params: DetectorParams | None = None,
               ruleset: RuleSet | None = None, warmup_days: float = 3.0,
-              chunk_ms: int = HOUR_MS,
+              chunk_ms: int = HOUR_MS, quirks: LoggerQuirks | None = None,
               progress: Callable[[int, int], None] | None = None) -> FleetRun:
+    """``quirks``: a ``sim.logger.LoggerQuirks`` applied to every chunk (irregular times,
+    repeated timestamps, clock jumps), or None."""
     import time
 
     engine = Engine(Detector(fleet_series(fleet), params), ruleset or load_rules())
@@ -95,6 +98,8 @@ def run_fleet(fleet: Fleet, start_ms: int, end_ms: int, *, params: DetectorParam
     while t < end_ms:
         stop = min(end_ms, t + chunk_ms)
         chunk = fleet.generate(t, stop)
+        if quirks is not None:
+            chunk = quirks.apply(chunk)
         began = time.perf_counter()
         scores, transitions = engine.process(chunk.series, chunk.time_ms, chunk.value)
         transitions += engine.tick(stop)

@@ -27,6 +27,11 @@ class DetectorParams(BaseModel):
     stuck_factor: float = Field(3.0, ge=1.0, le=1000.0,
                                 description="stuck: a run this many times the longest the "
                                             "series showed lately")
+    flat_share: float = Field(0.2, ge=0.0, le=1.0,
+                              description="a series with at least this share of its readings "
+                                          "in runs of one value stuck_min_run long (off a "
+                                          "physical bound) is often flat (a rain gauge, a "
+                                          "valve, a square wave): no run of it is stuck")
     stuck_min_minutes: float = Field(0.0, ge=0.0, le=100_000.0,
                                      description="and lasting at least this long")
     spike_z: float = Field(12.0, gt=0.0, le=1e6,
@@ -52,6 +57,14 @@ class DetectorParams(BaseModel):
     burst_span: float = Field(0.05, ge=0.0, le=100.0,
                               description="and that mean at least this fraction of the "
                                           "typical range")
+    noise_quantile: float = Field(0.995, ge=0.5, lt=1.0,
+                                  description="noise burst: the threshold is at least this "
+                                              "quantile of the series' own burst statistic, "
+                                              "learned online (a turbidity probe's storms "
+                                              "are its normal)")
+    noise_eta: float = Field(0.01, ge=0.0, le=1.0,
+                             description="learning step of that quantile (in the "
+                                         "logarithm, per reading)")
     burst_slow_hours: float = Field(2.0, gt=0.0, le=1000.0,
                                     description="noise burst, slow test: a mean of the change "
                                                 "of the step over this many hours ...")
@@ -78,6 +91,18 @@ class DetectorParams(BaseModel):
     drift_span: float = Field(0.13, ge=0.0, le=10.0,
                               description="and a residual at least this fraction of the "
                                           "typical range")
+    own_memory: float = Field(300.0, ge=10.0, le=1e7,
+                              description="a series compared with no other (no cross-site "
+                                          "group: a CSV, a lone sensor) is checked against "
+                                          "its own de-seasoned level and spread, learned "
+                                          "over this many readings ...")
+    own_h: float = Field(240.0, gt=0.0, le=1e6,
+                         description="... by two CUSUMs (drift_k allowed free per reading, "
+                                     "each reading at most level_z) alarming past this; "
+                                     "flagged for own_memory readings it is the new level")
+    own_span: float = Field(0.25, ge=0.0, le=10.0,
+                            description="... and its de-seasoned reading at least this "
+                                        "fraction of the typical range off its level")
     pairs: tuple[tuple[str, str], ...] = Field(
         (("soil_ec", "soil_moisture"),),
         description="(follower, leader) metrics of one device whose logarithms keep a "
@@ -157,6 +182,11 @@ class DetectorParams(BaseModel):
             "pair_span": self.pair_span, "pair_slope": self.pair_slope,
             "pair_prior": self.pair_prior, "hold_ms": self.profile_hold_hours * HOUR_MS,
             "gain_prior": self.gain_prior, "shared_frac": self.shared_frac,
-            "shared_ms": self.shared_hours * HOUR_MS,
+            "shared_ms": self.shared_hours * HOUR_MS, "flat_share": self.flat_share,
+            # the tail quantile's Robbins-Monro step in the logarithm (up eta * q above
+            # it, down eta * (1 - q) below), as factors: no log or exp per reading
+            "noise_up": float(np.exp(self.noise_eta * self.noise_quantile)),
+            "noise_down": float(np.exp(-self.noise_eta * (1.0 - self.noise_quantile))),
+            "own_memory": self.own_memory, "own_h": self.own_h, "own_span": self.own_span,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

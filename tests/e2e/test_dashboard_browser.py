@@ -197,5 +197,6 @@ def test_alerts_and_labs_pages_render_in_chromium(dashboard, browser, tmp_path):
         assert time.monotonic() < deadline, "no CSV was downloaded"
         time.sleep(0.2)
     lines = done[0].read_text().splitlines()
-    assert lines[0].replace('"', "") == "site_id,device_id,metric,time,value"
+    assert lines[0].replace('"', "") == ("site_id,device_id,metric,time,value,qartod_flag,"
+                                          "qartod_test")  # each reading's QARTOD flag
     assert len(lines) - 1 == 36 * 60  # every raw reading of the seeded 36 hours

@@ -109,3 +109,31 @@ def test_learned_limits_score_what_the_catalog_cannot(api):  # noqa: F811
     points = response.json()["points"]
     assert len(points) == 180
     assert all(p["category"] != "fault" or p["component"] != "range" for p in points)
+
+
+def test_a_series_with_missing_and_sentinel_readings_is_scored_whole(api, db_url):  # noqa: F811
+    """NaN and the loggers' no-data sentinels stored among the readings: every reading is
+    returned, those as missing (range, score 1), the rest scored as usual."""
+    rng = np.random.default_rng(8)
+    values = np.round(18 + rng.normal(0, 0.05, 400), 2)
+    missing = {100: float("nan"), 200: -9999.0, 300: 65535.0}
+    for at, value in missing.items():
+        values[at] = value
+    with psycopg.connect(db_url) as conn:
+        sid = conn.execute("SELECT id FROM series WHERE device_id = %s AND metric = %s",
+                           (api["device"].id, "air_humidity")).fetchone()[0]
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO readings (series_id, time, value) VALUES (%s, %s, %s)",
+                            [(sid, T0 + timedelta(minutes=i), float(v))
+                             for i, v in enumerate(values)])
+    for limits in ("catalog", "learned"):
+        response = score(api, sid, start=T0.isoformat(),
+                         end=(T0 + timedelta(minutes=400)).isoformat(), limits=limits)
+        assert response.status_code == 200, response.text
+        points = response.json()["points"]
+        assert len(points) == 400
+        for at in missing:
+            assert (points[at]["component"], points[at]["anomaly_score"]) == ("range", 1.0)
+        assert points[100]["value"] is None
+        others = [p["anomaly_score"] for i, p in enumerate(points) if i not in missing]
+        assert max(others) < 0.5, limits

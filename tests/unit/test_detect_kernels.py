@@ -141,8 +141,8 @@ def test_readings_at_or_before_the_watermark_are_not_scored_again():
 
 
 def test_bad_input_is_refused_with_a_reason():
-    with pytest.raises(DetectorInputError, match="increase"):
-        score_values(np.array([2, 1]), np.array([1.0, 2.0]))
+    # times that do not increase are a real logger's, scored (test_detect_score_csv.py)
+    assert score_values(np.array([2, 1]), np.array([1.0, 2.0])).score.shape == (2,)
     with pytest.raises(DetectorInputError, match="unknown metric"):
         score_values(np.array([1, 2]), np.array([1.0, 2.0]), metric="nope")
     detector = Detector(_fleet(1))
@@ -293,3 +293,84 @@ def test_a_level_suspected_for_longer_than_max_flag_days_becomes_the_level():
     late = times >= T0 + 3 * 86_400_000
     assert (names[(rows == 0) & ~late] == "drift").any()
     assert not (names[(rows == 0) & late] == "drift").any()
+
+
+def _lone(values: np.ndarray, interval_ms: int = MIN, params: DetectorParams | None = None):
+    """One series compared with no other (score-csv's case), kernel and twin both."""
+    from tidefield.server.detect.detector import learned_limits
+
+    times = T0 + np.arange(values.shape[0], dtype=np.int64) * interval_ms
+    info = SeriesInfo(0, "s", "d", "value", interval_ms / 1000.0)
+    params = params or DetectorParams()
+    detector = Detector([info], params, limits={0: learned_limits(values)})
+    rows = np.zeros(values.shape[0], dtype=np.int64)
+    got = detector.score(rows, times, values)
+    want = reference.score_batch(rows, times, values, detector.cfg, detector.p)
+    npt.assert_array_equal(got.component, want[1])
+    npt.assert_allclose(got.score, want[0], rtol=1e-6)
+    return got
+
+
+@pytest.mark.parametrize("case", ["walk", "shift", "noisy", "square", "nan", "quantized"])
+def test_kernel_equals_reference_for_a_lone_series(case):
+    rng = np.random.default_rng(19)
+    n = 3000
+    values = np.round(10 + np.cumsum(rng.normal(0, 0.01, n)) + rng.normal(0, 0.05, n), 2)
+    if case == "shift":
+        values[1800:] += 3.0
+    elif case == "noisy":
+        for start in range(400, n, 500):  # routine bursts: a turbidity probe's storms
+            values[start:start + 60] += rng.normal(0, 1.0, 60)
+    elif case == "square":
+        values = np.where((np.arange(n) // 200) % 2 == 0, 0.0, 5.0)
+    elif case == "nan":
+        values[rng.random(n) < 0.02] = np.nan
+    elif case == "quantized":
+        values = np.round(values)
+    got = _lone(values)
+    assert got.score.min() >= 0.0 and got.score.max() <= 1.0
+
+
+def test_an_often_flat_series_raises_no_stuck_but_a_lively_one_does():
+    n = 4000
+    square = np.where((np.arange(n) // 150) % 2 == 0, 1.0, 3.0)  # a valve, a pump state
+    rain = np.zeros(n)
+    rng = np.random.default_rng(2)
+    for start in rng.choice(np.arange(0, n - 20), 12, replace=False):  # showers, then dry
+        rain[start:start + 10] = np.round(rng.gamma(2.0, 0.4, 10), 1)
+    rain[3000:3900] = 0.0  # a long dry spell
+    for flat in (square, rain + 5.0):  # (off any bound: limits are learned)
+        assert "stuck" not in set(_lone(flat, 5 * MIN).component_names())
+    lively = np.round(12 + rng.normal(0, 0.2, n), 2)
+    lively[2500:2800] = lively[2500]
+    assert "stuck" in set(_lone(lively, 5 * MIN).component_names()[2500:2800])
+
+
+def test_a_lone_series_is_judged_against_its_own_level():
+    rng = np.random.default_rng(4)
+    n = 2400
+    values = np.round(20 + rng.normal(0, 0.1, n), 2)
+    values[1500:] -= 1.5  # a step that holds: nothing else to compare it with
+    names = _lone(values).component_names()
+    assert "drift" in set(names[1500:1700])
+    assert "drift" not in set(names[:1500])
+    assert (_lone(values[:1500]).score < 0.5).all()
+
+
+def test_the_noise_threshold_learns_how_noisy_the_series_is():
+    rng = np.random.default_rng(6)
+    n = 6000
+    values = 5 + rng.normal(0, 0.05, n)
+    for start in range(500, n, 400):  # every 400 readings a burst: this series' normal
+        values[start:start + 40] += rng.normal(0, 0.6, 40)
+    values = np.round(values, 3)
+    fixed = _lone(values, params=DetectorParams(noise_eta=0.0))
+    learned = _lone(values)
+    late = slice(3000, n)
+
+    def alarms(scores):
+        return int((np.diff((scores.component_names()[late] == "noise").astype(int)) == 1)
+                   .sum())
+
+    assert alarms(fixed) >= 6
+    assert alarms(learned) <= 2 * alarms(fixed) // 3

@@ -3,6 +3,11 @@
 Memory stays flat however long the range: rows come by binary COPY, are cut into row
 groups of ROW_GROUP rows, and each group is written (CSV or Parquet, by Arrow's writers)
 and sent before the next is read.
+
+Each reading carries its QARTOD flag and the test that set it (``qartod_flag``,
+``qartod_test``; ``tidefield.server.detect.qartod``), from the detector's stored
+anomalies: 9 missing, 4 fail, 3 suspect, 1 pass, 2 for readings after the detector's
+watermark (not scored yet), so a lab can keep only what passed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from tidefield.server.db import binary
+from tidefield.server.detect.qartod import CATEGORIES, COMPONENTS, TESTS, flags_from_detector
 from tidefield.server.web.deps import ConnDep, Reader, check_site
 
 from ..models import ERRORS, NOT_FOUND
@@ -35,16 +41,20 @@ ROW_GROUP = 50_000
 pa.set_memory_pool(pa.system_memory_pool())
 _NAME = pa.dictionary(pa.int32(), pa.string())
 _SCHEMA = pa.schema([("site_id", _NAME), ("device_id", _NAME), ("metric", _NAME),
-                             ("time", pa.timestamp("us", tz="UTC")), ("value", pa.float64())])
+                     ("time", pa.timestamp("us", tz="UTC")), ("value", pa.float64()),
+                     ("qartod_flag", pa.int8()), ("qartod_test", _NAME)])
 _CSV_SCHEMA = pa.schema([("site_id", pa.string()), ("device_id", pa.string()),
                          ("metric", pa.string()), ("time", pa.timestamp("us", tz="UTC")),
-                         ("value", pa.float64())])
+                         ("value", pa.float64()), ("qartod_flag", pa.int8()),
+                         ("qartod_test", pa.string())])
+_TEST_NAMES = pa.array(TESTS, pa.string())
 
 
 @router.get("", summary="Export readings as CSV or Parquet (streamed)",
             responses={**NOT_FOUND,
                        200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
-                             "description": "site_id, device_id, metric, time, value"}})
+                             "description": "site_id, device_id, metric, time, value, "
+                                            "qartod_flag, qartod_test"}})
 def export(request: Request, conn: ConnDep, principal: Reader,
            site: Annotated[str | None, Query(examples=["oc-001"])] = None,
            series: Annotated[list[int] | None, Query(description="series ids")] = None,
@@ -122,19 +132,34 @@ def _row_groups(pool: ConnectionPool, ids: list[int], start: datetime, end: date
         position[order] = np.arange(len(order), dtype=np.int32)
         dictionaries = [pa.array([names[sid][k] for sid in order], pa.string())
                         for k in range(3)]
+        # every reading with its stored anomaly (if any) as fixed-width numbers: the
+        # component's and category's index (0: none), the score, and whether the
+        # detector has scored it (at or before the least watermark of its partitions)
         copy_sql = sql.SQL(
-            "COPY (SELECT series_id, time, value FROM readings WHERE series_id = ANY({ids}) "
-            "AND time >= {start} AND time < {end} ORDER BY series_id, time) "
-            "TO STDOUT (FORMAT BINARY)").format(ids=sql.Literal(ids), start=sql.Literal(start),
-                                                end=sql.Literal(end))
+            "COPY (SELECT r.series_id, r.time, r.value, coalesce(a.score, 0)::float8, "
+            "coalesce(array_position({components}, a.component) - 1, 0)::int4, "
+            "coalesce(array_position({categories}, a.category) - 1, 0)::int4, "
+            "(r.time <= coalesce((SELECT min(watermark) FROM detector_checkpoints), "
+            "'-infinity'))::int4 "
+            "FROM readings r LEFT JOIN anomalies a ON a.series_id = r.series_id "
+            "AND a.time = r.time WHERE r.series_id = ANY({ids}) "
+            "AND r.time >= {start} AND r.time < {end} ORDER BY r.series_id, r.time) "
+            "TO STDOUT (FORMAT BINARY)").format(
+                ids=sql.Literal(ids), start=sql.Literal(start), end=sql.Literal(end),
+                components=sql.Literal(list(COMPONENTS)),
+                categories=sql.Literal(list(CATEGORIES)))
 
         def table(body: bytes) -> pa.Table:
-            sid, pg_us, value = binary.decode_rows(body, _TYPES)
+            sid, pg_us, value, score, component, category, scored = binary.decode_rows(
+                body, _TYPES)
+            flag, test = flags_from_detector(value, score, component, category, scored)
             index = pa.array(position[sid])
             return pa.Table.from_arrays(
                 [pa.DictionaryArray.from_arrays(index, d) for d in dictionaries]
                 + [pa.array(binary.pg_us_to_ms(pg_us) * 1000, pa.timestamp("us", "UTC")),
-                   pa.array(value)], schema=_SCHEMA)
+                   pa.array(value), pa.array(flag),
+                   pa.DictionaryArray.from_arrays(pa.array(test.astype(np.int32)),
+                                                  _TEST_NAMES)], schema=_SCHEMA)
 
         pending = bytearray()
         header_seen = False
@@ -171,5 +196,5 @@ def _parquet(groups: Iterable[pa.Table]) -> Iterator[bytes]:
     yield sink.drain()
 
 
-_TYPES = ["int4", "timestamptz", "float8"]
+_TYPES = ["int4", "timestamptz", "float8", "float8", "int4", "int4", "int4"]
 _ROW_WIDTH = binary.row_width(_TYPES)

@@ -21,6 +21,7 @@ ObservedProperties are shown only where a visible Datastream uses them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -245,13 +246,26 @@ OBSERVATIONS = EntitySet(
         "Datastream/id": Column("e.series_id", Type.NUMBER),
         "Datastream/@iot.id": Column("e.series_id", Type.NUMBER),
     },
-    properties=("phenomenonTime", "resultTime", "result"),
+    properties=("phenomenonTime", "resultTime", "result", "resultQuality"),
     # a reading's one time is both when it was observed and when its result was made
-    render=lambda r: {"phenomenonTime": r["iso"], "resultTime": r["iso"], "result": r["value"]},
+    # (a missing reading, NaN, has a null result: JSON has no NaN)
+    render=lambda r: {"phenomenonTime": r["iso"], "resultTime": r["iso"],
+                      "result": r["value"] if math.isfinite(r["value"]) else None,
+                      "resultQuality": result_quality(r)},
     navigations={"Datastream": Navigation("Datastreams", False, "id", "series_id")},
     # an Observation's id is (Datastream, phenomenonTime): ordering by id is that order
     default_order=(("Datastream/id", False), ("phenomenonTime", False)),
 )
+
+
+def result_quality(row: dict) -> dict:
+    """An Observation's QARTOD flag and the test that set it (``detect.qartod``), from its
+    stored anomaly; its ``scheme`` says how to read the flag."""
+    from tidefield.server.detect.qartod import flag_of
+
+    flag, test = flag_of(row["value"], row.get("anomaly_score"), row.get("anomaly_component"),
+                         row.get("anomaly_category"), bool(row.get("scored")))
+    return {"scheme": "QARTOD", "flag": flag, "test": test}
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -49,9 +49,17 @@ from .options import Options, OrderKey, encode_skiptoken
 _INT4_MAX = 2 ** 31 - 1
 # An Observation's id and times, formatted by PostgreSQL: a page of 1,000 costs no Python
 # date arithmetic (ids need whole milliseconds, which is what ingest stores).
+# With it, the reading's stored anomaly (if any) and whether the detector has scored it,
+# for its QARTOD flag (``resultQuality``): a primary-key probe per reading, and one
+# watermark per query.
+_ANOMALY = "(SELECT a.{0} FROM anomalies a WHERE a.series_id = e.series_id AND a.time = r.time)"
 _OBSERVATION = ("e.series_id, r.time, r.value, "
                 "(extract(epoch FROM r.time) * 1000)::bigint AS ms, "
-                "to_char(r.time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS iso")
+                "to_char(r.time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS iso, "
+                + ", ".join(f"{_ANOMALY.format(c)} AS anomaly_{c}"
+                            for c in ("score", "component", "category"))
+                + ", r.time <= coalesce((SELECT min(watermark) FROM detector_checkpoints), "
+                "'-infinity') AS scored")
 _PLAIN_KEY = re.compile(r"[\w\-.~:@,]*\Z", re.ASCII)
 _NAVIGATION_LINK = "@iot.navigationLink"
 
