@@ -8,16 +8,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, Field
 
 from tidefield.protocol import mqtt
 from tidefield.server.ingest.directory import DeviceDirectory
 from tidefield.server.ingest.http import HttpIngest, add_http_ingest
 from tidefield.server.ingest.ratelimit import device_budget
+from tidefield.server.ops.metrics import OpsCollector
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import ApiSettings
-from tidefield.server.web.database import database_problem, open_pool
+from tidefield.server.web.database import ReadPool, database_problem, open_pool
 from tidefield.server.web.errors import ErrorStyle, install_error_handlers, json_error
 from tidefield.server.web.metrics import metrics_router
 
@@ -33,6 +34,9 @@ LATENCY = Histogram("tidefield_api_request_seconds", "API latency", ["route"])
 class Health(BaseModel):
     database: bool
     broker: bool | None = Field(description="null when no broker is configured")
+    read_replica: bool | None = Field(
+        None, description="null when reads go to the primary by configuration; false while "
+                          "the replica is down and reads go to the primary instead")
     detail: list[str] = Field(default_factory=list, description="what is wrong, if anything")
 
 
@@ -66,6 +70,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.pool = open_pool(settings.database_url, max_size=10)
+        app.state.read_pool = ReadPool(app.state.pool, settings.database_read_url,
+                                       max_size=10)
         app.state.http_ingest = HttpIngest(
             settings.database_url,
             DeviceDirectory(settings.database_url, settings.ingest_unknown_devices),
@@ -75,6 +81,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             yield
         finally:
             app.state.http_ingest.close()
+            app.state.read_pool.close()
             app.state.pool.close()
 
     app = FastAPI(title="Tidefield API", version="1",
@@ -126,10 +133,19 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             broker = problem is None
             if problem:
                 detail.append(f"broker {broker_address} {problem}")
-        health = Health(database=database, broker=broker, detail=detail)
-        if detail:
+        read_pool = request.app.state.read_pool
+        replica = None if read_pool.replica is None else not read_pool.replica_down
+        health = Health(database=database, broker=broker, read_replica=replica,
+                        detail=detail + [p for p in [read_pool.problem()] if p])
+        if detail:  # a replica down is no outage: reads go to the primary meanwhile
             return JSONResponse(health.model_dump(), status_code=503)
         return health
 
-    app.include_router(metrics_router(tags=["operations"]))
+    # backups, WAL archiving, the replica's lag, the disks: measured on each scrape
+    operations = CollectorRegistry(auto_describe=False)
+    operations.register(OpsCollector(
+        settings.database_url, read_url=settings.database_read_url,
+        data_dir=settings.data_dir.resolve(),
+        repo=(settings.backup_repo or settings.data_dir / "backup").resolve()))
+    app.include_router(metrics_router(tags=["operations"], extra=[operations]))
     return app

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import psycopg
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request, Response
 from fastapi.security import APIKeyHeader
 
 from tidefield.server.security.api_keys import Principal, Scope, authenticate
@@ -21,6 +21,20 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection]:
 
 
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
+
+READ_SOURCE_HEADER = "X-Tidefield-Read-From"
+
+
+def get_read_conn(request: Request, response: Response) -> Iterator[psycopg.Connection]:
+    """For routes that only read: the replica's connection when there is one and it
+    answers, else the primary's (``server.web.database.ReadPool``); the response says
+    which, in ``X-Tidefield-Read-From``."""
+    with request.app.state.read_pool.connection() as (conn, source):
+        response.headers[READ_SOURCE_HEADER] = source
+        yield conn
+
+
+ReadConnDep = Annotated[psycopg.Connection, Depends(get_read_conn)]
 
 
 def get_principal(conn: ConnDep, key: Annotated[str | None, Depends(API_KEY_HEADER)] = None,
