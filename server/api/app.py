@@ -19,6 +19,7 @@ from tidefield.server.ops.metrics import OpsCollector
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import ApiSettings
 from tidefield.server.web.database import ReadPool, database_problem, open_pool
+from tidefield.server.web.deps import READ_SOURCE_HEADER
 from tidefield.server.web.errors import ErrorStyle, install_error_handlers, json_error
 from tidefield.server.web.metrics import metrics_router
 
@@ -95,6 +96,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def measure(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
+        read_from = getattr(request.state, "read_from", None)
+        if read_from is not None:  # a read-only route: which database answered it
+            response.headers[READ_SOURCE_HEADER] = read_from
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         REQUESTS.labels(path, str(response.status_code)).inc()

@@ -147,11 +147,23 @@ class Schedule:
         newest = tool.info().newest
         return newest is None or now - newest.stopped >= self.every
 
+    def _newest_verify(self) -> datetime:
+        """When the newest check passed; a first start counts as one (a check right
+        after the first backup would only restore what was just written)."""
+        try:
+            with psycopg.connect(self.deployment.database_url, connect_timeout=5) as conn:
+                row = conn.execute("SELECT max(finished_at) FROM backup_runs "
+                                   "WHERE action = 'verify' AND ok").fetchone()
+        except psycopg.Error:
+            row = None
+        return row[0] if row and row[0] else datetime.now(UTC)
+
     def run(self, stop: threading.Event) -> None:
         from .restore import verify
 
         tool = self.deployment.pgbackrest()
         tool.stanza_create()
+        self._last_verify = self._newest_verify()
         while not stop.is_set():
             wait = SCHEDULE_POLL_S
             try:
@@ -161,9 +173,8 @@ class Schedule:
                     log.warning("backup %s (%s) taken: %.1f MB in the repository",
                                 result.backup.label, result.backup.kind,
                                 result.backup.repository_bytes / 1e6)
-                elif self.verify_every is not None and (
-                        self._last_verify is None
-                        or now - self._last_verify >= self.verify_every):
+                elif self.verify_every is not None and \
+                        now - (self._last_verify or now) >= self.verify_every:
                     report = verify(self.deployment)
                     self._last_verify = now
                     log.warning("backup %s verified: %d chunks, %d rows as recorded",

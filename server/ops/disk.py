@@ -18,6 +18,7 @@ class Volume:
     path: Path
     size_bytes: int
     free_bytes: int  # what an unprivileged writer may still use
+    device: int  # folders on one disk share it
 
     @property
     def free_ratio(self) -> float:
@@ -30,7 +31,7 @@ def usage(name: str, path: Path) -> Volume | None:
         return None
     stats = os.statvfs(path)
     total = shutil.disk_usage(path).total
-    return Volume(name, path, total, stats.f_bavail * stats.f_frsize)
+    return Volume(name, path, total, stats.f_bavail * stats.f_frsize, path.stat().st_dev)
 
 
 def platform_volumes(data_dir: Path, repo: Path | None = None) -> list[Volume]:

@@ -56,7 +56,7 @@ def _run_state(conn: psycopg.Connection, action: str) -> RunState:
                       "ORDER BY finished_at DESC LIMIT 1", (action,)).fetchone()
     failed = conn.execute(
         "SELECT finished_at, detail FROM backup_runs WHERE action = %s AND NOT ok AND "
-        "finished_at > coalesce(%s, '-infinity') ORDER BY finished_at DESC LIMIT 1",
+        "finished_at > coalesce(%s::timestamptz, '-infinity') ORDER BY finished_at DESC LIMIT 1",
         (action, ok[0] if ok else None)).fetchone()
     return RunState(ok[0] if ok else None, ok[1] if ok else None,
                     failed[0] if failed else None, failed[1] if failed else None)
@@ -121,10 +121,15 @@ def render(report: OpsReport, now: datetime | None = None) -> list[str]:
             lag = f"{r.lag_s:.1f} s" if r.lag_s is not None else "?"
             lines.append(f"replica    streaming, {lag} behind"
                          + (f" ({r.lag_bytes:,} bytes of WAL)" if r.lag_bytes else ""))
-    for volume in report.volumes:
+    by_device: dict[int, list[Volume]] = {}
+    for volume in report.volumes:  # folders on one disk: one line
+        by_device.setdefault(volume.device, []).append(volume)
+    for volumes in by_device.values():
+        volume = volumes[0]
         warn = "  LOW" if volume.free_ratio < LOW_FREE_RATIO else ""
-        lines.append(f"disk       {volume.name:<9}{volume.free_bytes / 2**30:8.1f} GiB free of "
-                     f"{volume.size_bytes / 2**30:.1f} ({volume.free_ratio:.0%}){warn}")
+        lines.append(f"disk       {volume.free_bytes / 2**30:.1f} GiB free of "
+                     f"{volume.size_bytes / 2**30:.1f} ({volume.free_ratio:.0%}){warn}: "
+                     + ", ".join(v.name for v in volumes))
     if report.problem:
         lines.append(f"problem    {report.problem}")
     return lines

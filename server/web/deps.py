@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import psycopg
-from fastapi import Depends, Header, HTTPException, Request, Response
+from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
 from tidefield.server.security.api_keys import Principal, Scope, authenticate
@@ -25,12 +25,12 @@ ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 READ_SOURCE_HEADER = "X-Tidefield-Read-From"
 
 
-def get_read_conn(request: Request, response: Response) -> Iterator[psycopg.Connection]:
+def get_read_conn(request: Request) -> Iterator[psycopg.Connection]:
     """For routes that only read: the replica's connection when there is one and it
-    answers, else the primary's (``server.web.database.ReadPool``); the response says
-    which, in ``X-Tidefield-Read-From``."""
+    answers, else the primary's (``server.web.database.ReadPool``); the app's middleware
+    says which in the response's ``X-Tidefield-Read-From`` (``request.state.read_from``)."""
     with request.app.state.read_pool.connection() as (conn, source):
-        response.headers[READ_SOURCE_HEADER] = source
+        request.state.read_from = source
         yield conn
 
 
