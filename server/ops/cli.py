@@ -225,6 +225,14 @@ def replica_run(data_dir: DataDir = None) -> None:
     raise typer.Exit(code)
 
 
+def _replica_url(settings: OpsSettings) -> str:
+    """TIDEFIELD_DATABASE_READ_URL, else the embedded replica's."""
+    from tidefield.server.ops.deployment import DATABASE
+
+    return settings.database_read_url or (
+        f"postgresql://postgres@127.0.0.1:{settings.embedded_replica_port}/{DATABASE}")
+
+
 @replica_app.command("status")
 def replica_status(data_dir: DataDir = None) -> None:
     """Whether the replica streams, and how far behind the primary it is; exit 1 when it
@@ -234,12 +242,25 @@ def replica_status(data_dir: DataDir = None) -> None:
 
     settings = _settings(data_dir=data_dir)
     deployment = Deployment.from_settings(settings)
-    read_url = settings.database_read_url or (
-        f"postgresql://postgres@127.0.0.1:{settings.embedded_replica_port}/"
-        f"{deployment.database_url.rsplit('/', 1)[-1]}")
-    state = replica_state(read_url, deployment.database_url)
+    state = replica_state(_replica_url(settings), deployment.database_url)
     if state.problem:
         typer.echo(f"replica: {state.problem}", err=True)
         raise typer.Exit(1)
     typer.echo(f"replica streaming, {state.lag_s or 0:.1f} s and {state.lag_bytes or 0:,} "
                f"bytes of WAL behind")
+
+
+@replica_app.command("promote")
+def replica_promote(data_dir: DataDir = None) -> None:
+    """Make the replica the primary (when the primary is lost): it stops following and
+    takes writes. docs/runbook.md says what comes before and after."""
+    from tidefield.server.ops import OpsError
+    from tidefield.server.ops.replica import promote
+
+    settings = _settings(data_dir=data_dir)
+    url = _replica_url(settings)
+    try:
+        promote(url)
+    except OpsError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"promoted: {url} takes writes now")

@@ -244,9 +244,9 @@ class PgBackRest:
         point's name) or, with ``target_type="default"``, to the end of the archive; the
         cluster is promoted there. ``archive``: whether the restored cluster archives."""
         args = ["restore", f"--pg1-path={data_dir}", f"--type={target_type}",
-                "--target-action=promote", f"--archive-mode={'preserve' if archive else 'off'}"]
-        if target is not None:
-            args.append(f"--target={target}")
+                f"--archive-mode={'preserve' if archive else 'off'}"]
+        if target is not None:  # (without one, PostgreSQL promotes at the archive's end)
+            args += [f"--target={target}", "--target-action=promote"]
         if backup_set is not None:
             args.append(f"--set={backup_set}")
         self.run(*args, timeout=BACKUP_TIMEOUT_S)

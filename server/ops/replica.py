@@ -134,6 +134,19 @@ class Replica:
         return 0
 
 
+def promote(replica_url: str, timeout_s: int = 60) -> None:
+    """Make the standby a primary (it stops following and takes writes): what to do when
+    the primary is lost. OpsError when it is no standby or does not finish."""
+    try:
+        with psycopg.connect(replica_url, autocommit=True, connect_timeout=10) as conn:
+            if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                raise OpsError("that server is no standby (promoted already?)")
+            if not conn.execute("SELECT pg_promote(true, %s)", (timeout_s,)).fetchone()[0]:
+                raise OpsError(f"the standby did not finish promoting within {timeout_s} s")
+    except psycopg.Error as exc:
+        raise OpsError(f"cannot promote the replica: {str(exc).strip()}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaState:
     reachable: bool

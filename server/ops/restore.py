@@ -181,12 +181,23 @@ def restore(deployment: Deployment, to: datetime | None, *, backup_set: str | No
         raise OpsError(f"the restored database does not answer as expected: {exc}") from exc
     finally:
         cluster.stop()
+    _forget_recovery_target(cluster.data_dir)
     kept = read_mark(deployment, chosen.label)
     archive = deployment.sidecar(chosen.label) / state.ARCHIVE_NAME
     files = state.restore(archive, deployment.layout, kept[1] if kept else None) \
         if archive.exists() else 0
     return RestoreReport(deployment.data_dir, chosen, to, last, int(estimate or 0), newest,
                          files)
+
+
+def _forget_recovery_target(data_dir: Path) -> None:
+    """The restore's target stays in postgresql.auto.conf after the recovery it was for;
+    a copy made of this database later (a replica) must not stop there too."""
+    auto = data_dir / "postgresql.auto.conf"
+    lines = auto.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith("recovery_target")]
+    if kept != lines:
+        auto.write_text("".join(kept))  # owner and mode stay the file's
 
 
 def verify(deployment: Deployment, scratch_dir: Path | None = None) -> VerifyReport:

@@ -52,21 +52,25 @@ class PlatformDb:
                               text=True, timeout=timeout)
 
 
-def platform_env(data_dir: Path, pg_port: int) -> dict[str, str]:
+def platform_env(data_dir: Path, pg_port: int, repo: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEFIELD_")}
     env.update({"TIDEFIELD_DATA_DIR": str(data_dir), "TIDEFIELD_EMBEDDED_PG_PORT": str(pg_port),
                 "TIDEFIELD_LOG_LEVEL": "WARNING"})
+    if repo is not None:
+        env["TIDEFIELD_BACKUP_REPO"] = str(repo)
     return env
 
 
 @contextmanager
-def platform_db(data_dir: Path, *, archive: bool = True,
-                conf: dict[str, str] | None = None) -> Iterator[PlatformDb]:
+def platform_db(data_dir: Path, *, archive: bool = True, repo: Path | None = None,
+                files: bool = True, conf: dict[str, str] | None = None) -> Iterator[PlatformDb]:
     """The database `tidefield up` would start in ``data_dir``: archiving to the
-    repository from its first start, migrated, the registry loaded, an operator key file
-    and broker files to keep beside it."""
+    repository (``repo``, else DATA_DIR/backup) from its first start, migrated, the
+    registry loaded; with ``files``, an operator key file and broker files (not a broker's
+    own: a stand-in) to keep beside it."""
     port = free_port()
-    settings = UpSettings(data_dir=data_dir, embedded_pg_port=port, backup_archive=archive)
+    settings = UpSettings(data_dir=data_dir, embedded_pg_port=port, backup_archive=archive,
+                          backup_repo=repo)
     cluster = embedded_cluster(data_dir, port, conf={
         **OPS_PG_CONF, **wiring.primary_conf(settings, data_dir), **(conf or {})})
     cluster.start()
@@ -77,13 +81,14 @@ def platform_db(data_dir: Path, *, archive: bool = True,
         migrate(url)
         with psycopg.connect(url) as conn:
             load_registry(conn, load_sites())
-        (data_dir / "operator.key").write_text("tf_test_operator_key\n")
-        broker = data_dir / "mosquitto"
-        (broker / "logins").mkdir(parents=True, exist_ok=True)
-        (broker / "dynamic-security.json").write_text('{"clients": []}\n')
-        (broker / "logins" / "ingest").write_text("secret-of-ingest")
-        (broker / "mosquitto.db").write_bytes(b"persisted sessions")
-        yield PlatformDb(data_dir, cluster, url, platform_env(data_dir, port))
+        if files:
+            (data_dir / "operator.key").write_text("tf_test_operator_key\n")
+            broker = data_dir / "mosquitto"
+            (broker / "logins").mkdir(parents=True, exist_ok=True)
+            (broker / "dynamic-security.json").write_text('{"clients": []}\n')
+            (broker / "logins" / "ingest").write_text("secret-of-ingest")
+            (broker / "mosquitto.db").write_bytes(b"persisted sessions")
+        yield PlatformDb(data_dir, cluster, url, platform_env(data_dir, port, repo))
     finally:
         cluster.destroy()
 
