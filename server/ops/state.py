@@ -16,10 +16,12 @@ a whole file, of the last autosave.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +105,11 @@ def check(archive_path: Path, expected_sha256: str | None) -> dict[str, str]:
         raise CheckFailed(f"{archive_path}: checksum {_sha256(data)} is not the one recorded "
                           f"with the backup ({expected_sha256})")
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        # the whole stream first: gzip's own checksum covers every byte, padding included
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r:") as archive:
             files = {m.name: archive.extractfile(m).read() for m in archive.getmembers()
                      if m.isfile()}
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise CheckFailed(f"{archive_path}: not a readable archive: {exc}") from exc
     manifest = json.loads(files.pop(MANIFEST, b"{}"))
     for name, digest in manifest.items():

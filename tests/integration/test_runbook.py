@@ -2,7 +2,9 @@
 "Restore after disk loss" section (between the ``runbook-test`` markers in
 docs/runbook.md), run in order in one shell, with the platform's environment set as an
 operator's service would set it, on a platform whose data folder has been deleted. The
-restored platform must run and hold every reading that was archived."""
+restored platform must run and hold every reading that was archived. Its service runs
+`tidefield up` with the read replica (TIDEFIELD_UP_REPLICA), so this is also where
+`tidefield up --replica` is seen end to end: the API's reads come from the replica."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -89,6 +92,8 @@ def test_restore_after_disk_loss_word_for_word():
                     # the operator's service: no simulated fleet, history or extras here
                     "TIDEFIELD_UP_FLEET": "false", "TIDEFIELD_UP_DASHBOARD": "false",
                     "TIDEFIELD_UP_DETECTOR": "false", "TIDEFIELD_UP_BACKFILL_DAYS": "0",
+                    "TIDEFIELD_UP_REPLICA": "true",
+                    "TIDEFIELD_EMBEDDED_REPLICA_PORT": str(free_port()),
                     "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
         script = "\n".join(section_blocks("restore-after-disk-loss"))
         run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, cwd=folder,
@@ -106,6 +111,25 @@ def test_restore_after_disk_loss_word_for_word():
             runs = conn.execute("SELECT kind, ok FROM backup_runs WHERE action = 'backup' "
                                 "ORDER BY id").fetchall()
         assert runs[-1] == ("full", True)
+
+        # the replica `tidefield up` runs beside it serves the API's reads
+        key = (new_data / "operator.key").read_text().strip()
+        api = f"http://127.0.0.1:{ports['API_PORT']}/api/v1/sites"
+
+        def read_from() -> str | None:
+            try:
+                return httpx.get(api, headers={"X-API-Key": key}, timeout=5).headers.get(
+                    "X-Tidefield-Read-From")
+            except httpx.HTTPError:
+                return None
+        deadline = time.monotonic() + 180
+        while read_from() != "replica" and time.monotonic() < deadline:
+            time.sleep(2)
+        assert read_from() == "replica", (new_data / "up.log").read_text()[-3000:]
+        status = subprocess.run(["tidefield", "status"], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert "replica    streaming" in status.stdout, status.stdout
+        assert "backup     newest" in status.stdout
     finally:
         _stop_up(new_data)
         shutil.rmtree(folder, ignore_errors=True)
