@@ -157,6 +157,23 @@ def backup_check(data_dir: DataDir = None, repo: Repo = None) -> None:
     typer.echo(f"archiving works: WAL up to {info.wal_max} is in {tool.repo}")
 
 
+@backup_app.command("settings")
+def backup_settings(data_dir: DataDir = None, repo: Repo = None) -> None:
+    """Print the postgresql.conf lines that archive a database's WAL to the repository
+    and let a replica follow it: for a database that `tidefield up` does not run
+    (TIDEFIELD_BACKUP_PG_PATH), whose server must be restarted after adding them."""
+    from tidefield.server.ops.deployment import Deployment
+    from tidefield.server.ops.replica import primary_settings
+
+    settings = _settings(data_dir=data_dir, backup_repo=repo)
+    tool = Deployment.from_settings(settings).pgbackrest()
+    lines = {**tool.archive_settings(), **primary_settings(settings.replica_max_slot_wal_gb)}
+    typer.echo(f"# archiving to {tool.repo} (stanza {tool.stanza}); pgBackRest's config "
+               f"is {tool.config_file}")
+    for name, value in lines.items():
+        typer.echo(f"{name} = {value}")
+
+
 @backup_app.command("schedule", hidden=True)
 def backup_schedule(data_dir: DataDir = None) -> None:
     """Take backups on the schedule until stopped (what `tidefield up` runs)."""
