@@ -110,6 +110,12 @@ class _Put:
     error: str | None = None
 
 
+# one put as planned in its transaction: the put, the rows inserted (device, metric,
+# time_ms, value), how many of its readings were refused, and the rows evicted for them
+# (device, seq)
+_Plan = tuple[_Put, list[tuple[int, int, int, float]], int, list[tuple[int, int | None]]]
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     depth: int  # readings queued, handed out or not
@@ -275,7 +281,7 @@ class DiskQueue:
             self._dropped_expired += job.expired
             job.result = PutResult(len(rows), refused_full + job.expired, len(evicted))
 
-    def _put_transaction(self, jobs: list[_Put], *, grow: bool) -> list[tuple]:
+    def _put_transaction(self, jobs: list[_Put], *, grow: bool) -> list[_Plan]:
         """Plan and insert every put in one transaction; ``grow``: the queue may hold
         more than it does now (else the policy keeps it at its depth)."""
         plans = []
@@ -321,7 +327,7 @@ class DiskQueue:
                         self.path, why)
         self.disk_low = low
 
-    def _plan_put(self, db: sqlite3.Connection, job: _Put, depth: int, limit: int) -> tuple:
+    def _plan_put(self, db: sqlite3.Connection, job: _Put, depth: int, limit: int) -> _Plan:
         """Apply the bound (``limit`` readings) and insert one put's rows: (job, rows,
         refused, evicted)."""
         device_id = self._device_ids[job.device]

@@ -65,7 +65,8 @@ def migrate(url: str) -> list[Migration]:
                               version integer PRIMARY KEY, name text NOT NULL,
                               checksum text NOT NULL,
                               applied_at timestamptz NOT NULL DEFAULT now())""")
-            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations"))
+            done: dict[int, str] = dict(conn.execute(
+                "SELECT version, checksum FROM schema_migrations").fetchall())
             known = available()
             newer = sorted(set(done) - {m.version for m in known})
             if newer:

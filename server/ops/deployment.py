@@ -50,7 +50,7 @@ class Deployment:
         """``data_dir``: another data folder than the settings' (a restore's target)."""
         data_dir = (data_dir or settings.data_dir).resolve()
         embedded = settings.backup_pg_path is None
-        if embedded:
+        if settings.backup_pg_path is None:
             server = embedded_cluster(data_dir, settings.embedded_pg_port)
             cluster = Cluster(server.data_dir, server.port, server.data_dir)
             url = settings.database_url or server.url(DATABASE)

@@ -31,6 +31,7 @@ from tidefield.server.embedded import PostgresCluster
 from .errors import OpsError, ToolFailed
 from .owner import give, owner, run_as
 from .pgbackrest import PgBackRest, quoted
+from .sql import one, scalar
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Replica:
     @property
     def url(self) -> str:
         """The replica's URL for the primary's database."""
-        return self.cluster.url(conninfo_to_dict(self.primary_url).get("dbname", "postgres"))
+        return self.cluster.url(str(conninfo_to_dict(self.primary_url).get("dbname", "postgres")))
 
     def ensure_copy(self) -> bool:
         """Make the copy if there is none yet; True when it was made now."""
@@ -93,7 +94,7 @@ class Replica:
         primary.pop("dbname", None)
         log.warning("copying the primary for the replica into %s", data)
         argv = [str(self.cluster.bindir / "pg_basebackup"), "-D", str(data), "-X", "stream",
-                "-S", SLOT, "-c", "fast", "-d", make_conninfo(**primary)]
+                "-S", SLOT, "-c", "fast", "-d", make_conninfo("", **primary)]
         try:
             result = run_as(argv, self._owner, timeout=BASEBACKUP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -139,9 +140,9 @@ def promote(replica_url: str, timeout_s: int = 60) -> None:
     the primary is lost. OpsError when it is no standby or does not finish."""
     try:
         with psycopg.connect(replica_url, autocommit=True, connect_timeout=10) as conn:
-            if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 raise OpsError("that server is no standby (promoted already?)")
-            if not conn.execute("SELECT pg_promote(true, %s)", (timeout_s,)).fetchone()[0]:
+            if not scalar(conn, "SELECT pg_promote(true, %s)", (timeout_s,)):
                 raise OpsError(f"the standby did not finish promoting within {timeout_s} s")
     except psycopg.Error as exc:
         raise OpsError(f"cannot promote the replica: {str(exc).strip()}") from exc
@@ -160,11 +161,10 @@ def replica_state(replica_url: str, primary_url: str | None = None) -> ReplicaSt
     """How the replica is doing (a few cheap queries on each side)."""
     try:
         with psycopg.connect(replica_url, connect_timeout=2, autocommit=True) as conn:
-            standby, replay_lsn, age, receiving = conn.execute(
-                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
+            standby, replay_lsn, age, receiving = one(
+                conn, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
                 "extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, "
-                "EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')"
-            ).fetchone()
+                "EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')")
     except psycopg.Error as exc:
         return ReplicaState(False, problem=f"replica unreachable: "
                                            f"{str(exc).strip().splitlines()[0]}")
@@ -175,9 +175,9 @@ def replica_state(replica_url: str, primary_url: str | None = None) -> ReplicaSt
     if primary_url is not None and replay_lsn is not None:
         try:
             with psycopg.connect(primary_url, connect_timeout=2, autocommit=True) as conn:
-                lag_bytes = int(conn.execute(
-                    "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn), 0)",
-                    (replay_lsn,)).fetchone()[0])
+                lag_bytes = int(scalar(
+                    conn, "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn), 0)",
+                    (replay_lsn,)))
         except psycopg.Error as exc:
             log.info("primary unreachable for the replica's lag: %s", exc)
     lag_s = 0.0 if lag_bytes == 0 else (max(0.0, age) if age is not None else None)

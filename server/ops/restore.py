@@ -26,6 +26,7 @@ from .backup import read_mark, record_run
 from .deployment import DATABASE, EMBEDDED_PG, Deployment
 from .errors import CheckFailed, OpsError
 from .pgbackrest import BackupSet, Cluster, PgBackRest, time_target
+from .sql import scalar
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def recover(cluster: PostgresCluster, timeout: float = RECOVERY_TIMEOUT_S) -> No
     while time.monotonic() < deadline:
         try:
             with psycopg.connect(cluster.url(), connect_timeout=5) as conn:
-                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                if not scalar(conn, "SELECT pg_is_in_recovery()"):
                     return
         except psycopg.OperationalError:
             if not cluster.running():
@@ -166,7 +167,7 @@ def restore(deployment: Deployment, to: datetime | None, *, backup_set: str | No
     try:
         recover(cluster)
     except OpsError as exc:
-        if "before configured recovery target" not in str(exc):
+        if to is None or "before configured recovery target" not in str(exc):
             raise
         raise OpsError(f"the archive does not reach {time_target(to)} yet ({exc}). If the "
                        f"database still runs, `tidefield backup check` archives its current "
@@ -174,9 +175,9 @@ def restore(deployment: Deployment, to: datetime | None, *, backup_set: str | No
                        f"another new folder") from exc
     try:
         with psycopg.connect(cluster.url(DATABASE)) as conn:
-            last = conn.execute("SELECT max(received_at) FROM ingest_batches").fetchone()[0]
-            estimate = conn.execute("SELECT approximate_row_count('readings')").fetchone()[0]
-            newest = conn.execute("SELECT max(time) FROM readings").fetchone()[0]
+            last = scalar(conn, "SELECT max(received_at) FROM ingest_batches")
+            estimate = scalar(conn, "SELECT approximate_row_count('readings')")
+            newest = scalar(conn, "SELECT max(time) FROM readings")
     except psycopg.Error as exc:
         raise OpsError(f"the restored database does not answer as expected: {exc}") from exc
     finally:

@@ -57,10 +57,10 @@ class Layout:
     def destination(self, name: str) -> Path:
         prefix, _, rest = name.partition("/")
         folder = {"data": self.data_dir, "broker": self.broker_dir}.get(prefix)
-        target = (folder / rest).resolve() if folder is not None and rest else None
-        if target is None or not target.is_relative_to(folder.resolve()):
+        if folder is None or not rest or \
+                not (folder / rest).resolve().is_relative_to(folder.resolve()):
             raise CheckFailed(f"{ARCHIVE_NAME}: unexpected member {name!r}")
-        return target
+        return (folder / rest).resolve()
 
 
 def _sha256(data: bytes) -> str:
@@ -107,8 +107,7 @@ def check(archive_path: Path, expected_sha256: str | None) -> dict[str, str]:
     try:
         # the whole stream first: gzip's own checksum covers every byte, padding included
         with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r:") as archive:
-            files = {m.name: archive.extractfile(m).read() for m in archive.getmembers()
-                     if m.isfile()}
+            files = {m.name: _read(archive, m) for m in archive.getmembers() if m.isfile()}
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise CheckFailed(f"{archive_path}: not a readable archive: {exc}") from exc
     manifest = json.loads(files.pop(MANIFEST, b"{}"))
@@ -116,6 +115,13 @@ def check(archive_path: Path, expected_sha256: str | None) -> dict[str, str]:
         if name not in files or _sha256(files[name]) != digest:
             raise CheckFailed(f"{archive_path}: {name} is missing or altered")
     return manifest
+
+
+def _read(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    handle = archive.extractfile(member)
+    if handle is None:
+        raise tarfile.ReadError(f"cannot read {member.name}")
+    return handle.read()
 
 
 def restore(archive_path: Path, layout: Layout, expected_sha256: str | None = None) -> int:

@@ -82,7 +82,7 @@ class ReadPool:
     def connection(self) -> Iterator[tuple[psycopg.Connection, str]]:
         """A connection and where it goes: ``replica`` or ``primary``."""
         conn = self._replica_connection()
-        if conn is None:
+        if conn is None or self.replica is None:
             if self.replica is not None:
                 READ_FALLBACKS.inc()
             with self.primary.connection() as primary_conn:
