@@ -40,11 +40,12 @@ class ApiError(Exception):
         self.status = status
         self.path = path
 
-    def __reduce__(self):  # stay picklable with keyword-only context
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # stay picklable (keyword context)
         return (_rebuild, (type(self), self.message, self.status, self.path))
 
 
-def _rebuild(cls, message, status, path):
+def _rebuild(cls: type[ApiError], message: str, status: int | None, path: str | None
+             ) -> ApiError:
     return cls(message, status=status, path=path)
 
 
@@ -103,10 +104,10 @@ class ApiClient:
                  ApiRefused if status in (401, 403) else ApiRequestError)
         raise error(message, status=status, path=path)
 
-    def _get(self, path: str, **params) -> Any:
+    def _get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params=params).json()
 
-    def _pages(self, path: str, **params) -> Iterator[dict]:
+    def _pages(self, path: str, **params: Any) -> Iterator[dict]:
         params.setdefault("limit", PAGE_LIMITS[path])
         cursor = None
         while True:
@@ -117,7 +118,7 @@ class ApiClient:
                 return
 
     # --- endpoints ------------------------------------------------------------------
-    def sites(self, **filters) -> list[dict]:
+    def sites(self, **filters: Any) -> list[dict]:
         return list(self._pages("/sites", **filters))
 
     def site(self, site_id: str) -> dict:
@@ -154,7 +155,7 @@ class ApiClient:
     def overview(self) -> dict:
         return self._get("/overview")
 
-    def alerts(self, *, limit: int = 500, **filters) -> list[dict]:
+    def alerts(self, *, limit: int = 500, **filters: Any) -> list[dict]:
         """The newest ``limit`` alerts matching the filters (site, rule, category,
         severity, state, since, until)."""
         for name in ("since", "until"):

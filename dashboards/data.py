@@ -7,8 +7,10 @@ a raised exception), so a page retried after an outage asks the API again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import streamlit as st
 
@@ -31,10 +33,10 @@ def _identity(client: ApiClient) -> str:
     return client.identity
 
 
-_HASH = {ApiClient: _identity}
+_HASH: dict[Any, Callable[[Any], Any]] = {ApiClient: _identity}
 
 
-def _cached(ttl: int):
+def _cached(ttl: int) -> Any:
     return st.cache_data(ttl=ttl, max_entries=MAX_ENTRIES, show_spinner=False,
                          hash_funcs=_HASH)
 
@@ -104,7 +106,7 @@ def devices(api: ApiClient, site_id: str) -> list[dict]:
 
 
 @_cached(LIVE_TTL_S)
-def alerts(api: ApiClient, **filters) -> list[dict]:
+def alerts(api: ApiClient, **filters: Any) -> list[dict]:
     return api.alerts(**filters)
 
 

@@ -8,7 +8,7 @@ with the same placeholders.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from tidefield.protocol.catalog import METRICS, SITE_KINDS
 from tidefield.protocol.registry import DISTRICTS
@@ -188,7 +188,7 @@ RULES: dict[str, dict[str, str]] = {
 }
 
 
-def t(key: str, lang: Lang, **values) -> str:
+def t(key: str, lang: Lang, **values: Any) -> str:
     text = MESSAGES[key][lang]
     return text.format(**values) if values else text
 

@@ -14,9 +14,10 @@ from tidefield.protocol.settings import DashboardAddressGroup, LoggingGroup, Pro
 
 class ApiClientGroup(BaseModel):
     api_url: str = Field("http://127.0.0.1:8080",
-                         description="base URL of the HTTP API the dashboards read")
+                         description="the HTTP API the dashboards read (they never touch the "
+                                     "database)")
     api_key: SecretStr | None = Field(
-        None, description="the dashboards' API key (read scope; operate to acknowledge)")
+        None, description="the dashboards' key: `read` scope, plus `operate` to acknowledge alerts")
     api_timeout_s: float = Field(10.0, gt=0, description="dashboards' request timeout")
 
     @field_validator("api_url")
@@ -32,7 +33,8 @@ class DashboardGroup(BaseModel):
     dashboard_refresh_s: int = Field(
         30, ge=0, description="auto-refresh of the overview and site pages (0: off)")
     dashboard_language: Literal["zh", "en"] = Field(
-        "zh", description="language a new dashboard session starts in")
+        "zh", description="language a new dashboard session starts in (`zh` or `en`; `?lang=` in "
+                          "the URL too)")
     dashboard_map_tiles: bool = Field(
         False, description="draw a tile basemap under the bundled outlines (needs internet)")
 

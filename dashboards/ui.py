@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import streamlit as st
@@ -39,8 +40,8 @@ def _remember_language() -> None:
 CHOICES_KEY = "choices"  # what each chooser was last set to, whatever the language
 
 
-def choice(widget, label: str, options: list, *, name: str, language: Lang,
-           default=None, **kwargs):
+def choice(widget: Callable[..., Any], label: str, options: list[Any], *, name: str,
+           language: Lang, default: Any = None, **kwargs: Any) -> Any:
     """A selectbox or radio whose choice survives a language switch.
 
     Streamlit keeps the label a keyed widget shows for its value when only the
@@ -55,8 +56,8 @@ def choice(widget, label: str, options: list, *, name: str, language: Lang,
     return value
 
 
-def choices(label: str, options: list, *, name: str, language: Lang,
-            default: list | None = None, **kwargs) -> list:
+def choices(label: str, options: list[Any], *, name: str, language: Lang,
+            default: list[Any] | None = None, **kwargs: Any) -> list[Any]:
     """A multiselect that survives a language switch (see ``choice``)."""
     remembered = st.session_state.setdefault(CHOICES_KEY, {})
     current = [v for v in remembered.get(name, default or []) if v in options]
@@ -66,7 +67,7 @@ def choices(label: str, options: list, *, name: str, language: Lang,
     return value
 
 
-def remember(name: str, value) -> None:
+def remember(name: str, value: object) -> None:
     """Make ``value`` the choice of ``name`` (a link or a click chose it)."""
     st.session_state.setdefault(CHOICES_KEY, {})[name] = value
 

@@ -153,6 +153,12 @@ def choose_bucket(span: timedelta) -> str:
     return "1d"
 
 
+def _local_iso(value: str | datetime) -> str:
+    stamp = local(value)
+    assert stamp is not None  # local() answers None only for None
+    return stamp.isoformat()
+
+
 def local(value: str | datetime | None) -> pd.Timestamp | None:
     if value is None:
         return None
@@ -193,16 +199,16 @@ def series_chart(frame: pd.DataFrame, *, title: str, unit: str, lang: Lang,
                  window: tuple[datetime, datetime] | None = None) -> alt.LayerChart:
     """The line (with the min-max band of buckets), anomalies as points, alerts as
     shaded spans."""
-    x_scale = alt.Scale(domain=[local(window[0]).isoformat(), local(window[1]).isoformat()]
+    x_scale = alt.Scale(domain=[_local_iso(window[0]), _local_iso(window[1])]
                         ) if window else alt.Undefined
     x = alt.X("time:T", title=None, scale=x_scale)
     base = alt.Chart(frame)
     layers = []
     if alerts:
-        end = local(window[1]) if window else frame["time"].max()
+        end = _local_iso(window[1]) if window else frame["time"].max().isoformat()
         spans = pd.DataFrame([{
-            "start": local(a["opened_at"]).isoformat(),
-            "end": (local(a["closed_at"]) if a.get("closed_at") else end).isoformat(),
+            "start": _local_iso(a["opened_at"]),
+            "end": _local_iso(a["closed_at"]) if a.get("closed_at") else end,
             "alert": f"#{a['id']} {rule_name(a['rule'], lang)}",
             "severity": label("severity", a["severity"], lang)} for a in alerts])
         layers.append(alt.Chart(spans).mark_rect(opacity=0.15, color="#d62828").encode(
@@ -224,7 +230,9 @@ def series_chart(frame: pd.DataFrame, *, title: str, unit: str, lang: Lang,
             tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
                      alt.Tooltip("value:Q", format=".2f"), "kind:N", "component:N",
                      alt.Tooltip("score:Q", format=".2f")]))
-    return alt.layer(*layers).properties(title=title, height=220)
+    chart = alt.layer(*layers).properties(title=title, height=220)
+    assert isinstance(chart, alt.LayerChart)  # properties() of a layer is a layer
+    return chart
 
 
 # --- site tables ---------------------------------------------------------------------

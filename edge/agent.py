@@ -189,7 +189,7 @@ class Agent:
         """Run until SIGTERM or SIGINT; the exit status."""
         requested = threading.Event()
 
-        def on_signal(signum, frame) -> None:
+        def on_signal(signum: int, frame: object) -> None:
             log.info("%s: stopping", signal.Signals(signum).name)
             requested.set()  # stop() then stops the parts in order
 
@@ -225,8 +225,8 @@ class Agent:
                         stats.dropped, stats.dropped_full, self.queue.when_full,
                         stats.dropped_expired)
             self._dropped_reported = stats.dropped
-        return [Reading(metric, now_ms, round(values[metric], 3)) for metric in AGENT_METRICS
-                if values[metric] is not None]
+        return [Reading(metric, now_ms, round(value, 3)) for metric in AGENT_METRICS
+                if (value := values[metric]) is not None]
 
     def _health_loop(self) -> None:
         interval = self.config.health.interval_s

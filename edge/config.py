@@ -27,7 +27,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast
 
 from annotated_types import Ge, Gt, Le
 
@@ -35,7 +35,7 @@ from tidefield.protocol.mqtt import BrokerAddress, parse_mqtt_url
 from tidefield.protocol.topics import ID_PATTERN
 
 from .drivers import DRIVERS
-from .drivers.base import FORBID_EXTRA, Pattern
+from .drivers.base import FORBID_EXTRA, DriverConfig, Pattern
 from .errors import ConfigError
 
 DEFAULT_QUEUE_PATH = Path("/var/lib/tidefield-edge/queue.db")  # systemd's StateDirectory
@@ -120,7 +120,11 @@ class HealthConfig(_Section):
     interval_s: Annotated[float, Gt(0), Le(86_400)] = 60.0
 
 
-AnyDriverConfig = functools.reduce(operator.or_, (d.config_model for d in DRIVERS.values()))
+if TYPE_CHECKING:
+    AnyDriverConfig = DriverConfig
+else:  # the union of every registered driver's config, which pydantic tells apart by type
+    AnyDriverConfig = functools.reduce(operator.or_,
+                                       (d.config_model for d in DRIVERS.values()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,7 +190,7 @@ def parse_config(data: Any, source: str = "<config>") -> EdgeConfig:
     try:
         config = TypeAdapter(EdgeConfig).validate_python(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
+        raise ConfigError(source, [_describe(dict(error)) for error in exc.errors()]) from None
     problems = _check_content(config)
     if problems:
         raise ConfigError(source, problems)
@@ -200,7 +204,7 @@ def validate(model: type, data: Any) -> Any:
     return TypeAdapter(model).validate_python(data)
 
 
-def _describe(error: dict) -> tuple[str, str]:
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
     loc = error["loc"]
     parts = []
     for i, part in enumerate(loc):
@@ -288,7 +292,7 @@ def to_json(config: EdgeConfig) -> str:
 
 def from_json(text: str) -> EdgeConfig:
     """The config ``to_json`` wrote, rebuilt without validating it again."""
-    return _build(EdgeConfig, json.loads(text))
+    return cast(EdgeConfig, _build(EdgeConfig, json.loads(text)))
 
 
 def _build(kind: Any, value: Any) -> Any:
@@ -297,7 +301,7 @@ def _build(kind: Any, value: Any) -> Any:
         return _build(typing.get_args(kind)[0], value)
     if dataclasses.is_dataclass(kind):
         hints = typing.get_type_hints(kind, include_extras=True)
-        return kind(**{f.name: _build(hints[f.name], value[f.name])
+        return kind(**{f.name: _build(hints[f.name], value[f.name])  # type: ignore[operator]
                        for f in dataclasses.fields(kind) if f.name in value})
     if origin in (typing.Union, types.UnionType):
         if value is None:

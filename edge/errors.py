@@ -23,13 +23,14 @@ class EdgeError(Exception):
 
 
 class ConfigError(EdgeError):
-    def __init__(self, source: str, problems: list[tuple[str, str]] | tuple = ()) -> None:
+    def __init__(self, source: str,
+                 problems: list[tuple[str, str]] | tuple[tuple[str, str], ...] = ()) -> None:
         self.source = source
         self.problems = tuple(problems)
         lines = [f"{path}: {message}" if path else message for path, message in self.problems]
         super().__init__(f"invalid config {source}:\n  " + "\n  ".join(lines))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.source, self.problems))
 
 
@@ -39,7 +40,7 @@ class DriverError(EdgeError):
         self.message = message
         self.device_id = device_id
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.message, self.device_id))
 
 

@@ -181,7 +181,7 @@ class DiskQueue:
             "SELECT device, count(*) FROM readings WHERE seq IS NULL GROUP BY device"))
         # ... and when they were put: [monotonic time, readings left of that put], oldest
         # first; taking and dropping consume from the front.
-        self._arrived: dict[int, deque[list]] = {
+        self._arrived: dict[int, deque[list[float]]] = {
             device: deque([[float("-inf"), n]]) for device, n in self._pending.items()}
 
     def _load_names(self) -> None:
@@ -242,6 +242,7 @@ class DiskQueue:
                 self._commit_puts(jobs)
         if job.error is not None:
             raise QueueError(job.error)
+        assert job.result is not None  # committed: by this put or an earlier one
         return job.result
 
     def _commit_puts(self, jobs: list[_Put]) -> None:
@@ -457,7 +458,7 @@ class DiskQueue:
     def __enter__(self) -> DiskQueue:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- helpers --------------------------------------------------------------------
@@ -484,7 +485,7 @@ class DiskQueue:
         arrived = self._arrived[device_id]
         while n:
             first = arrived[0]
-            used = min(n, first[1])
+            used = min(n, int(first[1]))
             first[1] -= used
             n -= used
             if not first[1]:

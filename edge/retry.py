@@ -14,4 +14,4 @@ def backoff(attempt: int, *, first: float, cap: float) -> float:
     of agents that lost the same broker does not come back in lockstep.
     """
     ceiling = min(cap, first * 2 ** min(max(attempt - 1, 0), 32))
-    return ceiling * _rng.uniform(0.5, 1.0)
+    return float(ceiling * _rng.uniform(0.5, 1.0))

@@ -32,6 +32,7 @@ import time
 from collections import deque
 
 import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
 
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.messages import Batch, DeviceState, Status
@@ -73,13 +74,16 @@ class _Session:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object,
+                    reason_code: ReasonCode, properties: object) -> None:
         self.connack = reason_code
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object,
+                       reason_code: ReasonCode, properties: object) -> None:
         self.lost = True
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: paho.Client, userdata: object, mid: int,
+                    reason_code: ReasonCode, properties: object) -> None:
         self.acks.append((mid, reason_code))
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ Names are imported lazily so ``tidefield sim --help`` does not load Numba.
 from __future__ import annotations
 
 from importlib import import_module
+from typing import Any
 
 _EXPORTS = {
     "Fleet": "fleet", "Chunk": "fleet", "SeriesTable": "fleet",
@@ -32,7 +33,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

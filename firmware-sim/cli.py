@@ -14,13 +14,20 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tidefield.protocol.units import DAY_MS
+
+if TYPE_CHECKING:
+    from tidefield.protocol.registry import Site
+
+    from .fleet import Fleet
+    from .scenario import ScenarioSummary
 
 app = typer.Typer(help="Simulated fleet: labelled scenarios, Modbus devices, live values.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -53,7 +60,7 @@ def parse_time_ms(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _sites(ids: list[str] | None):
+def _sites(ids: list[str] | None) -> Sequence[Site]:
     from tidefield.protocol.registry import load_sites
 
     sites = load_sites()
@@ -109,8 +116,8 @@ def scenario(
     typer.echo(f"{summary.readings} readings and {summary.labels} labels in {out}")
 
 
-def _with_progress(fleet, out: Path, start_ms: int, end_ms: int, fmt: str,
-                   chunk_hours: float):
+def _with_progress(fleet: Fleet, out: Path, start_ms: int, end_ms: int, fmt: str,
+                   chunk_hours: float) -> ScenarioSummary:
     from rich.console import Console
     from rich.progress import (
         BarColumn,

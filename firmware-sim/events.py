@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from .astro import local_day_start_ms
 from .rng import stream_key
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 THIRTY_DAYS_MS = 30 * DAY_MS
 _ATTEMPTS = 24  # candidates tried per planned anomaly before giving up on it
@@ -134,7 +135,7 @@ class Draws:
     def below(self, n: int) -> int:
         return min(n - 1, int(self.uniform() * n))
 
-    def choice(self, items: Sequence):
+    def choice(self, items: Sequence[T]) -> T:
         return items[self.below(len(items))]
 
     def poisson(self, mean: float) -> int:
@@ -529,6 +530,7 @@ def _try_fault(renderer: Renderer, s: int, kind: str, d: Draws, epoch_start: int
     if shape.samples is not None:
         length = (shape.samples[0] + d.below(shape.samples[1] - shape.samples[0] + 1)) * interval
     else:
+        assert shape.hours is not None  # a shape has samples or hours
         length = max(3 * interval, int(d.between(*shape.hours) * HOUR_MS) // interval * interval)
     grid = renderer.series_sample_times(s, epoch_start, epoch_end - length)
     if grid.size == 0:

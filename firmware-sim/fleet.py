@@ -30,6 +30,7 @@ import numpy as np
 
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.messages import Batch, Reading
+from tidefield.protocol.registry import Site
 from tidefield.protocol.units import DAY_MS, HOUR_MS
 
 from . import physics as ph
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_MS = 6 * HOUR_MS
 
 
-def _load_sites():
+def _load_sites() -> Sequence[Site]:
     from tidefield.protocol.registry import load_sites
 
     return load_sites()
@@ -111,7 +112,8 @@ class SeriesTable:
         self.device_by_id = {device.id: device for device in self.devices}
 
     @staticmethod
-    def _given_siblings(models, device_of, metrics) -> np.ndarray:
+    def _given_siblings(models: Sequence[ph.Model], device_of: Sequence[int],
+                        metrics: Sequence[str]) -> np.ndarray:
         """For each series, the series of the same device its model takes a clean value
         from (physics.Model.given), or -1."""
         by_device: dict[tuple[int, str], int] = {
@@ -215,6 +217,7 @@ class Fleet:
         key = (site_id, epoch)
         found = self._plans.get(key)
         if found is None:
+            assert self.plan is not None  # site_plan is asked only when injecting
             found = plan_site(self, site_id, self._site_kind[site_id], epoch, self.plan,
                               self.seed)
             self._plans[key] = found
@@ -258,10 +261,10 @@ class Fleet:
                     f_used += fault_block.shape[0]
         events = (np.concatenate(ev_blocks) if ev_blocks
                   else np.zeros((0, len(ph.EV_COLUMNS))))
-        faults = (np.concatenate(fault_blocks) if fault_blocks
-                  else np.zeros((0, len(rd.FAULT_COLUMNS))))
+        fault_rows = (np.concatenate(fault_blocks) if fault_blocks
+                      else np.zeros((0, len(rd.FAULT_COLUMNS))))
         found = rd.Injection(np.ascontiguousarray(events), ev_lo, ev_hi,
-                             np.ascontiguousarray(faults), f_lo, f_hi)
+                             np.ascontiguousarray(fault_rows), f_lo, f_hi)
         if len(self._injections) > 8:  # windows move forward; old ones are not asked again
             self._injections.clear()
         self._injections[key] = found
@@ -269,7 +272,7 @@ class Fleet:
 
     def labels(self, start_ms: int, end_ms: int) -> list[Label]:
         """Every label whose interval intersects [start_ms, end_ms), by start time."""
-        found = []
+        found: list[Label] = []
         for site in self.table.sites:
             for epoch in self._epochs(start_ms, end_ms):
                 found.extend(label for label in self.site_plan(site.id, epoch).labels

@@ -17,16 +17,21 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
 
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.messages import Batch, DeviceState, Status
 from tidefield.protocol.registry import Site
 from tidefield.protocol.topics import status_topic, up_topic
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ class _Gateway:
             will=(status_topic(site.id, self.gateway_device),
                   codec.encode_status(will, content_type), True),
             will_content_type=content_type)
-        self.client.reconnect_delay_set(0.2, 2)
+        self.client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]  # floats work
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.connected = threading.Event()
@@ -62,11 +67,13 @@ class _Gateway:
         self.content_type = content_type
         self.props = mqtt.publish_properties(content_type)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object,
+                    reason_code: ReasonCode, properties: object) -> None:
         if not reason_code.is_failure:
             self.connected.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object,
+                       reason_code: ReasonCode, properties: object) -> None:
         self.connected.clear()
 
     def start(self) -> None:
@@ -81,6 +88,10 @@ class _Gateway:
         self.connected.wait()
         return self.client.publish(topic, payload, qos=1, retain=retain,
                                    properties=self.props)
+
+
+# a message handed to paho and not yet acknowledged: its gateway, topic, payload, ticket
+Pending = tuple[_Gateway, str, bytes, paho.MQTTMessageInfo]
 
 
 class FleetPublisher:
@@ -146,7 +157,7 @@ class FleetPublisher:
         """Like publish, for messages encoded beforehand (load tests encode ahead so
         that the publisher's own CPU does not compete with what is measured)."""
         started = time.perf_counter()
-        pending: list[tuple[_Gateway, str, bytes, paho.MQTTMessageInfo]] = []
+        pending: list[Pending] = []
         for n, (site, topic, payload, readings) in enumerate(messages):
             if rate_per_s:
                 delay = started + n / rate_per_s - time.perf_counter()
@@ -162,7 +173,7 @@ class FleetPublisher:
         self.stats.seconds += time.perf_counter() - started
         return self.stats
 
-    def _settle(self, pending, keep: int):
+    def _settle(self, pending: list[Pending], keep: int) -> list[Pending]:
         """Wait for acknowledgements until at most ``keep`` are outstanding; resend what a
         lost connection dropped (paho forgets in-flight messages of a clean session)."""
         while len(pending) > keep:
@@ -206,9 +217,10 @@ class SequenceFile:
         os.replace(tmp, self.path)
 
 
-def run_fleet(fleet, publisher: FleetPublisher, sequences: SequenceFile, *,
+def run_fleet(fleet: Fleet, publisher: FleetPublisher, sequences: SequenceFile, *,
               stop: threading.Event, backfill_ms: int = 0, window_ms: int = 6 * 3_600_000,
-              tick_s: float = 10.0, max_readings: int = 500, progress=None) -> None:
+              tick_s: float = 10.0, max_readings: int = 500,
+              progress: Callable[[int, int], None] | None = None) -> None:
     """Publish the fleet's history (``backfill_ms`` back from now), then live data every
     ``tick_s`` until ``stop``. ``progress(done_ms, total_ms)`` follows the backfill."""
     now = int(time.time() * 1000)

@@ -66,6 +66,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -310,7 +311,7 @@ class ModbusServerHandle:
     def __enter__(self) -> ModbusServerHandle:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -326,8 +327,9 @@ async def _shut_down(server: ModbusTcpServer) -> None:
 def _sim_device(unit: EmulatedDevice, clock: Clock) -> SimDevice:
     image_size = unit.register_map.size
 
-    async def on_access(function_code, start_address, address, count, registers,
-                        set_values):
+    async def on_access(function_code: int, start_address: int, address: int, count: int,
+                        registers: list[int], set_values: list[int] | list[bool] | None
+                        ) -> ExcCodes | None:
         if set_values is not None:
             return ExcCodes.ILLEGAL_ADDRESS  # read-only emulation
         if unit.fault == "timeout":
@@ -364,7 +366,7 @@ def start_modbus_server(host: str, port: int,
 
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    holder: dict[str, object] = {}
+    holder: dict[str, Any] = {}
 
     async def serve() -> None:
         server = ModbusTcpServer([_sim_device(u, clock) for u in units.values()],

@@ -57,7 +57,7 @@ def iso_utc(times_ms: np.ndarray) -> np.ndarray:
     whole = bool((times_ms % 1000 == 0).all())
     unit = "s" if whole else "ms"
     as_datetime = (times_ms // 1000 if whole else times_ms).astype(f"datetime64[{unit}]")
-    return np.datetime_as_string(as_datetime, unit=unit, timezone="UTC")
+    return np.datetime_as_string(as_datetime, unit=unit, timezone="UTC")  # type: ignore[call-overload]
 
 
 def _codes(names: tuple[str, ...]) -> tuple[np.ndarray, pa.Array]:

@@ -12,4 +12,5 @@ class SimulatedFleetGroup(BaseModel):
         1.0, ge=0, description="injected real events per site per 30 days")
     sim_faults_per_series: float = Field(
         0.5, ge=0, description="injected sensor faults per series per 30 days")
-    sim_tick_s: float = Field(10.0, gt=0, description="seconds between live publications")
+    sim_tick_s: float = Field(10.0, gt=0, description="seconds between live publications of the "
+                                                      "fleet")

@@ -21,6 +21,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from tidefield.protocol.registry import Site
+
 from . import physics as ph
 from .rng import stream_key
 
@@ -134,7 +136,7 @@ class SiteClimate:
         return np.array([params[name] for name in ph.PARAM_NAMES], dtype=np.float64)
 
 
-def site_climate(site, seed: int) -> SiteClimate:
+def site_climate(site: Site, seed: int) -> SiteClimate:
     """Parameters of ``site`` (a registry Site) for ``seed``."""
     def u(name: str) -> float:
         return _unit(seed, site.id, name)

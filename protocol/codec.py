@@ -20,6 +20,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import msgpack
 
@@ -110,7 +111,7 @@ def media_type(content_type: str | None) -> str:
 # --- encoding ---------------------------------------------------------------------
 
 
-def batch_to_dict(batch: Batch) -> dict:
+def batch_to_dict(batch: Batch) -> dict[str, Any]:
     return {
         "v": batch.schema,
         "site": batch.site,
@@ -132,16 +133,16 @@ def encode_status(status: Status, content_type: str = JSON) -> bytes:
     return _dump(body, content_type)
 
 
-def _dump(body: dict, content_type: str) -> bytes:
+def _dump(body: dict[str, Any], content_type: str) -> bytes:
     if media_type(content_type) == MSGPACK:
-        return msgpack.packb(body, use_bin_type=True)
+        return cast(bytes, msgpack.packb(body, use_bin_type=True))
     return json.dumps(body, separators=(",", ":"), allow_nan=True).encode()
 
 
 # --- decoding ---------------------------------------------------------------------
 
 
-def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict:
+def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict[str, Any]:
     if len(payload) > limits.max_payload_bytes:
         raise OversizePayload(
             f"payload of {len(payload)} bytes exceeds the limit of {limits.max_payload_bytes}")
@@ -166,7 +167,7 @@ def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict:
     return body
 
 
-def _identity(body: dict, topic: Topic | None) -> tuple[str, str]:
+def _identity(body: dict[str, Any], topic: Topic | None) -> tuple[str, str]:
     site, device = body.get("site"), body.get("device")
     for name, value in (("site", site), ("device", device)):
         if not isinstance(value, str):
@@ -175,6 +176,7 @@ def _identity(body: dict, topic: Topic | None) -> tuple[str, str]:
             check_id(value, name)
         except ProtocolError as exc:
             raise MalformedPayload(exc.message) from None
+    assert isinstance(site, str) and isinstance(device, str)  # checked just above
     if topic is not None and (topic.site != site or topic.device != device):
         raise IdentityMismatch(
             f"payload claims {site}/{device} but was published on {topic.site}/{topic.device}")
@@ -255,7 +257,7 @@ def decode_batch(payload: bytes, content_type: str | None = JSON, *,
 _PHYSICAL = {name: m.physical for name, m in METRICS.items()}
 
 
-def _check_reading(index: int, item: dict, name: object, time_ms: int, value: float,
+def _check_reading(index: int, item: dict[str, Any], name: object, time_ms: int, value: float,
                    now_ms: int, limits: Limits) -> ReadingError:
     """Why a reading that failed the fast checks is refused."""
     if not isinstance(name, str):
@@ -284,7 +286,7 @@ def decode_status(payload: bytes, content_type: str | None = JSON, *,
     body = _load(payload, content_type, limits)
     site, device = _identity(body, topic)
     try:
-        state = DeviceState(body.get("state"))
+        state = DeviceState(body.get("state"))  # type: ignore[arg-type]  # bad: ValueError
     except ValueError:
         raise MalformedPayload(f"field 'state' must be one of "
                                f"{[s.value for s in DeviceState]}") from None
@@ -328,7 +330,8 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _field(body: dict, name: str, types: tuple[type, ...], *, optional: bool = False):
+def _field(body: dict[str, Any], name: str, types: tuple[type, ...], *,
+           optional: bool = False) -> Any:
     value = body.get(name)
     if value is None and optional:
         return None
@@ -339,11 +342,11 @@ def _field(body: dict, name: str, types: tuple[type, ...], *, optional: bool = F
     return value
 
 
-def _choice(body: dict, name: str, allowed: tuple[str, ...]) -> str:
+def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
     value = body.get(name)
     if value not in allowed:
         raise MalformedPayload(f"field {name!r} must be one of {list(allowed)}, got {value!r}")
-    return value
+    return cast(str, value)
 
 
 def decode_alert(payload: bytes, content_type: str | None = JSON, *,
@@ -359,7 +362,7 @@ def decode_alert(payload: bytes, content_type: str | None = JSON, *,
     if topic is not None and topic.site != site:
         raise IdentityMismatch(f"notice for site {site} was published on {topic.site}'s topic")
     try:
-        action = AlertAction(body.get("action"))
+        action = AlertAction(body.get("action"))  # type: ignore[arg-type]  # bad: ValueError
     except ValueError:
         raise MalformedPayload(f"field 'action' must be one of "
                                f"{[a.value for a in AlertAction]}") from None

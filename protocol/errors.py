@@ -34,7 +34,8 @@ class ProtocolError(ValueError):
         super().__init__(message)
         self.message = message
 
-    def __reduce__(self):  # stay picklable across process pools despite custom __init__
+    # stay picklable across process pools despite the custom __init__
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.message,))
 
 
@@ -75,12 +76,12 @@ class ReadingError(ProtocolError):
 
     reason = "bad_reading"
 
-    def __init__(self, message: str, index: int = -1, raw: dict | None = None) -> None:
+    def __init__(self, message: str, index: int = -1, raw: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.index = index
         self.raw = raw
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.message, self.index, self.raw))
 
 

@@ -15,6 +15,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -63,12 +64,13 @@ class Message:
 def to_message(msg: paho.MQTTMessage) -> Message:
     props = getattr(msg, "properties", None)
     content_type = getattr(props, "ContentType", None) if props is not None else None
-    return Message(msg.topic, msg.payload, content_type, msg.qos, bool(msg.retain), msg.mid)
+    return Message(msg.topic, bytes(msg.payload), content_type, msg.qos, bool(msg.retain),
+                   msg.mid)
 
 
 def publish_properties(content_type: str | None = None,
                        expiry_s: int | None = None) -> Properties:
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     if content_type:
         props.ContentType = content_type
     if expiry_s:
@@ -105,7 +107,7 @@ def connect(client: paho.Client, address: BrokerAddress, *, clean_start: bool,
     A persistent session (clean_start False and an expiry) makes the broker queue QoS 1
     messages while this client is away.
     """
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if session_expiry_s:
         props.SessionExpiryInterval = session_expiry_s
     client.connect_async(address.host, address.port, keepalive=keepalive,
@@ -121,7 +123,8 @@ def probe(address: BrokerAddress, timeout_s: float = 2.0) -> str | None:
     answered = threading.Event()
     outcome: list[str | None] = []
 
-    def on_connect(client, userdata, flags, reason_code, properties):
+    def on_connect(client: paho.Client, userdata: object, flags: object,
+                   reason_code: ReasonCode, properties: object) -> None:
         outcome.append(None if not reason_code.is_failure else f"refused: {reason_code}")
         answered.set()
 

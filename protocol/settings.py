@@ -114,8 +114,11 @@ class LoggingGroup(BaseModel):
 class DashboardAddressGroup(BaseModel):
     """Where the dashboard listens: the dashboard binds it, `tidefield up` announces it."""
 
-    dashboard_host: str = Field("127.0.0.1", description="address the dashboard listens on")
-    dashboard_port: int = Field(8501, ge=1, le=65535, description="port of the dashboard")
+    dashboard_host: str = Field("127.0.0.1", description="the address `tidefield dashboard` "
+                                                         "listens on")
+    dashboard_port: int = Field(8501, ge=1, le=65535, description="the dashboard (`tidefield "
+                                                                  "dashboard`, and under "
+                                                                  "`tidefield up`)")
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

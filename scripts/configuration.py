@@ -111,7 +111,7 @@ def render() -> str:
         own = groups_of(cls)
         groups += [g for g in own if g not in groups]
         summary = (cls.__doc__ or "").strip().split("\n")[0]
-        command, _, what = summary.partition(": ")
+        command = summary.partition(": ")[0]
         lines.append(f"| {name} | {command} | "
                      + ", ".join(f"[{title(g)}](#{anchor(title(g))})" for g in own) + " |")
     lines.append("")

@@ -17,12 +17,17 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psycopg
 
 from tidefield.protocol.units import HOUR_MS
+from tidefield.server.db import scalar
 from tidefield.server.ingest.store import Store
+
+if TYPE_CHECKING:
+    from tidefield.sim.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ class BackfillResult:
     inserted: int
 
 
-def series_ids(conn: psycopg.Connection, fleet) -> np.ndarray:
+def series_ids(conn: psycopg.Connection, fleet: Fleet) -> np.ndarray:
     """The database series id of every fleet series index (-1: not in the registry)."""
     known = {(device, metric): sid for sid, device, metric in conn.execute(
         "SELECT id, device_id, metric FROM series")}
@@ -48,14 +53,14 @@ def series_ids(conn: psycopg.Connection, fleet) -> np.ndarray:
 def latest_history_ms(conn: psycopg.Connection, since_ms: int) -> int | None:
     """The newest reading time after ``since_ms``, from the hourly rollup (a small table,
     so this is cheap however many readings there are); None when there is none."""
-    row = conn.execute("SELECT max(last_time) FROM readings_1h WHERE bucket >= "
-                       "to_timestamp(%s / 1000.0) - interval '1 hour'", (since_ms,)).fetchone()
-    if row[0] is None:
+    newest = scalar(conn.execute("SELECT max(last_time) FROM readings_1h WHERE bucket >= "
+                                 "to_timestamp(%s / 1000.0) - interval '1 hour'", (since_ms,)))
+    if newest is None:
         return None
-    return int(row[0].timestamp() * 1000)
+    return int(newest.timestamp() * 1000)
 
 
-def backfill(database_url: str, fleet, start_ms: int, end_ms: int, *,
+def backfill(database_url: str, fleet: Fleet, start_ms: int, end_ms: int, *,
              window_ms: int = HOUR_MS, progress: Progress | None = None,
              stop: threading.Event | None = None) -> BackfillResult:
     """Write the fleet's readings of [start_ms, end_ms); stops early when ``stop`` is set."""

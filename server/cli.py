@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from pydantic_settings import BaseSettings
+    import psycopg
 
-SettingsT = TypeVar("SettingsT", bound="BaseSettings")
+    from tidefield.server.security.accounts import Credentials
+    from tidefield.server.settings import ServerSettings
+
+SettingsT = TypeVar("SettingsT", bound="ServerSettings")
 
 app = typer.Typer(help="Tidefield: IoT platform for Qingdao's smart farms and ocean sites.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -48,7 +51,7 @@ def _settings(cls: type[SettingsT], **options: Any) -> SettingsT:
     return settings
 
 
-def _require_db(settings) -> str:
+def _require_db(settings: ServerSettings) -> str:
     if not settings.database_url:
         typer.echo("error: no database: set TIDEFIELD_DATABASE_URL or pass --database-url "
                    "(`tidefield up` runs an embedded one)", err=True)
@@ -159,7 +162,8 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
                        f"{created:%Y-%m-%d}\t{'revoked' if revoked else 'active'}")
 
 
-def _sync_broker(conn, settings, fresh=None) -> None:
+def _sync_broker(conn: psycopg.Connection, settings: ServerSettings,
+                 fresh: Credentials | None = None) -> None:
     """Make the running broker (through its admin API) and its config file what the
     database says; ``fresh``: the credentials just created, which the broker needs."""
     from tidefield.server.security.wiring import broker_access
@@ -291,7 +295,7 @@ def tls_init(out: Annotated[Path, typer.Option(help="folder for ca.pem, server.p
                f"key         {files.key_file}")
 
 
-def _uvicorn_tls(settings) -> dict:
+def _uvicorn_tls(settings: ServerSettings) -> dict[str, Any]:
     """uvicorn's TLS options when TIDEFIELD_TLS is on."""
     from tidefield.server.security.wiring import server_tls
 
@@ -318,7 +322,7 @@ def api(database_url: DatabaseUrl = None,
                          api_workers=workers)
     _require_db(settings)
     # worker processes build their own Settings from the environment
-    os.environ["TIDEFIELD_DATABASE_URL"] = settings.database_url
+    os.environ["TIDEFIELD_DATABASE_URL"] = _require_db(settings)
     uvicorn.run("tidefield.server.api.app:create_app", factory=True, host=settings.api_host,
                 port=settings.api_port, workers=settings.api_workers,
                 log_level=settings.log_level.lower(), access_log=False,

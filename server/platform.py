@@ -208,8 +208,9 @@ class Platform:
         the child uses on the embedded broker (none: the URL without credentials)."""
         s = self.settings
         mqtt_url = self.mqtt_url
-        if self._access is not None and mqtt_login is not None:
+        if self._access is not None and mqtt_login is not None and self._broker is not None:
             mqtt_url = self._access.url(mqtt_login, self._broker.port)
+        assert self.database_url is not None and mqtt_url is not None  # services started
         env = {"TIDEFIELD_DATABASE_URL": self.database_url, "TIDEFIELD_MQTT_URL": mqtt_url,
                "TIDEFIELD_DATA_DIR": str(self.data_dir), "TIDEFIELD_API_PORT": str(s.api_port),
                "TIDEFIELD_API_HOST": s.api_host, "TIDEFIELD_LOG_LEVEL": s.log_level}
@@ -218,7 +219,7 @@ class Platform:
         return env
 
     def describe(self) -> str:
-        broker = self.mqtt_url
+        broker = str(self.mqtt_url)
         if self._access is not None:
             broker += (f"  (no anonymous clients; service logins in "
                        f"{self._access.files.directory / 'logins'}/<service>.url)")
@@ -273,6 +274,7 @@ class Platform:
         s = self.settings
         end_ms = int(time.time() * 1000)
         start_ms = end_ms - int(s.up_backfill_days * DAY_MS)
+        assert self.database_url is not None  # services started
         with psycopg.connect(self.database_url) as conn:
             newest = latest_history_ms(conn, start_ms)
         if newest is not None:

@@ -155,7 +155,8 @@ class TlsGroup(BaseModel):
 
 
 class IngestAddressGroup(BaseModel):
-    ingest_workers: int = Field(2, ge=1, le=64, description="ingest processes")
+    ingest_workers: int = Field(2, ge=1, le=64, description="ingest processes (each owns a "
+                                                            "partition of the devices)")
     ingest_host: str = Field("127.0.0.1", description="address of the ingest HTTP service")
     ingest_port: int = Field(8081, description="port of the ingest HTTP service")
 
@@ -165,14 +166,17 @@ class IngestGroup(BaseModel):
     API's HTTP ingest alike)."""
 
     ingest_strategy: Literal["copy", "staging"] = Field(
-        "copy", description="copy: batch idempotency + binary COPY; staging: ON CONFLICT")
+        "copy", description="`copy` (batch idempotency, binary COPY) or `staging` (COPY to "
+                            "staging, INSERT ... ON CONFLICT)")
     ingest_unknown_devices: Literal["reject", "register"] = Field(
-        "reject", description="what to do with telemetry from a device not in the registry")
+        "reject", description="`reject` telemetry of unregistered devices, or `register` them (on "
+                              "a known site)")
     ingest_max_payload_bytes: int = Field(256 * 1024, ge=1024,
-                                          description="largest message accepted")
+                                          description="larger messages are refused as `oversize`")
     ingest_max_readings: int = Field(10_000, ge=1, description="readings per message")
     ingest_max_future_s: int = Field(300, ge=0, description="tolerated device clock lead")
-    ingest_max_age_days: int = Field(400, ge=1, description="older readings are refused")
+    ingest_max_age_days: int = Field(400, ge=1, description="older readings are refused as "
+                                                            "`time_too_old`")
     ingest_device_readings_per_s: float = Field(
         10.0, ge=0, description="readings a device may send per second of its own clock "
         "that its messages cover (or of wall time, if more); 0: no limit")
@@ -204,19 +208,22 @@ class IngestGroup(BaseModel):
 class IngestWorkerGroup(BaseModel):
     """The MQTT consumer and the worker that writes what it receives."""
 
-    ingest_receive_maximum: int = Field(2000, ge=1, description="unacknowledged MQTT messages")
+    ingest_receive_maximum: int = Field(2000, ge=1, description="unacknowledged MQTT messages in "
+                                                                "flight per worker (back-pressure)")
     ingest_session_expiry_s: int = Field(7 * 86400, ge=60,
-                                         description="broker keeps queueing this long")
+                                         description="how long the broker queues for a worker that"
+                                                     " is away")
     ingest_max_messages: int = Field(1000, ge=1, description="messages per transaction")
-    ingest_max_wait_ms: int = Field(100, ge=0, description="longest wait to fill a transaction")
+    ingest_max_wait_ms: int = Field(100, ge=0, description="longest a message waits for others to "
+                                                           "share its transaction")
 
 
 class RetentionGroup(BaseModel):
     """How long data is kept (0 keeps forever)."""
 
-    retention_readings_days: int = Field(400, ge=0, description="raw readings")
+    retention_readings_days: int = Field(400, ge=0, description="raw readings kept (0: forever)")
     retention_rollup_5m_days: int = Field(800, ge=0, description="5-minute rollups")
-    retention_rollup_1h_days: int = Field(0, ge=0, description="hourly rollups")
+    retention_rollup_1h_days: int = Field(0, ge=0, description="hourly rollups kept (0: forever)")
     retention_rejects_days: int = Field(90, ge=0, description="rejected messages and their "
                                         "reasons")
     retention_batches_days: int = Field(30, ge=0, description="how long re-deliveries "
@@ -228,7 +235,8 @@ class RetentionGroup(BaseModel):
 
 class DetectGroup(BaseModel):
     detect_rules: Path | None = Field(
-        None, description="YAML merged over the bundled detection rules (per-site overrides)")
+        None, description="a YAML file merged over the bundled detection rules (`rules` replace, "
+                          "`sites` override per site)")
     detect_lag_s: float = Field(
         30.0, ge=0, le=3600, description="readings younger than this are left for the next "
                                          "step, so batches still in flight land first")
@@ -236,9 +244,11 @@ class DetectGroup(BaseModel):
         60, ge=1, le=3600, description="the timeline is cut every this many seconds: rules, "
                                        "silence checks and alert updates run at each cut")
     detect_step_minutes: float = Field(
-        60.0, gt=0, le=1440, description="most data time scored in one transaction")
-    detect_max_rows: int = Field(1_000_000, ge=1000, description="most readings in one step")
-    detect_poll_s: float = Field(5.0, gt=0, le=600, description="wait when caught up")
+        60.0, gt=0, le=1440, description="most data time the detector scores in one transaction")
+    detect_max_rows: int = Field(1_000_000, ge=1000, description="most readings in one step (the "
+                                                                 "window halves until it fits)")
+    detect_poll_s: float = Field(5.0, gt=0, le=600, description="the detector's wait when caught "
+                                                                "up")
     detect_overlap_s: float = Field(
         600.0, ge=0, le=86400, description="re-read this far behind the watermark for "
                                            "readings that arrived late")
@@ -247,7 +257,8 @@ class DetectGroup(BaseModel):
                                        "far back for backlogs delivered late")
     detect_late_scan_s: float = Field(60.0, gt=0, description="how often to probe")
     detect_history_days: float = Field(
-        7.0, ge=0, le=400, description="a first start scores stored history this far back")
+        7.0, ge=0, le=400, description="a detector's first start scores stored history this far "
+                                       "back")
     detect_threshold: float = Field(
         0.5, gt=0, le=1, description="readings scoring at least this are stored anomalies")
     detect_update_every_s: float = Field(
@@ -266,7 +277,8 @@ class UpGroup(BaseModel):
     """What `tidefield up` runs besides the services."""
 
     up_backfill_days: float = Field(7.0, ge=0, le=400,
-                                    description="simulated history written at start")
+                                    description="simulated history `tidefield up` writes at start "
+                                                "(`--backfill-days`)")
     up_fleet: bool = Field(True, description="stream the simulated fleet live")
     up_dashboard: bool = Field(True, description="run the dashboard")
     up_detector: bool = Field(True, description="run the anomaly detector")

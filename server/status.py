@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from tidefield.server.db import scalar
 from tidefield.server.ops import report as ops_report
 from tidefield.server.platform import STATE_FILE
 
@@ -48,9 +49,9 @@ def collect(data_dir: Path) -> dict:
         return report
     try:
         with psycopg.connect(state["database_url"], connect_timeout=3) as conn:
-            report["readings_per_second"] = float(conn.execute(
+            report["readings_per_second"] = float(scalar(conn.execute(
                 "SELECT coalesce(sum(readings), 0) / 60.0 FROM ingest_batches "
-                "WHERE received_at > now() - interval '60 seconds'").fetchone()[0])
+                "WHERE received_at > now() - interval '60 seconds'")))
             report["open_alerts"] = dict(conn.execute(
                 "SELECT severity, count(*) FROM alerts WHERE state <> 'closed' "
                 "GROUP BY severity").fetchall())

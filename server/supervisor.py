@@ -71,6 +71,7 @@ class Supervisor:
             stream.flush()
 
     def _pump(self, child: Child, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
         for line in proc.stdout:  # ends when the child and its group close the pipe
             self.say(child.name, line.rstrip("\n"))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import streamlit as st
 
 from tidefield.dashboards import data, ui, views
@@ -24,7 +27,7 @@ with ui.guard(lang):
 names = {s["id"]: s[f"name_{lang}"] for s in sites}
 
 
-def choice(prefix: str):
+def choice(prefix: str) -> Callable[[Any], str]:
     return lambda v: t("alerts.all", lang) if v is None else label(prefix, v, lang)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -60,10 +61,10 @@ chosen = by_id[series_id]
 
 zone = ZoneInfo(views.DISPLAY_TZ)
 today = datetime.now(zone).date()
-cells = st.columns(3)
-first: date = cells[0].date_input(t("labs.start", lang), today - timedelta(days=6),
+wide_cells = st.columns(3)
+first: date = wide_cells[0].date_input(t("labs.start", lang), today - timedelta(days=6),
                                   key="l_start")
-last: date = cells[1].date_input(t("labs.end", lang), today, key="l_end")
+last: date = wide_cells[1].date_input(t("labs.end", lang), today, key="l_end")
 if first > last:
     st.error(t("labs.bad_range", lang))
     st.stop()
@@ -71,7 +72,7 @@ if first > last:
 start = datetime.combine(first, time(), zone)
 end = datetime.combine(last + timedelta(days=1), time(), zone)
 default_bucket = views.choose_bucket(end - start)
-with cells[2]:
+with wide_cells[2]:
     bucket = ui.choice(st.radio, t("labs.bucket", lang), list(BUCKETS), name="l_bucket",
                        language=lang, default=default_bucket, horizontal=True,
                        format_func=lambda b: label("bucket", b, lang))
@@ -91,7 +92,7 @@ else:
     st.dataframe(frame.head(PREVIEW_ROWS), hide_index=True, width="stretch", height=240)
 
 
-def export(fmt: str):
+def export(fmt: str) -> Callable[[], bytes]:
     # called only when the button is clicked: a long range is not fetched for nothing
     return lambda: api.export(series=[series_id], start=start, end=end, fmt=fmt)
 

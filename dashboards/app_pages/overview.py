@@ -70,7 +70,7 @@ def body() -> None:
         ids = shown["id"].tolist()
         names = dict(zip(shown["id"], shown["name"], strict=True))
         clicked = views.picked_site(event)
-        if clicked in names:  # a click on the map
+        if clicked is not None and clicked in names:  # a click on the map
             st.markdown(f"**{names[clicked]}** ({clicked})")
             if st.button(t("overview.open_site", lang), key="open_clicked", type="primary"):
                 open_site(clicked)

@@ -95,9 +95,10 @@ class DriverConfig:
 
 
 class DriverClass(Protocol):
-    config_model: ClassVar[type[DriverConfig]]
+    @property
+    def config_model(self) -> type[DriverConfig]: ...  # a class attribute of the driver
 
-    def __call__(self, config, *, report: FaultSink) -> Driver: ...
+    def __call__(self, config: Any, *, report: FaultSink) -> Driver: ...
 
 
 DRIVERS: dict[str, DriverClass] = {}
@@ -105,7 +106,9 @@ DRIVERS: dict[str, DriverClass] = {}
 
 def register(driver: DriverClass) -> DriverClass:
     """Make a driver known under its config's ``type``."""
-    DRIVERS[driver.config_model.__dataclass_fields__["type"].default] = driver
+    name = driver.config_model.__dataclass_fields__["type"].default
+    assert isinstance(name, str), f"{driver}: its config's type needs a default, its name"
+    DRIVERS[name] = driver
     return driver
 
 

@@ -228,7 +228,9 @@ class _Line:
         function = (READ_HOLDING_REGISTERS if block.kind == "holding"
                     else READ_INPUT_REGISTERS)
         try:
-            return self._client.read_registers(function, block.start, block.count, unit)
+            registers: list[int] = self._client.read_registers(function, block.start,
+                                                               block.count, unit)
+            return registers
         except ModbusConnectError as exc:
             raise DeviceUnavailable(str(exc), device_id) from exc
         except ModbusLinkError as exc:
@@ -246,11 +248,12 @@ class _Line:
             self._client = None
 
 
-_lines: dict[tuple, _Line] = {}
+LineKey = tuple[object, ...]  # what identifies a line: ("tcp", host, port, timeout)...
+_lines: dict[LineKey, _Line] = {}
 _lines_lock = threading.Lock()
 
 
-def _acquire_line(key: tuple, name: str, make_client: Callable[[], Any]) -> _Line:
+def _acquire_line(key: LineKey, name: str, make_client: Callable[[], Any]) -> _Line:
     with _lines_lock:
         line = _lines.get(key)
         if line is None:
@@ -259,7 +262,7 @@ def _acquire_line(key: tuple, name: str, make_client: Callable[[], Any]) -> _Lin
         return line
 
 
-def _release_line(key: tuple) -> None:
+def _release_line(key: LineKey) -> None:
     with _lines_lock:
         line = _lines.get(key)
         if line is None:
@@ -275,7 +278,7 @@ def _release_line(key: tuple) -> None:
 
 
 class _ModbusDriver:
-    def __init__(self, config: _ModbusCommon, key: tuple, name: str,
+    def __init__(self, config: _ModbusCommon, key: LineKey, name: str,
                  make_client: Callable[[], Any], *, report: FaultSink) -> None:
         self.device_id = config.device
         self.interval_s = config.interval_s
@@ -316,7 +319,7 @@ class ModbusTcpDriver(_ModbusDriver):
     config_model = ModbusTcpConfig
 
     def __init__(self, config: ModbusTcpConfig, *, report: FaultSink) -> None:
-        def make_client():
+        def make_client() -> MbapClient:
             return MbapClient(config.host, config.port, config.timeout_s)
 
         super().__init__(config, ("tcp", config.host, config.port, config.timeout_s),
@@ -327,7 +330,7 @@ class ModbusRtuDriver(_ModbusDriver):
     config_model = ModbusRtuConfig
 
     def __init__(self, config: ModbusRtuConfig, *, report: FaultSink) -> None:
-        def make_client():
+        def make_client() -> Any:
             try:
                 import serial  # noqa: F401  (pymodbus needs it for serial lines)
             except ImportError:

@@ -46,7 +46,8 @@ def load_device_model(device_id: str, seed: int) -> DeviceModel:
         raise DriverUnusable(f"the simulated driver needs a device model ({DEVICE_MODELS} "
                              "entry point; tidefield.sim provides one)", device_id)
     try:
-        return providers[0].load()(device_id, seed)
+        model: DeviceModel = providers[0].load()(device_id, seed)
+        return model
     except (ImportError, ValueError) as exc:
         raise DriverUnusable(f"the simulated driver's device model: {exc}", device_id) from exc
 

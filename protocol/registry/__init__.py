@@ -28,6 +28,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any, cast
 
 from ..catalog import DEVICE_TEMPLATES, SITE_KINDS, DeviceTemplate, Domain
 from ..topics import ID_PATTERN
@@ -157,14 +158,14 @@ class _Where:
                              f"{problem}", row=self.row, field=field)
 
 
-def _parse_row(raw: dict[str | None, str | None], where: _Where) -> Site:
+def _parse_row(raw: dict[str | None, Any], where: _Where) -> Site:
     expected = len(CSV_COLUMNS)
-    if None in raw:  # DictReader files surplus cells under the key None...
+    if None in raw:  # DictReader files surplus cells (a list) under the key None...
         raise where.error(None, f"expected {expected} fields, got {expected + len(raw[None])}")
     if None in raw.values():  # ...and fills missing ones with None
         present = sum(value is not None for value in raw.values())
         raise where.error(None, f"expected {expected} fields, got {present}")
-    row = {key: value.strip() for key, value in raw.items()}
+    row: dict[str, str] = {str(key): value.strip() for key, value in raw.items()}
 
     site_id = row["id"]
     if not _ID_RE.fullmatch(site_id):
@@ -208,9 +209,9 @@ def _coordinate(text: str, field: str, bounds: tuple[float, float], where: _Wher
 
 # --- qingdao.geojson ------------------------------------------------------------------
 
-def load_geojson() -> dict:
+def load_geojson() -> dict[str, Any]:
     """The packaged map as a fresh dict (callers may modify it; the cache keeps the text)."""
-    return json.loads(_packaged_text(GEOJSON_FILE))
+    return cast(dict[str, Any], json.loads(_packaged_text(GEOJSON_FILE)))
 
 
 def district_polygons() -> dict[str, list[Ring]]:
@@ -286,13 +287,13 @@ def _sea_areas() -> tuple[_Area, ...]:
     return tuple(area for feature in _features("sea") for area in _areas(feature["geometry"]))
 
 
-def _features(layer: str) -> list[dict]:
+def _features(layer: str) -> list[dict[str, Any]]:
     # Parsed once per cached consumer above, so nobody shares a dict they could modify.
     return [feature for feature in load_geojson()["features"]
             if feature["properties"]["layer"] == layer]
 
 
-def _areas(geometry: dict) -> tuple[_Area, ...]:
+def _areas(geometry: dict[str, Any]) -> tuple[_Area, ...]:
     if geometry["type"] == "Polygon":
         polygons = [geometry["coordinates"]]
     elif geometry["type"] == "MultiPolygon":

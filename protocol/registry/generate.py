@@ -39,6 +39,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..catalog import SITE_KINDS
 from . import CSV_COLUMNS, DISTRICTS, Point, Site, parse_sites, point_in_polygon
@@ -308,12 +309,12 @@ def _oriented(ring: list[Point], *, counterclockwise: bool) -> list[list[float]]
     return [[lon, lat] for lon, lat in ring]
 
 
-def _polygon(outer: list[Point], holes: Sequence[list[Point]] = ()) -> list:
+def _polygon(outer: list[Point], holes: Sequence[list[Point]] = ()) -> list[Any]:
     return [_oriented(outer, counterclockwise=True)] + [
         _oriented(hole, counterclockwise=False) for hole in holes]
 
 
-def build_geojson() -> dict:
+def build_geojson() -> dict[str, Any]:
     features = []
     for district, rings in district_rings().items():
         name_zh, name_en = DISTRICTS[district]
@@ -335,11 +336,11 @@ def build_geojson() -> dict:
     return {"type": "FeatureCollection", "features": features}
 
 
-def _feature(properties: dict, geometry: dict) -> dict:
+def _feature(properties: dict[str, Any], geometry: dict[str, Any]) -> dict[str, Any]:
     return {"type": "Feature", "properties": properties, "geometry": geometry}
 
 
-def render_geojson(collection: dict) -> str:
+def render_geojson(collection: dict[str, Any]) -> str:
     # One feature per line: small, and a diff still shows which feature changed.
     features = ",\n".join(json.dumps(feature, ensure_ascii=False, separators=(",", ":"))
                           for feature in collection["features"])

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, Field
 
 from tidefield.protocol import mqtt
-from tidefield.server.ingest.directory import DeviceDirectory
-from tidefield.server.ingest.http import HttpIngest, add_http_ingest
-from tidefield.server.ingest.ratelimit import device_budget
+from tidefield.server.ingest.http import add_http_ingest, http_ingest
 from tidefield.server.ops.metrics import OpsCollector
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import ApiSettings
@@ -67,17 +66,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     if not settings.database_url:
         raise RuntimeError("TIDEFIELD_DATABASE_URL is not set")
+    url = settings.database_url
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        app.state.pool = open_pool(settings.database_url, max_size=10)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = open_pool(url, max_size=10)
         app.state.read_pool = ReadPool(app.state.pool, settings.database_read_url,
                                        max_size=10)
-        app.state.http_ingest = HttpIngest(
-            settings.database_url,
-            DeviceDirectory(settings.database_url, settings.ingest_unknown_devices),
-            settings.ingest_limits(), settings.ingest_strategy,
-            device_budget(settings))
+        app.state.http_ingest = http_ingest(url, settings)
         try:
             yield
         finally:
@@ -93,7 +89,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app, ERROR_STYLE)
 
     @app.middleware("http")
-    async def measure(request: Request, call_next):
+    async def measure(request: Request,
+                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
         read_from = getattr(request.state, "read_from", None)
@@ -119,13 +116,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     def broker_problem() -> str | None:
         now = time.monotonic()
         if now - probed[0] > BROKER_PROBE_TTL_S:
-            probed[:] = [now, mqtt.probe(broker_address)]
+            probed[:] = [now, mqtt.probe(broker_address)] if broker_address else [now, None]
         return probed[1]
 
     @app.get("/healthz", response_model=Health, tags=["operations"],
              responses={503: {"model": Health, "description": "a dependency is down"}},
              summary="Database and broker reachable (no API key needed)")
-    def healthz(request: Request):
+    def healthz(request: Request) -> Health | JSONResponse:
         detail = []
         problem = database_problem(request.app.state.pool)
         database = problem is None
@@ -148,8 +145,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     # backups, WAL archiving, the replica's lag, the disks: measured on each scrape
     operations = CollectorRegistry(auto_describe=False)
     operations.register(OpsCollector(
-        settings.database_url, read_url=settings.database_read_url,
-        data_dir=settings.data_dir.resolve(),
+        url, read_url=settings.database_read_url, data_dir=settings.data_dir.resolve(),
         repo=(settings.backup_repo or settings.data_dir / "backup").resolve()))
     app.include_router(metrics_router(tags=["operations"], extra=[operations]))
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -18,11 +18,12 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {401: {"model": ErrorBody, "description": "no API key, or an unknown one"},
+Responses = dict[int | str, dict[str, Any]]  # what FastAPI's `responses=` takes
+ERRORS: Responses = {401: {"model": ErrorBody, "description": "no API key, or an unknown one"},
           403: {"model": ErrorBody, "description": "the key may not do this"},
           422: {"model": ErrorBody, "description": "a parameter is invalid"},
           503: {"model": ErrorBody, "description": "the database is unavailable; retry"}}
-NOT_FOUND = {404: {"model": ErrorBody, "description": "no such object"}}
+NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "no such object"}}
 
 
 class Site(BaseModel):

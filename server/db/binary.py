@@ -7,7 +7,11 @@ int32 byte length followed by the value in network byte order; an int16 -1 ends 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
+import psycopg
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -67,7 +71,8 @@ _SEND = {"int4": "int4send", "int8": "int8send", "float8": "float8send",
          "timestamptz": "timestamptz_send"}
 
 
-def fetch_columns(conn, query: str, params, columns: list[tuple[str, str]]
+def fetch_columns(conn: psycopg.Connection, query: str, params: Sequence[Any] | Mapping[str, Any],
+                  columns: list[tuple[str, str]]
                   ) -> list[np.ndarray]:
     """The rows of ``query`` as NumPy columns, in one round trip: the server packs each
     column into one bytea with the type's binary send function (``string_agg``), so no
@@ -80,5 +85,6 @@ def fetch_columns(conn, query: str, params, columns: list[tuple[str, str]]
     packed = ", ".join(f"string_agg({_SEND[pgtype]}(q.{name}), '')" for name, pgtype in columns)
     with conn.cursor(binary=True) as cur:
         row = cur.execute(f"SELECT {packed} FROM ({query}) AS q", params).fetchone()
+    assert row is not None  # an aggregate without GROUP BY answers one row
     return [np.frombuffer(data or b"", dtype=_WIRE[pgtype]).astype(_WIRE[pgtype][1:])
             for data, (_, pgtype) in zip(row, columns, strict=True)]

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from tidefield.server.db import scalar
+
 if TYPE_CHECKING:
     from tidefield.server.settings import RetentionGroup
 
@@ -57,7 +59,7 @@ def apply_retention(conn: psycopg.Connection, policy: RetentionPolicy) -> dict[s
 
 
 def compression_available(conn: psycopg.Connection) -> bool:
-    return conn.execute("SHOW timescaledb.license").fetchone()[0] == "timescale"
+    return bool(scalar(conn.execute("SHOW timescaledb.license")) == "timescale")
 
 
 def enable_compression(conn: psycopg.Connection, after_days: int) -> bool:

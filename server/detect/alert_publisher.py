@@ -13,11 +13,16 @@ import logging
 import secrets
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from tidefield.protocol import mqtt
 from tidefield.protocol.codec import JSON, encode_alert
 from tidefield.protocol.messages import AlertNotice
 from tidefield.protocol.topics import alerts_topic
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,8 @@ class AlertPublisher:
         self._client.loop_start()
         self._warned = False
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object,
+                    reason_code: ReasonCode, properties: object) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the detector", extra={"broker": str(self.address),
                                                                "reason": str(reason_code)})
@@ -46,7 +52,8 @@ class AlertPublisher:
         self._connected.set()
         self._warned = False
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object,
+                       reason_code: ReasonCode, properties: object) -> None:
         self._connected.clear()
 
     def publish(self, notices: list[AlertNotice]) -> int:

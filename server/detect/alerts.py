@@ -50,7 +50,8 @@ class Engine:
         self.detector = detector
         self.rules = RuleBinding(detector, ruleset)
 
-    def process(self, rows, times_ms, values) -> tuple[Scores, list[Transition]]:
+    def process(self, rows: np.ndarray, times_ms: np.ndarray, values: np.ndarray
+                ) -> tuple[Scores, list[Transition]]:
         scores = self.detector.score(rows, times_ms, values)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
@@ -85,12 +86,15 @@ class Engine:
         self.rules.state = np.ascontiguousarray(arrays["rules"], dtype=np.float64)
 
 
-def _buffers(capacity: int):
+Buffers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # instance, action, time, value
+
+
+def _buffers(capacity: int) -> Buffers:
     return (np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64),
             np.empty(capacity, dtype=np.float64), np.empty(capacity, dtype=np.float64))
 
 
-def _transitions(buffers, n: int) -> list[Transition]:
+def _transitions(buffers: Buffers, n: int) -> list[Transition]:
     inst, action, time, value = buffers
     return [Transition(int(inst[i]), int(action[i]), int(time[i]), float(value[i]))
             for i in range(n)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +44,7 @@ def _iso_ms(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def read_series_csv(source) -> tuple[list[str], list[int], list[float]]:
+def read_series_csv(source: Iterable[str]) -> tuple[list[str], list[int], list[float]]:
     """Rows of a ``timestamp,value`` CSV; BadParameter names the first bad line."""
     reader = csv.reader(source)
     header = next(reader, None)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.units import DAY_MS
@@ -206,7 +207,7 @@ class Detector:
         if taken_width <= S_SUSPECT_SINCE:
             level = self.cfg[:, C_LEVEL] > 0.0
             self.state[level, S_PU] = np.nan
-            self.state[np.ix_(level, [S_PUU, S_PUV])] = 0.0
+            self.state[np.ix_(level, np.array([S_PUU, S_PUV]))] = 0.0
 
     # --- scoring ----------------------------------------------------------------------
 
@@ -258,7 +259,8 @@ class Detector:
         self.groups = np.array(arrays["groups"], dtype=np.float64, order="C")
 
 
-def validate_batch(rows, times_ms, values, n_series: int):
+def validate_batch(rows: ArrayLike, times_ms: ArrayLike, values: ArrayLike, n_series: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Arrays the kernel can take, or DetectorInputError saying what is wrong."""
     try:
         rows = np.ascontiguousarray(rows, dtype=np.int64)

@@ -24,6 +24,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,10 @@ from .alerts import Alert, AlertBook, Engine, MemorySink
 from .detector import Detector, SeriesInfo
 from .rules import RuleSet, load_rules
 from .tuning import DetectorParams
+
+if TYPE_CHECKING:
+    from tidefield.sim.events import Label
+    from tidefield.sim.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ def predicted_kind(alert: Alert) -> str:
     return PREDICTED_KIND.get(alert.key.rule, alert.key.rule)
 
 
-def fleet_series(fleet) -> list[SeriesInfo]:
+def fleet_series(fleet: Fleet) -> list[SeriesInfo]:
     table = fleet.table
     kinds = {site.id: site.kind for site in table.sites}
     templates = {device.id: device.template.name for device in table.devices}
@@ -74,7 +79,7 @@ class FleetRun:
     seconds_detecting: float
 
 
-def run_fleet(fleet, start_ms: int, end_ms: int, *, params: DetectorParams | None = None,
+def run_fleet(fleet: Fleet, start_ms: int, end_ms: int, *, params: DetectorParams | None = None,
               ruleset: RuleSet | None = None, warmup_days: float = 3.0,
               chunk_ms: int = HOUR_MS,
               progress: Callable[[int, int], None] | None = None) -> FleetRun:
@@ -149,7 +154,8 @@ def _overlaps(alert: Alert, start: int, end: int, window_end: int) -> bool:
     return alert.opened_ms < end + GRACE_MS and closed >= start
 
 
-def score_alerts(fleet, labels, alerts: list[Alert], window_end: int) -> Evaluation:
+def score_alerts(fleet: Fleet, labels: list[Label], alerts: list[Alert], window_end: int
+                 ) -> Evaluation:
     table = fleet.table
     by_series: dict[int, list[Alert]] = defaultdict(list)
     by_site: dict[str, list[Alert]] = defaultdict(list)

@@ -112,9 +112,11 @@ class Rule(BaseModel):
             raise ValueError(f"a {self.condition} rule needs a metric")
         if self.condition in ("below", "above", "fall", "no_rise") and self.clear is None:
             raise ValueError(f"a {self.condition} rule needs a clear level")
-        if self.condition == "below" and self.clear < self.threshold:
+        if self.condition == "below" and self.clear is not None \
+                and self.threshold is not None and self.clear < self.threshold:
             raise ValueError("clear must not be under threshold for a below rule")
-        if self.condition == "above" and self.clear > self.threshold:
+        if self.condition == "above" and self.clear is not None \
+                and self.threshold is not None and self.clear > self.threshold:
             raise ValueError("clear must not be over threshold for an above rule")
         if not math.isfinite(self.threshold):
             raise ValueError("threshold must be finite")

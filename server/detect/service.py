@@ -39,15 +39,17 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
 
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.messages import AlertAction, AlertNotice
-from tidefield.server.db import binary
+from tidefield.server.db import binary, scalar
 from tidefield.server.settings import DetectorSettings
 
 from ._layout import CATEGORIES, COMPONENTS
@@ -55,6 +57,9 @@ from .alerts import ACTOR, Alert, AlertBook, AlertKey, AlertOp, Engine, finite_o
 from .detector import Detector, SeriesInfo
 from .rules import load_rules
 from .tuning import DetectorParams
+
+if TYPE_CHECKING:
+    from .alert_publisher import AlertPublisher
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +134,7 @@ def encode_state(engine: Engine) -> bytes:
                                      dtype=np.int64)
     arrays["rule_keys"] = _rule_keys(engine)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # names -> arrays, as savez takes
     # level 1: a third of the size at a tenth of savez_compressed's time (it is paid on
     # every step)
     return zlib.compress(buffer.getvalue(), 1)
@@ -211,7 +216,7 @@ def write_checkpoint(conn: psycopg.Connection, partition: Partition, watermark_m
 _READING_COLUMNS = [("series_id", "int4"), ("time", "timestamptz"), ("value", "float8")]
 
 
-def _fetch(conn: psycopg.Connection, query: str, params) -> list[np.ndarray]:
+def _fetch(conn: psycopg.Connection, query: str, params: Sequence[Any]) -> list[np.ndarray]:
     sid, pg_us, value = binary.fetch_columns(conn, query, params, _READING_COLUMNS)
     return [sid, binary.pg_us_to_ms(pg_us), value]
 
@@ -271,9 +276,10 @@ class DatabaseSink:
     def restored(cls, conn: psycopg.Connection, update_every_ms: int,
                  active: list[Alert]) -> DatabaseSink:
         ids = [a.id for a in active]
-        last = dict(conn.execute("SELECT alert_id, max(at) FROM alert_events WHERE alert_id = "
-                                 "ANY(%s) AND actor = %s AND action IN ('opened', 'updated') "
-                                 "GROUP BY alert_id", (ids, ACTOR)).fetchall())
+        last: dict[int, datetime] = dict(conn.execute(
+            "SELECT alert_id, max(at) FROM alert_events WHERE alert_id = ANY(%s) AND "
+            "actor = %s AND action IN ('opened', 'updated') GROUP BY alert_id",
+            (ids, ACTOR)).fetchall())
         return cls(update_every_ms, {a.key: _ms(last[a.id]) for a in active if a.id in last})
 
     def apply(self, ops: list[AlertOp]) -> None:
@@ -325,7 +331,7 @@ class DatabaseSink:
         return (_ts(alert.updated_ms), finite_or_none(alert.value),
                 finite_or_none(alert.peak), closed, closed, alert.id)
 
-    def _insert(self, cur, alert: Alert) -> None:
+    def _insert(self, cur: psycopg.Cursor[Any], alert: Alert) -> None:
         key = alert.key
         row = cur.execute(
             """INSERT INTO alerts (site_id, device_id, series_id, rule, category, severity,
@@ -344,11 +350,11 @@ class DatabaseSink:
             return
         # An alert of this condition is already active (left by an earlier run whose
         # state was lost): this episode continues it rather than opening a second one.
-        alert.id = cur.execute(
+        alert.id = scalar(cur.execute(
             """SELECT id FROM alerts WHERE site_id = %s AND rule = %s
                  AND coalesce(device_id, '') = coalesce(%s, '')
                  AND coalesce(series_id, 0) = coalesce(%s, 0) AND state <> 'closed'""",
-            (key.site_id, key.rule, key.device_id, key.series_key)).fetchone()[0]
+            (key.site_id, key.rule, key.device_id, key.series_key)))
         cur.execute("""UPDATE alerts SET updated_at = %s, value = %s, peak_value = %s,
                          state = CASE WHEN %s::timestamptz IS NULL THEN state
                                       ELSE 'closed' END,
@@ -420,9 +426,11 @@ class DetectorService:
 
     def __init__(self, settings: DetectorSettings, partition: Partition = Partition(0, 1), *,
                  since_ms: int | None = None, until_ms: int | None = None,
-                 params: DetectorParams | None = None, publisher=None) -> None:
+                 params: DetectorParams | None = None,
+                 publisher: AlertPublisher | None = None) -> None:
         if not settings.database_url:
             raise ServiceError("no database: set TIDEFIELD_DATABASE_URL")
+        self.database_url = settings.database_url
         self.settings = settings
         self.partition = partition
         self.since_ms = since_ms
@@ -450,14 +458,15 @@ class DetectorService:
 
     # --- set-up ------------------------------------------------------------------------
 
-    def _start(self, conn: psycopg.Connection):
+    def _start(self, conn: psycopg.Connection
+               ) -> tuple[Engine, AlertBook, DatabaseSink, int, int]:
         series = load_series(conn, self.partition)
         if not series:
             raise ServiceError(f"partition {self.partition} has no series to score")
         engine = Engine(Detector(series, self.params), self.ruleset)
         checkpoint = read_checkpoint(conn, self.partition)
         if checkpoint is not None:
-            if not load_state(engine, checkpoint.state):
+            if checkpoint.state is None or not load_state(engine, checkpoint.state):
                 log.warning("registry or rules changed since the checkpoint; state of "
                             "series and rules that remain carried over",
                             extra={"partition": str(self.partition)})
@@ -465,8 +474,7 @@ class DetectorService:
             published = checkpoint.published_event_id
         else:
             watermark = self._first_watermark(conn)
-            published = conn.execute("SELECT coalesce(max(id), 0) FROM alert_events"
-                                     ).fetchone()[0]
+            published = scalar(conn.execute("SELECT coalesce(max(id), 0) FROM alert_events"))
             with conn.transaction():
                 write_checkpoint(conn, self.partition, watermark, encode_state(engine),
                                  published)
@@ -500,11 +508,11 @@ class DetectorService:
         now_ms = time.time() * 1000
         earliest = now_ms - self.settings.detect_history_days * 86_400_000
         # the hourly rollup is small, so finding the oldest history is cheap
-        row = conn.execute("SELECT min(bucket) FROM readings_1h WHERE bucket >= %s",
-                           (_ts(self._floor(earliest)),)).fetchone()
-        if row[0] is None:
+        oldest = scalar(conn.execute("SELECT min(bucket) FROM readings_1h WHERE bucket >= %s",
+                                     (_ts(self._floor(earliest)),)))
+        if oldest is None:
             return self._horizon()
-        return self._floor(max(earliest, _ms(row[0])) - 1)
+        return self._floor(max(earliest, _ms(oldest)) - 1)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -522,7 +530,7 @@ class DetectorService:
         """Run from the last checkpoint; True when done (``until_ms`` reached)."""
         # autocommit: each ``conn.transaction()`` below is a real transaction (inside an
         # implicit one it would only be a savepoint, and nothing would commit per step)
-        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
             engine, book, sink, watermark, published = self._start(conn)
             next_late_scan = 0.0
             while not stop.is_set():
@@ -543,7 +551,8 @@ class DetectorService:
                 published = self._publish(conn, published)
         return False
 
-    def _read(self, conn, engine: Engine, watermark: int, end: int, late: bool):
+    def _read(self, conn: psycopg.Connection, engine: Engine, watermark: int, end: int,
+              late: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         overlap_ms = int(self.settings.detect_overlap_s * 1000)
         sid, tms, val = read_window(conn, self.keys, watermark - overlap_ms, end)
         detector = engine.detector
@@ -566,7 +575,8 @@ class DetectorService:
         order = np.lexsort((sid, tms))  # time order, ties by series id
         return sid[order], rows[order], tms[order], val[order]
 
-    def _step(self, conn, engine: Engine, book: AlertBook, sink: DatabaseSink,
+    def _step(self, conn: psycopg.Connection, engine: Engine, book: AlertBook,
+              sink: DatabaseSink,
               watermark: int, end: int, late: bool) -> StepResult:
         while True:
             sid, rows, tms, val = self._read(conn, engine, watermark, end, late)

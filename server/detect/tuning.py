@@ -1,6 +1,6 @@
 """The detector's tunable parameters: one typed, validated object.
 
-Defaults were tuned on firmware-sim seed 11 (see README, "Detection"); the API's re-score
+Defaults were tuned on firmware-sim seed 11 (see docs/detection.md); the API's re-score
 endpoint and ``tidefield detect score-csv`` accept any of them.
 """
 

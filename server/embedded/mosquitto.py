@@ -80,7 +80,8 @@ class MosquittoBroker:
                                      start_new_session=True)
         log_handle.close()
         try:
-            wait_for_port(self.port, timeout=timeout, alive=lambda: self.proc.poll() is None)
+            proc = self.proc
+            wait_for_port(self.port, timeout=timeout, alive=lambda: proc.poll() is None)
         except ServiceError as exc:
             raise ServiceError(f"{exc}; see {self.log_file}") from exc
         log.info("Mosquitto listening on 127.0.0.1:%d", self.port)
@@ -90,7 +91,7 @@ class MosquittoBroker:
 
     def stop(self, timeout: float = 15) -> None:
         """Stop cleanly: Mosquitto writes its persistence file on SIGTERM."""
-        if not self.running():
+        if not self.running() or self.proc is None:
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -107,5 +108,5 @@ class MosquittoBroker:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -4,6 +4,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -63,7 +64,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
-                  alive=lambda: True) -> None:
+                  alive: Callable[[], bool] = lambda: True) -> None:
     """Wait until something accepts connections on ``port``; ``alive`` stops early."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -28,9 +29,9 @@ from tidefield.server.web.errors import install_error_handlers
 from tidefield.server.web.metrics import metrics_router
 
 from .consumer import MqttConsumer, claim_slot
-from .directory import DeviceDirectory
-from .http import HttpIngest, add_http_ingest
-from .ratelimit import device_budget
+from .directory import DeviceDirectory, UnknownDevicePolicy
+from .http import add_http_ingest, http_ingest
+from .store import LoadStrategy
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class Health(BaseModel):
 def worker_config(settings: IngestSettings) -> WorkerConfig:
     return WorkerConfig(max_messages=settings.ingest_max_messages,
                         max_wait_s=settings.ingest_max_wait_ms / 1000,
-                        strategy=settings.ingest_strategy, limits=settings.ingest_limits(),
+                        strategy=LoadStrategy(settings.ingest_strategy),
+                        limits=settings.ingest_limits(),
                         device_rate=settings.ingest_device_readings_per_s,
                         device_burst=settings.ingest_device_burst_readings,
                         device_backlog_s=settings.ingest_device_backlog_days * 86_400)
@@ -59,21 +61,20 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     url = settings.database_url
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
         state.pool = open_pool(url, max_size=4)
-        state.http_ingest = HttpIngest(
-            url, DeviceDirectory(url, settings.ingest_unknown_devices),
-            settings.ingest_limits(), settings.ingest_strategy,
-            device_budget(settings))
+        state.http_ingest = http_ingest(url, settings)
         state.consumer = state.worker = state.scheduler = None
         slot, state.slot_lock = claim_slot(settings.data_dir.resolve() / "ingest-slots",
                                            settings.ingest_workers)
         if settings.mqtt_url:
-            directory = DeviceDirectory(url, settings.ingest_unknown_devices)
+            directory = DeviceDirectory(
+                url, UnknownDevicePolicy(settings.ingest_unknown_devices))
             address = mqtt.parse_mqtt_url(settings.mqtt_url, ca_file=client_ca_file(settings))
             consumer: MqttConsumer | None = None
-            state.worker = Worker(url, directory, lambda mids: consumer.acknowledge(mids),
+            state.worker = Worker(url, directory,
+                                  lambda mids: consumer.acknowledge(mids),  # type: ignore[union-attr]
                                   worker_config(settings))
             consumer = MqttConsumer(address, state.worker, partition=slot,
                                     partitions=settings.ingest_workers,
@@ -108,7 +109,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app = FastAPI(title="Tidefield ingest", version="1", lifespan=lifespan)
 
     @app.get("/healthz", response_model=Health)
-    def healthz(request: Request):
+    def healthz(request: Request) -> Health:
         state = request.app.state
         unreachable = database_problem(state.pool)
         # the database may answer and still refuse every write (its disk is full)

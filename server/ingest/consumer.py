@@ -25,6 +25,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -34,6 +35,10 @@ from tidefield.protocol.topics import ALL_STATUS, ALL_UP
 
 from .pipeline import Envelope, device_of_topic
 from .worker import Worker
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +108,11 @@ class MqttConsumer:
 
     def acknowledge(self, mids: list[object]) -> None:
         for mid in mids:
-            self.client.ack(mid, 1)
+            self.client.ack(mid, 1)  # type: ignore[arg-type]  # paho's message ids
 
     # --- paho callbacks (network thread) ------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
+                    reason_code: ReasonCode, properties: object) -> None:
         if reason_code.is_failure:
             log.error("broker refused the connection", extra={"reason": str(reason_code)})
             return
@@ -116,18 +122,21 @@ class MqttConsumer:
         log.info("connected to broker", extra={"broker": str(self.address),
                                                "session_present": flags.session_present})
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int,
+                      reason_codes: list[ReasonCode], properties: object) -> None:
         if all(not code.is_failure for code in reason_codes):
             self.subscribed.set()
         else:
             log.error("broker refused a subscription",
                       extra={"reasons": [str(c) for c in reason_codes]})
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object,
+                       reason_code: ReasonCode, properties: object) -> None:
         self.connected.clear()
         log.warning("disconnected from broker", extra={"reason": str(reason_code)})
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage
+                    ) -> None:
         device = device_of_topic(msg.topic)
         if self.partitions > 1 and partition_of(device, self.partitions) != self.partition:
             client.ack(msg.mid, msg.qos)  # another worker's: it has its own copy

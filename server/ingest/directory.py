@@ -14,6 +14,7 @@ from enum import StrEnum
 import psycopg
 
 from tidefield.protocol.catalog import METRICS
+from tidefield.server.db import scalar
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,14 @@ class DeviceDirectory:
         if fresh is not None and metric in fresh.series:
             return fresh.series[metric]
         if self.policy is UnknownDevicePolicy.REGISTER and metric in METRICS:
-            row = self._connection().execute(
+            series_id = scalar(self._connection().execute(
                 "INSERT INTO series (device_id, metric) VALUES (%s, %s) "
                 "ON CONFLICT (device_id, metric) DO UPDATE SET metric = EXCLUDED.metric "
-                "RETURNING id", (device_id, metric)).fetchone()
-            entry.series[metric] = row[0]
+                "RETURNING id", (device_id, metric)))
+            entry.series[metric] = series_id
             self._devices[device_id] = entry
             log.info("registered series", extra={"device": device_id, "metric": metric})
-            return row[0]
+            return series_id
         return None
 
     def _register_device(self, device_id: str, site_id: str) -> DeviceEntry | None:

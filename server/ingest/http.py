@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Request
@@ -20,10 +20,13 @@ from tidefield.protocol.topics import ID_PATTERN, up_topic
 from tidefield.server.web.deps import Ingester, check_site
 
 from . import metrics
-from .directory import DeviceDirectory
+from .directory import DeviceDirectory, UnknownDevicePolicy
 from .pipeline import Envelope, prepare
-from .ratelimit import DeviceBudget
+from .ratelimit import DeviceBudget, device_budget
 from .store import LoadStrategy, Store
+
+if TYPE_CHECKING:
+    from tidefield.server.settings import IngestGroup
 
 
 class RejectOut(BaseModel):
@@ -77,6 +80,7 @@ class HttpIngest:
                         429, f"{RateLimited.reason}: this device is over its budget of "
                              f"{self.budget.rate:g} readings per second of device time",
                         headers={"Retry-After": str(retry_s)})
+                assert self._store is not None  # made with the connection above
                 result = self._store.write(prepared)
             except psycopg.OperationalError as exc:
                 self._conn = None
@@ -96,6 +100,14 @@ class HttpIngest:
                             readings_duplicate=result.readings_duplicate,
                             rejected=[RejectOut(reason=r.reason, detail=r.detail)
                                       for r in refused])
+
+
+def http_ingest(database_url: str, settings: IngestGroup) -> HttpIngest:
+    """HTTP ingest as the settings say; the ingest service and the API both mount it."""
+    directory = DeviceDirectory(database_url,
+                                UnknownDevicePolicy(settings.ingest_unknown_devices))
+    return HttpIngest(database_url, directory, settings.ingest_limits(),
+                      LoadStrategy(settings.ingest_strategy), device_budget(settings))
 
 
 def add_http_ingest(app: FastAPI, prefix: str = "") -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tidefield.protocol.codec import Limits, decode_batch, decode_status
+from tidefield.protocol.codec import Decoded, Limits, decode_batch, decode_status
 from tidefield.protocol.errors import (
     BadTopic,
     IdentityMismatch,
@@ -27,7 +27,7 @@ from tidefield.protocol.errors import (
 from tidefield.protocol.messages import Status
 from tidefield.protocol.topics import Channel, parse_topic
 
-from .directory import DeviceDirectory
+from .directory import DeviceDirectory, DeviceEntry
 from .ratelimit import DeviceBudget
 
 
@@ -237,7 +237,8 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
 
 
 
-def _resolve_missing(ids: list[int], decoded, entry, directory: DeviceDirectory,
+def _resolve_missing(ids: list[int], decoded: Decoded, entry: DeviceEntry,
+                     directory: DeviceDirectory,
                      env: Envelope, reading_rejects: list[Reject]) -> list[int]:
     """Series the cache does not know: ask the directory (which may register them under
     the auto-register policy); readings still without one are refused and marked -1."""
@@ -246,8 +247,8 @@ def _resolve_missing(ids: list[int], decoded, entry, directory: DeviceDirectory,
         if sid != -1:
             continue
         metric = decoded.metrics[index]
-        sid = directory.series_id(decoded.device, entry, metric)
-        if sid is None:
+        found = directory.series_id(decoded.device, entry, metric)
+        if found is None:
             reading = {"m": metric, "t": decoded.times_ms[index], "v": decoded.values[index]}
             reading_rejects.append(Reject(
                 env.topic, json.dumps(reading).encode(), UnknownSeries.reason,
@@ -255,5 +256,5 @@ def _resolve_missing(ids: list[int], decoded, entry, directory: DeviceDirectory,
                 env.received_ms, _fingerprint(env.topic, env.payload, 100_000 + index)))
             resolved[index] = -1
         else:
-            resolved[index] = sid
+            resolved[index] = found
     return resolved

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -27,8 +28,11 @@ from psycopg import errors as pgerrors
 
 from tidefield.server.db import binary
 
-from .pipeline import Prepared
+from .pipeline import BatchRef, Prepared, Reject
 from .rollups import BUCKETS_MS, aggregate
+
+Cursor = psycopg.Cursor[Any]
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray]  # series ids, times (ms), values
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,7 @@ class Store:
         return len(inserted[0])
 
     # --- steps ----------------------------------------------------------------------
-    def _claim_batches(self, cur, prepared: Prepared):
+    def _claim_batches(self, cur: Cursor, prepared: Prepared) -> list[BatchRef]:
         if not prepared.batches:
             return []
         rows = cur.execute(
@@ -129,7 +133,8 @@ class Store:
         claimed = set(rows)
         return [b for b in prepared.batches if (b.device_id, b.seq) in claimed]
 
-    def _insert_readings(self, cur, sid, tms, val):
+    def _insert_readings(self, cur: Cursor, sid: np.ndarray, tms: np.ndarray, val: np.ndarray
+                         ) -> Columns:
         """Insert rows, skipping any already stored; return the rows really inserted."""
         if len(sid) == 0:
             return sid, tms, val
@@ -156,7 +161,8 @@ class Store:
         r_ms = np.array([int(t.timestamp() * 1000) for t in r_time], dtype=np.int64)
         return (np.array(r_sid, dtype=np.int32), r_ms, np.array(r_val, dtype=np.float64))
 
-    def _upsert_rollup(self, cur, table: str, sid, tms, val, bucket_ms: int) -> None:
+    def _upsert_rollup(self, cur: Cursor, table: str, sid: np.ndarray, tms: np.ndarray,
+                       val: np.ndarray, bucket_ms: int) -> None:
         if len(sid) == 0:
             return
         rows = aggregate(sid, tms, val, bucket_ms)
@@ -170,7 +176,7 @@ class Store:
             copy.write(data)
         cur.execute(_UPSERT_ROLLUP.format(table=table))
 
-    def _update_device_status(self, cur, batches) -> None:
+    def _update_device_status(self, cur: Cursor, batches: list[BatchRef]) -> None:
         if not batches:
             return
         per_device: dict[str, list] = {}
@@ -208,7 +214,7 @@ class Store:
                  last_seen = GREATEST(s.last_seen, EXCLUDED.last_seen)""",
             (ids, *map(list, cols)))
 
-    def _apply_statuses(self, cur, prepared: Prepared) -> None:
+    def _apply_statuses(self, cur: Cursor, prepared: Prepared) -> None:
         """Birth and last will; the newest message wins, whatever order they arrive in
         (retained ones are delivered again at every reconnect)."""
         for status in sorted(prepared.statuses, key=lambda s: (s.device, s.time_ms)):
@@ -231,7 +237,7 @@ class Store:
                 {"d": status.device, "state": str(status.state), "t": status.time_ms,
                  "online": online, "interval": status.interval_s})
 
-    def _insert_rejects(self, cur, rejects) -> None:
+    def _insert_rejects(self, cur: Cursor, rejects: list[Reject]) -> None:
         """COPY then INSERT: a flood of bad input must not slow ingest to a crawl."""
         if not rejects:
             return

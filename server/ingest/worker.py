@@ -47,6 +47,9 @@ from .store import LoadStrategy, Store, WriteResult
 
 log = logging.getLogger(__name__)
 
+# messages taken together, each with its broker ticket (what acknowledges it)
+Window = list[tuple[Envelope, object]]
+
 RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 5.0
 RATE_LIMIT_LOG_S = 60.0  # one warning per flooding device per this long, not per window
@@ -119,7 +122,7 @@ class Worker:
         return self._queue.qsize() + self._waiting_count
 
     # --- stage 1: gather and prepare ------------------------------------------------
-    def _gather(self) -> list[tuple[Envelope, object]]:
+    def _gather(self) -> Window:
         """The next window: wait for a first message (unless some already wait), give
         others ``max_wait_s`` to join, then take the devices' messages in turn."""
         if not self._waiting_count:
@@ -148,7 +151,7 @@ class Worker:
         self._waiting.setdefault(device, deque()).append(item)
         self._waiting_count += 1
 
-    def _take_in_turn(self) -> list[tuple[Envelope, object]]:
+    def _take_in_turn(self) -> Window:
         """One message of the device first in line, which then goes to the back of the
         line if it has more: round robin, carried on from one window to the next."""
         window: list[tuple[Envelope, object]] = []
@@ -165,7 +168,7 @@ class Worker:
         self._waiting_count -= len(window)
         return window
 
-    def _prepare(self, window, limited: frozenset[int] | None = None) -> Prepared:
+    def _prepare(self, window: Window, limited: frozenset[int] | None = None) -> Prepared:
         """Prepare, waiting out a database outage (the directory may need to look up).
         Each message is charged to its device's budget, unless ``limited`` (the retry
         path) says which were refused already."""
@@ -225,7 +228,7 @@ class Worker:
         self._conn = self._store = None
         self.healthy_db = False
 
-    def _write_until_committed(self, window, prepared: Prepared, *,
+    def _write_until_committed(self, window: Window, prepared: Prepared, *,
                                acknowledge: bool = True) -> None:
         delay = RETRY_INITIAL_S
         while True:

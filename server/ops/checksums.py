@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from .sql import one, scalar
+from tidefield.server.db import one_row, scalar
 
 # Hypertables whose newest chunks are summed, and small tables counted in full. Locking
 # is in this order, the order ingest writes them in (readings, then its rollups).
@@ -96,15 +96,15 @@ def chunk_sum(conn: psycopg.Connection, table: str, column: str, start: datetime
         "SELECT count(*), coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint"
         "::numeric), 0)::text FROM {table} t WHERE {column} >= %s AND {column} < %s"
     ).format(table=sql.Identifier(table), column=sql.Identifier(column))
-    rows, checksum = one(conn, query, (start, end))
+    rows, checksum = one_row(conn.execute(query, (start, end)))
     as_text = [v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v
                for v in (start, end)]
     return ChunkSum(table, column, as_text[0], as_text[1], rows, checksum)
 
 
 def _counts(conn: psycopg.Connection) -> dict[str, int]:
-    return {table: scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(
-        sql.Identifier(table))) for table in COUNTED}
+    return {table: scalar(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        sql.Identifier(table)))) for table in COUNTED}
 
 
 def take_mark(conn: psycopg.Connection, restore_point: str, per_table: int) -> Mark:
@@ -118,7 +118,7 @@ def take_mark(conn: psycopg.Connection, restore_point: str, per_table: int) -> M
         chunks = tuple(chunk_sum(conn, *chunk) for chunk in newest_chunks(conn, per_table))
         counts = _counts(conn)
         conn.execute("SELECT pg_create_restore_point(%s)", (restore_point,))
-        taken_at = scalar(conn, "SELECT now()")
+        taken_at = scalar(conn.execute("SELECT now()"))
     return Mark(restore_point, database, taken_at.astimezone(UTC).isoformat(), chunks, counts)
 
 

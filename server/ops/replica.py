@@ -26,12 +26,12 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tidefield.server.db import one_row, scalar
 from tidefield.server.embedded import PostgresCluster
 
 from .errors import OpsError, ToolFailed
 from .owner import give, owner, run_as
 from .pgbackrest import PgBackRest, quoted
-from .sql import one, scalar
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,9 @@ def promote(replica_url: str, timeout_s: int = 60) -> None:
     the primary is lost. OpsError when it is no standby or does not finish."""
     try:
         with psycopg.connect(replica_url, autocommit=True, connect_timeout=10) as conn:
-            if not scalar(conn, "SELECT pg_is_in_recovery()"):
+            if not scalar(conn.execute("SELECT pg_is_in_recovery()")):
                 raise OpsError("that server is no standby (promoted already?)")
-            if not scalar(conn, "SELECT pg_promote(true, %s)", (timeout_s,)):
+            if not scalar(conn.execute("SELECT pg_promote(true, %s)", (timeout_s,))):
                 raise OpsError(f"the standby did not finish promoting within {timeout_s} s")
     except psycopg.Error as exc:
         raise OpsError(f"cannot promote the replica: {str(exc).strip()}") from exc
@@ -161,10 +161,10 @@ def replica_state(replica_url: str, primary_url: str | None = None) -> ReplicaSt
     """How the replica is doing (a few cheap queries on each side)."""
     try:
         with psycopg.connect(replica_url, connect_timeout=2, autocommit=True) as conn:
-            standby, replay_lsn, age, receiving = one(
-                conn, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
+            standby, replay_lsn, age, receiving = one_row(conn.execute(
+                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
                 "extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, "
-                "EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')")
+                "EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')"))
     except psycopg.Error as exc:
         return ReplicaState(False, problem=f"replica unreachable: "
                                            f"{str(exc).strip().splitlines()[0]}")
@@ -175,9 +175,9 @@ def replica_state(replica_url: str, primary_url: str | None = None) -> ReplicaSt
     if primary_url is not None and replay_lsn is not None:
         try:
             with psycopg.connect(primary_url, connect_timeout=2, autocommit=True) as conn:
-                lag_bytes = int(scalar(
-                    conn, "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn), 0)",
-                    (replay_lsn,)))
+                lag_bytes = int(scalar(conn.execute(
+                    "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn), 0)",
+                    (replay_lsn,))))
         except psycopg.Error as exc:
             log.info("primary unreachable for the replica's lag: %s", exc)
     lag_s = 0.0 if lag_bytes == 0 else (max(0.0, age) if age is not None else None)

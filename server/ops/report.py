@@ -11,9 +11,10 @@ from pathlib import Path
 
 import psycopg
 
+from tidefield.server.db import one_row, scalar
+
 from .disk import LOW_FREE_RATIO, Volume, platform_volumes
 from .replica import ReplicaState, replica_state
-from .sql import one, scalar
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +72,13 @@ def collect(database_url: str | None, *, read_url: str | None = None,
         try:
             with psycopg.connect(database_url, connect_timeout=3, autocommit=True,
                                  options="-c statement_timeout=3000") as conn:
-                has_runs = scalar(conn, "SELECT to_regclass('backup_runs') IS NOT NULL")
+                has_runs = scalar(conn.execute("SELECT to_regclass('backup_runs') IS NOT NULL"))
                 if has_runs:
                     backup, verify = _run_state(conn, "backup"), _run_state(conn, "verify")
-                archive = ArchiveState(*one(
-                    conn, "SELECT archived_count, failed_count, last_archived_time, "
+                archive = ArchiveState(*one_row(conn.execute(
+                    "SELECT archived_count, failed_count, last_archived_time, "
                     "last_failed_time, last_failed_wal, current_setting('archive_mode') <> "
-                    "'off' FROM pg_stat_archiver"))
+                    "'off' FROM pg_stat_archiver")))
         except psycopg.Error as exc:
             problem = f"database: {str(exc).strip().splitlines()[0]}"
     replica = replica_state(read_url, database_url) if read_url else None

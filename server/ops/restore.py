@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 
+from tidefield.server.db import scalar
 from tidefield.server.embedded import PostgresCluster, free_port
 
 from . import checksums, state
@@ -26,7 +27,6 @@ from .backup import read_mark, record_run
 from .deployment import DATABASE, EMBEDDED_PG, Deployment
 from .errors import CheckFailed, OpsError
 from .pgbackrest import BackupSet, Cluster, PgBackRest, time_target
-from .sql import scalar
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def recover(cluster: PostgresCluster, timeout: float = RECOVERY_TIMEOUT_S) -> No
     while time.monotonic() < deadline:
         try:
             with psycopg.connect(cluster.url(), connect_timeout=5) as conn:
-                if not scalar(conn, "SELECT pg_is_in_recovery()"):
+                if not scalar(conn.execute("SELECT pg_is_in_recovery()")):
                     return
         except psycopg.OperationalError:
             if not cluster.running():
@@ -175,9 +175,9 @@ def restore(deployment: Deployment, to: datetime | None, *, backup_set: str | No
                        f"another new folder") from exc
     try:
         with psycopg.connect(cluster.url(DATABASE)) as conn:
-            last = scalar(conn, "SELECT max(received_at) FROM ingest_batches")
-            estimate = scalar(conn, "SELECT approximate_row_count('readings')")
-            newest = scalar(conn, "SELECT max(time) FROM readings")
+            last = scalar(conn.execute("SELECT max(received_at) FROM ingest_batches"))
+            estimate = scalar(conn.execute("SELECT approximate_row_count('readings')"))
+            newest = scalar(conn.execute("SELECT max(time) FROM readings"))
     except psycopg.Error as exc:
         raise OpsError(f"the restored database does not answer as expected: {exc}") from exc
     finally:

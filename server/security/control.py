@@ -13,11 +13,16 @@ import json
 import logging
 import secrets
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tidefield.protocol import mqtt
 
 from .accounts import CONTROL_RESPONSE_TOPIC, CONTROL_TOPIC
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ class DynsecControl:
                                    f"(reason {self._connack:#x})")
             self._client.subscribe(CONTROL_RESPONSE_TOPIC, qos=1)
             self._wait(lambda: self._suback is not None, "no SUBACK")
-            if any(code >= 0x80 for code in self._suback):
+            if any(code >= 0x80 for code in self._suback or ()):
                 raise ControlError(f"{self.address.username} may not read "
                                    f"{CONTROL_RESPONSE_TOPIC}: not an admin login")
         except BaseException:
@@ -92,23 +97,26 @@ class DynsecControl:
                           key=lambda a: int(a["correlationData"].split(":")[1]))
 
     # --- paho callbacks (network thread) ------------------------------------------------
-    def _wait(self, predicate, what: str) -> None:
+    def _wait(self, predicate: Callable[[], bool], what: str) -> None:
         with self._cond:
             if not self._cond.wait_for(predicate, self.timeout_s):
                 raise ControlError(f"broker {self.address}: {what} within "
                                    f"{self.timeout_s:g} s")
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object,
+                    reason_code: ReasonCode, properties: object) -> None:
         with self._cond:
             self._connack = reason_code.value
             self._cond.notify_all()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int,
+                      reason_codes: list[ReasonCode], properties: object) -> None:
         with self._cond:
             self._suback = [code.value for code in reason_codes]
             self._cond.notify_all()
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage
+                    ) -> None:
         try:
             responses = json.loads(message.payload)["responses"]
         except (ValueError, KeyError, TypeError):

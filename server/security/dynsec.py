@@ -210,7 +210,7 @@ class BrokerAccess:
              fresh: Credentials | None = None) -> SyncResult:
         """Make the running broker (if reachable) and the file what the database says."""
         state = access_state(conn)
-        live, changes, problems = False, 0, []
+        live, changes, problems = False, 0, list[str]()
         if self.admin_url is not None:
             try:
                 changes, problems = self._apply(state, fresh)
@@ -228,6 +228,7 @@ class BrokerAccess:
 
     def _apply(self, state: AccessState, fresh: Credentials | None,
                ) -> tuple[int, list[str]]:
+        assert self.admin_url is not None  # _apply runs only with an admin login
         with DynsecControl(self.admin_url, ca_file=self.ca_file) as control:
             clients, roles = control.run([{"command": "listClients", "verbose": True},
                                           {"command": "listRoles", "verbose": True}])

@@ -22,6 +22,11 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: the module loads without cryptography's cost
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 DEV_CA_DAYS = 3650
 DEV_SERVER_DAYS = 825  # the longest validity clients such as Apple's accept
@@ -29,7 +34,7 @@ DEV_SERVER_DAYS = 825  # the longest validity clients such as Apple's accept
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    ca_file: Path  # what clients trust
+    ca_file: Path | None  # what clients trust (None: the system's trust store)
     cert_file: Path  # the server's certificate (chain)
     key_file: Path  # the server's private key
 
@@ -39,13 +44,13 @@ class TlsFiles:
                 "tls_version tlsv1.2"]
 
 
-def _key():
+def _key() -> ec.EllipticCurvePrivateKey:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _write_key(path: Path, key) -> None:
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     from cryptography.hazmat.primitives import serialization
 
     data = key.private_bytes(serialization.Encoding.PEM,
@@ -56,13 +61,14 @@ def _write_key(path: Path, key) -> None:
         handle.write(data)
 
 
-def _write_cert(path: Path, cert) -> None:
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
     from cryptography.hazmat.primitives import serialization
 
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def make_ca(common_name: str = "Tidefield development CA"):
+def make_ca(common_name: str = "Tidefield development CA"
+            ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A self-signed CA: (private key, certificate)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
@@ -89,7 +95,9 @@ def make_ca(common_name: str = "Tidefield development CA"):
     return key, cert
 
 
-def issue_server_cert(ca_key, ca_cert, hosts: Sequence[str]):
+def issue_server_cert(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+                      hosts: Sequence[str]
+                      ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A server certificate for ``hosts`` (names or IP addresses), signed by the CA."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
@@ -129,14 +137,19 @@ def ensure_dev_pki(directory: Path, hosts: Sequence[str] = ()) -> TlsFiles:
     """The development CA and server certificate in ``directory``, made if missing."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     ca_key_file = directory / "ca.key"
+    assert files.ca_file is not None  # the development CA's files always name it
     if files.ca_file.exists() and ca_key_file.exists():
         ca_cert = x509.load_pem_x509_certificate(files.ca_file.read_bytes())
-        ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{ca_key_file} is not the EC key this CA makes")
+        ca_key = loaded
     else:
         ca_key, ca_cert = make_ca()
         _write_key(ca_key_file, ca_key)

@@ -44,6 +44,7 @@ def server_tls(settings: ServerSettings) -> TlsFiles | None:
     if not settings.tls:
         return None
     if settings.tls_cert_file is not None:
+        assert settings.tls_key_file is not None  # TlsGroup: both or neither
         return TlsFiles(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
     return ensure_dev_pki(dev_pki_dir(settings))
 

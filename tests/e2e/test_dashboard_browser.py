@@ -3,7 +3,7 @@ over a seeded database, opened in Debian's headless Chromium through its chromed
 
 Screenshots go to test-artifacts/dashboards/ (TIDEFIELD_TEST_ARTIFACTS to change it);
 with TIDEFIELD_UPDATE_SCREENSHOTS=1 they are also copied to docs/screenshots/ for the
-README.
+README and docs/dashboards.md.
 """
 
 from __future__ import annotations

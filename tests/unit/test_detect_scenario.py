@@ -29,7 +29,7 @@ SITES = 30
 DAYS = 6
 START_MS = 1_743_465_600_000  # 2025-04-01T00:00Z
 TARGET_F1 = 0.9
-# under the target F1 on the report seed (README, "Detection"), so expected to fail here
+# under the target F1 on the report seed (docs/detection.md), so expected to fail here
 BELOW_TARGET: set[str] = set()
 MIN_LABELS = 5  # an F1 over fewer labels says little
 

@@ -56,3 +56,39 @@ def test_the_command_names_each_bad_variable_and_exits_2(monkeypatch, tmp_path):
     assert result.stderr.strip() == (
         "configuration error: TIDEFIELD_INGEST_DEVICE_BURST is no longer read: use "
         "TIDEFIELD_INGEST_DEVICE_BURST_READINGS (in readings, not messages)")
+
+
+def test_a_variable_another_process_reads_is_no_typo(monkeypatch, caplog):
+    """Under `tidefield up` every child inherits every variable: the dashboard must not
+    warn about the database's, nor ingest about the dashboard's."""
+    from tidefield.dashboards.settings import DashboardSettings
+    from tidefield.server.settings import IngestSettings
+
+    monkeypatch.setenv("TIDEFIELD_DATABASE_URL", "postgresql://db/tidefield")
+    monkeypatch.setenv("TIDEFIELD_DASHBOARD_REFRESH_S", "10")
+    monkeypatch.setenv("TIDEFIELD_DETECT_POLL_S", "2")
+    with caplog.at_level(logging.WARNING, logger="tidefield.protocol.settings"):
+        dashboard = DashboardSettings()
+        ingest = IngestSettings()
+    assert caplog.records == []
+    assert dashboard.dashboard_refresh_s == 10
+    assert ingest.database_url == "postgresql://db/tidefield"
+
+
+def test_each_process_builds_only_its_own_settings():
+    from tidefield.dashboards.settings import DashboardSettings
+    from tidefield.server.settings import DetectorSettings, IngestSettings
+
+    assert "database_url" not in DashboardSettings.model_fields
+    assert "api_key" not in IngestSettings.model_fields
+    assert "ingest_max_readings" not in DetectorSettings.model_fields
+    assert "detect_poll_s" in DetectorSettings.model_fields
+    assert "log_level" in DashboardSettings.model_fields
+
+
+def test_the_dashboard_command_names_a_bad_variable_and_exits_2(monkeypatch):
+    monkeypatch.setenv("TIDEFIELD_DASHBOARD_LANGUAGE", "fr")
+    result = CliRunner().invoke(app, ["dashboard"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("configuration error: TIDEFIELD_DASHBOARD_LANGUAGE: ")
+    assert "Traceback" not in result.stderr

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query
 
+from tidefield.server.security.api_keys import Principal
 from tidefield.server.web.deps import ConnDep, Operator, ReadConnDep, Reader, check_site
 
 from ..models import (
@@ -74,7 +76,8 @@ def list_alerts(conn: ReadConnDep, principal: Reader, site: SiteFilter = None,
                      next_cursor=str(items[-1].id) if len(rows) > limit else None)
 
 
-def _alert_detail(conn, alert_id: int, principal) -> AlertDetail:
+def _alert_detail(conn: psycopg.Connection, alert_id: int, principal: Principal
+                  ) -> AlertDetail:
     row = conn.execute(_ALERT_SELECT + " WHERE id = %s", (alert_id,)).fetchone()
     # Another site's alert is "not found", not "forbidden": a key limited to its sites
     # learns nothing of the others, not even which alert ids exist.

@@ -12,14 +12,16 @@ running detector would have had.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Query
+import psycopg
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
 from tidefield.protocol.catalog import METRICS
-from tidefield.server.db import binary
+from tidefield.server.db import binary, scalar
 from tidefield.server.detect.detector import DetectorInputError, score_values
 from tidefield.server.detect.tuning import DetectorParams
 from tidefield.server.web.deps import ReadConnDep, Reader
@@ -36,13 +38,13 @@ MAX_RANGE = timedelta(days=31)
 _TUNABLE = [name for name in DetectorParams.model_fields if name not in ("level_skip", "pairs")]
 
 
-def _optional(name: str):
+def _optional(name: str) -> tuple[Any, Any]:
     info = DetectorParams.model_fields[name]
-    return (info.annotation | None, Field(
+    return (info.annotation | None, Field(  # type: ignore[operator]
         None, description=f"{info.description} (default {info.default})", **_bounds(info)))
 
 
-def _bounds(info) -> dict:
+def _bounds(info: FieldInfo) -> dict[str, Any]:
     bounds = {}
     for constraint in info.metadata:
         for key in ("gt", "ge", "lt", "le"):
@@ -52,22 +54,32 @@ def _bounds(info) -> dict:
     return bounds
 
 
-ScoreParams = create_model(
-    "ScoreParams", __config__=ConfigDict(extra="forbid"),
-    __doc__="Detector parameters; each left out keeps its default (see DetectorParams).",
-    start=(datetime | None, Field(None, description="inclusive; ISO 8601 with a zone "
-                                                    "(default: end - 1 day)")),
-    end=(datetime | None, Field(None, description="exclusive; ISO 8601 with a zone "
-                                                  "(default: now)")),
-    warmup_hours=(float, Field(72.0, ge=0, le=24 * 14, description="history scored "
-                               "before start (not returned) to warm the detector up")),
-    limits=(Literal["catalog", "learned"], Field(
-        "catalog", description="catalog: the metric's physical and typical range; "
-                               "learned: from the data (nothing is out of range)")),
-    interval_s=(float | None, Field(None, gt=0, le=86_400, description="sample interval "
-                                    "(default: the device's)")),
-    **{name: _optional(name) for name in _TUNABLE},
-)
+if TYPE_CHECKING:
+    class ScoreParams(BaseModel):
+        """What create_model makes below, as a type checker sees it."""
+
+        start: datetime | None
+        end: datetime | None
+        warmup_hours: float
+        limits: Literal["catalog", "learned"]
+        interval_s: float | None
+else:
+    ScoreParams = create_model(
+        "ScoreParams", __config__=ConfigDict(extra="forbid"),
+        __doc__="Detector parameters; each left out keeps its default (see DetectorParams).",
+        start=(datetime | None, Field(None, description="inclusive; ISO 8601 with a zone "
+                                                        "(default: end - 1 day)")),
+        end=(datetime | None, Field(None, description="exclusive; ISO 8601 with a zone "
+                                                      "(default: now)")),
+        warmup_hours=(float, Field(72.0, ge=0, le=24 * 14, description="history scored "
+                                   "before start (not returned) to warm the detector up")),
+        limits=(Literal["catalog", "learned"], Field(
+            "catalog", description="catalog: the metric's physical and typical range; "
+                                   "learned: from the data (nothing is out of range)")),
+        interval_s=(float | None, Field(None, gt=0, le=86_400, description="sample interval "
+                                        "(default: the device's)")),
+        **{name: _optional(name) for name in _TUNABLE},
+    )
 
 
 class ScoredPoint(BaseModel):
@@ -93,7 +105,8 @@ class ScoreResult(BaseModel):
     points: list[ScoredPoint]
 
 
-def _read(conn, series_id: int, start: datetime, end: datetime, limit: int):
+def _read(conn: psycopg.Connection, series_id: int, start: datetime, end: datetime,
+          limit: int) -> tuple[np.ndarray, np.ndarray]:
     pg_us, values = binary.fetch_columns(
         conn, """SELECT time, value FROM readings WHERE series_id = %s AND time >= %s
                  AND time < %s ORDER BY time LIMIT %s""", (series_id, start, end, limit),
@@ -106,7 +119,7 @@ def _read(conn, series_id: int, start: datetime, end: datetime, limit: int):
             summary="Re-score a stored series with chosen detector parameters")
 def score_series(series_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
                  conn: ReadConnDep, principal: Reader,
-                 query: Annotated[ScoreParams, Query()]):
+                 query: Annotated[ScoreParams, Query()]) -> Response:
     row = series_row(conn, principal, series_id)
     start, end = time_range(query.start, query.end)
     if end - start > MAX_RANGE:
@@ -120,9 +133,9 @@ def score_series(series_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     metric = row[3]
     interval_s = query.interval_s
     if interval_s is None:
-        interval_s = float(conn.execute("SELECT d.interval_s FROM series s JOIN devices d "
-                                        "ON d.id = s.device_id WHERE s.id = %s",
-                                        (series_id,)).fetchone()[0])
+        interval_s = float(scalar(conn.execute("SELECT d.interval_s FROM series s JOIN "
+                                               "devices d ON d.id = s.device_id "
+                                               "WHERE s.id = %s", (series_id,))))
     warm_start = start - timedelta(hours=query.warmup_hours)
     times, values = _read(conn, series_id, warm_start, end, MAX_READ + 1)
     if times.shape[0] > MAX_READ:

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
+from tidefield.server.db import Row
 from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
 from ..models import ERRORS, NOT_FOUND, Device, DevicePage, DeviceStatus
@@ -34,7 +35,7 @@ LEFT JOIN device_status st ON st.device_id = d.id
 """
 
 
-def _device(row) -> Device:
+def _device(row: Row) -> Device:
     return Device(id=row[0], site_id=row[1], template=row[2], model=row[3],
                   interval_s=row[4], status=DeviceStatus(state=row[5], last_seen=row[6],
                                                          last_reading=row[7],

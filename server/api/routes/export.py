@@ -8,6 +8,7 @@ and sent before the next is read.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -48,7 +49,7 @@ def export(request: Request, conn: ReadConnDep, principal: Reader,
            site: Annotated[str | None, Query(examples=["oc-001"])] = None,
            series: Annotated[list[int] | None, Query(description="series ids")] = None,
            start: datetime | None = None, end: datetime | None = None,
-           format: Literal["csv", "parquet"] = "csv"):
+           format: Literal["csv", "parquet"] = "csv") -> StreamingResponse:
     if (site is None) == (series is None):
         raise HTTPException(422, "give either site or series")
     start, end = time_range(start, end)
@@ -63,7 +64,7 @@ def export(request: Request, conn: ReadConnDep, principal: Reader,
     else:
         rows = conn.execute("SELECT s.id, d.site_id FROM series s JOIN devices d "
                             "ON d.id = s.device_id WHERE s.id = ANY(%s)", (series,)).fetchall()
-        missing = sorted(set(series) - {r[0] for r in rows})
+        missing = sorted(set(series or ()) - {r[0] for r in rows})
         if missing:
             raise HTTPException(404, f"no series {missing}")
         for _, site_id in rows:
@@ -91,7 +92,7 @@ class _Chunks(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
         self._parts.append(bytes(data))
         self._position += len(data)
         return len(data)
@@ -104,7 +105,8 @@ class _Chunks(io.RawIOBase):
         return out
 
 
-def _row_groups(pool: ReadPool, ids: list[int], start, end):
+def _row_groups(pool: ReadPool, ids: list[int], start: datetime, end: datetime
+                ) -> Iterator[pa.Table]:
     """Arrow tables of at most ROW_GROUP rows, in series and time order.
 
     Rows come by binary COPY, whose rows here have a fixed width, so each chunk is cut at
@@ -151,7 +153,7 @@ def _row_groups(pool: ReadPool, ids: list[int], start, end):
             yield table(bytes(pending[:rest]))
 
 
-def _csv(groups):
+def _csv(groups: Iterable[pa.Table]) -> Iterator[bytes]:
     sink = _Chunks()
     with pa_csv.CSVWriter(sink, _CSV_SCHEMA) as writer:
         for group in groups:
@@ -160,7 +162,7 @@ def _csv(groups):
     yield sink.drain()
 
 
-def _parquet(groups):
+def _parquet(groups: Iterable[pa.Table]) -> Iterator[bytes]:
     sink = _Chunks()
     with pq.ParquetWriter(sink, _SCHEMA, compression="zstd") as writer:
         for group in groups:

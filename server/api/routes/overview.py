@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from tidefield.server.db import scalar
 from tidefield.server.web.deps import ReadConnDep, Reader
 
 from ..models import ERRORS, Overview, SiteOverview
@@ -43,12 +44,12 @@ def overview(conn: ReadConnDep, principal: Reader) -> Overview:
         {"sites": sites}).fetchall())
     # ingest_batches records each accepted message with its reading count: what was
     # stored in the last minute, of the sites this key may see.
-    stored = conn.execute(
+    stored = scalar(conn.execute(
         """SELECT coalesce(sum(b.readings), 0) FROM ingest_batches b
            JOIN devices d ON d.id = b.device_id
            WHERE b.received_at > now() - interval '60 seconds'
              AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s))""",
-        {"sites": sites}).fetchone()[0]
+        {"sites": sites}))
     return Overview(sites=items, devices_online=sum(i.devices_online for i in items),
                     devices_offline=sum(i.devices_offline for i in items),
                     open_alerts_by_severity=by_severity, readings_per_second=stored / 60)

@@ -3,8 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, Response
 
+from tidefield.server.db import Row
+from tidefield.server.security.api_keys import Principal
 from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
 from ..models import (
@@ -44,11 +47,11 @@ _BUCKET_SQL = {
 }
 
 
-def _series(row) -> Series:
+def _series(row: Row) -> Series:
     return Series(id=row[0], device_id=row[1], site_id=row[2], metric=row[3], unit=row[4])
 
 
-def series_row(conn, principal, series_id: int):
+def series_row(conn: psycopg.Connection, principal: Principal, series_id: int) -> Row:
     row = conn.execute(_SELECT + " WHERE s.id = %s", (series_id,)).fetchone()
     if row is None:
         raise HTTPException(404, f"no series {series_id}")
@@ -104,7 +107,7 @@ def readings(series_id: int, conn: ReadConnDep, principal: Reader,
                                       examples=["Asia/Shanghai"])] = "UTC",
              limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = MAX_POINTS,
              cursor: Annotated[datetime | None, Query(
-                 description="next_cursor of the previous page")] = None):
+                 description="next_cursor of the previous page")] = None) -> Response:
     row = series_row(conn, principal, series_id)
     start, end = time_range(start, end)
     if cursor is not None:
@@ -133,7 +136,7 @@ def readings(series_id: int, conn: ReadConnDep, principal: Reader,
 _zone_cache: set[str] = set()
 
 
-def _zones(conn) -> set[str]:
+def _zones(conn: psycopg.Connection) -> set[str]:
     if not _zone_cache:
         _zone_cache.update(r[0] for r in conn.execute("SELECT name FROM pg_timezone_names"))
     return _zone_cache

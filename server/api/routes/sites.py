@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
+from tidefield.server.db import Row
 from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
 from ..models import ERRORS, NOT_FOUND, Latest, Site, SitePage
@@ -13,7 +14,7 @@ router = APIRouter(prefix="/sites", tags=["sites"], responses=ERRORS)
 _COLUMNS = "id, name_zh, name_en, kind, domain, district, lat, lon"
 
 
-def _site(row) -> Site:
+def _site(row: Row) -> Site:
     return Site(**dict(zip(_COLUMNS.split(", "), row, strict=True)))
 
 

@@ -67,7 +67,7 @@ def tokenize(text: str) -> list[Token]:
         if match is None:
             raise StaError(f"$filter: unexpected character {text[at]!r} at position {at}")
         if match.lastgroup != "space":
-            tokens.append(Token(match.lastgroup, match.group(), at))
+            tokens.append(Token(match.lastgroup or "", match.group(), at))
         at = match.end()
     tokens.append(Token("end", "", len(text)))
     return tokens
@@ -136,9 +136,9 @@ def parse_time(text: str) -> datetime:
 
 def _number(text: str) -> int | float:
     if re.fullmatch(r"-?\d+", text):
-        value = int(text)
-        if -(2 ** 63) <= value < 2 ** 63:
-            return value
+        whole = int(text)
+        if -(2 ** 63) <= whole < 2 ** 63:
+            return whole
     value = float(text)
     if not math.isfinite(value):
         raise StaError(f"$filter: number out of range: {text}")
@@ -435,9 +435,9 @@ class _Compiler:
             operand = self.boolean(expr.operand, "not")
             return Compiled(f"(NOT {operand})", Type.BOOL)
         if isinstance(expr, Negate):
-            operand = self.compile(expr.operand)
-            self.require(operand, Type.NUMBER, "unary minus")
-            return Compiled(f"(-({operand.sql}))", Type.NUMBER)
+            negated = self.compile(expr.operand)
+            self.require(negated, Type.NUMBER, "unary minus")
+            return Compiled(f"(-({negated.sql}))", Type.NUMBER)
         if isinstance(expr, Call):
             return self.call(expr)
         return self.binary(expr)
@@ -456,10 +456,10 @@ class _Compiler:
             left, right = self.boolean(expr.left, expr.op), self.boolean(expr.right, expr.op)
             return Compiled(f"({left} {expr.op.upper()} {right})", Type.BOOL)
         if expr.op in _ARITHMETIC:
-            left, right = self.compile(expr.left), self.compile(expr.right)
-            self.require(left, Type.NUMBER, expr.op)
-            self.require(right, Type.NUMBER, expr.op)
-            return Compiled(_ARITHMETIC[expr.op](left.sql, right.sql), Type.NUMBER)
+            lhs, rhs = self.compile(expr.left), self.compile(expr.right)
+            self.require(lhs, Type.NUMBER, expr.op)
+            self.require(rhs, Type.NUMBER, expr.op)
+            return Compiled(_ARITHMETIC[expr.op](lhs.sql, rhs.sql), Type.NUMBER)
         return self.comparison(expr)
 
     def comparison(self, expr: Binary) -> Compiled:
@@ -483,7 +483,7 @@ class _Compiler:
             # typed on scratch parameters, so the peer's own values are bound only once
             peer = _Compiler(self.columns, Params()).compile(other)
             if peer.type is Type.TIME:
-                return Compiled(bind(self.params, parse_time(expr.value), Type.TIME),
+                return Compiled(bind(self.params, parse_time(str(expr.value)), Type.TIME),
                                 Type.TIME)
         return self.compile(expr)
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from tidefield.server.api.models import Responses
+
 
 class StaErrorBody(BaseModel):
     code: int = Field(examples=[400])
@@ -17,7 +19,7 @@ class StaErrorBody(BaseModel):
     message: str = Field(examples=["$filter: unknown property 'temperature'"])
 
 
-ERRORS = {400: {"model": StaErrorBody, "description": "a query option or id is invalid"},
+ERRORS: Responses = {400: {"model": StaErrorBody, "description": "a query option or id is invalid"},
           401: {"model": StaErrorBody, "description": "no API key, or an unknown one"},
           403: {"model": StaErrorBody, "description": "the key may not read this"},
           404: {"model": StaErrorBody, "description": "no such entity"},
@@ -98,7 +100,7 @@ class _PageBase(BaseModel):
 
 def _page(entity: type[BaseModel]) -> type[BaseModel]:
     return create_model(f"{entity.__name__}Page", __base__=_PageBase,
-                        value=(list[entity], ...))
+                        value=(list[entity], ...))  # type: ignore[valid-type]
 
 
 ENTITY_MODELS: dict[str, type[BaseModel]] = {

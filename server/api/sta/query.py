@@ -23,10 +23,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg.rows import dict_row
+
+from tidefield.server.db import scalar
 
 from .entities import (
     DATASTREAMS,
@@ -107,7 +110,7 @@ class _Sql:
     outer: list[str]  # on e (Observations: before the LATERAL join)
     inner: list[str]  # on r (Observations only: inside the LATERAL join)
 
-    def values(self, **more) -> dict:
+    def values(self, **more: Any) -> dict:
         return {**self.params.values, **more}
 
 
@@ -257,7 +260,7 @@ def count(ctx: Context, entity_set: EntitySet, options: Options,
                     WHERE {_where(sql.outer + sql.inner)}"""
     else:
         query = f"SELECT count(*) FROM ({entity_set.base}) e WHERE {_where(sql.outer)}"
-    return ctx.conn.execute(query, sql.values()).fetchone()[0]
+    return int(scalar(ctx.conn.execute(query, sql.values())))
 
 
 def fetch_children(ctx: Context, entity_set: EntitySet, options: Options,

@@ -10,18 +10,20 @@ without the read scope); a key's site limit is applied inside every query.
 # FastAPI must see each route's own Literal of navigation names, evaluated at definition.
 import logging
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from tidefield.server.security.api_keys import Principal
 from tidefield.server.web.deps import ReadConnDep, Reader
 
 from .entities import ENTITY_SETS, EntitySet
 from .errors import StaError, error_response
 from .models import ENTITY_MODELS, ERRORS, PAGE_MODELS, ServiceRoot
-from .options import OPTIONS, parse_options
+from .options import OPTIONS, Options, parse_options
 from .query import (
     Context,
     collection,
@@ -58,7 +60,7 @@ def _root(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
-def _run(request: Request, conn: psycopg.Connection, principal,
+def _run(request: Request, conn: psycopg.Connection, principal: Principal,
          answer: Callable[[Context], dict]) -> JSONResponse:
     """Answer inside one read-only transaction bounded by the statement timeout."""
     ctx = Context(conn, principal.site_list,
@@ -180,13 +182,13 @@ def _add_routes(entity_set: EntitySet) -> None:
                          summary=f"Entities related to one of the {name}")
 
 
-def _union(models: tuple):
+def _union(models: tuple[type[BaseModel], ...]) -> Any:
     from typing import Union
 
     return Union[models]  # noqa: UP007 (a runtime tuple of models)
 
 
-def _single_options(entity_set: EntitySet, request: Request):
+def _single_options(entity_set: EntitySet, request: Request) -> Options:
     """$select and $expand; the collection options mean nothing for one entity."""
     given = _given(request)
     parse_options(entity_set, {k: v for k, v in given.items() if k not in OPTIONS})
@@ -198,10 +200,10 @@ for _entity_set in ENTITY_SETS.values():
     _add_routes(_entity_set)
 
 
-def install(app) -> None:
+def install(app: FastAPI) -> None:
     """Mount the routes and make their errors SensorThings-shaped."""
     app.include_router(router)
 
     @app.exception_handler(StaError)
-    async def sta_error(request: Request, exc: StaError):
+    async def sta_error(request: Request, exc: StaError) -> JSONResponse:
         return error_response(exc.status, exc.message)
