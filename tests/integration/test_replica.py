@@ -2,7 +2,7 @@
 written to the primary appear on it; the API's read-only routes read from it (shown by
 pausing its replay: new readings stay out of the API's answers until it resumes); its lag
 is in /metrics; with the replica stopped, reads go to the primary, with a warning, and
-come back to the replica when it does."""
+come back to the replica when it does; promoted, it takes writes."""
 
 from __future__ import annotations
 
@@ -184,5 +184,17 @@ def test_the_api_reads_from_the_replica_and_falls_back_to_the_primary(primary, c
                     len(response.json()["points"]) == 100
             wait_for(back, 60, "reads to return to the replica")
             assert client.get("/healthz").json()["read_replica"] is True
+
+        # the primary is lost: the replica is promoted and takes writes
+        promoted = primary.tidefield("replica", "promote", env={
+            "TIDEFIELD_DATABASE_READ_URL": replica.url})
+        assert promoted.returncode == 0, promoted.stderr
+        with psycopg.connect(replica.url, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+            write_readings(replica.url, series, start + timedelta(hours=2), 5)
+        assert _count(replica.url, series[0]) == 105
+        again = primary.tidefield("replica", "promote", env={
+            "TIDEFIELD_DATABASE_READ_URL": replica.url})
+        assert again.returncode == 1 and "no standby" in again.stderr
     finally:
         replica.stop()

@@ -218,9 +218,11 @@ def test_an_edited_migration_and_a_newer_database_are_refused(first_release_db):
         migrate(url)
 
 
-def test_an_older_agent_keeps_working_with_this_server(db_url, broker, tmp_path):
+def test_an_older_agent_keeps_working_with_this_server(db_url, own_broker, tmp_path):
     """The first release's payloads, published to a real broker, stored by the current
-    ingest service, every reading of them."""
+    ingest service, every reading of them. (A broker of its own: the shared one keeps
+    other tests' ingest sessions, with what was queued for them.)"""
+    broker = own_broker
     service = IngestService(db_url, broker.url, tmp_path / "ingest", workers=1,
                             extra_env={"TIDEFIELD_INGEST_MAX_AGE_DAYS": "36500"})
     try:
