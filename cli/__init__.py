@@ -39,6 +39,7 @@ class Mount:
 
 
 SERVER = "tidefield.server.cli"
+OPS = "tidefield.server.ops.cli"
 COMMANDS: dict[str, Mount] = {
     "up": Mount(SERVER, command="up"),
     "status": Mount(SERVER, command="status"),
@@ -49,6 +50,8 @@ COMMANDS: dict[str, Mount] = {
     "keys": Mount(SERVER, command="keys"),
     "devices": Mount(SERVER, command="devices"),
     "tls": Mount(SERVER, command="tls"),
+    "backup": Mount(OPS, command="backup"), "restore": Mount(OPS, command="restore"),
+    "replica": Mount(OPS, command="replica"),
     "detect": Mount("tidefield.server.detect.cli"),
     "dashboard": Mount("tidefield.dashboards.cli", command="dashboard"),
     "edge": Mount("tidefield.edge.cli"),

@@ -143,7 +143,8 @@ class Agent:
         self.config = config
         queue = config.queue
         self.queue = DiskQueue(queue.path, site=config.site, max_readings=queue.max_readings,
-                               max_age_s=queue.max_age_s, when_full=queue.when_full)
+                               max_age_s=queue.max_age_s, when_full=queue.when_full,
+                               min_free_bytes=int(queue.min_free_mb * 2**20))
         self.latency = LatencyMeter()
         self.publisher = Publisher(config, self.queue, self.latency)
         # Two stop events: the producers (drivers, health) stop first, so the publisher's

@@ -103,6 +103,8 @@ class QueueConfig(_Section):
     max_readings: Annotated[int, Ge(1)] = 1_000_000
     max_age_s: Annotated[float, Gt(0)] = 30 * 86_400.0  # older readings are dropped
     when_full: Literal["drop_oldest", "refuse_newest"] = "drop_oldest"
+    # below this much free space on its disk the queue stops growing and when_full applies
+    min_free_mb: Annotated[float, Ge(0)] = 32.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,9 +16,17 @@ A reading's life:
 
 Bounds: at most ``max_readings`` queued; when full, ``drop_oldest`` deletes the oldest
 queued readings (in queue order, including ones already handed out: a re-sent batch then
-carries what is left of it) and ``refuse_newest`` does not store the new ones. Readings
-whose time is more than ``max_age_s`` old are dropped on ``put`` and by ``expire()``.
-Every dropped reading is counted, persistently, by reason (``full``, ``expired``).
+carries what is left of it) and ``refuse_newest`` does not store the new ones. The disk
+is a bound too: while the queue's file system has less than ``min_free_bytes`` free the
+queue does not grow, and the same policy applies to what a put would add (so a full SD
+card costs the readings the policy gives up, counted, not every new reading uncounted);
+a put that the disk refuses all the same (SQLite's "disk is full") is retried once under
+that rule; when even that fails (the disk has nothing left at all), the put's readings
+are refused and counted, the count written with the next put that commits. SQLite needs
+room to work in (its write-ahead log grows to a few MB before a checkpoint copies it into
+the file): keep ``min_free_bytes`` above 8 MB. Readings whose time is more than
+``max_age_s`` old are dropped on ``put`` and by ``expire()``. Every dropped reading is
+counted, persistently, by reason (``full``, queue or disk, and ``expired``).
 
 One connection, guarded by a lock, serves every thread: drivers put, the publisher takes
 and acks, the health loop reads statistics.
@@ -26,6 +34,8 @@ and acks, the health loop reads statistics.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -40,7 +50,10 @@ from tidefield.protocol.messages import Batch, Reading
 
 from .errors import QueueError
 
+log = logging.getLogger(__name__)
+
 WhenFull = Literal["drop_oldest", "refuse_newest"]
+DEFAULT_MIN_FREE_BYTES = 32 * 1024 * 1024
 
 # Group commit: a put that is about to commit first waits this long for the puts of other
 # drivers to join it (drivers on one line, at one interval, poll within a few ms of each
@@ -97,6 +110,12 @@ class _Put:
     error: str | None = None
 
 
+# one put as planned in its transaction: the put, the rows inserted (device, metric,
+# time_ms, value), how many of its readings were refused, and the rows evicted for them
+# (device, seq)
+_Plan = tuple[_Put, list[tuple[int, int, int, float]], int, list[tuple[int, int | None]]]
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     depth: int  # readings queued, handed out or not
@@ -112,6 +131,7 @@ class QueueStats:
 class DiskQueue:
     def __init__(self, path: Path | str, *, site: str, max_readings: int = 1_000_000,
                  max_age_s: float = 30 * 86_400.0, when_full: WhenFull = "drop_oldest",
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
                  clock: Callable[[], float] = time.time) -> None:
         if when_full not in ("drop_oldest", "refuse_newest"):
             raise ValueError(f"when_full must be drop_oldest or refuse_newest, not {when_full!r}")
@@ -120,6 +140,9 @@ class DiskQueue:
         self.max_readings = max_readings
         self.max_age_ms = int(max_age_s * 1000)
         self.when_full = when_full
+        self.min_free_bytes = min_free_bytes
+        self.disk_low = False  # the last put found less than min_free_bytes free
+        self._uncounted_full = 0  # refused when not even the count could be written
         self._clock = clock
         self._lock = threading.Lock()  # the connection, and everything below
         self._arrivals_lock = threading.Lock()
@@ -227,19 +250,25 @@ class DiskQueue:
         try:
             for job in jobs:
                 self._intern(job.device, {r.metric for r in job.readings})
-            plans = []
-            with self._transaction("put") as db:
-                depth = self._depth
-                for job in jobs:
-                    plan = self._plan_put(db, job, depth)
-                    depth += len(plan[1]) - len(plan[3])
-                    plans.append(plan)
-                self._count(db, full=sum(p[2] + len(p[3]) for p in plans),
-                            expired=sum(job.expired for job in jobs))
+            grow = not self._disk_is_low()
+            try:
+                plans = self._put_transaction(jobs, grow=grow)
+            except QueueError as exc:
+                if "disk is full" not in str(exc):
+                    raise
+                self._note_disk(low=True, why=str(exc))
+                try:
+                    plans = self._put_transaction(jobs, grow=False)  # the policy makes room
+                except QueueError as again:
+                    if "disk is full" not in str(again):
+                        raise
+                    self._refuse_uncounted(jobs)
+                    return
         except QueueError as exc:
             for job in jobs:
                 job.error = str(exc)
             return
+        self._uncounted_full = 0  # written with this transaction
         # committed: bring the in-memory view along, put by put
         for job, rows, refused_full, evicted in plans:
             self._depth += len(rows) - len(evicted)
@@ -253,28 +282,73 @@ class DiskQueue:
             self._dropped_expired += job.expired
             job.result = PutResult(len(rows), refused_full + job.expired, len(evicted))
 
-    def _plan_put(self, db: sqlite3.Connection, job: _Put, depth: int
-                  ) -> tuple[_Put, list[tuple[int, int, int, float]], int,
-                             list[tuple[int, int | None]]]:
-        """Apply the bound and insert one put's rows: (job, rows, refused, evicted)."""
+    def _put_transaction(self, jobs: list[_Put], *, grow: bool) -> list[_Plan]:
+        """Plan and insert every put in one transaction; ``grow``: the queue may hold
+        more than it does now (else the policy keeps it at its depth)."""
+        plans = []
+        with self._transaction("put") as db:
+            depth = self._depth
+            limit = self.max_readings if grow else min(self.max_readings, depth)
+            for job in jobs:
+                plan = self._plan_put(db, job, depth, limit)
+                depth += len(plan[1]) - len(plan[3])
+                plans.append(plan)
+            self._count(db, full=sum(p[2] + len(p[3]) for p in plans) + self._uncounted_full,
+                        expired=sum(job.expired for job in jobs))
+        return plans
+
+    def _refuse_uncounted(self, jobs: list[_Put]) -> None:
+        """Nothing can be written, not even a count: refuse the puts, count them here,
+        and write the count with the next put that commits."""
+        for job in jobs:
+            refused = len(job.readings)
+            self._uncounted_full += refused
+            self._dropped_full += refused
+            self._dropped_expired += job.expired  # (counted here only: a rare pair)
+            job.result = PutResult(0, refused + job.expired, 0)
+        log.warning("queue %s: the disk is full: %d readings refused (counted)", self.path,
+                    sum(len(job.readings) for job in jobs))
+
+    def _disk_is_low(self) -> bool:
+        try:
+            stats = os.statvfs(self.path.parent)
+        except OSError:
+            return False  # cannot tell: the disk's own refusal is still caught
+        free = stats.f_bavail * stats.f_frsize
+        self._note_disk(low=free < self.min_free_bytes, why=f"{free / 2**20:.1f} MiB free")
+        return self.disk_low
+
+    def _note_disk(self, *, low: bool, why: str) -> None:
+        if low and not self.disk_low:
+            log.warning("queue %s: the disk is nearly full (%s, the floor is %.1f MiB): the "
+                        "queue stops growing and %s makes room (counted as dropped, full)",
+                        self.path, why, self.min_free_bytes / 2**20, self.when_full)
+        elif self.disk_low and not low:
+            log.warning("queue %s: disk space is back (%s); the queue grows again",
+                        self.path, why)
+        self.disk_low = low
+
+    def _plan_put(self, db: sqlite3.Connection, job: _Put, depth: int, limit: int) -> _Plan:
+        """Apply the bound (``limit`` readings) and insert one put's rows: (job, rows,
+        refused, evicted)."""
         device_id = self._device_ids[job.device]
         metric_ids = self._metric_ids
         rows = [(device_id, metric_ids[r.metric], r.time_ms, r.value) for r in job.readings]
         refused_full = 0
         evicted: list[tuple[int, int | None]] = []
-        room = self.max_readings - depth
+        room = limit - depth
         if len(rows) > room:
             if self.when_full == "refuse_newest":
                 keep = max(room, 0)
                 refused_full, rows = len(rows) - keep, rows[:keep]
             else:
-                if len(rows) > self.max_readings:  # the oldest of them go first
-                    refused_full = len(rows) - self.max_readings
+                if len(rows) > limit:  # the oldest of them go first
+                    refused_full = len(rows) - limit
                     rows = rows[refused_full:]
                 evicted = db.execute(
                     "DELETE FROM readings WHERE id IN "
                     "(SELECT id FROM readings ORDER BY id LIMIT ?) RETURNING device, seq",
-                    (depth + len(rows) - self.max_readings,)).fetchall()
+                    (depth + len(rows) - limit,)).fetchall()
         db.executemany("INSERT INTO readings (device, metric, time_ms, value) "
                        "VALUES (?, ?, ?, ?)", rows)
         return job, rows, refused_full, evicted

@@ -42,6 +42,7 @@ from .errors import (
 )
 from .messages import (
     SCHEMA_VERSION,
+    SUPPORTED_SCHEMAS,
     AlertAction,
     AlertNotice,
     Batch,
@@ -158,9 +159,11 @@ def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict[str,
     version = body.get("v")
     if version is None:
         raise MalformedPayload("payload has no schema version field 'v'")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    if isinstance(version, bool) or not isinstance(version, int | float) \
+            or version not in SUPPORTED_SCHEMAS:  # (a list or a dict is no version)
         raise UnsupportedSchema(f"schema version {version!r} is not supported "
-                                f"(this build speaks {SCHEMA_VERSION})")
+                                f"(this build reads {sorted(SUPPORTED_SCHEMAS)}, writes "
+                                f"{SCHEMA_VERSION})")
     return body
 
 

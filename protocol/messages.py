@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# The wire contract's version. What a build writes is SCHEMA_VERSION; what it reads is
+# every version in SUPPORTED_SCHEMAS, which keeps the older ones: agents in the field are
+# upgraded after the server, if at all, so a server reads what the agents before it
+# wrote (tests/fixtures/wire/ keeps each version's payloads as those agents sent them, and
+# tests/unit/test_wire_compat.py decodes them). A new version is added, never swapped in.
 SCHEMA_VERSION = 1
+SUPPORTED_SCHEMAS = frozenset({1})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a fresh Debian 12 (or 13) machine, run before every README
 # command. When everything is already in place it only checks, in a few seconds.
-#   - system packages: PostgreSQL 15, Mosquitto, build tools, Chromium, its driver and a
-#     Chinese font for the dashboards' browser test
+#   - system packages: PostgreSQL 15, Mosquitto, pgBackRest (backups), build tools, Chromium,
+#     its driver and a Chinese font for the dashboards' browser test
 #   - TimescaleDB: the distribution package where one exists, else built (Apache-2
 #     edition) from Debian 13's `timescaledb` source package
 #   - a virtualenv in .venv with the project installed editable with its dev extras
@@ -23,7 +23,7 @@ apt_update_once() {
 # --- system packages ------------------------------------------------------------
 SYSTEM_PACKAGES=(
   "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" postgresql-contrib
-  mosquitto mosquitto-clients
+  mosquitto mosquitto-clients pgbackrest
   build-essential cmake libssl-dev dpkg-dev
   chromium chromium-driver fonts-wqy-microhei
 )

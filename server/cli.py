@@ -377,6 +377,9 @@ def up(database_url: DatabaseUrl = None,
            "--dashboard/--no-dashboard", help="run the dashboard")] = None,
        detector: Annotated[bool | None, typer.Option(
            "--detector/--no-detector", help="run the anomaly detector")] = None,
+       replica: Annotated[bool | None, typer.Option(
+           "--replica/--no-replica", help="run a streaming read replica for the API's "
+                                          "reads")] = None,
        ) -> None:
     """Run the whole platform on this machine until Ctrl-C: database and broker (embedded
     unless URLs are given), ingest, API, dashboard, detector and a simulated fleet."""
@@ -385,7 +388,7 @@ def up(database_url: DatabaseUrl = None,
 
     settings = _settings(UpSettings, database_url=database_url, mqtt_url=mqtt_url,
                          data_dir=data_dir, up_backfill_days=backfill_days, up_fleet=fleet,
-                         up_dashboard=dashboard, up_detector=detector)
+                         up_dashboard=dashboard, up_detector=detector, up_replica=replica)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -9,7 +9,9 @@ reverse.
    ingest workers, the API, the dashboard, the live simulated fleet, and, once the
    backfill is written, the detector (so it scores history in time order before live
    readings). A component is one entry in ``COMPONENTS``; flags and settings leave any
-   of them out.
+   of them out. Beside them (tidefield.server.ops): the backup schedule, while the
+   embedded database archives its WAL to the repository from its first start, and with
+   ``--replica`` a streaming read replica that the API reads from.
 3. The backfill: simulated history of the last ``up_backfill_days`` (or since the newest
    stored reading, after a restart) written straight to the database, with a progress
    bar, while the live parts already run.
@@ -27,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -36,6 +39,7 @@ from tidefield.protocol.units import DAY_MS
 from tidefield.server.db.migrate import migrate
 from tidefield.server.db.registry import load_registry
 from tidefield.server.embedded import MosquittoBroker, PostgresCluster
+from tidefield.server.ops import wiring as ops
 from tidefield.server.security.wiring import EmbeddedBroker, client_ca_file, prepare_embedded_broker
 from tidefield.server.settings import UpSettings
 from tidefield.server.supervisor import Child, Supervisor
@@ -76,8 +80,20 @@ def _ingest(p: Platform) -> Child:
 
 
 def _api(p: Platform) -> Child:
-    return Child("api", _python("tidefield.cli", "api"), env=p.child_env(mqtt_login="api"),
+    env = p.child_env(mqtt_login="api")
+    if p.settings.up_replica:  # reads go to the replica (to the primary while it is down)
+        env["TIDEFIELD_DATABASE_READ_URL"] = ops.replica_url(p.settings)
+    return Child("api", _python("tidefield.cli", "api"), env=env,
                  ready=_http_ok(f"{p.api_url}/healthz", p.ca_file), url=f"{p.api_url}/docs")
+
+
+def _backup(p: Platform) -> Child:
+    return Child("backup", _python("tidefield.cli", "backup", "schedule"), env=p.child_env())
+
+
+def _replica(p: Platform) -> Child:
+    return Child("replica", _python("tidefield.cli", "replica", "run"), env=p.child_env(),
+                 url=ops.replica_url(p.settings))
 
 
 def _dashboard(p: Platform) -> Child:
@@ -108,6 +124,8 @@ def _detector(p: Platform) -> Child:
 
 
 COMPONENTS: tuple[Component, ...] = (
+    Component("backup", ops.archives, _backup),
+    Component("replica", lambda s: s.up_replica, _replica),
     Component("ingest", lambda s: True, _ingest, wait_ready=True),
     Component("api", lambda s: True, _api, wait_ready=True),
     Component("dashboard", lambda s: s.up_dashboard, _dashboard),
@@ -127,6 +145,7 @@ class Platform:
         self.ca_file: str | None = None  # what children trust when TLS is on
         self._access: EmbeddedBroker | None = None  # the embedded broker's logins
         self.operator_key = ""
+        self.backup_repo: Path | None = None  # where the database is backed up, if it is
         self.supervisor = supervisor or Supervisor(state_file=self.data_dir / STATE_FILE)
         self._postgres: PostgresCluster | None = None
         self._broker: MosquittoBroker | None = None
@@ -137,9 +156,13 @@ class Platform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.database_url is None:
             self._postgres = PostgresCluster(self.data_dir / "postgres",
-                                             port=self.settings.embedded_pg_port)
+                                             port=self.settings.embedded_pg_port,
+                                             conf=ops.primary_conf(self.settings, self.data_dir))
             self._postgres.start()
             self.database_url = self._postgres.create_database("tidefield")
+        if ops.archives(self.settings):
+            self.backup_repo = ops.prepare_repository(self.settings, self.data_dir,
+                                                      self.database_url)
         migrate(self.database_url)
         with psycopg.connect(self.database_url) as conn:
             load_registry(conn, load_sites())
@@ -158,7 +181,11 @@ class Platform:
             self.mqtt_url = self._broker.url
         self.ca_file = client_ca_file(self.settings) if self.settings.tls else None
         self.supervisor.info = {"database_url": self.database_url, "mqtt_url": self.mqtt_url,
-                                "api_url": self.api_url}
+                                "api_url": self.api_url,
+                                "database_read_url": ops.replica_url(self.settings)
+                                if self.settings.up_replica else None,
+                                "backup_repo": str(self.backup_repo) if self.backup_repo
+                                else None}
 
     def _operator_key(self, conn: psycopg.Connection) -> str:
         """The key printed for the operator and given to the dashboard: created once,

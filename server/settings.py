@@ -7,6 +7,7 @@ Fields come in groups; a process's settings inherit the groups it reads:
     ApiSettings       `tidefield api`      database, broker, TLS, API, HTTP ingest
     DetectorSettings  `tidefield detect run`  database, broker, TLS, detection
     AdminSettings     `tidefield db|registry|keys|devices`  database, broker, data dir, TLS
+    OpsSettings       `tidefield backup|restore|replica`  database, data dir, backups, replica
     UpSettings        `tidefield up|status`  all of the above, the simulated fleet, dashboard
 
 docs/configuration.md lists every variable; ``scripts/configuration.py`` writes it from
@@ -29,16 +30,17 @@ if TYPE_CHECKING:
     from tidefield.protocol.codec import Limits
 
 
+def _postgres_url(value: str | None) -> str | None:
+    if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+        raise ValueError("must be a postgresql:// URL")
+    return value
+
+
 class DatabaseGroup(BaseModel):
     database_url: str | None = Field(
         None, description="PostgreSQL with TimescaleDB; unset: `tidefield up` runs its own")
 
-    @field_validator("database_url")
-    @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
-            raise ValueError("must be a postgresql:// URL")
-        return value
+    _database_url = field_validator("database_url")(_postgres_url)
 
 
 class BrokerGroup(BaseModel):
@@ -63,6 +65,61 @@ class DataDirGroup(BaseModel):
 class EmbeddedGroup(BaseModel):
     embedded_pg_port: int = Field(55432, description="port of the embedded PostgreSQL")
     embedded_mqtt_port: int = Field(11883, description="port of the embedded Mosquitto")
+
+
+class ReadDatabaseGroup(BaseModel):
+    database_read_url: str | None = Field(
+        None, description="a streaming replica (hot standby) that the API's read-only "
+        "routes, exports and SensorThings read from; while it does not answer they read "
+        "the primary, with a warning")
+
+    _database_read_url = field_validator("database_read_url")(_postgres_url)
+
+
+class BackupGroup(BaseModel):
+    """Backups and WAL archiving with pgBackRest (tidefield.server.ops)."""
+
+    backup_repo: Path | None = Field(
+        None, description="pgBackRest repository folder (default: DATA_DIR/backup); put it "
+        "on another disk than the database, or it goes with it")
+    backup_stanza: str = Field("tidefield", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                               description="pgBackRest's name for the database it backs up")
+    backup_archive: bool = Field(
+        True, description="`tidefield up` archives the embedded database's WAL to the "
+        "repository from its start and takes the scheduled backups")
+    backup_every_h: float = Field(24.0, gt=0, description="`tidefield up` takes a backup "
+                                  "when the newest one is this old")
+    backup_full_every_days: float = Field(
+        7.0, gt=0, description="a backup is full when the newest full one is this old, "
+        "else incremental")
+    backup_retention_full: int = Field(
+        2, ge=1, le=100, description="full backups kept, each with its incremental ones and "
+        "the WAL to restore to any moment since the oldest")
+    backup_compress: Literal["lz4", "zst", "gz", "none"] = Field(
+        "lz4", description="compression of backups and archived WAL")
+    backup_verify_every_days: float = Field(
+        7.0, ge=0, description="`tidefield up` also restores the newest backup into a scratch "
+        "cluster and compares it this often (0: never; needs the database's size free)")
+    backup_check_chunks: int = Field(
+        3, ge=1, le=100, description="newest chunks of readings (and of each rollup) whose "
+        "row counts and checksums a backup records and `backup verify` compares")
+    backup_pg_path: Path | None = Field(
+        None, description="data directory of the database to back up when it is not the "
+        "embedded one (pgBackRest reads it on this machine)")
+    backup_pg_socket_dir: Path = Field(
+        Path("/var/run/postgresql"), description="unix socket folder of that database")
+
+
+class ReplicaGroup(BaseModel):
+    """The read replica `tidefield up --replica` runs (tidefield.server.ops.replica)."""
+
+    up_replica: bool = Field(False, description="`tidefield up` runs a streaming read "
+                             "replica and points the API's reads at it")
+    embedded_replica_port: int = Field(55433, ge=1, le=65535,
+                                       description="port of the embedded read replica")
+    replica_max_slot_wal_gb: float = Field(
+        8.0, gt=0, description="WAL the primary keeps for a replica that is away; past it "
+        "the replica catches up from the WAL archive, or is rebuilt")
 
 
 class ApiAddressGroup(BaseModel):
@@ -244,15 +301,22 @@ class IngestSettings(IngestAddressGroup, IngestGroup, IngestWorkerGroup, Retenti
     """`tidefield ingest`: MQTT and HTTP telemetry into the database; retention."""
 
 
-class ApiSettings(ApiAddressGroup, IngestGroup, StaGroup, ServerSettings):
-    """`tidefield api`: the HTTP API (which also takes HTTP ingest)."""
+class ApiSettings(ApiAddressGroup, IngestGroup, StaGroup, ReadDatabaseGroup, BackupGroup,
+                  ServerSettings):
+    """`tidefield api`: the HTTP API (which also takes HTTP ingest); its /metrics tells
+    of backups, WAL archiving, the replica's lag and the disks."""
 
 
 class DetectorSettings(DetectGroup, ServerSettings):
     """`tidefield detect run`: scores readings, keeps alerts, publishes their changes."""
 
 
+class OpsSettings(EmbeddedGroup, BackupGroup, ReplicaGroup, ReadDatabaseGroup,
+                  ServerSettings):
+    """`tidefield backup`, `restore`, `replica`: backups, restores and the read replica."""
+
+
 class UpSettings(EmbeddedGroup, ApiAddressGroup, IngestAddressGroup, DashboardAddressGroup,
-                 UpGroup, SimulatedFleetGroup, ServerSettings):
+                 UpGroup, BackupGroup, ReplicaGroup, SimulatedFleetGroup, ServerSettings):
     """`tidefield up` (and `status`): the whole platform on one machine. Its children build
     their own settings from the environment it gives them."""

@@ -1,5 +1,6 @@
 """`tidefield status`: what `tidefield up` runs, read from its state file and checked
-against the processes, plus what the database and ingest say about the data flow."""
+against the processes, plus what the database and ingest say about the data flow, and
+the operations' state: backups, WAL archiving, the replica's lag, the disks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import httpx
 import psycopg
 
 from tidefield.server.db import scalar
+from tidefield.server.ops import report as ops_report
 from tidefield.server.platform import STATE_FILE
 
 _QUEUE_DEPTH = re.compile(r"^tidefield_ingest_queue_depth(?:\{[^}]*\})?\s+([0-9.eE+-]+)$",
@@ -55,6 +57,11 @@ def collect(data_dir: Path) -> dict:
                 "GROUP BY severity").fetchall())
     except psycopg.Error as exc:
         report["problem"] = f"database: {str(exc).strip().splitlines()[0]}"
+    ops = ops_report.collect(state["database_url"], read_url=state.get("database_read_url"),
+                             data_dir=data_dir, repo=Path(state["backup_repo"])
+                             if state.get("backup_repo") else None)
+    report["ops"] = ops_report.as_dict(ops)
+    report["ops_lines"] = ops_report.render(ops)
     ingest = state.get("children", {}).get("ingest", {}).get("url")
     if ingest:
         try:
@@ -85,6 +92,7 @@ def render(report: dict) -> str:
         alerts = report["open_alerts"]
         lines.append("alerts     " + (", ".join(f"{n} {sev}" for sev, n in sorted(
             alerts.items())) or "none open"))
+    lines += report.get("ops_lines", [])
     if "problem" in report:
         lines.append(f"problem    {report['problem']}")
     return "\n".join(lines)

@@ -9,14 +9,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, Field
 
 from tidefield.protocol import mqtt
 from tidefield.server.ingest.http import add_http_ingest, http_ingest
+from tidefield.server.ops.metrics import OpsCollector
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import ApiSettings
-from tidefield.server.web.database import database_problem, open_pool
+from tidefield.server.web.database import ReadPool, database_problem, open_pool
+from tidefield.server.web.deps import READ_SOURCE_HEADER
 from tidefield.server.web.errors import ErrorStyle, install_error_handlers, json_error
 from tidefield.server.web.metrics import metrics_router
 
@@ -32,6 +34,9 @@ LATENCY = Histogram("tidefield_api_request_seconds", "API latency", ["route"])
 class Health(BaseModel):
     database: bool
     broker: bool | None = Field(description="null when no broker is configured")
+    read_replica: bool | None = Field(
+        None, description="null when reads go to the primary by configuration; false while "
+                          "the replica is down and reads go to the primary instead")
     detail: list[str] = Field(default_factory=list, description="what is wrong, if anything")
 
 
@@ -66,11 +71,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = open_pool(url, max_size=10)
+        app.state.read_pool = ReadPool(app.state.pool, settings.database_read_url,
+                                       max_size=10)
         app.state.http_ingest = http_ingest(url, settings)
         try:
             yield
         finally:
             app.state.http_ingest.close()
+            app.state.read_pool.close()
             app.state.pool.close()
 
     app = FastAPI(title="Tidefield API", version="1",
@@ -85,6 +93,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
+        read_from = getattr(request.state, "read_from", None)
+        if read_from is not None:  # a read-only route: which database answered it
+            response.headers[READ_SOURCE_HEADER] = read_from
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         REQUESTS.labels(path, str(response.status_code)).inc()
@@ -123,10 +134,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             broker = problem is None
             if problem:
                 detail.append(f"broker {broker_address} {problem}")
-        health = Health(database=database, broker=broker, detail=detail)
-        if detail:
+        read_pool = request.app.state.read_pool
+        replica = None if read_pool.replica is None else not read_pool.replica_down
+        health = Health(database=database, broker=broker, read_replica=replica,
+                        detail=detail + [p for p in [read_pool.problem()] if p])
+        if detail:  # a replica down is no outage: reads go to the primary meanwhile
             return JSONResponse(health.model_dump(), status_code=503)
         return health
 
-    app.include_router(metrics_router(tags=["operations"]))
+    # backups, WAL archiving, the replica's lag, the disks: measured on each scrape
+    operations = CollectorRegistry(auto_describe=False)
+    operations.register(OpsCollector(
+        url, read_url=settings.database_read_url, data_dir=settings.data_dir.resolve(),
+        repo=(settings.backup_repo or settings.data_dir / "backup").resolve()))
+    app.include_router(metrics_router(tags=["operations"], extra=[operations]))
     return app

@@ -15,3 +15,11 @@ def scalar(cursor: psycopg.Cursor[Any]) -> Any:
     if row is None:
         raise LookupError("the query answered no row")
     return row[0]
+
+
+def one_row(cursor: psycopg.Cursor[Any]) -> Row:
+    """The one row of a query that always answers one (an aggregate, a function call)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the query answered no row")
+    return row

@@ -3,6 +3,11 @@
 ``migrations/NNNN_name.sql`` files are applied in number order. Applied ones are recorded
 in ``schema_migrations`` with a checksum, so an edited migration is caught instead of
 silently diverging. An advisory lock lets several processes start at once.
+
+Forward only: a migration is never undone or edited, and a database that has migrations
+this build does not know (made by a newer release) is refused rather than run by older
+code. tests/integration/test_upgrade.py upgrades a database made by the first release,
+with data in it, to the current schema.
 """
 
 from __future__ import annotations
@@ -60,9 +65,16 @@ def migrate(url: str) -> list[Migration]:
                               version integer PRIMARY KEY, name text NOT NULL,
                               checksum text NOT NULL,
                               applied_at timestamptz NOT NULL DEFAULT now())""")
-            done: dict[int, str] = dict(
-                conn.execute("SELECT version, checksum FROM schema_migrations"))
-            for migration in available():
+            done: dict[int, str] = dict(conn.execute(
+                "SELECT version, checksum FROM schema_migrations").fetchall())
+            known = available()
+            newer = sorted(set(done) - {m.version for m in known})
+            if newer:
+                raise MigrationError(
+                    f"the database has migrations this build does not know "
+                    f"({', '.join(f'{v:04d}' for v in newer)}): it was upgraded by a newer "
+                    f"release; run that release (migrations go forward only)")
+            for migration in known:
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         raise MigrationError(

@@ -41,6 +41,7 @@ class Health(BaseModel):
     database: bool
     broker: bool | None  # None: this process runs without a broker
     pending: int
+    problems: list[str] = []  # why it is 503 (a full database disk, say)
 
 
 def worker_config(settings: IngestSettings) -> WorkerConfig:
@@ -110,11 +111,15 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     @app.get("/healthz", response_model=Health)
     def healthz(request: Request) -> Health:
         state = request.app.state
-        database = database_problem(state.pool) is None
+        unreachable = database_problem(state.pool)
+        # the database may answer and still refuse every write (its disk is full)
+        refusing = state.worker.db_problem if state.worker else None
+        database = unreachable is None and refusing is None
         broker = (state.consumer.connected.is_set() and state.consumer.subscribed.is_set()
                   if state.consumer else None)
         body = Health(database=database, broker=broker,
-                      pending=state.worker.pending if state.worker else 0)
+                      pending=state.worker.pending if state.worker else 0,
+                      problems=[p for p in (unreachable, refusing) if p])
         if not database or broker is False:
             raise HTTPException(503, detail=body.model_dump())
         return body

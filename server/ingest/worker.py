@@ -30,6 +30,7 @@ import psycopg
 
 from tidefield.protocol.codec import DEFAULT_LIMITS, Limits
 from tidefield.protocol.errors import RateLimited
+from tidefield.server.web.database import failure_reason
 
 from . import metrics
 from .directory import DeviceDirectory
@@ -92,6 +93,9 @@ class Worker:
         self._store: Store | None = None
         self._conn: psycopg.Connection | None = None
         self.healthy_db = False
+        # why the last write failed, while the database refuses writes (a full disk, a
+        # server gone): /healthz says it; None again once a write commits
+        self.db_problem: str | None = None
         self.budget = DeviceBudget(config.device_rate, config.device_burst,
                                    config.device_backlog_s)
         self._rate_warned: dict[str | None, float] = {}
@@ -234,10 +238,14 @@ class Worker:
                 metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
                 self._count(prepared, result, len(window))
                 self.healthy_db = True
+                self.db_problem = None
                 break
             except psycopg.OperationalError as exc:
+                # a full disk (53100) is one too: held and retried, never a reject; it
+                # resumes by itself when space returns
                 if self._stop.is_set():
                     return  # leave the window unacknowledged: it will come again
+                self.db_problem = failure_reason(exc)
                 metrics.DB_RETRIES.inc()
                 log.warning("database unavailable, retrying", extra={"error": str(exc).strip(),
                                                                       "retry_in_s": delay})

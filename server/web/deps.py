@@ -22,6 +22,20 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection]:
 
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 
+READ_SOURCE_HEADER = "X-Tidefield-Read-From"
+
+
+def get_read_conn(request: Request) -> Iterator[psycopg.Connection]:
+    """For routes that only read: the replica's connection when there is one and it
+    answers, else the primary's (``server.web.database.ReadPool``); the app's middleware
+    says which in the response's ``X-Tidefield-Read-From`` (``request.state.read_from``)."""
+    with request.app.state.read_pool.connection() as (conn, source):
+        request.state.read_from = source
+        yield conn
+
+
+ReadConnDep = Annotated[psycopg.Connection, Depends(get_read_conn)]
+
 
 def get_principal(conn: ConnDep, key: Annotated[str | None, Depends(API_KEY_HEADER)] = None,
                   authorization: Annotated[str | None, Header()] = None) -> Principal:

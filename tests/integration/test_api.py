@@ -245,7 +245,8 @@ def test_healthz_reports_the_database_and_the_broker(db_url, own_broker):
     with TestClient(app) as client:
         healthy = client.get("/healthz")
         assert healthy.status_code == 200
-        assert healthy.json() == {"database": True, "broker": True, "detail": []}
+        assert healthy.json() == {"database": True, "broker": True, "read_replica": None,
+                                  "detail": []}
     own_broker.stop()
     app = create_app(ApiSettings(database_url=db_url, mqtt_url=own_broker.url))
     with TestClient(app) as client:

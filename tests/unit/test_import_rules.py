@@ -54,6 +54,11 @@ def tree_copy(tmp_path_factory) -> Path:
     ("sim", "from tidefield.cli import app", "firmware-sim depends only on protocol"),
     ("server/ingest", "from tidefield.server.api import app",
      "server layers: each imports only those below it"),
+    # the operations drive tools beside the services; the services use them, not back
+    ("server/ops", "from tidefield.server.platform import Platform",
+     "server layers: each imports only those below it"),
+    ("server/ops", "from tidefield.server.ingest import worker",
+     "server layers: each imports only those below it"),
 ])
 def test_a_wrong_import_breaks_its_contract(tree_copy, portion, wrong_import, broken):
     module = tree_copy / "tidefield" / portion / "wrong_way.py"

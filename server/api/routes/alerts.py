@@ -10,7 +10,7 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from tidefield.server.security.api_keys import Principal
-from tidefield.server.web.deps import ConnDep, Operator, Reader, check_site
+from tidefield.server.web.deps import ConnDep, Operator, ReadConnDep, Reader, check_site
 
 from ..models import (
     ERRORS,
@@ -41,7 +41,7 @@ def _int_cursor(cursor: str | None) -> int | None:
 
 
 @router.get("/alerts", response_model=AlertPage, summary="List alerts, newest first")
-def list_alerts(conn: ConnDep, principal: Reader, site: SiteFilter = None,
+def list_alerts(conn: ReadConnDep, principal: Reader, site: SiteFilter = None,
                 rule: Annotated[str | None, Query(examples=["hypoxia"])] = None,
                 category: Category | None = None, severity: Severity | None = None,
                 state: Annotated[Literal["open", "acknowledged", "closed", "active"] | None,
@@ -96,7 +96,7 @@ AlertId = Annotated[int, Path(ge=1, le=2**62)]
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetail, responses=NOT_FOUND,
             summary="One alert with its history")
-def get_alert(alert_id: AlertId, conn: ConnDep, principal: Reader) -> AlertDetail:
+def get_alert(alert_id: AlertId, conn: ReadConnDep, principal: Reader) -> AlertDetail:
     return _alert_detail(conn, alert_id, principal)
 
 

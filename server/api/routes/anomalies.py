@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from tidefield.server.web.deps import ConnDep, Reader, check_site
+from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
 from ..models import ERRORS, Anomaly, AnomalyPage, Category
 from ..query_params import Limit, SiteFilter, time_range
@@ -19,7 +19,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @router.get("/anomalies", response_model=AnomalyPage,
             summary="Anomalous readings the detector scored, newest first")
-def list_anomalies(conn: ConnDep, principal: Reader, site: SiteFilter = None,
+def list_anomalies(conn: ReadConnDep, principal: Reader, site: SiteFilter = None,
                    series: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
                    category: Category | None = None,
                    min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,

@@ -24,7 +24,7 @@ from tidefield.protocol.catalog import METRICS
 from tidefield.server.db import binary, scalar
 from tidefield.server.detect.detector import DetectorInputError, score_values
 from tidefield.server.detect.tuning import DetectorParams
-from tidefield.server.web.deps import ConnDep, Reader
+from tidefield.server.web.deps import ReadConnDep, Reader
 
 from ..models import ERRORS, NOT_FOUND, json_response
 from ..query_params import time_range
@@ -118,7 +118,7 @@ def _read(conn: psycopg.Connection, series_id: int, start: datetime, end: dateti
 @router.get("/{series_id}/score", response_model=ScoreResult, responses=NOT_FOUND,
             summary="Re-score a stored series with chosen detector parameters")
 def score_series(series_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
-                 conn: ConnDep, principal: Reader,
+                 conn: ReadConnDep, principal: Reader,
                  query: Annotated[ScoreParams, Query()]) -> Response:
     row = series_row(conn, principal, series_id)
     start, end = time_range(query.start, query.end)

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 
 from tidefield.server.db import Row
-from tidefield.server.web.deps import ConnDep, Reader, check_site
+from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
 from ..models import ERRORS, NOT_FOUND, Device, DevicePage, DeviceStatus
 
@@ -43,7 +43,7 @@ def _device(row: Row) -> Device:
 
 
 @router.get("", response_model=DevicePage, summary="List devices with their status")
-def list_devices(conn: ConnDep, principal: Reader,
+def list_devices(conn: ReadConnDep, principal: Reader,
                  site: Annotated[str | None, Query(examples=["oc-001"])] = None,
                  kind: Annotated[str | None, Query(description="the site's kind",
                                                    examples=["cage_farm"])] = None,
@@ -78,7 +78,7 @@ def list_devices(conn: ConnDep, principal: Reader,
 
 
 @router.get("/{device_id}", response_model=Device, responses=NOT_FOUND, summary="One device")
-def get_device(device_id: str, conn: ConnDep, principal: Reader) -> Device:
+def get_device(device_id: str, conn: ReadConnDep, principal: Reader) -> Device:
     row = conn.execute(_SELECT + "WHERE d.id = %(id)s",
                        {"silent": SILENT_INTERVALS, "id": device_id}).fetchone()
     if row is None:

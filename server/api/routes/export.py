@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 from tidefield.server.db import binary
 from tidefield.server.detect.qartod import CATEGORIES, COMPONENTS, TESTS, flags_from_detector
-from tidefield.server.web.deps import ConnDep, Reader, check_site
+from tidefield.server.web.database import ReadPool
+from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
 from ..models import ERRORS, NOT_FOUND
 from ..query_params import time_range
@@ -55,7 +55,7 @@ _TEST_NAMES = pa.array(TESTS, pa.string())
                        200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
                              "description": "site_id, device_id, metric, time, value, "
                                             "qartod_flag, qartod_test"}})
-def export(request: Request, conn: ConnDep, principal: Reader,
+def export(request: Request, conn: ReadConnDep, principal: Reader,
            site: Annotated[str | None, Query(examples=["oc-001"])] = None,
            series: Annotated[list[int] | None, Query(description="series ids")] = None,
            start: datetime | None = None, end: datetime | None = None,
@@ -80,7 +80,7 @@ def export(request: Request, conn: ConnDep, principal: Reader,
         for _, site_id in rows:
             check_site(principal, site_id)
         ids = [r[0] for r in rows]
-    groups = _row_groups(request.app.state.pool, ids, start, end)
+    groups = _row_groups(request.app.state.read_pool, ids, start, end)
     name = f"tidefield-{site or 'series'}-{start:%Y%m%d}-{end:%Y%m%d}"
     if format == "csv":
         return StreamingResponse(_csv(groups), media_type="text/csv",
@@ -115,7 +115,7 @@ class _Chunks(io.RawIOBase):
         return out
 
 
-def _row_groups(pool: ConnectionPool, ids: list[int], start: datetime, end: datetime
+def _row_groups(pool: ReadPool, ids: list[int], start: datetime, end: datetime
                 ) -> Iterator[pa.Table]:
     """Arrow tables of at most ROW_GROUP rows, in series and time order.
 
@@ -123,7 +123,7 @@ def _row_groups(pool: ConnectionPool, ids: list[int], start: datetime, end: date
     a row boundary and parsed by NumPy; names are dictionary-encoded (a handful of
     distinct strings), so memory holds one row group at a time.
     """
-    with pool.connection() as conn:
+    with pool.connection() as (conn, _):
         names = {sid: (site, device, metric) for sid, site, device, metric in conn.execute(
             "SELECT s.id, d.site_id, s.device_id, s.metric FROM series s "
             "JOIN devices d ON d.id = s.device_id WHERE s.id = ANY(%s)", (ids,))}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tidefield.server.db import scalar
-from tidefield.server.web.deps import ConnDep, Reader
+from tidefield.server.web.deps import ReadConnDep, Reader
 
 from ..models import ERRORS, Overview, SiteOverview
 from .devices import SILENT_INTERVALS, STATE_SQL
@@ -15,7 +15,7 @@ router = APIRouter(tags=["alerts"], responses=ERRORS)
 
 @router.get("/overview", response_model=Overview,
             summary="Every site's state for the operators' map, in one call")
-def overview(conn: ConnDep, principal: Reader) -> Overview:
+def overview(conn: ReadConnDep, principal: Reader) -> Overview:
     sites = principal.site_list
     rows = conn.execute(
         f"""WITH state AS (

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 
 from tidefield.server.db import Row
 from tidefield.server.security.api_keys import Principal
-from tidefield.server.web.deps import ConnDep, Reader, check_site
+from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
 from ..models import (
     ERRORS,
@@ -60,7 +60,7 @@ def series_row(conn: psycopg.Connection, principal: Principal, series_id: int) -
 
 
 @router.get("", response_model=SeriesPage, summary="List series")
-def list_series(conn: ConnDep, principal: Reader,
+def list_series(conn: ReadConnDep, principal: Reader,
                 site: Annotated[str | None, Query(examples=["oc-001"])] = None,
                 device: str | None = None,
                 metric: Annotated[str | None, Query(examples=["dissolved_oxygen"])] = None,
@@ -91,13 +91,13 @@ def list_series(conn: ConnDep, principal: Reader,
 
 
 @router.get("/{series_id}", response_model=Series, responses=NOT_FOUND, summary="One series")
-def get_series(series_id: int, conn: ConnDep, principal: Reader) -> Series:
+def get_series(series_id: int, conn: ReadConnDep, principal: Reader) -> Series:
     return _series(series_row(conn, principal, series_id))
 
 
 @router.get("/{series_id}/readings", response_model=Readings, responses=NOT_FOUND,
             summary="Readings of a series, raw or bucketed")
-def readings(series_id: int, conn: ConnDep, principal: Reader,
+def readings(series_id: int, conn: ReadConnDep, principal: Reader,
              start: Annotated[datetime | None, Query(
                  description="inclusive; ISO 8601 with a zone (default: end - 1 day)")] = None,
              end: Annotated[datetime | None, Query(

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 
 from tidefield.server.db import Row
-from tidefield.server.web.deps import ConnDep, Reader, check_site
+from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
 from ..models import ERRORS, NOT_FOUND, Latest, Site, SitePage
 
@@ -19,7 +19,7 @@ def _site(row: Row) -> Site:
 
 
 @router.get("", response_model=SitePage, summary="List sites")
-def list_sites(conn: ConnDep, principal: Reader,
+def list_sites(conn: ReadConnDep, principal: Reader,
                kind: Annotated[str | None, Query(examples=["cage_farm"])] = None,
                domain: Literal["agriculture", "ocean"] | None = None,
                district: Annotated[str | None, Query(examples=["pingdu"])] = None,
@@ -56,7 +56,7 @@ def list_sites(conn: ConnDep, principal: Reader,
 
 
 @router.get("/{site_id}", response_model=Site, responses=NOT_FOUND, summary="One site")
-def get_site(site_id: str, conn: ConnDep, principal: Reader) -> Site:
+def get_site(site_id: str, conn: ReadConnDep, principal: Reader) -> Site:
     check_site(principal, site_id)
     row = conn.execute(f"SELECT {_COLUMNS} FROM sites WHERE id = %s", (site_id,)).fetchone()
     if row is None:
@@ -66,7 +66,7 @@ def get_site(site_id: str, conn: ConnDep, principal: Reader) -> Site:
 
 @router.get("/{site_id}/latest", response_model=list[Latest], responses=NOT_FOUND,
             summary="Latest value of every series of a site")
-def latest(site_id: str, conn: ConnDep, principal: Reader) -> list[Latest]:
+def latest(site_id: str, conn: ReadConnDep, principal: Reader) -> list[Latest]:
     """One index probe per series (newest row first), so it stays fast at any table size."""
     check_site(principal, site_id)
     get_site(site_id, conn, principal)

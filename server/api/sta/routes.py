@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from tidefield.server.security.api_keys import Principal
-from tidefield.server.web.deps import ConnDep, Reader
+from tidefield.server.web.deps import ReadConnDep, Reader
 
 from .entities import ENTITY_SETS, EntitySet
 from .errors import StaError, error_response
@@ -121,7 +121,7 @@ def service_root(request: Request, principal: Reader) -> dict:
 def _add_routes(entity_set: EntitySet) -> None:
     name = entity_set.name
 
-    def list_entities(request: Request, conn: ConnDep, principal: Reader,
+    def list_entities(request: Request, conn: ReadConnDep, principal: Reader,
                       filter_: _Filter = None, top: _Top = None, skip: _Skip = None,
                       orderby: _OrderBy = None, select: _Select = None,
                       expand: _Expand = None, count: _Count = None,
@@ -130,7 +130,7 @@ def _add_routes(entity_set: EntitySet) -> None:
         return _run(request, conn, principal, lambda ctx: collection(
             ctx, entity_set, options, f"{ctx.root}/{name}"))
 
-    def get_entity(id: str, request: Request, conn: ConnDep, principal: Reader,
+    def get_entity(id: str, request: Request, conn: ReadConnDep, principal: Reader,
                    select: _Select = None, expand: _Expand = None) -> JSONResponse:
         key = parse_key(entity_set, id)
         options = _single_options(entity_set, request)
@@ -150,7 +150,7 @@ def _add_routes(entity_set: EntitySet) -> None:
     navigations = tuple(entity_set.navigations)
 
     def navigate(id: str, navigation: Literal[navigations],  # type: ignore[valid-type]
-                 request: Request, conn: ConnDep, principal: Reader,
+                 request: Request, conn: ReadConnDep, principal: Reader,
                  filter_: _Filter = None, top: _Top = None, skip: _Skip = None,
                  orderby: _OrderBy = None, select: _Select = None, expand: _Expand = None,
                  count: _Count = None, skiptoken: _SkipToken = None) -> JSONResponse:
