@@ -49,6 +49,8 @@ COMMANDS: dict[str, Mount] = {
     "registry": Mount(SERVER, command="registry"),
     "keys": Mount(SERVER, command="keys"),
     "devices": Mount(SERVER, command="devices"),
+    "users": Mount(SERVER, command="users"),
+    "orgs": Mount(SERVER, command="orgs"),
     "tls": Mount(SERVER, command="tls"),
     "backup": Mount(OPS, command="backup"), "restore": Mount(OPS, command="restore"),
     "replica": Mount(OPS, command="replica"),

@@ -18,8 +18,8 @@ def dashboard(host: Annotated[str | None, typer.Option(
                   help="default: TIDEFIELD_DASHBOARD_HOST")] = None,
               port: Annotated[int | None, typer.Option(
                   help="default: TIDEFIELD_DASHBOARD_PORT")] = None) -> None:
-    """Run the operators' dashboards (Streamlit) on the API at TIDEFIELD_API_URL, with the
-    key in TIDEFIELD_API_KEY."""
+    """Run the operators' dashboards (Streamlit) on the API at TIDEFIELD_API_URL; each
+    person signs in with their own account."""
     from importlib.resources import files
 
     from tidefield.protocol.settings import load
@@ -27,10 +27,6 @@ def dashboard(host: Annotated[str | None, typer.Option(
     from .settings import DashboardSettings
 
     settings = load(DashboardSettings, dashboard_host=host, dashboard_port=port)
-    if settings.api_key is None:
-        typer.echo("error: no API key: set TIDEFIELD_API_KEY (`tidefield keys create "
-                   "control-room --scope read --scope operate` makes one)", err=True)
-        raise typer.Exit(2)
     entry = files("tidefield.dashboards") / "app.py"
     # Streamlit takes over this process; it reads the same TIDEFIELD_ environment.
     os.execv(sys.executable, [

@@ -4,7 +4,8 @@ No Streamlit here, so tests and benchmarks call it directly. Every failure is on
 three errors, so a page can say what went wrong instead of showing a stack trace:
 
 * ``ApiUnavailable`` (retryable): the API cannot be reached, timed out, or answered 5xx;
-* ``ApiRefused``: the key is missing, unknown, or may not do this (401, 403);
+* ``ApiRefused``: not signed in, the session ended, or it may not do this (401, 403,
+  and 423 for a sign-in locked after too many failures);
 * ``ApiRequestError``: the API refused the request itself (404, 422, ...).
 
 Each carries ``status`` (None when there was no answer) and the API's own ``message``.
@@ -54,7 +55,7 @@ class ApiUnavailable(ApiError):
 
 
 class ApiRefused(ApiError):
-    """401 or 403: a configuration problem (the key), not something a page can fix."""
+    """401, 403 or 423: who is asking may not do this (401: sign in again)."""
 
 
 class ApiRequestError(ApiError):
@@ -68,13 +69,21 @@ def iso(value: datetime) -> str:
 
 
 class ApiClient:
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        headers = {"X-API-Key": api_key} if api_key else {}
+    """``credential``: a person's session token (``tfs_...``, what the dashboards hold)
+    or an API key, sent as a bearer token; None for signing in. ``forwarded_for``: the
+    browser's address, which the API believes from a trusted proxy (lock-out per
+    address, the audit log's "from where")."""
+
+    def __init__(self, base_url: str, credential: str | None, *, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None,
+                 forwarded_for: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+        if forwarded_for:
+            headers["X-Forwarded-For"] = forwarded_for
         self.base_url = base_url.rstrip("/")
-        # what tells two clients' answers apart in a cache, without holding the key
+        # what tells two clients' answers apart in a cache, without holding the secret
         self.identity = self.base_url + "#" + hashlib.sha256(
-            (api_key or "").encode()).hexdigest()[:16]
+            (credential or "").encode()).hexdigest()[:16]
         self._http = httpx.Client(base_url=self.base_url + PREFIX, headers=headers,
                                   timeout=timeout, transport=transport)
 
@@ -101,7 +110,7 @@ class ApiClient:
             message = response.text[:200] or response.reason_phrase
         status = response.status_code
         error = (ApiUnavailable if status >= 500 else
-                 ApiRefused if status in (401, 403) else ApiRequestError)
+                 ApiRefused if status in (401, 403, 423) else ApiRequestError)
         raise error(message, status=status, path=path)
 
     def _get(self, path: str, **params: Any) -> Any:
@@ -193,3 +202,58 @@ class ApiClient:
         return self._request("GET", "/export", params={
             "site": site, "series": series, "start": iso(start), "end": iso(end),
             "format": fmt}).content
+
+    # --- people -----------------------------------------------------------------------
+    def sign_in(self, username: str, password: str, code: str | None = None) -> dict:
+        """A new session: ``{"token", "expires_at", "must_change_password", "me"}``."""
+        body = {"username": username, "password": password}
+        if code:
+            body["code"] = code
+        return self._request("POST", "/auth/sign-in", json=body).json()
+
+    def sign_out(self) -> None:
+        self._request("POST", "/auth/sign-out")
+
+    def me(self) -> dict:
+        return self._get("/auth/me")
+
+    def change_password(self, current: str, new: str) -> None:
+        self._request("POST", "/auth/password",
+                      json={"current_password": current, "new_password": new})
+
+    def users(self) -> list[dict]:
+        return self._get("/users")
+
+    def organisations(self) -> list[dict]:
+        return self._get("/organisations")
+
+    def reset_password(self, user_id: int) -> dict:
+        return self._request("POST", f"/users/{user_id}/password-reset").json()
+
+    def set_role(self, user_id: int, organisation_id: int, role: str | None) -> dict:
+        if role is None:
+            return self._request("DELETE", f"/users/{user_id}/roles/{organisation_id}").json()
+        return self._request("PUT", f"/users/{user_id}/roles/{organisation_id}",
+                             json={"role": role}).json()
+
+    def audit(self, *, limit: int = 500, **filters: Any) -> list[dict]:
+        """The newest ``limit`` audit rows matching the filters (action, actor, target,
+        since, until)."""
+        for name in ("since", "until"):
+            if isinstance(filters.get(name), datetime):
+                filters[name] = iso(filters[name])
+        return self._get("/audit", limit=limit, **filters)["items"]
+
+    def audit_csv(self, **filters: Any) -> bytes:
+        for name in ("since", "until"):
+            if isinstance(filters.get(name), datetime):
+                filters[name] = iso(filters[name])
+        return self._request("GET", "/audit/export", params=filters).content
+
+    def identity_providers(self) -> list[dict]:
+        """Single sign-on providers offered on the sign-in page (no credential needed)."""
+        return self._get("/auth/providers")
+
+    def redeem(self, handoff: str) -> dict:
+        """Trade a single sign-on's one-time code for a session (as ``sign_in``)."""
+        return self._request("POST", "/auth/oidc/redeem", json={"code": handoff}).json()

@@ -1,12 +1,15 @@
-"""The pages' data: one shared API client, and API answers cached with TTLs.
+"""The pages' data: the signed-in person's API client, and API answers cached with TTLs.
 
-Every cached function takes the client first; it is hashed by its API address and key,
-so two configurations never share answers. Errors are not cached (Streamlit never caches
-a raised exception), so a page retried after an outage asks the API again.
+Each browser session holds its person's session token (``st.session_state``, on the
+server: the token never reaches the browser) and gets a client sending it. Every cached
+function takes the client first; it is hashed by its API address and token, so two
+people never share answers. Errors are not cached (Streamlit never caches a raised
+exception), so a page retried after an outage asks the API again.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -16,7 +19,7 @@ import streamlit as st
 
 from tidefield.protocol.registry import load_geojson
 
-from .client import ApiClient, ApiRefused
+from .client import ApiClient, ApiError, ApiRefused
 from .settings import DashboardSettings
 
 # How long answers are reused. Live state is short (the auto-refresh shows fresh data);
@@ -46,20 +49,69 @@ def settings() -> DashboardSettings:
     return DashboardSettings()
 
 
-@st.cache_resource
-def _client(url: str, key: str | None, timeout: float) -> ApiClient:
-    return ApiClient(url, key, timeout=timeout)
+TOKEN_KEY = "session_token"  # st.session_state: the signed-in person's session token
+MAX_SESSIONS = 1000  # clients kept (one per session token)
 
 
-class NoApiKey(ApiRefused):
-    """The dashboards were started without TIDEFIELD_API_KEY."""
+@st.cache_resource(max_entries=MAX_SESSIONS, ttl=24 * 3600)
+def _client(url: str, token: str | None, timeout: float,
+            forwarded_for: str | None) -> ApiClient:
+    return ApiClient(url, token, timeout=timeout, forwarded_for=forwarded_for)
+
+
+class NotSignedIn(ApiRefused):
+    """This browser session has no signed-in person."""
+
+
+def browser_address() -> str | None:
+    """The address of the browser this session serves (None where unknown, as in tests)."""
+    try:
+        address = st.context.ip_address
+    except (AttributeError, RuntimeError):  # older Streamlit, or no script context
+        return None
+    return address if isinstance(address, str) else None  # AppTest: a stand-in object
 
 
 def client() -> ApiClient:
+    """The signed-in person's client; ``NotSignedIn`` when nobody is."""
+    token = st.session_state.get(TOKEN_KEY)
+    if not token:
+        raise NotSignedIn("nobody is signed in", status=401)
     config = settings()
-    if config.api_key is None:
-        raise NoApiKey("TIDEFIELD_API_KEY is not set")
-    return _client(config.api_url, config.api_key.get_secret_value(), config.api_timeout_s)
+    return _client(config.api_url, token, config.api_timeout_s, browser_address())
+
+
+def anonymous() -> ApiClient:
+    """A client without a credential: for signing in."""
+    config = settings()
+    return _client(config.api_url, None, config.api_timeout_s, browser_address())
+
+
+def sign_in(answer: dict) -> None:
+    """Keep a new session (the API's sign-in answer) for this browser session."""
+    st.session_state[TOKEN_KEY] = answer["token"]
+    st.session_state.pop("signed_out_because", None)  # ui.SIGNED_OUT_KEY: shown until now
+
+
+def sign_out() -> None:
+    """End the session at the API (when it still lives) and forget it here."""
+    token = st.session_state.pop(TOKEN_KEY, None)
+    if token:
+        # already ended or expired: forgetting it is all that is left
+        with contextlib.suppress(ApiError):
+            client_of(token).sign_out()
+        _client.clear()
+        me.clear()
+
+
+def client_of(token: str) -> ApiClient:
+    config = settings()
+    return _client(config.api_url, token, config.api_timeout_s, browser_address())
+
+
+@_cached(LIVE_TTL_S)
+def me(api: ApiClient) -> dict:
+    return api.me()
 
 
 def clear_all() -> None:
@@ -147,3 +199,24 @@ def sparklines(api: ApiClient, series_ids: tuple[int, ...], end: datetime
 
     with ThreadPoolExecutor(SPARK_WORKERS) as pool:
         return dict(zip(series_ids, pool.map(one, series_ids), strict=True))
+
+
+# --- administration ------------------------------------------------------------------
+@_cached(LIVE_TTL_S)
+def users(api: ApiClient) -> list[dict]:
+    return api.users()
+
+
+@_cached(REGISTRY_TTL_S)
+def organisations(api: ApiClient) -> list[dict]:
+    return api.organisations()
+
+
+@_cached(LIVE_TTL_S)
+def audit(api: ApiClient, **filters: Any) -> list[dict]:
+    return api.audit(**filters)
+
+
+def forget_people() -> None:
+    for fn in (users, audit):
+        fn.clear()

@@ -1,13 +1,14 @@
 """The dashboard process's settings (``TIDEFIELD_`` variables; rules in
 ``tidefield.protocol.settings``). The dashboards read everything through the HTTP API, so
-what they need is where it is and a key."""
+what they need is where it is; each person signs in, and the dashboards hold their session
+token (never a shared key)."""
 
 from __future__ import annotations
 
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from tidefield.protocol.settings import DashboardAddressGroup, LoggingGroup, ProcessSettings
 
@@ -16,9 +17,10 @@ class ApiClientGroup(BaseModel):
     api_url: str = Field("http://127.0.0.1:8080",
                          description="the HTTP API the dashboards read (they never touch the "
                                      "database)")
-    api_key: SecretStr | None = Field(
-        None, description="the dashboards' key: `read` scope, plus `operate` to acknowledge alerts")
     api_timeout_s: float = Field(10.0, gt=0, description="dashboards' request timeout")
+    dashboard_public_url: str | None = Field(
+        None, description="the dashboards' URL as browsers reach it, where single sign-on "
+        "returns (default: http://DASHBOARD_HOST:DASHBOARD_PORT)")
 
     @field_validator("api_url")
     @classmethod

@@ -82,15 +82,23 @@ def guard(language: Lang) -> Iterator[None]:
     the auto-refreshing part of it, which then tries again at its next refresh)."""
     try:
         yield
+    except ApiRefused as exc:
+        if exc.status == 401:  # the session ended (expired, signed out elsewhere): sign in
+            st.session_state.pop(data.TOKEN_KEY, None)
+            st.session_state[SIGNED_OUT_KEY] = exc.message
+            st.rerun()
+        banner(exc, language)
+        st.stop()
     except ApiError as exc:
         banner(exc, language)
         st.stop()
 
 
+SIGNED_OUT_KEY = "signed_out_because"  # why the last session ended, shown at sign-in
+
+
 def banner(exc: ApiError, language: Lang) -> None:
-    if isinstance(exc, data.NoApiKey):
-        st.error(t("error.no_key", language), icon=":material/key_off:")
-    elif isinstance(exc, ApiUnavailable):
+    if isinstance(exc, ApiUnavailable):
         st.error(t("error.unavailable", language, url=data.settings().api_url,
                    detail=exc.message), icon=":material/cloud_off:")
         st.button(t("error.retry", language), key="retry")

@@ -14,6 +14,7 @@ import typer
 if TYPE_CHECKING:
     import psycopg
 
+    from tidefield.server.security import people
     from tidefield.server.security.accounts import Credentials
     from tidefield.server.settings import ServerSettings
 
@@ -28,11 +29,17 @@ keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_
 devices_app = typer.Typer(help="Broker logins of devices and services (stored hashed; "
                                "shown once) and their access rules.", no_args_is_help=True)
 tls_app = typer.Typer(help="TLS certificates for development.", no_args_is_help=True)
+users_app = typer.Typer(help="People: accounts, roles in organisations, password resets.",
+                        no_args_is_help=True)
+orgs_app = typer.Typer(help="Organisations: the sites they own, grants, single sign-on.",
+                       no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(keys_app, name="keys")
 app.add_typer(devices_app, name="devices")
 app.add_typer(tls_app, name="tls")
+app.add_typer(users_app, name="users")
+app.add_typer(orgs_app, name="orgs")
 
 
 DatabaseUrl = Annotated[str | None, typer.Option(
@@ -107,6 +114,9 @@ def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is
                     help="read, ingest, operate (acknowledge alerts) or admin; repeat")],
                 site: Annotated[list[str] | None, typer.Option(
                     "--site", help="limit the key to this site (repeat for several)")] = None,
+                organisation: Annotated[str | None, typer.Option(
+                    "--org", help="the organisation that owns the key (short name; "
+                                  "default: the platform office)")] = None,
                 database_url: DatabaseUrl = None) -> None:
     """Create a key and print it (the only time it is shown)."""
     import psycopg
@@ -121,11 +131,16 @@ def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is
         typer.echo(f"error: {exc}; scopes are {', '.join(Scope)}", err=True)
         raise typer.Exit(2) from None
     with psycopg.connect(url) as conn:
+        owner = _organisation_id(conn, organisation) if organisation else None
         try:
-            key = create_key(conn, name, scopes, site or None)
+            key = create_key(conn, name, scopes, site or None, organisation_id=owner)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        _audit(conn, "api_key.created", f"key:{key.split('_')[1]}",
+               after={"name": name, "scopes": [str(s) for s in scopes], "sites": site or None,
+                      "organisation_id": owner or 1},
+               organisations=[owner or 1])
     typer.echo(key)
 
 
@@ -135,12 +150,14 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="the key's prefix or nam
     """Revoke a key at once."""
     import psycopg
 
-    from tidefield.server.security.api_keys import revoke_key
+    from tidefield.server.security.api_keys import key_prefix, revoke_key
     from tidefield.server.settings import AdminSettings
 
     url = _require_db(_settings(AdminSettings, database_url=database_url))
     with psycopg.connect(url) as conn:
         count = revoke_key(conn, key.split("_")[1] if key.startswith("tf_") else key)
+        if count:
+            _audit(conn, "api_key.revoked", f"key:{key_prefix(key)}")
     if not count:
         typer.echo(f"error: no active key {key!r}", err=True)
         raise typer.Exit(1)
@@ -160,6 +177,28 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
         for prefix, name, scopes, sites, created, revoked in list_keys(conn):
             typer.echo(f"{prefix}\t{name}\t{','.join(scopes)}\t{','.join(sites or ['*'])}\t"
                        f"{created:%Y-%m-%d}\t{'revoked' if revoked else 'active'}")
+
+
+def _audit(conn: psycopg.Connection, action: str, target: str, **details: Any) -> None:
+    """One audit row for an operator's command: the actor is the operating-system user
+    who ran it (``cli:<user>``), as nobody signs in to the command line."""
+    import getpass
+
+    from tidefield.server.security import audit
+
+    audit.record(conn, actor=f"cli:{getpass.getuser()}", action=action, target=target,
+                 **details)
+    conn.commit()
+
+
+def _organisation_id(conn: psycopg.Connection, slug: str) -> int:
+    from tidefield.server.security.organisations import find_organisation
+
+    found = find_organisation(conn, slug)
+    if found is None:
+        typer.echo(f"error: no organisation {slug!r} (`tidefield orgs list`)", err=True)
+        raise typer.Exit(2)
+    return found.id
 
 
 def _sync_broker(conn: psycopg.Connection, settings: ServerSettings,
@@ -202,6 +241,8 @@ def devices_provision(
         except ProvisioningError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        _audit(conn, "device.provisioned", f"device:{device}", site_id=site,
+               after={"username": credentials.username, "rotated": rotate})
         # shown before the broker is told: should that fail, `--rotate` makes a new one
         typer.echo(f"username: {credentials.username}\npassword: {credentials.password}")
         _sync_broker(conn, settings, credentials)
@@ -227,6 +268,8 @@ def devices_service(role: Annotated[str, typer.Argument(
         except ProvisioningError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        _audit(conn, "service.provisioned", f"service:{role}",
+               after={"username": credentials.username})
         typer.echo(f"username: {credentials.username}\npassword: {credentials.password}")
         _sync_broker(conn, settings, credentials)
 
@@ -246,6 +289,8 @@ def devices_revoke(username: Annotated[str, typer.Argument(
         if not revoke(conn, username):
             typer.echo(f"error: no active login {username!r}", err=True)
             raise typer.Exit(1)
+        site = conn.execute("SELECT site_id FROM devices WHERE id = %s", (username,)).fetchone()
+        _audit(conn, "device.revoked", f"device:{username}", site_id=site[0] if site else None)
         _sync_broker(conn, settings)
     typer.echo(f"revoked {username}")
 
@@ -422,3 +467,223 @@ def status(data_dir: Annotated[Path | None, typer.Option(
     if not report["running"]:
         raise typer.Exit(3)
 
+
+
+# --- people and organisations --------------------------------------------------------------
+
+def _people_conn(database_url: str | None) -> psycopg.Connection:
+    import psycopg
+
+    from tidefield.server.settings import AdminSettings
+
+    return psycopg.connect(_require_db(_settings(AdminSettings, database_url=database_url)))
+
+
+def _user_or_exit(conn: psycopg.Connection, username: str) -> people.User:
+    from tidefield.server.security.people import find_user
+
+    user = find_user(conn, username)
+    if user is None:
+        typer.echo(f"error: no user {username!r}", err=True)
+        raise typer.Exit(2)
+    return user
+
+
+@users_app.command("create")
+def users_create(username: Annotated[str, typer.Argument(help="a-z, 0-9, . _ @ -")],
+                 organisation: Annotated[str, typer.Option(
+                     "--org", help="the organisation (short name)")],
+                 role: Annotated[str, typer.Option(
+                     help="viewer, operator or admin")] = "viewer",
+                 name: Annotated[str, typer.Option(help="display name")] = "",
+                 email: Annotated[str | None, typer.Option(
+                     help="matched at single sign-on")] = None,
+                 database_url: DatabaseUrl = None) -> None:
+    """Create an account with a role and print its temporary password (changed at the
+    first sign-in)."""
+    from tidefield.server.security import people
+
+    with _people_conn(database_url) as conn:
+        org = _organisation_id(conn, organisation)
+        password = people.temporary_password()
+        try:
+            user_id = people.create_user(conn, username, password=password,
+                                         display_name=name, email=email)
+            people.set_role(conn, user_id, org, role)
+        except people.AccountError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        _audit(conn, "user.created", f"user:{username}", organisations=[org],
+               after={"display_name": name, "email": email})
+        _audit(conn, "role.changed", f"user:{username}", organisations=[org],
+               before={"organisation_id": org, "role": None},
+               after={"organisation_id": org, "role": role})
+    typer.echo(f"user: {username}\ntemporary password: {password}\n"
+               f"(to be changed at the first sign-in)")
+
+
+@users_app.command("role")
+def users_role(username: str,
+               organisation: Annotated[str, typer.Option("--org", help="short name")],
+               role: Annotated[str, typer.Option(
+                   help="viewer, operator, admin, or none to take the role away")],
+               database_url: DatabaseUrl = None) -> None:
+    """Give someone a role in an organisation (or take it away)."""
+    from tidefield.server.security import people
+
+    with _people_conn(database_url) as conn:
+        user = _user_or_exit(conn, username)
+        org = _organisation_id(conn, organisation)
+        wanted = None if role == "none" else role
+        try:
+            before = people.set_role(conn, user.id, org, wanted)
+        except people.AccountError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if before != wanted:
+            _audit(conn, "role.changed" if wanted else "role.removed", f"user:{username}",
+                   organisations=[org], before={"organisation_id": org, "role": before},
+                   after={"organisation_id": org, "role": wanted})
+    typer.echo(f"{username}: {before or 'no role'} -> {wanted or 'no role'} in {organisation}")
+
+
+@users_app.command("reset-password")
+def users_reset_password(username: str, database_url: DatabaseUrl = None) -> None:
+    """A new temporary password (printed), the lock-out lifted, every session ended."""
+    from tidefield.server.security import people, sessions
+
+    with _people_conn(database_url) as conn:
+        user = _user_or_exit(conn, username)
+        password = people.temporary_password()
+        people.set_password(conn, user.id, password, must_change=True)
+        ended = sessions.end_sessions(conn, user.id, "password reset by an admin")
+        conn.execute("DELETE FROM sign_in_throttle WHERE subject = %s", (f"user:{username}",))
+        _audit(conn, "password.reset", f"user:{username}", organisations=list(user.roles),
+               after={"sessions_ended": ended})
+    typer.echo(f"user: {username}\ntemporary password: {password}\n"
+               f"(to be changed at the next sign-in)")
+
+
+@users_app.command("list")
+def users_list(database_url: DatabaseUrl = None) -> None:
+    """People with their roles (user, organisation:role..., state)."""
+    from tidefield.server.security import people
+    from tidefield.server.security.organisations import list_organisations
+
+    with _people_conn(database_url) as conn:
+        slugs = {o.id: o.slug for o in list_organisations(conn)}
+        for user in people.list_users(conn, None):
+            roles = ",".join(f"{slugs[o]}:{r}" for o, r in sorted(user.roles.items()))
+            state = "disabled" if user.disabled_at else (
+                "must change password" if user.must_change_password else "active")
+            typer.echo(f"{user.username}\t{roles or '-'}\t{state}")
+
+
+@orgs_app.command("list")
+def orgs_list(database_url: DatabaseUrl = None) -> None:
+    """Organisations (id, short name, sites owned, granted, people, name)."""
+    from tidefield.server.security.organisations import list_organisations
+
+    with _people_conn(database_url) as conn:
+        for o in list_organisations(conn):
+            typer.echo(f"{o.id}\t{o.slug}\t{o.sites}\t{o.granted}\t{o.people}\t{o.name}"
+                       + ("\t(platform: sees every site)" if o.platform else ""))
+
+
+@orgs_app.command("create")
+def orgs_create(slug: Annotated[str, typer.Argument(help="short name, a-z 0-9 -")],
+                name: Annotated[str, typer.Argument(help="the full name")],
+                database_url: DatabaseUrl = None) -> None:
+    """Create an organisation."""
+    from tidefield.server.security import organisations, people
+
+    with _people_conn(database_url) as conn:
+        try:
+            org = organisations.create_organisation(conn, slug, name)
+        except people.AccountError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        _audit(conn, "organisation.created", f"organisation:{slug}", organisations=[org],
+               after={"slug": slug, "name": name})
+    typer.echo(f"organisation {org}: {slug}")
+
+
+@orgs_app.command("assign")
+def orgs_assign(organisation: Annotated[str, typer.Argument(help="short name")],
+                site: Annotated[list[str], typer.Argument(help="site ids")],
+                database_url: DatabaseUrl = None) -> None:
+    """Make the organisation the owner of these sites."""
+    from tidefield.server.security import organisations, people
+
+    with _people_conn(database_url) as conn:
+        org = _organisation_id(conn, organisation)
+        try:
+            before = organisations.assign_sites(conn, org, site)
+        except people.AccountError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for site_id, owner in sorted(before.items()):
+            if owner != org:
+                _audit(conn, "site.moved", f"site:{site_id}", site_id=site_id,
+                       organisations=[owner], before={"organisation_id": owner},
+                       after={"organisation_id": org})
+        _sync_organisation_logins(conn, database_url)
+    typer.echo(f"{organisation} owns {len(site)} more site(s)")
+
+
+def _sync_organisation_logins(conn: psycopg.Connection, database_url: str | None) -> None:
+    """Organisations' broker logins read their sites' alerts: the broker learns of a
+    moved site or a grant."""
+    from tidefield.server.settings import AdminSettings
+
+    if conn.execute("SELECT 1 FROM mqtt_credentials WHERE organisation_id IS NOT NULL "
+                    "AND revoked_at IS NULL").fetchone():
+        _sync_broker(conn, _settings(AdminSettings, database_url=database_url))
+
+
+@orgs_app.command("mqtt-login")
+def orgs_mqtt_login(organisation: Annotated[str, typer.Argument(help="short name")],
+                    database_url: DatabaseUrl = None) -> None:
+    """Create (or replace) the organisation's broker login, which reads the alert notices
+    of its sites only, print it once and update the broker."""
+    from tidefield.server.security.accounts import ProvisioningError, provision_organisation
+    from tidefield.server.settings import AdminSettings
+
+    settings = _settings(AdminSettings, database_url=database_url)
+    with _people_conn(database_url) as conn:
+        org = _organisation_id(conn, organisation)
+        try:
+            credentials = provision_organisation(conn, org)
+        except ProvisioningError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        _audit(conn, "service.provisioned", f"mqtt:{credentials.username}",
+               organisations=[org], after={"reads": len(credentials.rules)})
+        typer.echo(f"username: {credentials.username}\npassword: {credentials.password}")
+        _sync_broker(conn, settings, credentials)
+
+
+@orgs_app.command("grant")
+def orgs_grant(organisation: Annotated[str, typer.Argument(help="who may read")],
+               site: Annotated[str, typer.Argument(help="another organisation's site")],
+               revoke: Annotated[bool, typer.Option("--revoke", help="withdraw it")] = False,
+               database_url: DatabaseUrl = None) -> None:
+    """Let an organisation read another's site (or, with --revoke, no longer)."""
+    from tidefield.server.security import organisations, people
+
+    with _people_conn(database_url) as conn:
+        org = _organisation_id(conn, organisation)
+        try:
+            changed = (organisations.revoke_grant(conn, org, site) if revoke
+                       else organisations.grant(conn, org, site))
+        except people.AccountError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if changed:
+            _audit(conn, "grant.removed" if revoke else "grant.added", f"site:{site}",
+                   site_id=site, organisations=[org],
+                   **({"before" if revoke else "after": {"organisation_id": org,
+                                                          "access": "read"}}))
+            _sync_organisation_logins(conn, database_url)
+    typer.echo(f"{organisation} {'may no longer' if revoke else 'may'} read {site}"
+               if changed else "nothing changed")

@@ -23,6 +23,7 @@ database; nothing is left running.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import sys
 import threading
@@ -40,6 +41,7 @@ from tidefield.server.db.migrate import migrate
 from tidefield.server.db.registry import load_registry
 from tidefield.server.embedded import MosquittoBroker, PostgresCluster
 from tidefield.server.ops import wiring as ops
+from tidefield.server.security.bootstrap import FirstSignIn
 from tidefield.server.security.wiring import EmbeddedBroker, client_ca_file, prepare_embedded_broker
 from tidefield.server.settings import UpSettings
 from tidefield.server.supervisor import Child, Supervisor
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0  # first start compiles Numba kernels and imports Streamlit
 OPERATOR_KEY_FILE = "operator.key"
+FIRST_SIGN_IN_FILE = "first-sign-in.txt"
 STATE_FILE = "up.json"
 
 
@@ -99,8 +102,8 @@ def _replica(p: Platform) -> Child:
 def _dashboard(p: Platform) -> Child:
     s = p.settings
     return Child("dashboard", _python("tidefield.cli", "dashboard"),
+                 # no key: each person signs in, and the dashboard holds their session
                  env={**p.child_env(), "TIDEFIELD_API_URL": p.api_url,
-                      "TIDEFIELD_API_KEY": p.operator_key,
                       "TIDEFIELD_DASHBOARD_HOST": "127.0.0.1",
                       "TIDEFIELD_DASHBOARD_PORT": str(s.dashboard_port)},
                  ready=_http_ok(f"http://127.0.0.1:{s.dashboard_port}/_stcore/health"),
@@ -146,6 +149,8 @@ class Platform:
         self._access: EmbeddedBroker | None = None  # the embedded broker's logins
         self.operator_key = ""
         self.backup_repo: Path | None = None  # where the database is backed up, if it is
+        # the platform admin's first sign-in, when made by this start
+        self.first_sign_in: FirstSignIn | None = None
         self.supervisor = supervisor or Supervisor(state_file=self.data_dir / STATE_FILE)
         self._postgres: PostgresCluster | None = None
         self._broker: MosquittoBroker | None = None
@@ -167,6 +172,7 @@ class Platform:
         with psycopg.connect(self.database_url) as conn:
             load_registry(conn, load_sites())
             self.operator_key = self._operator_key(conn)
+            self._people(conn)
         if self.mqtt_url is None:
             # Anonymous clients refused; service logins and device ACLs from the database,
             # TLS when settings.tls (tidefield.server.security).
@@ -202,6 +208,27 @@ class Platform:
         path.write_text(key + "\n")
         return key
 
+    def _people(self, conn: psycopg.Connection) -> None:
+        """The platform admin and the demo organisations, the first time; their first
+        sign-ins are printed once and kept in ``data_dir/first-sign-in.txt`` (0600)."""
+        from tidefield.server.security.bootstrap import (
+            ensure_demo_organisations,
+            ensure_platform_admin,
+        )
+
+        admin = ensure_platform_admin(conn)
+        demos = ensure_demo_organisations(conn)
+        if admin is None and not demos:
+            return
+        lines = [f"{f.username}\t{f.temporary_password}\t{f.organisation}"
+                 for f in ([admin] if admin else []) + demos]
+        path = self.data_dir / FIRST_SIGN_IN_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write("# user\ttemporary password (change it at the first sign-in)\t"
+                         "organisation\n" + "\n".join(lines) + "\n")
+        self.first_sign_in = admin
+
     def child_env(self, mqtt_login: str | None = None) -> dict[str, str]:
         """What every child needs to find the services (the rest of the settings it reads
         from the environment it inherits). ``mqtt_login``: the service whose broker login
@@ -227,8 +254,16 @@ class Platform:
                  f"API        {self.api_url}/api/v1 (docs: {self.api_url}/docs)"]
         if self.settings.up_dashboard:
             lines.append(f"dashboard  http://127.0.0.1:{self.settings.dashboard_port}")
-        lines.append(f"API key    {self.operator_key}  (operator: read, acknowledge alerts; "
-                     f"kept in {self.data_dir / OPERATOR_KEY_FILE})")
+        lines.append(f"API key    {self.operator_key}  (scripts of the platform office: read, "
+                     f"acknowledge alerts; kept in {self.data_dir / OPERATOR_KEY_FILE})")
+        first = self.data_dir / FIRST_SIGN_IN_FILE
+        if self.first_sign_in is not None:
+            lines.append(f"sign in    as {self.first_sign_in.username} with the temporary "
+                         f"password {self.first_sign_in.temporary_password} (you choose a "
+                         f"new one at once); demo organisations' operators are in {first}")
+        else:
+            lines.append(f"sign in    as a person (first sign-ins of this data folder: "
+                         f"{first}; `tidefield users reset-password admin` for a new one)")
         return "\n".join(lines)
 
     def run(self, stop: threading.Event, *, announce: Callable[[str], None] = print) -> None:

@@ -4,7 +4,7 @@ variables (the rules are in ``tidefield.protocol.settings``).
 Fields come in groups; a process's settings inherit the groups it reads:
 
     IngestSettings    `tidefield ingest`   database, broker, data dir, TLS, ingest, retention
-    ApiSettings       `tidefield api`      database, broker, TLS, API, HTTP ingest
+    ApiSettings       `tidefield api`      database, broker, TLS, API, HTTP ingest, sign-in
     DetectorSettings  `tidefield detect run`  database, broker, TLS, detection
     AdminSettings     `tidefield db|registry|keys|devices`  database, broker, data dir, TLS
     OpsSettings       `tidefield backup|restore|replica`  database, data dir, backups, replica
@@ -267,6 +267,37 @@ class DetectGroup(BaseModel):
 
 
 
+class SignInGroup(BaseModel):
+    """People signing in to the API and the dashboards (tidefield.server.security)."""
+
+    session_hours: float = Field(12.0, gt=0, le=24 * 90,
+                                 description="a session ends this long after sign-in")
+    session_idle_minutes: float = Field(60.0, gt=0, le=24 * 60 * 90,
+                                        description="a session unused this long ends")
+    sign_in_account_failures: int = Field(
+        10, ge=1, le=1000, description="failed sign-ins of one user name within the window "
+        "that lock it")
+    sign_in_address_failures: int = Field(
+        100, ge=1, le=100_000, description="failed sign-ins from one address within the "
+        "window that lock the address")
+    sign_in_window_minutes: float = Field(15.0, gt=0, le=24 * 60,
+                                          description="how long failures are counted")
+    sign_in_lock_minutes: float = Field(15.0, gt=0, le=24 * 60,
+                                        description="how long a lock lasts")
+    trusted_proxies: list[str] = Field(
+        ["127.0.0.1", "::1"], description="addresses whose X-Forwarded-For is believed "
+        "(the dashboards, a reverse proxy): the first address there is the caller's")
+    session_cookie_secure: bool = Field(
+        False, description="the session cookie only over HTTPS (on with TLS or behind an "
+        "HTTPS proxy)")
+    api_public_url: str | None = Field(
+        None, description="the API's URL as browsers reach it, for single sign-on's "
+        "return address (default: the URL of the request)")
+    sso_return_origins: list[str] = Field(
+        ["http://127.0.0.1:8501", "http://localhost:8501"], description="where single "
+        "sign-on may send the browser back to (the dashboards' scheme://host:port)")
+
+
 class StaGroup(BaseModel):
     sta_statement_timeout_s: float = Field(
         15.0, gt=0, le=600, description="longest SensorThings query; longer ones are "
@@ -301,10 +332,10 @@ class IngestSettings(IngestAddressGroup, IngestGroup, IngestWorkerGroup, Retenti
     """`tidefield ingest`: MQTT and HTTP telemetry into the database; retention."""
 
 
-class ApiSettings(ApiAddressGroup, IngestGroup, StaGroup, ReadDatabaseGroup, BackupGroup,
-                  ServerSettings):
-    """`tidefield api`: the HTTP API (which also takes HTTP ingest); its /metrics tells
-    of backups, WAL archiving, the replica's lag and the disks."""
+class ApiSettings(ApiAddressGroup, IngestGroup, StaGroup, SignInGroup, ReadDatabaseGroup,
+                  BackupGroup, ServerSettings):
+    """`tidefield api`: the HTTP API (which also takes HTTP ingest) and sign-in; its
+    /metrics tells of backups, WAL archiving, the replica's lag and the disks."""
 
 
 class DetectorSettings(DetectGroup, ServerSettings):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from tidefield.protocol import mqtt
 from tidefield.server.ingest.http import add_http_ingest, http_ingest
 from tidefield.server.ops.metrics import OpsCollector
+from tidefield.server.security.sessions import SignInPolicy
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import ApiSettings
 from tidefield.server.web.database import ReadPool, database_problem, open_pool
@@ -23,7 +24,19 @@ from tidefield.server.web.errors import ErrorStyle, install_error_handlers, json
 from tidefield.server.web.metrics import metrics_router
 
 from . import sta
-from .routes import alerts, anomalies, detect, devices, export, overview, series, sites
+from .routes import (
+    alerts,
+    anomalies,
+    auth,
+    detect,
+    devices,
+    export,
+    overview,
+    people,
+    series,
+    sites,
+    sso,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +97,20 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(title="Tidefield API", version="1",
                   description="Sites, devices, series and readings of Qingdao's smart farms "
                               "and ocean sites. Every endpoint needs an API key "
-                              "(header `X-API-Key`).", lifespan=lifespan)
+                              "(header `X-API-Key`) or a session (`POST /api/v1/auth/"
+                              "sign-in`, then `Authorization: Bearer <token>`); each "
+                              "answers only within the caller's organisations.",
+                  lifespan=lifespan)
+    app.state.sign_in_policy = SignInPolicy(
+        session_hours=settings.session_hours, idle_minutes=settings.session_idle_minutes,
+        account_failures=settings.sign_in_account_failures,
+        address_failures=settings.sign_in_address_failures,
+        window_minutes=settings.sign_in_window_minutes,
+        lock_minutes=settings.sign_in_lock_minutes)
+    app.state.trusted_proxies = frozenset(settings.trusted_proxies)
+    app.state.session_cookie_secure = settings.session_cookie_secure or settings.tls
+    app.state.api_public_url = settings.api_public_url
+    app.state.sso_return_origins = frozenset(o.rstrip("/") for o in settings.sso_return_origins)
 
     install_error_handlers(app, ERROR_STYLE)
 
@@ -102,8 +128,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         LATENCY.labels(path).observe(time.perf_counter() - started)
         return response
 
-    for router in (sites.router, devices.router, series.router, detect.router,
-                   export.router, alerts.router, anomalies.router, overview.router):
+    for router in (auth.router, sso.router, sites.router, devices.router, series.router,
+                   detect.router, export.router, alerts.router, anomalies.router,
+                   overview.router, people.router):
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
     app.state.sta_statement_timeout_s = settings.sta_statement_timeout_s

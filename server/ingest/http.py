@@ -17,7 +17,8 @@ from pydantic import BaseModel
 from tidefield.protocol.codec import Limits
 from tidefield.protocol.errors import RateLimited
 from tidefield.protocol.topics import ID_PATTERN, up_topic
-from tidefield.server.web.deps import Ingester, check_site
+from tidefield.server.security.api_keys import Scope
+from tidefield.server.web.deps import Ingester, check_act
 
 from . import metrics
 from .directory import DeviceDirectory, UnknownDevicePolicy
@@ -129,7 +130,7 @@ def add_http_ingest(app: FastAPI, prefix: str = "") -> None:
                      site: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
                      device: Annotated[str, Path(pattern=f"^{ID_PATTERN}$")],
                      content_type: Annotated[str | None, Header()] = None) -> IngestResult:
-        check_site(principal, site)
+        check_act(principal, Scope.INGEST, site)
         payload = await request.body()
         envelope = Envelope(up_topic(site, device), payload, content_type,
                             int(time.time() * 1000))

@@ -13,6 +13,11 @@ Those three rules are the device's *role* (``device:<id>``). A site's **gateway*
 over its one connection, so it holds the role of each of them, and nothing of any other
 site.
 
+An **organisation** (``org_<short name>``; role ``organisation:<short name>``) may read
+the alert notices of the sites it may read (``tf/v1/{site}/alerts``: its own and those
+granted to it; every site's for the platform office), and nothing else: its systems
+follow their own alerts over MQTT without seeing another company's.
+
 A **service** of the platform logs in as ``svc_<role>`` with the least it needs
 (``SERVICES``; role ``service:<role>``), under any client id, since a service may run as
 several processes. ``_`` never occurs in a device id (``protocol.topics.ID_PATTERN``), so
@@ -37,6 +42,7 @@ from tidefield.protocol.topics import (
     ALL_STATUS,
     ALL_UP,
     PREFIX,
+    alerts_topic,
     check_id,
     status_topic,
     up_topic,
@@ -45,6 +51,7 @@ from tidefield.protocol.topics import (
 from .passwords import hash_password, new_secret
 
 SERVICE_PREFIX = "svc_"
+ORGANISATION_PREFIX = "org_"
 GATEWAY_TEMPLATES = frozenset({"gw"})
 
 
@@ -90,6 +97,25 @@ def service_role(role: str) -> str:
     return f"service:{role}"
 
 
+def organisation_role(slug: str) -> str:
+    return f"organisation:{slug}"
+
+
+def organisation_rules(conn: psycopg.Connection, organisation_id: int) -> tuple[Rule, ...]:
+    """Read the alert notices of every site the organisation may read."""
+    row = conn.execute("SELECT platform FROM organisations WHERE id = %s",
+                       (organisation_id,)).fetchone()
+    if row is None:
+        raise ProvisioningError(f"no organisation {organisation_id}")
+    if row[0]:
+        return (Rule("read", ALL_ALERTS),)
+    sites = [r[0] for r in conn.execute(
+        "SELECT id FROM sites WHERE organisation_id = %(o)s UNION "
+        "SELECT site_id FROM site_grants WHERE organisation_id = %(o)s ORDER BY 1",
+        {"o": organisation_id})]
+    return tuple(Rule("read", alerts_topic(site)) for site in sites)
+
+
 def service_username(role: str) -> str:
     if role not in SERVICES:
         raise ProvisioningError(f"unknown service {role!r}; services are "
@@ -132,17 +158,18 @@ class AccessState:
 @dataclass(frozen=True, slots=True)
 class LoginInfo:
     username: str
-    kind: Literal["device", "gateway", "service"]
+    kind: Literal["device", "gateway", "service", "organisation"]
     site_id: str | None
     created_at: object
     revoked_at: object
 
 
 def _insert(conn: psycopg.Connection, username: str, password: str, *,
-            device_id: str | None = None, service: str | None = None) -> None:
-    conn.execute("INSERT INTO mqtt_credentials (username, device_id, service, password_hash) "
-                 "VALUES (%s, %s, %s, %s)",
-                 (username, device_id, service, hash_password(password)))
+            device_id: str | None = None, service: str | None = None,
+            organisation_id: int | None = None) -> None:
+    conn.execute("INSERT INTO mqtt_credentials (username, device_id, service, "
+                 "organisation_id, password_hash) VALUES (%s, %s, %s, %s, %s)",
+                 (username, device_id, service, organisation_id, hash_password(password)))
 
 
 def _revoke_active(conn: psycopg.Connection, username: str) -> int:
@@ -186,6 +213,21 @@ def provision_service(conn: psycopg.Connection, role: str) -> Credentials:
     return Credentials(username, password, SERVICES[role])
 
 
+def provision_organisation(conn: psycopg.Connection, organisation_id: int) -> Credentials:
+    """Create (or replace) an organisation's login for its sites' alert notices."""
+    row = conn.execute("SELECT slug FROM organisations WHERE id = %s",
+                       (organisation_id,)).fetchone()
+    if row is None:
+        raise ProvisioningError(f"no organisation {organisation_id}")
+    username = ORGANISATION_PREFIX + row[0]
+    with conn.transaction():
+        _revoke_active(conn, username)
+        password = new_secret()
+        _insert(conn, username, password, organisation_id=organisation_id)
+    conn.commit()
+    return Credentials(username, password, organisation_rules(conn, organisation_id))
+
+
 def revoke(conn: psycopg.Connection, username: str) -> int:
     """Revoke the active login of a device (by id) or a service (``svc_<role>``)."""
     count = _revoke_active(conn, username)
@@ -205,8 +247,10 @@ def _rules_of(conn: psycopg.Connection, device_id: str, site_id: str,
 def access_state(conn: psycopg.Connection) -> AccessState:
     """Every active login with its roles, in user-name order, and the rules of each role."""
     rows = conn.execute(
-        "SELECT c.username, c.password_hash, c.service, d.id, d.site_id, d.template "
-        "FROM mqtt_credentials c LEFT JOIN devices d ON d.id = c.device_id "
+        "SELECT c.username, c.password_hash, c.service, d.id, d.site_id, d.template, "
+        "c.organisation_id, o.slug FROM mqtt_credentials c "
+        "LEFT JOIN devices d ON d.id = c.device_id "
+        "LEFT JOIN organisations o ON o.id = c.organisation_id "
         "WHERE c.revoked_at IS NULL ORDER BY c.username").fetchall()
     gateway_sites = sorted({r[4] for r in rows if r[5] in GATEWAY_TEMPLATES})
     site_devices: dict[str, list[str]] = {}
@@ -216,7 +260,12 @@ def access_state(conn: psycopg.Connection) -> AccessState:
         site_devices.setdefault(site_id, []).append(device_id)
     logins: list[Login] = []
     roles: dict[str, tuple[Rule, ...]] = {}
-    for username, password_hash, service, device_id, site_id, template in rows:
+    for (username, password_hash, service, device_id, site_id, template, organisation_id,
+         slug) in rows:
+        if organisation_id is not None:
+            roles[organisation_role(slug)] = organisation_rules(conn, organisation_id)
+            logins.append(Login(username, password_hash, None, (organisation_role(slug),)))
+            continue
         if service is not None:
             # a role since retired may log in and do nothing
             roles[service_role(service)] = SERVICES.get(service, ())
@@ -232,12 +281,13 @@ def access_state(conn: psycopg.Connection) -> AccessState:
 
 def list_logins(conn: psycopg.Connection, *, include_revoked: bool = False) -> list[LoginInfo]:
     rows = conn.execute(
-        "SELECT c.username, c.service, d.site_id, d.template, c.created_at, c.revoked_at "
-        "FROM mqtt_credentials c LEFT JOIN devices d ON d.id = c.device_id "
+        "SELECT c.username, c.service, d.site_id, d.template, c.created_at, c.revoked_at, "
+        "c.organisation_id FROM mqtt_credentials c LEFT JOIN devices d ON d.id = c.device_id "
         "WHERE %s OR c.revoked_at IS NULL ORDER BY c.username, c.id",
         (include_revoked,)).fetchall()
     return [LoginInfo(username,
-                      "service" if service else
+                      "organisation" if organisation_id else "service" if service else
                       "gateway" if template in GATEWAY_TEMPLATES else "device",
                       site_id, created, revoked)
-            for username, service, site_id, template, created, revoked in rows]
+            for username, service, site_id, template, created, revoked, organisation_id
+            in rows]

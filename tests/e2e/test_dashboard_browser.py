@@ -1,5 +1,7 @@
 """The dashboards in a real browser: `tidefield dashboard` (streamlit run) on the real API
-over a seeded database, opened in Debian's headless Chromium through its chromedriver.
+over a seeded database, opened in Debian's headless Chromium through its chromedriver,
+signed in through the sign-in form (each page load is a new Streamlit session, so each
+asks to sign in; the session token stays on the server).
 
 Screenshots go to test-artifacts/dashboards/ (TIDEFIELD_TEST_ARTIFACTS to change it);
 with TIDEFIELD_UPDATE_SCREENSHOTS=1 they are also copied to docs/screenshots/ for the
@@ -28,8 +30,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.dashboards import ApiServer, seed_fleet
+from tests.support.people import PASSWORD, add_person, two_companies
 from tidefield.server.embedded import free_port
-from tidefield.server.security.api_keys import Scope, create_key
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -45,11 +47,12 @@ EXCEPTION = '[data-testid="stException"]'
 def dashboard(db_url, tmp_path):
     fleet = seed_fleet(db_url)
     with psycopg.connect(db_url) as conn:
-        key = create_key(conn, "control-room", [Scope.READ, Scope.OPERATE])
+        add_person(conn, "duty-officer", {1: "operator"})  # the platform office's
+        companies = two_companies(conn, a_kind="greenhouse", b_kind="cage_farm")
     with ApiServer(db_url) as api:
         port = free_port()
         log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "TIDEFIELD_API_URL": api.url, "TIDEFIELD_API_KEY": key,
+        env = {**os.environ, "TIDEFIELD_API_URL": api.url,
                "TIDEFIELD_DASHBOARD_LANGUAGE": "en", "TIDEFIELD_DASHBOARD_REFRESH_S": "0",
                "TIDEFIELD_DASHBOARD_PORT": str(port)}
         proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "dashboard"],
@@ -67,7 +70,7 @@ def dashboard(db_url, tmp_path):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError((tmp_path / "streamlit.log").read_text()[-3000:])
                 time.sleep(0.2)
-            yield {"url": url, "fleet": fleet}
+            yield {"url": url, "fleet": fleet, "companies": companies}
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
@@ -120,6 +123,18 @@ def shot(driver, name: str) -> Path:
     return path
 
 
+def open_signed_in(driver, url: str, username: str = "duty-officer") -> None:
+    """Load ``url``, which shows the sign-in form first, and sign in: the page asked for
+    follows."""
+    driver.get(url)
+    (name,) = wait_for(driver, 'input[aria-label="User name"]')
+    name.send_keys(username)
+    driver.find_element(By.CSS_SELECTOR, 'input[aria-label="Password"]').send_keys(PASSWORD)
+    driver.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
+    WebDriverWait(driver, RENDER_TIMEOUT_S).until(
+        lambda d: not d.find_elements(By.CSS_SELECTOR, 'input[aria-label="User name"]'))
+
+
 def colours(element) -> set[tuple[int, int, int]]:
     image = Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")
     return set(image.get_flattened_data())
@@ -131,7 +146,11 @@ def near(found: set[tuple[int, int, int]], rgb: tuple[int, int, int], tol: int =
 
 @pytest.mark.slow
 def test_overview_and_site_pages_render_in_chromium(dashboard, browser):
-    browser.get(dashboard["url"])  # the overview is the default page
+    browser.get(dashboard["url"])
+    wait_for(browser, 'input[aria-label="User name"]')  # nobody signed in: the form only
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text == "Sign in"
+    assert not browser.find_elements(By.CSS_SELECTOR, MAP)
+    open_signed_in(browser, dashboard["url"])  # the overview is the default page
     (deck,) = wait_for(browser, MAP)
     wait_for(browser, f"{MAP} canvas")
     settle(browser)
@@ -158,7 +177,7 @@ def test_overview_and_site_pages_render_in_chromium(dashboard, browser):
         lambda d: d.find_element(By.CSS_SELECTOR, "h1").text == "Site overview")
 
     site = dashboard["fleet"].ocean
-    browser.get(f"{dashboard['url']}/site?site={site.id}")
+    open_signed_in(browser, f"{dashboard['url']}/site?site={site.id}")
     charts = wait_for(browser, f"{CHART} canvas, {CHART} svg", count=4)
     settle(browser)
     shot(browser, "site")
@@ -173,7 +192,7 @@ def test_alerts_and_labs_pages_render_in_chromium(dashboard, browser, tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     alert_id = dashboard["fleet"].alert_ids["hypoxia"]
-    browser.get(f"{dashboard['url']}/alerts?alert={alert_id}")
+    open_signed_in(browser, f"{dashboard['url']}/alerts?alert={alert_id}")
     wait_for(browser, f"{CHART} canvas, {CHART} svg")
     settle(browser)
     shot(browser, "alerts")
@@ -182,7 +201,7 @@ def test_alerts_and_labs_pages_render_in_chromium(dashboard, browser, tmp_path):
 
     fleet = dashboard["fleet"]
     series_id = fleet.series[(f"{fleet.ocean.id}-sonde", "dissolved_oxygen")]
-    browser.get(f"{dashboard['url']}/labs?site={fleet.ocean.id}&series={series_id}")
+    open_signed_in(browser, f"{dashboard['url']}/labs?site={fleet.ocean.id}&series={series_id}")
     buttons = wait_for(browser, '[data-testid="stDownloadButton"] button', count=2)
     wait_for(browser, f"{CHART} canvas, {CHART} svg")
     settle(browser)
@@ -200,3 +219,28 @@ def test_alerts_and_labs_pages_render_in_chromium(dashboard, browser, tmp_path):
     assert lines[0].replace('"', "") == ("site_id,device_id,metric,time,value,qartod_flag,"
                                           "qartod_test")  # each reading's QARTOD flag
     assert len(lines) - 1 == 36 * 60  # every raw reading of the seeded 36 hours
+
+
+@pytest.mark.slow
+def test_two_people_of_two_companies_see_only_their_own_in_chromium(dashboard, browser):
+    companies, fleet = dashboard["companies"], dashboard["fleet"]
+    counts = {}
+    for person, own in (("anna", len(companies.a_sites) + 1),  # + the granted site
+                        ("bob", len(companies.b_sites))):
+        open_signed_in(browser, dashboard["url"], person)
+        wait_for(browser, f"{MAP} canvas")
+        settle(browser)
+        shot(browser, f"overview-{person}")
+        metric = browser.find_element(By.XPATH, "//*[@data-testid='stMetric']"
+                                                "[.//p[text()='Sites']]")
+        counts[person] = int(metric.find_element(
+            By.CSS_SELECTOR, '[data-testid="stMetricValue"]').text)
+        assert counts[person] == own, person
+        # a link to B's alert shows anna nothing of it
+        open_signed_in(browser, f"{dashboard['url']}/alerts?alert="
+                                f"{fleet.alert_ids['hypoxia']}", person)
+        settle(browser)
+        subheaders = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, "h3"))
+        assert ("Hypoxia" in subheaders or "hypoxia" in subheaders) == (person == "bob")
+        assert not browser.find_elements(By.CSS_SELECTOR, EXCEPTION)
+    assert counts["anna"] != counts["bob"]

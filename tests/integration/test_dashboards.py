@@ -1,5 +1,6 @@
 """Every dashboard page under Streamlit's AppTest, against the real API over a real,
-seeded database."""
+seeded database, signed in as a person (the session token in the app's session state, as
+the sign-in form leaves it; the form itself is tested at the end)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 import tidefield.dashboards
 from tests.support.dashboards import ApiServer, seed_fleet
+from tests.support.people import PASSWORD, add_person, session_token, two_companies
 from tidefield.dashboards import data
 from tidefield.protocol.registry import load_sites
 from tidefield.server.embedded import free_port
-from tidefield.server.security.api_keys import Scope, create_key
 
 APP = Path(tidefield.dashboards.__file__).parent / "app.py"
 TIMEOUT = 60  # the first run imports pandas, altair, pydeck
@@ -33,34 +34,40 @@ def world(pg_cluster, template_db):
     url = pg_cluster.url(name)
     fleet = seed_fleet(url)
     with psycopg.connect(url) as conn:
-        key = create_key(conn, "control-room", [Scope.READ, Scope.OPERATE])
+        # the platform office's operator: sees every site
+        add_person(conn, "duty-officer", {1: "operator"})
     with ApiServer(url) as api:
-        yield {"url": url, "fleet": fleet, "key": key, "api": api}
+        yield {"url": url, "fleet": fleet, "key": session_token(api.url, "duty-officer"),
+               "api": api}
     with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+SIGNED_IN: dict[str, str | None] = {"token": None}  # what open_page's session holds
+
+
 @pytest.fixture
 def configure(monkeypatch):
-    """Point the dashboards at an API (the environment is their configuration)."""
+    """Point the dashboards at an API (the environment is their configuration), signed in
+    with ``token`` (a person's session; None: nobody signed in)."""
 
-    def apply(api_url: str, key: str | None, **extra: str) -> None:
+    def apply(api_url: str, token: str | None, **extra: str) -> None:
         monkeypatch.setenv("TIDEFIELD_API_URL", api_url)
-        if key is None:
-            monkeypatch.delenv("TIDEFIELD_API_KEY", raising=False)
-        else:
-            monkeypatch.setenv("TIDEFIELD_API_KEY", key)
+        SIGNED_IN["token"] = token
         for name, value in extra.items():
             monkeypatch.setenv(f"TIDEFIELD_{name.upper()}", value)
         data.clear_all()
 
     yield apply
+    SIGNED_IN["token"] = None
     data.clear_all()
 
 
 def open_page(page: str | None = None, **query) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.query_params.update(query)
+    if SIGNED_IN["token"]:
+        at.session_state[data.TOKEN_KEY] = SIGNED_IN["token"]
     at.run()
     if page:
         at.switch_page(page)
@@ -272,9 +279,9 @@ def test_acknowledging_in_the_alerts_page_changes_the_database(db_url, configure
     fleet = seed_fleet(db_url, hours=8)
     alert_id = fleet.alert_ids["hypoxia"]
     with psycopg.connect(db_url) as conn:
-        key = create_key(conn, "control-room", [Scope.READ, Scope.OPERATE])
+        add_person(conn, "duty-officer", {1: "operator"})
     with ApiServer(db_url) as api:
-        configure(api.url, key, dashboard_language="en")
+        configure(api.url, session_token(api.url, "duty-officer"), dashboard_language="en")
         at = open_page("app_pages/alerts.py", alert=str(alert_id))
         assert at.selectbox(key="a_pick.en").value == alert_id
         at.button(key="ack").click().run()  # no comment yet: refused by the page
@@ -283,25 +290,29 @@ def test_acknowledging_in_the_alerts_page_changes_the_database(db_url, configure
         at.button(key="ack").click().run()
         assert not at.exception
         assert at.success[0].value == f"Alert {alert_id} acknowledged"
-        assert "Acknowledged by control-room" in at.info[0].value
+        assert "Acknowledged by duty-officer" in at.info[0].value
         assert list(frame_of(at, 1)["Action"]) == ["opened", "acknowledged"]
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT state, acknowledged_by, ack_comment FROM alerts "
                            "WHERE id = %s", (alert_id,)).fetchone()
-    assert row == ("acknowledged", "control-room", "aerators on, diver sent")
+    assert row == ("acknowledged", "duty-officer", "aerators on, diver sent")
+    with psycopg.connect(db_url) as conn:  # and the audit log knows who, from the dashboard
+        audited = conn.execute("SELECT actor, target FROM audit_log "
+                               "WHERE action = 'alert.acknowledged'").fetchall()
+    assert audited == [("duty-officer", f"alert:{alert_id}")]
 
 
-def test_a_key_without_operate_cannot_acknowledge(db_url, configure):
+def test_a_viewer_cannot_acknowledge(db_url, configure):
     fleet = seed_fleet(db_url, hours=2)
     alert_id = fleet.alert_ids["hypoxia"]
     with psycopg.connect(db_url) as conn:
-        key = create_key(conn, "viewer", [Scope.READ])
+        add_person(conn, "watcher", {1: "viewer"})
     with ApiServer(db_url) as api:
-        configure(api.url, key, dashboard_language="en")
+        configure(api.url, session_token(api.url, "watcher"), dashboard_language="en")
         at = open_page("app_pages/alerts.py", alert=str(alert_id))
         at.text_area(key=f"ack_comment_{alert_id}").input("on it").run()
         at.button(key="ack").click().run()
-        assert "operate scope" in at.error[0].value
+        assert "Your roles do not allow acknowledging" in at.error[0].value
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT state FROM alerts WHERE id = %s",
                             (alert_id,)).fetchone()[0] == "open"
@@ -334,19 +345,111 @@ def test_labs_page_lists_previews_and_offers_downloads(world, configure):
 @pytest.mark.parametrize("page", [None, "app_pages/site.py", "app_pages/alerts.py",
                                   "app_pages/labs.py"])
 def test_an_unreachable_api_shows_a_banner_not_a_stack_trace(configure, page):
-    configure(f"http://127.0.0.1:{free_port()}", "tf_abc_def", dashboard_language="en")
+    configure(f"http://127.0.0.1:{free_port()}", "tfs_abc_def", dashboard_language="en")
     at = open_page(page)
     assert not at.exception
     assert "cannot be reached" in at.error[0].value
 
 
-def test_a_refused_key_says_which_setting_to_check(world, configure):
-    configure(world["api"].url, "tf_nope_nope", dashboard_language="en")
+def test_an_ended_session_returns_to_the_sign_in_form_saying_why(world, configure):
+    configure(world["api"].url, "tfs_nope_nope", dashboard_language="en")
     at = open_page("app_pages/site.py", site=load_sites()[0].id)
-    assert "TIDEFIELD_API_KEY" in at.error[0].value
+    assert at.title[0].value == "Sign in"
+    assert "session ended" in at.info[0].value and "sign in again" in at.info[0].value
+    assert not at.dataframe  # nothing of any site
 
 
-def test_no_key_configured_says_how_to_make_one(world, configure):
+# --- signing in ------------------------------------------------------------------------
+@pytest.mark.parametrize("page", [None, "app_pages/site.py", "app_pages/alerts.py",
+                                  "app_pages/labs.py"])
+def test_nobody_signed_in_sees_only_the_sign_in_form(world, configure, page):
     configure(world["api"].url, None, dashboard_language="en")
+    at = open_page(page)
+    assert [t.value for t in at.title] == ["Sign in"]
+    assert not at.dataframe and not at.metric and not at.get("deck_gl_json_chart")
+
+
+def test_signing_in_through_the_form_opens_the_page_asked_for(world, configure):
+    configure(world["api"].url, None, dashboard_language="en")
+    at = open_page("app_pages/alerts.py")
+    at.text_input(key="sign_in_username").input("duty-officer")
+    at.text_input(key="sign_in_password").input("not it")
+    at.button[0].click().run()
+    assert "Sign-in failed: wrong user name, password or one-time code" in at.error[0].value
+    at.text_input(key="sign_in_password").input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.title[0].value == "Alerts"
+    assert at.session_state[data.TOKEN_KEY].startswith("tfs_")
+    assert "Signed in as Duty-Officer" in [c.value for c in at.sidebar.caption]
+    at.sidebar.button(key="sign_out").click().run()
+    assert at.title[0].value == "Sign in"
+    assert data.TOKEN_KEY not in at.session_state
+
+
+def test_a_first_sign_in_must_choose_a_new_password(world, configure):
+    with psycopg.connect(world["url"]) as conn:
+        add_person(conn, "rookie", {1: "viewer"}, password="temporary-pass",
+                   must_change=True)
+    configure(world["api"].url, session_token(world["api"].url, "rookie", "temporary-pass"),
+              dashboard_language="en")
     at = open_page()
-    assert "tidefield keys create" in at.error[0].value
+    assert at.title[0].value == "Choose a new password" and not at.metric
+    at.text_input(key="pw_current").input("temporary-pass")
+    at.text_input(key="pw_new").input("a phrase of my own choosing")
+    at.text_input(key="pw_again").input("a phrase of my own choosing")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.title[0].value == "Site overview"
+
+
+def test_two_people_of_two_companies_each_see_their_own(pg_cluster, db_url, configure):
+    fleet = seed_fleet(db_url, hours=2)
+    with psycopg.connect(db_url) as conn:
+        # the seeded fleet's farm (greenhouse) is A's, its ocean cage farm B's
+        companies = two_companies(conn, a_kind="greenhouse", b_kind="cage_farm")
+    assert fleet.farm.id in companies.a_sites and fleet.ocean.id in companies.b_hidden
+    with ApiServer(db_url) as api:
+        seen = {}
+        for person, own in (("anna", [*companies.a_sites, companies.granted]),
+                            ("bob", companies.b_sites)):
+            configure(api.url, session_token(api.url, person), dashboard_language="en")
+            at = open_page()
+            plotted = {p["id"] for p in deck_sites(at)}
+            assert plotted == set(own), person
+            assert metric_value(at, "Sites") == str(len(own))
+            alerts = open_page("app_pages/alerts.py")
+            listed = set(frame_of(alerts)["Site"]) if alerts.dataframe else set()
+            seen[person] = (plotted, listed)
+        # anna's company reads the site of B it was granted, and no other of B's
+        anna_alerts = seen["anna"][1]
+        assert not any(fleet.ocean.name_en in s for s in anna_alerts)
+        assert any(fleet.ocean.name_en in s for s in seen["bob"][1])
+        # and a link to B's alert shows anna nothing of it
+        configure(api.url, session_token(api.url, "anna"), dashboard_language="en")
+        at = open_page("app_pages/alerts.py", alert=str(fleet.alert_ids["hypoxia"]))
+        assert not any(fleet.ocean.name_en in (s.value or "") for s in at.subheader)
+
+
+def test_the_admin_page_lists_people_and_the_audit_log(world, configure):
+    with psycopg.connect(world["url"]) as conn:
+        add_person(conn, "chief", {1: "admin"})
+    configure(world["api"].url, session_token(world["api"].url, "chief"),
+              dashboard_language="en")
+    at = open_page("app_pages/admin.py")
+    assert not at.exception
+    assert at.title[0].value == "People and the audit log"
+    people = frame_of(at, 0)
+    assert {"chief", "duty-officer"} <= set(people["User name"])
+    log = frame_of(at, 1)
+    assert "sign_in.succeeded" in set(log["action"]) and "chief" in set(log["actor"])
+    at.text_input(key="audit_action").input("sign_in.*").run()
+    assert set(frame_of(at, 1)["action"]) <= {"sign_in.succeeded", "sign_in.failed",
+                                              "sign_in.locked"}
+    assert [b.label for b in at.get("download_button")] == ["Download CSV"]
+
+
+def test_the_admin_page_is_not_offered_to_an_operator(world, configure):
+    configure(world["api"].url, world["key"], dashboard_language="en")
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        open_page("app_pages/admin.py")  # not registered for this person

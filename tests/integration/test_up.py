@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -114,6 +115,16 @@ def test_up_runs_the_platform_and_stops_cleanly():
     try:
         up.wait(lambda: httpx.get(f"{up.api}/healthz", timeout=2).status_code == 200
                 and (up.data / "operator.key").exists(), 240, "the API")
+        # the platform admin's first sign-in is printed; it must choose a new password
+        first = re.search(r"sign in\s+as admin with the temporary password (\S+)",
+                          up.output())
+        assert first, up.output()[-3000:]
+        signed = httpx.post(f"{up.api}/api/v1/auth/sign-in", timeout=30, json={
+            "username": "admin", "password": first.group(1)}).json()
+        assert signed["must_change_password"] is True and signed["me"]["platform_admin"]
+        assert (up.data / "first-sign-in.txt").stat().st_mode & 0o077 == 0
+        demos = (up.data / "first-sign-in.txt").read_text()
+        assert "greenhouse.operator" in demos and "demo-cage-farm" in demos
         # readings flow: the newest reading of a site moves forward
         site = "oc-001"
         first = up.wait(lambda: _newest_reading(up, site), 120, "a first live reading")

@@ -177,7 +177,7 @@ def test_an_unreachable_api_is_retryable():
     assert caught.value.status is None and "unreachable" in caught.value.message
 
 
-def test_lists_follow_cursors_and_send_the_key():
+def test_lists_follow_cursors_and_send_the_credential():
     seen = []
 
     def pages(request):
@@ -188,7 +188,7 @@ def test_lists_follow_cursors_and_send_the_key():
         return httpx.Response(200, json={"items": [{"id": "b"}], "next_cursor": None})
 
     assert [s["id"] for s in _client(pages).sites(kind="orchard")] == ["a", "b"]
-    assert all(r.headers["X-API-Key"] == "tf_a_b" for r in seen)
+    assert all(r.headers["Authorization"] == "Bearer tf_a_b" for r in seen)
     assert seen[0].url.params["kind"] == "orchard" and seen[0].url.params["limit"] == "1000"
 
 

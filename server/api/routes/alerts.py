@@ -7,10 +7,18 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from tidefield.server.security.api_keys import Principal
-from tidefield.server.web.deps import ConnDep, Operator, ReadConnDep, Reader, check_site
+from tidefield.server.security import audit
+from tidefield.server.security.api_keys import Principal, Scope
+from tidefield.server.web.deps import (
+    ConnDep,
+    Operator,
+    ReadConnDep,
+    Reader,
+    check_site,
+    client_address,
+)
 
 from ..models import (
     ERRORS,
@@ -105,14 +113,17 @@ def get_alert(alert_id: AlertId, conn: ReadConnDep, principal: Reader) -> AlertD
                  "description": "the alert is closed or already acknowledged"}},
              summary="Acknowledge an open alert (operate scope)")
 def acknowledge(alert_id: AlertId, body: Acknowledgement, conn: ConnDep,
-                principal: Operator) -> AlertDetail:
-    """Records who acknowledged it and when; the detector still closes it when the
-    condition clears."""
+                principal: Operator, request: Request) -> AlertDetail:
+    """Records who acknowledged it and when (and in the audit log, from where); the
+    detector still closes it when the condition clears. Needs the operator role (or the
+    operate scope) on the alert's site: a site only granted for reading is not enough."""
     with conn.transaction():
         row = conn.execute("SELECT site_id, state, acknowledged_by FROM alerts WHERE id = %s "
                            "FOR UPDATE", (alert_id,)).fetchone()
         if row is None or not principal.may_see(row[0]):
             raise HTTPException(404, f"no alert {alert_id}")
+        if not principal.may_act(Scope.OPERATE, row[0]):
+            raise HTTPException(403, f"no operate right on site {row[0]} (read only)")
         if row[1] != "open":
             who = f" by {row[2]}" if row[2] else ""
             raise HTTPException(409, f"alert {alert_id} is {row[1]}{who}")
@@ -123,4 +134,8 @@ def acknowledge(alert_id: AlertId, body: Acknowledgement, conn: ConnDep,
         conn.execute("""INSERT INTO alert_events (alert_id, action, actor, note)
                         VALUES (%s, 'acknowledged', %s, %s)""",
                      (alert_id, principal.name, comment))
+        audit.record(conn, actor=principal, action="alert.acknowledged",
+                     target=f"alert:{alert_id}", site_id=row[0], before={"state": "open"},
+                     after={"state": "acknowledged", "comment": comment},
+                     source_address=client_address(request))
     return _alert_detail(conn, alert_id, principal)
