@@ -148,9 +148,15 @@ class PostgresCluster:
         return self._run("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0
 
     def stop(self, mode: str = "fast", timeout: float = 60) -> None:
-        if self.running():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t",
-                      str(int(timeout)), "stop", timeout=timeout + 10)
+        if not self.running():
+            return
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t",
+                           str(int(timeout)), "stop", check=False, timeout=timeout + 10)
+        # The server may have been stopping already (a signal to our whole process group
+        # reaches the postmaster too) and be gone before pg_ctl looked: that is stopped.
+        if result.returncode != 0 and self.running():
+            raise ServiceError(f"pg_ctl stop failed ({result.returncode}): "
+                               f"{result.stderr.strip() or result.stdout.strip()}")
 
     def restart(self) -> None:
         self.stop()

@@ -127,7 +127,9 @@ class Replica:
         log.warning("replica of the primary serving reads on port %d", self.cluster.port)
         try:
             while not stop.wait(WATCH_S):
-                if not self.cluster.running():
+                # a stop signal to our process group reaches the standby too: stopping then
+                # is no death
+                if not self.cluster.running() and not stop.is_set():
                     log.error("the replica's server stopped; see %s", self.cluster.log_file)
                     return 1
         finally:
