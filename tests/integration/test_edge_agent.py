@@ -22,8 +22,8 @@ from tidefield.edge.config import parse_config
 from tidefield.edge.queue import DiskQueue
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.catalog import AGENT_METRICS
-from tidefield.protocol.messages import Batch, DeviceState, Status
-from tidefield.protocol.topics import Channel, parse_topic
+from tidefield.protocol.messages import Batch, DeviceState, Receipt, Status
+from tidefield.protocol.topics import Channel, parse_topic, receipt_topic
 from tidefield.server.embedded import MosquittoBroker, free_port
 
 from .test_edge_modbus import Sim, matches, sim
@@ -37,15 +37,17 @@ def sim_modbus() -> Sim:
 class Watcher:
     """Everything published under tf/v1/{site}/#, decoded as it arrives (a plain paho
     client, as any consumer would be). ``persistent``: the broker keeps the session and
-    queues for it while the connection is down."""
+    queues for it while the connection is down. ``receipts``: it answers each batch with
+    a receipt, as ingest does after its commit (the agent keeps batches until then)."""
 
     def __init__(self, address: mqtt.BrokerAddress | str, site: str, *,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, receipts: bool = True) -> None:
         self.address = mqtt.parse_mqtt_url(address) if isinstance(address, str) else address
         self.site = site
         self.batches: list[Batch] = []
         self.statuses: list[Status] = []
         self.rejected: list = []
+        self.receipts = receipts
         self._subscribed = threading.Event()
         self.client = mqtt.new_client(f"watch-{site}-{uuid.uuid4().hex[:8]}", self.address)
         self.client.reconnect_delay_set(0.1, 1)
@@ -73,6 +75,10 @@ class Watcher:
                                          now_ms=int(time.time() * 1000))
             self.rejected += decoded.rejected
             self.batches.append(decoded.batch)
+            if self.receipts:
+                receipt = Receipt(decoded.site, decoded.device, ((decoded.seq, decoded.seq),))
+                client.publish(receipt_topic(decoded.site, decoded.device),
+                               codec.encode_receipt(receipt), qos=1)
 
     def of(self, device: str) -> list[Batch]:
         return [b for b in list(self.batches) if b.device == device]
@@ -229,7 +235,7 @@ def test_a_clean_stop_sends_what_is_queued(broker, sim_modbus: Sim, tmp_path, ru
     watcher.close()
     assert len(produced) >= 3 * 10
     assert watcher.readings(device) == set(produced)
-    # what the broker acknowledged left the disk queue
+    # what the receipts named left the disk queue
     with sqlite3.connect(tmp_path / "queue.db") as db:
         assert db.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
 
