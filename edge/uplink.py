@@ -159,6 +159,11 @@ class Publisher:
         self._acked: list[tuple[str, int]] = []  # acknowledged, not deleted yet
         self._acked_since = 0.0
 
+    @property
+    def unreceipted(self) -> int:
+        """Batches the broker acknowledged that await ingest's receipt."""
+        return len(self._awaiting)
+
     # --- the connection loop ------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
