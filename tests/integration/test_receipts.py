@@ -16,10 +16,14 @@ import psycopg
 import pytest
 
 from tidefield.edge.agent import Agent
+from tidefield.protocol import mqtt
+from tidefield.protocol.registry import load_sites
+from tidefield.sim.fleet_publisher import FleetPublisher
 
 from ..support.processes import IngestService
 from .test_edge_agent import Running, edge_config, short_retries
 from .test_edge_modbus import Sim, sim
+from .test_ingest_service import _expected, _known_batches
 from .test_ingest_store import rollups_match_raw
 
 SITE = "ag-001"
@@ -168,6 +172,35 @@ def test_kill_9_of_the_database_mid_burst_and_of_ingest(pg_cluster, db_url, own_
     assert sorted(stored(db_url)) == sorted(produced)  # none lost, none doubled
     with psycopg.connect(db_url) as conn:
         rollups_match_raw(conn)
+        missing = conn.execute("SELECT coalesce(sum(missing_batches), 0) "
+                               "FROM device_sequence_gaps").fetchone()[0]
+    assert missing == 0
+
+
+def test_the_simulated_fleet_resends_what_a_killed_broker_forgot(db_url, own_broker,
+                                                                  tmp_path):
+    sites = load_sites()[:6]
+    batches = _known_batches(sites, n_per_device=10, per_batch=4, seed=5)
+    ingest = IngestService(db_url, own_broker.url, tmp_path / "ingest", workers=1)
+    ingest.wait_healthy()
+    ingest.stop()  # held back: the broker keeps the backlog, in memory
+    publisher = FleetPublisher(mqtt.parse_mqtt_url(own_broker.url), sites,
+                               receipts=True, receipt_timeout_s=1.0)
+    try:
+        publisher.start()
+        publisher.publish(batches)  # every PUBACK is in
+        assert publisher.unreceipted == len(batches)
+        kill_9(own_broker)
+        own_broker.start()
+        ingest = IngestService(db_url, own_broker.url, tmp_path / "ingest", workers=1)
+        ingest.wait_healthy()
+        assert publisher.drain(60), f"{publisher.unreceipted} batches without a receipt"
+    finally:
+        publisher.stop(offline=False)
+        ingest.stop()
+    assert publisher.stats.resent > 0
+    assert sorted(stored(db_url)) == _expected(batches)
+    with psycopg.connect(db_url) as conn:
         missing = conn.execute("SELECT coalesce(sum(missing_batches), 0) "
                                "FROM device_sequence_gaps").fetchone()[0]
     assert missing == 0
