@@ -387,3 +387,47 @@ def test_tls_and_password(sim_modbus: Sim, tmp_path, running, fast_retries, capl
     assert refusals and all("refused the connection" in m for m in refusals)
     assert all("Not authorized" in m or "Bad user name or password" in m for m in refusals)
     assert len(refusals) <= 4  # asked again every REFUSED_RETRY_S, not hammered
+
+
+def test_a_batch_stays_on_disk_until_a_receipt_names_it(broker, sim_modbus: Sim, tmp_path,
+                                                         running):
+    """PUBACKs alone delete nothing: without receipts the batches go again after their
+    timeout (doubling); a receipt, when it comes, empties the queue."""
+    device = "ag-001-soil"
+    silent = Watcher(broker.url, "ag-001", receipts=False)
+    config = edge_config(tmp_path, broker.url, "ag-001",
+                         [sim_modbus.driver(device, interval_s=0.1)],
+                         publish={"receipt_timeout_s": 0.5})
+    agent = running(Agent(config))
+    silent.wait(lambda: len(silent.of(device)) >= 5, 10, "batches")
+    agent.stop_producers()
+    time.sleep(3)
+    assert agent.queue.stats().depth > 0  # acknowledged by the broker, kept on disk
+    seqs = [b.seq for b in silent.of(device)]
+    assert len(seqs) > len(set(seqs))  # sent again for want of a receipt
+    assert agent.publisher.resent > 0
+    answering = Watcher(broker.url, "ag-001")
+    answering.wait(lambda: agent.queue.stats().depth == 0, 20, "receipts emptying the queue")
+    assert {b.seq for b in answering.of(device)} <= set(seqs)  # re-sends, nothing new
+    agent.stop()
+    silent.close()
+    answering.close()
+
+
+def test_an_agent_without_receipts_deletes_a_batch_on_its_puback(broker, sim_modbus: Sim,
+                                                                 tmp_path, running):
+    """publish.receipts false: as agents before receipts did (a server that sends none)."""
+    device = "ag-001-soil"
+    silent = Watcher(broker.url, "ag-001", receipts=False)
+    config = edge_config(tmp_path, broker.url, "ag-001",
+                         [sim_modbus.driver(device, interval_s=0.1)],
+                         publish={"receipts": False, "receipt_timeout_s": 0.5})
+    agent = running(Agent(config))
+    silent.wait(lambda: len(silent.of(device)) >= 5, 10, "batches")
+    agent.stop_producers()
+    silent.wait(lambda: agent.queue.stats().depth == 0, 10, "PUBACKs emptying the queue")
+    time.sleep(1.5)
+    seqs = [b.seq for b in silent.of(device)]
+    assert len(seqs) == len(set(seqs))  # nothing went twice
+    agent.stop()
+    silent.close()
