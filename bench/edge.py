@@ -200,10 +200,17 @@ def footprint(proc: subprocess.Popen, warmup: float, seconds: float,
     return rss, peak, statistics.median(shares), mean, arrived / (wall0 - wall_start)
 
 
-def run_agent(folder: Path, broker_url: str, drivers: list[dict]) -> subprocess.Popen:
+def run_agent(folder: Path, broker_url: str, drivers: list[dict],
+              receipts: bool = True) -> subprocess.Popen:
     return start_agent(folder, {"site": SITE, "broker": {"url": broker_url},
                                 "queue": {"path": str(folder / "queue.db")},
+                                "publish": {"receipts": receipts},
                                 "drivers": drivers})
+
+
+def run_agent_without_receipts(folder: Path, broker_url: str,
+                               drivers: list[dict]) -> subprocess.Popen:
+    return run_agent(folder, broker_url, drivers, receipts=False)
 
 
 def run_bare_poller(folder: Path, broker_url: str, drivers: list[dict]) -> subprocess.Popen:
@@ -365,6 +372,8 @@ def main() -> None:
             for label, start, fast in (
                     ("agent, idle (catalog intervals)", run_agent, False),
                     ("agent, 100 readings/s", run_agent, True),
+                    ("agent, 100 readings/s, receipts off", run_agent_without_receipts,
+                     True),
                     ("bare poller, 100 readings/s", run_bare_poller, True)):
                 print(f"measuring {label} for {args.seconds:.0f} s...", flush=True)
                 proc = start(scratch("tidefield-bench-edge-"), broker.url,

@@ -409,6 +409,12 @@ class DiskQueue:
                         start = i
             return batches
 
+    def devices(self) -> list[str]:
+        """Every device the queue has held readings of (its readings may be from a run
+        with another config)."""
+        with self._lock:
+            return sorted(self._device_names.values())
+
     def handed_out(self) -> list[tuple[str, int]]:
         """(device, seq) of every batch handed out and not acknowledged, by device, then
         seq: what ``unacked`` returns, without holding every reading in memory (a

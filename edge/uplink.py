@@ -254,9 +254,9 @@ class Publisher:
             birth = Status(self._site, device, DeviceState.ONLINE, now_ms,
                            max(1, math.ceil(interval_s)))
             self._publish_status(session, birth)
-        if self._receipts:
-            client.subscribe([(receipt_topic(self._site, device), 1)
-                              for device in sorted(self._devices)])
+        if self._receipts:  # the queue may hold devices of an earlier config too
+            devices = sorted({*self._devices, *self._queue.devices()})
+            client.subscribe([(receipt_topic(self._site, device), 1) for device in devices])
             self._awaiting.clear()  # all of them are sent again, just below
             self._early.clear()
         handed_out = self._queue.handed_out()

@@ -68,6 +68,12 @@ class MosquittoBroker:
         lines += self.extra_conf
         self.conf_file.write_text("\n".join(lines) + "\n")
 
+    def prepare(self) -> list[str]:
+        """Write the config; the command that runs the broker in the foreground, for a
+        supervisor to run and restart."""
+        self._write_conf()
+        return [self.binary, "-c", str(self.conf_file)]
+
     def start(self, timeout: float = 15) -> None:
         if self.running():
             return
