@@ -424,6 +424,15 @@ class Publisher:
                 done.append(key)
             self._early.update(k for k in in_flight
                                if k[0] == receipt.device and receipt.covers(k[1]))
+            if session.resend:  # due to go again, but here is its receipt after all
+                covered = [k for k in session.resend
+                           if k[0] == receipt.device and receipt.covers(k[1])]
+                if covered:
+                    gone = set(covered)
+                    session.resend = deque(k for k in session.resend if k not in gone)
+                    for key in covered:
+                        self._sends.pop(key, None)
+                    done += covered
         session.receipts.clear()
         self._note_done(done, time.monotonic())
 
