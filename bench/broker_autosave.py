@@ -94,6 +94,10 @@ def publish(url: str, messages: list[bytes], rate: float | None) -> float:
             if delay > 0:
                 time.sleep(delay)
         infos.append(client.publish("tf/v1/oc-001/oc-001-sonde/up", payload, qos=1))
+        if len(infos) >= 1000:  # a window of our own, so paho's queue stays small
+            for info in infos[:500]:
+                info.wait_for_publish(60)
+            del infos[:500]
     for info in infos:
         info.wait_for_publish(60)
     elapsed = time.perf_counter() - started

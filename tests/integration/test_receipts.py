@@ -18,8 +18,10 @@ import pytest
 from tidefield.edge.agent import Agent
 from tidefield.protocol import mqtt
 from tidefield.protocol.registry import load_sites
+from tidefield.server.embedded import MosquittoBroker
 from tidefield.sim.fleet_publisher import FleetPublisher
 
+from ..conftest import scratch_dir
 from ..support.processes import IngestService
 from .test_edge_agent import Running, edge_config, short_retries
 from .test_edge_modbus import Sim, sim
@@ -79,14 +81,28 @@ def spied_agent(config) -> tuple[Agent, list[tuple[str, str, int, float]]]:
     return agent, produced
 
 
+@pytest.fixture
+def forgetful_broker():
+    """A broker that saves its persistence file only at a clean stop (an hour between
+    autosaves): a SIGKILL then loses everything it acknowledged, every time, rather than
+    what came since its last save, which would make what is tested depend on timing."""
+    broker = MosquittoBroker(scratch_dir("tidefield-test-mqtt-"),
+                             extra_conf=["autosave_interval 3600"])
+    broker.start()
+    yield broker
+    broker.stop()
+
+
 def kill_9(broker) -> None:
     broker.proc.send_signal(signal.SIGKILL)
     broker.proc.wait(10)
 
 
 @pytest.mark.parametrize("receipts", [True, False], ids=["receipts", "puback-only"])
-def test_a_broker_killed_with_a_backlog_loses_nothing(db_url, own_broker, sim_modbus: Sim,
-                                                      tmp_path, running, receipts):
+def test_a_broker_killed_with_a_backlog_loses_nothing(db_url, forgetful_broker,
+                                                      sim_modbus: Sim, tmp_path, running,
+                                                      receipts):
+    own_broker = forgetful_broker
     ingest = IngestService(db_url, own_broker.url, tmp_path / "ingest", workers=1)
     ingest.wait_healthy()
     ingest.stop()  # held back: its persistent session makes the broker keep a backlog
@@ -177,8 +193,9 @@ def test_kill_9_of_the_database_mid_burst_and_of_ingest(pg_cluster, db_url, own_
     assert missing == 0
 
 
-def test_the_simulated_fleet_resends_what_a_killed_broker_forgot(db_url, own_broker,
+def test_the_simulated_fleet_resends_what_a_killed_broker_forgot(db_url, forgetful_broker,
                                                                   tmp_path):
+    own_broker = forgetful_broker
     sites = load_sites()[:6]
     batches = _known_batches(sites, n_per_device=10, per_batch=4, seed=5)
     ingest = IngestService(db_url, own_broker.url, tmp_path / "ingest", workers=1)
