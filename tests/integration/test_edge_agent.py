@@ -22,7 +22,7 @@ from tidefield.edge.config import parse_config
 from tidefield.edge.queue import DiskQueue
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.catalog import AGENT_METRICS
-from tidefield.protocol.messages import Batch, DeviceState, Receipt, Status
+from tidefield.protocol.messages import Batch, DeviceState, Reading, Receipt, Status
 from tidefield.protocol.topics import Channel, parse_topic, receipt_topic
 from tidefield.server.embedded import MosquittoBroker, free_port
 
@@ -431,3 +431,21 @@ def test_an_agent_without_receipts_deletes_a_batch_on_its_puback(broker, sim_mod
     assert len(seqs) == len(set(seqs))  # nothing went twice
     agent.stop()
     silent.close()
+
+
+def test_a_backlog_of_devices_no_longer_configured_is_receipted_too(broker, tmp_path,
+                                                                    running):
+    """The agent subscribes to the receipts of every device its queue holds, not only of
+    those its config has now (a backlog left by an earlier config drains to empty)."""
+    now = int(time.time() * 1000)
+    with DiskQueue(tmp_path / "queue.db", site="ag-001") as queue:
+        for device in ("ag-001-soil", "ag-001-wx"):
+            queue.put(device, [Reading("soil_moisture", now - i * 1000, 20.0 + i % 7)
+                               for i in range(1200)])
+    watcher = Watcher(broker.url, "ag-001")
+    agent = running(Agent(edge_config(tmp_path, broker.url, "ag-001", [])))
+    watcher.wait(lambda: len(watcher.readings("ag-001-soil")) == 1200
+                 and len(watcher.readings("ag-001-wx")) == 1200, 20, "the backlog")
+    watcher.wait(lambda: agent.queue.stats().depth == 0, 20, "receipts emptying the queue")
+    agent.stop()
+    watcher.close()
