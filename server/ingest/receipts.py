@@ -23,6 +23,8 @@ from tidefield.protocol import codec
 from tidefield.protocol.messages import Receipt
 from tidefield.protocol.topics import receipt_topic
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 # How often a device may get a receipt: a busy device gets at most 1 / this per second.
@@ -81,5 +83,7 @@ class ReceiptBook:
                              for seq in range(first, last + 1)]
         if kept:  # not connected: they go with the next flush
             self.note(kept)
+            metrics.RECEIPTS.labels("deferred").inc(len({(s, d) for s, d, _ in kept}))
         self.sent += sent
+        metrics.RECEIPTS.labels("sent").inc(sent)
         return sent

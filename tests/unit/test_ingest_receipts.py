@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from tidefield.protocol import codec
 from tidefield.protocol.topics import parse_topic
 from tidefield.server.ingest.receipts import ReceiptBook
@@ -51,15 +53,22 @@ def test_receipts_not_taken_while_disconnected_go_with_the_next_flush():
             sent.append((topic, payload))
         return connected
 
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("tidefield_ingest_receipts_total",
+                                         {"outcome": outcome}) or 0.0
+
     clock = Clock()
     book = ReceiptBook(publish, interval_s=0.25, clock=clock)
     book.note([("oc-001", "oc-001-sonde", s) for s in (1, 2, 3, 9)])
     clock.now += 1
+    deferred, sent_before = counted("deferred"), counted("sent")
     assert book.flush() == 0 and book.waiting == 1
+    assert counted("deferred") == deferred + 1
     connected = True
     book.note([("oc-001", "oc-001-sonde", 4)])
     clock.now += 1
     assert book.flush() == 1
+    assert counted("sent") == sent_before + 1
     assert decoded(sent)["oc-001-sonde"].stored == ((1, 4), (9, 9))
 
 
