@@ -1,10 +1,15 @@
 """`tidefield up`: the whole platform on one machine, started in order and stopped in
 reverse.
 
+0. The data folder's lock (``server.instance``): a second `tidefield up` on the same
+   folder waits for the first to let go (``up_lock_wait_s``) or refuses, and servers an
+   instance killed with `kill -9` left running are stopped first.
 1. Services: PostgreSQL+TimescaleDB and Mosquitto, embedded under ``settings.data_dir``
    (initialised on first use, reused after) unless ``TIDEFIELD_DATABASE_URL`` /
-   ``TIDEFIELD_MQTT_URL`` point to existing ones. Migrations, the site registry, and the
-   operator's API key (created once, kept in ``data_dir/operator.key``).
+   ``TIDEFIELD_MQTT_URL`` point to existing ones. Both run in the foreground as the
+   supervisor's first children (``database``, ``broker``), so one that dies is restarted
+   with backoff like any other part, and stopped last. Migrations, the site registry, and
+   the operator's API key (created once, kept in ``data_dir/operator.key``).
 2. Processes, supervised (``supervisor.Supervisor``), in the order of ``COMPONENTS``:
    ingest workers, the API, the dashboard, the live simulated fleet, and, once the
    backfill is written, the detector (so it scores history in time order before live
@@ -17,13 +22,14 @@ reverse.
    bar, while the live parts already run.
 
 Stopping (Ctrl-C, SIGTERM): the processes in reverse order, then the broker, then the
-database; nothing is left running.
+database; nothing is left running, and then the lock goes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import ssl
 import sys
 import threading
@@ -31,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import psycopg
@@ -40,6 +47,8 @@ from tidefield.protocol.units import DAY_MS
 from tidefield.server.db.migrate import migrate
 from tidefield.server.db.registry import load_registry
 from tidefield.server.embedded import MosquittoBroker, PostgresCluster
+from tidefield.server.embedded.ports import port_open
+from tidefield.server.instance import reap_orphans, take_lock
 from tidefield.server.ops import wiring as ops
 from tidefield.server.security.bootstrap import FirstSignIn
 from tidefield.server.security.wiring import EmbeddedBroker, client_ca_file, prepare_embedded_broker
@@ -49,6 +58,9 @@ from tidefield.server.supervisor import Child, Supervisor
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0  # first start compiles Numba kernels and imports Streamlit
+SERVICE_READY_TIMEOUT_S = 120.0  # a database recovering after a crash replays its WAL
+# the embedded servers are restarted for as long as they die no faster than this allows
+SERVICE_MAX_RESTARTS = 20
 OPERATOR_KEY_FILE = "operator.key"
 FIRST_SIGN_IN_FILE = "first-sign-in.txt"
 STATE_FILE = "up.json"
@@ -57,6 +69,11 @@ STATE_FILE = "up.json"
 def _http_ok(url: str, ca_file: str | None = None) -> Callable[[], bool]:
     verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
     return lambda: httpx.get(url, timeout=2, verify=verify).status_code == 200
+
+
+def _http_health(url: str, ca_file: str | None) -> dict[str, str]:
+    """How `tidefield status` checks a part that answers HTTP."""
+    return {"http": url, **({"ca_file": ca_file} if ca_file else {})}
 
 
 def _python(*args: str) -> list[str]:
@@ -79,7 +96,8 @@ def _ingest(p: Platform) -> Child:
     url = f"{p.http_scheme}://{s.ingest_host}:{s.ingest_port}"
     return Child("ingest", _python("tidefield.cli", "ingest"),
                  env=p.child_env(mqtt_login="ingest"),
-                 ready=_http_ok(f"{url}/healthz", p.ca_file), url=url)
+                 ready=_http_ok(f"{url}/healthz", p.ca_file), url=url,
+                 health=_http_health(f"{url}/healthz", p.ca_file))
 
 
 def _api(p: Platform) -> Child:
@@ -87,7 +105,8 @@ def _api(p: Platform) -> Child:
     if p.settings.up_replica:  # reads go to the replica (to the primary while it is down)
         env["TIDEFIELD_DATABASE_READ_URL"] = ops.replica_url(p.settings)
     return Child("api", _python("tidefield.cli", "api"), env=env,
-                 ready=_http_ok(f"{p.api_url}/healthz", p.ca_file), url=f"{p.api_url}/docs")
+                 ready=_http_ok(f"{p.api_url}/healthz", p.ca_file), url=f"{p.api_url}/docs",
+                 health=_http_health(f"{p.api_url}/healthz", p.ca_file))
 
 
 def _backup(p: Platform) -> Child:
@@ -96,7 +115,7 @@ def _backup(p: Platform) -> Child:
 
 def _replica(p: Platform) -> Child:
     return Child("replica", _python("tidefield.cli", "replica", "run"), env=p.child_env(),
-                 url=ops.replica_url(p.settings))
+                 url=ops.replica_url(p.settings), health={"postgres": ops.replica_url(p.settings)})
 
 
 def _dashboard(p: Platform) -> Child:
@@ -107,7 +126,9 @@ def _dashboard(p: Platform) -> Child:
                       "TIDEFIELD_DASHBOARD_HOST": "127.0.0.1",
                       "TIDEFIELD_DASHBOARD_PORT": str(s.dashboard_port)},
                  ready=_http_ok(f"http://127.0.0.1:{s.dashboard_port}/_stcore/health"),
-                 url=f"http://127.0.0.1:{s.dashboard_port}")
+                 url=f"http://127.0.0.1:{s.dashboard_port}",
+                 health=_http_health(f"http://127.0.0.1:{s.dashboard_port}/_stcore/health",
+                                     None))
 
 
 def _fleet(p: Platform) -> Child:
@@ -154,17 +175,37 @@ class Platform:
         self.supervisor = supervisor or Supervisor(state_file=self.data_dir / STATE_FILE)
         self._postgres: PostgresCluster | None = None
         self._broker: MosquittoBroker | None = None
+        self._lock: IO[str] | None = None  # the data folder's, while this instance runs
 
     # --- start --------------------------------------------------------------------------
 
-    def start_services(self) -> None:
+    def take_data_dir(self) -> None:
+        """The data folder's lock (waiting for an instance still stopping), then the
+        servers a killed instance left behind are stopped."""
+        say = lambda text: self.supervisor.say("up", text)  # noqa: E731
+        self._lock = take_lock(self.data_dir, self.settings.up_lock_wait_s, say)
+        reap_orphans(self.data_dir, self.data_dir / STATE_FILE, say)
+
+    def _start_service(self, child: Child, stop: threading.Event | None) -> None:
+        supervisor = self.supervisor
+        supervisor.add(child)
+        supervisor.start(child)
+        if not supervisor.wait_ready(child, SERVICE_READY_TIMEOUT_S,
+                                     stop or threading.Event()):
+            raise RuntimeError(f"{child.name} did not start; see its output above")
+
+    def start_services(self, stop: threading.Event | None = None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.database_url is None:
-            self._postgres = PostgresCluster(self.data_dir / "postgres",
-                                             port=self.settings.embedded_pg_port,
-                                             conf=ops.primary_conf(self.settings, self.data_dir))
-            self._postgres.start()
-            self.database_url = self._postgres.create_database("tidefield")
+            self._postgres = postgres = PostgresCluster(
+                self.data_dir / "postgres", port=self.settings.embedded_pg_port,
+                conf=ops.primary_conf(self.settings, self.data_dir))
+            self._start_service(Child(
+                "database", postgres.prepare(), ready=postgres.accepting,
+                url=postgres.url(), health={"postgres": postgres.url()},
+                max_restarts=SERVICE_MAX_RESTARTS,
+                stop_signal=signal.SIGINT), stop)  # fast shutdown, not "smart"
+            self.database_url = postgres.create_database("tidefield")
         if ops.archives(self.settings):
             self.backup_repo = ops.prepare_repository(self.settings, self.data_dir,
                                                       self.database_url)
@@ -177,13 +218,17 @@ class Platform:
             # Anonymous clients refused; service logins and device ACLs from the database,
             # TLS when settings.tls (tidefield.server.security).
             self._access = prepare_embedded_broker(self.settings, self.database_url)
-            self._broker = MosquittoBroker(self.data_dir / "mosquitto",
-                                           port=self.settings.embedded_mqtt_port,
-                                           extra_conf=self._access.extra_conf,
-                                           allow_anonymous=False,
-                                           tls=self._access.tls is not None)
-            self._broker.start()
-            self._access.write_service_urls(self._broker.port)
+            self._broker = broker = MosquittoBroker(self.data_dir / "mosquitto",
+                                                    port=self.settings.embedded_mqtt_port,
+                                                    extra_conf=self._access.extra_conf,
+                                                    allow_anonymous=False,
+                                                    tls=self._access.tls is not None)
+            self._start_service(Child(
+                "broker", broker.prepare(),
+                ready=lambda: port_open(broker.port), url=broker.url,
+                health={"tcp": f"127.0.0.1:{broker.port}"},
+                max_restarts=SERVICE_MAX_RESTARTS), stop)
+            self._access.write_service_urls(broker.port)
             self.mqtt_url = self._broker.url
         self.ca_file = client_ca_file(self.settings) if self.settings.tls else None
         self.supervisor.info = {"database_url": self.database_url, "mqtt_url": self.mqtt_url,
@@ -270,7 +315,8 @@ class Platform:
         """Start everything, watch it until ``stop`` is set, then stop everything."""
         supervisor = self.supervisor
         try:
-            self.start_services()
+            self.take_data_dir()
+            self.start_services(stop)
             later = []
             for component in COMPONENTS:
                 if stop.is_set():
@@ -339,14 +385,13 @@ class Platform:
     # --- stop ---------------------------------------------------------------------------
 
     def stop(self) -> None:
+        """Every child, the database and the broker last (they were started first), then
+        the lock."""
         self.supervisor.stop_all()
-        for service in (self._broker, self._postgres):
-            if service is not None:
-                try:
-                    service.stop()
-                except Exception:  # keep stopping the others
-                    log.exception("could not stop %s", type(service).__name__)
         self._broker = self._postgres = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 class _ProgressReport:

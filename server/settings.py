@@ -313,6 +313,10 @@ class UpGroup(BaseModel):
     up_fleet: bool = Field(True, description="stream the simulated fleet live")
     up_dashboard: bool = Field(True, description="run the dashboard")
     up_detector: bool = Field(True, description="run the anomaly detector")
+    up_lock_wait_s: float = Field(
+        120.0, ge=0, le=3600,
+        description="how long `tidefield up` waits for another instance in the same data "
+                    "folder (one still stopping) to let go before refusing to start")
 
 
 # --- one class per process ----------------------------------------------------------------
