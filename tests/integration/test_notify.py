@@ -1,0 +1,165 @@
+"""The notifier against real receivers: the robots' HTTP APIs (as their docs describe
+them), a real SMTP server, the signed webhook; escalation, reminders, quiet hours,
+digests, incidents and acknowledge links, each driven by the notifier's own clock."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.notify import MailBox, RobotReceiver, alert_event, open_alert
+from tidefield.server.notify import store
+from tidefield.server.notify.routing import ContactIn, GroupIn, RouteIn
+from tidefield.server.notify.service import Notifier
+from tidefield.server.notify.sink import WebhookSink
+from tidefield.server.settings import NotifierSettings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def robots() -> Iterator[RobotReceiver]:
+    receiver = RobotReceiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def hooks() -> Iterator[tuple[WebhookSink, list[dict[str, Any]]]]:
+    got: list[dict[str, Any]] = []
+    sink = WebhookSink(secrets.token_urlsafe(24), got.append).start()
+    yield sink, got
+    sink.stop()
+
+
+def settings(db_url: str, **overrides: Any) -> NotifierSettings:
+    values: dict[str, Any] = {"database_url": db_url, "notify_incident_minutes": 0,
+                              "notify_retry_initial_s": 0.2, "notify_retry_max_s": 1.0}
+    values.update(overrides)
+    return NotifierSettings(**values)
+
+
+def configure(conn: psycopg.Connection, contacts: dict[str, dict[str, Any]],
+              routes: list[dict[str, Any]], org: int = 1) -> dict[str, int]:
+    ids = {name: store.save_contact(conn, org, ContactIn(name=name, **values))
+           for name, values in contacts.items()}
+    groups = {route["group"] for route in routes}
+    members = {group: [name for name in contacts
+                       if group == "all" or name.startswith(group)] for group in groups}
+    for group in groups:
+        store.save_group(conn, org, GroupIn(name=group, members=members[group]))
+    for index, route in enumerate(routes):
+        store.save_route(conn, org, RouteIn(name=f"route{index}", **route))
+    conn.commit()
+    return ids
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+async def started(cfg: NotifierSettings, clock: Clock | None = None) -> Notifier:
+    notifier = Notifier(cfg, clock=clock or Clock())
+    await notifier.connect()
+    return notifier
+
+
+async def step(notifier: Notifier) -> int:
+    while await notifier.plan_once():
+        pass
+    return await notifier.send_all_due()
+
+
+def some_sites(conn: psycopg.Connection, n: int, kind: str = "cage_farm") -> list[str]:
+    return [r[0] for r in conn.execute("SELECT id FROM sites WHERE kind = %s ORDER BY id "
+                                       "LIMIT %s", (kind, n))]
+
+
+def test_every_channel_receives_the_alert_in_its_documented_shape(db_url, robots, hooks):
+    sink, got = hooks
+    mail = MailBox()
+    robots.dingtalk_secrets["dtoken"] = "SECdingtalksecret0123456789"
+    try:
+        with psycopg.connect(db_url) as conn:
+            configure(conn, {
+                "wecom": {"url": "wecombot://wecomkey123/", "language": "zh"},
+                "dingtalk": {"url": "dingtalk://SECdingtalksecret0123456789@dtoken/",
+                             "language": "zh"},
+                "feishu": {"url": "feishu://feishutoken123/", "language": "en"},
+                "mail": {"url": f"mailto://127.0.0.1:{mail.port}?from=tf@example.com"
+                                "&to=crew@example.com", "language": "en"},
+                "hook": {"url": sink.url, "language": "en"},
+            }, [{"group": "all"}])
+            site = some_sites(conn, 1)[0]
+            name_zh, name_en = conn.execute("SELECT name_zh, name_en FROM sites WHERE id = %s",
+                                            (site,)).fetchone()
+
+        async def scenario() -> int:
+            notifier = await started(settings(db_url, notify_robot_gateway=robots.url))
+            with psycopg.connect(db_url) as conn:
+                open_alert(conn, site)
+            try:
+                return await step(notifier)
+            finally:
+                await notifier.close()
+
+        assert run(scenario()) == 5
+        assert robots.problems == []
+        by_robot = {m.robot: m for m in robots.messages}
+        assert set(by_robot) == {"wecom", "dingtalk", "feishu"}
+        assert by_robot["wecom"].token == "wecomkey123"
+        assert name_zh in by_robot["wecom"].text and "严重" in by_robot["wecom"].text
+        assert name_zh in by_robot["dingtalk"].text
+        assert name_en in by_robot["feishu"].text and "critical" in by_robot["feishu"].text
+        assert len(mail.messages) == 1 and mail.messages[0][1] == ["crew@example.com"]
+        assert sink.refused == 0 and len(got) == 1
+        assert got[0]["site"] == site and got[0]["kind"] == "opened"
+        assert got[0]["ack_url"].startswith("http://127.0.0.1:8080/api/v1/notifications/ack/")
+        with psycopg.connect(db_url) as conn:
+            statuses = conn.execute("SELECT status, count(*) FROM notify_deliveries "
+                                    "GROUP BY status").fetchall()
+            assert statuses == [("sent", 5)]
+            assert conn.execute("SELECT count(*) FROM notify_attempts WHERE ok").fetchone()[0] == 5
+    finally:
+        mail.stop()
+
+
+def test_a_wrong_webhook_secret_is_refused_and_retried_not_dropped(db_url, hooks):
+    sink, got = hooks
+    wrong = sink.url.replace(sink.secret, "x" * 24)
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": wrong}}, [{"group": "all"}])
+        site = some_sites(conn, 1)[0]
+
+    async def scenario() -> None:
+        notifier = await started(settings(db_url))
+        try:
+            with psycopg.connect(db_url) as conn:
+                open_alert(conn, site)
+            assert await step(notifier) == 0
+        finally:
+            await notifier.close()
+
+    run(scenario())
+    assert sink.refused == 1 and got == []
+    with psycopg.connect(db_url) as conn:
+        status, attempts = conn.execute("SELECT status, attempts FROM notify_deliveries"
+                                        ).fetchone()
+        error = conn.execute("SELECT error FROM notify_attempts").fetchone()[0]
+    assert (status, attempts) == ("pending", 1)
+    assert "401" in error and sink.secret not in error and "x" * 24 not in error
