@@ -26,6 +26,7 @@ that went away is waited for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -87,8 +88,12 @@ class Notifier:
     async def connect(self) -> None:
         url = self.settings.database_url
         assert url is not None
-        self.plan_conn = await psycopg.AsyncConnection.connect(url)
-        self.send_conn = await psycopg.AsyncConnection.connect(url)
+        # autocommit: every transaction is an explicit block; a stray implicit one would
+        # hold back pg_snapshot_xmin and with it every event the planner may read
+        self.plan_conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        self.send_conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        # one statement at a time per connection: the loops share them
+        self.plan_lock = asyncio.Lock()
         self.send_lock = asyncio.Lock()
         async with self.plan_conn.transaction():
             await store.init_cursor(self.plan_conn)
@@ -107,7 +112,7 @@ class Notifier:
     # --- steps (the loops call them; tests call them with their own clock) -------------
 
     async def plan_once(self) -> int:
-        async with self.plan_conn.transaction():
+        async with self.plan_lock, self.plan_conn.transaction():
             planned = await store.plan(self.plan_conn, now=self.clock(),
                                        limit=self.settings.notify_batch,
                                        settings=self.plan_settings)
@@ -117,7 +122,7 @@ class Notifier:
 
     async def tick(self) -> None:
         now = self.clock()
-        async with self.plan_conn.transaction():
+        async with self.plan_lock, self.plan_conn.transaction():
             await store.escalate(self.plan_conn, now)
             await store.remind(self.plan_conn, now)
             await store.digest(self.plan_conn, now)
@@ -128,31 +133,30 @@ class Notifier:
         """Start sending what is due; returns the tasks started."""
         assert self.channels is not None
         now = self.clock()
-        async with self.send_lock:
-            async with self.send_conn.transaction():
-                rows = await store.due_deliveries(self.send_conn, now=now,
-                                                  limit=self.settings.notify_batch,
-                                                  busy=self.inflight)
-                groups: dict[tuple[int, int], list[Due]] = {}
-                for due in rows:
-                    group = (due.contact_id, due.alert_id if due.alert_id is not None
-                             else -due.delivery_id)
-                    if group not in self.active:
-                        groups.setdefault(group, []).append(due)
-                tokens: list[tuple[str, int, int | None, int]] = []
-                links: dict[int, str] = {}
-                for dues in groups.values():
-                    for due in dues:
-                        if due.alert_id is not None and due.state == "open" \
+        async with self.send_lock, self.send_conn.transaction():
+            rows = await store.due_deliveries(self.send_conn, now=now,
+                                              limit=self.settings.notify_batch,
+                                              busy=self.inflight)
+            groups: dict[tuple[int, int], list[Due]] = {}
+            for due in rows:
+                group = (due.contact_id, due.alert_id if due.alert_id is not None
+                         else -due.delivery_id)
+                if group not in self.active:
+                    groups.setdefault(group, []).append(due)
+            tokens: list[tuple[str, int, int | None, int]] = []
+            links: dict[int, str] = {}
+            for dues in groups.values():
+                for due in dues:
+                    if due.alert_id is not None and due.state == "open" \
                                 and due.kind in ACK_KINDS:
-                            token = secrets.token_urlsafe(16)
-                            tokens.append((token, due.alert_id, due.incident_id,
-                                           due.contact_id))
-                            links[due.delivery_id] = (
-                                f"{self.settings.notify_public_url.rstrip('/')}"
-                                f"/api/v1/notifications/ack/{token}")
-                await store.issue_tokens(self.send_conn, tokens, now + timedelta(
-                    hours=self.settings.notify_ack_hours))
+                        token = secrets.token_urlsafe(16)
+                        tokens.append((token, due.alert_id, due.incident_id,
+                                       due.contact_id))
+                        links[due.delivery_id] = (
+                            f"{self.settings.notify_public_url.rstrip('/')}"
+                            f"/api/v1/notifications/ack/{token}")
+            await store.issue_tokens(self.send_conn, tokens, now + timedelta(
+                hours=self.settings.notify_ack_hours))
         started = _Round()
         for group, dues in groups.items():
             self.active.add(group)
@@ -182,7 +186,7 @@ class Notifier:
                 error = f"invalid contact URL: {exc}"
             except ChannelError as exc:
                 error = str(exc)
-            except Exception as exc:  # noqa: BLE001  # a channel's own bug must not stop the loop
+            except Exception as exc:  # a channel's own bug must not stop the loop
                 log.exception("channel failed unexpectedly",
                               extra={"contact": due.contact_id, "channel": name})
                 error = f"{type(exc).__name__} in the channel"
@@ -216,9 +220,8 @@ class Notifier:
             batch.append(self.outcomes.get_nowait())
         if not batch:
             return 0
-        async with self.send_lock:
-            async with self.send_conn.transaction():
-                await store.record(self.send_conn, [outcome for outcome, _ in batch])
+        async with self.send_lock, self.send_conn.transaction():
+            await store.record(self.send_conn, [outcome for outcome, _ in batch])
         for outcome, group in batch:
             self.inflight.discard(outcome.delivery_id)
             if group is not None:
@@ -255,10 +258,8 @@ class Notifier:
                 await self.close()
                 self.inflight.clear()
                 self.active.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), RETRY_DB_S)
-                except TimeoutError:
-                    pass
             else:
                 break
         await self.close()
@@ -267,28 +268,22 @@ class Notifier:
         async def every(seconds: float, step: Callable[[], object]) -> None:
             while not stop.is_set():
                 await step()  # type: ignore[misc]  # each step is a coroutine function
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), seconds)
-                except TimeoutError:
-                    pass
 
         async def planner() -> None:
             while not stop.is_set():
                 planned = await self.plan_once()
                 if planned < self.settings.notify_batch:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.settings.notify_poll_s)
-                    except TimeoutError:
-                        pass
 
         async def dispatcher() -> None:
             while not stop.is_set():
                 self.wake.clear()
                 await self.dispatch()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.settings.notify_poll_s)
-                except TimeoutError:
-                    pass
 
         async def writer() -> None:
             while not stop.is_set() or self.inflight:

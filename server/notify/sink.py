@@ -36,7 +36,7 @@ class WebhookSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  # the name http.server calls
+            def do_POST(self) -> None:  # the name http.server calls
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY:
                     self._answer(413, "too large")
@@ -55,23 +55,22 @@ class WebhookSink:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: each notification is reported by ``on_notification``."""
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
+        self.host, self.port = host, int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-sink",
                                        daemon=True)
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"tfhook://{host}:{port}/?secret={self.secret}"
+        return f"tfhook://{self.host}:{self.port}/?secret={self.secret}"
 
     @property
     def address(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{self.host}:{self.port}/"
 
     def take(self, timestamp: str, signature: str, key: str, body: bytes) -> tuple[int, str]:
         if not verify(self.secret, timestamp, body, signature):

@@ -562,7 +562,7 @@ def delete(conn: psycopg.Connection, table: str, organisations: list[int] | None
            item_id: int) -> bool:
     if table not in ("notify_contacts", "notify_groups", "notify_routes"):
         raise ValueError(table)
-    row = conn.execute(f"DELETE FROM {table} WHERE id = %s AND "  # noqa: S608  # a fixed name
+    row = conn.execute(f"DELETE FROM {table} WHERE id = %s AND "  # a fixed name
                        "(%s::int[] IS NULL OR organisation_id = ANY(%s)) RETURNING id",
                        (item_id, organisations, organisations)).fetchone()
     return row is not None

@@ -5,15 +5,24 @@ digests, incidents and acknowledge links, each driven by the notifier's own cloc
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.support.notify import MailBox, RobotReceiver, alert_event, open_alert
+from tests.support.notify import (
+    MailBox,
+    NotifierProcess,
+    RobotReceiver,
+    alert_event,
+    open_alert,
+    wait_until,
+)
 from tidefield.server.notify import store
 from tidefield.server.notify.routing import ContactIn, GroupIn, RouteIn
 from tidefield.server.notify.service import Notifier
@@ -163,3 +172,114 @@ def test_a_wrong_webhook_secret_is_refused_and_retried_not_dropped(db_url, hooks
         error = conn.execute("SELECT error FROM notify_attempts").fetchone()[0]
     assert (status, attempts) == ("pending", 1)
     assert "401" in error and sink.secret not in error and "x" * 24 not in error
+
+
+# --- outages and crashes: the real `tidefield notify run` ---------------------------------
+
+# The outage is 2 minutes; the test's is this long (TIDEFIELD_TEST_NOTIFY_DOWN_S),
+# which exercises the same path: failed attempts, doubling backoff up to the retry cap,
+# every message kept, sent in order when the receiver is back.
+DOWN_S = float(os.environ.get("TIDEFIELD_TEST_NOTIFY_DOWN_S", "20"))
+
+
+def _fast(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"notify_poll_s": 0.1, "notify_retry_initial_s": 0.5,
+                              "notify_retry_max_s": 2, "notify_update_every_minutes": 0,
+                              "notify_incident_minutes": 0, "notify_tick_s": 60}
+    values.update(overrides)
+    return values
+
+
+def _kinds_by_alert(got: list[dict[str, Any]]) -> dict[int, list[str]]:
+    seen: dict[int, list[str]] = {}
+    for item in got:
+        seen.setdefault(item["alert_id"], []).append(item["kind"])
+    return seen
+
+
+def test_a_channel_down_then_back_gets_every_notification_once_in_order(db_url, tmp_path):
+    got: list[dict[str, Any]] = []
+    secret = secrets.token_urlsafe(24)
+    sink = WebhookSink(secret, got.append).start()
+    port = sink.port
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url}}, [{"group": "all"}])
+        sites = some_sites(conn, 20, kind="greenhouse") + some_sites(conn, 20)
+    notifier = NotifierProcess(db_url, tmp_path / "notify.log", **_fast())
+    try:
+        time.sleep(2)  # the notifier's cursor starts after what is there
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            first = [open_alert(conn, site) for site in sites[:10]]
+        wait_until(lambda: len(got) == 10, 30, "the first openings")
+        sink.stop()  # the channel goes down
+        down_at = time.monotonic()
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for alert_id in first:
+                alert_event(conn, alert_id, "updated")
+                alert_event(conn, alert_id, "closed")
+            later = [open_alert(conn, site) for site in sites[10:20]]
+            for alert_id in later:
+                alert_event(conn, alert_id, "updated")
+                alert_event(conn, alert_id, "closed")
+        time.sleep(max(0.0, DOWN_S - (time.monotonic() - down_at)))
+        with psycopg.connect(db_url) as conn:
+            failures = conn.execute("SELECT count(*) FROM notify_attempts WHERE NOT ok"
+                                    ).fetchone()[0]
+        assert failures > 0 and len(got) == 10
+        back = WebhookSink(secret, got.append, port=port).start()  # and back
+        try:
+            wait_until(lambda: len(got) == 60, 60, "every notification after the outage")
+            time.sleep(1)
+            assert len(got) == 60
+            assert back.received == len(back.seen)  # no message arrived twice
+            keys = [item["key"] for item in got]
+            assert len(set(keys)) == len(keys)
+            kinds = _kinds_by_alert(got)
+            assert sorted(kinds) == sorted(first + later)
+            assert all(k == ["opened", "updated", "closed"] for k in kinds.values()), kinds
+            assert notifier.alive()
+        finally:
+            back.stop()
+    finally:
+        notifier.stop()
+
+
+def test_kill_9_mid_burst_loses_nothing_and_repeats_nothing(db_url, tmp_path):
+    got: list[dict[str, Any]] = []
+
+    def slow_receiver(item: dict[str, Any]) -> None:
+        time.sleep(0.02)  # a receiver that takes its time, so the kill lands mid-burst
+        got.append(item)
+
+    sink = WebhookSink(secrets.token_urlsafe(24), slow_receiver).start()
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url}}, [{"group": "all"}])
+        sites = [r[0] for r in conn.execute("SELECT id FROM sites ORDER BY id LIMIT 200")]
+    settings = _fast(notify_concurrency=2)
+    notifier = NotifierProcess(db_url, tmp_path / "notify1.log", **settings)
+    try:
+        time.sleep(2)
+        with psycopg.connect(db_url) as conn:
+            alerts = []
+            for chunk in range(0, 200, 20):
+                alerts += [open_alert(conn, site) for site in sites[chunk:chunk + 20]]
+                conn.commit()
+        wait_until(lambda: len(got) >= 40, 60, "part of the burst")
+        notifier.kill()  # kill -9, mid-burst
+        assert len(got) < 200
+        notifier.stop()
+        notifier = NotifierProcess(db_url, tmp_path / "notify2.log", **settings)
+        wait_until(lambda: len(got) == 200, 90, "the rest of the burst")
+        time.sleep(1)
+        assert sorted(item["alert_id"] for item in got) == sorted(alerts)  # none lost
+        keys = [item["key"] for item in got]
+        assert len(set(keys)) == len(keys)  # none acted on twice
+        # at-least-once transport: only what was in flight at the kill may come again
+        repeats = sink.received - len(sink.seen)
+        assert repeats <= 2 * 2, repeats
+        with psycopg.connect(db_url) as conn:
+            assert conn.execute("SELECT count(*) FROM notify_deliveries WHERE status <> "
+                                "'sent'").fetchone()[0] == 0
+    finally:
+        notifier.stop()
+        sink.stop()

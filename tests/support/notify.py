@@ -23,6 +23,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,7 +57,7 @@ class RobotReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, answer = receiver.take(self.path, body)
                 data = json.dumps(answer).encode()
@@ -63,7 +67,7 @@ class RobotReceiver:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -156,7 +160,7 @@ class MailBox:
         box = self
 
         class Handler:
-            async def handle_DATA(self, server: Any, session: Any,  # noqa: N802
+            async def handle_DATA(self, server: Any, session: Any,
                                   envelope: Any) -> str:
                 box.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
                                      envelope.content.decode("utf-8", "replace")))
@@ -190,3 +194,38 @@ def alert_event(conn: psycopg.Connection, alert_id: int, action: str) -> None:
                      (alert_id,))
     conn.execute("INSERT INTO alert_events (alert_id, action, actor) "
                  "VALUES (%s, %s, 'detector')", (alert_id, action))
+
+
+class NotifierProcess:
+    """`tidefield notify run` in a subprocess (its own session, so kill -9 hits only it)."""
+
+    def __init__(self, database_url: str, log_path: Any, **settings: Any) -> None:
+        env = {**os.environ, "TIDEFIELD_DATABASE_URL": database_url,
+               "TIDEFIELD_LOG_LEVEL": "INFO"}
+        env.update({f"TIDEFIELD_{k.upper()}": str(v) for k, v in settings.items()})
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115  # closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "notify", "run"],
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        os.killpg(self.proc.pid, signum)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+        self._log.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def wait_until(condition: Any, timeout: float, what: str, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(every)
+    raise TimeoutError(f"waited {timeout} s for {what}")
