@@ -168,7 +168,7 @@ async def plan(conn: psycopg.AsyncConnection, *, now: datetime, limit: int,
     return len(events)
 
 
-def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
@@ -195,7 +195,8 @@ async def _group_incidents(conn: psycopg.AsyncConnection, opened: Sequence[Seque
         candidates = incidents.setdefault((rule, org), {})
         found: int | str | None = None
         for incident, places in candidates.items():
-            if any(_km(lat, lon, plat, plon) <= settings.incident_km for plat, plon in places):
+            if any(distance_km(lat, lon, plat, plon) <= settings.incident_km
+                   for plat, plon in places):
                 found = incident
                 break
         if found is None:

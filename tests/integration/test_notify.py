@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -283,3 +284,229 @@ def test_kill_9_mid_burst_loses_nothing_and_repeats_nothing(db_url, tmp_path):
     finally:
         notifier.stop()
         sink.stop()
+
+
+# --- escalation, reminders, quiet hours, digests, incidents, acknowledge links ------------
+
+@pytest.fixture
+def two_sinks() -> Iterator[dict[str, tuple[WebhookSink, list[dict[str, Any]]]]]:
+    made = {}
+    for name in ("duty", "boss"):
+        got: list[dict[str, Any]] = []
+        made[name] = (WebhookSink(secrets.token_urlsafe(24), got.append).start(), got)
+    yield made
+    for sink, _ in made.values():
+        sink.stop()
+
+
+def _drive(db_url: str, clock: Clock, script: Any, **overrides: Any) -> None:
+    """Run ``script(notifier)`` (a coroutine function) against a notifier on ``clock``."""
+    async def scenario() -> None:
+        notifier = await started(settings(db_url, **overrides), clock)
+        try:
+            await script(notifier)
+        finally:
+            await notifier.close()
+    run(scenario())
+
+
+async def _tick_and_send(notifier: Notifier) -> int:
+    await notifier.tick()
+    return await step(notifier)
+
+
+def test_an_unacknowledged_alert_escalates_to_the_next_tier(db_url, two_sinks):
+    duty, boss = two_sinks["duty"], two_sinks["boss"]
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"duty-phone": {"url": duty[0].url}, "boss-phone": {"url": boss[0].url}},
+                  [{"group": "duty", "escalate_after_minutes": 15},
+                   {"group": "boss", "tier": 1}])
+        site, other = some_sites(conn, 2)
+    clock = Clock()
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            left = open_alert(conn, site)
+            acked = open_alert(conn, other)
+        assert await step(notifier) == 2
+        assert len(duty[1]) == 2 and boss[1] == []
+        clock.advance(minutes=10)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("UPDATE alerts SET state = 'acknowledged' WHERE id = %s", (acked,))
+        assert await _tick_and_send(notifier) == 0  # not yet: 15 minutes
+        clock.advance(minutes=6)
+        assert await _tick_and_send(notifier) == 1
+        assert [(m["alert_id"], m["kind"], m["tier"]) for m in boss[1]] == [
+            (left, "escalation", 1)]
+        clock.advance(minutes=30)
+        assert await _tick_and_send(notifier) == 0  # once per tier
+
+    _drive(db_url, clock, script)
+
+
+def test_reminders_repeat_until_someone_acknowledges(db_url, hooks):
+    sink, got = hooks
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url}}, [{"group": "all",
+                                                        "remind_every_minutes": 30}])
+        site = some_sites(conn, 1)[0]
+    clock = Clock()
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            alert_id = open_alert(conn, site)
+        assert await step(notifier) == 1
+        clock.advance(minutes=20)
+        assert await _tick_and_send(notifier) == 0
+        clock.advance(minutes=11)
+        assert await _tick_and_send(notifier) == 1
+        clock.advance(minutes=31)
+        assert await _tick_and_send(notifier) == 1
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("UPDATE alerts SET state = 'acknowledged' WHERE id = %s", (alert_id,))
+        clock.advance(minutes=31)
+        assert await _tick_and_send(notifier) == 0
+
+    _drive(db_url, clock, script)
+    assert [m["kind"] for m in got] == ["opened", "reminder", "reminder"]
+
+
+def test_quiet_hours_hold_a_warning_until_morning_but_not_a_critical_alert(db_url, hooks):
+    sink, got = hooks
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url, "quiet_hours": "22:00-07:00",
+                                  "timezone": "Asia/Shanghai"}}, [{"group": "all"}])
+        warn_site, critical_site = some_sites(conn, 2)
+    shanghai = ZoneInfo("Asia/Shanghai")
+    clock = Clock()
+    night = datetime.now(shanghai).replace(hour=23, minute=30, second=0, microsecond=0)
+    clock.now = night.astimezone(UTC)
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            warning = open_alert(conn, warn_site, severity="warning")
+            critical = open_alert(conn, critical_site, severity="critical")
+        assert await step(notifier) == 1
+        assert [m["alert_id"] for m in got] == [critical]
+        clock.advance(hours=7)  # 06:30: still quiet
+        assert await step(notifier) == 0
+        clock.advance(minutes=31)  # 07:01
+        assert await step(notifier) == 1
+        assert [m["alert_id"] for m in got] == [critical, warning]
+
+    _drive(db_url, clock, script)
+
+
+def test_low_severity_alerts_go_as_an_hourly_digest(db_url, hooks):
+    sink, got = hooks
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url}},
+                  [{"group": "all", "severities": ["info"], "digest": "hourly"}])
+        sites = some_sites(conn, 3)
+    clock = Clock()
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            alerts = [open_alert(conn, site, severity="info", category="fault",
+                                 rule="sensor_fault") for site in sites]
+            open_alert(conn, sites[0], severity="warning")  # matches no route
+        assert await step(notifier) == 0
+        clock.advance(minutes=30)
+        assert await _tick_and_send(notifier) == 0
+        clock.advance(minutes=31)
+        assert await _tick_and_send(notifier) == 1
+        assert got[0]["kind"] == "digest"
+        assert [item["alert_id"] for item in got[0]["items"]] == alerts
+        clock.advance(hours=2)
+        assert await _tick_and_send(notifier) == 0
+
+    _drive(db_url, clock, script)
+
+
+def _cluster(conn: psycopg.Connection, km: float) -> tuple[list[str], str]:
+    """Five sites within ``km`` of the first, and one farther than 3 km from all."""
+    rows = conn.execute("SELECT id, lat, lon FROM sites ORDER BY id").fetchall()
+    for anchor in rows:
+        near = [r for r in rows if r is not anchor and _km(anchor, r) <= km]
+        if len(near) >= 5:
+            members = [anchor, *near[:5]]
+            far = [r for r in rows if all(_km(m, r) > 3 * km for m in members)]
+            if far:
+                return [m[0] for m in members], far[0][0]
+    raise AssertionError("no cluster of sites in the registry")
+
+
+def _km(a: Any, b: Any) -> float:
+    return store.distance_km(a[1], a[2], b[1], b[2])
+
+
+def test_alerts_of_one_rule_opening_close_together_are_one_incident(db_url, hooks):
+    sink, got = hooks
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url}}, [{"group": "all"}])
+        members, far = _cluster(conn, 20)
+    clock = Clock()
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            first = [open_alert(conn, site, rule="frost_risk", severity="warning")
+                     for site in members[:5]]
+            lone = open_alert(conn, far, rule="frost_risk", severity="warning")
+        assert await step(notifier) == 2  # one incident of five sites, one lone site
+        incident = next(m for m in got if m["alert_id"] != lone)
+        assert incident["alert_id"] == first[0] and len(incident["incident_sites"]) == 5
+        assert "5" in incident["title"]
+        clock.advance(minutes=2)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            open_alert(conn, members[5], rule="frost_risk", severity="warning")
+        assert await step(notifier) == 0  # an incident's update waits its interval
+        clock.advance(minutes=30)
+        assert await step(notifier) == 1
+        assert len(got[-1]["incident_sites"]) == 6
+
+    _drive(db_url, clock, script, notify_incident_minutes=30, notify_incident_km=20)
+
+
+def test_the_acknowledge_link_works_once_and_not_after_it_expires(db_url, hooks):
+    from fastapi.testclient import TestClient
+
+    from tidefield.server.api.app import create_app
+    from tidefield.server.settings import ApiSettings
+
+    sink, got = hooks
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url}}, [{"group": "all"}])
+        site, other = some_sites(conn, 2)
+    clock = Clock()
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            open_alert(conn, site)
+        assert await step(notifier) == 1
+        clock.advance(hours=-25)  # this one's link expired an hour ago
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            open_alert(conn, other)
+        assert await step(notifier) == 1
+
+    _drive(db_url, clock, script)
+    fresh, stale = (m["ack_url"].split("8080", 1)[1] for m in got)
+    with TestClient(create_app(ApiSettings(database_url=db_url))) as client:
+        page = client.get(fresh)
+        assert page.status_code == 200 and "<form method=post>" in page.text
+        first = client.post(fresh)
+        assert first.status_code == 200, first.text
+        again = client.post(fresh)
+        assert again.status_code == 410 and "used" in again.text
+        expired = client.post(stale)
+        assert expired.status_code == 410 and "expired" in expired.text
+        assert client.post(fresh[:-4] + "AAAA").status_code == 404
+    with psycopg.connect(db_url) as conn:
+        state, by, via = conn.execute(
+            "SELECT state, acknowledged_by, acknowledged_via FROM alerts WHERE id = %s",
+            (got[0]["alert_id"],)).fetchone()
+        assert (state, by, via) == ("acknowledged", "contact:hook", "tfhook://127.0.0.1")
+        assert conn.execute("SELECT state FROM alerts WHERE id = %s",
+                            (got[1]["alert_id"],)).fetchone()[0] == "open"
+        audit_rows = conn.execute("SELECT actor FROM audit_log WHERE action = "
+                                  "'alert.acknowledged'").fetchall()
+        assert audit_rows == [("contact:hook",)]
