@@ -304,6 +304,9 @@ class NotifyGroup(BaseModel):
     notify_robot_gateway: str | None = Field(
         None, description="send WeCom, DingTalk and Feishu/Lark robot calls to this base "
         "URL instead of their public hosts (an egress proxy; the tests' local receiver)")
+    notify_max_age_minutes: float = Field(
+        60.0, ge=0, description="events older than this (data time) are not news: a "
+        "detector scoring stored history opens and closes past alerts (0: no limit)")
     notify_config: Path | None = Field(
         None, description="a YAML file of contacts, groups and routes loaded at start "
         "(`tidefield notify load` does the same)")
@@ -357,6 +360,8 @@ class UpGroup(BaseModel):
     up_detector: bool = Field(True, description="run the anomaly detector")
     up_notify: bool = Field(True, description="run the notifier with a local webhook sink "
                                               "(`--no-notify`)")
+    up_notify_sink_port: int = Field(8091, ge=1, le=65535, description="the local webhook "
+                                     "sink's port (it prints each notification)")
 
 
 # --- one class per process ----------------------------------------------------------------

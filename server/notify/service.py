@@ -72,6 +72,7 @@ class Notifier:
         self.clock = clock
         self.plan_settings = store.PlanSettings(
             update_every=timedelta(minutes=settings.notify_update_every_minutes),
+            max_age=timedelta(minutes=settings.notify_max_age_minutes),
             incident_window=timedelta(minutes=settings.notify_incident_minutes),
             incident_km=settings.notify_incident_km)
         self.channels: Channels | None = None

@@ -54,6 +54,7 @@ DUE_AT = """CASE WHEN a.severity = 'critical' THEN %(now)s::timestamptz
 @dataclass(frozen=True, slots=True)
 class PlanSettings:
     update_every: timedelta  # flapping: one 'updated' per alert and contact this often
+    max_age: timedelta  # older events are not news (0: no limit)
     incident_window: timedelta  # 0: no incidents
     incident_km: float
 
@@ -95,7 +96,8 @@ async def plan(conn: psycopg.AsyncConnection, *, now: datetime, limit: int,
     opened = [row for row in events if row[2] == "opened"]
     if opened and settings.incident_window > timedelta(0):
         await _group_incidents(conn, opened, now=now, settings=settings)
-    params: dict[str, Any] = {"ids": ids, "now": now,
+    oldest = now - settings.max_age if settings.max_age > timedelta(0) else None
+    params: dict[str, Any] = {"ids": ids, "now": now, "oldest": oldest,
                               "update_every": settings.update_every,
                               "incident_every": settings.update_every}
     # openings: the tier-0 routes' contacts; an alert joining an incident that a contact
@@ -122,6 +124,7 @@ async def plan(conn: psycopg.AsyncConnection, *, now: datetime, limit: int,
                   JOIN notify_contacts c ON c.id = m.contact_id AND c.enabled
                   LEFT JOIN notify_incident_alerts ia ON ia.alert_id = a.id
                   WHERE e.id = ANY(%(ids)s) AND e.action = 'opened'
+                    AND (%(oldest)s::timestamptz IS NULL OR e.at >= %(oldest)s)
                     AND NOT EXISTS (SELECT 1 FROM notify_deliveries p
                                     WHERE ia.incident_id IS NOT NULL
                                       AND p.incident_id = ia.incident_id
@@ -155,6 +158,7 @@ async def plan(conn: psycopg.AsyncConnection, *, now: datetime, limit: int,
                           ORDER BY d.contact_id, d.id) told ON true
             JOIN notify_contacts c ON c.id = told.contact_id AND c.enabled
             WHERE e.id = ANY(%(ids)s) AND e.action <> 'opened'
+              AND (%(oldest)s::timestamptz IS NULL OR e.at >= %(oldest)s)
               AND NOT (e.action = 'updated' AND EXISTS (
                   SELECT 1 FROM notify_deliveries u
                   WHERE u.alert_id = a.id AND u.contact_id = c.id

@@ -59,6 +59,7 @@ def hooks() -> Iterator[tuple[WebhookSink, list[dict[str, Any]]]]:
 
 def settings(db_url: str, **overrides: Any) -> NotifierSettings:
     values: dict[str, Any] = {"database_url": db_url, "notify_incident_minutes": 0,
+                              "notify_max_age_minutes": 0,
                               "notify_retry_initial_s": 0.2, "notify_retry_max_s": 1.0}
     values.update(overrides)
     return NotifierSettings(**values)
