@@ -686,3 +686,42 @@ def redeem(conn: psycopg.Connection, token: str, now: datetime) -> Redeemed:
                SELECT unnest(%s::bigint[]), %s, 'acknowledged', %s, %s""",
             ([r[0] for r in acknowledged], now, who, f"through {channel}"))
     return Redeemed([r[0] for r in acknowledged], [r[1] for r in acknowledged], who, channel)
+
+
+# --- incidents (the API and the dashboard) ------------------------------------------------
+
+def incidents(conn: psycopg.Connection, *, sites: list[str] | None,
+              incident_id: int | None = None) -> list[dict[str, Any]]:
+    """Open incidents of more than one alert, newest first, with the alerts of the sites
+    the caller sees (an incident of none of them is not listed)."""
+    rows = conn.execute(
+        """SELECT i.id, i.rule, i.opened_at, i.joined_at,
+                  jsonb_agg(jsonb_build_object('id', a.id, 'site_id', a.site_id,
+                                               'state', a.state, 'severity', a.severity,
+                                               'acknowledged_by', a.acknowledged_by)
+                            ORDER BY a.site_id)
+           FROM notify_incidents i JOIN notify_incident_alerts ia ON ia.incident_id = i.id
+           JOIN alerts a ON a.id = ia.alert_id
+           WHERE i.closed_at IS NULL AND a.state <> 'closed'
+             AND (%(sites)s::text[] IS NULL OR a.site_id = ANY(%(sites)s))
+             AND (%(id)s::bigint IS NULL OR i.id = %(id)s)
+           GROUP BY i.id HAVING count(*) > 1 OR %(id)s::bigint IS NOT NULL
+           ORDER BY i.joined_at DESC LIMIT 200""",
+        {"sites": sites, "id": incident_id}).fetchall()
+    return [{"id": r[0], "rule": r[1], "opened_at": r[2], "joined_at": r[3], "alerts": r[4]}
+            for r in rows]
+
+
+def acknowledge_alerts(conn: psycopg.Connection, alert_ids: list[int], *, who: str,
+                       comment: str | None, via: str) -> list[tuple[int, str]]:
+    """Acknowledge those of ``alert_ids`` still open; returns (id, site) of each."""
+    done = conn.execute(
+        """UPDATE alerts SET state = 'acknowledged', acknowledged_by = %s,
+                             acknowledged_at = now(), ack_comment = %s, acknowledged_via = %s
+           WHERE id = ANY(%s) AND state = 'open' RETURNING id, site_id""",
+        (who, comment, via, alert_ids)).fetchall()
+    if done:
+        conn.execute("""INSERT INTO alert_events (alert_id, action, actor, note)
+                        SELECT unnest(%s::bigint[]), 'acknowledged', %s, %s""",
+                     ([r[0] for r in done], who, comment))
+    return [(int(r[0]), str(r[1])) for r in done]

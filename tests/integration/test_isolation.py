@@ -85,6 +85,17 @@ def world(pg_cluster, template_db):
             (b_contact, alerts[b])).fetchone()[0]
         conn.execute("INSERT INTO notify_attempts (delivery_id, ok, latency_ms) "
                      "VALUES (%s, true, 1)", (delivery,))
+        # an incident of B's hidden sites (id 1)
+        b_alert2 = conn.execute(
+            """INSERT INTO alerts (site_id, rule, category, severity, message, opened_at,
+                                   updated_at) VALUES (%s, 'hypoxia', 'event', 'critical',
+                                   'DO low', now(), now()) RETURNING id""",
+            (companies.b_hidden[1],)).fetchone()[0]
+        assert conn.execute("INSERT INTO notify_incidents (organisation_id, rule, opened_at, "
+                            "joined_at) VALUES (%s, 'hypoxia', now(), now()) RETURNING id",
+                            (companies.b_org,)).fetchone()[0] == 1
+        conn.execute("INSERT INTO notify_incident_alerts (alert_id, incident_id) "
+                     "VALUES (%s, 1), (%s, 1)", (alerts[b], b_alert2))
         conn.execute("INSERT INTO anomalies (series_id, time, value, score, component, "
                      "category) VALUES (%s, %s, 1, 0.9, 'spike', 'fault'), "
                      "(%s, %s, 1, 0.9, 'spike', 'fault')",
@@ -179,7 +190,7 @@ def path_values(w: dict, path: str) -> list[str]:
         "user_id": [str(w["companies"].users["bob"])],
         "organisation_id": [str(w["companies"].b_org)], "prefix": [w["bob_key_prefix"]],
         # B's notification contact, group and route all have id 1; a token nobody holds
-        "item_id": ["1"], "kind": ["contacts", "groups", "routes"],
+        "item_id": ["1"], "kind": ["contacts", "groups", "routes"], "incident_id": ["1"],
         "token": ["not-a-token-of-anyone-0123456789"]}
     if sta:
         entity = sta.group(1)
@@ -238,6 +249,8 @@ def bodies(w: dict) -> dict[tuple[str, str], Any]:
                                                             "group": "b-secret-group"},
         ("DELETE", "/api/v1/notifications/{kind}/{item_id}"): None,
         ("POST", "/api/v1/notifications/ack/{token}"): None,
+        ("POST", "/api/v1/notifications/incidents/{incident_id}/acknowledge"): {
+            "comment": "not mine"},
     }
 
 

@@ -250,6 +250,60 @@ def remove(kind: Kind, item_id: Id, conn: ConnDep, principal: Reader,
                      organisations=[org], source_address=client_address(request))
 
 
+# --- incidents ----------------------------------------------------------------------------
+
+class IncidentAlert(BaseModel):
+    id: int
+    site_id: str
+    state: str
+    severity: str
+    acknowledged_by: str | None
+
+
+class Incident(BaseModel):
+    id: int
+    rule: str
+    opened_at: datetime
+    joined_at: datetime
+    alerts: list[IncidentAlert]
+
+
+class IncidentAcknowledgement(BaseModel):
+    comment: str = Field("", max_length=2000)
+
+
+@router.get("/incidents", response_model=list[Incident],
+            summary="Open incidents (alerts of one rule opening close in time and space)")
+def list_incidents(conn: ReadConnDep, principal: Reader) -> list[dict[str, Any]]:
+    return store.incidents(conn, sites=principal.site_list)
+
+
+@router.post("/incidents/{incident_id}/acknowledge", response_model=Incident,
+             summary="Acknowledge an incident's open alerts (those on sites you operate)")
+def acknowledge_incident(incident_id: Annotated[int, Path(ge=1, le=2**62)],
+                         body: IncidentAcknowledgement, conn: ConnDep, principal: Reader,
+                         request: Request) -> dict[str, Any]:
+    with conn.transaction():
+        found = store.incidents(conn, sites=principal.site_list, incident_id=incident_id)
+        if not found:
+            raise HTTPException(404, f"no incident {incident_id}")
+        mine = [a["id"] for a in found[0]["alerts"] if a["state"] == "open"
+                and principal.may_act(Scope.OPERATE, a["site_id"])]
+        if not mine:
+            raise HTTPException(403 if any(a["state"] == "open" for a in found[0]["alerts"])
+                                else 409, "no open alert of it that you may acknowledge")
+        comment = body.comment.strip() or None
+        for alert_id, site_id in store.acknowledge_alerts(
+                conn, mine, who=principal.name, comment=comment, via="dashboard/API"):
+            audit.record(conn, actor=principal, action="alert.acknowledged",
+                         target=f"alert:{alert_id}", site_id=site_id,
+                         before={"state": "open"},
+                         after={"state": "acknowledged", "incident": incident_id,
+                                "comment": comment},
+                         source_address=client_address(request))
+    return store.incidents(conn, sites=principal.site_list, incident_id=incident_id)[0]
+
+
 # --- the delivery log ---------------------------------------------------------------------
 
 @router.get("/deliveries", response_model=DeliveryPage,
