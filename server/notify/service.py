@@ -93,6 +93,9 @@ class Notifier:
         # hold back pg_snapshot_xmin and with it every event the planner may read
         self.plan_conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         self.send_conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        # the tick's queries scan every open alert: on a connection of their own, so the
+        # planner never waits behind them
+        self.tick_conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         # one statement at a time per connection: the loops share them
         self.plan_lock = asyncio.Lock()
         self.send_lock = asyncio.Lock()
@@ -103,7 +106,8 @@ class Notifier:
                                      robot_gateway=self.settings.notify_robot_gateway)
 
     async def close(self) -> None:
-        for conn in (getattr(self, "plan_conn", None), getattr(self, "send_conn", None)):
+        for conn in (getattr(self, "plan_conn", None), getattr(self, "send_conn", None),
+                     getattr(self, "tick_conn", None)):
             if conn is not None:
                 await conn.close()
         if self.channels is not None:
@@ -123,11 +127,11 @@ class Notifier:
 
     async def tick(self) -> None:
         now = self.clock()
-        async with self.plan_lock, self.plan_conn.transaction():
-            await store.escalate(self.plan_conn, now)
-            await store.remind(self.plan_conn, now)
-            await store.digest(self.plan_conn, now)
-            await store.close_incidents(self.plan_conn, now)
+        async with self.tick_conn.transaction():
+            await store.escalate(self.tick_conn, now)
+            await store.remind(self.tick_conn, now)
+            await store.digest(self.tick_conn, now)
+            await store.close_incidents(self.tick_conn, now)
         self.wake.set()
 
     async def dispatch(self) -> _Round:

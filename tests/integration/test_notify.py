@@ -511,3 +511,21 @@ def test_the_acknowledge_link_works_once_and_not_after_it_expires(db_url, hooks)
         audit_rows = conn.execute("SELECT actor FROM audit_log WHERE action = "
                                   "'alert.acknowledged'").fetchall()
         assert audit_rows == [("contact:hook",)]
+
+
+def test_history_the_detector_replays_is_not_news(db_url, hooks):
+    sink, got = hooks
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url}}, [{"group": "all"}])
+        old_site, new_site = some_sites(conn, 2)
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            old = open_alert(conn, old_site)
+            conn.execute("UPDATE alert_events SET at = now() - interval '3 hours' "
+                         "WHERE alert_id = %s", (old,))
+            fresh = open_alert(conn, new_site)
+        assert await step(notifier) == 1
+        assert [m["alert_id"] for m in got] == [fresh]
+
+    _drive(db_url, Clock(), script, notify_max_age_minutes=60)
