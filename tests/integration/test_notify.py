@@ -115,6 +115,9 @@ def test_every_channel_receives_the_alert_in_its_documented_shape(db_url, robots
                 "mail": {"url": f"mailto://127.0.0.1:{mail.port}?from=tf@example.com"
                                 "&to=crew@example.com", "language": "en"},
                 "hook": {"url": sink.url, "language": "en"},
+                "sms": {"url": f"smseagle://smstoken123@127.0.0.1:"
+                               f"{robots.url.rsplit(':', 1)[1]}/+8613800000000",
+                        "language": "zh"},
             }, [{"group": "all"}])
             site = some_sites(conn, 1)[0]
             name_zh, name_en = conn.execute("SELECT name_zh, name_en FROM sites WHERE id = %s",
@@ -129,10 +132,12 @@ def test_every_channel_receives_the_alert_in_its_documented_shape(db_url, robots
             finally:
                 await notifier.close()
 
-        assert run(scenario()) == 5
+        assert run(scenario()) == 6
         assert robots.problems == []
         by_robot = {m.robot: m for m in robots.messages}
-        assert set(by_robot) == {"wecom", "dingtalk", "feishu"}
+        assert set(by_robot) == {"wecom", "dingtalk", "feishu", "sms"}
+        assert by_robot["sms"].text.startswith("+8613800000000: ")
+        assert name_zh in by_robot["sms"].text
         assert by_robot["wecom"].token == "wecomkey123"
         assert name_zh in by_robot["wecom"].text and "严重" in by_robot["wecom"].text
         assert name_zh in by_robot["dingtalk"].text
@@ -144,8 +149,8 @@ def test_every_channel_receives_the_alert_in_its_documented_shape(db_url, robots
         with psycopg.connect(db_url) as conn:
             statuses = conn.execute("SELECT status, count(*) FROM notify_deliveries "
                                     "GROUP BY status").fetchall()
-            assert statuses == [("sent", 5)]
-            assert conn.execute("SELECT count(*) FROM notify_attempts WHERE ok").fetchone()[0] == 5
+            assert statuses == [("sent", 6)]
+            assert conn.execute("SELECT count(*) FROM notify_attempts WHERE ok").fetchone()[0] == 6
     finally:
         mail.stop()
 

@@ -12,6 +12,9 @@ describe them, an SMTP server (aiosmtpd), and helpers to open alerts.
 - Feishu/Lark robot: ``POST /open-apis/bot/v2/hook/{token}`` with ``{"msg_type":
   "text", "content": {"text": ...}}`` or an interactive card; answers ``{"code": 0,
   "msg": "success"}``.
+- An SMS gateway's HTTP API (SMSEagle's JSON-RPC): ``POST /jsonrpc/sms`` with
+  ``{"method": "sms.send_sms", "params": {"to": ..., "message": ..., "access_token":
+  ...}}``; answers ``{"result": {"message_id": N, "status": "ok"}}``.
 
 Anything else it refuses (400, recorded in ``problems``), so a payload that drifts from
 the documented shape fails the test.
@@ -143,6 +146,15 @@ class RobotReceiver:
                 return self._refuse(f"feishu: bad payload {payload}")
             self._keep(RobotMessage("feishu", token, text, payload))
             return 200, {"code": 0, "msg": "success", "data": {}}
+        if parts.path == "/jsonrpc/sms":  # an SMS gateway (SMSEagle's JSON-RPC API)
+            params = payload.get("params", {})
+            if payload.get("method") != "sms.send_sms" or not params.get("to") \
+                    or not isinstance(params.get("message"), str) \
+                    or not params.get("access_token"):
+                return self._refuse(f"sms: bad payload {payload}")
+            self._keep(RobotMessage("sms", params["access_token"],
+                                    f"{params['to']}: {params['message']}", payload))
+            return 200, {"result": {"message_id": len(self.messages), "status": "ok"}}
         return self._refuse(f"unknown path {parts.path}")
 
     def _keep(self, message: RobotMessage) -> None:
