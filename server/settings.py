@@ -307,6 +307,9 @@ class NotifyGroup(BaseModel):
     notify_max_age_minutes: float = Field(
         60.0, ge=0, description="events older than this (data time) are not news: a "
         "detector scoring stored history opens and closes past alerts (0: no limit)")
+    notify_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve the notifier's Prometheus metrics on "
+        "127.0.0.1 at this port (sent, failed by channel, send time)")
     notify_config: Path | None = Field(
         None, description="a YAML file of contacts, groups and routes loaded at start "
         "(`tidefield notify load` does the same)")

@@ -70,6 +70,11 @@ def run(database_url: DatabaseUrl = None) -> None:
         with psycopg.connect(settings.database_url) as conn:
             store.load_config(conn, config)  # type: ignore[arg-type]  # validated above
 
+    if settings.notify_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.notify_metrics_port, addr="127.0.0.1")
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "fault": "传感器故障：请检查传感器", "event": "现场事件：请采取行动",
         "value": "当前值", "peak": "峰值", "since": "开始于", "ack": "确认",
         "site": "站点页面", "by": "确认人", "sites": "个站点", "severity": "级别",
+        "trend": "近一小时", "rising": "上升", "falling": "下降", "steady": "平稳",
         "info": "提示", "warning": "警告", "critical": "严重",
     },
     "en": {
@@ -32,6 +33,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "fault": "Sensor fault: check the sensor", "event": "Real event: act",
         "value": "value", "peak": "peak", "since": "since", "ack": "Acknowledge",
         "site": "Site page", "by": "by", "sites": "sites", "severity": "severity",
+        "trend": "last hour", "rising": "rising", "falling": "falling", "steady": "steady",
         "info": "info", "warning": "warning", "critical": "critical",
     },
 }
@@ -65,10 +67,22 @@ class Due:
     incident_id: int | None = None
     incident_sites: list[str] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)  # a digest's alerts
+    trend: tuple[float, float] | None = None  # the series' first and latest of the last hour
 
 
 def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
+
+
+def _trend(trend: tuple[float, float] | None, words: dict[str, str]) -> str:
+    if trend is None:
+        return ""
+    first, last = trend
+    change = last - first
+    # a change within 2 % of the level (or of 1 unit near zero) reads as steady
+    word = "steady" if abs(change) <= 0.02 * max(abs(first), 1.0) else \
+        "rising" if change > 0 else "falling"
+    return f"{words['trend']}: {_number(first)} → {_number(last)} ({words[word]})"
 
 
 def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
@@ -96,6 +110,7 @@ def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
     lines = [where, due.text or "",
              f"{words['value']} {_number(due.value)}, {words['peak']} {_number(due.peak)}; "
              f"{words['since']} {opened}",
+             _trend(due.trend, words),
              words.get(due.category or "", "")]
     if due.kind == "acknowledged" and due.acknowledged_by:
         lines.append(f"{words['by']} {due.acknowledged_by}")
@@ -110,5 +125,6 @@ def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
             if due.opened_at else None, "value": due.value, "peak": due.peak,
             "acknowledged_by": due.acknowledged_by, "incident_id": due.incident_id,
             "incident_sites": due.incident_sites, "site_url": site_link, "ack_url": ack_url,
+            "trend_last_hour": list(due.trend) if due.trend else None,
             "title": title}
     return Message(due.key, title, "\n".join(line for line in lines if line), data)

@@ -334,9 +334,18 @@ async def due_deliveries(conn: psycopg.AsyncConnection, *, now: datetime, limit:
                        FROM notify_incident_alerts ia JOIN alerts a2 ON a2.id = ia.alert_id
                        JOIN sites s2 ON s2.id = a2.site_id
                        WHERE ia.incident_id = d.incident_id AND a2.state <> 'closed') END,
-                  d.body, d.attempts
+                  d.body, d.attempts, trend.first, trend.last
            FROM notify_deliveries d JOIN notify_contacts c ON c.id = d.contact_id
            LEFT JOIN alerts a ON a.id = d.alert_id LEFT JOIN sites s ON s.id = a.site_id
+           -- the trend of the last hour: the series' first and latest reading in it (two
+           -- index probes on readings_series_time)
+           LEFT JOIN LATERAL (
+               SELECT (SELECT value FROM readings WHERE series_id = a.series_id
+                         AND time >= %(now)s::timestamptz - interval '1 hour'
+                       ORDER BY time LIMIT 1) AS first,
+                      (SELECT value FROM readings WHERE series_id = a.series_id
+                         AND time >= %(now)s::timestamptz - interval '1 hour'
+                       ORDER BY time DESC LIMIT 1) AS last) trend ON a.series_id IS NOT NULL
            WHERE d.status = 'pending' AND d.due_at <= %(now)s AND c.enabled
              AND NOT (d.id = ANY(%(busy)s))
              AND NOT EXISTS (SELECT 1 FROM notify_deliveries p
@@ -349,7 +358,8 @@ async def due_deliveries(conn: psycopg.AsyncConnection, *, now: datetime, limit:
                 language=r[6], alert_id=r[7], site_id=r[8], site_name=r[9], rule=r[10],
                 category=r[11], severity=r[12], state=r[13], text=r[14], opened_at=r[15],
                 value=r[16], peak=r[17], acknowledged_by=r[18], incident_id=r[19],
-                incident_sites=list(r[20] or []), items=list(r[21] or []), attempts=r[22])
+                incident_sites=list(r[20] or []), items=list(r[21] or []), attempts=r[22],
+                trend=(r[23], r[24]) if r[23] is not None else None)
             for r in await cur.fetchall()]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import psycopg
 import pytest
 
@@ -24,6 +26,7 @@ from tests.support.notify import (
     open_alert,
     wait_until,
 )
+from tidefield.server.embedded.ports import free_port
 from tidefield.server.notify import store
 from tidefield.server.notify.routing import ContactIn, GroupIn, RouteIn
 from tidefield.server.notify.service import Notifier
@@ -212,7 +215,9 @@ def test_a_channel_down_then_back_gets_every_notification_once_in_order(db_url, 
     with psycopg.connect(db_url) as conn:
         configure(conn, {"hook": {"url": sink.url}}, [{"group": "all"}])
         sites = some_sites(conn, 20, kind="greenhouse") + some_sites(conn, 20)
-    notifier = NotifierProcess(db_url, tmp_path / "notify.log", **_fast())
+    metrics_port = free_port()
+    notifier = NotifierProcess(db_url, tmp_path / "notify.log",
+                               **_fast(notify_metrics_port=metrics_port))
     try:
         time.sleep(2)  # the notifier's cursor starts after what is there
         with psycopg.connect(db_url, autocommit=True) as conn:
@@ -245,10 +250,18 @@ def test_a_channel_down_then_back_gets_every_notification_once_in_order(db_url, 
             assert sorted(kinds) == sorted(first + later)
             assert all(k == ["opened", "updated", "closed"] for k in kinds.values()), kinds
             assert notifier.alive()
+            # the failures were counted, and the metrics name the channel, not its secret
+            metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            failed = re.search(r'tidefield_notify_failed_total\{channel="tfhook://127.0.0.1"\}'
+                               r" (\d+)", metrics)
+            assert failed and int(float(failed.group(1))) == failures
+            assert secret not in metrics
         finally:
             back.stop()
     finally:
         notifier.stop()
+    log = (tmp_path / "notify.log").read_text()
+    assert "message not taken; will retry" in log and secret not in log
 
 
 def test_kill_9_mid_burst_loses_nothing_and_repeats_nothing(db_url, tmp_path):
