@@ -56,6 +56,10 @@ SEND_SECONDS = Histogram("tidefield_notify_send_seconds", "Time a channel took f
                          "message", ["channel"])
 
 
+class NotifierBusy(RuntimeError):
+    """Another notifier holds the database's notifier lock; this one waits its turn."""
+
+
 @dataclass
 class _Round:
     """What a dispatch round started: tasks to await (tests send and wait)."""
@@ -92,6 +96,9 @@ class Notifier:
         # autocommit: every transaction is an explicit block; a stray implicit one would
         # hold back pg_snapshot_xmin and with it every event the planner may read
         self.plan_conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        if not await store.take_notifier_lock(self.plan_conn):
+            await self.plan_conn.close()
+            raise NotifierBusy("another notifier is running on this database")
         self.send_conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         # the tick's queries scan every open alert: on a connection of their own, so the
         # planner never waits behind them
@@ -256,8 +263,8 @@ class Notifier:
                 log.info("notifier started", extra={"backlog": await store.backlog(
                     self.plan_conn)})
                 await self._loops(stop)
-            except psycopg.OperationalError as exc:
-                log.warning("database unavailable; retrying",
+            except (psycopg.OperationalError, NotifierBusy) as exc:
+                log.warning("database unavailable or another notifier running; retrying",
                             extra={"error": str(exc).splitlines()[0] if str(exc) else "",
                                    "retry_in_s": RETRY_DB_S})
                 await self.close()

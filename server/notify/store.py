@@ -61,11 +61,22 @@ class PlanSettings:
 
 # --- the cursor and the planner -----------------------------------------------------------
 
+NOTIFIER_LOCK = 0x6E6F_7469  # "noti": one notifier per database
+
+
+async def take_notifier_lock(conn: psycopg.AsyncConnection) -> bool:
+    """Held while the connection lives: a second notifier would send everything twice."""
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (NOTIFIER_LOCK,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def init_cursor(conn: psycopg.AsyncConnection) -> None:
-    """First start: begin after the events already there (history is not news)."""
+    """First start: begin after the events of every finished transaction (history is not
+    news), but before those of transactions still running, which may commit later."""
     await conn.execute(
         """INSERT INTO notify_cursor (tx, event_id)
-           SELECT coalesce(max(tx), '0'::xid8), coalesce(max(id), 0) FROM alert_events
+           VALUES (pg_snapshot_xmin(pg_current_snapshot()), 0)
            ON CONFLICT DO NOTHING""")
 
 

@@ -547,3 +547,21 @@ def test_history_the_detector_replays_is_not_news(db_url, hooks):
         assert [m["alert_id"] for m in got] == [fresh]
 
     _drive(db_url, Clock(), script, notify_max_age_minutes=60)
+
+
+def test_a_second_notifier_on_the_same_database_waits_its_turn(db_url):
+    from tidefield.server.notify.service import NotifierBusy
+
+    async def scenario() -> None:
+        first = await started(settings(db_url))
+        second = Notifier(settings(db_url))
+        try:
+            with pytest.raises(NotifierBusy):
+                await second.connect()
+            await first.close()
+            await second.connect()  # the lock went with the first's connection
+        finally:
+            await second.close()
+            await first.close()
+
+    run(scenario())
