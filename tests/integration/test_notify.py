@@ -565,3 +565,38 @@ def test_a_second_notifier_on_the_same_database_waits_its_turn(db_url):
             await first.close()
 
     run(scenario())
+
+
+def test_routes_as_configuration_are_checked_then_loaded_and_audited(db_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from tidefield.cli import app as cli
+
+    good = tmp_path / "notify.yaml"
+    good.write_text(
+        "organisation: platform\n"
+        "contacts:\n"
+        "  - {name: duty, url: 'dingtalk://SECsecret0123456789@accesstoken/',"
+        " quiet_hours: '22:00-07:00'}\n"
+        "groups:\n  - {name: operators, members: [duty]}\n"
+        "routes:\n  - {name: events, group: operators, categories: [event],"
+        " escalate_after_minutes: 15}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("contacts:\n  - {name: duty, url: 'tfhook://h/?secret=SHORTSECRET'}\n"
+                   "routes:\n  - {name: x, group: g, severities: [urgent]}\n")
+    runner = CliRunner()
+    checked = runner.invoke(cli, ["notify", "check", str(good)])
+    assert checked.exit_code == 0 and "valid (1 contacts, 1 groups, 1 routes)" in checked.output
+    refused = runner.invoke(cli, ["notify", "check", str(bad)])
+    assert refused.exit_code == 2
+    assert "contacts.0.url" in refused.output and "routes.0.severities.0" in refused.output
+    assert "SHORTSECRET" not in refused.output
+    loaded = runner.invoke(cli, ["notify", "load", str(good), "--database-url", db_url])
+    assert loaded.exit_code == 0, loaded.output
+    listed = runner.invoke(cli, ["notify", "check", "--database-url", db_url])
+    assert "contact duty" in listed.output and "dingtalk://" in listed.output
+    assert "SECsecret" not in listed.output
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM notify_routes").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM audit_log WHERE action = "
+                            "'notify.config_loaded'").fetchone()[0] == 1
