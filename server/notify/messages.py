@@ -23,6 +23,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "value": "当前值", "peak": "峰值", "since": "开始于", "ack": "确认",
         "site": "站点页面", "by": "确认人", "sites": "个站点", "severity": "级别",
         "trend": "近一小时", "rising": "上升", "falling": "下降", "steady": "平稳",
+        "still": "仍在告警",
         "info": "提示", "warning": "警告", "critical": "严重",
     },
     "en": {
@@ -34,6 +35,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "value": "value", "peak": "peak", "since": "since", "ack": "Acknowledge",
         "site": "Site page", "by": "by", "sites": "sites", "severity": "severity",
         "trend": "last hour", "rising": "rising", "falling": "falling", "steady": "steady",
+        "still": "still active",
         "info": "info", "warning": "warning", "critical": "critical",
     },
 }
@@ -65,7 +67,8 @@ class Due:
     peak: float | None = None
     acknowledged_by: str | None = None
     incident_id: int | None = None
-    incident_sites: list[str] = field(default_factory=list)
+    incident_sites: list[str] = field(default_factory=list)  # those still active
+    incident_size: int = 0  # every site that joined it
     items: list[dict[str, Any]] = field(default_factory=list)  # a digest's alerts
     trend: tuple[float, float] | None = None  # the series' first and latest of the last hour
 
@@ -98,7 +101,12 @@ def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
     site = due.site_name or due.site_id or ""
     head = words.get(due.kind, due.kind)
     severity = words.get(due.severity or "", due.severity or "")
-    if due.incident_id is not None and len(due.incident_sites) > 1 and due.kind in (
+    if due.incident_id is not None and due.incident_size > 1 and due.kind == "closed":
+        remaining = len(due.incident_sites)
+        title = (f"{head}: {words['incident']} {due.rule}" + (
+            f" ({remaining} {words['sites']} {words['still']})" if remaining else ""))
+        where = ", ".join(due.incident_sites[:20]) + (" …" if remaining > 20 else "")
+    elif due.incident_id is not None and len(due.incident_sites) > 1 and due.kind in (
             "opened", "updated", "reminder", "escalation"):
         title = (f"[{severity}] {words['incident']} {due.rule}: "
                  f"{len(due.incident_sites)} {words['sites']}")

@@ -152,30 +152,53 @@ async def plan(conn: psycopg.AsyncConnection, *, now: datetime, limit: int,
             ORDER BY tx, eid, contact_id
             ON CONFLICT (key) DO NOTHING""", params)
     # what follows an opening goes to whoever was told of it (not to digest readers);
-    # 'updated' at most once per update_every (flapping)
+    # 'updated' at most once per update_every (flapping); an incident's sites clearing
+    # ride on one waiting 'closed' message per contact, like its sites joining
     await conn.execute(
         f"""INSERT INTO notify_deliveries (key, contact_id, alert_id, event_id, incident_id,
                                            route_id, kind, tier, status, created_at, due_at)
-            SELECT 'e' || e.id || ':c' || c.id, c.id, a.id, e.id, told.incident_id,
-                   told.route_id, e.action, told.tier, 'pending', %(now)s, {DUE_AT}
-            FROM alert_events e JOIN alerts a ON a.id = e.alert_id
-            JOIN LATERAL (SELECT DISTINCT ON (d.contact_id) d.contact_id, d.route_id, d.tier,
-                                 d.incident_id
-                          FROM notify_deliveries d
-                          WHERE (d.alert_id = a.id OR d.incident_id = (
-                                    SELECT incident_id FROM notify_incident_alerts
-                                    WHERE alert_id = a.id))
-                            AND d.status IN ('pending', 'sent') AND d.kind <> 'digest'
-                          ORDER BY d.contact_id, d.id) told ON true
-            JOIN notify_contacts c ON c.id = told.contact_id AND c.enabled
-            WHERE e.id = ANY(%(ids)s) AND e.action <> 'opened'
-              AND (%(oldest)s::timestamptz IS NULL OR e.at >= %(oldest)s)
-              AND NOT (e.action = 'updated' AND EXISTS (
-                  SELECT 1 FROM notify_deliveries u
-                  WHERE u.alert_id = a.id AND u.contact_id = c.id
-                    AND u.kind IN ('opened', 'updated')
-                    AND u.created_at > %(now)s - %(update_every)s::interval))
-            ORDER BY e.tx, e.id, c.id
+            SELECT key, contact_id, alert_id, event_id, incident_id, route_id, kind, tier,
+                   'pending', %(now)s, due_at
+            FROM (SELECT 'e' || e.id || ':c' || c.id AS key, c.id AS contact_id,
+                         a.id AS alert_id, e.id AS eid, e.tx, e.id AS event_id,
+                         told.incident_id, told.route_id, e.action AS kind, told.tier,
+                         CASE WHEN e.action = 'closed' AND told.incident_id IS NOT NULL
+                              THEN greatest({DUE_AT}, (
+                                  SELECT max(p.created_at) + %(incident_every)s
+                                  FROM notify_deliveries p
+                                  WHERE p.incident_id = told.incident_id
+                                    AND p.contact_id = c.id AND p.kind = 'closed'))
+                              ELSE {DUE_AT} END AS due_at
+                  FROM alert_events e JOIN alerts a ON a.id = e.alert_id
+                  JOIN LATERAL (SELECT DISTINCT ON (d.contact_id) d.contact_id, d.route_id,
+                                       d.tier, d.incident_id
+                                FROM notify_deliveries d
+                                WHERE (d.alert_id = a.id OR d.incident_id = (
+                                          SELECT incident_id FROM notify_incident_alerts
+                                          WHERE alert_id = a.id))
+                                  AND d.status IN ('pending', 'sent') AND d.kind <> 'digest'
+                                ORDER BY d.contact_id, d.id) told ON true
+                  JOIN notify_contacts c ON c.id = told.contact_id AND c.enabled
+                  WHERE e.id = ANY(%(ids)s) AND e.action <> 'opened'
+                    AND (%(oldest)s::timestamptz IS NULL OR e.at >= %(oldest)s)
+                    AND NOT (e.action = 'updated' AND EXISTS (
+                        SELECT 1 FROM notify_deliveries u
+                        WHERE u.alert_id = a.id AND u.contact_id = c.id
+                          AND u.kind IN ('opened', 'updated')
+                          AND u.created_at > %(now)s - %(update_every)s::interval))
+                    AND NOT (e.action = 'closed' AND told.incident_id IS NOT NULL
+                             AND EXISTS (SELECT 1 FROM notify_deliveries p
+                                         WHERE p.incident_id = told.incident_id
+                                           AND p.contact_id = c.id AND p.kind = 'closed'
+                                           AND p.status = 'pending'))) planned
+            -- of an incident's sites clearing in one batch, a contact gets one message
+            WHERE kind <> 'closed' OR incident_id IS NULL OR (tx, eid) = (
+                SELECT e2.tx, e2.id FROM alert_events e2
+                JOIN notify_incident_alerts ia2 ON ia2.alert_id = e2.alert_id
+                WHERE e2.id = ANY(%(ids)s) AND e2.action = 'closed'
+                  AND ia2.incident_id = planned.incident_id
+                ORDER BY e2.tx, e2.id LIMIT 1)
+            ORDER BY tx, eid, contact_id
             ON CONFLICT (key) DO NOTHING""", params)
     last_id, last_tx = events[-1][0], events[-1][1]
     await conn.execute("UPDATE notify_cursor SET tx = %s::xid8, event_id = %s, updated_at = %s",
@@ -345,7 +368,9 @@ async def due_deliveries(conn: psycopg.AsyncConnection, *, now: datetime, limit:
                        FROM notify_incident_alerts ia JOIN alerts a2 ON a2.id = ia.alert_id
                        JOIN sites s2 ON s2.id = a2.site_id
                        WHERE ia.incident_id = d.incident_id AND a2.state <> 'closed') END,
-                  d.body, d.attempts, trend.first, trend.last
+                  d.body, d.attempts, trend.first, trend.last,
+                  (SELECT count(*) FROM notify_incident_alerts ia
+                   WHERE ia.incident_id = d.incident_id)
            FROM notify_deliveries d JOIN notify_contacts c ON c.id = d.contact_id
            LEFT JOIN alerts a ON a.id = d.alert_id LEFT JOIN sites s ON s.id = a.site_id
            -- the trend of the last hour: the series' first and latest reading in it (two
@@ -370,7 +395,7 @@ async def due_deliveries(conn: psycopg.AsyncConnection, *, now: datetime, limit:
                 category=r[11], severity=r[12], state=r[13], text=r[14], opened_at=r[15],
                 value=r[16], peak=r[17], acknowledged_by=r[18], incident_id=r[19],
                 incident_sites=list(r[20] or []), items=list(r[21] or []), attempts=r[22],
-                trend=(r[23], r[24]) if r[23] is not None else None)
+                trend=(r[23], r[24]) if r[23] is not None else None, incident_size=r[25])
             for r in await cur.fetchall()]
 
 
