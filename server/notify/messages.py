@@ -23,7 +23,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "value": "当前值", "peak": "峰值", "since": "开始于", "ack": "确认",
         "site": "站点页面", "by": "确认人", "sites": "个站点", "severity": "级别",
         "trend": "近一小时", "rising": "上升", "falling": "下降", "steady": "平稳",
-        "still": "仍在告警",
+        "still": "仍在告警", "updates": "自上次通知以来更新 {n} 次",
         "info": "提示", "warning": "警告", "critical": "严重",
     },
     "en": {
@@ -35,7 +35,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "value": "value", "peak": "peak", "since": "since", "ack": "Acknowledge",
         "site": "Site page", "by": "by", "sites": "sites", "severity": "severity",
         "trend": "last hour", "rising": "rising", "falling": "falling", "steady": "steady",
-        "still": "still active",
+        "still": "still active", "updates": "{n} updates since the last message",
         "info": "info", "warning": "warning", "critical": "critical",
     },
 }
@@ -69,6 +69,7 @@ class Due:
     incident_id: int | None = None
     incident_sites: list[str] = field(default_factory=list)  # those still active
     incident_size: int = 0  # every site that joined it
+    updates: int = 0  # an 'updated' message: the updates it stands for
     items: list[dict[str, Any]] = field(default_factory=list)  # a digest's alerts
     trend: tuple[float, float] | None = None  # the series' first and latest of the last hour
 
@@ -120,6 +121,8 @@ def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
              f"{words['since']} {opened}",
              _trend(due.trend, words),
              words.get(due.category or "", "")]
+    if due.kind == "updated" and due.updates > 1:
+        lines.append(words["updates"].format(n=due.updates))
     if due.kind == "acknowledged" and due.acknowledged_by:
         lines.append(f"{words['by']} {due.acknowledged_by}")
     site_link = f"{dashboard_url.rstrip('/')}/site?site={due.site_id}"
@@ -134,5 +137,6 @@ def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
             "acknowledged_by": due.acknowledged_by, "incident_id": due.incident_id,
             "incident_sites": due.incident_sites, "site_url": site_link, "ack_url": ack_url,
             "trend_last_hour": list(due.trend) if due.trend else None,
+            "updates": due.updates if due.kind == "updated" else None,
             "title": title}
     return Message(due.key, title, "\n".join(line for line in lines if line), data)

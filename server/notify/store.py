@@ -370,7 +370,17 @@ async def due_deliveries(conn: psycopg.AsyncConnection, *, now: datetime, limit:
                        WHERE ia.incident_id = d.incident_id AND a2.state <> 'closed') END,
                   d.body, d.attempts, trend.first, trend.last,
                   (SELECT count(*) FROM notify_incident_alerts ia
-                   WHERE ia.incident_id = d.incident_id)
+                   WHERE ia.incident_id = d.incident_id),
+                  -- an 'updated' message tells how many updates it stands for (the ones
+                  -- held back since this contact's previous message of the alert)
+                  CASE WHEN d.kind = 'updated' THEN
+                      (SELECT count(*) FROM alert_events x
+                       WHERE x.alert_id = d.alert_id AND x.action = 'updated'
+                         AND x.id <= d.event_id
+                         AND x.id > coalesce((SELECT max(p.event_id) FROM notify_deliveries p
+                                              WHERE p.alert_id = d.alert_id
+                                                AND p.contact_id = d.contact_id
+                                                AND p.id < d.id), 0)) END
            FROM notify_deliveries d JOIN notify_contacts c ON c.id = d.contact_id
            LEFT JOIN alerts a ON a.id = d.alert_id LEFT JOIN sites s ON s.id = a.site_id
            -- the trend of the last hour: the series' first and latest reading in it (two
@@ -395,7 +405,8 @@ async def due_deliveries(conn: psycopg.AsyncConnection, *, now: datetime, limit:
                 category=r[11], severity=r[12], state=r[13], text=r[14], opened_at=r[15],
                 value=r[16], peak=r[17], acknowledged_by=r[18], incident_id=r[19],
                 incident_sites=list(r[20] or []), items=list(r[21] or []), attempts=r[22],
-                trend=(r[23], r[24]) if r[23] is not None else None, incident_size=r[25])
+                trend=(r[23], r[24]) if r[23] is not None else None, incident_size=r[25],
+                updates=r[26] or 0)
             for r in await cur.fetchall()]
 
 

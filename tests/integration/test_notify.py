@@ -634,3 +634,28 @@ def test_routes_as_configuration_are_checked_then_loaded_and_audited(db_url, tmp
         assert conn.execute("SELECT count(*) FROM notify_routes").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM audit_log WHERE action = "
                             "'notify.config_loaded'").fetchone()[0] == 1
+
+
+def test_a_flapping_alert_is_told_once_per_interval_with_a_count(db_url, hooks):
+    sink, got = hooks
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url, "language": "en"}}, [{"group": "all"}])
+        site = some_sites(conn, 1)[0]
+    clock = Clock()
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            alert_id = open_alert(conn, site)
+        assert await step(notifier) == 1
+        for _ in range(3):
+            clock.advance(minutes=5)
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                alert_event(conn, alert_id, "updated")
+            assert await step(notifier) == 0  # held back: within the interval
+        clock.advance(minutes=16)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            alert_event(conn, alert_id, "updated")
+        assert await step(notifier) == 1
+        assert got[-1]["kind"] == "updated" and got[-1]["updates"] == 4
+
+    _drive(db_url, clock, script, notify_update_every_minutes=30)
