@@ -64,7 +64,13 @@ def one_run(url: str, label: str, rate: float, seconds: float, extra: dict[str, 
     proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "notify", "run"], env=env,
                             start_new_session=True)
     try:
-        time.sleep(3)  # started, cursor set
+        # started: its cursor set (alerts opened before that are history, not news)
+        deadline = time.monotonic() + 120
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not conn.execute("SELECT count(*) FROM notify_cursor").fetchone()[0]:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the notifier did not start")
+                time.sleep(0.1)
         cpu_before = cpu_seconds(proc.pid)
         with psycopg.connect(url, autocommit=True) as conn:
             sites = [r[0] for r in conn.execute("SELECT id FROM sites ORDER BY id")]

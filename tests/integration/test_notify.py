@@ -219,7 +219,7 @@ def test_a_channel_down_then_back_gets_every_notification_once_in_order(db_url, 
     notifier = NotifierProcess(db_url, tmp_path / "notify.log",
                                **_fast(notify_metrics_port=metrics_port))
     try:
-        time.sleep(2)  # the notifier's cursor starts after what is there
+        notifier.wait_started(db_url)
         with psycopg.connect(db_url, autocommit=True) as conn:
             first = [open_alert(conn, site) for site in sites[:10]]
         wait_until(lambda: len(got) == 10, 30, "the first openings")
@@ -278,7 +278,7 @@ def test_kill_9_mid_burst_loses_nothing_and_repeats_nothing(db_url, tmp_path):
     settings = _fast(notify_concurrency=2)
     notifier = NotifierProcess(db_url, tmp_path / "notify1.log", **settings)
     try:
-        time.sleep(2)
+        notifier.wait_started(db_url)
         with psycopg.connect(db_url) as conn:
             alerts = []
             for chunk in range(0, 200, 20):

@@ -34,6 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -232,6 +233,15 @@ class NotifierProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def wait_started(self, database_url: str, timeout: float = 60) -> None:
+        """Until its cursor exists: events committed before that are history, not news
+        (a loaded machine takes seconds to import and connect)."""
+        def started() -> bool:
+            assert self.alive(), Path(self.log_path).read_text()[-3000:]
+            with psycopg.connect(database_url) as conn:
+                return conn.execute("SELECT count(*) FROM notify_cursor").fetchone()[0] == 1
+        wait_until(started, timeout, "the notifier's start")
 
 
 def wait_until(condition: Any, timeout: float, what: str, every: float = 0.1) -> None:
