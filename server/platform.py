@@ -64,6 +64,8 @@ SERVICE_MAX_RESTARTS = 20
 OPERATOR_KEY_FILE = "operator.key"
 FIRST_SIGN_IN_FILE = "first-sign-in.txt"
 STATE_FILE = "up.json"
+NOTIFY_SINK_SECRET_FILE = "notify-sink.secret"
+LOCAL_SINK = "local webhook sink"
 
 
 def _http_ok(url: str, ca_file: str | None = None) -> Callable[[], bool]:
@@ -142,6 +144,21 @@ def _fleet(p: Platform) -> Child:
         env=p.child_env(mqtt_login="simulator"))
 
 
+def _notify_sink(p: Platform) -> Child:
+    port = p.settings.up_notify_sink_port
+    return Child("notify-sink", _python("tidefield.cli", "notify", "sink", "--port", str(port)),
+                 # the secret by environment, not argv (ps shows argv)
+                 env={**p.child_env(), "TIDEFIELD_NOTIFY_SINK_SECRET": p.sink_secret},
+                 url=f"http://127.0.0.1:{port}/")
+
+
+def _notifier(p: Platform) -> Child:
+    s = p.settings
+    return Child("notifier", _python("tidefield.cli", "notify", "run"),
+                 env={**p.child_env(), "TIDEFIELD_NOTIFY_PUBLIC_URL": p.api_url,
+                      "TIDEFIELD_NOTIFY_DASHBOARD_URL": f"http://127.0.0.1:{s.dashboard_port}"})
+
+
 def _detector(p: Platform) -> Child:
     return Child("detector", _python("tidefield.cli", "detect", "run"),
                  env=p.child_env(mqtt_login="detector"))
@@ -154,6 +171,8 @@ COMPONENTS: tuple[Component, ...] = (
     Component("api", lambda s: True, _api, wait_ready=True),
     Component("dashboard", lambda s: s.up_dashboard, _dashboard),
     Component("fleet", lambda s: s.up_fleet, _fleet),
+    Component("notify-sink", lambda s: s.up_notify, _notify_sink),
+    Component("notifier", lambda s: s.up_notify, _notifier),
     Component("detector", lambda s: s.up_detector, _detector, after_backfill=True),
 )
 
@@ -169,6 +188,7 @@ class Platform:
         self.ca_file: str | None = None  # what children trust when TLS is on
         self._access: EmbeddedBroker | None = None  # the embedded broker's logins
         self.operator_key = ""
+        self.sink_secret = ""  # the local webhook sink's (tidefield.server.notify)
         self.backup_repo: Path | None = None  # where the database is backed up, if it is
         # the platform admin's first sign-in, when made by this start
         self.first_sign_in: FirstSignIn | None = None
@@ -214,6 +234,8 @@ class Platform:
             load_registry(conn, load_sites())
             self.operator_key = self._operator_key(conn)
             self._people(conn)
+            if self.settings.up_notify:
+                self._local_sink(conn)
         if self.mqtt_url is None:
             # Anonymous clients refused; service logins and device ACLs from the database,
             # TLS when settings.tls (tidefield.server.security).
@@ -252,6 +274,29 @@ class Platform:
         path.touch(mode=0o600)
         path.write_text(key + "\n")
         return key
+
+    def _local_sink(self, conn: psycopg.Connection) -> None:
+        """A contact for the local webhook sink and a route of every alert to it, so a new
+        user sees notifications flow without an account anywhere (upserted each start:
+        the port may have changed). Other contacts and routes are the user's."""
+        import secrets
+
+        from tidefield.server.notify import store
+        from tidefield.server.notify.routing import ContactIn, GroupIn, NotifyConfig, RouteIn
+
+        path = self.data_dir / NOTIFY_SINK_SECRET_FILE
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24) + "\n")
+        self.sink_secret = path.read_text().strip()
+        url = (f"tfhook://127.0.0.1:{self.settings.up_notify_sink_port}/"
+               f"?secret={self.sink_secret}")
+        store.load_config(conn, NotifyConfig(
+            organisation="platform", contacts=[ContactIn(name=LOCAL_SINK, url=url,
+                                                         language="en")],
+            groups=[GroupIn(name=LOCAL_SINK, members=[LOCAL_SINK])],
+            routes=[RouteIn(name=f"every alert to the {LOCAL_SINK}", group=LOCAL_SINK)]))
+        conn.commit()
 
     def _people(self, conn: psycopg.Connection) -> None:
         """The platform admin and the demo organisations, the first time; their first
@@ -299,6 +344,11 @@ class Platform:
                  f"API        {self.api_url}/api/v1 (docs: {self.api_url}/docs)"]
         if self.settings.up_dashboard:
             lines.append(f"dashboard  http://127.0.0.1:{self.settings.dashboard_port}")
+        if self.settings.up_notify:
+            lines.append(f"notify     every alert to the local webhook sink "
+                         f"http://127.0.0.1:{self.settings.up_notify_sink_port}/ (its lines "
+                         f"below, 'notify-sink'); add contacts and routes: "
+                         f"docs/notifications.md")
         lines.append(f"API key    {self.operator_key}  (scripts of the platform office: read, "
                      f"acknowledge alerts; kept in {self.data_dir / OPERATOR_KEY_FILE})")
         first = self.data_dir / FIRST_SIGN_IN_FILE

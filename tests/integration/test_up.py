@@ -55,7 +55,7 @@ class Up:
         self.data = folder / "data"
         self.ports = {name: free_port() for name in
                       ("EMBEDDED_PG_PORT", "EMBEDDED_MQTT_PORT", "API_PORT", "INGEST_PORT",
-                       "DASHBOARD_PORT")}
+                       "DASHBOARD_PORT", "UP_NOTIFY_SINK_PORT")}
         env = {**os.environ, "TIDEFIELD_DATA_DIR": str(self.data),
                **{f"TIDEFIELD_{k}": str(v) for k, v in self.ports.items()},
                "TIDEFIELD_UP_BACKFILL_DAYS": "0.25",
@@ -139,13 +139,18 @@ def test_up_runs_the_platform_and_stops_cleanly():
         # the detector raised an alert from an injected event or fault
         alerts = up.wait(lambda: up.get("/alerts")["items"], 300, "an alert")
         assert {a["category"] for a in alerts} <= {"fault", "event"}
+        # where notifications go is printed, and they reach the local webhook sink
+        assert "notify     every alert to the local webhook sink" in up.output()
+        up.wait(lambda: re.search(r"notify-sink.*\"kind\": \"opened\"", up.output()), 300,
+                "a notification at the local webhook sink")
         # the dashboard answers
         dashboard = f"http://127.0.0.1:{up.ports['DASHBOARD_PORT']}"
         up.wait(lambda: httpx.get(dashboard, timeout=5).status_code == 200, 120,
                 "the dashboard")
         state = up.state()
         children = state["children"]
-        assert {"ingest", "api", "dashboard", "fleet", "detector"} <= set(children)
+        assert {"ingest", "api", "dashboard", "fleet", "detector", "notifier",
+                "notify-sink"} <= set(children)
         assert all(child["state"] == "running" for child in children.values()), children
         status = subprocess.run([sys.executable, "-m", "tidefield.cli", "status"],
                                 env={**os.environ, "TIDEFIELD_DATA_DIR": str(up.data)},
