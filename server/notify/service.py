@@ -263,7 +263,10 @@ class Notifier:
                 log.info("notifier started", extra={"backlog": await store.backlog(
                     self.plan_conn)})
                 await self._loops(stop)
-            except (psycopg.OperationalError, NotifierBusy) as exc:
+            # except*: the loops run in a task group, which wraps what they raise (a lost
+            # connection while the database restarts) in an ExceptionGroup
+            except* (psycopg.OperationalError, NotifierBusy) as group:
+                exc = group.exceptions[0]
                 log.warning("database unavailable or another notifier running; retrying",
                             extra={"error": str(exc).splitlines()[0] if str(exc) else "",
                                    "retry_in_s": RETRY_DB_S})
