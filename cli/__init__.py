@@ -54,6 +54,7 @@ COMMANDS: dict[str, Mount] = {
     "tls": Mount(SERVER, command="tls"),
     "backup": Mount(OPS, command="backup"), "restore": Mount(OPS, command="restore"),
     "replica": Mount(OPS, command="replica"),
+    "control": Mount(SERVER, command="control"),
     "detect": Mount("tidefield.server.detect.cli"),
     "dashboard": Mount("tidefield.dashboards.cli", command="dashboard"),
     "edge": Mount("tidefield.edge.cli"),
