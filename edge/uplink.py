@@ -10,7 +10,11 @@ callbacks run here and nothing in it needs a lock:
    a broker that refuses our credentials is asked again only every ``REFUSED_RETRY_S``.
 2. On CONNACK: a retained ``online`` birth for every device of the agent, then every
    batch handed out before and not acknowledged (after a reconnect or a restart), in
-   seq order per device, then new batches.
+   seq order per device, then new batches. With a controller (``control.py``), the
+   session is persistent (commands sent while the agent is away wait on the broker, up
+   to ``control.session_expiry_s``), the agent subscribes to each device's ``down/#``,
+   hands what arrives to the controller and publishes the controller's answers (QoS 1;
+   one not acknowledged when the connection drops goes again on the next).
 3. A device's readings become a batch when it has ``batch_max_readings`` of them or its
    oldest has waited ``batch_max_wait_s``. At most ``max_in_flight`` batches await their
    PUBACK; a PUBACK (paho's ``on_publish`` with the message id) deletes the batch from
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue as queue_module
 import threading
 import time
 from collections import deque
@@ -34,11 +39,12 @@ from collections import deque
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tidefield.protocol import codec, mqtt
+from tidefield.protocol import codec, control, mqtt
 from tidefield.protocol.messages import Batch, DeviceState, Status
-from tidefield.protocol.topics import status_topic, up_topic
+from tidefield.protocol.topics import PREFIX, status_topic, up_topic
 
 from .config import EdgeConfig
+from .control import Controller, Outgoing
 from .health import LatencyMeter
 from .queue import DiskQueue
 from .retry import backoff
@@ -70,9 +76,12 @@ class _Session:
         # mid -> (device, seq, readings, time sent); status messages are not in here
         self.in_flight: dict[int, tuple[str, int, int, float]] = {}
         self.status_mids: set[int] = set()
+        self.answers: dict[int, Outgoing] = {}  # the controller's, awaiting PUBACK
+        self.received: list[mqtt.Message] = []  # down/ messages for the controller
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object,
                     reason_code: ReasonCode, properties: object) -> None:
@@ -86,6 +95,10 @@ class _Session:
                     reason_code: ReasonCode, properties: object) -> None:
         self.acks.append((mid, reason_code))
 
+    def _on_message(self, client: paho.Client, userdata: object,
+                    message: paho.MQTTMessage) -> None:
+        self.received.append(mqtt.to_message(message))
+
     def close(self) -> None:
         client = self.client
         try:
@@ -97,12 +110,15 @@ class _Session:
                 sock.close()
             # drop the callbacks: no cycle keeps the client (and its socket pair) alive
             client.on_connect = client.on_disconnect = client.on_publish = None
+            client.on_message = None
 
 
 class Publisher:
     def __init__(self, config: EdgeConfig, queue: DiskQueue,
-                 latency: LatencyMeter | None = None) -> None:
+                 latency: LatencyMeter | None = None,
+                 controller: Controller | None = None) -> None:
         self._config = config
+        self._controller = controller
         self._queue = queue
         self._site = config.site
         self._gateway = config.gateway_device
@@ -125,6 +141,16 @@ class Publisher:
         self._next_due_s = 0.0  # until the next device's readings are due
         self._acked: list[tuple[str, int]] = []  # acknowledged, not deleted yet
         self._acked_since = 0.0
+        self._flush_requested = False  # a flush-queue command: send all, batches or not
+
+    def request_flush(self) -> None:
+        self._flush_requested = True
+
+    def set_batching(self, max_readings: int | None, max_wait_s: float | None) -> None:
+        """Batching from the platform's configuration (None: the config file's)."""
+        publish = self._config.publish
+        self._batch_max = max_readings or publish.batch_max_readings
+        self._max_wait_s = max_wait_s if max_wait_s is not None else publish.batch_max_wait_s
 
     # --- the connection loop ------------------------------------------------------------
 
@@ -153,6 +179,8 @@ class Publisher:
                     self._finish(session)
             finally:
                 self.connected.clear()
+                self._settle(session)
+                self.requeue_answers(session)
                 session.close()
                 self._flush_acks()
             if not stop.is_set():
@@ -177,7 +205,9 @@ class Publisher:
             will_content_type=self._content_type)
         client.connect_timeout = config.broker.connect_timeout_s
         session = _Session(client)
-        mqtt.connect(client, self._address, clean_start=True,
+        persistent = self._controller is not None and config.control.session_expiry_s > 0
+        mqtt.connect(client, self._address, clean_start=not persistent,
+                     session_expiry_s=config.control.session_expiry_s if persistent else 0,
                      keepalive=config.broker.keepalive_s)
         try:
             client.reconnect()  # TCP (and TLS) handshake, then CONNECT
@@ -216,14 +246,20 @@ class Publisher:
             birth = Status(self._site, device, DeviceState.ONLINE, now_ms,
                            max(1, math.ceil(interval_s)))
             self._publish_status(session, birth)
+        if self._controller is not None:
+            client.subscribe([(f"{PREFIX}/{self._site}/{device}/down/#", 1)
+                              for device in self._devices])
         resend = deque(self._queue.unacked())
         if resend:
             log.debug("re-sending %d unacknowledged batches", len(resend))
         while not stop.is_set() and not session.lost:
             self._settle(session)
+            self._exchange_control(session)
             while len(session.in_flight) < self._max_in_flight and not session.lost:
-                batch = resend.popleft() if resend else self._next_batch()
+                batch = resend.popleft() if resend else self._next_batch(
+                    flush=self._flush_requested)
                 if batch is None:
+                    self._flush_requested = False
                     break
                 self._send(session, batch)
             if session.lost:
@@ -233,6 +269,36 @@ class Publisher:
             if client.loop(self._wait_s(session)) != paho.MQTT_ERR_SUCCESS:
                 session.lost = True
         self._settle(session)
+
+    def _exchange_control(self, session: _Session) -> None:
+        """Hand received down/ messages to the controller; send its answers."""
+        controller = self._controller
+        if controller is None:
+            return
+        for message in session.received:
+            controller.submit(message)
+        session.received.clear()
+        while not session.lost:
+            try:
+                answer = controller.outbox.get_nowait()
+            except queue_module.Empty:
+                return
+            props = mqtt.publish_properties(control.CONTENT_TYPE,
+                                            correlation_data=answer.correlation_data)
+            info = session.client.publish(answer.topic, answer.payload, qos=1,
+                                          retain=answer.retain, properties=props)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                controller.outbox.put(answer)
+                session.lost = True
+                return
+            session.answers[info.mid] = answer
+
+    def requeue_answers(self, session: _Session) -> None:
+        """Answers the broker did not acknowledge go again on the next connection."""
+        if self._controller is not None:
+            for answer in session.answers.values():
+                self._controller.outbox.put(answer)
+        session.answers.clear()
 
     def _next_batch(self, *, flush: bool = False) -> Batch | None:
         """A batch of the next device (round robin) whose readings are due (with ``flush``:
@@ -296,6 +362,7 @@ class Publisher:
         done: list[tuple[str, int]] = []
         for mid, reason in session.acks:
             session.status_mids.discard(mid)
+            session.answers.pop(mid, None)
             entry = session.in_flight.pop(mid, None)
             if entry is None:
                 continue
