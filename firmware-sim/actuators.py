@@ -80,6 +80,7 @@ class ActuatorBoard:
     time_scale: float = 1.0
     relays: list[_Relay] = field(init=False)
     writes: int = field(init=False, default=0)
+    switched_on: int = field(init=False, default=0)  # off -> on transitions, every relay
 
     def __post_init__(self) -> None:
         if any(not 0 <= relay < RELAYS for relay in self.effects):
@@ -94,6 +95,7 @@ class ActuatorBoard:
             self.writes += 1
             if state.on == on:
                 return
+            self.switched_on += on
             headroom = self._last_headroom.get(relay, 0.0)
             state.surplus_at_switch = state.surplus(t_ms, headroom, self.time_scale)
             state.on, state.since_ms = on, t_ms

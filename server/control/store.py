@@ -121,10 +121,11 @@ def set_desired(conn: psycopg.Connection, *, device_id: str, settings: dict[str,
         raise ControlError(str(exc)) from None
     device_site(conn, device_id=device_id)
     conn.execute(
-        """INSERT INTO device_config (device_id, desired_version, desired, desired_by)
-           VALUES (%(d)s, 1, %(doc)s, %(by)s)
+        """INSERT INTO device_config (device_id, desired_version, desired, desired_at,
+                                      desired_by)
+           VALUES (%(d)s, 1, %(doc)s, now(), %(by)s)
            ON CONFLICT (device_id) DO UPDATE SET
-               desired_version = device_config.desired_version + 1,
+               desired_version = coalesce(device_config.desired_version, 0) + 1,
                desired = EXCLUDED.desired, desired_at = now(), desired_by = EXCLUDED.desired_by""",
         {"d": device_id, "doc": Jsonb(document), "by": actor})
     return twin(conn, device_id=device_id)
@@ -149,10 +150,14 @@ def record_reported(conn: psycopg.Connection, *, reported: ReportedConfig) -> bo
     """Store a device's reported configuration; False when it is older than the one
     stored (answers can arrive out of order after a reconnect)."""
     row = conn.execute(
-        """UPDATE device_config SET reported_version = %(v)s, reported = %(doc)s,
-               reported_at = to_timestamp(%(t)s / 1000.0), reported_error = %(err)s
-           WHERE device_id = %(d)s
-             AND (reported_at IS NULL OR reported_at <= to_timestamp(%(t)s / 1000.0))
+        """INSERT INTO device_config AS c (device_id, reported_version, reported,
+                                           reported_at, reported_error)
+           SELECT id, %(v)s, %(doc)s, to_timestamp(%(t)s / 1000.0), %(err)s
+           FROM devices WHERE id = %(d)s
+           ON CONFLICT (device_id) DO UPDATE SET
+               reported_version = EXCLUDED.reported_version, reported = EXCLUDED.reported,
+               reported_at = EXCLUDED.reported_at, reported_error = EXCLUDED.reported_error
+           WHERE c.reported_at IS NULL OR c.reported_at <= EXCLUDED.reported_at
            RETURNING 1""",
         {"v": reported.version, "doc": Jsonb(reported.settings.to_dict()),
          "t": reported.time_ms, "err": reported.error, "d": reported.device}).fetchone()

@@ -2,15 +2,16 @@
 -- to it. The API writes what people want; the control service (server/control/) sends it
 -- over MQTT and stores what the devices answer.
 
--- The desired configuration: one row per device, version only grows. ``published_version``
+-- The configuration twin: one row per device that was configured or reported; the
+-- desired version only grows (null: never configured, only reported). ``published_version``
 -- is the version the control service last published (retained) to the device's
 -- down/config; ``reported_*`` is what the device answered on reply/config.
 CREATE TABLE device_config (
     device_id          text PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
-    desired_version    integer NOT NULL CHECK (desired_version >= 1),
-    desired            jsonb NOT NULL,
-    desired_at         timestamptz NOT NULL DEFAULT now(),
-    desired_by         text NOT NULL,
+    desired_version    integer CHECK (desired_version >= 1),
+    desired            jsonb,
+    desired_at         timestamptz,
+    desired_by         text,
     published_version  integer NOT NULL DEFAULT 0,
     reported_version   integer,
     reported           jsonb,
