@@ -126,6 +126,11 @@ def _detector(p: Platform) -> Child:
                  env=p.child_env(mqtt_login="detector"))
 
 
+def _control(p: Platform) -> Child:
+    return Child("control", _python("tidefield.cli", "control"),
+                 env=p.child_env(mqtt_login="control"))
+
+
 COMPONENTS: tuple[Component, ...] = (
     Component("backup", ops.archives, _backup),
     Component("replica", lambda s: s.up_replica, _replica),
@@ -134,6 +139,7 @@ COMPONENTS: tuple[Component, ...] = (
     Component("dashboard", lambda s: s.up_dashboard, _dashboard),
     Component("fleet", lambda s: s.up_fleet, _fleet),
     Component("detector", lambda s: s.up_detector, _detector, after_backfill=True),
+    Component("control", lambda s: s.up_control, _control),
 )
 
 

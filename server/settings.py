@@ -313,6 +313,8 @@ class UpGroup(BaseModel):
     up_fleet: bool = Field(True, description="stream the simulated fleet live")
     up_dashboard: bool = Field(True, description="run the dashboard")
     up_detector: bool = Field(True, description="run the anomaly detector")
+    up_control: bool = Field(True, description="run the control service (configuration and "
+                                               "commands to devices)")
 
 
 # --- one class per process ----------------------------------------------------------------
