@@ -55,6 +55,7 @@ COMMANDS: dict[str, Mount] = {
     "backup": Mount(OPS, command="backup"), "restore": Mount(OPS, command="restore"),
     "replica": Mount(OPS, command="replica"),
     "control": Mount(SERVER, command="control"),
+    "releases": Mount(SERVER, command="releases"),
     "detect": Mount("tidefield.server.detect.cli"),
     "dashboard": Mount("tidefield.dashboards.cli", command="dashboard"),
     "edge": Mount("tidefield.edge.cli"),

@@ -30,10 +30,12 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tidefield.protocol.catalog import AGENT_METRICS
-from tidefield.protocol.control import Settings
+from tidefield.protocol.control import Command, Settings
 from tidefield.protocol.messages import Reading
 
 from .actuators import Actuators
@@ -156,8 +158,11 @@ class _DriverRunner:
 
 
 class Agent:
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, healthy_file: Path | None = None) -> None:
         self.config = config
+        # written once the agent is up (config valid, broker connected): the launcher's
+        # health check of a new release (edge/launcher.py)
+        self.healthy_file = healthy_file
         queue = config.queue
         self.queue = DiskQueue(queue.path, site=config.site, max_readings=queue.max_readings,
                                max_age_s=queue.max_age_s, when_full=queue.when_full,
@@ -172,7 +177,7 @@ class Agent:
                 ControlState(config.control.path(config.queue)), self.actuators,
                 apply=self.apply_settings, known_metrics=self._metrics_read(),
                 flush=lambda: self.publisher.request_flush(),
-                reboot=self.reboot_requested.set)
+                reboot=self.reboot_requested.set, update=self._updater())
         self.publisher = Publisher(config, self.queue, self.latency, self.controller)
         self._health_interval_s = config.health.interval_s
         # Two stop events: the producers (drivers, health) stop first, so the publisher's
@@ -185,6 +190,15 @@ class Agent:
         self._producers: list[threading.Thread] = []
         self._cpu = CpuMeter()
         self._dropped_reported = self.queue.stats().dropped
+
+    def _updater(self) -> Callable[[Command], None] | None:
+        update = self.config.update
+        if update.root is None or update.public_key is None:
+            return None
+        from .update import Release, Updater
+
+        updater = Updater(update.root, update.public_key, ca_file=update.ca_file)
+        return lambda command: updater.apply(Release.of(command))
 
     def _metrics_read(self) -> dict[str, frozenset[str]]:
         """Device -> the metrics its drivers read (those with a register map)."""
@@ -226,7 +240,7 @@ class Agent:
         self._producers = threads
         # these stop with the publisher, after the producers
         others = [threading.Thread(target=self.actuators.run, args=(self._stop,),
-                                   name="safety", daemon=True)]
+                                   name="safety", daemon=True)] if self.actuators else []
         if self.controller is not None:
             others.append(threading.Thread(target=self.controller.run, args=(self._stop,),
                                            name="control", daemon=True))
@@ -265,6 +279,9 @@ class Agent:
         try:
             self.start()
             while not requested.wait(0.5):
+                if self.healthy_file is not None and self.publisher.connected.is_set():
+                    self.healthy_file.write_text(f"{time.time():.0f}\n")
+                    self.healthy_file = None
                 if self.reboot_requested.is_set():
                     log.warning("reboot requested by the platform; restarting")
                     return EXIT_REBOOT

@@ -135,6 +135,15 @@ class ControlConfig(_Section):
         return self.state_path or queue.path.with_name("control.db")
 
 
+@dataclass(frozen=True, kw_only=True)
+class UpdateConfig(_Section):
+    """Agent updates over the air (edge/update.py); without a root they are refused."""
+
+    root: Path | None = None  # /opt/tidefield-edge: releases, current, launcher.py
+    public_key: str | None = None  # the release key (Ed25519, 32 bytes, base64)
+    ca_file: Path | None = None  # trust this CA for the download instead of the system's
+
+
 if TYPE_CHECKING:
     AnyDriverConfig = DriverConfig
 else:  # the union of every registered driver's config, which pydantic tells apart by type
@@ -152,6 +161,7 @@ class EdgeConfig(_Section):
     health: HealthConfig = field(default_factory=HealthConfig)
     drivers: tuple[Annotated[AnyDriverConfig, ByType()], ...] = ()
     control: ControlConfig = field(default_factory=ControlConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     actuators: tuple[Annotated[ModbusTcpActuator | ModbusRtuActuator, ByType()], ...] = ()
 
     @property
@@ -288,6 +298,19 @@ def _check_content(config: EdgeConfig) -> list[tuple[str, str]]:
             problems.append((f"actuators.{i}.name", f"{actuator.name!r} is already "
                                                     f"actuators.{names[actuator.name]}"))
         names.setdefault(actuator.name, i)
+    update = config.update
+    if (update.root is None) != (update.public_key is None):
+        problems.append(("update", "give both root and public_key, or neither"))
+    if update.public_key is not None:
+        import base64
+        import binascii
+
+        try:
+            if len(base64.b64decode(update.public_key, validate=True)) != 32:
+                raise ValueError
+        except (ValueError, binascii.Error):
+            problems.append(("update.public_key", "not an Ed25519 public key (32 bytes, "
+                                                  "base64)"))
     broker = config.broker
     if broker.password is not None and broker.password_file is not None:
         problems.append(("broker.password_file", "give password or password_file, not both"))

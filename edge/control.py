@@ -124,7 +124,8 @@ class Controller:
                  actuators: Actuators, *, apply: Callable[[str, Settings], None],
                  known_metrics: dict[str, frozenset[str]] | None = None,
                  flush: Callable[[], None] | None = None,
-                 reboot: Callable[[], None] | None = None) -> None:
+                 reboot: Callable[[], None] | None = None,
+                 update: Callable[[Command], None] | None = None) -> None:
         self.site = site
         self.devices = devices
         self.state = state
@@ -133,6 +134,8 @@ class Controller:
         self._known_metrics = known_metrics or {}
         self._flush = flush
         self._reboot = reboot
+        self._update = update
+        self._restart_after_answer = False
         self.inbox: queue.Queue[Message | None] = queue.Queue()
         self.outbox: queue.Queue[Outgoing] = queue.Queue()
         self.executed: list[str] = []  # command ids run in this process (for tests)
@@ -267,6 +270,9 @@ class Controller:
         log.info("%s: command %s (%s) %s%s", device, command.id, command.action,
                  result.state, f": {result.reason}" if result.reason else "")
         self._answer(result, message)
+        if self._restart_after_answer and self._reboot is not None:
+            self._restart_after_answer = False
+            self._reboot()  # after the answer: the stop sends it before going offline
 
     def _execute(self, command: Command) -> float | None:
         device = command.device
@@ -289,7 +295,19 @@ class Controller:
         if command.action is Action.REBOOT:
             if self._reboot is None:
                 raise ActuatorError("this agent cannot restart itself")
-            self._reboot()
+            self._restart_after_answer = True
+            return None
+        if command.action is Action.UPDATE:
+            if self._update is None or self._reboot is None:
+                raise ActuatorError("updates are not configured here (update.root, "
+                                    "update.public_key)")
+            from .update import UpdateError
+
+            try:
+                self._update(command)
+            except UpdateError as exc:
+                raise ActuatorError(str(exc)) from exc
+            self._restart_after_answer = True  # the launcher starts the new release
             return None
         raise ActuatorError(f"unknown action {command.action}")
 

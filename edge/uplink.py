@@ -388,6 +388,7 @@ class Publisher:
         deadline = time.monotonic() + STOP_DRAIN_S
         while not session.lost and time.monotonic() < deadline:
             self._settle(session)
+            self._exchange_control(session)  # answers too (a reboot's "done")
             while len(session.in_flight) < self._max_in_flight and not session.lost:
                 batch = self._next_batch(flush=True)
                 if batch is None:
@@ -402,7 +403,8 @@ class Publisher:
             self._publish_status(session, Status(self._site, device, DeviceState.OFFLINE,
                                                  now_ms))
         deadline = time.monotonic() + STOP_DRAIN_S
-        while ((session.in_flight or session.status_mids) and not session.lost
+        while ((session.in_flight or session.status_mids or session.answers)
+               and not session.lost
                and time.monotonic() < deadline):
             if session.client.loop(0.05) != paho.MQTT_ERR_SUCCESS:
                 break

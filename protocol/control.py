@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -230,6 +231,7 @@ class Action(StrEnum):
     REBOOT = "reboot"
     SYNC_TIME = "sync-time"
     FLUSH_QUEUE = "flush-queue"
+    UPDATE = "update"  # params: url (https), version, sha256, signature (edge/update.py)
 
 
 class CommandState(StrEnum):
@@ -260,6 +262,12 @@ class Command:
     state: str | None = None  # set: "on" or "off"
     value: int | None = None  # set: a register value
     duration_s: float | None = None  # set "on": switch off again after this long
+    # update: the release (a tidefield-edge wheel), its SHA-256 (hex) and the Ed25519
+    # signature (base64) of release_message(version, sha256)
+    url: str | None = None
+    version: str | None = None
+    sha256: str | None = None
+    signature: str | None = None
     schema: int = SCHEMA_VERSION
 
     def expired(self, now_ms: int) -> bool:
@@ -291,7 +299,8 @@ def encode_command(command: Command) -> bytes:
                             "device": command.device, "id": command.id,
                             "action": str(command.action), "issued": command.issued_ms,
                             "expires": command.expires_ms}
-    for name in ("actuator", "state", "value", "duration_s"):
+    for name in ("actuator", "state", "value", "duration_s", "url", "version", "sha256",
+                 "signature"):
         if getattr(command, name) is not None:
             body[name] = getattr(command, name)
     return _dump(body)
@@ -311,7 +320,11 @@ def decode_command(payload: bytes, *, topic: Topic | None = None) -> Command:
         actuator=_field(body, "actuator", (str,), optional=True),
         state=_field(body, "state", (str,), optional=True),
         value=_field(body, "value", (int,), optional=True),
-        duration_s=_number(body, "duration_s", low=0.0, high=7 * 86_400.0))
+        duration_s=_number(body, "duration_s", low=0.0, high=7 * 86_400.0),
+        url=_field(body, "url", (str,), optional=True),
+        version=_field(body, "version", (str,), optional=True),
+        sha256=_field(body, "sha256", (str,), optional=True),
+        signature=_field(body, "signature", (str,), optional=True))
     check_command(command)
     return command
 
@@ -332,9 +345,27 @@ def check_command(command: Command) -> Command:
             raise MalformedPayload(f"'value' {command.value} does not fit a register")
         if command.duration_s is not None and command.state != "on":
             raise MalformedPayload("'duration_s' goes with state 'on' only")
+    if command.action is Action.UPDATE:
+        if None in (command.url, command.version, command.sha256, command.signature):
+            raise MalformedPayload("an update command needs url, version, sha256, signature")
+        assert command.url is not None and command.version is not None
+        if not command.url.startswith("https://"):
+            raise MalformedPayload("an update is downloaded over https:// only")
+        if not _RELEASE_VERSION.match(command.version):
+            raise MalformedPayload(f"version {command.version!r} is not a release version")
+        if not re.fullmatch(r"[0-9a-f]{64}", command.sha256 or ""):
+            raise MalformedPayload("sha256 must be 64 lower-case hex digits")
     if command.expires_ms <= command.issued_ms:
         raise MalformedPayload("'expires' must be after 'issued'")
     return command
+
+
+_RELEASE_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}([a-z0-9.+-]{0,20})$")
+
+
+def release_message(version: str, sha256: str) -> bytes:
+    """What a release's Ed25519 signature signs: the distribution, version and hash."""
+    return f"tidefield-edge\n{version}\n{sha256}\n".encode()
 
 
 def encode_result(result: CommandResult) -> bytes:
@@ -367,5 +398,5 @@ __all__ = [
     "Threshold", "check_command", "check_command_id", "command_topic", "config_topic",
     "decode_command", "decode_desired", "decode_reported", "decode_result",
     "encode_command", "encode_desired", "encode_reported", "encode_result",
-    "reported_topic", "result_topic", "settings_from_dict",
+    "release_message", "reported_topic", "result_topic", "settings_from_dict",
 ]

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,8 @@ NAME = "tidefield-edge"
 # What `python -m tidefield.edge` imports (the config check adds pydantic and YAML);
 # every one pure Python or with wheels for 32- and 64-bit ARM.
 DEPENDENCIES = ["paho-mqtt>=2.1,<3", "pymodbus>=3.16,<4", "msgpack>=1.0,<2",
-                "pyyaml>=6,<7", "pydantic>=2.7,<3"]
+                "pyyaml>=6,<7", "pydantic>=2.7,<3",
+                "cryptography>=42"]  # verifies update signatures (Ed25519), imported then only
 LEFT_OUT = ("generate.py", "qingdao.geojson", "__pycache__", "*.pyc")
 
 
@@ -70,29 +72,36 @@ packages = ["tidefield.protocol", "tidefield.protocol.registry", "tidefield.edge
 """
 
 
-def build(out: Path) -> Path:
-    """Build the wheel into ``out``; its path."""
+def build(out: Path, version: str | None = None,
+          patch: Callable[[Path], None] | None = None) -> Path:
+    """Build the wheel into ``out``; its path. ``version`` overrides the project's;
+    ``patch`` may change the staged sources (the update tests make broken releases)."""
+    version = version or project_version()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tidefield-edge-") as tmp:
         stage = Path(tmp)
         ignore = shutil.ignore_patterns(*LEFT_OUT)
         shutil.copytree(ROOT / "protocol", stage / "tidefield" / "protocol", ignore=ignore)
         shutil.copytree(ROOT / "edge", stage / "tidefield" / "edge", ignore=ignore)
-        (stage / "pyproject.toml").write_text(pyproject(project_version()))
+        (stage / "pyproject.toml").write_text(pyproject(version))
+        if patch is not None:
+            patch(stage)
         (stage / "README.md").write_text("Tidefield's edge agent: see docs/edge.md.\n")
         before = set(out.glob("*.whl"))
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                         "-w", str(out), str(stage)],
                        check=True)
     built = [p for p in out.glob(f"{NAME.replace('-', '_')}-*.whl") if p not in before] or \
-        sorted(out.glob(f"{NAME.replace('-', '_')}-{project_version()}-*.whl"))
+        sorted(out.glob(f"{NAME.replace('-', '_')}-{version}-*.whl"))
     return built[-1]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist")
-    print(build(parser.parse_args().out))
+    parser.add_argument("--version", help="default: the project's")
+    args = parser.parse_args()
+    print(build(args.out, args.version))
     return 0
 
 

@@ -756,8 +756,13 @@ def devices_command(device: Annotated[str, typer.Argument(help="device id")],
                     ] = None,
                     expires_in_s: Annotated[float, typer.Option(
                         help="the device refuses it after this long")] = 3600.0,
+                    manifest: Annotated[Path | None, typer.Option(
+                        help="update: the manifest `tidefield releases sign` printed")
+                    ] = None,
                     database_url: DatabaseUrl = None) -> None:
     """Queue a command for a device (the control service sends it); prints its id."""
+    import json
+
     import psycopg
 
     from tidefield.server.control import store
@@ -766,8 +771,11 @@ def devices_command(device: Annotated[str, typer.Argument(help="device id")],
     settings = _settings(AdminSettings, database_url=database_url)
     with psycopg.connect(_require_db(settings)) as conn:
         try:
+            params = _key_values(param or [])
+            if manifest is not None:
+                params.update(json.loads(manifest.read_text()))
             row = store.create_command(conn, device_id=device, action=action,
-                                       params=_key_values(param or []), actor=_cli_actor(),
+                                       params=params, actor=_cli_actor(),
                                        expires_in_s=expires_in_s)
         except store.ControlError as exc:
             typer.echo(f"error: {exc}", err=True)
@@ -806,3 +814,38 @@ def control_run(database_url: DatabaseUrl = None,
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     service.run(stop)
+
+
+releases_app = typer.Typer(help="Agent releases: the release key, signed manifests "
+                           "(docs/control.md).", no_args_is_help=True)
+app.add_typer(releases_app, name="releases")
+
+
+@releases_app.command("keygen")
+def releases_keygen(out: Annotated[Path, typer.Option(help="the private key (PEM)")]) -> None:
+    """Make the release key; prints the public key for the agents' update.public_key."""
+    from tidefield.server.control import releases
+
+    try:
+        typer.echo(releases.keygen(out))
+    except FileExistsError:
+        typer.echo(f"error: {out} exists; a release key is made once", err=True)
+        raise typer.Exit(2) from None
+
+
+@releases_app.command("sign")
+def releases_sign(wheel: Annotated[Path, typer.Argument(help="a tidefield_edge wheel")],
+                  key: Annotated[Path, typer.Option(help="the release key (PEM)")],
+                  url: Annotated[str, typer.Option(help="where agents download it (https)")],
+                  ) -> None:
+    """Print the signed manifest (JSON): the params of an `update` command."""
+    import json
+
+    from tidefield.server.control import releases
+
+    try:
+        manifest = releases.sign(wheel, releases.load_key(key), url)
+    except (releases.ReleaseError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(manifest.params()))

@@ -182,7 +182,8 @@ def create_command(conn: psycopg.Connection, *, device_id: str, action: str,
         raise ControlError(f"unknown action {action!r}; actions: "
                            f"{', '.join(a.value for a in Action)}") from None
     params = {k: v for k, v in params.items() if v is not None}
-    allowed = {"actuator", "state", "value", "duration_s"}
+    allowed = {"actuator", "state", "value", "duration_s", "url", "version", "sha256",
+               "signature"}
     if set(params) - allowed:
         raise ControlError(f"unknown parameter(s) {sorted(set(params) - allowed)}")
     now = datetime.now(UTC)
