@@ -330,9 +330,10 @@ def _publish(url: str, command: Command) -> None:
     client.loop_start()
     try:
         props = mqtt.publish_properties(
-            control.CONTENT_TYPE, response_topic=control.result_topic(SITE, command.device),
+            control.CONTENT_TYPE,
+            response_topic=control.result_topic(command.site, command.device),
             correlation_data=command.id.encode())
-        info = client.publish(control.command_topic(SITE, command.device),
+        info = client.publish(control.command_topic(command.site, command.device),
                               control.encode_command(command), qos=1, properties=props)
         info.wait_for_publish(10)
     finally:

@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tidefield.edge import launcher as launcher_module
-from tidefield.edge.update import Release, Updater, UpdateError
+from tidefield.edge.update import Release, UpdateError, Updater
 from tidefield.protocol.control import Action, Command
 from tidefield.server.control import releases
 from tidefield.server.security.tls import ensure_dev_pki
@@ -118,7 +118,7 @@ def test_a_bad_signature_or_hash_is_refused_and_nothing_changes(world, tmp_path)
 def _config(tmp_path: Path, broker_url: str, root: Path, world) -> Path:
     path = tmp_path / "edge.yaml"
     path.write_text(json.dumps({
-        "site": "ag-001", "broker": {"url": broker_url},
+        "site": "ag-001", "broker": {"url": broker_url}, "log_level": "INFO",
         "queue": {"path": str(tmp_path / "queue.db")}, "health": {"interval_s": 3600},
         "update": {"root": str(root), "public_key": world["public"],
                    "ca_file": str(world["ca"])}}))
@@ -166,7 +166,7 @@ def _current(root: Path) -> str:
 
 def test_a_good_update_switches_and_a_failing_one_rolls_back(world, installed, tmp_path,
                                                              broker):
-    root, updater = installed
+    root, _ = installed
     launched = Launched(root, _config(tmp_path, broker.url, root, world))
     try:
         launched.wait_for(lambda: (root / f"healthy.{OLD}").exists(), 60, "the old release up")
