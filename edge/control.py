@@ -51,6 +51,21 @@ log = logging.getLogger(__name__)
 KEEP_COMMANDS = 10_000  # ids remembered (the oldest are forgotten beyond this)
 
 
+def _agent_version() -> str | None:
+    """This agent's release: the lean wheel's version, else the whole project's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("tidefield-edge", "tidefield"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+AGENT_VERSION = _agent_version()
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     topic: str
@@ -217,6 +232,7 @@ class Controller:
         return None
 
     def _report(self, reported: ReportedConfig) -> None:
+        reported = replace(reported, agent_version=AGENT_VERSION)
         self.outbox.put(Outgoing(control.reported_topic(self.site, reported.device),
                                  control.encode_reported(reported), retain=True))
 

@@ -173,6 +173,24 @@ class Updater:
         link.symlink_to(target.relative_to(self.root))
         os.replace(link, self.current)
         _fsync_dir(self.root)
+        self.prune(keep={version, *(p for p in [_previous(self.root)] if p)})
+
+    def prune(self, keep: set[str]) -> None:
+        """Remove releases other than ``keep`` (the current one and the one before)."""
+        for release in (self.root / "releases").iterdir():
+            if release.name not in keep and not release.name.endswith(".partial"):
+                shutil.rmtree(release, ignore_errors=True)
+        for wheel in (self.root / "downloads").glob("*.whl"):
+            if not any(f"-{v}-" in wheel.name for v in keep):
+                wheel.unlink(missing_ok=True)
+
+
+def _previous(root: Path) -> str | None:
+    try:
+        value = json.loads((root / "pending.json").read_text()).get("previous")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def write_json(path: Path, data: object) -> None:

@@ -179,6 +179,7 @@ class ReportedConfig:
     time_ms: int
     error: str | None = None  # why the desired version (``refused``) was not applied
     refused: int | None = None
+    agent_version: str | None = None  # the agent's release (the fleet's version view)
     schema: int = SCHEMA_VERSION
 
 
@@ -192,7 +193,7 @@ def encode_reported(config: ReportedConfig) -> bytes:
     return _dump({"v": config.schema, "site": config.site, "device": config.device,
                   "version": config.version, "t": config.time_ms,
                   "settings": config.settings.to_dict(), "error": config.error,
-                  "refused": config.refused})
+                  "refused": config.refused, "agent": config.agent_version})
 
 
 def decode_desired(payload: bytes, *, topic: Topic | None = None) -> DesiredConfig:
@@ -212,7 +213,8 @@ def decode_reported(payload: bytes, *, topic: Topic | None = None) -> ReportedCo
     refused = _field(body, "refused", (int,), optional=True)
     return ReportedConfig(site, device, version, settings_from_dict(body.get("settings", {})),
                           _field(body, "t", (int,)),
-                          error=_field(body, "error", (str,), optional=True), refused=refused)
+                          error=_field(body, "error", (str,), optional=True), refused=refused,
+                          agent_version=_field(body, "agent", (str,), optional=True))
 
 
 def _version(body: dict[str, Any], name: str) -> int:

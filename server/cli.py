@@ -849,3 +849,61 @@ def releases_sign(wheel: Annotated[Path, typer.Argument(help="a tidefield_edge w
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(manifest.params()))
+
+
+@releases_app.command("offer")
+def releases_offer(manifest: Annotated[Path, typer.Argument(
+                       help="the manifest `tidefield releases sign` printed (JSON)")],
+                   site: Annotated[list[str] | None, typer.Option(
+                       "--site", help="a site of the group (repeatable)")] = None,
+                   kind: Annotated[str | None, typer.Option(
+                       help="every site of this kind")] = None,
+                   first: Annotated[int | None, typer.Option(
+                       help="a stage: offer it to at most this many gateways of the group "
+                            "in all (run again with more for the next stage)")] = None,
+                   database_url: DatabaseUrl = None) -> None:
+    """Offer a release to a group of gateways, in stages; one audited command each."""
+    import json
+
+    import psycopg
+
+    from tidefield.server.control import store
+    from tidefield.server.settings import AdminSettings
+
+    settings = _settings(AdminSettings, database_url=database_url)
+    params = json.loads(manifest.read_text())
+    with psycopg.connect(_require_db(settings)) as conn:
+        sites = list(site or [])
+        if kind is not None:
+            sites += [r[0] for r in conn.execute("SELECT id FROM sites WHERE kind = %s",
+                                                 (kind,))]
+        if not sites:
+            typer.echo("error: name the group: --site (repeatable) or --kind", err=True)
+            raise typer.Exit(2)
+        try:
+            rows = store.offer_release(conn, params=params, sites=sites, first=first,
+                                       actor=_cli_actor())
+        except store.ControlError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for row in rows:
+            _audit(conn, "device.commanded", f"command:{row.id}", site_id=row.site_id,
+                   after={"device": row.device_id, "action": "update",
+                          "version": params.get("version")})
+    typer.echo(f"release {params.get('version')} offered to {len(rows)} gateway(s): "
+               + ", ".join(r.device_id for r in rows))
+
+
+@releases_app.command("versions")
+def releases_versions(database_url: DatabaseUrl = None) -> None:
+    """The agent versions across the fleet's gateways."""
+    import psycopg
+
+    from tidefield.server.control import store
+    from tidefield.server.settings import AdminSettings
+
+    settings = _settings(AdminSettings, database_url=database_url)
+    with psycopg.connect(_require_db(settings)) as conn:
+        for version, gateways, sites in store.fleet_versions(conn, sites=None):
+            typer.echo(f"{version:12s} {gateways:5d} gateways  ({', '.join(sites[:5])}"
+                       f"{', ...' if len(sites) > 5 else ''})")

@@ -262,3 +262,11 @@ class SiteControl(BaseModel):
     site_id: str
     devices: list[DeviceConfig]
     commands: list[DeviceCommand]
+
+
+class FleetVersion(BaseModel):
+    """How many gateways run an agent version ('unknown': never reported one)."""
+
+    version: str = Field(examples=["0.2.0"])
+    gateways: int
+    sites: list[str]

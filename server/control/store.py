@@ -151,16 +151,18 @@ def record_reported(conn: psycopg.Connection, *, reported: ReportedConfig) -> bo
     stored (answers can arrive out of order after a reconnect)."""
     row = conn.execute(
         """INSERT INTO device_config AS c (device_id, reported_version, reported,
-                                           reported_at, reported_error)
-           SELECT id, %(v)s, %(doc)s, to_timestamp(%(t)s / 1000.0), %(err)s
+                                           reported_at, reported_error, agent_version)
+           SELECT id, %(v)s, %(doc)s, to_timestamp(%(t)s / 1000.0), %(err)s, %(agent)s
            FROM devices WHERE id = %(d)s
            ON CONFLICT (device_id) DO UPDATE SET
                reported_version = EXCLUDED.reported_version, reported = EXCLUDED.reported,
-               reported_at = EXCLUDED.reported_at, reported_error = EXCLUDED.reported_error
+               reported_at = EXCLUDED.reported_at, reported_error = EXCLUDED.reported_error,
+               agent_version = coalesce(EXCLUDED.agent_version, c.agent_version)
            WHERE c.reported_at IS NULL OR c.reported_at <= EXCLUDED.reported_at
            RETURNING 1""",
         {"v": reported.version, "doc": Jsonb(reported.settings.to_dict()),
-         "t": reported.time_ms, "err": reported.error, "d": reported.device}).fetchone()
+         "t": reported.time_ms, "err": reported.error, "d": reported.device,
+         "agent": reported.agent_version}).fetchone()
     return row is not None
 
 
@@ -261,6 +263,46 @@ def record_result(conn: psycopg.Connection, *, result: CommandResult) -> bool:
         {"s": result.state.value, "r": result.reason, "v": result.value, "at": at,
          "id": result.id, "d": result.device}).fetchone()
     return row is not None
+
+
+def fleet_versions(conn: psycopg.Connection, *, sites: list[str] | None
+                   ) -> list[tuple[str, int, list[str]]]:
+    """(agent version, gateways, their sites) over the gateways of ``sites`` (None: all),
+    most common first; 'unknown' for gateways that never reported one."""
+    rows = conn.execute(
+        """SELECT coalesce(c.agent_version, 'unknown'), count(*),
+                  array_agg(DISTINCT d.site_id ORDER BY d.site_id)
+           FROM devices d LEFT JOIN device_config c ON c.device_id = d.id
+           WHERE d.template = 'gw' AND (%(s)s::text[] IS NULL OR d.site_id = ANY(%(s)s))
+           GROUP BY 1 ORDER BY 2 DESC, 1""", {"s": sites}).fetchall()
+    return [(str(v), int(n), list(s)) for v, n, s in rows]
+
+
+def offer_release(conn: psycopg.Connection, *, params: dict[str, Any], sites: list[str],
+                  first: int | None, actor: str, expires_in_s: float = 86_400.0
+                  ) -> list[CommandRow]:
+    """A staged roll-out: ``update`` commands for the gateways of ``sites`` not already
+    on the release and not offered it yet, at most ``first`` of them (in site order).
+    Run again with a larger ``first`` (or none) for the next stage."""
+    version = params.get("version")
+    gateways = [r[0] for r in conn.execute(
+        """SELECT d.id FROM devices d LEFT JOIN device_config c ON c.device_id = d.id
+           WHERE d.template = 'gw' AND d.site_id = ANY(%(s)s)
+             AND c.agent_version IS DISTINCT FROM %(v)s
+             AND NOT EXISTS (SELECT 1 FROM device_commands k WHERE k.device_id = d.id
+                             AND k.action = 'update' AND k.params->>'version' = %(v)s
+                             AND k.state NOT IN ('failed', 'expired'))
+           ORDER BY d.site_id, d.id""", {"s": sites, "v": version})]
+    already = conn.execute(
+        """SELECT count(DISTINCT k.device_id) FROM device_commands k
+           JOIN devices d ON d.id = k.device_id
+           WHERE d.site_id = ANY(%(s)s) AND k.action = 'update'
+             AND k.params->>'version' = %(v)s AND k.state NOT IN ('failed', 'expired')""",
+        {"s": sites, "v": version}).fetchone()
+    room = len(gateways) if first is None else max(0, first - int(already[0] if already else 0))
+    return [create_command(conn, device_id=gateway, action="update", params=params,
+                           actor=actor, expires_in_s=expires_in_s)
+            for gateway in gateways[:room]]
 
 
 def _ms(at: datetime) -> int:

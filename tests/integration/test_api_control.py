@@ -127,3 +127,38 @@ def test_the_cli_configures_and_commands_with_an_audit_row(world):
     assert [r[0] for r in _audit(world["url"], "device.configured")] == [
         f"cli:{__import__('getpass').getuser()}"]
     assert len(_audit(world["url"], "device.commanded")) == 1
+
+
+def test_a_release_is_offered_in_stages_and_the_fleet_view_counts_versions(world, tmp_path):
+    import json
+
+    from tidefield.protocol.control import ReportedConfig, Settings
+    from tidefield.server.control import store
+
+    url, runner = world["url"], CliRunner()
+    env = {"TIDEFIELD_DATABASE_URL": url}
+    sites = world["companies"].a_sites[:3]
+    with psycopg.connect(url) as conn:
+        gateways = [r[0] for r in conn.execute(
+            "SELECT id FROM devices WHERE template = 'gw' AND site_id = ANY(%s) ORDER BY "
+            "site_id", (sites,))]
+        # the first gateway already runs the release
+        store.record_reported(conn, reported=ReportedConfig(
+            sites[0], gateways[0], 0, Settings(), 1, agent_version="0.2.0"))
+    manifest = tmp_path / "release.json"
+    manifest.write_text(json.dumps({"version": "0.2.0", "url": "https://p.example/r.whl",
+                                    "sha256": "a" * 64, "signature": "c2ln"}))
+    args = ["releases", "offer", str(manifest), *sum((["--site", s] for s in sites), [])]
+    stage1 = runner.invoke(cli, [*args, "--first", "1"], env=env)
+    assert stage1.exit_code == 0, stage1.output
+    assert f"to 1 gateway(s): {gateways[1]}" in stage1.output
+    again = runner.invoke(cli, [*args, "--first", "1"], env=env)
+    assert "to 0 gateway(s)" in again.output  # stage 1 is full
+    stage2 = runner.invoke(cli, args, env=env)
+    assert f"to 1 gateway(s): {gateways[2]}" in stage2.output
+    anna = world["headers"]["anna"]
+    versions = world["client"].get("/api/v1/fleet/versions", headers=anna).json()
+    by_version = {v["version"]: v for v in versions}
+    assert by_version["0.2.0"]["gateways"] == 1 and by_version["0.2.0"]["sites"] == [sites[0]]
+    assert all(s in world["companies"].a_sites or s == world["companies"].granted
+               for v in versions for s in v["sites"])  # only sites anna may read

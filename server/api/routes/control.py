@@ -33,6 +33,7 @@ from ..models import (
     DesiredSettings,
     DeviceCommand,
     DeviceConfig,
+    FleetVersion,
     SiteControl,
 )
 from ..query_params import Limit
@@ -139,3 +140,10 @@ def site_control(site_id: SiteId, conn: ReadConnDep, principal: Reader,
     return SiteControl(site_id=site_id, devices=[_config(t) for t in twins],
                        commands=[_command(r) for r in store.commands(
                            conn, site_id=site_id, limit=limit)])
+
+
+@router.get("/fleet/versions", response_model=list[FleetVersion],
+            summary="Agent versions across the gateways the caller may read")
+def fleet_versions(conn: ReadConnDep, principal: Reader) -> list[FleetVersion]:
+    return [FleetVersion(version=v, gateways=n, sites=s)
+            for v, n, s in store.fleet_versions(conn, sites=principal.site_list)]

@@ -16,7 +16,8 @@ CREATE TABLE device_config (
     reported_version   integer,
     reported           jsonb,
     reported_at        timestamptz,
-    reported_error     text            -- why the device refused a desired version
+    reported_error     text,           -- why the device refused a desired version
+    agent_version      text            -- the release its agent runs (gateways)
 );
 CREATE INDEX device_config_unpublished ON device_config (device_id)
     WHERE published_version < desired_version;
