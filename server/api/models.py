@@ -215,6 +215,7 @@ class DeviceConfig(BaseModel):
     reported: dict[str, Any] | None
     reported_at: datetime | None
     reported_error: str | None = Field(description="why the device refused a version")
+    agent_version: str | None = Field(description="the agent's release (gateways)")
     in_sync: bool
     difference: dict[str, dict[str, Any]] = Field(
         examples=[{"interval_s": {"desired": 30, "reported": 60}}])

@@ -50,6 +50,7 @@ class Twin:
     reported: dict[str, Any] | None
     reported_at: datetime | None
     reported_error: str | None
+    agent_version: str | None
 
     @property
     def in_sync(self) -> bool:
@@ -88,7 +89,7 @@ class CommandRow:
 _COMMAND_COLUMNS = ", ".join(CommandRow.__dataclass_fields__)
 _TWIN_SELECT = """SELECT d.id, d.site_id, c.desired_version, c.desired, c.desired_at,
     c.desired_by, coalesce(c.published_version, 0), c.reported_version, c.reported,
-    c.reported_at, c.reported_error
+    c.reported_at, c.reported_error, c.agent_version
     FROM devices d LEFT JOIN device_config c ON c.device_id = d.id"""
 
 

@@ -148,7 +148,7 @@ def test_a_release_is_offered_in_stages_and_the_fleet_view_counts_versions(world
     manifest = tmp_path / "release.json"
     manifest.write_text(json.dumps({"version": "0.2.0", "url": "https://p.example/r.whl",
                                     "sha256": "a" * 64, "signature": "c2ln"}))
-    args = ["releases", "offer", str(manifest), *sum((["--site", s] for s in sites), [])]
+    args = ["releases", "offer", str(manifest), *[a for s in sites for a in ("--site", s)]]
     stage1 = runner.invoke(cli, [*args, "--first", "1"], env=env)
     assert stage1.exit_code == 0, stage1.output
     assert f"to 1 gateway(s): {gateways[1]}" in stage1.output
