@@ -131,7 +131,8 @@ def controls() -> None:
                  else "off" if off.button(t("site.off", lang), key="cmd_off") else None)
         if state is None:
             return
-        body = {"action": "set", "actuator": actuator.strip(), "state": state}
+        body: dict[str, object] = {"action": "set", "actuator": actuator.strip(),
+                                   "state": state}
         if state == "on" and minutes:
             body["duration_s"] = minutes * 60
         try:
