@@ -32,8 +32,8 @@ NAME = "tidefield-edge"
 # What `python -m tidefield.edge` imports (the config check adds pydantic and YAML);
 # every one pure Python or with wheels for 32- and 64-bit ARM.
 DEPENDENCIES = ["paho-mqtt>=2.1,<3", "pymodbus>=3.16,<4", "msgpack>=1.0,<2",
-                "pyyaml>=6,<7", "pydantic>=2.7,<3",
-                "cryptography>=42"]  # verifies update signatures (Ed25519), imported then only
+                "pyyaml>=6,<7", "pydantic>=2.7,<3"]
+# (update signatures are verified by edge/ed25519.py: cryptography would cost 16 MB)
 LEFT_OUT = ("generate.py", "qingdao.geojson", "__pycache__", "*.pyc")
 
 
