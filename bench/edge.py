@@ -187,6 +187,14 @@ def run_agent(folder: Path, broker_url: str, drivers: list[dict]) -> subprocess.
                                 "drivers": drivers})
 
 
+def run_agent_without_control(folder: Path, broker_url: str, drivers: list[dict]
+                              ) -> subprocess.Popen:
+    """The agent as before issue 20: no down/ subscriptions, no control thread."""
+    return start_agent(folder, {"site": SITE, "broker": {"url": broker_url},
+                                "queue": {"path": str(folder / "queue.db")},
+                                "control": {"enabled": False}, "drivers": drivers})
+
+
 def run_bare_poller(folder: Path, broker_url: str, drivers: list[dict]) -> subprocess.Popen:
     path = folder / "bare.json"
     path.write_text(json.dumps({"broker": broker_url, "drivers": drivers}))
@@ -335,6 +343,8 @@ def main() -> None:
             for label, start, fast in (
                     ("agent, idle (catalog intervals)", run_agent, False),
                     ("agent, 100 readings/s", run_agent, True),
+                    ("agent without control (no down/), 100 readings/s",
+                     run_agent_without_control, True),
                     ("bare poller, 100 readings/s", run_bare_poller, True)):
                 print(f"measuring {label} for {args.seconds:.0f} s...", flush=True)
                 proc = start(scratch("tidefield-bench-edge-"), broker.url,
@@ -348,7 +358,10 @@ def main() -> None:
             print(table(rows, ("process", "readings/s", "RSS MB", "peak RSS MB",
                                "CPU % (median)", "CPU % (mean)")))
             ratio = shares["agent, 100 readings/s"] / shares["bare poller, 100 readings/s"]
-            print(f"agent CPU / bare poller CPU at 100 readings/s: {ratio:.2f}; load average "
+            control = shares["agent, 100 readings/s"] / shares[
+                "agent without control (no down/), 100 readings/s"]
+            print(f"agent CPU / bare poller CPU at 100 readings/s: {ratio:.2f}; with / "
+                  f"without its down/ subscriptions: {control:.2f}; load average "
                   f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
             print("targets: RSS under 40 MB, CPU under 2 % of one core at 100 readings/s")
             print(f"(agent: python -m tidefield.edge run, env {ENV})\n", flush=True)

@@ -275,10 +275,11 @@ class Publisher:
         controller = self._controller
         if controller is None:
             return
-        for message in session.received:
-            controller.submit(message)
-        session.received.clear()
-        while not session.lost:
+        if session.received:
+            for message in session.received:
+                controller.submit(message)
+            session.received.clear()
+        while not session.lost and not controller.outbox.empty():  # (no exception per tick)
             try:
                 answer = controller.outbox.get_nowait()
             except queue_module.Empty:
