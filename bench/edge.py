@@ -213,6 +213,14 @@ def run_agent_without_receipts(folder: Path, broker_url: str,
     return run_agent(folder, broker_url, drivers, receipts=False)
 
 
+def run_agent_without_control(folder: Path, broker_url: str, drivers: list[dict]
+                              ) -> subprocess.Popen:
+    """The agent as before issue 20: no down/ subscriptions, no control thread."""
+    return start_agent(folder, {"site": SITE, "broker": {"url": broker_url},
+                                "queue": {"path": str(folder / "queue.db")},
+                                "control": {"enabled": False}, "drivers": drivers})
+
+
 def run_bare_poller(folder: Path, broker_url: str, drivers: list[dict]) -> subprocess.Popen:
     path = folder / "bare.json"
     path.write_text(json.dumps({"broker": broker_url, "drivers": drivers}))
@@ -376,6 +384,8 @@ def main() -> None:
                     ("agent, 100 readings/s", run_agent, True),
                     ("agent, 100 readings/s, receipts off", run_agent_without_receipts,
                      True),
+                    ("agent without control (no down/), 100 readings/s",
+                     run_agent_without_control, True),
                     ("bare poller, 100 readings/s", run_bare_poller, True)):
                 print(f"measuring {label} for {args.seconds:.0f} s...", flush=True)
                 proc = start(scratch("tidefield-bench-edge-"), broker.url,
@@ -391,8 +401,11 @@ def main() -> None:
                                    "CPU % (median)", "CPU % (mean)")))
                 ratio = (shares["agent, 100 readings/s"]
                          / shares["bare poller, 100 readings/s"])
-                print(f"agent CPU / bare poller CPU at 100 readings/s: {ratio:.2f}; load "
-                      f"average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+                control = shares["agent, 100 readings/s"] / shares[
+                    "agent without control (no down/), 100 readings/s"]
+                print(f"agent CPU / bare poller CPU at 100 readings/s: {ratio:.2f}; with / "
+                      f"without its down/ subscriptions: {control:.2f}; load average "
+                      f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
                 print("targets: RSS under 40 MB, CPU under 2 % of one core at 100 "
                       "readings/s")
                 print(f"(agent: python -m tidefield.edge run, env {ENV})\n", flush=True)

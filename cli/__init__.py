@@ -54,6 +54,8 @@ COMMANDS: dict[str, Mount] = {
     "tls": Mount(SERVER, command="tls"),
     "backup": Mount(OPS, command="backup"), "restore": Mount(OPS, command="restore"),
     "replica": Mount(OPS, command="replica"),
+    "control": Mount(SERVER, command="control"),
+    "releases": Mount(SERVER, command="releases"),
     "detect": Mount("tidefield.server.detect.cli"),
     "notify": Mount("tidefield.server.notify.cli"),
     "dashboard": Mount("tidefield.dashboards.cli", command="dashboard"),

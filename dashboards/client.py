@@ -199,6 +199,18 @@ class ApiClient:
             params["alert_id"] = alert_id
         return self._get("/notifications/deliveries", **params)["items"]
 
+    def site_control(self, site_id: str) -> dict:
+        """Every device's configuration (twin) and the site's command history."""
+        return self._get(f"/sites/{site_id}/control")
+
+    def command(self, device_id: str, body: dict) -> dict:
+        """Send a command (operate right; 403 otherwise)."""
+        return self._request("POST", f"/devices/{device_id}/commands", json=body).json()
+
+    def set_config(self, device_id: str, settings: dict) -> dict:
+        return self._request("PUT", f"/devices/{device_id}/config",
+                             json={"settings": settings}).json()
+
     def anomalies(self, *, start: datetime, end: datetime, site: str | None = None,
                   series: int | None = None, category: str | None = None,
                   limit: int = 10_000) -> list[dict]:

@@ -163,6 +163,16 @@ def alerts(api: ApiClient, **filters: Any) -> list[dict]:
 
 
 @_cached(LIVE_TTL_S)
+def site_control(api: ApiClient, site_id: str) -> dict:
+    return api.site_control(site_id)
+
+
+def forget_control() -> None:
+    """After a command or a configuration change."""
+    site_control.clear()
+
+
+@_cached(LIVE_TTL_S)
 def alert(api: ApiClient, alert_id: int) -> dict:
     return api.alert(alert_id)
 

@@ -293,6 +293,55 @@ def device_health(devices: list[dict], latest: list[dict], lang: Lang) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+# --- configuration and commands (docs/control.md) ----------------------------------
+def config_table(control: dict, lang: Lang) -> pd.DataFrame:
+    """One row per device that was configured or reported: versions, sync, differences."""
+    rows = []
+    for twin in control["devices"]:
+        if twin["desired_version"] is None and twin["reported_version"] is None:
+            continue
+        difference = ", ".join(f"{name}: {d['reported']} → {d['desired']}"
+                               for name, d in twin["difference"].items())
+        rows.append({t("col.device", lang): twin["device_id"],
+                     t("col.desired", lang): twin["desired_version"],
+                     t("col.reported", lang): twin["reported_version"],
+                     t("col.in_sync", lang): twin["in_sync"],
+                     t("col.difference", lang): twin["reported_error"] or difference,
+                     t("col.agent", lang): twin.get("agent_version")})
+    return pd.DataFrame(rows)
+
+
+def actuator_states(commands: list[dict]) -> dict[tuple[str, str], float]:
+    """(device, actuator) -> its state (1 on, 0 off) by the newest finished set or read
+    command: what the platform last knew, not a live reading."""
+    states: dict[tuple[str, str], float] = {}
+    for command in sorted(commands, key=lambda c: c["issued_at"]):
+        actuator = command["params"].get("actuator")
+        if (command["state"] == "done" and actuator and command["action"] in ("set", "read")
+                and command["value"] is not None):
+            states[command["device_id"], actuator] = command["value"]
+    return states
+
+
+_PARAMS = ("actuator", "state", "value", "duration_s", "version", "url", "sha256")
+
+
+def _param_order(name: str) -> tuple[int, str]:
+    return (_PARAMS.index(name) if name in _PARAMS else len(_PARAMS), name)
+
+
+def commands_table(commands: list[dict], lang: Lang) -> pd.DataFrame:
+    rows = [{t("col.time", lang): local(c["issued_at"]),
+             t("col.device", lang): c["device_id"],
+             t("col.command", lang): " ".join([c["action"], *(
+                 f"{k}={c['params'][k]}" for k in sorted(c["params"], key=_param_order)
+                 if k != "signature")]),
+             t("col.state", lang): label("command", c["state"], lang),
+             t("col.reason", lang): c["reason"] or "",
+             t("col.by", lang): c["issued_by"]} for c in commands]
+    return pd.DataFrame(rows)
+
+
 # --- alerts --------------------------------------------------------------------------
 def alerts_table(alerts: list[dict], names: dict[str, str], lang: Lang) -> pd.DataFrame:
     rows = [{t("col.id", lang): a["id"], t("col.site", lang): names.get(a["site_id"],

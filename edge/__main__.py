@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", required=True, help="the agent's YAML config")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="overrides log_level of the config")
+    run.add_argument("--healthy-file", type=Path,
+                     help="written once the agent is up (the launcher's health check)")
     check = commands.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)
     check.add_argument("--json", action="store_true",
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "check":
         return entry.check(args.config, as_json=args.json)
-    return entry.run(args.config, args.log_level)
+    return entry.run(args.config, args.log_level, args.healthy_file)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,13 @@ Threads:
 * health: every ``health.interval_s``, the agent's own metrics (``AGENT_METRICS``) are
   queued as readings of the site's gateway device ``{site}-gw``; every
   ``EXPIRE_EVERY_S`` readings older than the queue's ``max_age_s`` are dropped.
+* control (``control.py``): configuration and commands from the platform, handed over by
+  the publisher; and safety (``actuators.py``), which puts every actuator in its
+  fail-safe state at start and switches off what has run its time, network or not.
+
+Configuration from the platform changes, per device, the poll interval and the enabled
+metrics (for the gateway: the health interval, log level and publish batching); a
+setting the document leaves out falls back to the config file's.
 
 ``Agent.run()`` blocks until SIGTERM or SIGINT, then stops cleanly: drivers stop, the
 publisher marks the devices offline and waits briefly for outstanding PUBACKs.
@@ -23,12 +30,17 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tidefield.protocol.catalog import AGENT_METRICS
+from tidefield.protocol.control import Command, Settings
 from tidefield.protocol.messages import Reading
 
+from .actuators import Actuators
 from .config import EdgeConfig
+from .control import Controller, ControlState
 from .drivers import DRIVERS, DriverConfig, Fault
 from .errors import DriverUnusable, EdgeError
 from .health import CpuMeter, LatencyMeter, rss_mb
@@ -42,6 +54,7 @@ DRIVER_BACKOFF_FIRST_S = 1.0
 DRIVER_BACKOFF_MAX_S = 60.0
 EXPIRE_EVERY_S = 60.0
 JOIN_TIMEOUT_S = 15.0
+EXIT_REBOOT = 75  # a reboot command: exit so that systemd (Restart=always) starts us again
 
 
 @dataclass
@@ -66,6 +79,9 @@ class _DriverRunner:
         self._queue = queue
         self._stop = stop
         self._poll_faults: list[Fault] = []
+        # from the platform's configuration (control.py); None: the config file's
+        self.interval_s: float | None = None
+        self.metrics: frozenset[str] | None = None
 
     def run(self) -> None:
         device = self.config.device
@@ -78,6 +94,9 @@ class _DriverRunner:
                     if driver is None:
                         driver = DRIVERS[self.config.type](self.config, report=self._report)
                     readings = driver.poll()
+                    metrics = self.metrics
+                    if metrics is not None:
+                        readings = [r for r in readings if r.metric in metrics]
                     if readings:
                         self._queue.put(device, readings)
                 except DriverUnusable as exc:
@@ -89,7 +108,7 @@ class _DriverRunner:
                     next_due = time.monotonic()
                     continue
                 self._succeeded(readings)
-                next_due += self.config.interval_s
+                next_due += self.interval_s or self.config.interval_s
                 now = time.monotonic()
                 next_due = max(next_due, now)  # a slow poll skips ticks, never bunches them
                 self._stop.wait(next_due - now)
@@ -139,14 +158,28 @@ class _DriverRunner:
 
 
 class Agent:
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, healthy_file: Path | None = None) -> None:
         self.config = config
+        # written once the agent is up (config valid, broker connected): the launcher's
+        # health check of a new release (edge/launcher.py)
+        self.healthy_file = healthy_file
         queue = config.queue
         self.queue = DiskQueue(queue.path, site=config.site, max_readings=queue.max_readings,
                                max_age_s=queue.max_age_s, when_full=queue.when_full,
                                min_free_bytes=int(queue.min_free_mb * 2**20))
         self.latency = LatencyMeter()
-        self.publisher = Publisher(config, self.queue, self.latency)
+        self.actuators = Actuators(config.actuators, config.gateway_device)
+        self.controller: Controller | None = None
+        self.reboot_requested = threading.Event()
+        if config.control.enabled:
+            self.controller = Controller(
+                config.site, list(config.device_intervals()),
+                ControlState(config.control.path(config.queue)), self.actuators,
+                apply=self.apply_settings, known_metrics=self._metrics_read(),
+                flush=lambda: self.publisher.request_flush(),
+                reboot=self.reboot_requested.set, update=self._updater())
+        self.publisher = Publisher(config, self.queue, self.latency, self.controller)
+        self._health_interval_s = config.health.interval_s
         # Two stop events: the producers (drivers, health) stop first, so the publisher's
         # last act can send everything they queued.
         self._stop = threading.Event()
@@ -158,18 +191,62 @@ class Agent:
         self._cpu = CpuMeter()
         self._dropped_reported = self.queue.stats().dropped
 
+    def _updater(self) -> Callable[[Command], None] | None:
+        update = self.config.update
+        if update.root is None or update.public_key is None:
+            return None
+        from .update import Release, Updater
+
+        updater = Updater(update.root, update.public_key, ca_file=update.ca_file)
+        return lambda command: updater.apply(Release.of(command))
+
+    def _metrics_read(self) -> dict[str, frozenset[str]]:
+        """Device -> the metrics its drivers read (those with a register map)."""
+        out: dict[str, set[str]] = {}
+        for driver in self.config.drivers:
+            fields = driver.metric_fields()
+            if fields is not None:
+                out.setdefault(driver.device, set()).update(fields)
+        return {device: frozenset(metrics) for device, metrics in out.items()}
+
+    def apply_settings(self, device: str, settings: Settings) -> None:
+        """Configuration from the platform (Controller): see the module's docstring."""
+        if device == self.config.gateway_device:
+            self._health_interval_s = settings.interval_s or self.config.health.interval_s
+            logging.getLogger().setLevel(settings.log_level or self.config.log_level)
+            self.publisher.set_batching(settings.batch_max_readings,
+                                        settings.batch_max_wait_s)
+        for runner in self._runners:
+            if runner.config.device == device:
+                runner.interval_s = settings.interval_s
+                runner.metrics = (frozenset(settings.metrics) if settings.metrics is not None
+                                  else None)
+
     @property
     def drivers(self) -> list[DriverStatus]:
         return [runner.status for runner in self._runners]
 
     def start(self) -> None:
+        # safety first: the fail-safe state is written before any command can arrive
+        self.actuators.enforce()
+        if self.controller is not None:
+            for device, (_, settings) in self.controller.state.all_applied().items():
+                if device in self.controller.devices:
+                    self.apply_settings(device, settings)  # what ran before the restart
+            self.controller.report_all()
         threads = [threading.Thread(target=runner.run, name=f"driver-{runner.config.device}",
                                     daemon=True) for runner in self._runners]
         threads.append(threading.Thread(target=self._health_loop, name="health", daemon=True))
         self._producers = threads
+        # these stop with the publisher, after the producers
+        others = [threading.Thread(target=self.actuators.run, args=(self._stop,),
+                                   name="safety", daemon=True)] if self.actuators else []
+        if self.controller is not None:
+            others.append(threading.Thread(target=self.controller.run, args=(self._stop,),
+                                           name="control", daemon=True))
         self._publisher = threading.Thread(target=self.publisher.run, args=(self._stop,),
                                            name="publisher", daemon=True)
-        self._threads = [*threads, self._publisher]
+        self._threads = [*threads, *others, self._publisher]
         for thread in self._threads:
             thread.start()
 
@@ -185,11 +262,16 @@ class Agent:
         deadline = time.monotonic() + timeout
         self.stop_producers(timeout)
         self._stop.set()
+        if self.controller is not None:
+            self.controller.stop()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("%s did not stop within %.0f s", thread.name, timeout)
         self.queue.close()
+        self.actuators.close()
+        if self.controller is not None:
+            self.controller.state.close()
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; the exit status."""
@@ -202,8 +284,13 @@ class Agent:
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
-            while not requested.wait(1.0):
-                pass
+            while not requested.wait(0.5):
+                if self.healthy_file is not None and self.publisher.connected.is_set():
+                    self.healthy_file.write_text(f"{time.time():.0f}\n")
+                    self.healthy_file = None
+                if self.reboot_requested.is_set():
+                    log.warning("reboot requested by the platform; restarting")
+                    return EXIT_REBOOT
         finally:
             self.stop()
             for signum, handler in previous.items():
@@ -235,8 +322,7 @@ class Agent:
                 if (value := values[metric]) is not None]
 
     def _health_loop(self) -> None:
-        interval = self.config.health.interval_s
-        next_health = time.monotonic() + interval
+        next_health = time.monotonic() + self._health_interval_s
         next_expire = time.monotonic()
         while True:
             now = time.monotonic()
@@ -245,7 +331,7 @@ class Agent:
                     next_expire = now + EXPIRE_EVERY_S
                     self.queue.expire()
                 if now >= next_health:
-                    next_health = now + interval
+                    next_health = now + self._health_interval_s
                     self.queue.put(self.config.gateway_device, self.health_readings())
             except Exception:  # a full disk must not end the health loop for good
                 log.exception("health: could not queue the agent's metrics")

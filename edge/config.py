@@ -34,6 +34,7 @@ from annotated_types import Ge, Gt, Le
 from tidefield.protocol.mqtt import BrokerAddress, parse_mqtt_url
 from tidefield.protocol.topics import ID_PATTERN
 
+from .actuators import ModbusRtuActuator, ModbusTcpActuator
 from .drivers import DRIVERS
 from .drivers.base import FORBID_EXTRA, DriverConfig, Pattern
 from .errors import ConfigError
@@ -127,6 +128,29 @@ class HealthConfig(_Section):
     interval_s: Annotated[float, Gt(0), Le(86_400)] = 60.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class ControlConfig(_Section):
+    """Configuration and commands from the platform (docs/control.md)."""
+
+    enabled: bool = True  # subscribe to the devices' down/ topics
+    # applied configuration versions and command ids seen; default: next to the queue
+    state_path: Path | None = None
+    # how long the broker keeps commands for the agent while it is offline
+    session_expiry_s: Annotated[int, Ge(0), Le(30 * 86_400)] = 7 * 86_400
+
+    def path(self, queue: QueueConfig) -> Path:
+        return self.state_path or queue.path.with_name("control.db")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateConfig(_Section):
+    """Agent updates over the air (edge/update.py); without a root they are refused."""
+
+    root: Path | None = None  # /opt/tidefield-edge: releases, current, launcher.py
+    public_key: str | None = None  # the release key (Ed25519, 32 bytes, base64)
+    ca_file: Path | None = None  # trust this CA for the download instead of the system's
+
+
 if TYPE_CHECKING:
     AnyDriverConfig = DriverConfig
 else:  # the union of every registered driver's config, which pydantic tells apart by type
@@ -143,6 +167,9 @@ class EdgeConfig(_Section):
     publish: PublishConfig = field(default_factory=PublishConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     drivers: tuple[Annotated[AnyDriverConfig, ByType()], ...] = ()
+    control: ControlConfig = field(default_factory=ControlConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    actuators: tuple[Annotated[ModbusTcpActuator | ModbusRtuActuator, ByType()], ...] = ()
 
     @property
     def gateway_device(self) -> str:
@@ -269,6 +296,28 @@ def _check_content(config: EdgeConfig) -> list[tuple[str, str]]:
                                        f"drivers.{seen[device.id, metric]}"))
             else:
                 seen[device.id, metric] = i
+    names: dict[str, int] = {}
+    for i, actuator in enumerate(config.actuators):
+        if actuator.device is not None and actuator.device not in devices:
+            problems.append((f"actuators.{i}.device",
+                             f"{actuator.device!r} is not a device of site {site.id}"))
+        if actuator.name in names:
+            problems.append((f"actuators.{i}.name", f"{actuator.name!r} is already "
+                                                    f"actuators.{names[actuator.name]}"))
+        names.setdefault(actuator.name, i)
+    update = config.update
+    if (update.root is None) != (update.public_key is None):
+        problems.append(("update", "give both root and public_key, or neither"))
+    if update.public_key is not None:
+        import base64
+        import binascii
+
+        try:
+            if len(base64.b64decode(update.public_key, validate=True)) != 32:
+                raise ValueError
+        except (ValueError, binascii.Error):
+            problems.append(("update.public_key", "not an Ed25519 public key (32 bytes, "
+                                                  "base64)"))
     broker = config.broker
     if broker.password is not None and broker.password_file is not None:
         problems.append(("broker.password_file", "give password or password_file, not both"))
@@ -314,8 +363,10 @@ def _build(kind: Any, value: Any) -> Any:
         if value is None:
             return None
         members = [m for m in typing.get_args(kind) if m is not type(None)]
-        if len(members) > 1:  # the driver configs: the type says which
-            return _build(DRIVERS[value["type"]].config_model, value)
+        if len(members) > 1:  # driver or actuator configs: the type says which
+            by_type = {m.__dataclass_fields__["type"].default: m for m in members
+                       if dataclasses.is_dataclass(m)}
+            return _build(by_type[value["type"]], value)
         return _build(members[0], value)
     if origin in (list, tuple):
         return tuple(_build(typing.get_args(kind)[0], item) for item in value)

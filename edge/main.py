@@ -48,7 +48,8 @@ def check(config_path: Path | str, *, as_json: bool = False) -> int:
     return EXIT_OK
 
 
-def run(config_path: Path | str, log_level: str | None = None) -> int:
+def run(config_path: Path | str, log_level: str | None = None,
+        healthy_file: Path | None = None) -> int:
     """Run the agent until SIGTERM or SIGINT."""
     from .config import from_json
     from .errors import EdgeError
@@ -63,7 +64,7 @@ def run(config_path: Path | str, log_level: str | None = None) -> int:
     from .agent import Agent
 
     try:
-        agent = Agent(config)
+        agent = Agent(config, healthy_file)
     except EdgeError as exc:
         logging.getLogger("tidefield.edge").error("cannot start: %s", exc)
         return EXIT_FAILED

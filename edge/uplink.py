@@ -11,7 +11,11 @@ callbacks run here and nothing in it needs a lock:
    a broker that refuses our credentials is asked again only every ``REFUSED_RETRY_S``.
 2. On CONNACK: a retained ``online`` birth for every device of the agent, then every
    batch handed out before and not acknowledged (after a reconnect or a restart), in
-   seq order per device, then new batches.
+   seq order per device, then new batches. With a controller (``control.py``), the
+   session is persistent (commands sent while the agent is away wait on the broker, up
+   to ``control.session_expiry_s``), the agent subscribes to each device's ``down/#``,
+   hands what arrives to the controller and publishes the controller's answers (QoS 1;
+   one not acknowledged when the connection drops goes again on the next).
 3. A device's readings become a batch when it has ``batch_max_readings`` of them or its
    oldest has waited ``batch_max_wait_s``. At most ``max_in_flight`` batches await their
    PUBACK (paho's ``on_publish`` with the message id), whose latency (publish to PUBACK)
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue as queue_module
 import threading
 import time
 from collections import deque
@@ -46,12 +51,20 @@ from collections import deque
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tidefield.protocol import codec, mqtt
+from tidefield.protocol import codec, control, mqtt
 from tidefield.protocol.errors import ProtocolError
 from tidefield.protocol.messages import Batch, DeviceState, Status
-from tidefield.protocol.topics import parse_topic, receipt_topic, status_topic, up_topic
+from tidefield.protocol.topics import (
+    RECEIPT,
+    down_topic,
+    parse_topic,
+    receipt_topic,
+    status_topic,
+    up_topic,
+)
 
 from .config import EdgeConfig
+from .control import Controller, Outgoing
 from .health import LatencyMeter
 from .queue import DiskQueue
 from .retry import backoff
@@ -88,6 +101,8 @@ class _Session:
         self.receipts: list[mqtt.Message] = []
         # (device, seq) of batches to send again, before any new one
         self.resend: deque[tuple[str, int]] = deque()
+        self.answers: dict[int, Outgoing] = {}  # the controller's, awaiting PUBACK
+        self.received: list[mqtt.Message] = []  # down/config and down/command, for the controller
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -107,7 +122,11 @@ class _Session:
 
     def _on_message(self, client: paho.Client, userdata: object,
                     message: paho.MQTTMessage) -> None:
-        self.receipts.append(mqtt.to_message(message))
+        received = mqtt.to_message(message)
+        if received.topic.endswith("/down/" + RECEIPT):
+            self.receipts.append(received)
+        else:
+            self.received.append(received)
 
     def close(self) -> None:
         client = self.client
@@ -125,8 +144,10 @@ class _Session:
 
 class Publisher:
     def __init__(self, config: EdgeConfig, queue: DiskQueue,
-                 latency: LatencyMeter | None = None) -> None:
+                 latency: LatencyMeter | None = None,
+                 controller: Controller | None = None) -> None:
         self._config = config
+        self._controller = controller
         self._queue = queue
         self._site = config.site
         self._gateway = config.gateway_device
@@ -158,6 +179,16 @@ class Publisher:
         self._next_due_s = 0.0  # until the next device's readings are due
         self._acked: list[tuple[str, int]] = []  # acknowledged, not deleted yet
         self._acked_since = 0.0
+        self._flush_requested = False  # a flush-queue command: send all, batches or not
+
+    def request_flush(self) -> None:
+        self._flush_requested = True
+
+    def set_batching(self, max_readings: int | None, max_wait_s: float | None) -> None:
+        """Batching from the platform's configuration (None: the config file's)."""
+        publish = self._config.publish
+        self._batch_max = max_readings or publish.batch_max_readings
+        self._max_wait_s = max_wait_s if max_wait_s is not None else publish.batch_max_wait_s
 
     @property
     def unreceipted(self) -> int:
@@ -191,6 +222,8 @@ class Publisher:
                     self._finish(session)
             finally:
                 self.connected.clear()
+                self._settle(session)
+                self.requeue_answers(session)
                 session.close()
                 self._flush_acks()
             if not stop.is_set():
@@ -215,7 +248,9 @@ class Publisher:
             will_content_type=self._content_type)
         client.connect_timeout = config.broker.connect_timeout_s
         session = _Session(client)
-        mqtt.connect(client, self._address, clean_start=True,
+        persistent = self._controller is not None and config.control.session_expiry_s > 0
+        mqtt.connect(client, self._address, clean_start=not persistent,
+                     session_expiry_s=config.control.session_expiry_s if persistent else 0,
                      keepalive=config.broker.keepalive_s)
         try:
             client.reconnect()  # TCP (and TLS) handshake, then CONNECT
@@ -259,6 +294,11 @@ class Publisher:
             client.subscribe([(receipt_topic(self._site, device), 1) for device in devices])
             self._awaiting.clear()  # all of them are sent again, just below
             self._early.clear()
+        if self._controller is not None:  # configuration and commands (not down/#, which
+            # would deliver each receipt twice through the overlapping subscriptions)
+            client.subscribe([(down_topic(self._site, device, channel), 1)
+                              for device in self._devices
+                              for channel in (control.CONFIG, control.COMMAND)])
         handed_out = self._queue.handed_out()
         session.resend.extend(handed_out)
         if self._receipts:  # forget the sends of batches the queue no longer holds
@@ -269,9 +309,11 @@ class Publisher:
         while not stop.is_set() and not session.lost:
             self._settle(session)
             self._look_for_timeouts(session)
+            self._exchange_control(session)
             while self._may_send(session) and not session.lost:
-                batch = self._next_to_send(session)
+                batch = self._next_to_send(session, flush=self._flush_requested)
                 if batch is None:
+                    self._flush_requested = False
                     break
                 self._send(session, batch)
             if session.lost:
@@ -310,6 +352,37 @@ class Publisher:
                      "(ingest keeps each once)", len(due))
             self.resent += len(due)
             session.resend.extend(sorted(due))
+
+    def _exchange_control(self, session: _Session) -> None:
+        """Hand received down/ messages to the controller; send its answers."""
+        controller = self._controller
+        if controller is None:
+            return
+        if session.received:
+            for message in session.received:
+                controller.submit(message)
+            session.received.clear()
+        while not session.lost and not controller.outbox.empty():  # (no exception per tick)
+            try:
+                answer = controller.outbox.get_nowait()
+            except queue_module.Empty:
+                return
+            props = mqtt.publish_properties(control.CONTENT_TYPE,
+                                            correlation_data=answer.correlation_data)
+            info = session.client.publish(answer.topic, answer.payload, qos=1,
+                                          retain=answer.retain, properties=props)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                controller.outbox.put(answer)
+                session.lost = True
+                return
+            session.answers[info.mid] = answer
+
+    def requeue_answers(self, session: _Session) -> None:
+        """Answers the broker did not acknowledge go again on the next connection."""
+        if self._controller is not None:
+            for answer in session.answers.values():
+                self._controller.outbox.put(answer)
+        session.answers.clear()
 
     def _next_batch(self, *, flush: bool = False) -> Batch | None:
         """A batch of the next device (round robin) whose readings are due (with ``flush``:
@@ -378,6 +451,7 @@ class Publisher:
         done: list[tuple[str, int]] = []
         for mid, reason in session.acks:
             session.status_mids.discard(mid)
+            session.answers.pop(mid, None)
             entry = session.in_flight.pop(mid, None)
             if entry is None:
                 continue
@@ -443,6 +517,7 @@ class Publisher:
         deadline = time.monotonic() + STOP_DRAIN_S
         while not session.lost and time.monotonic() < deadline:
             self._settle(session)
+            self._exchange_control(session)  # answers too (a reboot's "done")
             while self._may_send(session) and not session.lost:
                 batch = self._next_to_send(session, flush=True)
                 if batch is None:
@@ -457,7 +532,8 @@ class Publisher:
             self._publish_status(session, Status(self._site, device, DeviceState.OFFLINE,
                                                  now_ms))
         deadline = time.monotonic() + STOP_DRAIN_S
-        while ((session.in_flight or session.status_mids) and not session.lost
+        while ((session.in_flight or session.status_mids or session.answers)
+               and not session.lost
                and time.monotonic() < deadline):
             if session.client.loop(0.05) != paho.MQTT_ERR_SUCCESS:
                 break

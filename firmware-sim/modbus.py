@@ -46,6 +46,12 @@ A parameter the sonde does not carry, or has no reading for, reads NaN (0x7FC0 0
 **Any other device** (weather station, tide gauge, gateway...): float32 ABCD pairs from
 0x0000 in the order of its template's metrics (``DEVICE_TEMPLATES``), NaN when missing.
 
+Actuators
+---------
+A relay board (``actuators.ActuatorBoard``, its own unit id; coils 0..7 and holding
+registers 0..7, both writable) switches aerators and valves whose effect the emulated
+sensors then read: a device's values pass through the board's ``overlay``.
+
 Faults
 ------
 Planned faults and events of the fleet's injection plan show up as they would on the
@@ -72,6 +78,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from .actuators import RELAYS, ActuatorBoard
 from .fleet import Fleet
 
 log = logging.getLogger(__name__)
@@ -234,9 +241,13 @@ class EmulatedDevice:
     register_map: RegisterMap
     fleet: Fleet
     fault: str | None = None  # a FAULT_MODES entry forced by the test harness
+    boards: list[ActuatorBoard] = field(default_factory=list)  # relays that act on it
 
     def values(self, t_ms: int) -> dict[str, float | None]:
-        return self.fleet.device_values(self.device_id, t_ms)
+        values = self.fleet.device_values(self.device_id, t_ms)
+        for board in self.boards:
+            values = board.overlay(self.device_id, values, t_ms)
+        return values
 
     def image(self, t_ms: int) -> list[int] | ExcCodes:
         """The register image at ``t_ms``, or the exception the device answers with."""
@@ -346,9 +357,33 @@ def _sim_device(unit: EmulatedDevice, clock: Clock) -> SimDevice:
     return SimDevice(unit.unit_id, simdata=data, action=on_access)
 
 
+def _board_device(board: ActuatorBoard, clock: Clock) -> SimDevice:
+    """The relay board: writes to coils (05, 15) and holding registers (06, 16) switch
+    relays; reads answer what pymodbus stored, which the writes keep in step."""
+
+    async def on_access(function_code: int, start_address: int, address: int, count: int,
+                        registers: list[int], set_values: list[int] | list[bool] | None
+                        ) -> ExcCodes | None:
+        if set_values is None:
+            if function_code in (3, 4):  # registers mirror the relays
+                states = board.states()
+                registers[:RELAYS] = [int(on) for on in states]
+            return None
+        if address + len(set_values) > RELAYS:
+            return ExcCodes.ILLEGAL_ADDRESS
+        now = clock()
+        for i, value in enumerate(set_values):
+            board.switch(address + i, bool(value), now)
+        return None
+
+    bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
+    words = [SimData(0, count=RELAYS, values=0, datatype=DataType.REGISTERS)]
+    return SimDevice(board.unit_id, simdata=(bits, bits, words, words), action=on_access)
+
+
 def start_modbus_server(host: str, port: int,
                         devices: Mapping[int, EmulatedDevice] | Sequence[EmulatedDevice], *,
-                        clock: Clock | None = None,
+                        clock: Clock | None = None, boards: Sequence[ActuatorBoard] = (),
                         ready_timeout: float = 30.0) -> ModbusServerHandle:
     """Serve ``devices`` (by unit id) on ``host:port`` from a background thread.
 
@@ -357,6 +392,17 @@ def start_modbus_server(host: str, port: int,
     planning do not eat into the first client's timeout.
     """
     units = dict(devices) if isinstance(devices, Mapping) else {d.unit_id: d for d in devices}
+    taken = set(units) & {b.unit_id for b in boards}
+    if taken:
+        raise ValueError(f"unit ids {sorted(taken)} are both a sensor and a relay board")
+    by_id = {u.device_id: u for u in units.values()}
+    for board in boards:
+        for effect in board.effects.values():
+            if effect.device_id not in by_id:
+                raise ValueError(f"relay board {board.unit_id}: {effect.device_id} is not "
+                                 f"served here")
+            if board not in by_id[effect.device_id].boards:
+                by_id[effect.device_id].boards.append(board)
     if not units:
         raise ValueError("no devices to serve")
     clock = clock or wall_clock_ms
@@ -369,7 +415,8 @@ def start_modbus_server(host: str, port: int,
     holder: dict[str, Any] = {}
 
     async def serve() -> None:
-        server = ModbusTcpServer([_sim_device(u, clock) for u in units.values()],
+        server = ModbusTcpServer([*(_sim_device(u, clock) for u in units.values()),
+                                  *(_board_device(b, clock) for b in boards)],
                                  address=(host, port))
         holder["server"] = server
         await server.serve_forever(background=True)
@@ -405,7 +452,7 @@ def describe(units: Mapping[int, EmulatedDevice]) -> list[str]:
 
 
 __all__ = [
-    "FAULT_MODES", "REGISTER_MAPS", "SOIL_PROBE", "WATER_SONDE", "EmulatedDevice",
+    "FAULT_MODES", "REGISTER_MAPS", "SOIL_PROBE", "WATER_SONDE", "ActuatorBoard", "EmulatedDevice",
     "Float32", "ModbusServerHandle", "RegisterMap", "ScaledInt", "describe",
     "emulated_devices", "generic_map", "register_map_for", "start_modbus_server",
 ]

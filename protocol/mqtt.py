@@ -59,22 +59,32 @@ class Message:
     qos: int
     retain: bool
     mid: int
+    # MQTT v5 request/response (protocol/control.py): where to answer, and what to echo
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
 
 
 def to_message(msg: paho.MQTTMessage) -> Message:
     props = getattr(msg, "properties", None)
     content_type = getattr(props, "ContentType", None) if props is not None else None
+    response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+    correlation = getattr(props, "CorrelationData", None) if props is not None else None
     return Message(msg.topic, bytes(msg.payload), content_type, msg.qos, bool(msg.retain),
-                   msg.mid)
+                   msg.mid, response_topic, bytes(correlation) if correlation else None)
 
 
 def publish_properties(content_type: str | None = None,
-                       expiry_s: int | None = None) -> Properties:
+                       expiry_s: int | None = None, *, response_topic: str | None = None,
+                       correlation_data: bytes | None = None) -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     if content_type:
         props.ContentType = content_type
     if expiry_s:
         props.MessageExpiryInterval = expiry_s
+    if response_topic:
+        props.ResponseTopic = response_topic
+    if correlation_data:
+        props.CorrelationData = correlation_data
     return props
 
 

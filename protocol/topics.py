@@ -4,6 +4,7 @@
     tf/v1/{site}/{device}/status        birth and last will (retained)
     tf/v1/{site}/{device}/down/{...}    configuration and commands to a device
     tf/v1/{site}/{device}/down/receipt  what ingest has stored of the device's batches
+    tf/v1/{site}/{device}/reply/{...}   a device's answers to them (protocol/control.py)
     tf/v1/{site}/alerts                 alerts raised for a site
 """
 
@@ -21,7 +22,7 @@ _ID = re.compile(rf"^{ID_PATTERN}$")
 
 _TOPIC = re.compile(
     rf"^tf/v1/(?P<site>{ID_PATTERN})/"
-    rf"(?:(?P<alerts>alerts)|(?P<device>{ID_PATTERN})/(?P<channel>up|status|down)"
+    rf"(?:(?P<alerts>alerts)|(?P<device>{ID_PATTERN})/(?P<channel>up|status|down|reply)"
     rf"(?:/(?P<rest>[^#+]+))?)$"
 )
 
@@ -30,6 +31,7 @@ class Channel(StrEnum):
     UP = "up"
     STATUS = "status"
     DOWN = "down"
+    REPLY = "reply"
     ALERTS = "alerts"
 
 
@@ -38,7 +40,7 @@ class Topic:
     site: str
     device: str | None
     channel: Channel
-    rest: str | None = None  # the part after down/, e.g. "config"
+    rest: str | None = None  # the part after down/ or reply/, e.g. "config"
 
     def __str__(self) -> str:
         if self.channel is Channel.ALERTS:
@@ -51,13 +53,14 @@ def parse_topic(topic: str) -> Topic:
     """Parse a concrete topic; BadTopic says what is wrong with it."""
     match = _TOPIC.match(topic)
     if match is None:
-        raise BadTopic(f"topic {topic!r} does not follow tf/v1/{{site}}/{{device}}/up|status|down")
+        raise BadTopic(f"topic {topic!r} does not follow "
+                       f"tf/v1/{{site}}/{{device}}/up|status|down|reply")
     if match["alerts"]:
         return Topic(match["site"], None, Channel.ALERTS)
     channel = Channel(match["channel"])
     rest = match["rest"]
-    if rest is not None and channel is not Channel.DOWN:
-        raise BadTopic(f"topic {topic!r}: only down/ topics have sub-topics")
+    if rest is not None and channel not in (Channel.DOWN, Channel.REPLY):
+        raise BadTopic(f"topic {topic!r}: only down/ and reply/ topics have sub-topics")
     return Topic(match["site"], match["device"], channel, rest)
 
 
@@ -86,6 +89,10 @@ def receipt_topic(site: str, device: str) -> str:
     return down_topic(site, device, RECEIPT)
 
 
+def reply_topic(site: str, device: str, rest: str) -> str:
+    return f"{PREFIX}/{check_id(site, 'site')}/{check_id(device, 'device')}/reply/{rest}"
+
+
 def alerts_topic(site: str) -> str:
     return f"{PREFIX}/{check_id(site, 'site')}/alerts"
 
@@ -95,3 +102,8 @@ ALL_UP = f"{PREFIX}/+/+/up"
 ALL_STATUS = f"{PREFIX}/+/+/status"
 ALL_ALERTS = f"{PREFIX}/+/alerts"
 ALL_RECEIPTS = f"{PREFIX}/+/+/down/{RECEIPT}"
+# what the control service sends (protocol/control.py): configuration and commands, and
+# nothing else of down/ (a forged receipt would make an agent drop unsaved batches)
+ALL_CONFIGS = f"{PREFIX}/+/+/down/config"
+ALL_COMMANDS = f"{PREFIX}/+/+/down/command"
+ALL_REPLIES = f"{PREFIX}/+/+/reply/#"

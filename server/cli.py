@@ -691,3 +691,223 @@ def orgs_grant(organisation: Annotated[str, typer.Argument(help="who may read")]
             _sync_organisation_logins(conn, database_url)
     typer.echo(f"{organisation} {'may no longer' if revoke else 'may'} read {site}"
                if changed else "nothing changed")
+
+
+# --- device configuration and commands (server/control/, docs/control.md) -------------------
+
+
+def _key_values(pairs: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs; each value read as JSON when it parses (numbers, lists,
+    objects, null), else as text."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            typer.echo(f"error: {pair!r} is not name=value", err=True)
+            raise typer.Exit(2)
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    return out
+
+
+@devices_app.command("config")
+def devices_config(device: Annotated[str, typer.Argument(help="device id")],
+                   set_: Annotated[list[str] | None, typer.Option(
+                       "--set", help="a setting as name=value (JSON values), repeatable; "
+                       "the new desired document is exactly these")] = None,
+                   database_url: DatabaseUrl = None) -> None:
+    """Show a device's desired and reported configuration, or (with --set) make a new
+    desired version; the control service delivers it."""
+    import json
+
+    import psycopg
+
+    from tidefield.server.control import store
+    from tidefield.server.settings import AdminSettings
+
+    settings = _settings(AdminSettings, database_url=database_url)
+    with psycopg.connect(_require_db(settings)) as conn:
+        try:
+            if set_:
+                before = store.twin(conn, device_id=device)
+                twin = store.set_desired(conn, device_id=device, settings=_key_values(set_),
+                                         actor=_cli_actor())
+                _audit(conn, "device.configured", f"device:{device}",
+                       before={"version": before.desired_version, "settings": before.desired},
+                       after={"version": twin.desired_version, "settings": twin.desired},
+                       site_id=twin.site_id)
+            else:
+                twin = store.twin(conn, device_id=device)
+        except store.ControlError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(json.dumps({"device": twin.device_id, "desired_version": twin.desired_version,
+                           "desired": twin.desired, "reported_version": twin.reported_version,
+                           "reported": twin.reported, "error": twin.reported_error,
+                           "difference": twin.difference()}, indent=2))
+
+
+@devices_app.command("command")
+def devices_command(device: Annotated[str, typer.Argument(help="device id")],
+                    action: Annotated[str, typer.Argument(
+                        help="set, read, reboot, sync-time or flush-queue")],
+                    param: Annotated[list[str] | None, typer.Option(
+                        "--param", help="actuator=..., state=on|off, value=N, duration_s=N")
+                    ] = None,
+                    expires_in_s: Annotated[float, typer.Option(
+                        help="the device refuses it after this long")] = 3600.0,
+                    manifest: Annotated[Path | None, typer.Option(
+                        help="update: the manifest `tidefield releases sign` printed")
+                    ] = None,
+                    database_url: DatabaseUrl = None) -> None:
+    """Queue a command for a device (the control service sends it); prints its id."""
+    import json
+
+    import psycopg
+
+    from tidefield.server.control import store
+    from tidefield.server.settings import AdminSettings
+
+    settings = _settings(AdminSettings, database_url=database_url)
+    with psycopg.connect(_require_db(settings)) as conn:
+        try:
+            params = _key_values(param or [])
+            if manifest is not None:
+                params.update(json.loads(manifest.read_text()))
+            row = store.create_command(conn, device_id=device, action=action,
+                                       params=params, actor=_cli_actor(),
+                                       expires_in_s=expires_in_s)
+        except store.ControlError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        _audit(conn, "device.commanded", f"command:{row.id}", site_id=row.site_id,
+               after={"device": device, "action": row.action, "params": row.params,
+                      "expires_at": row.expires_at.isoformat()})
+    typer.echo(f"{row.id} {row.state} (expires {row.expires_at:%Y-%m-%d %H:%M:%S %Z})")
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+@app.command("control")
+def control_run(database_url: DatabaseUrl = None,
+                mqtt_url: Annotated[str | None, typer.Option(
+                    envvar="TIDEFIELD_MQTT_URL", help="broker (the svc_control login)")] = None,
+                ) -> None:
+    """Run the control service: sends configuration and commands to devices and stores
+    their answers (docs/control.md)."""
+    from tidefield.protocol.mqtt import parse_mqtt_url
+    from tidefield.server.control.service import ControlService
+    from tidefield.server.settings import ServerSettings
+
+    settings = _settings(ServerSettings, database_url=database_url, mqtt_url=mqtt_url)
+    if not settings.mqtt_url:
+        typer.echo("error: no broker: set TIDEFIELD_MQTT_URL or pass --mqtt-url", err=True)
+        raise typer.Exit(2)
+    ca = str(settings.tls_ca_file) if settings.tls_ca_file else None
+    service = ControlService(_require_db(settings), parse_mqtt_url(settings.mqtt_url,
+                                                                   ca_file=ca))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    service.run(stop)
+
+
+releases_app = typer.Typer(help="Agent releases: the release key, signed manifests "
+                           "(docs/control.md).", no_args_is_help=True)
+app.add_typer(releases_app, name="releases")
+
+
+@releases_app.command("keygen")
+def releases_keygen(out: Annotated[Path, typer.Option(help="the private key (PEM)")]) -> None:
+    """Make the release key; prints the public key for the agents' update.public_key."""
+    from tidefield.server.control import releases
+
+    try:
+        typer.echo(releases.keygen(out))
+    except FileExistsError:
+        typer.echo(f"error: {out} exists; a release key is made once", err=True)
+        raise typer.Exit(2) from None
+
+
+@releases_app.command("sign")
+def releases_sign(wheel: Annotated[Path, typer.Argument(help="a tidefield_edge wheel")],
+                  key: Annotated[Path, typer.Option(help="the release key (PEM)")],
+                  url: Annotated[str, typer.Option(help="where agents download it (https)")],
+                  ) -> None:
+    """Print the signed manifest (JSON): the params of an `update` command."""
+    import json
+
+    from tidefield.server.control import releases
+
+    try:
+        manifest = releases.sign(wheel, releases.load_key(key), url)
+    except (releases.ReleaseError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(manifest.params()))
+
+
+@releases_app.command("offer")
+def releases_offer(manifest: Annotated[Path, typer.Argument(
+                       help="the manifest `tidefield releases sign` printed (JSON)")],
+                   site: Annotated[list[str] | None, typer.Option(
+                       "--site", help="a site of the group (repeatable)")] = None,
+                   kind: Annotated[str | None, typer.Option(
+                       help="every site of this kind")] = None,
+                   first: Annotated[int | None, typer.Option(
+                       help="a stage: offer it to at most this many gateways of the group "
+                            "in all (run again with more for the next stage)")] = None,
+                   database_url: DatabaseUrl = None) -> None:
+    """Offer a release to a group of gateways, in stages; one audited command each."""
+    import json
+
+    import psycopg
+
+    from tidefield.server.control import store
+    from tidefield.server.settings import AdminSettings
+
+    settings = _settings(AdminSettings, database_url=database_url)
+    params = json.loads(manifest.read_text())
+    with psycopg.connect(_require_db(settings)) as conn:
+        sites = list(site or [])
+        if kind is not None:
+            sites += [r[0] for r in conn.execute("SELECT id FROM sites WHERE kind = %s",
+                                                 (kind,))]
+        if not sites:
+            typer.echo("error: name the group: --site (repeatable) or --kind", err=True)
+            raise typer.Exit(2)
+        try:
+            rows = store.offer_release(conn, params=params, sites=sites, first=first,
+                                       actor=_cli_actor())
+        except store.ControlError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for row in rows:
+            _audit(conn, "device.commanded", f"command:{row.id}", site_id=row.site_id,
+                   after={"device": row.device_id, "action": "update",
+                          "version": params.get("version")})
+    typer.echo(f"release {params.get('version')} offered to {len(rows)} gateway(s): "
+               + ", ".join(r.device_id for r in rows))
+
+
+@releases_app.command("versions")
+def releases_versions(database_url: DatabaseUrl = None) -> None:
+    """The agent versions across the fleet's gateways."""
+    import psycopg
+
+    from tidefield.server.control import store
+    from tidefield.server.settings import AdminSettings
+
+    settings = _settings(AdminSettings, database_url=database_url)
+    with psycopg.connect(_require_db(settings)) as conn:
+        for version, gateways, sites in store.fleet_versions(conn, sites=None):
+            typer.echo(f"{version:12s} {gateways:5d} gateways  ({', '.join(sites[:5])}"
+                       f"{', ...' if len(sites) > 5 else ''})")

@@ -164,6 +164,11 @@ def _detector(p: Platform) -> Child:
                  env=p.child_env(mqtt_login="detector"))
 
 
+def _control(p: Platform) -> Child:
+    return Child("control", _python("tidefield.cli", "control"),
+                 env=p.child_env(mqtt_login="control"))
+
+
 COMPONENTS: tuple[Component, ...] = (
     Component("backup", ops.archives, _backup),
     Component("replica", lambda s: s.up_replica, _replica),
@@ -174,6 +179,7 @@ COMPONENTS: tuple[Component, ...] = (
     Component("notify-sink", lambda s: s.up_notify, _notify_sink),
     Component("notifier", lambda s: s.up_notify, _notifier),
     Component("detector", lambda s: s.up_detector, _detector, after_backfill=True),
+    Component("control", lambda s: s.up_control, _control),
 )
 
 

@@ -369,6 +369,8 @@ class UpGroup(BaseModel):
                                               "(`--no-notify`)")
     up_notify_sink_port: int = Field(8091, ge=1, le=65535, description="the local webhook "
                                      "sink's port (it prints each notification)")
+    up_control: bool = Field(True, description="run the control service (configuration and "
+                                               "commands to devices)")
 
 
 # --- one class per process ----------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Site: latest value of every sensor with a sparkline, history with anomalies and alerts
-marked, device health."""
+marked, device health; devices' configuration, actuators, commands (operators send them)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from tidefield.dashboards import data, ui, views
+from tidefield.dashboards.client import ApiError, ApiRefused
 from tidefield.dashboards.i18n import district_name, kind_name, label, metric_name, t
 
 lang = ui.lang()
@@ -95,5 +96,55 @@ def body() -> None:
     st.caption(" · ".join(f"{label('device', s, lang)} {states.count(s)}"
                           for s in ("online", "offline", "unknown")))
 
+    with ui.guard(lang):
+        control = data.site_control(api, site_id)
+    st.subheader(t("site.control", lang))
+    st.caption(t("site.config", lang))
+    table = views.config_table(control, lang)
+    if table.empty:
+        st.caption(t("site.none", lang))
+    else:
+        st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(t("site.actuators", lang))
+    actuators = views.actuator_states(control["commands"])
+    st.dataframe([{t("col.device", lang): device, t("col.actuator", lang): name,
+                   t("col.state", lang): "on" if value else "off"}
+                  for (device, name), value in sorted(actuators.items())] or
+                 [{t("col.actuator", lang): t("site.none", lang)}], hide_index=True)
+    st.caption(t("site.commands", lang))
+    st.dataframe(views.commands_table(control["commands"], lang), hide_index=True,
+                 width="stretch", column_config={t("col.time", lang):
+                 st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
+
+
+def controls() -> None:
+    """Operators switch actuators here; the API refuses anyone else (403, shown)."""
+    with st.expander(t("site.send", lang)):
+        gateways = [d["id"] for d in data.devices(api, site_id)]
+        device = st.selectbox(t("site.gateway", lang), gateways, key=f"cmd_dev:{site_id}")
+        actuator = st.text_input(t("site.actuator", lang), value="aerator",
+                                 key=f"cmd_act:{site_id}")
+        minutes = st.number_input(t("site.minutes", lang), min_value=0, max_value=1440,
+                                  value=10, key=f"cmd_min:{site_id}")
+        on, off = st.columns(2)
+        state = ("on" if on.button(t("site.on", lang), key="cmd_on", type="primary")
+                 else "off" if off.button(t("site.off", lang), key="cmd_off") else None)
+        if state is None:
+            return
+        body: dict[str, object] = {"action": "set", "actuator": actuator.strip(),
+                                   "state": state}
+        if state == "on" and minutes:
+            body["duration_s"] = minutes * 60
+        try:
+            sent = api.command(device, body)
+        except ApiRefused as exc:
+            st.error(t("site.not_allowed", lang, detail=exc.message))
+        except ApiError as exc:
+            ui.banner(exc, lang)
+        else:
+            data.forget_control()
+            st.success(t("site.sent", lang, id=sent["id"]))
+
 
 body()
+controls()

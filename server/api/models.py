@@ -198,3 +198,78 @@ def json_response(model: BaseModel) -> Response:
     thousands of points that second pass was most of the request's time. Routes that
     return large pages use this, built from rows whose types the schema fixes."""
     return Response(model.model_dump_json(), media_type="application/json")
+
+
+# --- device configuration and commands (server/api/routes/control.py) -----------------------
+
+
+class DeviceConfig(BaseModel):
+    """A device's twin: what people want, what the device runs, and where they differ."""
+
+    device_id: str = Field(examples=["oc-001-gw"])
+    site_id: str = Field(examples=["oc-001"])
+    desired_version: int | None = Field(examples=[3], description="null: never configured")
+    desired: dict[str, Any] | None = Field(examples=[{"interval_s": 30}])
+    desired_at: datetime | None
+    desired_by: str | None
+    published_version: int = Field(description="the version sent to the broker (retained)")
+    reported_version: int | None = Field(description="what the device runs; 0: its own file")
+    reported: dict[str, Any] | None
+    reported_at: datetime | None
+    reported_error: str | None = Field(description="why the device refused a version")
+    agent_version: str | None = Field(description="the agent's release (gateways)")
+    in_sync: bool
+    difference: dict[str, dict[str, Any]] = Field(
+        examples=[{"interval_s": {"desired": 30, "reported": 60}}])
+
+
+class DesiredSettings(BaseModel):
+    settings: dict[str, Any] = Field(
+        examples=[{"interval_s": 30, "log_level": "INFO",
+                   "thresholds": {"dissolved_oxygen": {"low": 3.0, "high": None}}}],
+        description="the whole desired document: interval_s, metrics, thresholds, "
+        "log_level, batch_max_readings, batch_max_wait_s")
+
+
+class CommandRequest(BaseModel):
+    action: Literal["set", "read", "reboot", "sync-time", "flush-queue"]
+    actuator: str | None = Field(None, examples=["aerator"])
+    state: Literal["on", "off"] | None = None
+    value: int | None = Field(None, ge=0, le=0xFFFF)
+    duration_s: float | None = Field(None, gt=0, le=7 * 86400,
+                                     description="set on: switch off again after this long")
+    expires_in_s: float = Field(3600.0, ge=1, le=7 * 86400,
+                                description="the device refuses it after this long")
+
+
+class DeviceCommand(BaseModel):
+    id: str = Field(examples=["cmd-5f2c0e9d4b1a7c3e8f6d2a10"])
+    device_id: str
+    site_id: str
+    action: str
+    params: dict[str, Any]
+    state: Literal["pending", "sent", "delivered", "done", "failed", "expired"]
+    reason: str | None
+    value: float | None
+    issued_at: datetime
+    expires_at: datetime
+    issued_by: str
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    finished_at: datetime | None
+
+
+class SiteControl(BaseModel):
+    """A site's devices (their configuration) and its recent commands, newest first."""
+
+    site_id: str
+    devices: list[DeviceConfig]
+    commands: list[DeviceCommand]
+
+
+class FleetVersion(BaseModel):
+    """How many gateways run an agent version ('unknown': never reported one)."""
+
+    version: str = Field(examples=["0.2.0"])
+    gateways: int
+    sites: list[str]

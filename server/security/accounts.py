@@ -2,13 +2,14 @@
 
 A **device** logs in with its registry id as user name, and as MQTT client id (the broker
 refuses any other, so no device can take over another's session), and may publish only
-its own telemetry and status, and subscribe only to its own ``down/#``::
+its own telemetry, status and answers, and subscribe only to its own ``down/#``::
 
     tf/v1/{site}/{device}/up       write
     tf/v1/{site}/{device}/status   write
+    tf/v1/{site}/{device}/reply/#  write   (configuration and command answers)
     tf/v1/{site}/{device}/down/#   read
 
-Those three rules are the device's *role* (``device:<id>``). A site's **gateway**
+Those four rules are the device's *role* (``device:<id>``). A site's **gateway**
 (template ``gw``; what an edge agent logs in as) speaks for every device of its own site
 over its one connection, so it holds the role of each of them, and nothing of any other
 site.
@@ -39,7 +40,10 @@ import psycopg
 
 from tidefield.protocol.topics import (
     ALL_ALERTS,
+    ALL_COMMANDS,
+    ALL_CONFIGS,
     ALL_RECEIPTS,
+    ALL_REPLIES,
     ALL_STATUS,
     ALL_UP,
     PREFIX,
@@ -79,6 +83,9 @@ SERVICES: dict[str, tuple[Rule, ...]] = {
     # firmware-sim's fleet publishes for every site's gateway: development and load tests
     "simulator": (Rule("write", ALL_UP), Rule("write", ALL_STATUS),
                   Rule("read", ALL_RECEIPTS)),
+    # the control service sends configuration and commands, and reads the answers
+    "control": (Rule("write", ALL_CONFIGS), Rule("write", ALL_COMMANDS),
+                Rule("read", ALL_REPLIES)),
     # the API only connects, for its /healthz broker probe
     "api": (),
     # `tidefield devices ...` changes the running broker's logins through this one
@@ -89,6 +96,7 @@ SERVICES: dict[str, tuple[Rule, ...]] = {
 def device_rules(site_id: str, device_id: str) -> tuple[Rule, ...]:
     return (Rule("write", up_topic(site_id, device_id)),
             Rule("write", status_topic(site_id, device_id)),
+            Rule("write", f"{PREFIX}/{site_id}/{device_id}/reply/#"),
             Rule("read", f"{PREFIX}/{site_id}/{device_id}/down/#"))
 
 

@@ -500,3 +500,40 @@ def test_incidents_come_first_and_are_acknowledged_as_a_whole(db_url, configure)
         states = conn.execute("SELECT DISTINCT state, acknowledged_by FROM alerts "
                               "WHERE id = ANY(%s)", (frost,)).fetchall()
     assert states == [("acknowledged", "duty-officer")]
+
+
+# --- configuration and control (docs/control.md) ------------------------------------------
+def test_an_operator_switches_an_actuator_from_the_site_page(db_url, configure):
+    fleet = seed_fleet(db_url, hours=2)
+    site = fleet.ocean.id
+    with psycopg.connect(db_url) as conn:
+        add_person(conn, "pond-operator", {1: "operator"})
+        add_person(conn, "onlooker", {1: "viewer"})
+    with ApiServer(db_url) as api:
+        configure(api.url, session_token(api.url, "onlooker"), dashboard_language="en")
+        at = open_page("app_pages/site.py", site=site)
+        at.selectbox(key=f"cmd_dev:{site}").set_value(f"{site}-gw").run()
+        at.button(key="cmd_on").click().run()
+        assert "Not allowed" in at.error[0].value  # a viewer: the API said 403
+        configure(api.url, session_token(api.url, "pond-operator"), dashboard_language="en")
+        at = open_page("app_pages/site.py", site=site)
+        assert not at.exception
+        at.selectbox(key=f"cmd_dev:{site}").set_value(f"{site}-gw").run()
+        at.number_input(key=f"cmd_min:{site}").set_value(15).run()
+        at.button(key="cmd_on").click().run()
+        assert not at.exception
+        assert at.success[0].value.startswith("Command cmd-")
+        at.run()  # the history shows it (the cache was cleared)
+        history = [f for f in (frame_of(at, i) for i in range(len(at.dataframe)))
+                   if "Command" in f.columns]
+        assert list(history[0]["Command"]) == [
+            "set actuator=aerator state=on duration_s=900.0"]
+        assert list(history[0]["By"]) == ["pond-operator"]
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT device_id, action, params, state, issued_by "
+                            "FROM device_commands").fetchall()
+        audited = conn.execute("SELECT actor FROM audit_log "
+                               "WHERE action = 'device.commanded'").fetchall()
+    assert rows == [(f"{site}-gw", "set", {"actuator": "aerator", "state": "on",
+                                          "duration_s": 900.0}, "pending", "pond-operator")]
+    assert audited == [("pond-operator",)]

@@ -233,6 +233,9 @@ def bodies(w: dict) -> dict[tuple[str, str], Any]:
         ("POST", "/api/v1/keys"): {"name": "into b", "scopes": ["read"],
                                    "organisation_id": c.b_org},
         ("POST", "/api/v1/keys/{prefix}/revoke"): None,
+        ("PUT", "/api/v1/devices/{device_id}/config"): {"settings": {"interval_s": 5}},
+        ("POST", "/api/v1/devices/{device_id}/commands"): {
+            "action": "set", "actuator": "aerator", "state": "on"},
         ("POST", "/api/v1/organisations/{organisation_id}/identity-providers"): {
             "name": "b-idp", "issuer": "http://127.0.0.1:1", "client_id": "x",
             "client_secret": "y"},

@@ -196,3 +196,30 @@ def test_naive_times_are_refused_before_asking():
     client = _client(lambda request: httpx.Response(200, json={}))
     with pytest.raises(ValueError, match="time zone"):
         client.readings(1, datetime(2026, 1, 1), datetime(2026, 1, 2))
+
+
+def test_control_views_show_twins_actuator_states_and_history():
+    from tidefield.dashboards import views
+
+    twin = {"device_id": "oc-001-gw", "desired_version": 3, "reported_version": 2,
+            "in_sync": False, "reported_error": None, "agent_version": "0.1.0",
+            "difference": {"interval_s": {"desired": 30, "reported": 60}}}
+    never = {**twin, "device_id": "oc-001-wx", "desired_version": None,
+             "reported_version": None}
+    table = views.config_table({"devices": [twin, never], "commands": []}, "en")
+    assert table.to_dict("records") == [{
+        "Device": "oc-001-gw", "Desired": 3, "Reported": 2, "In sync": False,
+        "Difference": "interval_s: 60 → 30", "Agent": "0.1.0"}]
+    commands = [
+        {"id": "c1", "device_id": "oc-001-gw", "action": "set", "state": "done", "value": 1.0,
+         "params": {"actuator": "aerator", "state": "on"}, "issued_at": "2026-12-05T01:00:00Z",
+         "reason": None, "issued_by": "anna"},
+        {"id": "c2", "device_id": "oc-001-gw", "action": "set", "state": "failed",
+         "value": None, "params": {"actuator": "aerator", "state": "off"},
+         "issued_at": "2026-12-05T02:00:00Z", "reason": "write failed", "issued_by": "anna"},
+    ]
+    assert views.actuator_states(commands) == {("oc-001-gw", "aerator"): 1.0}
+    history = views.commands_table(commands, "zh")
+    assert list(history["状态"]) == ["已完成", "失败"]
+    assert list(history["指令"]) == ["set actuator=aerator state=on",
+                                    "set actuator=aerator state=off"]

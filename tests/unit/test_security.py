@@ -48,6 +48,7 @@ def test_device_rules_name_only_its_own_topics():
     assert device_rules("ag-001", "ag-001-soil") == (
         Rule("write", "tf/v1/ag-001/ag-001-soil/up"),
         Rule("write", "tf/v1/ag-001/ag-001-soil/status"),
+        Rule("write", "tf/v1/ag-001/ag-001-soil/reply/#"),
         Rule("read", "tf/v1/ag-001/ag-001-soil/down/#"))
     # services never write telemetry, except the development simulator
     for role, rules in SERVICES.items():
@@ -89,6 +90,7 @@ def test_the_plugin_config_holds_every_login_role_and_rule():
     assert roles["device:ag-001-soil"] == {
         ("publishClientSend", "tf/v1/ag-001/ag-001-soil/up"),
         ("publishClientSend", "tf/v1/ag-001/ag-001-soil/status"),
+        ("publishClientSend", "tf/v1/ag-001/ag-001-soil/reply/#"),
         ("subscribePattern", "tf/v1/ag-001/ag-001-soil/down/#"),
         ("publishClientReceive", "tf/v1/ag-001/ag-001-soil/down/#")}
     assert roles["service:ingest"] == {
