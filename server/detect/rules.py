@@ -247,6 +247,7 @@ class RuleBinding:
                     continue
                 per_series[row].append(len(instances))
                 instances.append(Instance(rule_name, row, spec))
+        self.series = detector.series
         self.instances = tuple(instances)
         n = len(instances)
         rp = np.zeros((n, len(RULE_COLUMNS)), dtype=np.float64)

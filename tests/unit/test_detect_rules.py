@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tidefield.server.detect.alerts import AlertBook, Engine, MemorySink
+from tidefield.server.detect.alerts import AlertBook, MemorySink
 from tidefield.server.detect.detector import Detector, SeriesInfo
+from tidefield.server.detect.engine import Engine
 from tidefield.server.detect.rules import RulesError, load_rules
 from tidefield.server.detect.tuning import DetectorParams
 
@@ -29,7 +30,7 @@ def _run(engine, values_by_row, now=None):
     rows = np.repeat(np.arange(len(values_by_row)), n).reshape(len(values_by_row), n).T.ravel()
     times = np.repeat(T0 + np.arange(n, dtype=np.int64) * MIN, len(values_by_row))
     values = np.column_stack(values_by_row).ravel()
-    book, sink = AlertBook(engine), MemorySink()
+    book, sink = AlertBook(engine.rules), MemorySink()
     _, transitions = engine.process(rows, times, values)
     if now is not None:
         transitions += engine.tick(now)
@@ -89,7 +90,7 @@ def test_silence_opens_no_data_and_the_next_reading_closes_it():
     sink = _run(engine, [ok, ok], now=T0 + 300 * MIN)
     silent = [x for x in sink.alerts if x.key.rule == "no_data"]
     assert len(silent) == 2 and silent[0].opened_ms == T0 + 200 * MIN
-    book = AlertBook(engine, silent)
+    book = AlertBook(engine.rules, silent)
     _, transitions = engine.process(np.array([0]), np.array([T0 + 301 * MIN]),
                                     np.array([7.0]))
     ops = book.apply(transitions)
@@ -119,7 +120,7 @@ def test_a_silence_no_clock_caught_is_found_when_the_data_resumes():
     times = T0 + np.arange(400, dtype=np.int64) * MIN
     keep = (np.arange(400) < 200) | (np.arange(400) >= 204)  # four readings missing
     engine = _engine()
-    book, sink = AlertBook(engine), MemorySink()
+    book, sink = AlertBook(engine.rules), MemorySink()
     _, transitions = engine.process(np.zeros(keep.sum(), dtype=np.int64), times[keep],
                                     values[keep])
     sink.apply(book.apply(transitions))
@@ -131,7 +132,7 @@ def test_a_silence_no_clock_caught_is_found_when_the_data_resumes():
     engine = _engine()
     _, transitions = engine.process(np.zeros(keep.sum(), dtype=np.int64), times[keep],
                                     values[keep])
-    assert not AlertBook(engine).apply(transitions)
+    assert not AlertBook(engine.rules).apply(transitions)
 
 
 def test_a_rule_that_requires_another_opens_only_while_that_one_holds(tmp_path):
@@ -210,7 +211,7 @@ def _irrigation_alerts(soil, rain, kind="tea_garden", rules=None):
     values = np.column_stack([soil, rain]).ravel()
     _, transitions = engine.process(rows, times, values)
     sink = MemorySink()
-    sink.apply(AlertBook(engine).apply(transitions))
+    sink.apply(AlertBook(engine.rules).apply(transitions))
     return [a for a in sink.alerts if a.key.rule == "irrigation_failure"]
 
 
@@ -251,7 +252,7 @@ def test_rain_explains_a_rise_only_while_the_gauge_still_reports_it():
                              soil[quiet:]])
     _, transitions = engine.process(rows, times, values)
     sink = MemorySink()
-    sink.apply(AlertBook(engine).apply(transitions))
+    sink.apply(AlertBook(engine.rules).apply(transitions))
     assert not [a for a in sink.alerts if a.key.rule == "irrigation_failure"]
 
 
