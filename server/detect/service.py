@@ -28,6 +28,13 @@ what an uninterrupted run would have.
 **Layers.** This module is the loop only: ``store`` holds all the SQL, ``engine`` the
 detector, rules and alert book over one batch (results returned, never called back).
 
+**Live rules.** The rules are the bundled ``rules.yaml``, the file named by
+``TIDEFIELD_DETECT_RULES`` over it, and the per-site and per-kind changes stored in
+``rule_overrides`` (API, ``tidefield rules``) over both. Every ``detect_rules_poll_s`` the
+service looks whether they changed and rebinds (``Engine.change_rules``): each rule
+instance keeps its state, so the next reading is judged by the new limit; every
+partition does the same on its own.
+
 **Partitions.** ``--partition i/n`` takes the sites with crc32(site id) mod n = i: the
 same-site check needs every sensor of a site in one process.
 """
@@ -49,7 +56,7 @@ from . import store
 from .alerts import NoticePublisher
 from .detector import Detector, Readings
 from .engine import Engine
-from .rules import load_rules
+from .rules import RulesError, RuleSet, load_rules
 from .store import DatabaseSink, Partition, PartitionError, ts
 from .tuning import DetectorParams
 
@@ -83,6 +90,8 @@ class Session:
     published_event_id: int
     sites: list[str]
     keys: list[int]  # series ids, in detector row order
+    rules_version: int  # of the live rules the engine runs (``store.rules_version``)
+    next_rules_check: float = 0.0  # time.monotonic()
 
 
 class DetectorService:
@@ -127,7 +136,8 @@ class DetectorService:
         series = store.load_series(conn, self.partition)
         if not series:
             raise ServiceError(f"partition {self.partition} has no series to score")
-        engine = Engine(Detector(series, self.params), self.ruleset)
+        rules_version, ruleset = self._live_rules(conn)
+        engine = Engine(Detector(series, self.params), ruleset)
         checkpoint = store.read_checkpoint(conn, self.partition)
         if checkpoint is not None:
             if checkpoint.state is None or not engine.restore(checkpoint.state):
@@ -156,7 +166,40 @@ class DetectorService:
             "rule_instances": len(engine.rules.instances), "watermark": ts(watermark),
             "active_alerts": len(engine.book.active)})
         return Session(engine, sink, watermark, published, sites,
-                       [info.key for info in series])
+                       [info.key for info in series], rules_version,
+                       time.monotonic() + self.settings.detect_rules_poll_s)
+
+    def _live_rules(self, conn: psycopg.Connection) -> tuple[int, RuleSet]:
+        """The stored changes over the files' rules; a stored change the rules no longer
+        take (a rules file changed since) is left out with an error, the rest applies."""
+        version = store.rules_version(conn)
+        ruleset = self.ruleset
+        for override in store.current_overrides(conn):
+            sites, kinds = store.live_changes([override])
+            try:
+                ruleset = ruleset.with_changes(sites, kinds)
+            except RulesError as exc:
+                log.error("live rules left out", extra={
+                    "scope": override.scope, "target": override.target,
+                    "version": override.version, "error": str(exc)})
+        return version, ruleset
+
+    def _follow_rules(self, conn: psycopg.Connection, session: Session) -> None:
+        """Rebind the rules when the stored ones changed since the session took them."""
+        if time.monotonic() < session.next_rules_check:
+            return
+        session.next_rules_check = time.monotonic() + self.settings.detect_rules_poll_s
+        if store.rules_version(conn) == session.rules_version:
+            return
+        session.rules_version, ruleset = self._live_rules(conn)
+        closed = session.engine.change_rules(ruleset, session.watermark_ms)
+        if closed:
+            session.sink.apply(closed)
+            with conn.transaction():
+                session.sink.flush(conn)
+        log.info("live rules changed", extra={
+            "partition": str(self.partition), "rules_version": session.rules_version,
+            "rule_instances": len(session.engine.rules.instances)})
 
     def _first_watermark(self, conn: psycopg.Connection) -> int:
         if self.since_ms is not None:
@@ -188,6 +231,7 @@ class DetectorService:
             session = self._start(conn)
             next_late_scan = 0.0
             while not stop.is_set():
+                self._follow_rules(conn, session)
                 horizon = self._horizon()
                 if horizon <= session.watermark_ms:
                     self._publish(conn, session)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg.types.json import Jsonb
 
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.messages import AlertAction, AlertNotice
@@ -28,6 +29,7 @@ from tidefield.server.db import binary, scalar
 from ._layout import CATEGORIES, COMPONENTS
 from .alerts import ACTOR, Alert, AlertKey, AlertOp, finite_or_none
 from .detector import Readings, Scores, SeriesInfo
+from .rules import Changes
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ class Partition:
 EVERY_SITE = Partition(0, 1)  # one process scores them all
 
 
-def load_series(conn: psycopg.Connection, partition: Partition) -> list[SeriesInfo]:
+def load_series(conn: psycopg.Connection, partition: Partition = EVERY_SITE
+                ) -> list[SeriesInfo]:
     """The partition's series, in id order; series of metrics the catalog does not know
     are left out with a warning (the detector has no limits for them)."""
     rows = conn.execute(
@@ -337,3 +340,61 @@ def write_anomalies(conn: psycopg.Connection, readings: Readings, scores: Scores
                ON CONFLICT (series_id, time) DO UPDATE SET value = EXCLUDED.value,
                  score = EXCLUDED.score, component = EXCLUDED.component,
                  category = EXCLUDED.category""", (list(COMPONENTS), list(CATEGORIES)))
+
+
+# --- live rules -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RuleOverride:
+    """One version of the live changes at a site or a kind (``rule_overrides``)."""
+
+    scope: str  # site or kind
+    target: str
+    version: int
+    rules: dict[str, dict[str, Any]]
+    changed_at: datetime
+    changed_by: str
+
+
+_OVERRIDE_COLUMNS = "scope, target, version, rules, changed_at, changed_by"
+
+
+def rules_version(conn: psycopg.Connection) -> int:
+    """Moves with every change of the live rules (0: none ever); cheap to poll."""
+    return int(scalar(conn.execute("SELECT coalesce(max(id), 0) FROM rule_overrides")))
+
+
+def current_overrides(conn: psycopg.Connection) -> list[RuleOverride]:
+    """The newest version of each (scope, target)."""
+    rows = conn.execute(f"""SELECT DISTINCT ON (scope, target) {_OVERRIDE_COLUMNS}
+                            FROM rule_overrides ORDER BY scope, target, version DESC""")
+    return [RuleOverride(*row) for row in rows.fetchall()]
+
+
+def override_history(conn: psycopg.Connection, scope: str, target: str) -> list[RuleOverride]:
+    """Every version of one (scope, target), newest first."""
+    rows = conn.execute(f"""SELECT {_OVERRIDE_COLUMNS} FROM rule_overrides
+                            WHERE scope = %s AND target = %s ORDER BY version DESC""",
+                        (scope, target))
+    return [RuleOverride(*row) for row in rows.fetchall()]
+
+
+def save_override(conn: psycopg.Connection, scope: str, target: str,
+                  rules: dict[str, dict[str, Any]], changed_by: str) -> RuleOverride:
+    """Append the next version (the caller has validated ``rules``); concurrent writers
+    of one target serialise on the unique (scope, target, version)."""
+    row = conn.execute(
+        f"""INSERT INTO rule_overrides (scope, target, version, rules, changed_by)
+            SELECT %s, %s, coalesce(max(version), 0) + 1, %s, %s FROM rule_overrides
+            WHERE scope = %s AND target = %s
+            RETURNING {_OVERRIDE_COLUMNS}""",
+        (scope, target, Jsonb(rules), changed_by, scope, target)).fetchone()
+    assert row is not None  # INSERT ... RETURNING returns its row
+    return RuleOverride(*row)
+
+
+def live_changes(overrides: Sequence[RuleOverride]) -> tuple[Changes, Changes]:
+    """The current overrides as (per-site, per-kind) changes for ``RuleSet.with_changes``."""
+    sites = {o.target: o.rules for o in overrides if o.scope == "site"}
+    kinds = {o.target: o.rules for o in overrides if o.scope == "kind"}
+    return sites, kinds

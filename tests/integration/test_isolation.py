@@ -159,7 +159,8 @@ def path_values(w: dict, path: str) -> list[str]:
         "device": [w["b_device"]], "series_id": [str(w["series"][w["b"]])],
         "alert_id": [str(w["alerts"][w["b"]])],
         "user_id": [str(w["companies"].users["bob"])],
-        "organisation_id": [str(w["companies"].b_org)], "prefix": [w["bob_key_prefix"]]}
+        "organisation_id": [str(w["companies"].b_org)], "prefix": [w["bob_key_prefix"]],
+        "kind": ["cage_farm"]}  # a kind's rules: platform admins only
     if sta:
         entity = sta.group(1)
         ids = {"Things": f"'{w['b_device']}'", "Locations": f"'{w['b']}'",
@@ -201,6 +202,9 @@ def bodies(w: dict) -> dict[tuple[str, str], Any]:
         ("POST", "/api/v1/keys"): {"name": "into b", "scopes": ["read"],
                                    "organisation_id": c.b_org},
         ("POST", "/api/v1/keys/{prefix}/revoke"): None,
+        ("PUT", "/api/v1/rules/sites/{site_id}"): {"rules": {"hypoxia": {"threshold": 9}}},
+        ("PUT", "/api/v1/rules/kinds/{kind}"): {"rules": {"hypoxia": {"threshold": 9}}},
+        ("POST", "/api/v1/rules/backtest"): {"sites": [w["b"]], "days": 1},
         ("POST", "/api/v1/organisations/{organisation_id}/identity-providers"): {
             "name": "b-idp", "issuer": "http://127.0.0.1:1", "client_id": "x",
             "client_secret": "y"},
