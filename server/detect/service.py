@@ -52,11 +52,11 @@ import psycopg
 from tidefield.protocol.units import DAY_MS
 from tidefield.server.settings import DetectorSettings
 
-from . import store
+from . import live_rules, store
 from .alerts import NoticePublisher
 from .detector import Detector, Readings
 from .engine import Engine
-from .rules import RulesError, RuleSet, load_rules
+from .rules import RuleSet, load_rules
 from .store import DatabaseSink, Partition, PartitionError, ts
 from .tuning import DetectorParams
 
@@ -170,19 +170,7 @@ class DetectorService:
                        time.monotonic() + self.settings.detect_rules_poll_s)
 
     def _live_rules(self, conn: psycopg.Connection) -> tuple[int, RuleSet]:
-        """The stored changes over the files' rules; a stored change the rules no longer
-        take (a rules file changed since) is left out with an error, the rest applies."""
-        version = store.rules_version(conn)
-        ruleset = self.ruleset
-        for override in store.current_overrides(conn):
-            sites, kinds = store.live_changes([override])
-            try:
-                ruleset = ruleset.with_changes(sites, kinds)
-            except RulesError as exc:
-                log.error("live rules left out", extra={
-                    "scope": override.scope, "target": override.target,
-                    "version": override.version, "error": str(exc)})
-        return version, ruleset
+        return store.rules_version(conn), live_rules.ruleset(conn, self.ruleset)
 
     def _follow_rules(self, conn: psycopg.Connection, session: Session) -> None:
         """Rebind the rules when the stored ones changed since the session took them."""

@@ -27,7 +27,7 @@ from tidefield.server.settings import ApiSettings
 from tidefield.sim.fleet import Fleet
 from tidefield.sim.scenario import scenario_plan
 
-from .test_detect_service import END, SEED, SERVICE_ENV, SITES, START
+from .test_detect_service import END, HYPOXIA_SITE, SEED, SERVICE_ENV, SITES, START
 from .test_ingest_store import write
 
 PICKUP_S = 60.0  # the acceptance: a change applies within a minute
@@ -156,12 +156,57 @@ def test_backtest_of_unchanged_rules_reproduces_the_stored_alerts(db_url, tmp_pa
             for site, rule, device, series, opened, closed in conn.execute(
                 "SELECT site_id, rule, device_id, series_id, opened_at, closed_at FROM alerts"))
     assert stored, "the scenario must raise alerts"
+    assert any(rule == "hypoxia" for _, rule, *_ in stored), "and a hypoxia among them"
     with TestClient(create_app(ApiSettings(database_url=db_url))) as client:
         answer = client.post("/api/v1/rules/backtest", headers={"X-API-Key": key}, json={
-            "sites": list(SITES), "until": until.isoformat(), "days": 2.0})
+            "sites": list(SITES), "until": until.isoformat(), "days": 2.0,
+            # a proposal: no hypoxia short of 1 mg/L at the site that had one
+            "site_rules": {HYPOXIA_SITE: {"hypoxia": {"threshold": 1.0, "clear": 1.5}}}})
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    replayed = sorted((a["site_id"], a["rule"], a["device_id"], a["series_id"],
-                       a["opened_ms"], a["closed_ms"]) for a in body["current"])
-    assert replayed == stored
-    assert body["only_current"] == [] and body["only_proposed"] == []
+
+    def identity(a: dict) -> tuple:
+        return (a["site_id"], a["rule"], a["device_id"], a["series_id"], a["opened_ms"],
+                a["closed_ms"])
+
+    assert sorted(identity(a) for a in body["current"]) == stored
+    # the proposal ends the hypoxia alerts of that site and changes nothing else
+    assert body["only_proposed"] == []
+    dropped = {(a["site_id"], a["rule"]) for a in body["only_current"]}
+    assert dropped == {(HYPOXIA_SITE, "hypoxia")}
+    assert sorted(identity(a) for a in body["proposed"]) == sorted(
+        a for a in stored if not (a[0] == HYPOXIA_SITE and a[1] == "hypoxia"))
+
+
+def test_rules_from_the_command_line_are_versioned_checked_and_audited(db_url):
+    from typer.testing import CliRunner
+
+    from tidefield.server.detect.cli import app
+
+    runner = CliRunner()
+    env = {"TIDEFIELD_DATABASE_URL": db_url}
+
+    def rules(*args: str):
+        return runner.invoke(app, ["rules", *args], env=env)
+
+    done = rules("set", "--site", "oc-021", "hypoxia.threshold=4.0", "hypoxia.clear=4.5")
+    assert done.exit_code == 0, done.output
+    assert "version 1" in done.output
+    assert rules("set", "--kind", "cage_farm", "hypoxia.min_minutes=5").exit_code == 0
+    shown = rules("show", "--site", "oc-021")
+    assert '"threshold": 4.0' in shown.output and '"version": 1' in shown.output
+    for args, reason in ((["--site", "oc-021", "hypoxia.clear=2"], "clear"),
+                         (["--site", "oc-021", "hypoxia=4"], "RULE.FIELD=VALUE"),
+                         (["--site", "no-such-site", "hypoxia.threshold=4"], "no site"),
+                         (["hypoxia.threshold=4"], "--site or --kind")):
+        refused = rules("set", *args)
+        assert refused.exit_code == 2 and reason in refused.output, refused.output
+    assert rules("set", "--site", "oc-021").exit_code == 0  # removes them: version 2
+    history = rules("history", "--site", "oc-021").output.splitlines()
+    assert [line.split()[0] for line in history] == ["v2", "v1"]
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT actor, target, after->'version' FROM audit_log "
+                            "WHERE action = 'rules.changed' ORDER BY id").fetchall()
+    assert [(t, v) for _, t, v in rows] == [("site:oc-021", 1), ("kind:cage_farm", 1),
+                                            ("site:oc-021", 2)]
+    assert all(actor.startswith("cli:") for actor, _, _ in rows)

@@ -17,10 +17,10 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
 from tidefield.protocol.units import DAY_MS
-from tidefield.server.detect import backtest, store
+from tidefield.server.detect import backtest, live_rules, store
 from tidefield.server.detect.alerts import Alert
+from tidefield.server.detect.live_rules import RuleChanges
 from tidefield.server.detect.rules import Changes, RulesError, RuleSet, load_rules
-from tidefield.server.security import audit
 from tidefield.server.security.api_keys import Principal, Scope
 from tidefield.server.web.deps import Admin, ConnDep, client_address
 
@@ -28,7 +28,6 @@ from ..models import ERRORS, NOT_FOUND
 
 router = APIRouter(prefix="/rules", tags=["rules"], responses=ERRORS)
 
-RuleChanges = dict[str, dict[str, Any]]  # rule name -> fields
 
 
 class RulesIn(BaseModel):
@@ -101,16 +100,10 @@ def _check_platform_admin(principal: Principal) -> None:
                                  "platform admins only")
 
 
-def _current(conn: ConnDep, scope: str, target: str) -> store.RuleOverride | None:
-    history = store.override_history(conn, scope, target)
-    return history[0] if history else None
-
-
 def _live_ruleset(conn: ConnDep, sites: Changes | None = None,
                   kinds: Changes | None = None) -> RuleSet:
-    """The bundled rules with the stored changes, and then these (RulesError if bad)."""
-    stored_sites, stored_kinds = store.live_changes(store.current_overrides(conn))
-    ruleset = load_rules().with_changes(stored_sites, stored_kinds)
+    """The bundled rules with the stored changes, then these (RulesError if bad)."""
+    ruleset = live_rules.ruleset(conn, load_rules())
     if sites or kinds:
         ruleset = ruleset.with_changes(sites or {}, kinds or {}, source="proposed rules")
     return ruleset
@@ -118,7 +111,7 @@ def _live_ruleset(conn: ConnDep, sites: Changes | None = None,
 
 def _out(conn: ConnDep, scope: Literal["site", "kind"], target: str,
          site_kind: str | None = None) -> RulesOut:
-    current = _current(conn, scope, target)
+    current = live_rules.current(conn, scope, target)
     effective: dict[str, dict[str, Any]] = {}
     if scope == "site":
         rules = _live_ruleset(conn).for_site(target, site_kind)
@@ -132,24 +125,11 @@ def _out(conn: ConnDep, scope: Literal["site", "kind"], target: str,
 def _save(conn: ConnDep, principal: Principal, request: Request,
           scope: Literal["site", "kind"], target: str, rules: RuleChanges,
           site_id: str | None) -> None:
-    with conn.transaction():
-        # one writer per target at a time; the version is the row count + 1
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rules:{scope}:{target}",))
-        before = _current(conn, scope, target)
-        try:
-            # validated as the whole live layer with this target's rules replaced
-            stored_sites, stored_kinds = store.live_changes(store.current_overrides(conn))
-            table = stored_sites if scope == "site" else stored_kinds
-            table[target] = rules
-            load_rules().with_changes(stored_sites, stored_kinds)
-        except RulesError as exc:
-            raise HTTPException(422, str(exc)) from None
-        saved = store.save_override(conn, scope, target, rules, principal.name)
-        audit.record(conn, actor=principal, action="rules.changed", target=f"{scope}:{target}",
-                     before={"version": before.version if before else 0,
-                             "rules": before.rules if before else {}},
-                     after={"version": saved.version, "rules": saved.rules},
-                     source_address=client_address(request), site_id=site_id)
+    try:
+        live_rules.change(conn, load_rules(), scope, target, rules, actor=principal,
+                          source_address=client_address(request), site_id=site_id)
+    except RulesError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("/sites/{site_id}", response_model=RulesOut, responses=NOT_FOUND,
