@@ -24,6 +24,8 @@ from tidefield.protocol.units import DAY_MS
 if TYPE_CHECKING:
     from tidefield.server.settings import DetectorSettings
 
+    from .store import RuleOverride
+
 app = typer.Typer(help="Anomaly detection: the detector service, scoring CSV files, "
                        "evaluating on simulated scenarios.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -313,20 +315,27 @@ def parse_assignments(assignments: list[str]) -> dict[str, dict[str, Any]]:
     return changes
 
 
+def _versions(site: str | None, kind: str | None, database_url: str | None
+              ) -> tuple[Literal["site", "kind"], str, list[RuleOverride]]:
+    """The target the options name, and its stored versions, newest first."""
+    import psycopg
+
+    from . import store
+
+    scope, target = _target(site, kind)
+    settings = _rules_settings(database_url)
+    with psycopg.connect(settings.database_url or "") as conn:
+        return scope, target, store.override_history(conn, scope, target)
+
+
 @rules_app.command("show")
 def rules_show(site: Site = None, kind: Kind = None,
                database_url: RulesDatabaseUrl = None) -> None:
     """The stored changes of a site or a kind (JSON), with their version."""
     import json
 
-    import psycopg
-
-    from . import live_rules
-
-    scope, target = _target(site, kind)
-    settings = _rules_settings(database_url)
-    with psycopg.connect(settings.database_url or "") as conn:
-        now = live_rules.current(conn, scope, target)
+    scope, target, versions = _versions(site, kind, database_url)
+    now = versions[0] if versions else None
     typer.echo(json.dumps({"scope": scope, "target": target,
                            "version": now.version if now else 0,
                            "rules": now.rules if now else {}}, indent=2))
@@ -371,13 +380,6 @@ def rules_history(site: Site = None, kind: Kind = None,
     """Every version of a site's or kind's changes, newest first."""
     import json
 
-    import psycopg
-
-    from . import store
-
-    scope, target = _target(site, kind)
-    settings = _rules_settings(database_url)
-    with psycopg.connect(settings.database_url or "") as conn:
-        for version in store.override_history(conn, scope, target):
-            typer.echo(f"v{version.version} {version.changed_at.isoformat()} "
-                       f"{version.changed_by}: {json.dumps(version.rules)}")
+    for version in _versions(site, kind, database_url)[2]:
+        typer.echo(f"v{version.version} {version.changed_at.isoformat()} "
+                   f"{version.changed_by}: {json.dumps(version.rules)}")
