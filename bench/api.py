@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="how long each throughput run lasts")
     args = parser.parse_args()
@@ -128,7 +129,8 @@ def main() -> None:
                 "WHERE s.metric = 'dissolved_oxygen' ORDER BY s.id LIMIT 1").fetchone()
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api", "--port",
-                                 str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": url})
+                                 str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": url,
+                                      "TIDEFIELD_API_WORKERS": str(args.api_workers)})
         base = f"http://127.0.0.1:{port}/api/v1"
         try:
             client = httpx.Client(headers={"X-API-Key": key}, timeout=60)
@@ -187,7 +189,8 @@ def main() -> None:
     print(f"{total:,} readings, {args.days} days, 250 sites")
     print(table(rows, ("query", "API p50 ms", "API p99 ms", "raw rows p50 ms",
                        "raw / API")))
-    print(f"site latest, requests/s: 1 client {single:,.0f}; {args.clients} clients "
+    print(f"site latest, requests/s, {args.api_workers} API processes: 1 client "
+          f"{single:,.0f}; {args.clients} clients "
           f"{many:,.0f} (ratio {many / single:.2f}); {os.cpu_count()} cores")
 
 
