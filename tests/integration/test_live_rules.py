@@ -98,6 +98,7 @@ def test_a_changed_hypoxia_limit_applies_within_a_minute_without_restart(db_url,
             assert proc.poll() is None, log_path.read_text()[-3000:]
             alerts = _hypoxia(db_url, site)
         took = time.monotonic() - changed
+        print(f"the new limit raised its first alert {took:.1f} s after the change")
         assert alerts, f"no hypoxia alert {took:.0f} s after the change: " \
                        + log_path.read_text()[-3000:]
         assert took <= PICKUP_S + 5, took  # + the readings' own way to the table
@@ -170,6 +171,7 @@ def test_backtest_of_unchanged_rules_reproduces_the_stored_alerts(db_url, tmp_pa
                 a["closed_ms"])
 
     assert sorted(identity(a) for a in body["current"]) == stored
+    print(f"backtest reproduced the {len(stored)} stored alerts")
     # the proposal ends the hypoxia alerts of that site and changes nothing else
     assert body["only_proposed"] == []
     dropped = {(a["site_id"], a["rule"]) for a in body["only_current"]}
