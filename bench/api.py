@@ -8,7 +8,9 @@ them), starts `tidefield api`, then times, over HTTP with a read key:
   2. one site's last 24 h of one series at 5-minute buckets (from the rollups);
   3. 30 days of one series at 1-hour buckets (from the rollups);
 and the same questions answered from raw rows (the baseline), printing p50, p99 and the
-ratio raw / API for each.
+ratio raw / API for each. Then the API's throughput: requests/s of the first question
+from one client, and from ``--clients`` clients at once (threads, each its own
+connection), with the ratio to one.
 """
 
 from __future__ import annotations
@@ -80,6 +82,30 @@ def timed(fn, n: int) -> list[float]:
     return out
 
 
+def throughput(url: str, key: str, clients: int, seconds: float) -> float:
+    """Requests/s that ``clients`` threads, each with its own connection, get answered."""
+    import threading
+
+    done = [0] * clients
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        with httpx.Client(headers={"X-API-Key": key}, timeout=60) as http:
+            while not stop.is_set():
+                http.get(url).raise_for_status()
+                done[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - began)
+
+
 def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(samples, q))
 
@@ -89,6 +115,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="how long each throughput run lasts")
     args = parser.parse_args()
     with private_database() as (_, url):
         total = load(url, args.days)
@@ -99,7 +129,8 @@ def main() -> None:
                 "WHERE s.metric = 'dissolved_oxygen' ORDER BY s.id LIMIT 1").fetchone()
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "tidefield.cli", "api", "--port",
-                                 str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": url})
+                                 str(port)], env={**os.environ, "TIDEFIELD_DATABASE_URL": url,
+                                      "TIDEFIELD_API_WORKERS": str(args.api_workers)})
         base = f"http://127.0.0.1:{port}/api/v1"
         try:
             client = httpx.Client(headers={"X-API-Key": key}, timeout=60)
@@ -150,12 +181,17 @@ def main() -> None:
                 raw_p50 = statistics.median(r)
                 rows.append((name, f"{pct(a, 50):.1f}", f"{pct(a, 99):.1f}",
                              f"{raw_p50:.1f}", f"{raw_p50 / pct(a, 50):.1f}"))
+            single = throughput(f"{base}/sites/{site}/latest", key, 1, args.seconds)
+            many = throughput(f"{base}/sites/{site}/latest", key, args.clients, args.seconds)
         finally:
             proc.terminate()
             proc.wait(10)
     print(f"{total:,} readings, {args.days} days, 250 sites")
     print(table(rows, ("query", "API p50 ms", "API p99 ms", "raw rows p50 ms",
                        "raw / API")))
+    print(f"site latest, requests/s, {args.api_workers} API processes: 1 client "
+          f"{single:,.0f}; {args.clients} clients "
+          f"{many:,.0f} (ratio {many / single:.2f}); {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import private_database
 from tidefield.protocol.units import HOUR_MS
 from tidefield.server.backfill import backfill
-from tidefield.server.detect.service import DetectorService, read_window
+from tidefield.server.detect.service import DetectorService
+from tidefield.server.detect.store import read_window
 from tidefield.server.settings import DetectorSettings
 from tidefield.sim.events import InjectionPlan
 from tidefield.sim.fleet import Fleet
@@ -55,7 +56,7 @@ def main() -> None:
             began = time.perf_counter()
             n_raw = 0
             for t in range(START_MS, end, HOUR_MS):
-                n_raw += read_window(conn, ids, t, t + HOUR_MS)[0].shape[0]
+                n_raw += len(read_window(conn, ids, t, t + HOUR_MS))
             raw_s = time.perf_counter() - began
         service = DetectorService(DetectorSettings(database_url=url), since_ms=START_MS,
                                   until_ms=end)

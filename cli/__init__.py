@@ -58,6 +58,7 @@ COMMANDS: dict[str, Mount] = {
     "releases": Mount(SERVER, command="releases"),
     "detect": Mount("tidefield.server.detect.cli"),
     "notify": Mount("tidefield.server.notify.cli"),
+    "rules": Mount("tidefield.server.detect.cli", command="rules"),
     "dashboard": Mount("tidefield.dashboards.cli", command="dashboard"),
     "edge": Mount("tidefield.edge.cli"),
     "sim": Mount("tidefield.sim.cli"),

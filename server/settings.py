@@ -262,6 +262,10 @@ class DetectGroup(BaseModel):
                                        "back")
     detect_threshold: float = Field(
         0.5, gt=0, le=1, description="readings scoring at least this are stored anomalies")
+    detect_rules_poll_s: float = Field(
+        15.0, gt=0, le=60, description="how often a running detector looks for changed live "
+                                       "rules (API, `tidefield rules`); a change applies "
+                                       "within this")
     detect_update_every_s: float = Field(
         600.0, ge=0, description="an open alert's 'updated' event (history, MQTT) at most "
                                  "this often in data time; the row itself every step")

@@ -1,12 +1,13 @@
 """Anomaly detection: Numba kernels over per-series state, domain rules, alerts.
 
 Public entry points: ``Detector`` and ``score_values`` (scoring), ``DetectorParams``,
-``load_rules``, ``Engine`` and ``AlertBook`` (rules and alert lifecycle); the service
-(``tidefield detect run``) lives in ``service``.
+``load_rules``, ``Engine`` (detector, rules and alert book over a batch) and ``AlertBook``;
+the service (``tidefield detect run``) is ``service`` (the loop) over ``store`` (its SQL).
 """
 
-from .alerts import AlertBook, Engine
+from .alerts import AlertBook
 from .detector import Detector, DetectorInputError, Scores, SeriesInfo, score_values
+from .engine import Engine
 from .rules import RulesError, load_rules
 from .tuning import DetectorParams
 

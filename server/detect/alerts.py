@@ -1,10 +1,10 @@
 """Alerts with a lifecycle: open, update, close, from the rule instances' transitions.
 
-``Engine`` runs the detector and the rules over a batch. ``AlertBook`` turns instance
-transitions into alert operations: a ``scope: site`` rule makes one alert per (site,
+``AlertBook`` (held by ``engine.Engine``) turns instance transitions into alert
+operations: a ``scope: site`` rule makes one alert per (site,
 rule) that stays open while any of its instances is on (both sondes of a cage farm in
 one hypoxia are one alert); a ``scope: series`` rule one alert per series. Operations go
-to a sink: ``MemorySink`` for evaluation and tests, ``service.DatabaseSink`` for the
+to a sink: ``MemorySink`` for evaluation and tests, ``store.DatabaseSink`` for the
 ``alerts`` and ``alert_events`` tables and the ``tf/v1/{site}/alerts`` topic.
 
 Acknowledging is the operators' business (API); the detector only ever opens, updates and
@@ -19,7 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from . import _kernels
+from tidefield.protocol.messages import AlertNotice
+
 from ._layout import (
     A_OPEN,
     COMPONENTS,
@@ -29,8 +30,7 @@ from ._layout import (
     RS_UPDATED,
     RS_VALUE,
 )
-from .detector import Detector, Scores
-from .rules import RuleBinding, RuleSet
+from .rules import RuleBinding
 
 ACTOR = "detector"
 
@@ -41,63 +41,6 @@ class Transition:
     action: int  # A_OPEN or A_CLOSE
     time_ms: int
     value: float
-
-
-class Engine:
-    """A detector with its rules: ``process`` scores a batch and advances the rules."""
-
-    def __init__(self, detector: Detector, ruleset: RuleSet) -> None:
-        self.detector = detector
-        self.rules = RuleBinding(detector, ruleset)
-
-    def process(self, rows: np.ndarray, times_ms: np.ndarray, values: np.ndarray
-                ) -> tuple[Scores, list[Transition]]:
-        scores = self.detector.score(rows, times_ms, values)
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        capacity = max(16, len(self.rules.instances) * 2)
-        while True:
-            saved = self.rules.state.copy()
-            buffers = _buffers(capacity)
-            n = _kernels.apply_rules(rows, times_ms, values, scores.score, scores.component,
-                                     scores.category, self.rules.ptr, self.rules.inst,
-                                     self.rules.rp, self.rules.state, *buffers)
-            if n <= capacity:
-                return scores, _transitions(buffers, n)
-            self.rules.state = saved  # too many to hold: run again with room for all
-            capacity = n
-
-    def tick(self, now_ms: int) -> list[Transition]:
-        """Open no-data rules of series silent by ``now_ms``."""
-        buffers = _buffers(max(1, self.rules.silent.shape[0]))
-        n = _kernels.check_silence(float(now_ms), self.rules.silent, self.rules.rp,
-                                   self.rules.state, self.detector.state, self.detector.cfg,
-                                   *buffers)
-        return _transitions(buffers, n)
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {**self.detector.state_arrays(), "rules": self.rules.state.copy()}
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.detector.load_state(arrays)
-        if arrays["rules"].shape != self.rules.state.shape:
-            raise ValueError("checkpoint does not fit these rules")
-        self.rules.state = np.ascontiguousarray(arrays["rules"], dtype=np.float64)
-
-
-Buffers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # instance, action, time, value
-
-
-def _buffers(capacity: int) -> Buffers:
-    return (np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64),
-            np.empty(capacity, dtype=np.float64), np.empty(capacity, dtype=np.float64))
-
-
-def _transitions(buffers: Buffers, n: int) -> list[Transition]:
-    inst, action, time, value = buffers
-    return [Transition(int(inst[i]), int(action[i]), int(time[i]), float(value[i]))
-            for i in range(n)]
 
 
 # --- alerts ---------------------------------------------------------------------------------
@@ -134,7 +77,16 @@ class AlertOp:
     value: float | None
 
 
+class NoticePublisher(Protocol):
+    """Where the service offers stored alert changes (``alert_publisher.AlertPublisher``:
+    the broker); returns how many leading notices were delivered."""
+
+    def publish(self, notices: list[AlertNotice]) -> int: ...
+
+
 class AlertSink(Protocol):
+    """Where a batch's alert operations go: ``MemorySink`` here, ``store.DatabaseSink``."""
+
     def apply(self, ops: list[AlertOp]) -> None: ...
 
 
@@ -161,11 +113,10 @@ def finite_or_none(value: float | None) -> float | None:
 class AlertBook:
     """Active alerts by key; turns rule transitions into alert operations."""
 
-    def __init__(self, engine: Engine, active: Iterable[Alert] = ()) -> None:
-        self.engine = engine
+    def __init__(self, rules: RuleBinding, active: Iterable[Alert] = ()) -> None:
+        self.rules = rules
         self.active: dict[AlertKey, Alert] = {a.key: a for a in active}
         # rebuild who keeps each restored alert on from the checkpointed rule state
-        rules = engine.rules
         for k in range(len(rules.instances)):
             if rules.state[k, RS_ACTIVE] > 0.0:
                 alert = self.active.get(self._key(k))
@@ -173,27 +124,26 @@ class AlertBook:
                     alert.members.add(k)
 
     def _key(self, k: int) -> AlertKey:
-        inst = self.engine.rules.instances[k]
-        info = self.engine.detector.series[inst.row]
+        inst = self.rules.instances[k]
+        info = self.rules.series[inst.row]
         if inst.spec.scope == "site":
             return AlertKey(info.site_id, inst.rule, None, None)
         return AlertKey(info.site_id, inst.rule, info.device_id, info.key)
 
     def _message(self, k: int, value: float, component: str) -> str:
-        spec = self.engine.rules.instances[k].spec
+        spec = self.rules.instances[k].spec
         try:
             return spec.message.format(value=value, threshold=spec.threshold,
-                                       component=component, rule=self.engine.rules
-                                       .instances[k].rule)
+                                       component=component, rule=self.rules.instances[k].rule)
         except (KeyError, ValueError, IndexError):
             return spec.message
 
     def apply(self, transitions: list[Transition]) -> list[AlertOp]:
         ops: list[AlertOp] = []
         touched: set[AlertKey] = set()
-        rs = self.engine.rules.state
+        rs = self.rules.state
         for tr in transitions:
-            spec = self.engine.rules.instances[tr.instance].spec
+            spec = self.rules.instances[tr.instance].spec
             if not spec.alert:  # a condition other rules require
                 continue
             key = self._key(tr.instance)
@@ -221,7 +171,7 @@ class AlertBook:
             updated = max((rs[k, RS_UPDATED] for k in alert.members), default=0.0)
             if updated <= alert.updated_ms and key not in touched:
                 continue
-            below = any(self.engine.rules.instances[k].spec.worse_below for k in alert.members)
+            below = any(self.rules.instances[k].spec.worse_below for k in alert.members)
             peaks = [rs[k, RS_PEAK] for k in alert.members if np.isfinite(rs[k, RS_PEAK])]
             if peaks:
                 worst = min(peaks) if below else max(peaks)

@@ -40,6 +40,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -138,57 +139,39 @@ def tidefield_scorer(times_ms: np.ndarray, values: np.ndarray,
     return score, score >= 0.5
 
 
-def zscore_scorer(times_ms: np.ndarray, values: np.ndarray,
-        utc_offset_hours: float) -> tuple[np.ndarray, np.ndarray]:
-    from .baselines import ZSCORE_THRESHOLD, rolling_zscore
+# each baseline as published, and (tuned=True) with its settings chosen on the tuning part
+# (baselines.TUNED)
+
+def zscore_scorer(times_ms: np.ndarray, values: np.ndarray, utc_offset_hours: float, *,
+                  tuned: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    from .baselines import TUNED_ZSCORE_THRESHOLD, ZSCORE_THRESHOLD, rolling_zscore
 
     z = rolling_zscore(values)
-    return z, z >= ZSCORE_THRESHOLD
+    return z, z >= (TUNED_ZSCORE_THRESHOLD if tuned else ZSCORE_THRESHOLD)
 
 
-def qartod_scorer(times_ms: np.ndarray, values: np.ndarray,
-        utc_offset_hours: float) -> tuple[np.ndarray, np.ndarray]:
-    from .baselines import QARTOD_THRESHOLD, qartod
-
-    flags = qartod(times_ms, values)
-    return flags, flags >= QARTOD_THRESHOLD
-
-
-def hst_scorer(times_ms: np.ndarray, values: np.ndarray,
-        utc_offset_hours: float) -> tuple[np.ndarray, np.ndarray]:
-    from .baselines import half_space_trees
-
-    return half_space_trees(values)
-
-
-def zscore_tuned_scorer(times_ms: np.ndarray, values: np.ndarray,
-        utc_offset_hours: float) -> tuple[np.ndarray, np.ndarray]:
-    from .baselines import TUNED_ZSCORE_THRESHOLD, rolling_zscore
-
-    z = rolling_zscore(values)
-    return z, z >= TUNED_ZSCORE_THRESHOLD
-
-
-def qartod_tuned_scorer(times_ms: np.ndarray, values: np.ndarray,
-        utc_offset_hours: float) -> tuple[np.ndarray, np.ndarray]:
+def qartod_scorer(times_ms: np.ndarray, values: np.ndarray, utc_offset_hours: float, *,
+                  tuned: bool = False) -> tuple[np.ndarray, np.ndarray]:
     from .baselines import QARTOD_THRESHOLD, TUNED_QARTOD_RATE_SD, TUNED_QARTOD_WIDEN, qartod
 
-    flags = qartod(times_ms, values, widen=TUNED_QARTOD_WIDEN,
-                   rate_sd=TUNED_QARTOD_RATE_SD)
+    flags = (qartod(times_ms, values, widen=TUNED_QARTOD_WIDEN, rate_sd=TUNED_QARTOD_RATE_SD)
+             if tuned else qartod(times_ms, values))
     return flags, flags >= QARTOD_THRESHOLD
 
 
-def hst_tuned_scorer(times_ms: np.ndarray, values: np.ndarray,
-        utc_offset_hours: float) -> tuple[np.ndarray, np.ndarray]:
+def hst_scorer(times_ms: np.ndarray, values: np.ndarray, utc_offset_hours: float, *,
+               tuned: bool = False) -> tuple[np.ndarray, np.ndarray]:
     from .baselines import TUNED_HST_QUANTILE, half_space_trees
 
-    return half_space_trees(values, quantile=TUNED_HST_QUANTILE)
+    return (half_space_trees(values, quantile=TUNED_HST_QUANTILE) if tuned
+            else half_space_trees(values))
 
 
 DETECTORS: dict[str, Scorer] = {"tidefield": tidefield_scorer, "zscore": zscore_scorer,
                                 "qartod": qartod_scorer, "hst": hst_scorer,
-                                "zscore*": zscore_tuned_scorer, "qartod*": qartod_tuned_scorer,
-                                "hst*": hst_tuned_scorer}
+                                "zscore*": partial(zscore_scorer, tuned=True),
+                                "qartod*": partial(qartod_scorer, tuned=True),
+                                "hst*": partial(hst_scorer, tuned=True)}
 # '*': the baseline with its settings chosen on the tuning part (baselines.TUNED)
 BASELINES = ("zscore", "qartod", "hst", "zscore*", "qartod*", "hst*")
 

@@ -4,6 +4,7 @@ labelled simulated scenario.
     tidefield detect run [--partition i/n] [--since ISO] [--until ISO]
     tidefield detect score-csv IN.csv [--metric NAME] [--value-column C] [--tz Z] > OUT.csv
     tidefield detect evaluate --seed 23 --days 30 [--sites 250]
+    tidefield rules show|set|history (--site ID | --kind KIND) [RULE.FIELD=VALUE ...]
 
 Heavy imports happen inside the commands, so ``--help`` stays instant.
 """
@@ -14,15 +15,25 @@ import csv
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from tidefield.protocol.units import DAY_MS
 
+if TYPE_CHECKING:
+    from tidefield.server.settings import DetectorSettings
+
+    from .store import RuleOverride
+
 app = typer.Typer(help="Anomaly detection: the detector service, scoring CSV files, "
                        "evaluating on simulated scenarios.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+
+rules_app = typer.Typer(help="Live detection rules: per-site and per-kind changes over the "
+                             "bundled rules, picked up by a running detector.",
+                        no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 
 DEFAULT_START = "2025-04-01T00:00:00Z"
 
@@ -255,3 +266,120 @@ def benchmark(
         typer.echo(line)
     if any(r.refused for r in results):
         raise typer.Exit(1)
+
+
+# --- live rules -----------------------------------------------------------------------------
+
+Site = Annotated[str | None, typer.Option("--site", help="a site id")]
+Kind = Annotated[str | None, typer.Option("--kind", help="a site kind (every site of it)")]
+RulesDatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", envvar="TIDEFIELD_DATABASE_URL", help="postgresql:// URL")]
+
+
+def _target(site: str | None, kind: str | None) -> tuple[Literal["site", "kind"], str]:
+    if (site is None) == (kind is None):
+        raise typer.BadParameter("give one of --site or --kind")
+    return ("site", site) if site is not None else ("kind", kind or "")
+
+
+def _rules_settings(database_url: str | None) -> DetectorSettings:
+    from tidefield.protocol.settings import load
+    from tidefield.server import logs
+    from tidefield.server.settings import DetectorSettings
+
+    settings = load(DetectorSettings, database_url=database_url)
+    logs.configure(settings.log_level, settings.log_format)
+    if not settings.database_url:
+        typer.echo("error: no database: set TIDEFIELD_DATABASE_URL", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """``hypoxia.threshold=4.0`` ... as rule changes; values are read as YAML (numbers,
+    true/false, lists), so they reach the rule schema with their type."""
+    import yaml
+
+    changes: dict[str, dict[str, Any]] = {}
+    for text in assignments:
+        name, sep, raw = text.partition("=")
+        rule, dot, field = name.partition(".")
+        if not (sep and dot and rule and field):
+            raise typer.BadParameter(f"{text!r}: expected RULE.FIELD=VALUE, "
+                                     "e.g. hypoxia.threshold=4.0")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise typer.BadParameter(f"{text!r}: the value is not readable") from None
+        changes.setdefault(rule, {})[field] = value
+    return changes
+
+
+def _versions(site: str | None, kind: str | None, database_url: str | None
+              ) -> tuple[Literal["site", "kind"], str, list[RuleOverride]]:
+    """The target the options name, and its stored versions, newest first."""
+    import psycopg
+
+    from . import store
+
+    scope, target = _target(site, kind)
+    settings = _rules_settings(database_url)
+    with psycopg.connect(settings.database_url or "") as conn:
+        return scope, target, store.override_history(conn, scope, target)
+
+
+@rules_app.command("show")
+def rules_show(site: Site = None, kind: Kind = None,
+               database_url: RulesDatabaseUrl = None) -> None:
+    """The stored changes of a site or a kind (JSON), with their version."""
+    import json
+
+    scope, target, versions = _versions(site, kind, database_url)
+    now = versions[0] if versions else None
+    typer.echo(json.dumps({"scope": scope, "target": target,
+                           "version": now.version if now else 0,
+                           "rules": now.rules if now else {}}, indent=2))
+
+
+@rules_app.command("set")
+def rules_set(assignments: Annotated[list[str], typer.Argument(
+                  help="RULE.FIELD=VALUE ... (none: remove the target's changes)")] = [],  # noqa: B006
+              site: Site = None, kind: Kind = None,
+              database_url: RulesDatabaseUrl = None) -> None:
+    """Replace the changes of a site or a kind (checked against the rule schema, stored
+    as a new version, audited as cli:<user>); a running detector applies them within
+    TIDEFIELD_DETECT_RULES_POLL_S."""
+    import getpass
+
+    import psycopg
+
+    from . import live_rules
+    from .rules import RulesError, load_rules
+
+    scope, target = _target(site, kind)
+    changes = parse_assignments(assignments)
+    settings = _rules_settings(database_url)
+    with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+        if scope == "site" and conn.execute("SELECT 1 FROM sites WHERE id = %s",
+                                            (target,)).fetchone() is None:
+            typer.echo(f"error: no site {target!r}", err=True)
+            raise typer.Exit(2)
+        try:
+            saved = live_rules.change(conn, load_rules(settings.detect_rules), scope, target,
+                                      changes, actor=f"cli:{getpass.getuser()}",
+                                      site_id=target if scope == "site" else None)
+        except RulesError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(f"{scope} {target}: version {saved.version}")
+
+
+@rules_app.command("history")
+def rules_history(site: Site = None, kind: Kind = None,
+                  database_url: RulesDatabaseUrl = None) -> None:
+    """Every version of a site's or kind's changes, newest first."""
+    import json
+
+    for version in _versions(site, kind, database_url)[2]:
+        typer.echo(f"v{version.version} {version.changed_at.isoformat()} "
+                   f"{version.changed_by}: {json.dumps(version.rules)}")

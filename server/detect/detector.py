@@ -87,12 +87,36 @@ class SeriesInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Readings:
+    """Readings by series key (the database's series id), in no particular order."""
+
+    series_ids: np.ndarray  # int
+    times_ms: np.ndarray  # int64
+    values: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return int(self.series_ids.shape[0])
+
+    def take(self, which: np.ndarray) -> Readings:
+        """The readings a mask or an index array selects, in its order."""
+        return Readings(self.series_ids[which], self.times_ms[which], self.values[which])
+
+    def __add__(self, other: Readings) -> Readings:
+        return Readings(np.concatenate([self.series_ids, other.series_ids]),
+                        np.concatenate([self.times_ms, other.times_ms]),
+                        np.concatenate([self.values, other.values]))
+
+
+@dataclass(frozen=True, slots=True)
 class Scores:
     """Per reading of a batch: score in [0, 1], component and category codes."""
 
     score: np.ndarray  # float32
     component: np.ndarray  # int8, index into COMPONENTS
     category: np.ndarray  # int8, index into CATEGORIES
+
+    def take(self, which: np.ndarray) -> Scores:
+        return Scores(self.score[which], self.component[which], self.category[which])
 
     def component_names(self) -> np.ndarray:
         return np.asarray(COMPONENTS, dtype=object)[self.component]

@@ -30,8 +30,9 @@ import numpy as np
 
 from tidefield.protocol.units import DAY_MS, HOUR_MS
 
-from .alerts import Alert, AlertBook, Engine, MemorySink
+from .alerts import Alert, MemorySink
 from .detector import Detector, SeriesInfo
+from .engine import Engine
 from .rules import RuleSet, load_rules
 from .tuning import DetectorParams
 
@@ -90,7 +91,6 @@ def run_fleet(fleet: Fleet, start_ms: int, end_ms: int, *, params: DetectorParam
 
     engine = Engine(Detector(fleet_series(fleet), params), ruleset or load_rules())
     sink = MemorySink()
-    book = AlertBook(engine)
     readings = anomalies = 0
     busy = 0.0
     t = start_ms - int(warmup_days * DAY_MS)
@@ -101,13 +101,12 @@ def run_fleet(fleet: Fleet, start_ms: int, end_ms: int, *, params: DetectorParam
         if quirks is not None:
             chunk = quirks.apply(chunk)
         began = time.perf_counter()
-        scores, transitions = engine.process(chunk.series, chunk.time_ms, chunk.value)
-        transitions += engine.tick(stop)
-        sink.apply(book.apply(transitions))
+        outcome = engine.step(chunk.series, chunk.time_ms, chunk.value, stop)
+        sink.apply(outcome.ops)
         busy += time.perf_counter() - began
         if t >= start_ms:
             readings += len(chunk)
-            anomalies += int((scores.score >= 0.5).sum())
+            anomalies += int((outcome.scores.score >= 0.5).sum())
         if progress is not None:
             progress(stop - start_ms, end_ms - start_ms)
         t = stop

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -135,11 +135,23 @@ class RulesFile(BaseModel):
     sites: dict[str, dict[str, dict]] = Field(default_factory=dict)
 
 
+Changes = dict[str, dict[str, dict[str, Any]]]  # site or kind -> rule -> fields
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     rules: dict[str, Rule]
-    site_changes: dict[str, dict[str, dict]] = field(default_factory=dict)
-    kind_changes: dict[str, dict[str, dict]] = field(default_factory=dict)
+    site_changes: Changes = field(default_factory=dict)
+    kind_changes: Changes = field(default_factory=dict)
+
+    def with_changes(self, sites: Changes, kinds: Changes, source: str = "live rules"
+                     ) -> RuleSet:
+        """These per-site and per-kind changes over this set's (field by field), checked
+        against the rule schema: the live rules' layer over the files'."""
+        merged_sites = _merged(self.site_changes, sites)
+        merged_kinds = _merged(self.kind_changes, kinds)
+        _check_changes(source, self.rules, merged_kinds, merged_sites)
+        return RuleSet(self.rules, merged_sites, merged_kinds)
 
     def for_site(self, site_id: str, site_kind: str | None = None) -> dict[str, Rule]:
         """The rules at one site: the file's, with its kind's changes, then its own."""
@@ -191,14 +203,7 @@ def load_rules(override: Path | None = None) -> RuleSet:
         except ValidationError as exc:
             raise RulesError(f"{name}: {exc}") from None
         rules.update(extra.rules)
-        for table, extra_table in ((kinds, extra.kinds), (sites, extra.sites)):
-            for who, changes in extra_table.items():
-                for rule_name, fields in changes.items():
-                    mine = table.setdefault(who, {})
-                    if isinstance(fields, dict) and isinstance(mine.get(rule_name), dict):
-                        mine[rule_name] = {**mine[rule_name], **fields}
-                    else:
-                        mine[rule_name] = fields
+        kinds, sites = _merged(kinds, extra.kinds), _merged(sites, extra.sites)
     for rule_name, spec in rules.items():
         if spec.requires is not None and spec.requires not in rules:
             raise RulesError(f"{name}: rule {rule_name} requires unknown rule "
@@ -206,8 +211,29 @@ def load_rules(override: Path | None = None) -> RuleSet:
         if spec.unless is not None and spec.unless not in rules:
             raise RulesError(f"{name}: rule {rule_name} names unknown rule "
                              f"{spec.unless!r} in `unless`")
+    _check_changes(name, rules, kinds, sites)
+    return RuleSet(rules, sites, kinds)
+
+
+def _merged(table: Changes, extra: Changes) -> Changes:
+    """``extra`` over ``table``: a rule's fields are merged, anything else replaced."""
+    out = {who: dict(changes) for who, changes in table.items()}
+    for who, changes in extra.items():
+        mine = out.setdefault(who, {})
+        for rule_name, fields in changes.items():
+            if isinstance(fields, dict) and isinstance(mine.get(rule_name), dict):
+                mine[rule_name] = {**mine[rule_name], **fields}
+            else:
+                mine[rule_name] = fields
+    return out
+
+
+def _check_changes(name: str, rules: dict[str, Rule], kinds: Changes, sites: Changes) -> None:
+    """RulesError unless every change names a known rule and leaves it valid."""
     for section, table in (("kind", kinds), ("site", sites)):
         for who, changes in table.items():
+            if not isinstance(changes, dict):
+                raise RulesError(f"{name}: {section}s.{who} must be a mapping of rules")
             for rule_name, fields in changes.items():
                 if rule_name not in rules:
                     raise RulesError(f"{name}: {section} {who} overrides unknown rule "
@@ -218,7 +244,6 @@ def load_rules(override: Path | None = None) -> RuleSet:
                     Rule.model_validate({**rules[rule_name].model_dump(), **fields})
                 except ValidationError as exc:
                     raise RulesError(f"{name}: {section}s.{who}.{rule_name}: {exc}") from None
-    return RuleSet(rules, sites, kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +272,7 @@ class RuleBinding:
                     continue
                 per_series[row].append(len(instances))
                 instances.append(Instance(rule_name, row, spec))
+        self.series = detector.series
         self.instances = tuple(instances)
         n = len(instances)
         rp = np.zeros((n, len(RULE_COLUMNS)), dtype=np.float64)

@@ -84,6 +84,27 @@ def test_an_acknowledgement(world):
     assert after == {"state": "acknowledged", "comment": "checking the heaters"}
 
 
+def test_a_sites_rules_changed_by_its_admin_and_refused_to_an_operator(world):
+    site = world["companies"].a_sites[0]
+    with Audit(world["url"], "rules.changed") as audit:
+        refused = world["client"].put(f"/api/v1/rules/sites/{site}",
+                                      headers=world["headers"]["anna"],
+                                      json={"rules": {"frost_risk": {"threshold": -2.0}}})
+        assert refused.status_code == 403, refused.text
+        for threshold in (-2.0, -2.5):
+            answer = world["client"].put(f"/api/v1/rules/sites/{site}",
+                                         headers=world["headers"]["alice"],
+                                         json={"rules": {"frost_risk": {"threshold": threshold}}})
+            assert answer.status_code == 200, answer.text
+    assert len(audit.rows) == 2
+    actor, user_id, target, before, after, address = audit.rows[1]
+    assert (actor, user_id, target) == ("alice", world["companies"].users["alice"],
+                                        f"site:{site}")
+    assert before == {"version": 1, "rules": {"frost_risk": {"threshold": -2.0}}}
+    assert after == {"version": 2, "rules": {"frost_risk": {"threshold": -2.5}}}
+    assert address == "testclient"
+
+
 def test_a_key_made_and_revoked_over_the_api(world):
     client, alice = world["client"], world["headers"]["alice"]
     with Audit(world["url"], "api_key.created") as made:

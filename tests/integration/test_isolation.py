@@ -192,6 +192,8 @@ def path_values(w: dict, path: str) -> list[str]:
         # B's notification contact, group and route all have id 1; a token nobody holds
         "item_id": ["1"], "kind": ["contacts", "groups", "routes"], "incident_id": ["1"],
         "token": ["not-a-token-of-anyone-0123456789"]}
+    if path.startswith("/api/v1/rules/"):
+        values["kind"] = ["cage_farm"]  # a kind's rules: platform admins only
     if sta:
         entity = sta.group(1)
         ids = {"Things": f"'{w['b_device']}'", "Locations": f"'{w['b']}'",
@@ -236,6 +238,9 @@ def bodies(w: dict) -> dict[tuple[str, str], Any]:
         ("PUT", "/api/v1/devices/{device_id}/config"): {"settings": {"interval_s": 5}},
         ("POST", "/api/v1/devices/{device_id}/commands"): {
             "action": "set", "actuator": "aerator", "state": "on"},
+        ("PUT", "/api/v1/rules/sites/{site_id}"): {"rules": {"hypoxia": {"threshold": 9}}},
+        ("PUT", "/api/v1/rules/kinds/{kind}"): {"rules": {"hypoxia": {"threshold": 9}}},
+        ("POST", "/api/v1/rules/backtest"): {"sites": [w["b"]], "days": 1},
         ("POST", "/api/v1/organisations/{organisation_id}/identity-providers"): {
             "name": "b-idp", "issuer": "http://127.0.0.1:1", "client_id": "x",
             "client_secret": "y"},

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tidefield.server.detect.alerts import AlertBook, Engine, MemorySink
+from tidefield.server.detect.alerts import AlertBook, MemorySink
 from tidefield.server.detect.detector import Detector, SeriesInfo
+from tidefield.server.detect.engine import Engine
 from tidefield.server.detect.rules import RulesError, load_rules
 from tidefield.server.detect.tuning import DetectorParams
 
@@ -29,7 +30,7 @@ def _run(engine, values_by_row, now=None):
     rows = np.repeat(np.arange(len(values_by_row)), n).reshape(len(values_by_row), n).T.ravel()
     times = np.repeat(T0 + np.arange(n, dtype=np.int64) * MIN, len(values_by_row))
     values = np.column_stack(values_by_row).ravel()
-    book, sink = AlertBook(engine), MemorySink()
+    book, sink = AlertBook(engine.rules), MemorySink()
     _, transitions = engine.process(rows, times, values)
     if now is not None:
         transitions += engine.tick(now)
@@ -89,7 +90,7 @@ def test_silence_opens_no_data_and_the_next_reading_closes_it():
     sink = _run(engine, [ok, ok], now=T0 + 300 * MIN)
     silent = [x for x in sink.alerts if x.key.rule == "no_data"]
     assert len(silent) == 2 and silent[0].opened_ms == T0 + 200 * MIN
-    book = AlertBook(engine, silent)
+    book = AlertBook(engine.rules, silent)
     _, transitions = engine.process(np.array([0]), np.array([T0 + 301 * MIN]),
                                     np.array([7.0]))
     ops = book.apply(transitions)
@@ -119,7 +120,7 @@ def test_a_silence_no_clock_caught_is_found_when_the_data_resumes():
     times = T0 + np.arange(400, dtype=np.int64) * MIN
     keep = (np.arange(400) < 200) | (np.arange(400) >= 204)  # four readings missing
     engine = _engine()
-    book, sink = AlertBook(engine), MemorySink()
+    book, sink = AlertBook(engine.rules), MemorySink()
     _, transitions = engine.process(np.zeros(keep.sum(), dtype=np.int64), times[keep],
                                     values[keep])
     sink.apply(book.apply(transitions))
@@ -131,7 +132,7 @@ def test_a_silence_no_clock_caught_is_found_when_the_data_resumes():
     engine = _engine()
     _, transitions = engine.process(np.zeros(keep.sum(), dtype=np.int64), times[keep],
                                     values[keep])
-    assert not AlertBook(engine).apply(transitions)
+    assert not AlertBook(engine.rules).apply(transitions)
 
 
 def test_a_rule_that_requires_another_opens_only_while_that_one_holds(tmp_path):
@@ -210,7 +211,7 @@ def _irrigation_alerts(soil, rain, kind="tea_garden", rules=None):
     values = np.column_stack([soil, rain]).ravel()
     _, transitions = engine.process(rows, times, values)
     sink = MemorySink()
-    sink.apply(AlertBook(engine).apply(transitions))
+    sink.apply(AlertBook(engine.rules).apply(transitions))
     return [a for a in sink.alerts if a.key.rule == "irrigation_failure"]
 
 
@@ -251,7 +252,7 @@ def test_rain_explains_a_rise_only_while_the_gauge_still_reports_it():
                              soil[quiet:]])
     _, transitions = engine.process(rows, times, values)
     sink = MemorySink()
-    sink.apply(AlertBook(engine).apply(transitions))
+    sink.apply(AlertBook(engine.rules).apply(transitions))
     assert not [a for a in sink.alerts if a.key.rule == "irrigation_failure"]
 
 
@@ -317,3 +318,62 @@ def test_evaluate_takes_a_rules_file_and_refuses_a_bad_one(tmp_path):
                                       "--days", "1", "--sites", "2", "--no-clean"])
     assert result.exit_code == 0, result.output
     assert ", 0 alerts," in result.output.splitlines()[0]
+
+
+# --- live rules -----------------------------------------------------------------------------
+
+def _step(engine, rows, start, values):
+    n = len(values)
+    times = T0 + (start + np.arange(n, dtype=np.int64)) * MIN
+    out = engine.step(np.asarray(rows, dtype=np.int64), times, np.asarray(values, dtype=float),
+                      int(times[-1]))
+    return out.ops
+
+
+def test_live_changes_merge_field_by_field_and_are_checked():
+    base = load_rules()
+    live = base.with_changes({"cg-1": {"hypoxia": {"threshold": 4.0, "clear": 4.5}}},
+                             {"cage_farm": {"hypoxia": {"min_minutes": 0}}})
+    at_site = live.for_site("cg-1", "cage_farm")["hypoxia"]
+    assert (at_site.threshold, at_site.clear, at_site.min_minutes) == (4.0, 4.5, 0.0)
+    assert live.for_site("cg-2", "cage_farm")["hypoxia"].threshold == 3.0
+    assert base.for_site("cg-1", "cage_farm")["hypoxia"].threshold == 3.0  # base unchanged
+    # the file's kind changes stay under the live ones
+    greenhouse = live.for_site("gh-1", "greenhouse")["irrigation_failure"]
+    assert greenhouse.every_hours == 24
+    for sites, reason in (({"cg-1": {"hypoxia": {"threshold": 5.0, "clear": 4.0}}}, "clear"),
+                          ({"cg-1": {"nope": {"threshold": 1.0}}}, "unknown rule"),
+                          ({"cg-1": {"hypoxia": {"colour": "red"}}}, "colour"),
+                          ({"cg-1": {"hypoxia": 4.0}}, "mapping")):
+        with pytest.raises(RulesError, match=reason):
+            base.with_changes(sites, {})
+
+
+def test_a_changed_limit_judges_the_next_reading_and_keeps_the_learned_state():
+    engine = _engine()
+    warm = _oxygen(400, [])
+    rows = np.repeat([0, 1], 400).reshape(2, 400).T.ravel()
+    _step(engine, rows, 0, np.column_stack([warm, warm]).ravel())
+    assert _step(engine, [0, 1] * 20, 400, [3.5] * 40) == []  # bundled limit 3.0
+    detector_state = engine.detector.state.copy()
+    rule_state = {(i.rule, i.row): engine.rules.state[k].copy()
+                  for k, i in enumerate(engine.rules.instances)}
+    assert engine.change_rules(load_rules().with_changes(
+        {"cg-1": {"hypoxia": {"threshold": 4.0, "clear": 4.5, "min_minutes": 0}}}, {}),
+        int(T0 + 420 * MIN)) == []
+    # what was learned stays: the detector's state and every rule instance's
+    assert np.array_equal(engine.detector.state, detector_state, equal_nan=True)
+    assert {(i.rule, i.row) for i in engine.rules.instances} == set(rule_state)
+    for k, inst in enumerate(engine.rules.instances):
+        assert np.array_equal(engine.rules.state[k], rule_state[inst.rule, inst.row],
+                              equal_nan=True)
+    ops = _step(engine, [0, 1] * 5, 440, [3.5] * 10)
+    opened = [op for op in ops if op.action == "opened"]
+    assert len(opened) == 1 and opened[0].alert.key.rule == "hypoxia"
+    assert "under 4 mg/L" in opened[0].alert.message
+    # a rule switched off closes the alert it held open, at the watermark
+    closed = engine.change_rules(load_rules().with_changes(
+        {"cg-1": {"hypoxia": {"enabled": False}}}, {}), int(T0 + 460 * MIN))
+    assert [(op.action, op.alert.key.rule, op.time_ms) for op in closed] == [
+        ("closed", "hypoxia", T0 + 460 * MIN)]
+    assert engine.book.active == {}

@@ -14,10 +14,10 @@ from tidefield.protocol.errors import IdentityMismatch, MalformedPayload, Unsupp
 from tidefield.protocol.messages import AlertAction, AlertNotice
 from tidefield.protocol.topics import alerts_topic, parse_topic
 from tidefield.server.detect._layout import S_PU, S_PUU, S_PUV, S_SUSPECT_SINCE
-from tidefield.server.detect.alerts import Engine
 from tidefield.server.detect.detector import Detector, SeriesInfo
+from tidefield.server.detect.engine import Engine
 from tidefield.server.detect.rules import load_rules
-from tidefield.server.detect.service import Partition, ServiceError, encode_state, load_state
+from tidefield.server.detect.store import Partition, PartitionError
 
 NOTICE = AlertNotice(event_id=812, alert_id=97, action=AlertAction.OPENED, site="oc-021",
                      device=None, series_id=None, rule="hypoxia", category="event",
@@ -67,7 +67,7 @@ def test_partitions_split_sites_between_processes():
     assert all(sum(p.owns(s) for s in sites) > 10 for p in parts)
     assert str(parts[2]) == "2/3"
     for bad in ("3/3", "1", "a/b", "0/0", "-1/2"):
-        with pytest.raises(ServiceError):
+        with pytest.raises(PartitionError):
             Partition.parse(bad)
 
 
@@ -84,7 +84,7 @@ def test_checkpoint_restores_the_state_bit_for_bit():
     a = _engine([11, 12])
     a.process(np.zeros(500, dtype=np.int64), times, values)
     b = _engine([11, 12])
-    assert load_state(b, encode_state(a)) is True
+    assert b.restore(a.checkpoint()) is True
     for name, array in a.state_arrays().items():
         np.testing.assert_array_equal(b.state_arrays()[name], array)
 
@@ -93,7 +93,7 @@ def test_checkpoint_of_other_series_carries_over_the_ones_that_remain():
     a = _engine([11, 12])
     a.process(np.array([0, 1]), np.array([0, 0]), np.array([7.0, 6.0]))
     b = _engine([12, 13])  # 11 left the registry, 13 joined
-    assert load_state(b, encode_state(a)) is False
+    assert b.restore(a.checkpoint()) is False
     state = b.state_arrays()["state"]
     np.testing.assert_array_equal(state[0], a.state_arrays()["state"][1])
     np.testing.assert_array_equal(state[1], _engine([13]).state_arrays()["state"][0])
@@ -105,7 +105,7 @@ def test_checkpoint_taken_before_the_state_grew_carries_over_its_columns():
     old = a.detector.state.copy()
     a.detector.state = np.ascontiguousarray(old[:, :24])  # the state row before kern
     b = _engine([11, 12])
-    assert load_state(b, encode_state(a)) is True
+    assert b.restore(a.checkpoint()) is True
     state = b.state_arrays()["state"]
     np.testing.assert_array_equal(state[:, :24], old[:, :24])
     fresh = _engine([11, 12]).state_arrays()["state"]
@@ -123,7 +123,7 @@ def test_checkpoint_from_before_the_drift_gain_restarts_the_level_rows_regressio
     a.detector.state[:, S_PU:S_PUV + 1] = 3.0  # what the pair check would have left
     a.detector.state = np.ascontiguousarray(a.detector.state[:, :S_SUSPECT_SINCE])
     b = _engine([11, 12])
-    assert load_state(b, encode_state(a)) is True
+    assert b.restore(a.checkpoint()) is True
     state = b.state_arrays()["state"]
     assert np.isnan(state[:, S_PU]).all()  # dissolved oxygen is compared across sites
     assert (state[:, [S_PUU, S_PUV]] == 0.0).all()
