@@ -55,6 +55,7 @@ from tidefield.server.settings import DetectorSettings
 from ._layout import CATEGORIES, COMPONENTS
 from .alerts import ACTOR, Alert, AlertBook, AlertKey, AlertOp, Engine, finite_or_none
 from .detector import Detector, SeriesInfo
+from .maintenance import MaintenanceHold
 from .rules import load_rules
 from .tuning import DetectorParams
 
@@ -113,6 +114,7 @@ def load_series(conn: psycopg.Connection, partition: Partition) -> list[SeriesIn
     rows = conn.execute(
         """SELECT s.id, d.site_id, s.device_id, s.metric, d.interval_s, d.template, si.kind
            FROM series s JOIN devices d ON d.id = s.device_id JOIN sites si ON si.id = d.site_id
+           WHERE d.retired_at IS NULL  -- retired: no data expected, no alert wanted
            ORDER BY s.id""").fetchall()
     series = []
     for sid, site, device, metric, interval_s, template, kind in rows:
@@ -442,6 +444,7 @@ class DetectorService:
                            int(settings.detect_step_minutes * 60_000) // self.slice_ms
                            * self.slice_ms)
         self.publisher = publisher
+        self.maintenance = MaintenanceHold()
         self.readings_scored = 0
         self.busy_s = 0.0
 
@@ -588,6 +591,7 @@ class DetectorService:
         score = np.zeros(n, dtype=np.float32)
         component = np.zeros(n, dtype=np.int8)
         category = np.zeros(n, dtype=np.int8)
+        self.maintenance.refresh(conn, self.sites, end)
         cuts = np.arange(watermark + self.slice_ms, end + 1, self.slice_ms, dtype=np.int64)
         bounds = np.searchsorted(tms, cuts, side="right")
         lo = 0
@@ -596,7 +600,7 @@ class DetectorService:
             score[lo:hi], component[lo:hi], category[lo:hi] = (
                 scores.score, scores.component, scores.category)
             transitions += engine.tick(cut)
-            sink.apply(book.apply(transitions))
+            sink.apply(self.maintenance.hold_in_maintenance(book, book.apply(transitions)))
             lo = hi
         keep = (score >= self.settings.detect_threshold) & (category > 0)
         state = encode_state(engine)
