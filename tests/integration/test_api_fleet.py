@@ -289,3 +289,65 @@ def test_provisioning_shows_the_password_once_with_the_agent_config(world):
     assert all(body["password"] not in str(r) for r in audit_rows(world["url"],
                                                                    "device.provisioned"))
     assert len(audit_rows(world["url"], "device.revoked")) == 1
+
+
+def test_a_login_from_the_api_works_on_a_running_broker_and_revocation_cuts_it_off(db_url):
+    """The whole path with a real Mosquitto enforcing the logins: provisioned through the
+    API (the broker told through its admin API, no restart), used by a client as the agent
+    config says, moved with its device, and revoked."""
+    from tests.support.people import add_person
+
+    from .test_security import ACCEPTED, BAD_LOGIN, NOT_AUTHORIZED, Probe, _start_secured
+
+    stack = _start_secured(db_url, devices=[])
+    try:
+        with psycopg.connect(db_url) as conn:
+            add_person(conn, "root", {1: "admin"})
+        settings = ApiSettings(database_url=db_url, mqtt_url=stack.broker.url,
+                               broker_auth_dir=stack.files.directory,
+                               broker_admin_url=stack.url("svc_admin"))
+        with TestClient(create_app(settings)) as client:
+            token = client.post("/api/v1/auth/sign-in", json={
+                "username": "root", "password": PASSWORD}).json()["token"]
+            root = {"Authorization": f"Bearer {token}"}
+            made = client.post("/api/v1/fleet/devices/ag-005-soil/credentials", headers=root)
+            assert made.status_code == 201, made.text
+            assert made.json()["broker_updated"] is True
+            broker = yaml.safe_load(made.json()["agent_config"])["broker"]
+            scheme, rest = broker["url"].split("://")
+            device = Probe(f"{scheme}://{broker['username']}:{broker['password']}@{rest}")
+            assert device.connect() == 0
+            assert device.publish("tf/v1/ag-005/ag-005-soil/up", b"{}") in ACCEPTED
+            assert device.publish("tf/v1/ag-006/ag-005-soil/up", b"{}") == NOT_AUTHORIZED
+            moved = client.post("/api/v1/fleet/devices/ag-005-soil/move", headers=root,
+                                json={"site_id": "ag-006"})
+            assert moved.status_code == 200, moved.text
+            assert device.publish("tf/v1/ag-006/ag-005-soil/up", b"{}") in ACCEPTED
+            assert device.publish("tf/v1/ag-005/ag-005-soil/up", b"{}") == NOT_AUTHORIZED
+            revoked = client.delete("/api/v1/fleet/devices/ag-005-soil/credentials",
+                                    headers=root)
+            assert revoked.status_code == 200
+            assert device.disconnected.wait(10), "a revoked device stays connected"
+            again = Probe(f"{scheme}://{broker['username']}:{broker['password']}@{rest}")
+            assert again.connect() in BAD_LOGIN
+    finally:
+        stack.broker.stop()
+
+
+def test_ingest_follows_a_moved_device_without_a_restart(world):
+    """Ingest caches which site each device is at; a device an admin moved speaks for its
+    new site at once (its old site's topic is refused as any other site's is)."""
+    from tidefield.server.ingest.directory import DeviceDirectory
+
+    first, second = world["c"].a_sites[:2]
+    directory = DeviceDirectory(world["url"])
+    try:
+        directory.load_all()
+        assert directory.device(f"{first}-soil", first).site_id == first
+        moved = world["client"].post(f"/api/v1/fleet/devices/{first}-soil/move",
+                                     headers=world["h"]["alice"], json={"site_id": second})
+        assert moved.status_code == 200
+        assert directory.device(f"{first}-soil", second).site_id == second
+        assert directory.device(f"{first}-soil", first).site_id == second  # so: refused
+    finally:
+        directory.close()
