@@ -34,10 +34,14 @@ def done(message: str) -> None:
 if flash := st.session_state.pop(FLASH_KEY, None):
     st.success(flash)
 
-sites_tab, devices_tab, registry_tab = st.tabs(
-    [t("fleet.sites", lang), t("fleet.devices", lang), t("fleet.registry", lang)])
+# a keyed choice, not st.tabs: a button's rerun stays in its section (a login shown once
+# must not land in a tab nobody is looking at)
+SECTIONS = {"sites": "fleet.sites", "devices": "fleet.devices", "registry": "fleet.registry"}
+section = st.radio(t("fleet.title", lang), list(SECTIONS), key="fleet_section",
+                   horizontal=True, label_visibility="collapsed",
+                   format_func=lambda k: t(SECTIONS[k], lang))
 
-with sites_tab:
+if section == "sites":
     st.subheader(t("fleet.new_site", lang))
     cells = list(st.columns(3))
     new_id = cells[0].text_input(t("fleet.id", lang), key="fleet_new_id").strip()
@@ -97,7 +101,7 @@ with sites_tab:
             else:
                 done(t("fleet.retired", lang, id=site_id))
 
-with devices_tab:
+elif section == "devices":
     if not by_id:
         st.info(t("health.none", lang))
     else:
@@ -172,7 +176,7 @@ with devices_tab:
                                        file_name="broker-ca.pem", key="fleet_ca_download",
                                        on_click="ignore")
 
-with registry_tab:
+else:
     st.download_button(t("fleet.download_registry", lang), key="fleet_registry_download",
                        data=api.registry_csv, file_name="sites.csv", mime="text/csv",
                        on_click="ignore")

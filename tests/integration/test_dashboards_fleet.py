@@ -51,6 +51,7 @@ def test_an_admin_runs_sites_and_devices_from_the_fleet_page(seeded, configure):
     at.button(key="fleet_create_site").click().run()
     assert not at.exception and "exists already" in at.error[0].value
 
+    at.radio(key="fleet_section").set_value("devices").run()
     at.selectbox(key="fleet_dev_site").set_value("gh-777").run()
     assert set(frame_of(at, 0)["ID"]) == {"gh-777-climate", "gh-777-gw", "gh-777-soil",
                                           "gh-777-soilph"}
