@@ -351,3 +351,25 @@ def test_ingest_follows_a_moved_device_without_a_restart(world):
         assert directory.device(f"{first}-soil", first).site_id == second  # so: refused
     finally:
         directory.close()
+
+
+def test_registry_load_keeps_working_and_leaves_an_operators_move_alone(world):
+    """`tidefield registry load` upserts the bundled registry as before; a device an admin
+    moved stays where they put it, and a site made through the API stays as it is."""
+    from typer.testing import CliRunner
+
+    from tidefield.cli import app as cli
+
+    client, alice = world["client"], world["h"]["alice"]
+    first, second = world["c"].a_sites[:2]
+    assert client.post("/api/v1/fleet/sites", headers=alice, json=NEW_SITE).status_code == 201
+    assert client.post(f"/api/v1/fleet/devices/{first}-soil/move", headers=alice,
+                       json={"site_id": second}).status_code == 200
+    result = CliRunner().invoke(cli, ["registry", "load", "--database-url", world["url"]])
+    assert result.exit_code == 0, result.output
+    assert "registry: 250 sites" in result.output
+    with psycopg.connect(world["url"]) as conn:
+        assert conn.execute("SELECT site_id FROM devices WHERE id = %s",
+                            (f"{first}-soil",)).fetchone()[0] == second
+        assert conn.execute("SELECT count(*) FROM devices WHERE site_id = 'gh-901'"
+                            ).fetchone()[0] == 4
