@@ -317,6 +317,8 @@ def retire_site(site_id: SiteId, request: Request, conn: ConnDep,
 
 
 @router.get("/fleet/registry.csv", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/csv": {}},
+                             "description": "id,name_zh,name_en,kind,domain,district,lat,lon"}},
             summary="The sites you may read, as a sites.csv (`registry load --sites`)")
 def export_registry(conn: ReadConnDep, principal: Reader) -> PlainTextResponse:
     sites = [s for s in fleet.organisation_sites(conn, None) if principal.may_see(s.id)]
