@@ -213,6 +213,9 @@ def test_retiring_a_site_retires_its_devices(world):
                        headers=alice).status_code == 409
     csv_text = client.get("/api/v1/fleet/registry.csv", headers=alice).text
     assert site not in csv_text
+    overview = client.get("/api/v1/overview", headers=alice).json()
+    assert site not in {s["site_id"] for s in overview["sites"]}
+    assert len(overview["sites"]) == len(world["c"].a_sites)  # the rest, and B's granted
 
 
 def test_only_admins_of_the_sites_organisation_change_it(world):
