@@ -55,6 +55,7 @@ COMMANDS: dict[str, Mount] = {
     "backup": Mount(OPS, command="backup"), "restore": Mount(OPS, command="restore"),
     "replica": Mount(OPS, command="replica"),
     "detect": Mount("tidefield.server.detect.cli"),
+    "notify": Mount("tidefield.server.notify.cli"),
     "dashboard": Mount("tidefield.dashboards.cli", command="dashboard"),
     "edge": Mount("tidefield.edge.cli"),
     "sim": Mount("tidefield.sim.cli"),

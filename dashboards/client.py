@@ -184,6 +184,21 @@ class ApiClient:
         return self._request("POST", f"/alerts/{alert_id}/acknowledge",
                              json={"comment": comment}).json()
 
+    def incidents(self) -> list[dict]:
+        """Open incidents (alerts of one rule opening close in time and space)."""
+        return self._get("/notifications/incidents")
+
+    def acknowledge_incident(self, incident_id: int, comment: str) -> dict:
+        return self._request("POST", f"/notifications/incidents/{incident_id}/acknowledge",
+                             json={"comment": comment}).json()
+
+    def deliveries(self, *, alert_id: int | None = None, limit: int = 200) -> list[dict]:
+        """The delivery log (each attempt to tell someone), newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if alert_id is not None:
+            params["alert_id"] = alert_id
+        return self._get("/notifications/deliveries", **params)["items"]
+
     def anomalies(self, *, start: datetime, end: datetime, site: str | None = None,
                   series: int | None = None, category: str | None = None,
                   limit: int = 10_000) -> list[dict]:

@@ -167,9 +167,20 @@ def alert(api: ApiClient, alert_id: int) -> dict:
     return api.alert(alert_id)
 
 
+@_cached(LIVE_TTL_S)
+def incidents(api: ApiClient) -> list[dict]:
+    return api.incidents()
+
+
+@_cached(LIVE_TTL_S)
+def deliveries(api: ApiClient, alert_id: int | None = None) -> list[dict]:
+    return api.deliveries(alert_id=alert_id)
+
+
 def forget_alerts() -> None:
-    """After an acknowledgement: the alert lists, the alert and the overview changed."""
-    for fn in (alerts, alert, overview):
+    """After an acknowledgement: the alert lists, the alert, incidents and the overview
+    changed."""
+    for fn in (alerts, alert, incidents, overview):
         fn.clear()
 
 

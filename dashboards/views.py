@@ -336,3 +336,23 @@ def alert_window(alert: dict, now: datetime) -> tuple[datetime, datetime]:
     closed = alert.get("closed_at")
     end = min(pd.Timestamp(closed).to_pydatetime() + timedelta(hours=1), now) if closed else now
     return opened - timedelta(hours=6), max(end, opened + timedelta(minutes=1))
+
+
+def deliveries_table(items: list[dict], lang: Lang) -> pd.DataFrame:
+    """The delivery log of an alert: each attempt, its channel (no secrets: the API shows
+    scheme and host only), outcome and latency."""
+    rows = [{t("col.time", lang): local(d["at"]), t("col.kind", lang): d["kind"],
+             t("col.contact", lang): d["contact"], t("col.channel", lang): d["channel"],
+             t("col.outcome", lang): "✓" if d["ok"] else (d.get("error") or "✗"),
+             t("col.latency", lang): round(d["latency_ms"])} for d in items]
+    return pd.DataFrame(rows, columns=[t(k, lang) for k in (
+        "col.time", "col.kind", "col.contact", "col.channel", "col.outcome", "col.latency")])
+
+
+def incident_line(incident: dict, names: dict[str, str], lang: Lang) -> str:
+    """One incident as a line: its rule, how many sites, which, how many still open."""
+    sites = [names.get(a["site_id"], a["site_id"]) for a in incident["alerts"]]
+    open_count = sum(a["state"] == "open" for a in incident["alerts"])
+    shown = ", ".join(sites[:8]) + (" …" if len(sites) > 8 else "")
+    return t("incidents.line", lang, rule=rule_name(incident["rule"], lang),
+             sites=len(sites), open=open_count, names=shown)

@@ -173,11 +173,17 @@ class Agent:
         for thread in self._threads:
             thread.start()
 
-    def stop(self, timeout: float = JOIN_TIMEOUT_S) -> None:
+    def stop_producers(self, timeout: float = JOIN_TIMEOUT_S) -> None:
+        """Stop the drivers and the health loop; the publisher goes on sending (and
+        re-sending) what is queued until ``stop``."""
         deadline = time.monotonic() + timeout
         self._stop_producers.set()
         for thread in self._producers:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def stop(self, timeout: float = JOIN_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        self.stop_producers(timeout)
         self._stop.set()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -113,6 +113,13 @@ class PublishConfig(_Section):
     # longest a reading waits for others to share its batch
     batch_max_wait_s: Annotated[float, Ge(0), Le(3600)] = 1.0
     max_in_flight: Annotated[int, Ge(1), Le(1000)] = 16  # batches awaiting PUBACK
+    # keep each batch on disk until ingest's receipt names it, not merely the broker's
+    # PUBACK (false: for a server that sends no receipts, which would re-send forever)
+    receipts: bool = True
+    # first wait after the PUBACK for a receipt, before the batch goes again (doubling)
+    receipt_timeout_s: Annotated[float, Ge(0.1), Le(3600)] = 30.0
+    # batches sent and not receipted, at most (only their keys are held in memory)
+    max_unreceipted: Annotated[int, Ge(1), Le(100_000)] = 1000
 
 
 @dataclass(frozen=True, kw_only=True)

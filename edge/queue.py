@@ -9,8 +9,9 @@ A reading's life:
    assignment of the rows to that seq are committed in one transaction, so a restart
    re-sends exactly the same readings under the same seq, and never reuses a seq for
    other readings.
-3. ``ack([(device, seq), ...])`` deletes the batches the broker acknowledged (PUBACK);
-   ``take(..., ack=...)`` does it in the transaction of the next batch.
+3. ``ack([(device, seq), ...])`` deletes the batches the server has (its receipt, or the
+   broker's PUBACK for a publisher without receipts); ``take(..., ack=...)`` does it in
+   the transaction of the next batch.
    Batches handed out and not acknowledged (the connection dropped, the agent died) come
    back from ``unacked()``, in seq order, to be sent again.
 
@@ -407,6 +408,33 @@ class DiskQueue:
                                                    [r[1:] for r in rows[start:i]]))
                         start = i
             return batches
+
+    def devices(self) -> list[str]:
+        """Every device the queue has held readings of (its readings may be from a run
+        with another config)."""
+        with self._lock:
+            return sorted(self._device_names.values())
+
+    def handed_out(self) -> list[tuple[str, int]]:
+        """(device, seq) of every batch handed out and not acknowledged, by device, then
+        seq: what ``unacked`` returns, without holding every reading in memory (a
+        publisher that waits for receipts may have thousands out)."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT device, seq FROM readings "
+                                    "WHERE seq >= 0 ORDER BY device, seq").fetchall()
+            return [(self._device_names[d], seq) for d, seq in rows]
+
+    def batch(self, device: str, seq: int) -> Batch | None:
+        """A batch handed out before, with what is left of it (None: nothing is; the
+        policy dropped it or it was acknowledged)."""
+        with self._lock:
+            device_id = self._device_ids.get(device)
+            if device_id is None:
+                return None
+            rows = self._db.execute("SELECT metric, time_ms, value FROM readings "
+                                    "WHERE device = ? AND seq = ? ORDER BY time_ms, id",
+                                    (device_id, seq)).fetchall()
+            return self._batch(device, seq, rows) if rows else None
 
     def ack(self, batches: Iterable[tuple[str, int]]) -> int:
         """Delete acknowledged batches, given as (device, seq); returns readings deleted."""

@@ -1,4 +1,5 @@
-"""The only edge module that talks to the broker: queued readings out, PUBACKs in.
+"""The only edge module that talks to the broker: queued readings out, PUBACKs and
+receipts in.
 
 One thread runs ``Publisher.run``. Each connection is a fresh MQTT v5 client (built by
 ``tidefield.protocol.mqtt``), driven by this thread's own ``loop()`` calls, so paho's
@@ -13,11 +14,22 @@ callbacks run here and nothing in it needs a lock:
    seq order per device, then new batches.
 3. A device's readings become a batch when it has ``batch_max_readings`` of them or its
    oldest has waited ``batch_max_wait_s``. At most ``max_in_flight`` batches await their
-   PUBACK; a PUBACK (paho's ``on_publish`` with the message id) deletes the batch from
-   the queue (in the transaction of the next batch taken, or within ``ACK_FLUSH_S``),
-   and its latency (publish to PUBACK) is recorded.
-4. On stop (after the drivers stopped): what is queued is sent at once, ``offline`` for
-   every device, a short wait for outstanding PUBACKs, DISCONNECT.
+   PUBACK (paho's ``on_publish`` with the message id), whose latency (publish to PUBACK)
+   is recorded.
+4. With receipts (``publish.receipts``, the default), a PUBACK only says that the broker
+   has the batch, in its memory, which a broker that dies loses; the batch stays on disk
+   until ingest's receipt (``tf/v1/{site}/{device}/down/receipt``, subscribed for every
+   device on every connection) names its seq after ingest committed it. A batch with no
+   receipt ``receipt_timeout_s`` after its PUBACK is sent again, the wait doubling with
+   each send (jittered, up to ``RECEIPT_TIMEOUT_MAX_S``); ingest drops the repeat by its
+   (device, seq) and receipts it again. At most ``max_unreceipted`` batches are out at
+   once (their keys are held, not their readings); the rest waits on disk. On every
+   connection everything handed out and not receipted is sent again first. Without
+   receipts (an older server) the PUBACK is what deletes the batch, as before.
+   Either way the deletion is in the transaction of the next batch taken, or within
+   ``ACK_FLUSH_S``.
+5. On stop (after the drivers stopped): what is queued is sent at once, ``offline`` for
+   every device, a short wait for outstanding PUBACKs (and receipts), DISCONNECT.
 
 Order: one connection delivers in order, batches are re-sent in seq order before any new
 one, and a device's batches are cut from its readings in time order.
@@ -35,8 +47,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tidefield.protocol import codec, mqtt
+from tidefield.protocol.errors import ProtocolError
 from tidefield.protocol.messages import Batch, DeviceState, Status
-from tidefield.protocol.topics import status_topic, up_topic
+from tidefield.protocol.topics import parse_topic, receipt_topic, status_topic, up_topic
 
 from .config import EdgeConfig
 from .health import LatencyMeter
@@ -53,6 +66,8 @@ STOP_DRAIN_S = 2.0  # on stop, how long to wait for outstanding PUBACKs
 # Acknowledged batches are deleted with the next batch taken (one commit, not two), or
 # after this long. A crash meanwhile re-sends them under their seq: the server drops them.
 ACK_FLUSH_S = 1.0
+RECEIPT_TIMEOUT_MAX_S = 600.0  # the longest wait for a receipt before sending again
+RESEND_CHECK_S = 0.5  # how often batches past their receipt timeout are looked for
 
 # CONNACK reasons that retrying soon will not fix (MQTT v5): client id not valid, bad user
 # name or password, not authorized, banned, bad authentication method.
@@ -70,9 +85,13 @@ class _Session:
         # mid -> (device, seq, readings, time sent); status messages are not in here
         self.in_flight: dict[int, tuple[str, int, int, float]] = {}
         self.status_mids: set[int] = set()
+        self.receipts: list[mqtt.Message] = []
+        # (device, seq) of batches to send again, before any new one
+        self.resend: deque[tuple[str, int]] = deque()
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object,
                     reason_code: ReasonCode, properties: object) -> None:
@@ -86,6 +105,10 @@ class _Session:
                     reason_code: ReasonCode, properties: object) -> None:
         self.acks.append((mid, reason_code))
 
+    def _on_message(self, client: paho.Client, userdata: object,
+                    message: paho.MQTTMessage) -> None:
+        self.receipts.append(mqtt.to_message(message))
+
     def close(self) -> None:
         client = self.client
         try:
@@ -97,6 +120,7 @@ class _Session:
                 sock.close()
             # drop the callbacks: no cycle keeps the client (and its socket pair) alive
             client.on_connect = client.on_disconnect = client.on_publish = None
+            client.on_message = None
 
 
 class Publisher:
@@ -117,6 +141,15 @@ class Publisher:
         self._batch_max = config.publish.batch_max_readings
         self._max_wait_s = config.publish.batch_max_wait_s
         self._max_in_flight = config.publish.max_in_flight
+        self._receipts = config.publish.receipts
+        self._receipt_timeout_s = config.publish.receipt_timeout_s
+        self._max_unreceipted = config.publish.max_unreceipted
+        # PUBACKed, awaiting a receipt: (device, seq) -> when to send it again
+        self._awaiting: dict[tuple[str, int], float] = {}
+        self._sends: dict[tuple[str, int], int] = {}  # times sent, until receipted
+        self._early: set[tuple[str, int]] = set()  # receipted before their PUBACK came
+        self._resend_check_at = 0.0
+        self.resent = 0  # batches sent again for want of a receipt (a counter)
         self.latency = latency or LatencyMeter()
         self.connected = threading.Event()
         self._failures = 0
@@ -125,6 +158,11 @@ class Publisher:
         self._next_due_s = 0.0  # until the next device's readings are due
         self._acked: list[tuple[str, int]] = []  # acknowledged, not deleted yet
         self._acked_since = 0.0
+
+    @property
+    def unreceipted(self) -> int:
+        """Batches the broker acknowledged that await ingest's receipt."""
+        return len(self._awaiting)
 
     # --- the connection loop ------------------------------------------------------------
 
@@ -216,13 +254,23 @@ class Publisher:
             birth = Status(self._site, device, DeviceState.ONLINE, now_ms,
                            max(1, math.ceil(interval_s)))
             self._publish_status(session, birth)
-        resend = deque(self._queue.unacked())
-        if resend:
-            log.debug("re-sending %d unacknowledged batches", len(resend))
+        if self._receipts:  # the queue may hold devices of an earlier config too
+            devices = sorted({*self._devices, *self._queue.devices()})
+            client.subscribe([(receipt_topic(self._site, device), 1) for device in devices])
+            self._awaiting.clear()  # all of them are sent again, just below
+            self._early.clear()
+        handed_out = self._queue.handed_out()
+        session.resend.extend(handed_out)
+        if self._receipts:  # forget the sends of batches the queue no longer holds
+            holds = set(handed_out)
+            self._sends = {key: n for key, n in self._sends.items() if key in holds}
+        if session.resend:
+            log.debug("re-sending %d unacknowledged batches", len(session.resend))
         while not stop.is_set() and not session.lost:
             self._settle(session)
-            while len(session.in_flight) < self._max_in_flight and not session.lost:
-                batch = resend.popleft() if resend else self._next_batch()
+            self._look_for_timeouts(session)
+            while self._may_send(session) and not session.lost:
+                batch = self._next_to_send(session)
                 if batch is None:
                     break
                 self._send(session, batch)
@@ -233,6 +281,35 @@ class Publisher:
             if client.loop(self._wait_s(session)) != paho.MQTT_ERR_SUCCESS:
                 session.lost = True
         self._settle(session)
+
+    def _may_send(self, session: _Session) -> bool:
+        if len(session.in_flight) >= self._max_in_flight:
+            return False
+        return (not self._receipts
+                or len(session.in_flight) + len(self._awaiting) < self._max_unreceipted)
+
+    def _next_to_send(self, session: _Session, *, flush: bool = False) -> Batch | None:
+        """What is to be sent again first (what is left of it), then a new batch."""
+        while session.resend:
+            batch = self._queue.batch(*session.resend.popleft())
+            if batch is not None:  # (None: deleted meanwhile, by a receipt or the policy)
+                return batch
+        return self._next_batch(flush=flush)
+
+    def _look_for_timeouts(self, session: _Session) -> None:
+        """Batches whose receipt is overdue go to be sent again."""
+        now = time.monotonic()
+        if not self._awaiting or now < self._resend_check_at:
+            return
+        self._resend_check_at = now + RESEND_CHECK_S
+        due = [key for key, deadline in self._awaiting.items() if deadline <= now]
+        for key in due:
+            del self._awaiting[key]
+        if due:
+            log.info("no receipt for %d batches within their timeout; sending them again "
+                     "(ingest keeps each once)", len(due))
+            self.resent += len(due)
+            session.resend.extend(sorted(due))
 
     def _next_batch(self, *, flush: bool = False) -> Batch | None:
         """A batch of the next device (round robin) whose readings are due (with ``flush``:
@@ -258,8 +335,7 @@ class Publisher:
     def _wait_s(self, session: _Session) -> float:
         """How long the network loop may block: until a PUBACK arrives, until the next
         device's readings are due, or until acknowledged batches must be deleted."""
-        wait = IDLE_TICK_S if len(session.in_flight) >= self._max_in_flight \
-            else self._next_due_s
+        wait = IDLE_TICK_S if not self._may_send(session) else self._next_due_s
         if self._acked:
             wait = min(wait, self._acked_since + ACK_FLUSH_S - time.monotonic())
         return max(wait, 0.0)
@@ -278,6 +354,9 @@ class Publisher:
             return
         session.in_flight[info.mid] = (batch.device, batch.seq, len(batch.readings),
                                        time.monotonic())
+        if self._receipts:
+            key = (batch.device, batch.seq)
+            self._sends[key] = self._sends.get(key, 0) + 1
 
     def _publish_status(self, session: _Session, status: Status) -> None:
         info = session.client.publish(status_topic(status.site, status.device),
@@ -289,7 +368,10 @@ class Publisher:
             session.lost = True
 
     def _settle(self, session: _Session) -> None:
-        """Note what the broker acknowledged, to be deleted from the queue."""
+        """Note what the server has, to be deleted from the queue: what a receipt names
+        (with receipts), or what the broker acknowledged (without)."""
+        if session.receipts:
+            self._take_receipts(session)
         if not session.acks:
             return
         now = time.monotonic()
@@ -306,13 +388,53 @@ class Publisher:
                             reason)
                 session.lost = True
                 continue
-            done.append((device, seq))
             self.latency.add(now - sent)
+            key = (device, seq)
+            if not self._receipts or key in self._early:
+                self._early.discard(key)
+                self._sends.pop(key, None)
+                done.append(key)
+            else:
+                sends = self._sends.get(key, 1)
+                self._awaiting[key] = now + backoff(sends, first=self._receipt_timeout_s,
+                                                    cap=RECEIPT_TIMEOUT_MAX_S)
         session.acks.clear()
+        self._note_done(done, now)
+
+    def _note_done(self, done: list[tuple[str, int]], now: float) -> None:
         if done:
             if not self._acked:
                 self._acked_since = now
             self._acked += done
+
+    def _take_receipts(self, session: _Session) -> None:
+        in_flight = {(device, seq) for device, seq, _, _ in session.in_flight.values()}
+        done: list[tuple[str, int]] = []
+        for message in session.receipts:
+            try:
+                receipt = codec.decode_receipt(message.payload, message.content_type,
+                                               topic=parse_topic(message.topic))
+            except ProtocolError as exc:  # not ours to fix: the batches are sent again
+                log.warning("ignoring a receipt on %s: %s", message.topic, exc)
+                continue
+            for key in [k for k in self._awaiting
+                        if k[0] == receipt.device and receipt.covers(k[1])]:
+                del self._awaiting[key]
+                self._sends.pop(key, None)
+                done.append(key)
+            self._early.update(k for k in in_flight
+                               if k[0] == receipt.device and receipt.covers(k[1]))
+            if session.resend:  # due to go again, but here is its receipt after all
+                covered = [k for k in session.resend
+                           if k[0] == receipt.device and receipt.covers(k[1])]
+                if covered:
+                    gone = set(covered)
+                    session.resend = deque(k for k in session.resend if k not in gone)
+                    for key in covered:
+                        self._sends.pop(key, None)
+                    done += covered
+        session.receipts.clear()
+        self._note_done(done, time.monotonic())
 
     def _finish(self, session: _Session) -> None:
         """Stopping (the drivers have stopped): send what is still queued without waiting
@@ -321,12 +443,12 @@ class Publisher:
         deadline = time.monotonic() + STOP_DRAIN_S
         while not session.lost and time.monotonic() < deadline:
             self._settle(session)
-            while len(session.in_flight) < self._max_in_flight and not session.lost:
-                batch = self._next_batch(flush=True)
+            while self._may_send(session) and not session.lost:
+                batch = self._next_to_send(session, flush=True)
                 if batch is None:
                     break
                 self._send(session, batch)
-            if not session.in_flight and not self._queue.pending():
+            if not session.in_flight and not self._awaiting and not self._queue.pending():
                 break
             if session.client.loop(0.05) != paho.MQTT_ERR_SUCCESS:
                 session.lost = True

@@ -33,6 +33,7 @@ app = typer.Typer(help="Simulated fleet: labelled scenarios, Modbus devices, liv
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 DEFAULT_START = "2025-04-01T00:00:00Z"  # spring: frosts possible, irrigation season on
+STOP_DRAIN_S = 5.0  # on stop, how long the fleet waits for its last receipts
 
 Seed = Annotated[int, typer.Option(help="random seed: the same seed gives the same data")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="log progress to stderr")]
@@ -237,6 +238,13 @@ def fleet(
             ".tidefield/sim-sequences.json"),
     msgpack: Annotated[bool, typer.Option("--msgpack/--json",
                                           help="payload encoding")] = False,
+    receipts: Annotated[bool, typer.Option(
+        "--receipts/--no-receipts",
+        help="keep each batch until ingest's receipt names it, re-sending it after "
+             "--receipt-timeout (off: a PUBACK is the end of it)")] = True,
+    receipt_timeout: Annotated[float, typer.Option(
+        min=0.1, help="seconds to wait for a batch's receipt before sending it again "
+                      "(doubling with each send)")] = 30.0,
     verbose: Verbose = False,
 ) -> None:
     """Publish every site's devices to the broker, live (and optionally their history):
@@ -257,7 +265,8 @@ def fleet(
                          faults_per_series=faults_per_series) if inject else None
     simulated = Fleet(sites, seed=seed, plan=plan)
     publisher = FleetPublisher(mqtt.parse_mqtt_url(mqtt_url), sites,
-                               content_type=codec.MSGPACK if msgpack else codec.JSON)
+                               content_type=codec.MSGPACK if msgpack else codec.JSON,
+                               receipts=receipts, receipt_timeout_s=receipt_timeout)
     publisher.start()
     publisher.announce()
     backfill_ms = int(backfill_days * DAY_MS)
@@ -276,6 +285,9 @@ def fleet(
     finally:
         if bar is not None:
             bar.stop()
+        if receipts and not publisher.drain(STOP_DRAIN_S):
+            typer.echo(f"{publisher.unreceipted:,} batches had no receipt; the gap view "
+                       f"shows them", err=True)
         publisher.stop()
     stats = publisher.stats
     typer.echo(f"published {stats.messages:,} messages, {stats.readings:,} readings",

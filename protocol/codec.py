@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -48,6 +49,7 @@ from .messages import (
     Batch,
     DeviceState,
     Reading,
+    Receipt,
     Status,
 )
 from .topics import ID_PATTERN, Topic, check_id
@@ -296,6 +298,54 @@ def decode_status(payload: bytes, content_type: str | None = JSON, *,
                                  or interval <= 0):
         raise MalformedPayload(f"field 'interval_s' must be a positive integer, got {interval!r}")
     return Status(site, device, state, time_ms, interval)
+
+
+# --- receipts (tf/v1/{site}/{device}/down/receipt) ----------------------------------
+
+MAX_RECEIPT_RANGES = 1000  # a receipt past this many gaps is a bug, not a backlog
+
+
+def encode_receipt(receipt: Receipt, content_type: str = JSON) -> bytes:
+    """Receipt, schema 1 (seq ranges stored, each inclusive)::
+
+        {"v": 1, "site": "oc-001", "device": "oc-001-sonde", "stored": [[40, 57], [60, 60]]}
+    """
+    return _dump({"v": receipt.schema, "site": receipt.site, "device": receipt.device,
+                  "stored": [[first, last] for first, last in receipt.stored]}, content_type)
+
+
+def decode_receipt(payload: bytes, content_type: str | None = JSON, *,
+                   topic: Topic | None = None, limits: Limits = DEFAULT_LIMITS) -> Receipt:
+    """The inverse of ``encode_receipt``; MalformedPayload names what is wrong, and a
+    receipt on another device's topic is an IdentityMismatch."""
+    body = _load(payload, content_type, limits)
+    site, device = _identity(body, topic)
+    stored = body.get("stored")
+    if not isinstance(stored, list) or not stored or len(stored) > MAX_RECEIPT_RANGES:
+        raise MalformedPayload(f"field 'stored' must be a list of 1 to {MAX_RECEIPT_RANGES} "
+                               f"[first, last] seq ranges, got {str(stored)[:80]!r}")
+    ranges = []
+    previous = -1
+    for item in stored:
+        if (not isinstance(item, list) or len(item) != 2
+                or not all(isinstance(n, int) and not isinstance(n, bool) for n in item)
+                or not previous < item[0] <= item[1] <= _MAX_SEQ):
+            raise MalformedPayload(f"field 'stored': {item!r} is not a [first, last] seq range "
+                                   f"after {previous} (ranges are sorted and disjoint)")
+        ranges.append((item[0], item[1]))
+        previous = item[1]
+    return Receipt(site, device, tuple(ranges))
+
+
+def seq_ranges(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Sequence numbers as sorted, disjoint, inclusive ranges (what a receipt carries)."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return tuple(ranges)
 
 
 # --- alerts (tf/v1/{site}/alerts) ----------------------------------------------------

@@ -58,6 +58,28 @@ class Status:
     schema: int = SCHEMA_VERSION
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Ingest's word to a device that batches are stored (committed to the database),
+    published on ``tf/v1/{site}/{device}/down/receipt`` after the commit.
+
+    ``stored`` is sorted, disjoint, inclusive ranges of seq: the first range's end is
+    the highest seq stored contiguously with the ones it starts from, the others are
+    later seqs stored past a gap. The agent keeps a batch on its disk until a receipt
+    names its seq (a PUBACK only says the broker has it, in memory). A receipt names
+    what ingest committed since its last receipt to the device, whether new or already
+    stored (a re-send), so a lost receipt is made good by the next re-send.
+    """
+
+    site: str
+    device: str
+    stored: tuple[tuple[int, int], ...]
+    schema: int = SCHEMA_VERSION
+
+    def covers(self, seq: int) -> bool:
+        return any(first <= seq <= last for first, last in self.stored)
+
+
 class AlertAction(StrEnum):
     OPENED = "opened"
     UPDATED = "updated"

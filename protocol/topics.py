@@ -3,6 +3,7 @@
     tf/v1/{site}/{device}/up            telemetry batches from a device
     tf/v1/{site}/{device}/status        birth and last will (retained)
     tf/v1/{site}/{device}/down/{...}    configuration and commands to a device
+    tf/v1/{site}/{device}/down/receipt  what ingest has stored of the device's batches
     tf/v1/{site}/alerts                 alerts raised for a site
 """
 
@@ -78,6 +79,13 @@ def down_topic(site: str, device: str, rest: str) -> str:
     return f"{PREFIX}/{check_id(site, 'site')}/{check_id(device, 'device')}/down/{rest}"
 
 
+RECEIPT = "receipt"  # the down/ sub-topic of receipts
+
+
+def receipt_topic(site: str, device: str) -> str:
+    return down_topic(site, device, RECEIPT)
+
+
 def alerts_topic(site: str) -> str:
     return f"{PREFIX}/{check_id(site, 'site')}/alerts"
 
@@ -86,3 +94,4 @@ def alerts_topic(site: str) -> str:
 ALL_UP = f"{PREFIX}/+/+/up"
 ALL_STATUS = f"{PREFIX}/+/+/status"
 ALL_ALERTS = f"{PREFIX}/+/alerts"
+ALL_RECEIPTS = f"{PREFIX}/+/+/down/{RECEIPT}"

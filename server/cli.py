@@ -425,6 +425,9 @@ def up(database_url: DatabaseUrl = None,
        replica: Annotated[bool | None, typer.Option(
            "--replica/--no-replica", help="run a streaming read replica for the API's "
                                           "reads")] = None,
+       notify: Annotated[bool | None, typer.Option(
+           "--notify/--no-notify", help="run the notifier and a local webhook sink that "
+                                        "prints each notification")] = None,
        ) -> None:
     """Run the whole platform on this machine until Ctrl-C: database and broker (embedded
     unless URLs are given), ingest, API, dashboard, detector and a simulated fleet."""
@@ -433,7 +436,8 @@ def up(database_url: DatabaseUrl = None,
 
     settings = _settings(UpSettings, database_url=database_url, mqtt_url=mqtt_url,
                          data_dir=data_dir, up_backfill_days=backfill_days, up_fleet=fleet,
-                         up_dashboard=dashboard, up_detector=detector, up_replica=replica)
+                         up_dashboard=dashboard, up_detector=detector, up_replica=replica,
+                         up_notify=notify)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,10 +1,15 @@
 """`tidefield up`: the whole platform on one machine, started in order and stopped in
 reverse.
 
+0. The data folder's lock (``server.instance``): a second `tidefield up` on the same
+   folder waits for the first to let go (``up_lock_wait_s``) or refuses, and servers an
+   instance killed with `kill -9` left running are stopped first.
 1. Services: PostgreSQL+TimescaleDB and Mosquitto, embedded under ``settings.data_dir``
    (initialised on first use, reused after) unless ``TIDEFIELD_DATABASE_URL`` /
-   ``TIDEFIELD_MQTT_URL`` point to existing ones. Migrations, the site registry, and the
-   operator's API key (created once, kept in ``data_dir/operator.key``).
+   ``TIDEFIELD_MQTT_URL`` point to existing ones. Both run in the foreground as the
+   supervisor's first children (``database``, ``broker``), so one that dies is restarted
+   with backoff like any other part, and stopped last. Migrations, the site registry, and
+   the operator's API key (created once, kept in ``data_dir/operator.key``).
 2. Processes, supervised (``supervisor.Supervisor``), in the order of ``COMPONENTS``:
    ingest workers, the API, the dashboard, the live simulated fleet, and, once the
    backfill is written, the detector (so it scores history in time order before live
@@ -17,13 +22,14 @@ reverse.
    bar, while the live parts already run.
 
 Stopping (Ctrl-C, SIGTERM): the processes in reverse order, then the broker, then the
-database; nothing is left running.
+database; nothing is left running, and then the lock goes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import ssl
 import sys
 import threading
@@ -31,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import psycopg
@@ -40,6 +47,8 @@ from tidefield.protocol.units import DAY_MS
 from tidefield.server.db.migrate import migrate
 from tidefield.server.db.registry import load_registry
 from tidefield.server.embedded import MosquittoBroker, PostgresCluster
+from tidefield.server.embedded.ports import port_open
+from tidefield.server.instance import reap_orphans, take_lock
 from tidefield.server.ops import wiring as ops
 from tidefield.server.security.bootstrap import FirstSignIn
 from tidefield.server.security.wiring import EmbeddedBroker, client_ca_file, prepare_embedded_broker
@@ -49,14 +58,24 @@ from tidefield.server.supervisor import Child, Supervisor
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0  # first start compiles Numba kernels and imports Streamlit
+SERVICE_READY_TIMEOUT_S = 120.0  # a database recovering after a crash replays its WAL
+# the embedded servers are restarted for as long as they die no faster than this allows
+SERVICE_MAX_RESTARTS = 20
 OPERATOR_KEY_FILE = "operator.key"
 FIRST_SIGN_IN_FILE = "first-sign-in.txt"
 STATE_FILE = "up.json"
+NOTIFY_SINK_SECRET_FILE = "notify-sink.secret"
+LOCAL_SINK = "local webhook sink"
 
 
 def _http_ok(url: str, ca_file: str | None = None) -> Callable[[], bool]:
     verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
     return lambda: httpx.get(url, timeout=2, verify=verify).status_code == 200
+
+
+def _http_health(url: str, ca_file: str | None) -> dict[str, str]:
+    """How `tidefield status` checks a part that answers HTTP."""
+    return {"http": url, **({"ca_file": ca_file} if ca_file else {})}
 
 
 def _python(*args: str) -> list[str]:
@@ -79,7 +98,8 @@ def _ingest(p: Platform) -> Child:
     url = f"{p.http_scheme}://{s.ingest_host}:{s.ingest_port}"
     return Child("ingest", _python("tidefield.cli", "ingest"),
                  env=p.child_env(mqtt_login="ingest"),
-                 ready=_http_ok(f"{url}/healthz", p.ca_file), url=url)
+                 ready=_http_ok(f"{url}/healthz", p.ca_file), url=url,
+                 health=_http_health(f"{url}/healthz", p.ca_file))
 
 
 def _api(p: Platform) -> Child:
@@ -87,7 +107,8 @@ def _api(p: Platform) -> Child:
     if p.settings.up_replica:  # reads go to the replica (to the primary while it is down)
         env["TIDEFIELD_DATABASE_READ_URL"] = ops.replica_url(p.settings)
     return Child("api", _python("tidefield.cli", "api"), env=env,
-                 ready=_http_ok(f"{p.api_url}/healthz", p.ca_file), url=f"{p.api_url}/docs")
+                 ready=_http_ok(f"{p.api_url}/healthz", p.ca_file), url=f"{p.api_url}/docs",
+                 health=_http_health(f"{p.api_url}/healthz", p.ca_file))
 
 
 def _backup(p: Platform) -> Child:
@@ -96,7 +117,7 @@ def _backup(p: Platform) -> Child:
 
 def _replica(p: Platform) -> Child:
     return Child("replica", _python("tidefield.cli", "replica", "run"), env=p.child_env(),
-                 url=ops.replica_url(p.settings))
+                 url=ops.replica_url(p.settings), health={"postgres": ops.replica_url(p.settings)})
 
 
 def _dashboard(p: Platform) -> Child:
@@ -107,7 +128,9 @@ def _dashboard(p: Platform) -> Child:
                       "TIDEFIELD_DASHBOARD_HOST": "127.0.0.1",
                       "TIDEFIELD_DASHBOARD_PORT": str(s.dashboard_port)},
                  ready=_http_ok(f"http://127.0.0.1:{s.dashboard_port}/_stcore/health"),
-                 url=f"http://127.0.0.1:{s.dashboard_port}")
+                 url=f"http://127.0.0.1:{s.dashboard_port}",
+                 health=_http_health(f"http://127.0.0.1:{s.dashboard_port}/_stcore/health",
+                                     None))
 
 
 def _fleet(p: Platform) -> Child:
@@ -119,6 +142,21 @@ def _fleet(p: Platform) -> Child:
         "--faults-per-series", str(s.sim_faults_per_series),
         "--state", str(p.data_dir / "sim-sequences.json")),
         env=p.child_env(mqtt_login="simulator"))
+
+
+def _notify_sink(p: Platform) -> Child:
+    port = p.settings.up_notify_sink_port
+    return Child("notify-sink", _python("tidefield.cli", "notify", "sink", "--port", str(port)),
+                 # the secret by environment, not argv (ps shows argv)
+                 env={**p.child_env(), "TIDEFIELD_NOTIFY_SINK_SECRET": p.sink_secret},
+                 url=f"http://127.0.0.1:{port}/")
+
+
+def _notifier(p: Platform) -> Child:
+    s = p.settings
+    return Child("notifier", _python("tidefield.cli", "notify", "run"),
+                 env={**p.child_env(), "TIDEFIELD_NOTIFY_PUBLIC_URL": p.api_url,
+                      "TIDEFIELD_NOTIFY_DASHBOARD_URL": f"http://127.0.0.1:{s.dashboard_port}"})
 
 
 def _detector(p: Platform) -> Child:
@@ -133,6 +171,8 @@ COMPONENTS: tuple[Component, ...] = (
     Component("api", lambda s: True, _api, wait_ready=True),
     Component("dashboard", lambda s: s.up_dashboard, _dashboard),
     Component("fleet", lambda s: s.up_fleet, _fleet),
+    Component("notify-sink", lambda s: s.up_notify, _notify_sink),
+    Component("notifier", lambda s: s.up_notify, _notifier),
     Component("detector", lambda s: s.up_detector, _detector, after_backfill=True),
 )
 
@@ -148,23 +188,44 @@ class Platform:
         self.ca_file: str | None = None  # what children trust when TLS is on
         self._access: EmbeddedBroker | None = None  # the embedded broker's logins
         self.operator_key = ""
+        self.sink_secret = ""  # the local webhook sink's (tidefield.server.notify)
         self.backup_repo: Path | None = None  # where the database is backed up, if it is
         # the platform admin's first sign-in, when made by this start
         self.first_sign_in: FirstSignIn | None = None
         self.supervisor = supervisor or Supervisor(state_file=self.data_dir / STATE_FILE)
         self._postgres: PostgresCluster | None = None
         self._broker: MosquittoBroker | None = None
+        self._lock: IO[str] | None = None  # the data folder's, while this instance runs
 
     # --- start --------------------------------------------------------------------------
 
-    def start_services(self) -> None:
+    def take_data_dir(self) -> None:
+        """The data folder's lock (waiting for an instance still stopping), then the
+        servers a killed instance left behind are stopped."""
+        say = lambda text: self.supervisor.say("up", text)  # noqa: E731
+        self._lock = take_lock(self.data_dir, self.settings.up_lock_wait_s, say)
+        reap_orphans(self.data_dir, self.data_dir / STATE_FILE, say)
+
+    def _start_service(self, child: Child, stop: threading.Event | None) -> None:
+        supervisor = self.supervisor
+        supervisor.add(child)
+        supervisor.start(child)
+        if not supervisor.wait_ready(child, SERVICE_READY_TIMEOUT_S,
+                                     stop or threading.Event()):
+            raise RuntimeError(f"{child.name} did not start; see its output above")
+
+    def start_services(self, stop: threading.Event | None = None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.database_url is None:
-            self._postgres = PostgresCluster(self.data_dir / "postgres",
-                                             port=self.settings.embedded_pg_port,
-                                             conf=ops.primary_conf(self.settings, self.data_dir))
-            self._postgres.start()
-            self.database_url = self._postgres.create_database("tidefield")
+            self._postgres = postgres = PostgresCluster(
+                self.data_dir / "postgres", port=self.settings.embedded_pg_port,
+                conf=ops.primary_conf(self.settings, self.data_dir))
+            self._start_service(Child(
+                "database", postgres.prepare(), ready=postgres.accepting,
+                url=postgres.url(), health={"postgres": postgres.url()},
+                max_restarts=SERVICE_MAX_RESTARTS,
+                stop_signal=signal.SIGINT), stop)  # fast shutdown, not "smart"
+            self.database_url = postgres.create_database("tidefield")
         if ops.archives(self.settings):
             self.backup_repo = ops.prepare_repository(self.settings, self.data_dir,
                                                       self.database_url)
@@ -173,17 +234,23 @@ class Platform:
             load_registry(conn, load_sites())
             self.operator_key = self._operator_key(conn)
             self._people(conn)
+            if self.settings.up_notify:
+                self._local_sink(conn)
         if self.mqtt_url is None:
             # Anonymous clients refused; service logins and device ACLs from the database,
             # TLS when settings.tls (tidefield.server.security).
             self._access = prepare_embedded_broker(self.settings, self.database_url)
-            self._broker = MosquittoBroker(self.data_dir / "mosquitto",
-                                           port=self.settings.embedded_mqtt_port,
-                                           extra_conf=self._access.extra_conf,
-                                           allow_anonymous=False,
-                                           tls=self._access.tls is not None)
-            self._broker.start()
-            self._access.write_service_urls(self._broker.port)
+            self._broker = broker = MosquittoBroker(self.data_dir / "mosquitto",
+                                                    port=self.settings.embedded_mqtt_port,
+                                                    extra_conf=self._access.extra_conf,
+                                                    allow_anonymous=False,
+                                                    tls=self._access.tls is not None)
+            self._start_service(Child(
+                "broker", broker.prepare(),
+                ready=lambda: port_open(broker.port), url=broker.url,
+                health={"tcp": f"127.0.0.1:{broker.port}"},
+                max_restarts=SERVICE_MAX_RESTARTS), stop)
+            self._access.write_service_urls(broker.port)
             self.mqtt_url = self._broker.url
         self.ca_file = client_ca_file(self.settings) if self.settings.tls else None
         self.supervisor.info = {"database_url": self.database_url, "mqtt_url": self.mqtt_url,
@@ -207,6 +274,29 @@ class Platform:
         path.touch(mode=0o600)
         path.write_text(key + "\n")
         return key
+
+    def _local_sink(self, conn: psycopg.Connection) -> None:
+        """A contact for the local webhook sink and a route of every alert to it, so a new
+        user sees notifications flow without an account anywhere (upserted each start:
+        the port may have changed). Other contacts and routes are the user's."""
+        import secrets
+
+        from tidefield.server.notify import store
+        from tidefield.server.notify.routing import ContactIn, GroupIn, NotifyConfig, RouteIn
+
+        path = self.data_dir / NOTIFY_SINK_SECRET_FILE
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24) + "\n")
+        self.sink_secret = path.read_text().strip()
+        url = (f"tfhook://127.0.0.1:{self.settings.up_notify_sink_port}/"
+               f"?secret={self.sink_secret}")
+        store.load_config(conn, NotifyConfig(
+            organisation="platform", contacts=[ContactIn(name=LOCAL_SINK, url=url,
+                                                         language="en")],
+            groups=[GroupIn(name=LOCAL_SINK, members=[LOCAL_SINK])],
+            routes=[RouteIn(name=f"every alert to the {LOCAL_SINK}", group=LOCAL_SINK)]))
+        conn.commit()
 
     def _people(self, conn: psycopg.Connection) -> None:
         """The platform admin and the demo organisations, the first time; their first
@@ -254,6 +344,11 @@ class Platform:
                  f"API        {self.api_url}/api/v1 (docs: {self.api_url}/docs)"]
         if self.settings.up_dashboard:
             lines.append(f"dashboard  http://127.0.0.1:{self.settings.dashboard_port}")
+        if self.settings.up_notify:
+            lines.append(f"notify     every alert to the local webhook sink "
+                         f"http://127.0.0.1:{self.settings.up_notify_sink_port}/ (its lines "
+                         f"below, 'notify-sink'); add contacts and routes: "
+                         f"docs/notifications.md")
         lines.append(f"API key    {self.operator_key}  (scripts of the platform office: read, "
                      f"acknowledge alerts; kept in {self.data_dir / OPERATOR_KEY_FILE})")
         first = self.data_dir / FIRST_SIGN_IN_FILE
@@ -270,7 +365,8 @@ class Platform:
         """Start everything, watch it until ``stop`` is set, then stop everything."""
         supervisor = self.supervisor
         try:
-            self.start_services()
+            self.take_data_dir()
+            self.start_services(stop)
             later = []
             for component in COMPONENTS:
                 if stop.is_set():
@@ -339,14 +435,13 @@ class Platform:
     # --- stop ---------------------------------------------------------------------------
 
     def stop(self) -> None:
+        """Every child, the database and the broker last (they were started first), then
+        the lock."""
         self.supervisor.stop_all()
-        for service in (self._broker, self._postgres):
-            if service is not None:
-                try:
-                    service.stop()
-                except Exception:  # keep stopping the others
-                    log.exception("could not stop %s", type(service).__name__)
         self._broker = self._postgres = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 class _ProgressReport:

@@ -6,6 +6,7 @@ Fields come in groups; a process's settings inherit the groups it reads:
     IngestSettings    `tidefield ingest`   database, broker, data dir, TLS, ingest, retention
     ApiSettings       `tidefield api`      database, broker, TLS, API, HTTP ingest, sign-in
     DetectorSettings  `tidefield detect run`  database, broker, TLS, detection
+    NotifierSettings  `tidefield notify run`  database, notifications
     AdminSettings     `tidefield db|registry|keys|devices`  database, broker, data dir, TLS
     OpsSettings       `tidefield backup|restore|replica`  database, data dir, backups, replica
     UpSettings        `tidefield up|status`  all of the above, the simulated fleet, dashboard
@@ -267,6 +268,53 @@ class DetectGroup(BaseModel):
 
 
 
+class NotifyGroup(BaseModel):
+    """The notifier (tidefield.server.notify): who is told of alerts, and how fast."""
+
+    notify_poll_s: float = Field(0.2, gt=0, le=60, description="how often the notifier "
+                                 "looks for new alert events and due messages")
+    notify_batch: int = Field(500, ge=1, le=10_000, description="most alert events planned "
+                              "in one transaction (one query per batch, not per alert)")
+    notify_concurrency: int = Field(16, ge=1, le=256, description="messages in flight per "
+                                    "contact (one alert's messages always go one by one)")
+    notify_timeout_s: float = Field(10.0, gt=0, le=120, description="longest wait for a "
+                                    "channel to take one message")
+    notify_retry_initial_s: float = Field(2.0, gt=0, le=3600, description="first wait "
+                                          "before retrying a message a channel refused")
+    notify_retry_max_s: float = Field(120.0, gt=0, le=86_400, description="retries back off "
+                                      "(doubling) up to this; a message is never given up")
+    notify_tick_s: float = Field(15.0, gt=0, le=3600, description="how often escalations, "
+                                 "reminders and digests are checked")
+    notify_update_every_minutes: float = Field(
+        30.0, ge=0, description="at most one 'updated' message per alert and contact this "
+        "often (flapping is held back)")
+    notify_incident_minutes: float = Field(
+        30.0, ge=0, description="alerts of one rule opening within this long of an "
+        "incident's latest site join it (0: no grouping)")
+    notify_incident_km: float = Field(30.0, ge=0, description="... and within this distance "
+                                      "of one of its sites")
+    notify_ack_hours: float = Field(24.0, gt=0, le=24 * 30, description="an acknowledge "
+                                    "link works this long (and once)")
+    notify_public_url: str = Field(
+        "http://127.0.0.1:8080", description="the API as people's phones reach it: the "
+        "acknowledge links point there")
+    notify_dashboard_url: str = Field(
+        "http://127.0.0.1:8501", description="the dashboard as people reach it: messages "
+        "link to the site page there")
+    notify_robot_gateway: str | None = Field(
+        None, description="send WeCom, DingTalk and Feishu/Lark robot calls to this base "
+        "URL instead of their public hosts (an egress proxy; the tests' local receiver)")
+    notify_max_age_minutes: float = Field(
+        60.0, ge=0, description="events older than this (data time) are not news: a "
+        "detector scoring stored history opens and closes past alerts (0: no limit)")
+    notify_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve the notifier's Prometheus metrics on "
+        "127.0.0.1 at this port (sent, failed by channel, send time)")
+    notify_config: Path | None = Field(
+        None, description="a YAML file of contacts, groups and routes loaded at start "
+        "(`tidefield notify load` does the same)")
+
+
 class SignInGroup(BaseModel):
     """People signing in to the API and the dashboards (tidefield.server.security)."""
 
@@ -333,6 +381,14 @@ class UpGroup(BaseModel):
     up_fleet: bool = Field(True, description="stream the simulated fleet live")
     up_dashboard: bool = Field(True, description="run the dashboard")
     up_detector: bool = Field(True, description="run the anomaly detector")
+    up_lock_wait_s: float = Field(
+        120.0, ge=0, le=3600,
+        description="how long `tidefield up` waits for another instance in the same data "
+                    "folder (one still stopping) to let go before refusing to start")
+    up_notify: bool = Field(True, description="run the notifier with a local webhook sink "
+                                              "(`--no-notify`)")
+    up_notify_sink_port: int = Field(8091, ge=1, le=65535, description="the local webhook "
+                                     "sink's port (it prints each notification)")
 
 
 # --- one class per process ----------------------------------------------------------------
@@ -360,6 +416,11 @@ class ApiSettings(ApiAddressGroup, IngestGroup, StaGroup, SignInGroup, ReadDatab
 
 class DetectorSettings(DetectGroup, ServerSettings):
     """`tidefield detect run`: scores readings, keeps alerts, publishes their changes."""
+
+
+class NotifierSettings(NotifyGroup, ServerSettings):
+    """`tidefield notify run`: tells people of alert changes (WeCom, DingTalk, Feishu,
+    mail, SMS, webhooks), escalates, reminds, groups incidents."""
 
 
 class OpsSettings(EmbeddedGroup, BackupGroup, ReplicaGroup, ReadDatabaseGroup,

@@ -1,18 +1,21 @@
 """`tidefield status`: what `tidefield up` runs, read from its state file and checked
-against the processes, plus what the database and ingest say about the data flow, and
-the operations' state: backups, WAL archiving, the replica's lag, the disks."""
+against the processes, with each part's health in one table (the database and the broker
+among them), plus what the database and ingest say about the data flow, and the
+operations' state: backups, WAL archiving, the replica's lag, the disks."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import ssl
 from pathlib import Path
 
 import httpx
 import psycopg
 
 from tidefield.server.db import scalar
+from tidefield.server.embedded.ports import port_open
 from tidefield.server.ops import report as ops_report
 from tidefield.server.platform import STATE_FILE
 
@@ -43,7 +46,8 @@ def collect(data_dir: Path) -> dict:
     report["running"] = _alive(state.get("supervisor_pid"))
     for name, child in state.get("children", {}).items():
         alive = report["running"] and _alive(child.get("pid"))
-        report["children"][name] = {**child, "state": child["state"] if alive else "stopped"}
+        report["children"][name] = {**child, "state": child["state"] if alive else "stopped",
+                                    "health": _health(child.get("health")) if alive else "-"}
     report.update({k: state.get(k) for k in ("database_url", "mqtt_url", "api_url")})
     if not report["running"] or not state.get("database_url"):
         return report
@@ -72,16 +76,50 @@ def collect(data_dir: Path) -> dict:
     return report
 
 
+def _health(spec: dict[str, str] | None) -> str:
+    """"ok", or what is wrong, by the check the supervisor recorded for the part; "-"
+    when it has none (its state says it all)."""
+    if not spec:
+        return "-"
+    try:
+        if "http" in spec:
+            verify = ssl.create_default_context(cafile=spec["ca_file"]) \
+                if spec.get("ca_file") else True
+            response = httpx.get(spec["http"], timeout=3, verify=verify)
+            if response.status_code == 200:
+                return "ok"
+            try:  # /healthz says which of its parts is missing
+                detail = response.json().get("detail", response.json())
+                bad = [k for k, v in detail.items() if v is False]
+            except (ValueError, AttributeError):
+                bad = []
+            return f"{response.status_code}" + (f": {', '.join(bad)} down" if bad else "")
+        if "tcp" in spec:
+            host, port = spec["tcp"].rsplit(":", 1)
+            return "ok" if port_open(int(port), host) else "not listening"
+        if "postgres" in spec:
+            with psycopg.connect(spec["postgres"], connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return "ok"
+    except (httpx.HTTPError, psycopg.Error, OSError, ValueError) as exc:
+        return f"unreachable ({type(exc).__name__})"
+    return "-"
+
+
 def render(report: dict) -> str:
     if "problem" in report and not report["children"]:
         return report["problem"]
     lines = [f"tidefield up in {report['data_dir']}: "
              f"{'running' if report['running'] else 'not running'}"]
-    for name, child in report["children"].items():
-        restarts = f", {child['restarts']} restarts" if child.get("restarts") else ""
-        where = f"  {child['url']}" if child.get("url") else ""
-        lines.append(f"  {name:<10} {child['state']:<10} pid {child.get('pid') or '-'}"
-                     f"{restarts}{where}")
+    rows = [("part", "state", "pid", "restarts", "health", "where")]
+    rows += [(name, child["state"], str(child.get("pid") or "-"),
+              str(child.get("restarts") or 0), child.get("health") or "-",
+              child.get("url") or "")
+             for name, child in report["children"].items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                     strict=True)).rstrip()
+              for row in rows]
     if "readings_per_second" in report:
         lines.append(f"ingest     {report['readings_per_second']:,.1f} readings/s stored "
                      f"(last minute)")

@@ -8,8 +8,10 @@ stands on.
 * A child that exits on its own is restarted after a backoff (1 s, doubling, at most
   30 s), up to ``max_restarts`` within ``RESTART_WINDOW_S``; past that it is left
   stopped and reported as failed, and the rest keep running.
-* The supervisor's view (state, pid, restarts, URL of each child) is written to a JSON
-  file after each change, for `tidefield status`.
+* The supervisor's view (state, pid, restarts, URL and how to check the health of each
+  child) is written to a JSON file after each change, for `tidefield status`.
+* The embedded database and broker are children like the others (`server.platform`), so
+  a `kill -9` of either is a restart within seconds, not a platform left without it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class Child:
     ready: Callable[[], bool] | None = None
     url: str | None = None
     max_restarts: int = 5
+    # how `tidefield status` checks it: {"http": url} (200 is healthy), {"tcp": "host:port"}
+    # or {"postgres": url}; None: its state is all there is
+    health: dict[str, str] | None = None
+    stop_signal: int = signal.SIGTERM  # PostgreSQL: SIGINT, its fast shutdown
 
     state: str = "stopped"  # starting, running, restarting, failed, stopped
     proc: subprocess.Popen | None = None
@@ -156,7 +162,7 @@ class Supervisor:
             child.state = "stopped"
             return
         if proc.poll() is None:
-            _kill_group(proc, signal.SIGTERM)
+            _kill_group(proc, child.stop_signal)
             try:
                 proc.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
@@ -177,7 +183,8 @@ class Supervisor:
         view = {"supervisor_pid": os.getpid(), "updated": time.time(), **self.info,
                 "children": {c.name: {"state": c.state, "url": c.url,
                                       "pid": c.proc.pid if c.proc else None,
-                                      "restarts": len(c.restarts)} for c in self.children}}
+                                      "restarts": len(c.restarts),
+                                      "health": c.health} for c in self.children}}
         tmp = self._state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(view, indent=1))
         tmp.replace(self._state_file)

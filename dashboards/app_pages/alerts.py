@@ -1,5 +1,6 @@
-"""Alerts: filter, look at one (its history and the series around it), acknowledge, say
-what it was (feedback), and the platform's precision week by week."""
+"""Alerts: incidents first (acknowledged as a whole), then filter, look at one (its
+history, who was told and the series around it), acknowledge, say what it was
+(feedback), and the platform's precision week by week."""
 
 from __future__ import annotations
 
@@ -35,6 +36,28 @@ names = {s["id"]: s[f"name_{lang}"] for s in sites}
 def choice(prefix: str) -> Callable[[Any], str]:
     return lambda v: t("alerts.all", lang) if v is None else label(prefix, v, lang)
 
+
+with ui.guard(lang):
+    incidents = data.incidents(api)
+if incidents:
+    st.subheader(t("incidents.title", lang))
+    for incident in incidents:
+        line, act = st.columns([5, 1])
+        line.markdown(views.incident_line(incident, names, lang))
+        if any(a["state"] == "open" for a in incident["alerts"]) and act.button(
+                t("incidents.acknowledge", lang), key=f"incident_{incident['id']}"):
+            try:
+                done = api.acknowledge_incident(incident["id"], "")
+            except ApiRefused as exc:
+                st.error(t("alerts.not_allowed", lang, detail=exc.message))
+            except ApiError as exc:
+                ui.banner(exc, lang)
+            else:
+                data.forget_alerts()
+                st.session_state[FLASH_KEY] = t(
+                    "incidents.acknowledged", lang, id=incident["id"],
+                    count=sum(a["state"] == "acknowledged" for a in done["alerts"]))
+                st.rerun()
 
 cells = list(st.columns(4))
 with cells[0]:
@@ -113,6 +136,8 @@ elif alert["state"] == "acknowledged":
     st.info(t("alerts.already", lang, who=alert.get("acknowledged_by") or "?",
               time=f"{views.local(alert['acknowledged_at']):%Y-%m-%d %H:%M}"
               if alert.get("acknowledged_at") else "?"))
+    if alert.get("acknowledged_via"):
+        st.caption(t("alerts.via", lang, via=alert["acknowledged_via"]))
 else:
     st.info(t("alerts.closed", lang, time=f"{views.local(alert['closed_at']):%Y-%m-%d %H:%M}"))
 
@@ -120,6 +145,16 @@ st.markdown(f"**{t('alerts.history', lang)}**")
 st.dataframe(views.history_table(alert.get("history", []), lang), hide_index=True,
              width="stretch", column_config={t("col.time", lang): st.column_config.DatetimeColumn(
                  format="YYYY-MM-DD HH:mm:ss")})
+
+st.markdown(f"**{t('alerts.deliveries', lang)}**")
+with ui.guard(lang):
+    sent = data.deliveries(api, alert_id)
+if sent:
+    st.dataframe(views.deliveries_table(sent, lang), hide_index=True, width="stretch",
+                 column_config={t("col.time", lang): st.column_config.DatetimeColumn(
+                     format="YYYY-MM-DD HH:mm:ss")})
+else:
+    st.caption(t("alerts.no_deliveries", lang))
 
 if alert.get("series_id") is not None:
     st.markdown(f"**{t('alerts.around', lang)}**")

@@ -33,6 +33,7 @@ from .routes import (
     export,
     feedback,
     fleet,
+    notifications,
     overview,
     people,
     series,
@@ -136,7 +137,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     for router in (auth.router, sso.router, sites.router, devices.router, series.router,
                    detect.router, export.router, alerts.router, anomalies.router,
-                   overview.router, people.router, fleet.router, feedback.router):
+                   overview.router, people.router, notifications.router,
+                   fleet.router, feedback.router):
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
     app.state.sta_statement_timeout_s = settings.sta_statement_timeout_s

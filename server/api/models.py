@@ -151,6 +151,8 @@ class Alert(BaseModel):
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
     ack_comment: str | None = None
+    acknowledged_via: str | None = Field(None, description="a notification's channel, when "
+                                         "a contact acknowledged through its link")
 
 
 class AlertEvent(BaseModel):

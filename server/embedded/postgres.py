@@ -128,6 +128,27 @@ class PostgresCluster:
         if "include_if_exists = 'tidefield.conf'" not in text:
             main.write_text(text + "\ninclude_if_exists = 'tidefield.conf'\n")
 
+    def prepare(self) -> list[str]:
+        """Initialise the cluster if need be and write its settings; the command that
+        runs the server in the foreground (what a supervisor runs and restarts)."""
+        self.init()
+        self._write_conf()
+        self.log_file.touch()
+        self._own(self.log_file)
+        cmd = [str(self.bindir / "postgres"), "-D", str(self.data_dir)]
+        return ["runuser", "-u", "postgres", "--", *cmd] if self._as_root else cmd
+
+    def accepting(self) -> bool:
+        """Whether the server takes connections (not merely listens: it may still be
+        recovering after a crash)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url(), connect_timeout=2):
+                return True
+        except psycopg.Error:
+            return False
+
     def start(self, timeout: float = 60) -> None:
         self.init()
         if self.running():

@@ -31,6 +31,7 @@ from tidefield.server.web.metrics import metrics_router
 from .consumer import MqttConsumer, claim_slot
 from .directory import DeviceDirectory, UnknownDevicePolicy
 from .http import add_http_ingest, http_ingest
+from .receipts import ReceiptBook
 from .store import LoadStrategy
 from .worker import Worker, WorkerConfig
 
@@ -73,9 +74,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                 url, UnknownDevicePolicy(settings.ingest_unknown_devices))
             address = mqtt.parse_mqtt_url(settings.mqtt_url, ca_file=client_ca_file(settings))
             consumer: MqttConsumer | None = None
+            state.receipts = ReceiptBook(
+                lambda topic, payload: consumer.publish_receipt(topic, payload))  # type: ignore[union-attr]
             state.worker = Worker(url, directory,
                                   lambda mids: consumer.acknowledge(mids),  # type: ignore[union-attr]
-                                  worker_config(settings))
+                                  worker_config(settings), receipts=state.receipts)
             consumer = MqttConsumer(address, state.worker, partition=slot,
                                     partitions=settings.ingest_workers,
                                     session_expiry_s=settings.ingest_session_expiry_s,

@@ -12,8 +12,9 @@ through its own restarts and the workers' crashes. A bonus: one device's batches
 go to the same process, so workers never contend for the same rollup or status rows.
 
 ``manual_ack``: a message is acknowledged only when the transaction holding its rows (or
-its reject) has committed. Receive Maximum bounds the unacknowledged messages in flight,
-which is our back-pressure when the database is slow.
+its reject) has committed; then the device gets a receipt (``receipts``) on its own
+``down/receipt`` topic, sent through this module's client. Receive Maximum bounds the
+unacknowledged messages in flight, which is our back-pressure when the database is slow.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -37,7 +39,6 @@ from .pipeline import Envelope, device_of_topic
 from .worker import Worker
 
 if TYPE_CHECKING:
-    import paho.mqtt.client as paho
     from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,14 @@ class MqttConsumer:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def publish_receipt(self, topic: str, payload: bytes) -> bool:
+        """A receipt for a device (``receipts.ReceiptBook``): False when not connected, so
+        the book keeps it for its next flush."""
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1)
+        return info.rc == paho.MQTT_ERR_SUCCESS
 
     def acknowledge(self, mids: list[object]) -> None:
         for mid in mids:

@@ -15,5 +15,8 @@ WRITE_SECONDS = Histogram("tidefield_ingest_write_seconds", "Time of one ingest 
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 DB_RETRIES = Counter("tidefield_ingest_db_retries_total",
                      "Transactions retried after a database failure")
+RECEIPTS = Counter("tidefield_ingest_receipts_total",
+                   "Receipts sent to devices (each names the seqs stored since the last)",
+                   ["outcome"])  # sent, or deferred (not connected: the next flush)
 QUEUE_DEPTH = Gauge("tidefield_ingest_queue_depth", "Messages received, not yet committed",
                     multiprocess_mode="livesum")

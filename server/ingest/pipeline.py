@@ -59,6 +59,7 @@ class Reject:
 class BatchRef:
     device_id: str
     seq: int
+    site_id: str  # (its receipt's topic)
     start: int  # this batch's rows are rows[start:end] of the Prepared arrays
     end: int
     last_reading_ms: int
@@ -223,7 +224,8 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
             times += [decoded.times_ms[i] for i in kept]
             values += [decoded.values[i] for i in kept]
             last_ms = max((decoded.times_ms[i] for i in kept), default=-1)
-        out.batches.append(BatchRef(decoded.device, decoded.seq, start, len(series_ids),
+        out.batches.append(BatchRef(decoded.device, decoded.seq, decoded.site, start,
+                                    len(series_ids),
                                     last_ms, env.received_ms, tuple(reading_rejects)))
 
     out.series_id = np.array(series_ids, dtype=np.int32)

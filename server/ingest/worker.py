@@ -43,6 +43,7 @@ from .pipeline import (
     prepare,
 )
 from .ratelimit import DeviceBudget
+from .receipts import ReceiptBook
 from .store import LoadStrategy, Store, WriteResult
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,13 @@ class Worker:
 
     def __init__(self, database_url: str, directory: DeviceDirectory,
                  acknowledge: Callable[[list[object]], None], config: WorkerConfig,
-                 transport: str = "mqtt") -> None:
+                 transport: str = "mqtt", receipts: ReceiptBook | None = None) -> None:
         self.url = database_url
         self.directory = directory
         self.acknowledge = acknowledge
         self.config = config
         self.transport = transport
+        self.receipts = receipts  # None: this transport answers otherwise (HTTP)
         self._queue: queue.Queue[tuple[Envelope, object]] = queue.Queue()
         self._prepared: queue.Queue[tuple[list, Prepared]] = queue.Queue(maxsize=2)
         self._directory_lock = threading.Lock()  # one connection, two threads
@@ -209,8 +211,11 @@ class Worker:
     # --- stage 2: write, then acknowledge -------------------------------------------
     def _write_loop(self) -> None:
         while not self._stop.is_set():
+            if self.receipts is not None:
+                self.receipts.flush()
             try:
-                window, prepared = self._prepared.get(timeout=0.2)
+                window, prepared = self._prepared.get(
+                    timeout=self.receipts.interval_s if self.receipts else 0.2)
             except queue.Empty:
                 continue
             self._write_until_committed(window, prepared)
@@ -237,6 +242,9 @@ class Worker:
                 result = self._connect().write(prepared)
                 metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
                 self._count(prepared, result, len(window))
+                if self.receipts is not None:  # committed: new and already stored alike
+                    self.receipts.note((b.site_id, b.device_id, b.seq)
+                                       for b in prepared.batches)
                 self.healthy_db = True
                 self.db_problem = None
                 break
@@ -250,6 +258,8 @@ class Worker:
                 log.warning("database unavailable, retrying", extra={"error": str(exc).strip(),
                                                                       "retry_in_s": delay})
                 self._drop_connection()
+                if self.receipts is not None:  # what committed before still gets its receipt
+                    self.receipts.flush()
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             except psycopg.Error as exc:

@@ -39,6 +39,7 @@ import psycopg
 
 from tidefield.protocol.topics import (
     ALL_ALERTS,
+    ALL_RECEIPTS,
     ALL_STATUS,
     ALL_UP,
     PREFIX,
@@ -71,11 +72,13 @@ CONTROL_RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 
 # Least privilege for each platform service.
 SERVICES: dict[str, tuple[Rule, ...]] = {
-    "ingest": (Rule("read", ALL_UP), Rule("read", ALL_STATUS)),
+    # ingest tells each device what it has stored (its receipts)
+    "ingest": (Rule("read", ALL_UP), Rule("read", ALL_STATUS), Rule("write", ALL_RECEIPTS)),
     "detector": (Rule("write", ALL_ALERTS),),
     "dashboards": (Rule("read", ALL_ALERTS), Rule("read", ALL_STATUS)),
     # firmware-sim's fleet publishes for every site's gateway: development and load tests
-    "simulator": (Rule("write", ALL_UP), Rule("write", ALL_STATUS)),
+    "simulator": (Rule("write", ALL_UP), Rule("write", ALL_STATUS),
+                  Rule("read", ALL_RECEIPTS)),
     # the API only connects, for its /healthz broker probe
     "api": (),
     # `tidefield devices ...` changes the running broker's logins through this one

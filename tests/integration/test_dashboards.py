@@ -453,3 +453,50 @@ def test_the_admin_page_is_not_offered_to_an_operator(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         open_page("app_pages/admin.py")  # not registered for this person
+
+
+def test_incidents_come_first_and_are_acknowledged_as_a_whole(db_url, configure):
+    fleet = seed_fleet(db_url, hours=8)
+    alert_id = fleet.alert_ids["hypoxia"]
+    with psycopg.connect(db_url) as conn:
+        add_person(conn, "duty-officer", {1: "operator"})
+        sites = [r[0] for r in conn.execute("SELECT id FROM sites WHERE kind = 'tea_garden' "
+                                            "ORDER BY id LIMIT 3")] or \
+            [r[0] for r in conn.execute("SELECT id FROM sites ORDER BY id LIMIT 3")]
+        frost = [conn.execute(
+            """INSERT INTO alerts (site_id, rule, category, severity, message, opened_at,
+                                   updated_at) VALUES (%s, 'frost_risk', 'event', 'warning',
+                                   'cold', now(), now()) RETURNING id""", (s,)).fetchone()[0]
+            for s in sites]
+        incident = conn.execute("INSERT INTO notify_incidents (organisation_id, rule, "
+                                "opened_at, joined_at) VALUES (1, 'frost_risk', now(), now()) "
+                                "RETURNING id").fetchone()[0]
+        conn.execute("INSERT INTO notify_incident_alerts SELECT unnest(%s::bigint[]), %s",
+                     (frost, incident))
+        # who was told of the hypoxia: one attempt that failed, one that went through
+        contact = conn.execute("INSERT INTO notify_contacts (organisation_id, name, url) "
+                               "VALUES (1, 'duty-phone', 'dingtalk://SECxyz@tok/') "
+                               "RETURNING id").fetchone()[0]
+        delivery = conn.execute("INSERT INTO notify_deliveries (key, contact_id, alert_id, "
+                                "kind, status) VALUES ('k', %s, %s, 'opened', 'sent') "
+                                "RETURNING id", (contact, alert_id)).fetchone()[0]
+        conn.execute("INSERT INTO notify_attempts (delivery_id, ok, latency_ms, error) "
+                     "VALUES (%s, false, 10000, 'timeout'), (%s, true, 85, NULL)",
+                     (delivery, delivery))
+    with ApiServer(db_url) as api:
+        configure(api.url, session_token(api.url, "duty-officer"), dashboard_language="en")
+        at = open_page("app_pages/alerts.py", alert=str(alert_id))
+        assert not at.exception
+        assert at.subheader[0].value.startswith("Incidents")
+        assert "3 sites, 3 unacknowledged" in at.markdown[0].value
+        told = frame_of(at, 2)
+        assert list(told["Contact"]) == ["duty-phone", "duty-phone"]
+        assert list(told["Outcome"]) == ["✓", "timeout"]
+        assert "SECxyz" not in told.to_string() and set(told["Channel"]) == {"dingtalk://"}
+        at.button(key=f"incident_{incident}").click().run()
+        assert not at.exception
+        assert at.success[0].value == f"Incident {incident}: 3 alerts acknowledged"
+    with psycopg.connect(db_url) as conn:
+        states = conn.execute("SELECT DISTINCT state, acknowledged_by FROM alerts "
+                              "WHERE id = ANY(%s)", (frost,)).fetchall()
+    assert states == [("acknowledged", "duty-officer")]

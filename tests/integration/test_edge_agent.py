@@ -22,8 +22,8 @@ from tidefield.edge.config import parse_config
 from tidefield.edge.queue import DiskQueue
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.catalog import AGENT_METRICS
-from tidefield.protocol.messages import Batch, DeviceState, Status
-from tidefield.protocol.topics import Channel, parse_topic
+from tidefield.protocol.messages import Batch, DeviceState, Reading, Receipt, Status
+from tidefield.protocol.topics import Channel, parse_topic, receipt_topic
 from tidefield.server.embedded import MosquittoBroker, free_port
 
 from .test_edge_modbus import Sim, matches, sim
@@ -37,15 +37,17 @@ def sim_modbus() -> Sim:
 class Watcher:
     """Everything published under tf/v1/{site}/#, decoded as it arrives (a plain paho
     client, as any consumer would be). ``persistent``: the broker keeps the session and
-    queues for it while the connection is down."""
+    queues for it while the connection is down. ``receipts``: it answers each batch with
+    a receipt, as ingest does after its commit (the agent keeps batches until then)."""
 
     def __init__(self, address: mqtt.BrokerAddress | str, site: str, *,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, receipts: bool = True) -> None:
         self.address = mqtt.parse_mqtt_url(address) if isinstance(address, str) else address
         self.site = site
         self.batches: list[Batch] = []
         self.statuses: list[Status] = []
         self.rejected: list = []
+        self.receipts = receipts
         self._subscribed = threading.Event()
         self.client = mqtt.new_client(f"watch-{site}-{uuid.uuid4().hex[:8]}", self.address)
         self.client.reconnect_delay_set(0.1, 1)
@@ -73,6 +75,10 @@ class Watcher:
                                          now_ms=int(time.time() * 1000))
             self.rejected += decoded.rejected
             self.batches.append(decoded.batch)
+            if self.receipts:
+                receipt = Receipt(decoded.site, decoded.device, ((decoded.seq, decoded.seq),))
+                client.publish(receipt_topic(decoded.site, decoded.device),
+                               codec.encode_receipt(receipt), qos=1)
 
     def of(self, device: str) -> list[Batch]:
         return [b for b in list(self.batches) if b.device == device]
@@ -229,7 +235,7 @@ def test_a_clean_stop_sends_what_is_queued(broker, sim_modbus: Sim, tmp_path, ru
     watcher.close()
     assert len(produced) >= 3 * 10
     assert watcher.readings(device) == set(produced)
-    # what the broker acknowledged left the disk queue
+    # what the receipts named left the disk queue
     with sqlite3.connect(tmp_path / "queue.db") as db:
         assert db.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
 
@@ -381,3 +387,65 @@ def test_tls_and_password(sim_modbus: Sim, tmp_path, running, fast_retries, capl
     assert refusals and all("refused the connection" in m for m in refusals)
     assert all("Not authorized" in m or "Bad user name or password" in m for m in refusals)
     assert len(refusals) <= 4  # asked again every REFUSED_RETRY_S, not hammered
+
+
+def test_a_batch_stays_on_disk_until_a_receipt_names_it(broker, sim_modbus: Sim, tmp_path,
+                                                         running):
+    """PUBACKs alone delete nothing: without receipts the batches go again after their
+    timeout (doubling); a receipt, when it comes, empties the queue."""
+    device = "ag-001-soil"
+    silent = Watcher(broker.url, "ag-001", receipts=False)
+    config = edge_config(tmp_path, broker.url, "ag-001",
+                         [sim_modbus.driver(device, interval_s=0.1)],
+                         publish={"receipt_timeout_s": 0.5})
+    agent = running(Agent(config))
+    silent.wait(lambda: len(silent.of(device)) >= 5, 10, "batches")
+    agent.stop_producers()
+    time.sleep(3)
+    assert agent.queue.stats().depth > 0  # acknowledged by the broker, kept on disk
+    seqs = [b.seq for b in silent.of(device)]
+    assert len(seqs) > len(set(seqs))  # sent again for want of a receipt
+    assert agent.publisher.resent > 0
+    answering = Watcher(broker.url, "ag-001")
+    answering.wait(lambda: agent.queue.stats().depth == 0, 20, "receipts emptying the queue")
+    assert {b.seq for b in answering.of(device)} <= set(seqs)  # re-sends, nothing new
+    agent.stop()
+    silent.close()
+    answering.close()
+
+
+def test_an_agent_without_receipts_deletes_a_batch_on_its_puback(broker, sim_modbus: Sim,
+                                                                 tmp_path, running):
+    """publish.receipts false: as agents before receipts did (a server that sends none)."""
+    device = "ag-001-soil"
+    silent = Watcher(broker.url, "ag-001", receipts=False)
+    config = edge_config(tmp_path, broker.url, "ag-001",
+                         [sim_modbus.driver(device, interval_s=0.1)],
+                         publish={"receipts": False, "receipt_timeout_s": 0.5})
+    agent = running(Agent(config))
+    silent.wait(lambda: len(silent.of(device)) >= 5, 10, "batches")
+    agent.stop_producers()
+    silent.wait(lambda: agent.queue.stats().depth == 0, 10, "PUBACKs emptying the queue")
+    time.sleep(1.5)
+    seqs = [b.seq for b in silent.of(device)]
+    assert len(seqs) == len(set(seqs))  # nothing went twice
+    agent.stop()
+    silent.close()
+
+
+def test_a_backlog_of_devices_no_longer_configured_is_receipted_too(broker, tmp_path,
+                                                                    running):
+    """The agent subscribes to the receipts of every device its queue holds, not only of
+    those its config has now (a backlog left by an earlier config drains to empty)."""
+    now = int(time.time() * 1000)
+    with DiskQueue(tmp_path / "queue.db", site="ag-001") as queue:
+        for device in ("ag-001-soil", "ag-001-wx"):
+            queue.put(device, [Reading("soil_moisture", now - i * 1000, 20.0 + i % 7)
+                               for i in range(1200)])
+    watcher = Watcher(broker.url, "ag-001")
+    agent = running(Agent(edge_config(tmp_path, broker.url, "ag-001", [])))
+    watcher.wait(lambda: len(watcher.readings("ag-001-soil")) == 1200
+                 and len(watcher.readings("ag-001-wx")) == 1200, 20, "the backlog")
+    watcher.wait(lambda: agent.queue.stats().depth == 0, 20, "receipts emptying the queue")
+    agent.stop()
+    watcher.close()

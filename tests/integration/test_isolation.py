@@ -27,6 +27,8 @@ from tidefield.protocol.topics import up_topic
 from tidefield.server.api.app import create_app
 from tidefield.server.api.sta.entities import ENTITY_SETS
 from tidefield.server.ingest.pipeline import Envelope
+from tidefield.server.notify import store as notify_store
+from tidefield.server.notify.routing import ContactIn, GroupIn, RouteIn
 from tidefield.server.settings import ApiSettings
 
 from .test_ingest_store import write
@@ -68,6 +70,32 @@ def world(pg_cluster, template_db):
                                    updated_at) VALUES (%s, 'hypoxia', 'event', 'critical',
                                    'DO low', now(), now()) RETURNING id""",
             (site_id,)).fetchone()[0] for site_id in (a, b, bg)}
+        # B's notifications: a contact, group and route (ids 1: nothing else has any),
+        # and a delivery about its hidden site in the log
+        b_contact = notify_store.save_contact(conn, companies.b_org, ContactIn(
+            name="b-secret-crew", url="tfhook://127.0.0.1:9/?secret=bbbbbbbbbbbbbbbbbbbb"))
+        b_group = notify_store.save_group(conn, companies.b_org, GroupIn(
+            name="b-secret-group", members=["b-secret-crew"]))
+        b_route = notify_store.save_route(conn, companies.b_org, RouteIn(
+            name="b-secret-route", group="b-secret-group"))
+        assert (b_contact, b_group, b_route) == (1, 1, 1)
+        delivery = conn.execute(
+            "INSERT INTO notify_deliveries (key, contact_id, alert_id, kind) "
+            "VALUES ('b-key', %s, %s, 'opened') RETURNING id",
+            (b_contact, alerts[b])).fetchone()[0]
+        conn.execute("INSERT INTO notify_attempts (delivery_id, ok, latency_ms) "
+                     "VALUES (%s, true, 1)", (delivery,))
+        # an incident of B's hidden sites (id 1)
+        b_alert2 = conn.execute(
+            """INSERT INTO alerts (site_id, rule, category, severity, message, opened_at,
+                                   updated_at) VALUES (%s, 'hypoxia', 'event', 'critical',
+                                   'DO low', now(), now()) RETURNING id""",
+            (companies.b_hidden[1],)).fetchone()[0]
+        assert conn.execute("INSERT INTO notify_incidents (organisation_id, rule, opened_at, "
+                            "joined_at) VALUES (%s, 'hypoxia', now(), now()) RETURNING id",
+                            (companies.b_org,)).fetchone()[0] == 1
+        conn.execute("INSERT INTO notify_incident_alerts (alert_id, incident_id) "
+                     "VALUES (%s, 1), (%s, 1)", (alerts[b], b_alert2))
         conn.execute("INSERT INTO anomalies (series_id, time, value, score, component, "
                      "category) VALUES (%s, %s, 1, 0.9, 'spike', 'fault'), "
                      "(%s, %s, 1, 0.9, 'spike', 'fault')",
@@ -105,7 +133,8 @@ def world(pg_cluster, template_db):
                            json={"comment": "B's own"}).status_code == 200
         bob_key_prefix = companies.keys["bob"].split("_")[1]
         markers = set(companies.b_hidden) | set(b_devices) | {"company-b", bob_key_prefix,
-                                                             "bob's script", '"bob"'}
+                                                             "bob's script", '"bob"',
+                                                             "b-secret", "bbbbbbbbbb"}
         yield {"app": app, "client": client, "companies": companies, "tokens": tokens,
                "a": a, "b": b, "bg": bg, "series": series, "alerts": alerts,
                "b_device": sites[b].devices[0].id, "bg_device": sites[bg].devices[0].id,
@@ -164,6 +193,9 @@ def path_values(w: dict, path: str) -> list[str]:
         "alert_id": [str(w["alerts"][w["b"]])],
         "user_id": [str(w["companies"].users["bob"])],
         "organisation_id": [str(w["companies"].b_org)], "prefix": [w["bob_key_prefix"]],
+        # B's notification contact, group and route all have id 1; a token nobody holds
+        "item_id": ["1"], "kind": ["contacts", "groups", "routes"], "incident_id": ["1"],
+        "token": ["not-a-token-of-anyone-0123456789"],
         "window_id": [str(w["window"])]}
     if sta:
         entity = sta.group(1)
@@ -209,6 +241,21 @@ def bodies(w: dict) -> dict[tuple[str, str], Any]:
         ("POST", "/api/v1/organisations/{organisation_id}/identity-providers"): {
             "name": "b-idp", "issuer": "http://127.0.0.1:1", "client_id": "x",
             "client_secret": "y"},
+        ("POST", "/api/v1/notifications/contacts"): {
+            "name": "mole", "url": "tfhook://127.0.0.1:9/?secret=xxxxxxxxxxxxxxxxxxxx",
+            "organisation_id": c.b_org},
+        ("PUT", "/api/v1/notifications/contacts/{item_id}"): {
+            "name": "mole", "url": "tfhook://127.0.0.1:9/?secret=xxxxxxxxxxxxxxxxxxxx"},
+        ("POST", "/api/v1/notifications/groups"): {"name": "mole", "organisation_id": c.b_org},
+        ("PUT", "/api/v1/notifications/groups/{item_id}"): {"name": "mole"},
+        ("POST", "/api/v1/notifications/routes"): {"name": "mole", "group": "b-secret-group",
+                                                   "organisation_id": c.b_org},
+        ("PUT", "/api/v1/notifications/routes/{item_id}"): {"name": "mole",
+                                                            "group": "b-secret-group"},
+        ("DELETE", "/api/v1/notifications/{kind}/{item_id}"): None,
+        ("POST", "/api/v1/notifications/ack/{token}"): None,
+        ("POST", "/api/v1/notifications/incidents/{incident_id}/acknowledge"): {
+            "comment": "not mine"},
         # the fleet: B's sites and devices, named in the path or the body
         ("POST", "/api/v1/fleet/sites"): {
             "id": "oc-999", "name_zh": "乙", "name_en": "B's new", "kind": "cage_farm",

@@ -25,8 +25,8 @@ from tests.support.processes import IngestService
 from tidefield.edge import uplink as edge_publisher
 from tidefield.edge.agent import Agent
 from tidefield.protocol import codec, mqtt
-from tidefield.protocol.messages import Batch, DeviceState, Reading, Status
-from tidefield.protocol.topics import status_topic, up_topic
+from tidefield.protocol.messages import Batch, DeviceState, Reading, Receipt, Status
+from tidefield.protocol.topics import parse_topic, receipt_topic, status_topic, up_topic
 from tidefield.server.api.app import create_app
 from tidefield.server.embedded import MosquittoBroker, free_port, wait_for_port
 from tidefield.server.ingest.directory import DeviceDirectory
@@ -266,6 +266,54 @@ def test_a_device_may_not_subscribe_to_another_sites_topics(secured):
     assert not device_a.disconnected.is_set()  # refused, not cut off
     for probe in (watcher, device_a, device_b):
         probe.close()
+
+
+def test_a_device_reads_its_own_receipts_and_no_others(secured, tmp_path):
+    """Ingest (its service login) sends receipts; a device may subscribe to its own and
+    to no other device's, and may not write one (not even its own)."""
+    ingest = _ingest(secured, tmp_path)
+    try:
+        device_a = Probe(secured.url("ag-001-soil"))
+        device_b = Probe(secured.url("ag-002-soil"))
+        assert device_a.connect() == 0 and device_b.connect() == 0
+        assert device_a.subscribe(receipt_topic("ag-001", "ag-001-soil")) == [1]
+        assert device_a.subscribe(receipt_topic("ag-002", "ag-002-soil")) == [NOT_AUTHORIZED]
+        assert device_a.subscribe("tf/v1/+/+/down/receipt") == [NOT_AUTHORIZED]
+        assert device_b.subscribe("tf/v1/ag-002/ag-002-soil/down/#") == [1]
+        forged = codec.encode_receipt(Receipt("ag-002", "ag-002-soil", ((0, 99),)))
+        assert device_a.publish(receipt_topic("ag-002", "ag-002-soil"),
+                                forged) == NOT_AUTHORIZED
+        own = codec.encode_receipt(Receipt("ag-001", "ag-001-soil", ((0, 99),)))
+        assert device_a.publish(receipt_topic("ag-001", "ag-001-soil"), own) == NOT_AUTHORIZED
+        for seq in (0, 1, 2, 4):
+            assert device_a.publish(up_topic("ag-001", "ag-001-soil"),
+                                    batch_payload("ag-001", "ag-001-soil", seq,
+                                                  start_ms=int(time.time() * 1000) - 60_000
+                                                  + seq * 10_000)) == 0
+        for seq in (0, 1):
+            assert device_b.publish(up_topic("ag-002", "ag-002-soil"),
+                                    batch_payload("ag-002", "ag-002-soil", seq)) == 0
+
+        def receipted(probe: Probe, topic: str) -> set[int]:
+            seqs = set()
+            for got_topic, payload in list(probe.messages):
+                receipt = codec.decode_receipt(payload, topic=parse_topic(got_topic))
+                assert got_topic == topic
+                seqs |= {s for first, last in receipt.stored for s in range(first, last + 1)}
+            return seqs
+
+        a_topic = receipt_topic("ag-001", "ag-001-soil")
+        b_topic = receipt_topic("ag-002", "ag-002-soil")
+        _wait_for(lambda: receipted(device_a, a_topic) == {0, 1, 2, 4}, 15, "A's receipts")
+        _wait_for(lambda: receipted(device_b, b_topic) == {0, 1}, 15, "B's receipts")
+        # (every receipt A got was on its own topic: checked in receipted())
+        # a receipt follows the commit: what it names is in the database
+        assert {seq for (seq,) in _rows(secured.db_url, "SELECT seq FROM ingest_batches "
+                                        "WHERE device_id = 'ag-001-soil'")} == {0, 1, 2, 4}
+        device_a.close()
+        device_b.close()
+    finally:
+        ingest.stop()
 
 
 def test_a_device_may_not_use_another_devices_client_id(secured):

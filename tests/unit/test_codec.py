@@ -25,7 +25,7 @@ from tidefield.protocol.errors import (
     UnknownMetric,
     UnsupportedSchema,
 )
-from tidefield.protocol.messages import Batch, DeviceState, Reading, Status
+from tidefield.protocol.messages import Batch, DeviceState, Reading, Receipt, Status
 from tidefield.protocol.topics import parse_topic
 
 NOW = 1_795_000_000_000  # 2026-11-18, a fixed "server clock" for the tests
@@ -205,3 +205,39 @@ def test_errors_survive_pickling():
     error = _reading_error({"m": "salinity", "t": NOW, "v": 99.0})
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is OutOfRange and copy.index == 1 and str(copy) == str(error)
+
+
+# --- receipts ------------------------------------------------------------------------
+
+RECEIPT_TOPIC = parse_topic("tf/v1/oc-001/oc-001-sonde/down/receipt")
+
+
+@pytest.mark.parametrize("content_type", [JSON, MSGPACK])
+@given(seqs=st.sets(st.integers(0, 2**40), min_size=1, max_size=50))
+def test_receipt_round_trip_names_exactly_the_seqs_stored(content_type, seqs):
+    ranges = codec.seq_ranges(seqs)
+    receipt = Receipt("oc-001", "oc-001-sonde", ranges)
+    decoded = codec.decode_receipt(codec.encode_receipt(receipt, content_type), content_type,
+                                   topic=RECEIPT_TOPIC)
+    assert decoded == receipt
+    probe = set(seqs) | {s + 1 for s in seqs} | {max(s - 1, 0) for s in seqs}
+    assert {s for s in probe if decoded.covers(s)} == set(seqs)
+
+
+def test_seq_ranges_coalesce_runs():
+    assert codec.seq_ranges([5, 3, 4, 9, 7, 7, 8, 12]) == ((3, 5), (7, 9), (12, 12))
+
+
+@pytest.mark.parametrize("stored", [None, [], [[3]], [[5, 4]], [[1, 3], [3, 5]],
+                                    [[4, 6], [1, 2]], [[1, True]], [["1", 2]], [[-2, 1]],
+                                    [[i, i] for i in range(0, 2002, 2)]])
+def test_a_bad_receipt_is_refused_naming_the_field(stored):
+    body = {"v": 1, "site": "oc-001", "device": "oc-001-sonde", "stored": stored}
+    with pytest.raises(MalformedPayload, match="stored"):
+        codec.decode_receipt(json.dumps(body).encode(), topic=RECEIPT_TOPIC)
+
+
+def test_a_receipt_for_another_device_is_an_identity_mismatch():
+    body = {"v": 1, "site": "oc-001", "device": "oc-001-other", "stored": [[1, 2]]}
+    with pytest.raises(IdentityMismatch):
+        codec.decode_receipt(json.dumps(body).encode(), topic=RECEIPT_TOPIC)

@@ -94,7 +94,8 @@ def test_the_plugin_config_holds_every_login_role_and_rule():
     assert roles["service:ingest"] == {
         ("subscribePattern", "tf/v1/+/+/up"), ("publishClientReceive", "tf/v1/+/+/up"),
         ("subscribePattern", "tf/v1/+/+/status"),
-        ("publishClientReceive", "tf/v1/+/+/status")}
+        ("publishClientReceive", "tf/v1/+/+/status"),
+        ("publishClientSend", "tf/v1/+/+/down/receipt")}  # its receipts, nothing else
 
 
 def _view(state: AccessState) -> BrokerView:
@@ -144,7 +145,8 @@ def test_a_rule_change_is_applied_acl_by_acl():
     commands, _ = plan(state, view)
     assert [(c["command"], c["topic"]) for c in commands] == [
         ("removeRoleACL", "#"),
-        ("addRoleACL", "tf/v1/+/+/status"), ("addRoleACL", "tf/v1/+/+/status")]
+        ("addRoleACL", "tf/v1/+/+/status"), ("addRoleACL", "tf/v1/+/+/down/receipt"),
+        ("addRoleACL", "tf/v1/+/+/status")]
 
 
 H_MS = 3_600_000
