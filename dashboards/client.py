@@ -230,6 +230,89 @@ class ApiClient:
             "site": site, "series": series, "start": iso(start), "end": iso(end),
             "format": fmt}).content
 
+    # --- the fleet --------------------------------------------------------------------
+    def create_site(self, fields: dict) -> dict:
+        return self._request("POST", "/fleet/sites", json=fields).json()
+
+    def edit_site(self, site_id: str, changes: dict) -> dict:
+        return self._request("PATCH", f"/fleet/sites/{site_id}", json=changes).json()
+
+    def retire_site(self, site_id: str) -> dict:
+        return self._request("POST", f"/fleet/sites/{site_id}/retire").json()
+
+    def create_device(self, site_id: str, template: str, device_id: str | None = None
+                      ) -> dict:
+        return self._request("POST", "/fleet/devices", json={
+            "site_id": site_id, "template": template, "id": device_id}).json()
+
+    def move_device(self, device_id: str, site_id: str) -> dict:
+        return self._request("POST", f"/fleet/devices/{device_id}/move",
+                             json={"site_id": site_id}).json()
+
+    def retire_device(self, device_id: str) -> dict:
+        return self._request("POST", f"/fleet/devices/{device_id}/retire").json()
+
+    def provision(self, device_id: str, *, rotate: bool = False) -> dict:
+        """The device's new broker login, its agent config and the CA: shown once."""
+        return self._request("POST", f"/fleet/devices/{device_id}/credentials",
+                             params={"rotate": "true" if rotate else None}).json()
+
+    def revoke_login(self, device_id: str) -> dict:
+        return self._request("DELETE", f"/fleet/devices/{device_id}/credentials").json()
+
+    def registry_csv(self) -> bytes:
+        return self._request("GET", "/fleet/registry.csv").content
+
+    def import_registry(self, text: bytes, organisation_id: int | None = None) -> dict:
+        params = {k: v for k, v in {"organisation_id": organisation_id}.items()
+                  if v is not None}
+        try:
+            response = self._http.post("/fleet/registry", content=text, params=params,
+                                       headers={"Content-Type": "text/csv"})
+        except httpx.TransportError as exc:
+            raise ApiUnavailable(f"the API at {self.base_url} is unreachable ({exc})",
+                                 path="/fleet/registry") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            error = (ApiUnavailable if response.status_code >= 500 else ApiRefused
+                     if response.status_code in (401, 403) else ApiRequestError)
+            raise error(message, status=response.status_code, path="/fleet/registry")
+        return response.json()
+
+    def health(self, site: str | None = None) -> list[dict]:
+        return self._get("/fleet/health", site=site)
+
+    def maintenance(self, *, start: datetime, end: datetime, site: str | None = None
+                    ) -> list[dict]:
+        return self._get("/maintenance", site=site, start=iso(start), end=iso(end))
+
+    def start_maintenance(self, site_id: str, ends_at: datetime, *,
+                          device_id: str | None = None, reason: str = "") -> dict:
+        return self._request("POST", "/maintenance", json={
+            "site_id": site_id, "device_id": device_id, "ends_at": iso(ends_at),
+            "reason": reason}).json()
+
+    def end_maintenance(self, window_id: int) -> dict:
+        return self._request("POST", f"/maintenance/{window_id}/end").json()
+
+    def give_feedback(self, alert_id: int, verdict: str, note: str) -> dict:
+        return self._request("POST", f"/alerts/{alert_id}/feedback",
+                             json={"verdict": verdict, "note": note}).json()
+
+    def alert_feedback(self, alert_id: int) -> list[dict]:
+        return self._get(f"/alerts/{alert_id}/feedback")
+
+    def weekly_precision(self, *, start: datetime, end: datetime, site: str | None = None
+                         ) -> list[dict]:
+        return self._get("/feedback/weekly", site=site, start=iso(start), end=iso(end))
+
+    def feedback_csv(self, *, start: datetime, end: datetime) -> bytes:
+        return self._request("GET", "/feedback", params={
+            "start": iso(start), "end": iso(end), "format": "csv"}).content
+
     # --- people -----------------------------------------------------------------------
     def sign_in(self, username: str, password: str, code: str | None = None) -> dict:
         """A new session: ``{"token", "expires_at", "must_change_password", "me"}``."""

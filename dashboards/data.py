@@ -241,3 +241,33 @@ def audit(api: ApiClient, **filters: Any) -> list[dict]:
 def forget_people() -> None:
     for fn in (users, audit):
         fn.clear()
+
+
+# --- the fleet ---------------------------------------------------------------------------
+
+@_cached(LIVE_TTL_S)
+def health(api: ApiClient, site: str | None = None) -> list[dict]:
+    return api.health(site)
+
+
+@_cached(LIVE_TTL_S)
+def maintenance(api: ApiClient, start: datetime, end: datetime, site: str | None = None
+                ) -> list[dict]:
+    return api.maintenance(start=start, end=end, site=site)
+
+
+@_cached(LIVE_TTL_S)
+def alert_feedback(api: ApiClient, alert_id: int) -> list[dict]:
+    return api.alert_feedback(alert_id)
+
+
+@_cached(HISTORY_TTL_S)
+def weekly_precision(api: ApiClient, start: datetime, end: datetime) -> list[dict]:
+    return api.weekly_precision(start=start, end=end)
+
+
+def forget_fleet() -> None:
+    """After a change to sites, devices, windows or feedback: read them again."""
+    for cached in (sites, devices, health, maintenance, alert_feedback, weekly_precision,
+                   site_latest, series):
+        cached.clear()

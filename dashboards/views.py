@@ -196,14 +196,23 @@ def anomalies_frame(items: list[dict], lang: Lang) -> pd.DataFrame:
 def series_chart(frame: pd.DataFrame, *, title: str, unit: str, lang: Lang,
                  anomalies: pd.DataFrame | None = None,
                  alerts: list[dict] | None = None,
-                 window: tuple[datetime, datetime] | None = None) -> alt.LayerChart:
+                 window: tuple[datetime, datetime] | None = None,
+                 maintenance: list[dict] | None = None) -> alt.LayerChart:
     """The line (with the min-max band of buckets), anomalies as points, alerts as
-    shaded spans."""
+    shaded spans, maintenance windows as grey spans."""
     x_scale = alt.Scale(domain=[_local_iso(window[0]), _local_iso(window[1])]
                         ) if window else alt.Undefined
     x = alt.X("time:T", title=None, scale=x_scale)
     base = alt.Chart(frame)
     layers = []
+    if maintenance:
+        spans = pd.DataFrame([{
+            "start": _local_iso(w["starts_at"]), "end": _local_iso(w["ends_at"]),
+            "maintenance": f"{t('chart.maintenance', lang)} #{w['id']} {w.get('reason', '')}"}
+            for w in maintenance])
+        layers.append(alt.Chart(spans).mark_rect(opacity=0.25, color="#7a7a7a").encode(
+            x=alt.X("start:T", scale=x_scale), x2="end:T",
+            tooltip=[alt.Tooltip("maintenance:N", title=t("chart.maintenance", lang))]))
     if alerts:
         end = _local_iso(window[1]) if window else frame["time"].max().isoformat()
         spans = pd.DataFrame([{

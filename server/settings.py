@@ -356,6 +356,26 @@ class StaGroup(BaseModel):
         "refused (400) with advice to narrow them")
 
 
+class FleetGroup(BaseModel):
+    """What the API hands to an agent it provisions (``api/routes/fleet.py``)."""
+
+    device_broker_url: str | None = Field(
+        None, description="the broker as agents in the field reach it, written into the "
+        "agent config a provisioning hands out (default: TIDEFIELD_MQTT_URL without its "
+        "login)")
+
+    @field_validator("device_broker_url")
+    @classmethod
+    def _device_broker_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+            if parts.username or parts.password:
+                raise ValueError("must not hold a login: each agent gets its own")
+        return value
+
+
 class UpGroup(BaseModel):
     """What `tidefield up` runs besides the services."""
 
@@ -395,7 +415,7 @@ class IngestSettings(IngestAddressGroup, IngestGroup, IngestWorkerGroup, Retenti
 
 
 class ApiSettings(ApiAddressGroup, IngestGroup, StaGroup, SignInGroup, ReadDatabaseGroup,
-                  BackupGroup, ServerSettings):
+                  BackupGroup, FleetGroup, ServerSettings):
     """`tidefield api`: the HTTP API (which also takes HTTP ingest) and sign-in; its
     /metrics tells of backups, WAL archiving, the replica's lag and the disks."""
 

@@ -1,11 +1,14 @@
 """Alerts: incidents first (acknowledged as a whole), then filter, look at one (its
-history, who was told and the series around it), acknowledge."""
+history, who was told and the series around it), acknowledge, say what it was
+(feedback), and the platform's precision week by week."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from tidefield.dashboards import data, ui, views
@@ -17,6 +20,8 @@ from tidefield.dashboards.i18n import label, metric_name, rule_name, t
 CATEGORIES = (None, "fault", "event")
 SEVERITIES = (None, *views.SEVERITIES)
 STATES = ("active", "open", "acknowledged", "closed", None)
+VERDICTS = ("real", "false_alarm", "sensor_fault_fixed")
+REPORT_WEEKS = 12
 FLASH_KEY = "alerts_flash"
 
 lang = ui.lang()
@@ -54,7 +59,7 @@ if incidents:
                     count=sum(a["state"] == "acknowledged" for a in done["alerts"]))
                 st.rerun()
 
-cells = st.columns(4)
+cells = list(st.columns(4))
 with cells[0]:
     site_filter = ui.choice(
         st.selectbox, t("alerts.filter_site", lang), [None, *names], name="a_site",
@@ -166,3 +171,53 @@ if alert.get("series_id") is not None:
             frame, title=metric_name(series["metric"], lang), unit=series["unit"], lang=lang,
             anomalies=views.anomalies_frame(marks, lang), alerts=[alert],
             window=(start, end)), width="stretch")
+
+st.markdown(f"**{t('feedback.title', lang)}**")
+with ui.guard(lang):
+    given = data.alert_feedback(api, alert_id)
+if given:
+    st.dataframe(pd.DataFrame([{
+        t("col.time", lang): views.local(f["at"]),
+        t("feedback.verdict", lang): label("verdict", f["verdict"], lang),
+        t("feedback.note", lang): f["note"], t("col.actor", lang): f["actor"]}
+        for f in given]), hide_index=True, width="stretch")
+cells = list(st.columns([1, 2, 1]))
+verdict = cells[0].selectbox(t("feedback.verdict", lang), list(VERDICTS),
+                             key=f"verdict_{alert_id}",
+                             format_func=lambda v: label("verdict", v, lang))
+note = cells[1].text_input(t("feedback.note", lang), key=f"verdict_note_{alert_id}")
+if cells[2].button(t("feedback.save", lang), key="feedback_save"):
+    try:
+        api.give_feedback(alert_id, verdict, note.strip())
+    except ApiRefused as exc:
+        st.error(t("alerts.not_allowed", lang, detail=exc.message))
+    except ApiError as exc:
+        ui.banner(exc, lang)
+    else:
+        data.forget_fleet()
+        st.session_state[FLASH_KEY] = t("feedback.saved", lang, id=alert_id)
+        st.rerun()
+
+with st.expander(t("feedback.precision", lang)):
+    report_end = data.now_minute()
+    report_start = report_end - timedelta(weeks=REPORT_WEEKS)
+    with ui.guard(lang):
+        weeks = data.weekly_precision(api, report_start, report_end)
+    judged = [w for w in weeks if w["judged"]]
+    if judged:
+        st.dataframe(pd.DataFrame([{
+            "week": views.local(w["week"]), "rule": rule_name(w["rule"], lang),
+            "component": w["component"], "alerts": w["alerts"], "judged": w["judged"],
+            label("verdict", "real", lang): w["real"],
+            label("verdict", "false_alarm", lang): w["false_alarm"],
+            label("verdict", "sensor_fault_fixed", lang): w["sensor_fault_fixed"],
+            "precision": w["precision"]} for w in judged]), hide_index=True,
+            width="stretch", column_config={
+                "week": st.column_config.DatetimeColumn(format="YYYY-MM-DD"),
+                "precision": st.column_config.NumberColumn(format="%.2f")})
+    else:
+        st.caption(t("feedback.no_report", lang))
+    st.download_button(t("feedback.download", lang), key="feedback_csv",
+                       data=lambda: api.feedback_csv(start=report_start, end=report_end),
+                       file_name="tidefield-feedback.csv", mime="text/csv",
+                       on_click="ignore")

@@ -1,5 +1,6 @@
-"""Site: latest value of every sensor with a sparkline, history with anomalies and alerts
-marked, device health; devices' configuration, actuators, commands (operators send them)."""
+"""Site: latest value of every sensor with a sparkline, history with anomalies, alerts
+and maintenance windows marked, device health; devices' configuration, actuators, commands
+(operators send them)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def body() -> None:
         active = data.alerts(api, site=site_id, state="active")
         recent = data.alerts(api, site=site_id, since=start)
         anomalies = data.anomalies(api, start, end, site=site_id)
+        windows = data.maintenance(api, start, end, site_id)
 
     st.subheader(t("site.latest", lang))
     st.dataframe(views.latest_table(latest, sparks, lang), hide_index=True, width="stretch",
@@ -85,7 +87,9 @@ def body() -> None:
             st.altair_chart(views.series_chart(
                 frame, title=title, unit=item["unit"], lang=lang,
                 anomalies=marks[marks["series_id"] == item["series_id"]], alerts=own,
-                window=(start, end)), width="stretch")
+                window=(start, end),
+                maintenance=[w for w in windows if w["device_id"] in (None, item["device_id"])]),
+                width="stretch")
 
     st.subheader(t("site.devices", lang))
     health = views.device_health(devices, latest, lang)

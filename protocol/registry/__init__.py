@@ -144,6 +144,28 @@ def parse_sites(text: str, *, source: str = SITES_FILE) -> tuple[Site, ...]:
     return tuple(sites)
 
 
+def site_from_fields(fields: dict[str, str], *, source: str = "site") -> Site:
+    """One site from its CSV columns (as text), checked as a row of sites.csv is: what the
+    API and the dashboards' admin page create or edit is what a registry file may hold.
+    Raises RegistryError naming the field at fault."""
+    missing = [column for column in CSV_COLUMNS if column not in fields]
+    if missing:
+        raise RegistryError(f"{source}: missing {', '.join(missing)}", field=missing[0])
+    raw: dict[str | None, Any] = {column: str(fields[column]) for column in CSV_COLUMNS}
+    return _parse_row(raw, _Where(source, 1, 1))
+
+
+def sites_csv(sites: Sequence[Site]) -> str:
+    """The text of a sites.csv holding ``sites`` (what ``parse_sites`` reads back)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for site in sites:
+        writer.writerow((site.id, site.name_zh, site.name_en, site.kind, site.domain,
+                         site.district, f"{site.lat:.5f}", f"{site.lon:.5f}"))
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True, slots=True)
 class _Where:
     """Where a value came from, so every error points at the row and field to fix."""
@@ -313,5 +335,5 @@ def _packaged_text(name: str) -> str:
 __all__ = [
     "CSV_COLUMNS", "DISTRICTS", "Device", "RegistryError", "Site", "district_at",
     "district_polygons", "in_qingdao_waters", "load_geojson", "load_sites", "parse_sites",
-    "point_in_polygon",
+    "point_in_polygon", "site_from_fields", "sites_csv",
 ]

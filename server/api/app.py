@@ -16,7 +16,7 @@ from tidefield.protocol import mqtt
 from tidefield.server.ingest.http import add_http_ingest, http_ingest
 from tidefield.server.ops.metrics import OpsCollector
 from tidefield.server.security.sessions import SignInPolicy
-from tidefield.server.security.wiring import client_ca_file
+from tidefield.server.security.wiring import broker_access, client_ca_file, device_broker_url
 from tidefield.server.settings import ApiSettings
 from tidefield.server.web.database import ReadPool, database_problem, open_pool
 from tidefield.server.web.deps import READ_SOURCE_HEADER
@@ -32,6 +32,8 @@ from .routes import (
     detect,
     devices,
     export,
+    feedback,
+    fleet,
     notifications,
     overview,
     people,
@@ -114,6 +116,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.session_cookie_secure = settings.session_cookie_secure or settings.tls
     app.state.api_public_url = settings.api_public_url
     app.state.sso_return_origins = frozenset(o.rstrip("/") for o in settings.sso_return_origins)
+    # what provisioning a device needs: the broker's logins, and what an agent connects to
+    app.state.broker_access = broker_access(settings)
+    app.state.device_broker_url = device_broker_url(settings)
+    app.state.agent_ca_file = client_ca_file(settings) if settings.tls else None
 
     install_error_handlers(app, ERROR_STYLE)
 
@@ -134,7 +140,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for router in (auth.router, sso.router, sites.router, devices.router, series.router,
                    detect.router, export.router, alerts.router, anomalies.router,
                    overview.router, people.router, notifications.router, control.router,
-                   rules.router):
+                   rules.router, fleet.router, feedback.router):
         app.include_router(router, prefix="/api/v1")
     add_http_ingest(app, prefix="/api/v1")
     app.state.sta_statement_timeout_s = settings.sta_statement_timeout_s

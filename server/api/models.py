@@ -57,6 +57,7 @@ class Device(BaseModel):
     model: str
     interval_s: int
     status: DeviceStatus
+    retired: bool = Field(False, description="kept with its history; no data expected")
 
 
 class DevicePage(BaseModel):

@@ -57,10 +57,12 @@ def load_registry(conn: psycopg.Connection, sites: Iterable[Site]) -> LoadSummar
             """INSERT INTO devices (id, site_id, template, model, interval_s)
                VALUES (%s, %s, %s, %s, %s)
                ON CONFLICT (id) DO UPDATE SET
-                 site_id = EXCLUDED.site_id, template = EXCLUDED.template,
+                 template = EXCLUDED.template,
                  model = EXCLUDED.model, interval_s = EXCLUDED.interval_s, updated_at = now()
-               WHERE (devices.site_id, devices.template, devices.model, devices.interval_s)
-                     IS DISTINCT FROM (EXCLUDED.site_id, EXCLUDED.template, EXCLUDED.model,
+               -- a device an operator moved to another site stays where they put it
+               WHERE devices.site_id = EXCLUDED.site_id
+                 AND (devices.template, devices.model, devices.interval_s)
+                     IS DISTINCT FROM (EXCLUDED.template, EXCLUDED.model,
                                        EXCLUDED.interval_s)""",
             [(d.id, d.site_id, d.template.name, d.template.model, d.template.interval_s)
              for d in devices])

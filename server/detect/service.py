@@ -58,6 +58,7 @@ from .detector import Detector, Readings
 from .engine import Engine
 from .rules import RuleSet, load_rules
 from .store import DatabaseSink, Partition, PartitionError, ts
+from .maintenance import MaintenanceHold
 from .tuning import DetectorParams
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class DetectorService:
                            int(settings.detect_step_minutes * 60_000) // self.slice_ms
                            * self.slice_ms)
         self.publisher = publisher
+        self.maintenance = MaintenanceHold()
         self.readings_scored = 0
         self.busy_s = 0.0
 
@@ -264,8 +266,9 @@ class DetectorService:
             end = watermark + max(self.slice_ms, self._floor((end - watermark) // 2))
         began = time.perf_counter()
         cuts = np.arange(watermark + self.slice_ms, end + 1, self.slice_ms, dtype=np.int64)
+        self.maintenance.refresh(conn, session.sites, end)
         outcome = engine.run_slices(batch, cuts)
-        session.sink.apply(outcome.ops)
+        session.sink.apply(self.maintenance.hold_in_maintenance(engine, outcome.ops))
         scores = outcome.scores
         keep = (scores.score >= self.settings.detect_threshold) & (scores.category > 0)
         state = engine.checkpoint()

@@ -87,6 +87,7 @@ def load_series(conn: psycopg.Connection, partition: Partition = EVERY_SITE
     rows = conn.execute(
         """SELECT s.id, d.site_id, s.device_id, s.metric, d.interval_s, d.template, si.kind
            FROM series s JOIN devices d ON d.id = s.device_id JOIN sites si ON si.id = d.site_id
+           WHERE d.retired_at IS NULL  -- retired: no data expected, no alert wanted
            ORDER BY s.id""").fetchall()
     series = []
     for sid, site, device, metric, interval_s, template, kind in rows:

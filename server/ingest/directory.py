@@ -70,7 +70,11 @@ class DeviceDirectory:
 
     def device(self, device_id: str, site_id: str) -> DeviceEntry | None:
         """The device's entry, registering it when the policy says so and its site exists."""
-        entry = self._devices.get(device_id) or self._reload(device_id)
+        entry = self._devices.get(device_id)
+        if entry is None or entry.site_id != site_id:
+            # unknown, or moved to another site since it was cached (an admin's move):
+            # the database says which; a device lying about its site costs one lookup
+            entry = self._reload(device_id)
         if entry is None and self.policy is UnknownDevicePolicy.REGISTER:
             entry = self._register_device(device_id, site_id)
         return entry

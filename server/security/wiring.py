@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
@@ -56,6 +56,20 @@ def client_ca_file(settings: ServerSettings) -> str | None:
         return str(settings.tls_ca_file)
     dev_ca = dev_pki_dir(settings) / "ca.pem"
     return str(dev_ca) if dev_ca.exists() else None
+
+
+def device_broker_url(settings: ServerSettings) -> str | None:
+    """The broker as agents reach it: ``TIDEFIELD_DEVICE_BROKER_URL``, else the process's
+    own broker URL without its login (each agent gets its own)."""
+    configured = getattr(settings, "device_broker_url", None)
+    if configured:
+        return str(configured)
+    if not settings.mqtt_url:
+        return None
+    parts = urlsplit(settings.mqtt_url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, "", "", ""))
 
 
 @dataclass(frozen=True, slots=True)

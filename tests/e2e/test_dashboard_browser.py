@@ -48,6 +48,7 @@ def dashboard(db_url, tmp_path):
     fleet = seed_fleet(db_url)
     with psycopg.connect(db_url) as conn:
         add_person(conn, "duty-officer", {1: "operator"})  # the platform office's
+        add_person(conn, "chief", {1: "admin"})
         companies = two_companies(conn, a_kind="greenhouse", b_kind="cage_farm")
     with ApiServer(db_url) as api:
         port = free_port()
@@ -70,7 +71,7 @@ def dashboard(db_url, tmp_path):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError((tmp_path / "streamlit.log").read_text()[-3000:])
                 time.sleep(0.2)
-            yield {"url": url, "fleet": fleet, "companies": companies}
+            yield {"url": url, "fleet": fleet, "companies": companies, "db_url": db_url}
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
@@ -217,7 +218,7 @@ def test_alerts_and_labs_pages_render_in_chromium(dashboard, browser, tmp_path):
         time.sleep(0.2)
     lines = done[0].read_text().splitlines()
     assert lines[0].replace('"', "") == ("site_id,device_id,metric,time,value,qartod_flag,"
-                                          "qartod_test")  # each reading's QARTOD flag
+                                          "qartod_test,maintenance")  # each reading's flag
     assert len(lines) - 1 == 36 * 60  # every raw reading of the seeded 36 hours
 
 
@@ -244,3 +245,76 @@ def test_two_people_of_two_companies_see_only_their_own_in_chromium(dashboard, b
         assert ("Hypoxia" in subheaders or "hypoxia" in subheaders) == (person == "bob")
         assert not browser.find_elements(By.CSS_SELECTOR, EXCEPTION)
     assert counts["anna"] != counts["bob"]
+
+
+def click_button(driver, text: str) -> None:
+    driver.find_element(By.XPATH, f"//button[.//p[text()={text!r}]]").click()
+
+
+def wait_for_text(driver, text: str, name: str) -> None:
+    try:
+        WebDriverWait(driver, RENDER_TIMEOUT_S).until(
+            lambda d: text in d.find_element(By.CSS_SELECTOR, "main").text)
+    except TimeoutException:
+        shot(driver, f"{name}-timeout")
+        raise
+
+
+def type_into(driver, label: str, text: str) -> None:
+    field = wait_for(driver, f'input[aria-label="{label}"]')[0]
+    field.send_keys(text)
+
+
+@pytest.mark.slow
+def test_the_fleet_admin_and_health_pages_work_in_chromium(dashboard, browser):
+    """An admin creates a site and hands out its gateway's login in the browser; an
+    operator puts it in maintenance from the health page."""
+    # an admin page exists only for admins, so signed out /fleet is no page: sign in
+    # first, then follow the sidebar's link
+    open_signed_in(browser, dashboard["url"], "chief")
+    settle(browser)
+    link = browser.find_element(By.XPATH, "//*[@data-testid='stSidebar']"
+                                          "//a[contains(., 'Fleet admin')]")
+    link.click()
+    wait_for(browser, 'input[aria-label="Id (a-z, 0-9, -)"]')
+    settle(browser)
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text == "Sites and devices"
+    type_into(browser, "Id (a-z, 0-9, -)", "gh-555\t")
+    type_into(browser, "Name (Chinese)", "浏览器温室\t")
+    type_into(browser, "Name (English)", "Browser greenhouse\t")
+    settle(browser)
+    click_button(browser, "Create site")
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(lambda d: "Site gh-555 created" in
+                                                   d.find_element(By.CSS_SELECTOR, "main").text)
+    settle(browser)
+    shot(browser, "fleet")
+    assert not browser.find_elements(By.CSS_SELECTOR, EXCEPTION)
+    with psycopg.connect(dashboard["db_url"]) as conn:
+        row = conn.execute("SELECT name_en, kind FROM sites WHERE id = 'gh-555'").fetchone()
+    assert row == ("Browser greenhouse", "greenhouse")  # the kind chosen first by default
+
+    browser.find_element(By.XPATH, "//label[.//p[text()='Devices']]").click()
+    settle(browser)
+    click_button(browser, "Make broker login")
+    wait_for_text(browser, "shown this once", "fleet-login")
+    settle(browser)
+    shot(browser, "fleet-login")
+    main = browser.find_element(By.CSS_SELECTOR, "main").text
+    assert "username:" in main and "Download agent config edge.yaml" in main
+
+    open_signed_in(browser, f"{dashboard['url']}/health", "duty-officer")
+    wait_for(browser, '[data-testid="stDataFrame"]')
+    settle(browser)
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text == \
+        "Device health, by what needs a visit"
+    type_into(browser, "Reason", "sonde cleaning\t")
+    settle(browser)
+    click_button(browser, "Start maintenance")
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(lambda d: "Maintenance until" in
+                                                   d.find_element(By.CSS_SELECTOR, "main").text)
+    settle(browser)
+    shot(browser, "health")
+    assert not browser.find_elements(By.CSS_SELECTOR, EXCEPTION)
+    with psycopg.connect(dashboard["db_url"]) as conn:
+        assert conn.execute("SELECT reason, created_by FROM maintenance_windows"
+                            ).fetchall() == [("sonde cleaning", "duty-officer")]

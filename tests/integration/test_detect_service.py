@@ -262,7 +262,8 @@ def _snapshot(db_url: str):
 
 def _reset(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
-        conn.execute("TRUNCATE anomalies, alert_events, alerts, detector_checkpoints")
+        # CASCADE: and whatever refers to alerts (feedback, incidents, deliveries)
+        conn.execute("TRUNCATE anomalies, alert_events, alerts, detector_checkpoints CASCADE")
 
 
 def test_restart_after_sigterm_and_kill_equals_an_uninterrupted_run(scenario_db, tmp_path):

@@ -100,6 +100,10 @@ def world(pg_cluster, template_db):
                      "category) VALUES (%s, %s, 1, 0.9, 'spike', 'fault'), "
                      "(%s, %s, 1, 0.9, 'spike', 'fault')",
                      (series[b], T0, series[a], T0))
+        window = conn.execute(
+            "INSERT INTO maintenance_windows (site_id, starts_at, ends_at, created_by) "
+            "VALUES (%s, now(), now() + interval '1 day', 'bob') RETURNING id",
+            (b,)).fetchone()[0]
         # what only B has: its hidden sites, their devices, its people and keys
         b_devices = [r[0] for r in conn.execute(
             "SELECT id FROM devices WHERE site_id = ANY(%s)", (companies.b_hidden,))]
@@ -134,7 +138,7 @@ def world(pg_cluster, template_db):
         yield {"app": app, "client": client, "companies": companies, "tokens": tokens,
                "a": a, "b": b, "bg": bg, "series": series, "alerts": alerts,
                "b_device": sites[b].devices[0].id, "bg_device": sites[bg].devices[0].id,
-               "markers": markers, "bob_key_prefix": bob_key_prefix,
+               "markers": markers, "bob_key_prefix": bob_key_prefix, "window": window,
                "b_only_sensor": _slug(sorted(models_b - models_a)[0])
                if models_b - models_a else None,
                "b_only_metric": sorted(metrics_b - metrics_a)[0]
@@ -191,7 +195,8 @@ def path_values(w: dict, path: str) -> list[str]:
         "organisation_id": [str(w["companies"].b_org)], "prefix": [w["bob_key_prefix"]],
         # B's notification contact, group and route all have id 1; a token nobody holds
         "item_id": ["1"], "kind": ["contacts", "groups", "routes"], "incident_id": ["1"],
-        "token": ["not-a-token-of-anyone-0123456789"]}
+        "token": ["not-a-token-of-anyone-0123456789"],
+        "window_id": [str(w["window"])]}
     if path.startswith("/api/v1/rules/"):
         values["kind"] = ["cage_farm"]  # a kind's rules: platform admins only
     if sta:
@@ -259,6 +264,26 @@ def bodies(w: dict) -> dict[tuple[str, str], Any]:
         ("POST", "/api/v1/notifications/ack/{token}"): None,
         ("POST", "/api/v1/notifications/incidents/{incident_id}/acknowledge"): {
             "comment": "not mine"},
+        # the fleet: B's sites and devices, named in the path or the body
+        ("POST", "/api/v1/fleet/sites"): {
+            "id": "oc-999", "name_zh": "乙", "name_en": "B's new", "kind": "cage_farm",
+            "domain": "ocean", "district": "huangdao", "lat": 35.9, "lon": 120.2,
+            "organisation_id": c.b_org},
+        ("PATCH", "/api/v1/fleet/sites/{site_id}"): {"name_en": "taken over"},
+        ("POST", "/api/v1/fleet/sites/{site_id}/retire"): None,
+        ("POST", "/api/v1/fleet/registry"): None,
+        ("POST", "/api/v1/fleet/devices"): {"site_id": w["b"], "template": "sonde",
+                                            "id": "b-planted"},
+        ("PATCH", "/api/v1/fleet/devices/{device_id}"): {"interval_s": 60},
+        ("POST", "/api/v1/fleet/devices/{device_id}/move"): {"site_id": w["a"]},
+        ("POST", "/api/v1/fleet/devices/{device_id}/retire"): None,
+        ("POST", "/api/v1/fleet/devices/{device_id}/credentials"): None,
+        ("DELETE", "/api/v1/fleet/devices/{device_id}/credentials"): None,
+        ("POST", "/api/v1/maintenance"): {"site_id": w["b"],
+                                          "ends_at": "2030-01-01T00:00:00Z"},
+        ("POST", "/api/v1/maintenance/{window_id}/end"): None,
+        ("POST", "/api/v1/alerts/{alert_id}/feedback"): {"verdict": "false_alarm",
+                                                         "note": "not mine"},
     }
 
 

@@ -8,10 +8,13 @@ their tables (the detector writes them the same way).
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import uvicorn
@@ -36,7 +39,11 @@ class ApiServer:
 
     def __init__(self, database_url: str) -> None:
         self.port = free_port()
-        config = uvicorn.Config(create_app(ApiSettings(database_url=database_url)),
+        # its own data folder: a login it hands out must not reach the broker config
+        # of a `tidefield up` run in the working directory
+        self.data_dir = Path(tempfile.mkdtemp(prefix="tidefield-test-api-"))
+        settings = ApiSettings(database_url=database_url, data_dir=self.data_dir)
+        config = uvicorn.Config(create_app(settings),
                                 host="127.0.0.1", port=self.port, log_level="warning",
                                 access_log=False)
         self._server = uvicorn.Server(config)
@@ -58,6 +65,7 @@ class ApiServer:
     def __exit__(self, *exc) -> None:
         self._server.should_exit = True
         self._thread.join(15)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @dataclass

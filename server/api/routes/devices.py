@@ -29,7 +29,7 @@ STATE_SQL = """
 _SELECT = f"""
 SELECT d.id, d.site_id, d.template, d.model, d.interval_s, {STATE_SQL},
        st.last_seen, st.last_reading,
-       coalesce(st.max_seq - st.min_seq + 1 - st.batches, 0)
+       coalesce(st.max_seq - st.min_seq + 1 - st.batches, 0), d.retired_at IS NOT NULL
 FROM devices d JOIN sites si ON si.id = d.site_id
 LEFT JOIN device_status st ON st.device_id = d.id
 """
@@ -39,7 +39,8 @@ def _device(row: Row) -> Device:
     return Device(id=row[0], site_id=row[1], template=row[2], model=row[3],
                   interval_s=row[4], status=DeviceStatus(state=row[5], last_seen=row[6],
                                                          last_reading=row[7],
-                                                         missing_batches=row[8]))
+                                                         missing_batches=row[8]),
+                  retired=row[9])
 
 
 @router.get("", response_model=DevicePage, summary="List devices with their status")

@@ -8,6 +8,11 @@ Each reading carries its QARTOD flag and the test that set it (``qartod_flag``,
 ``qartod_test``; ``tidefield.server.detect.qartod``), from the detector's stored
 anomalies: 9 missing, 4 fail, 3 suspect, 1 pass, 2 for readings after the detector's
 watermark (not scored yet), so a lab can keep only what passed.
+
+A reading taken while its site or device was in maintenance (``db.maintenance``: a sonde
+lifted for cleaning) has ``maintenance`` true, and a passing or not-yet-scored flag
+becomes 3 (suspect) with the test ``maintenance``: what a technician's hands did to the
+water is no measurement of it.
 """
 
 from __future__ import annotations
@@ -25,8 +30,16 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg import sql
 
-from tidefield.server.db import binary
-from tidefield.server.detect.qartod import CATEGORIES, COMPONENTS, TESTS, flags_from_detector
+from tidefield.server.db import binary, maintenance
+from tidefield.server.detect.qartod import (
+    CATEGORIES,
+    COMPONENTS,
+    NOT_EVALUATED,
+    PASS,
+    SUSPECT,
+    TESTS,
+    flags_from_detector,
+)
 from tidefield.server.web.database import ReadPool
 from tidefield.server.web.deps import ReadConnDep, Reader, check_site
 
@@ -42,19 +55,22 @@ pa.set_memory_pool(pa.system_memory_pool())
 _NAME = pa.dictionary(pa.int32(), pa.string())
 _SCHEMA = pa.schema([("site_id", _NAME), ("device_id", _NAME), ("metric", _NAME),
                      ("time", pa.timestamp("us", tz="UTC")), ("value", pa.float64()),
-                     ("qartod_flag", pa.int8()), ("qartod_test", _NAME)])
+                     ("qartod_flag", pa.int8()), ("qartod_test", _NAME),
+                     ("maintenance", pa.bool_())])
 _CSV_SCHEMA = pa.schema([("site_id", pa.string()), ("device_id", pa.string()),
                          ("metric", pa.string()), ("time", pa.timestamp("us", tz="UTC")),
                          ("value", pa.float64()), ("qartod_flag", pa.int8()),
-                         ("qartod_test", pa.string())])
-_TEST_NAMES = pa.array(TESTS, pa.string())
+                         ("qartod_test", pa.string()), ("maintenance", pa.bool_())])
+# the QARTOD tests, and one of ours: the reading was taken during maintenance
+_TEST_NAMES = pa.array((*TESTS, "maintenance"), pa.string())
+T_MAINTENANCE = len(TESTS)
 
 
 @router.get("", summary="Export readings as CSV or Parquet (streamed)",
             responses={**NOT_FOUND,
                        200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
                              "description": "site_id, device_id, metric, time, value, "
-                                            "qartod_flag, qartod_test"}})
+                                            "qartod_flag, qartod_test, maintenance"}})
 def export(request: Request, conn: ReadConnDep, principal: Reader,
            site: Annotated[str | None, Query(examples=["oc-001"])] = None,
            series: Annotated[list[int] | None, Query(description="series ids")] = None,
@@ -132,6 +148,13 @@ def _row_groups(pool: ReadPool, ids: list[int], start: datetime, end: datetime
         position[order] = np.arange(len(order), dtype=np.int32)
         dictionaries = [pa.array([names[sid][k] for sid in order], pa.string())
                         for k in range(3)]
+        # (series id, start ms, end ms) of each maintenance window over each series
+        windows = [(sid, int(w.starts_at.timestamp() * 1000), int(w.ends_at.timestamp() * 1000))
+                   for w in maintenance.windows(conn, sites=sorted({n[0] for n in
+                                                                    names.values()}),
+                                                since=start, until=end)
+                   for sid, (site, device, _) in names.items()
+                   if site == w.site_id and w.device_id in (None, device)]
         # every reading with its stored anomaly (if any) as fixed-width numbers: the
         # component's and category's index (0: none), the score, and whether the
         # detector has scored it (at or before the least watermark of its partitions)
@@ -153,13 +176,21 @@ def _row_groups(pool: ReadPool, ids: list[int], start: datetime, end: datetime
             sid, pg_us, value, score, component, category, scored = binary.decode_rows(
                 body, _TYPES)
             flag, test = flags_from_detector(value, score, component, category, scored)
+            time_ms = binary.pg_us_to_ms(pg_us)
+            held = np.zeros(sid.shape, dtype=bool)
+            for series_id, window_start, window_end in windows:
+                held |= (sid == series_id) & (time_ms >= window_start) & (time_ms < window_end)
+            downgraded = held & ((flag == PASS) | (flag == NOT_EVALUATED))
+            flag[downgraded] = SUSPECT
+            test = test.astype(np.int32)
+            test[downgraded] = T_MAINTENANCE
             index = pa.array(position[sid])
             return pa.Table.from_arrays(
                 [pa.DictionaryArray.from_arrays(index, d) for d in dictionaries]
                 + [pa.array(binary.pg_us_to_ms(pg_us) * 1000, pa.timestamp("us", "UTC")),
                    pa.array(value), pa.array(flag),
-                   pa.DictionaryArray.from_arrays(pa.array(test.astype(np.int32)),
-                                                  _TEST_NAMES)], schema=_SCHEMA)
+                   pa.DictionaryArray.from_arrays(pa.array(test), _TEST_NAMES),
+                   pa.array(held)], schema=_SCHEMA)
 
         pending = bytearray()
         header_seen = False

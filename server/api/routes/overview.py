@@ -1,4 +1,5 @@
-"""The overview the operators' map is drawn from: every site's state in one call."""
+"""The overview the operators' map is drawn from: every site's state in one call (sites
+and devices in service: a retired one is expected to say nothing)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def overview(conn: ReadConnDep, principal: Reader) -> Overview:
         f"""WITH state AS (
               SELECT d.site_id, {STATE_SQL} AS state
               FROM devices d LEFT JOIN device_status st ON st.device_id = d.id
-              WHERE %(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s)),
+              WHERE (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s))
+                AND d.retired_at IS NULL),  -- retired: no data expected
             active AS (
               SELECT site_id, count(*) AS n FROM alerts WHERE state <> 'closed'
               AND (%(sites)s::text[] IS NULL OR site_id = ANY(%(sites)s)) GROUP BY site_id)
@@ -30,7 +32,8 @@ def overview(conn: ReadConnDep, principal: Reader) -> Overview:
                    count(st.state) FILTER (WHERE st.state <> 'online')
             FROM sites s LEFT JOIN state st ON st.site_id = s.id
             LEFT JOIN active a ON a.site_id = s.id
-            WHERE %(sites)s::text[] IS NULL OR s.id = ANY(%(sites)s)
+            WHERE (%(sites)s::text[] IS NULL OR s.id = ANY(%(sites)s))
+              AND s.retired_at IS NULL
             GROUP BY s.id, a.n ORDER BY s.id""",
         {"silent": SILENT_INTERVALS, "sites": sites}).fetchall()
     items = [SiteOverview(site_id=site_id, open_alerts=alerts, devices_online=online,
