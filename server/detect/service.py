@@ -56,9 +56,9 @@ from . import live_rules, store
 from .alerts import NoticePublisher
 from .detector import Detector, Readings
 from .engine import Engine
+from .maintenance import MaintenanceHold
 from .rules import RuleSet, load_rules
 from .store import DatabaseSink, Partition, PartitionError, ts
-from .maintenance import MaintenanceHold
 from .tuning import DetectorParams
 
 log = logging.getLogger(__name__)
