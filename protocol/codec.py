@@ -154,6 +154,11 @@ def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict[str,
             body = json.loads(payload)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise MalformedPayload(f"payload is not valid {kind}: {exc}") from exc
+    except (RecursionError, TypeError, OverflowError) as exc:
+        # deeper nesting than the parser's stack (the standard library's json), a map key
+        # msgpack cannot hash, an integer beyond what the parser holds
+        raise MalformedPayload(f"payload is not valid {kind}: {type(exc).__name__}: "
+                               f"{exc}") from exc
     if not isinstance(body, dict):
         raise MalformedPayload(f"payload must be an object, got {type(body).__name__}")
     version = body.get("v")
@@ -243,7 +248,7 @@ def decode_batch(payload: bytes, content_type: str | None = JSON, *,
             raise MalformedPayload(f"reading {index}: 'v' must be a number, got {value!r}")
         if type(time_ms) is not int:
             time_ms = _time_ms(time_ms, index)
-        low_high = bounds.get(name)
+        low_high = bounds.get(name) if type(name) is str else None  # a list is unhashable
         if (low_high is None or not low_high[0] <= value <= low_high[1]
                 or not earliest <= time_ms <= latest):
             rejected.append(_check_reading(index, item, name, time_ms, value, now_ms, limits))

@@ -37,10 +37,9 @@ from .directory import DeviceDirectory
 from .pipeline import (
     Envelope,
     Prepared,
-    Reject,
-    _fingerprint,
     device_of_topic,
     prepare,
+    store_reject,
 )
 from .ratelimit import DeviceBudget
 from .store import LoadStrategy, Store, WriteResult
@@ -252,7 +251,7 @@ class Worker:
                 self._drop_connection()
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-            except psycopg.Error as exc:
+            except Exception as exc:  # refused for good, or a bug of ours
                 self._drop_connection()
                 if len(window) == 1:
                     self._keep_as_reject(window[0][0], exc)
@@ -270,11 +269,9 @@ class Worker:
     def _keep_as_reject(self, envelope: Envelope, exc: Exception) -> None:
         """A message the database refuses for good is kept as a reject, so it cannot
         block the messages behind it."""
-        log.error("the database refused a message; keeping it as a reject",
+        log.error("writing a message failed; keeping it as a reject", exc_info=exc,
                   extra={"topic": envelope.topic, "error": str(exc).strip()})
-        reject = Reject(envelope.topic, envelope.payload, "store_failed",
-                        str(exc).strip()[:2000], None, envelope.received_ms,
-                        _fingerprint(envelope.topic, envelope.payload))
+        reject = store_reject(envelope, exc)
         prepared = Prepared(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0),
                             rejects=[reject])
         self._write_until_committed([(envelope, None)], prepared, acknowledge=False)
