@@ -59,13 +59,16 @@ class Message:
     qos: int
     retain: bool
     mid: int
+    # the broker sent it before and it was not acknowledged (the receiver died or lost its
+    # connection while it was in flight): what tells a possible poison message
+    redelivered: bool = False
 
 
 def to_message(msg: paho.MQTTMessage) -> Message:
     props = getattr(msg, "properties", None)
     content_type = getattr(props, "ContentType", None) if props is not None else None
     return Message(msg.topic, bytes(msg.payload), content_type, msg.qos, bool(msg.retain),
-                   msg.mid)
+                   msg.mid, bool(msg.dup))
 
 
 def publish_properties(content_type: str | None = None,

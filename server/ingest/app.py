@@ -51,7 +51,9 @@ def worker_config(settings: IngestSettings) -> WorkerConfig:
                         limits=settings.ingest_limits(),
                         device_rate=settings.ingest_device_readings_per_s,
                         device_burst=settings.ingest_device_burst_readings,
-                        device_backlog_s=settings.ingest_device_backlog_days * 86_400)
+                        device_backlog_s=settings.ingest_device_backlog_days * 86_400,
+                        poison_attempts=settings.ingest_poison_attempts,
+                        stall_after_s=settings.ingest_stall_after_s)
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:

@@ -17,3 +17,5 @@ DB_RETRIES = Counter("tidefield_ingest_db_retries_total",
                      "Transactions retried after a database failure")
 QUEUE_DEPTH = Gauge("tidefield_ingest_queue_depth", "Messages received, not yet committed",
                     multiprocess_mode="livesum")
+POISON = Counter("tidefield_ingest_poison_total",
+                 "Messages set aside unread after their processing kept killing ingest")

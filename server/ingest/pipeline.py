@@ -22,6 +22,7 @@ from tidefield.protocol.errors import (
     BadTopic,
     IdentityMismatch,
     InternalFailure,
+    Poison,
     ProtocolError,
     RateLimited,
     UnknownDevice,
@@ -44,6 +45,7 @@ class Envelope:
     payload: bytes
     content_type: str | None
     received_ms: int
+    redelivered: bool = False  # delivered before, never acknowledged: maybe it kills us
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,7 @@ class Prepared:
         return len(self.series_id) + sum(len(b.rejects) for b in self.batches)
 
 
-def _fingerprint(topic: str, payload: bytes, index: int | None = None) -> bytes:
+def fingerprint_of(topic: str, payload: bytes, index: int | None = None) -> bytes:
     digest = hashlib.sha256(topic.encode() + b"\0" + payload)
     if index is not None:
         digest.update(b"\0%d" % index)
@@ -99,7 +101,7 @@ def _fingerprint(topic: str, payload: bytes, index: int | None = None) -> bytes:
 
 def _reject(env: Envelope, reason: str, detail: str, device_id: str | None) -> Reject:
     return Reject(env.topic, env.payload, reason, detail, device_id, env.received_ms,
-                  _fingerprint(env.topic, env.payload))
+                  fingerprint_of(env.topic, env.payload))
 
 
 def internal_reject(env: Envelope, exc: BaseException) -> Reject:
@@ -108,6 +110,12 @@ def internal_reject(env: Envelope, exc: BaseException) -> Reject:
               extra={"topic": env.topic})
     return _reject(env, InternalFailure.reason, f"{type(exc).__name__}: {exc}"[:2000],
                    device_of_topic(env.topic) or None)
+
+
+def poison_reject(env: Envelope, starts: int) -> Reject:
+    return _reject(env, Poison.reason,
+                   f"ingest started on this message {starts} times and died each time "
+                   f"before committing it; set aside unread", device_of_topic(env.topic) or None)
 
 
 def store_reject(env: Envelope, exc: BaseException) -> Reject:
@@ -142,7 +150,7 @@ def rate_limited(envelopes: Sequence[Envelope], rate: float, burst: int) -> list
             f"readings per second of device time (burst {burst}) within "
             f"{last.received_ms - first.received_ms} ms; the first is kept as a sample",
             device or None, first.received_ms,
-            _fingerprint(first.topic, first.payload), len(refused)))
+            fingerprint_of(first.topic, first.payload), len(refused)))
     return rejects
 
 
@@ -222,7 +230,7 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
         reading_rejects = [
             Reject(env.topic, json.dumps(err.raw, default=repr).encode(), err.reason, err.message,
                    decoded.device, env.received_ms,
-                   _fingerprint(env.topic, env.payload, err.index))
+                   fingerprint_of(env.topic, env.payload, err.index))
             for err in decoded.rejected]
         series = entry.series
         ids = [series.get(m, -1) for m in decoded.metrics]
@@ -280,7 +288,7 @@ def _resolve_missing(ids: list[int], decoded: Decoded, entry: DeviceEntry,
             reading_rejects.append(Reject(
                 env.topic, json.dumps(reading).encode(), UnknownSeries.reason,
                 f"device {decoded.device} has no {metric} series", decoded.device,
-                env.received_ms, _fingerprint(env.topic, env.payload, 100_000 + index)))
+                env.received_ms, fingerprint_of(env.topic, env.payload, 100_000 + index)))
             resolved[index] = -1
         else:
             resolved[index] = found

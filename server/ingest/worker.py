@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import psycopg
@@ -33,11 +34,14 @@ from tidefield.protocol.errors import RateLimited
 from tidefield.server.web.database import failure_reason
 
 from . import metrics
+from .attempts import Attempts
 from .directory import DeviceDirectory
 from .pipeline import (
     Envelope,
     Prepared,
     device_of_topic,
+    fingerprint_of,
+    poison_reject,
     prepare,
     store_reject,
 )
@@ -45,6 +49,7 @@ from .ratelimit import DeviceBudget
 from .store import LoadStrategy, Store, WriteResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # messages taken together, each with its broker ticket (what acknowledges it)
 Window = list[tuple[Envelope, object]]
@@ -64,6 +69,10 @@ class WorkerConfig:
     device_rate: float = 0.0  # readings per second of device time (0: no limit)
     device_burst: int = 20_000  # readings
     device_backlog_s: float = 30 * 86_400  # device time a budget may be earned over
+    # starts of a redelivered message (each one alone, counted in the database) after
+    # which it is set aside unread as a reject (reason poison) and acknowledged
+    poison_attempts: int = 3
+    stall_after_s: float = 30.0  # no commit for this long while messages wait: stalled
 
 
 class Worker:
@@ -81,14 +90,18 @@ class Worker:
         self.config = config
         self.transport = transport
         self._queue: queue.Queue[tuple[Envelope, object]] = queue.Queue()
-        self._prepared: queue.Queue[tuple[list, Prepared]] = queue.Queue(maxsize=2)
+        # windows ready to write, each with an event set once it is acknowledged; an
+        # empty window is a marker: set when everything before it is acknowledged
+        self._prepared: queue.Queue[tuple[Window, Prepared | None, threading.Event | None]] \
+            = queue.Queue(maxsize=2)
+        self.attempts = Attempts(database_url)  # the prepare thread's
         self._directory_lock = threading.Lock()  # one connection, two threads
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._prepare_loop, name=f"ingest-{transport}-prepare",
-                             daemon=True),
-            threading.Thread(target=self._write_loop, name=f"ingest-{transport}-write",
-                             daemon=True)]
+        self._threads = [self._loop(f"ingest-{transport}-prepare", self._prepare_loop),
+                         self._loop(f"ingest-{transport}-write", self._write_loop)]
+        # loops that died, with why: /healthz names them (the process exits shortly after,
+        # by threading.excepthook, see tidefield.server.liveness)
+        self.dead: dict[str, str] = {}
         self._store: Store | None = None
         self._conn: psycopg.Connection | None = None
         self.healthy_db = False
@@ -101,6 +114,16 @@ class Worker:
         self._waiting: dict[str, deque[tuple[Envelope, object]]] = {}  # per device
         self._waiting_count = 0
 
+    def _loop(self, name: str, body: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                body()
+            except BaseException as exc:
+                self.dead[name] = f"{type(exc).__name__}: {exc}"[:500]
+                raise  # to threading.excepthook: the traceback, then the process exits
+
+        return threading.Thread(target=run, name=name, daemon=True)
+
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
@@ -111,6 +134,7 @@ class Worker:
             thread.join(timeout)
         if self._conn is not None:
             self._conn.close()
+        self.attempts.close()
 
     def submit(self, envelope: Envelope, token: object) -> None:
         metrics.QUEUE_DEPTH.inc()
@@ -195,24 +219,83 @@ class Worker:
             if not window:
                 continue
             try:
+                # Messages delivered before may be what killed the last process: each
+                # goes alone, counted, so that a poison message cannot take others along.
+                suspects = [item for item in window if item[0].redelivered]
+                for item in suspects:
+                    if not self._one_at_a_time(item):
+                        return  # stopping
+                window = [item for item in window if not item[0].redelivered]
+                if not window:
+                    continue
                 prepared = self._prepare(window)
             except psycopg.OperationalError:
                 return  # stopping: the window stays unacknowledged and will come again
-            while not self._stop.is_set():
-                try:
-                    self._prepared.put((window, prepared), timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            self._hand_over(window, prepared, None)
+
+    def _hand_over(self, window: Window, prepared: Prepared | None,
+                   done: threading.Event | None) -> bool:
+        """To the writer; False if stopping. With ``done``: wait until it is acknowledged."""
+        while not self._stop.is_set():
+            try:
+                self._prepared.put((window, prepared, done), timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        while done is not None and not done.wait(0.2):
+            if self._stop.is_set():
+                return False
+        return not self._stop.is_set()
+
+    def _one_at_a_time(self, item: tuple[Envelope, object]) -> bool:
+        """A redelivered message, alone: once all before it are acknowledged, count this
+        start (committed first, so a crash still counts), then process it, or set it
+        aside as poison when it has been started too often. False if stopping."""
+        envelope = item[0]
+        if not self._hand_over([], None, threading.Event()):  # all before it written
+            return False
+        fingerprint = fingerprint_of(envelope.topic, envelope.payload)
+        attempts = self._retrying(lambda: self.attempts.begin(fingerprint, envelope.topic))
+        if attempts > self.config.poison_attempts:
+            metrics.POISON.inc()
+            log.error("setting a message aside as poison", extra={
+                "topic": envelope.topic, "attempts": attempts - 1})
+            prepared = Prepared(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0),
+                                rejects=[poison_reject(envelope, attempts - 1)])
+        else:
+            prepared = self._prepare([item])
+        if not self._hand_over([item], prepared, threading.Event()):
+            return False
+        self._retrying(lambda: self.attempts.forget(fingerprint))
+        return True
+
+    def _retrying(self, action: Callable[[], T]) -> T:
+        """``action`` until the database answers (an outage or a full disk is waited out,
+        never counted against a message); OperationalError only when stopping."""
+        delay = RETRY_INITIAL_S
+        while True:
+            try:
+                return action()
+            except psycopg.OperationalError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("database unavailable, retrying",
+                            extra={"error": str(exc).strip(), "retry_in_s": delay})
+                self.attempts.close()
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     # --- stage 2: write, then acknowledge -------------------------------------------
     def _write_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                window, prepared = self._prepared.get(timeout=0.2)
+                window, prepared, done = self._prepared.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._write_until_committed(window, prepared)
+            if window and prepared is not None:
+                self._write_until_committed(window, prepared)
+            if done is not None and not self._stop.is_set():
+                done.set()
 
     def _connect(self) -> Store:
         if self._store is None:
