@@ -56,6 +56,7 @@ Window = list[tuple[Envelope, object]]
 
 RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 5.0
+WATCH_INTERVAL_S = 0.5
 RATE_LIMIT_LOG_S = 60.0  # one warning per flooding device per this long, not per window
 
 
@@ -75,6 +76,25 @@ class WorkerConfig:
     stall_after_s: float = 30.0  # no commit for this long while messages wait: stalled
 
 
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    partition: int
+    loops: dict[str, str]  # loop (thread) name: alive, stopped, or died: why
+    oldest_uncommitted_s: float  # how long the oldest message not yet committed waits
+    since_commit_s: float
+    stalled: bool
+
+    @property
+    def problems(self) -> list[str]:
+        found = [f"loop {name} {state}" for name, state in self.loops.items()
+                 if state != "alive"]
+        if self.stalled:
+            found.append(f"partition {self.partition} stalled: its oldest message has "
+                         f"waited {self.oldest_uncommitted_s:.0f} s and nothing has "
+                         f"committed for {self.since_commit_s:.0f} s")
+        return found
+
+
 class Worker:
     """Two stages in two threads, so Python and the database work at the same time: one
     gathers and prepares window k+1 (decoding, validating: CPU in this process) while the
@@ -83,8 +103,9 @@ class Worker:
 
     def __init__(self, database_url: str, directory: DeviceDirectory,
                  acknowledge: Callable[[list[object]], None], config: WorkerConfig,
-                 transport: str = "mqtt") -> None:
+                 transport: str = "mqtt", partition: int = 0) -> None:
         self.url = database_url
+        self.partition = partition
         self.directory = directory
         self.acknowledge = acknowledge
         self.config = config
@@ -98,7 +119,12 @@ class Worker:
         self._directory_lock = threading.Lock()  # one connection, two threads
         self._stop = threading.Event()
         self._threads = [self._loop(f"ingest-{transport}-prepare", self._prepare_loop),
-                         self._loop(f"ingest-{transport}-write", self._write_loop)]
+                         self._loop(f"ingest-{transport}-write", self._write_loop),
+                         self._loop(f"ingest-{transport}-watch", self._watch_loop)]
+        # when each message not yet acknowledged arrived (monotonic), oldest first
+        self._unacknowledged: dict[int, float] = {}
+        self._unacknowledged_lock = threading.Lock()
+        self._last_commit = time.monotonic()
         # loops that died, with why: /healthz names them (the process exits shortly after,
         # by threading.excepthook, see tidefield.server.liveness)
         self.dead: dict[str, str] = {}
@@ -138,7 +164,35 @@ class Worker:
 
     def submit(self, envelope: Envelope, token: object) -> None:
         metrics.QUEUE_DEPTH.inc()
+        with self._unacknowledged_lock:
+            self._unacknowledged[id(envelope)] = time.monotonic()
         self._queue.put((envelope, token))
+
+    # --- liveness -----------------------------------------------------------------------
+    def liveness(self) -> Liveness:
+        """Each loop alive or why it died, and whether this partition is stalled: its
+        oldest message has waited, and nothing has committed, for ``stall_after_s``."""
+        now = time.monotonic()
+        with self._unacknowledged_lock:
+            oldest = next(iter(self._unacknowledged.values()), None)
+        waiting_s = now - oldest if oldest is not None else 0.0
+        since_commit_s = now - self._last_commit
+        loops = {thread.name: "alive" if thread.is_alive() else "stopped"
+                 for thread in self._threads}
+        loops.update({name: f"died: {why}" for name, why in self.dead.items()})
+        stall = self.config.stall_after_s
+        return Liveness(self.partition, loops, round(waiting_s, 3), round(since_commit_s, 3),
+                        waiting_s > stall and since_commit_s > stall)
+
+    def _watch_loop(self) -> None:
+        """Keeps the liveness gauges current for Prometheus, whatever the other loops do."""
+        label = str(self.partition)
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            state = self.liveness()
+            metrics.OLDEST_UNACKNOWLEDGED.labels(label).set(state.oldest_uncommitted_s)
+            metrics.STALLED.labels(label).set(int(state.stalled))
+            for name, loop_state in state.loops.items():
+                metrics.LOOP_ALIVE.labels(label, name).set(int(loop_state == "alive"))
 
     @property
     def pending(self) -> int:
@@ -348,6 +402,10 @@ class Worker:
         if acknowledge:
             self.acknowledge([token for _, token in window])
             metrics.QUEUE_DEPTH.dec(len(window))
+            self._last_commit = time.monotonic()
+            with self._unacknowledged_lock:
+                for envelope, _ in window:
+                    self._unacknowledged.pop(id(envelope), None)
 
     def _keep_as_reject(self, envelope: Envelope, exc: Exception) -> None:
         """A message the database refuses for good is kept as a reject, so it cannot
