@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -132,6 +133,35 @@ def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy
         service.stop()
 
 
+def decoding(seconds: float, per_message: int) -> tuple[float, float]:
+    """Messages/s decoded and validated from JSON: the standard library's json against
+    the codec (orjson), the same payloads, the same validation, in this run."""
+    from tidefield.protocol import codec
+
+    site = load_sites()[0]
+    device = site.devices[0]
+    metric = device.template.metrics[0]
+    value = sum(METRICS[metric].typical) / 2
+    now = int(time.time() * 1000)
+    payloads = [codec.encode_batch(Batch(site.id, device.id, seq, tuple(
+        Reading(metric, now - (seq * per_message + i) * MIN, value)
+        for i in range(per_message)))) for seq in range(200)]
+    rates = []
+    fast = codec._json_loads
+    for loads in (json.loads, fast):
+        codec._json_loads = loads  # the one seam: which parser the codec calls
+        try:
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                for payload in payloads:
+                    codec.decode_batch(payload, codec.JSON, now_ms=now)
+                done += len(payloads)
+            rates.append(done / (time.perf_counter() - started))
+        finally:
+            codec._json_loads = fast
+    return rates[0], rates[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,7 +174,16 @@ def main() -> None:
     parser.add_argument("--per-batch", type=int, default=PER_BATCH,
                         help="readings per MQTT message")
     parser.add_argument("--raw-seconds", type=float, default=20)
+    parser.add_argument("--decode-only", action="store_true",
+                        help="only the JSON decoding comparison (no database, no broker)")
     args = parser.parse_args()
+    rows = []
+    for per_message in (1, 10, 100, 500):
+        stdlib, fast = decoding(2.0, per_message)
+        rows.append((f"{per_message}", f"{stdlib:,.0f}", f"{fast:,.0f}", f"{fast / stdlib:.2f}"))
+    print(table(rows, ("readings/message", "json msgs/s", "orjson msgs/s", "ratio")))
+    if args.decode_only:
+        return
     os.environ.setdefault("TIDEFIELD_LOG_LEVEL", "WARNING")
     with private_database() as (_, url), private_broker() as broker:
         raw = raw_copy(url, args.raw_seconds, rows_per_tx=20_000)

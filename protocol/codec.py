@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import msgpack
+import orjson
 
 from tidefield.protocol.units import DAY_MS
 
@@ -151,7 +152,7 @@ def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict[str,
         if kind == MSGPACK:
             body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
         else:
-            body = json.loads(payload)
+            body = _json_loads(payload)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise MalformedPayload(f"payload is not valid {kind}: {exc}") from exc
     except (RecursionError, TypeError, OverflowError) as exc:
@@ -170,6 +171,17 @@ def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict[str,
                                 f"(this build reads {sorted(SUPPORTED_SCHEMAS)}, writes "
                                 f"{SCHEMA_VERSION})")
     return body
+
+
+def _json_loads(payload: bytes) -> Any:
+    """orjson (about three times the standard library's speed here, and nesting beyond
+    1024 levels is an error, not a RecursionError); what it refuses goes to the standard
+    library, which reads what devices may send and orjson does not: NaN and Infinity
+    (non_finite readings, refused one by one), integers past 64 bits, lone surrogates."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
 
 
 def _identity(body: dict[str, Any], topic: Topic | None) -> tuple[str, str]:
