@@ -255,7 +255,11 @@ def decode_batch(payload: bytes, content_type: str | None = JSON, *,
             raise MalformedPayload(f"reading {index} must be an object with m, t, v") from None
         value_type = type(value)
         if value_type is int:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # past float's range (JSON has no limit on integers)
+                raise MalformedPayload(f"reading {index}: 'v' of {value.bit_length()} bits "
+                                       f"is past the range of a double") from None
         elif value_type is not float:
             raise MalformedPayload(f"reading {index}: 'v' must be a number, got {value!r}")
         if type(time_ms) is not int:
