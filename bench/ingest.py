@@ -36,6 +36,7 @@ from tidefield.server.db import binary
 from tidefield.sim.fleet_publisher import FleetPublisher
 
 MIN = 60_000
+MESSAGE_CEILING = 40_000  # messages/s encoded ahead for --rate 0 (memory: about 1 KB each)
 PER_BATCH = 500  # readings per MQTT message: an edge agent flushing its backlog (--per-batch)
 
 
@@ -87,13 +88,50 @@ def fleet_batches(sites, stop: threading.Event, per_batch: int = PER_BATCH):
                     low, high = METRICS[m].typical
                     readings.append(Reading(m, t + k * MIN, low + (high - low) * unit[vi & 0xFFFF]))
                     vi += 1
+            del readings[per_batch:]  # fewer readings than the device has metrics
             cursor[device.id] = t + per_metric * MIN
             yield Batch(site_id, device.id, seq[device.id], tuple(readings))
             seq[device.id] += 1
 
 
+def bare_subscriber(broker_url: str, messages: list[tuple[str, str, bytes, int]]) -> float:
+    """Messages/s from the broker to a subscriber that does nothing but count them (QoS 1,
+    paho acknowledging each): the limit of any consumer built on paho here, measured in
+    the same run. The publisher runs at the same time, as it does end to end."""
+    address = mqtt.parse_mqtt_url(broker_url)
+    got = {"n": 0, "first": 0.0, "last": 0.0}
+    done = threading.Event()
+
+    def on_message(client, userdata, msg) -> None:
+        if not got["n"]:
+            got["first"] = time.perf_counter()
+        got["n"] += 1
+        got["last"] = time.perf_counter()
+        if got["n"] == len(messages):
+            done.set()
+
+    subscriber = mqtt.new_client("bench-bare-subscriber", address)
+    subscriber.on_message = on_message
+    subscriber.connect(address.host, address.port)
+    subscriber.subscribe("bench-bare/#", qos=1)
+    subscriber.loop_start()
+    time.sleep(1)
+    publisher = FleetPublisher(address, load_sites(), content_type=MSGPACK,
+                               client_prefix="bench-bare", window=1000, connections=4)
+    publisher.start()
+    try:
+        publisher.publish_encoded([(site, "bench-bare/" + topic, payload, n)
+                                   for site, topic, payload, n in messages])
+        done.wait(60)
+    finally:
+        publisher.stop(offline=False)
+        subscriber.loop_stop()
+        subscriber.disconnect()
+    return got["n"] / max(got["last"] - got["first"], 1e-9)
+
+
 def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy: str,
-               rate: float, per_batch: int) -> tuple[float, dict]:
+               rate: float, per_batch: int, ceiling: float) -> tuple[float, dict]:
     sites = load_sites()
     service = IngestService(url, broker_url, scratch("tidefield-bench-ingest-"),
                             workers=workers,
@@ -104,7 +142,9 @@ def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy
     # 2-core machine their CPU would be taken from the database and the workers.
     stop = threading.Event()
     batches = fleet_batches(sites, stop, per_batch)
-    needed = int(rate * (seconds + 10))
+    # rate 0: as fast as the publisher goes, so that more is offered than stored and what
+    # is stored is the sustained maximum (the backlog at the end shows it was exceeded)
+    needed = int((rate or min(ceiling, MESSAGE_CEILING * per_batch)) * (seconds + 10))
     messages, readings = [], 0
     while readings < needed:
         message = publisher.encode(next(batches))
@@ -114,7 +154,8 @@ def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy
         service.wait_healthy()
         publisher.start()
         thread = threading.Thread(target=publisher.publish_encoded,
-                                  args=(messages, rate / per_batch), daemon=True)
+                                  args=(messages, rate / per_batch if rate else None),
+                                  daemon=True)
         thread.start()
 
         def count():
@@ -127,7 +168,7 @@ def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy
         c1, t1 = count(), time.perf_counter()
         backlog = publisher.stats.readings - c1
         return (c1 - c0) / (t1 - t0), {"published": publisher.stats.readings,
-                                       "backlog": backlog}
+                                       "backlog": backlog, "sample": messages[:50_000]}
     finally:
         publisher.stop(offline=False)
         service.stop()
@@ -167,9 +208,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rate", type=float, default=150_000,
-                        help="readings/s the fleet offers (above the target, so the "
-                             "workers are what limits)")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="readings/s the fleet offers; 0 (default): as fast as it can, "
+                             "so the stored rate is the sustained maximum")
+    parser.add_argument("--ceiling", type=float, default=400_000,
+                        help="readings/s encoded ahead for --rate 0 (more than can be stored)")
     parser.add_argument("--strategy", choices=["copy", "staging"], default="copy")
     parser.add_argument("--per-batch", type=int, default=PER_BATCH,
                         help="readings per MQTT message")
@@ -188,13 +231,20 @@ def main() -> None:
     with private_database() as (_, url), private_broker() as broker:
         raw = raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
         e2e, info = end_to_end(url, broker.url, args.seconds, args.workers, args.strategy,
-                               args.rate, args.per_batch)
-    print(table([("raw binary COPY (the limit)", f"{raw:,.0f}", "1.00"),
+                               args.rate, args.per_batch, args.ceiling)
+        bare = bare_subscriber(broker.url, info["sample"])
+    per_message = info["sample"][0][3]
+    print(table([("raw binary COPY (the limit)", f"{raw:,.0f}", "", "1.00"),
                  (f"end to end ({args.workers} workers, {args.strategy})", f"{e2e:,.0f}",
-                  f"{e2e / raw:.2f}")],
-                ("path", "readings/s", "ratio to raw")))
-    print(f"window {args.seconds:.0f} s; offered {args.rate:,.0f} readings/s; published "
-          f"{info['published']:,}; not yet stored at the end {info['backlog']:,}")
+                  f"{e2e / per_message:,.0f}", f"{e2e / raw:.2f}"),
+                 ("bare paho subscriber (messages only)", "", f"{bare:,.0f}",
+                  f"{e2e / per_message / bare:.2f} of its messages/s")],
+                ("path", "readings/s", "messages/s", "ratio")))
+    offered = "as fast as the publisher goes" if not args.rate else f"{args.rate:,.0f}/s"
+    sustained = "yes" if info["backlog"] > 0 else "no: all offered was stored (offer more)"
+    print(f"window {args.seconds:.0f} s; {per_message} readings a message; offered "
+          f"{offered}; published {info['published']:,} readings; not yet stored at the end "
+          f"{info['backlog']:,} (the offer exceeded the storing: {sustained})")
 
 
 if __name__ == "__main__":
