@@ -203,6 +203,55 @@ def decoding(seconds: float, per_message: int) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
+def profile_small_messages(url: str, per_batch: int, windows: int = 30) -> None:
+    """Where the time of one message goes once it is in a worker: ``prepare`` (decode,
+    validate, resolve) and ``Store.write`` (the transaction), windows of 1000 messages,
+    under cProfile; what paho costs per message is the bare subscriber's figure."""
+    import cProfile
+    import pstats
+
+    from tidefield.server.ingest.directory import DeviceDirectory
+    from tidefield.server.ingest.pipeline import Envelope, prepare
+    from tidefield.server.ingest.store import Store
+
+    sites = load_sites()
+    publisher = FleetPublisher(mqtt.parse_mqtt_url("mqtt://127.0.0.1:1"), sites,
+                               content_type=MSGPACK)
+    stop = threading.Event()
+    batches = fleet_batches(sites, stop, per_batch)
+    now = int(time.time() * 1000)
+    prepared_s = written_s = 0.0
+    directory = DeviceDirectory(url)
+    profiler = cProfile.Profile()
+    with psycopg.connect(url) as conn:
+        store = Store(conn)
+        for _ in range(windows):
+            window = [Envelope(topic, payload, MSGPACK, now) for _, topic, payload, _ in
+                      (publisher.encode(next(batches)) for _ in range(1000))]
+            profiler.enable()
+            started = time.perf_counter()
+            prepared = prepare(window, directory, limits=codec_limits(), now_ms=now)
+            middle = time.perf_counter()
+            store.write(prepared)
+            written_s += time.perf_counter() - middle
+            prepared_s += middle - started
+            profiler.disable()
+    directory.close()
+    messages = windows * 1000
+    print(f"per message ({per_batch} readings): prepare {prepared_s / messages * 1e6:.1f} us, "
+          f"write {written_s / messages * 1e6:.1f} us "
+          f"(one worker: {messages / (prepared_s + written_s):,.0f} messages/s)")
+    stats = pstats.Stats(profiler).sort_stats("tottime")
+    stats.print_stats(12)
+    stats.print_callers("search|_dump_list")
+
+
+def codec_limits():  # the default limits, imported when profiling
+    from tidefield.protocol.codec import DEFAULT_LIMITS
+
+    return DEFAULT_LIMITS
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,7 +268,13 @@ def main() -> None:
     parser.add_argument("--raw-seconds", type=float, default=20)
     parser.add_argument("--decode-only", action="store_true",
                         help="only the JSON decoding comparison (no database, no broker)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile a worker's prepare and write of small messages")
     args = parser.parse_args()
+    if args.profile:
+        with private_database() as (_, url):
+            profile_small_messages(url, args.per_batch)
+        return
     rows = []
     for per_message in (1, 10, 100, 500):
         stdlib, fast = decoding(2.0, per_message)
