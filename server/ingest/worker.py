@@ -273,20 +273,44 @@ class Worker:
             if not window:
                 continue
             try:
-                # Messages delivered before may be what killed the last process: each
-                # goes alone, counted, so that a poison message cannot take others along.
-                suspects = [item for item in window if item[0].redelivered]
-                for item in suspects:
-                    if not self._one_at_a_time(item):
+                if any(item[0].redelivered for item in window):
+                    if not self._suspects_first(window):
                         return  # stopping
-                window = [item for item in window if not item[0].redelivered]
-                if not window:
                     continue
                 prepared = self._prepare(window)
             except psycopg.OperationalError:
                 return  # stopping: the window stays unacknowledged and will come again
             self._hand_over(window, prepared, None)
 
+    def _suspects_first(self, window: Window) -> bool:
+        """A window with messages delivered before, which may be what killed the last
+        process. Their starts are counted (one statement, committed first). Those started
+        once before go on in a window, with the others: after a clean restart that is
+        all of them, and it stays fast. Those started more often go alone, each start
+        alone counted, so that a crash is this message's own. False if stopping."""
+        suspects = {fingerprint_of(env.topic, env.payload): (env, token)
+                    for env, token in window if env.redelivered}
+        counts = self._retrying(lambda: self.attempts.begin(
+            [(fp, env.topic) for fp, (env, _) in suspects.items()]))
+        alone, together = [], []
+        for item in window:  # each copy of a message twice in the window, too
+            fingerprint = fingerprint_of(item[0].topic, item[0].payload) \
+                if item[0].redelivered else b""
+            if counts.get(fingerprint, 1) > 1:
+                alone.append((fingerprint, item))
+            else:
+                together.append(item)
+        if together:
+            prepared = self._prepare(together)
+            if not self._hand_over(together, prepared, threading.Event()):
+                return False
+            committed = [fp for fp, (env, _) in suspects.items() if counts.get(fp, 1) <= 1]
+            self._retrying(lambda: self.attempts.forget(committed))
+        for fingerprint, item in alone:
+            if not self._one_at_a_time(fingerprint, item):
+                return False
+            self._retrying(lambda: self.attempts.forget([fingerprint]))  # noqa: B023
+        return True
     def _hand_over(self, window: Window, prepared: Prepared | None,
                    done: threading.Event | None) -> bool:
         """To the writer; False if stopping. With ``done``: wait until it is acknowledged."""
@@ -301,27 +325,24 @@ class Worker:
                 return False
         return not self._stop.is_set()
 
-    def _one_at_a_time(self, item: tuple[Envelope, object]) -> bool:
-        """A redelivered message, alone: once all before it are acknowledged, count this
-        start (committed first, so a crash still counts), then process it, or set it
-        aside as poison when it has been started too often. False if stopping."""
+    def _one_at_a_time(self, fingerprint: bytes, item: tuple[Envelope, object]) -> bool:
+        """A message started before and not committed, alone: once all before it are
+        acknowledged, count this start alone (committed first, so a crash still counts),
+        then process it, or set it aside as poison when it has crashed alone too often.
+        False if stopping."""
         envelope = item[0]
         if not self._hand_over([], None, threading.Event()):  # all before it written
             return False
-        fingerprint = fingerprint_of(envelope.topic, envelope.payload)
-        attempts = self._retrying(lambda: self.attempts.begin(fingerprint, envelope.topic))
-        if attempts > self.config.poison_attempts:
+        alone = self._retrying(lambda: self.attempts.begin_alone(fingerprint))
+        if alone > self.config.poison_attempts:
             metrics.POISON.inc()
             log.error("setting a message aside as poison", extra={
-                "topic": envelope.topic, "attempts": attempts - 1})
+                "topic": envelope.topic, "attempts": alone - 1})
             prepared = Prepared(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0),
-                                rejects=[poison_reject(envelope, attempts - 1)])
+                                rejects=[poison_reject(envelope, alone - 1)])
         else:
             prepared = self._prepare([item])
-        if not self._hand_over([item], prepared, threading.Event()):
-            return False
-        self._retrying(lambda: self.attempts.forget(fingerprint))
-        return True
+        return self._hand_over([item], prepared, threading.Event())
 
     def _retrying(self, action: Callable[[], T]) -> T:
         """``action`` until the database answers (an outage or a full disk is waited out,
