@@ -217,7 +217,7 @@ class IngestWorkerGroup(BaseModel):
     ingest_max_wait_ms: int = Field(100, ge=0, description="longest a message waits for others to "
                                                            "share its transaction")
     ingest_poison_attempts: int = Field(
-        3, ge=1, description="starts of a redelivered message (each alone, counted in the "
+        3, ge=1, description="starts alone of a redelivered message (counted in the "
                              "database) after which it is kept as a reject (reason poison) "
                              "unread")
     ingest_stall_after_s: float = Field(

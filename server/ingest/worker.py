@@ -70,8 +70,8 @@ class WorkerConfig:
     device_rate: float = 0.0  # readings per second of device time (0: no limit)
     device_burst: int = 20_000  # readings
     device_backlog_s: float = 30 * 86_400  # device time a budget may be earned over
-    # starts of a redelivered message (each one alone, counted in the database) after
-    # which it is set aside unread as a reject (reason poison) and acknowledged
+    # starts alone of a redelivered message (counted in the database) after which it is
+    # set aside unread as a reject (reason poison) and acknowledged
     poison_attempts: int = 3
     stall_after_s: float = 30.0  # no commit for this long while messages wait: stalled
 
