@@ -1,27 +1,20 @@
 """Ingest throughput: raw binary COPY (the limit) against the whole path, in one run.
 
     .venv/bin/python bench/ingest.py [--seconds 60] [--workers 2] [--strategy copy]
-    .venv/bin/python bench/ingest.py --workers 1,2,4 --rate 400000 --seconds 30 --broker
 
 1. raw: binary COPY of the same rows into the same `readings` table, with the same
    indexes, in transactions of the same size the workers use; no rollups, no parsing.
 2. end to end: firmware-sim site gateways publish MessagePack batches to a private
    Mosquitto at QoS 1; `tidefield ingest --workers N` decodes, validates, deduplicates,
    writes readings, rollups and device status, commits, then acknowledges. The rate is
-   what the database gained per second over the measured window. With several worker
-   counts (``--workers 1,2,4``) each runs in turn against the same database and broker,
-   and the CPU each part used over the window is printed: the broker (Mosquitto), the
-   workers together and the PostgreSQL backends, in cores (CPU seconds per second).
-3. ``--broker``: the broker alone, before the rest: the same messages to a bare
-   subscriber that only counts them (QoS 1 both ways), as fast as the broker passes them.
+   what the database gained per second over the measured window.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -40,9 +33,10 @@ from tidefield.protocol.codec import MSGPACK
 from tidefield.protocol.messages import Batch, Reading
 from tidefield.protocol.registry import load_sites
 from tidefield.server.db import binary
-from tidefield.sim.fleet_publisher import FleetPublisher
+from tidefield.sim.fleet_publisher import Encoded, FleetPublisher
 
 MIN = 60_000
+MESSAGE_CEILING = 40_000  # messages/s encoded ahead for --rate 0 (memory: about 1 KB each)
 PER_BATCH = 500  # readings per MQTT message: an edge agent flushing its backlog (--per-batch)
 
 
@@ -94,165 +88,218 @@ def fleet_batches(sites, stop: threading.Event, per_batch: int = PER_BATCH):
                     low, high = METRICS[m].typical
                     readings.append(Reading(m, t + k * MIN, low + (high - low) * unit[vi & 0xFFFF]))
                     vi += 1
+            del readings[per_batch:]  # fewer readings than the device has metrics
             cursor[device.id] = t + per_metric * MIN
             yield Batch(site_id, device.id, seq[device.id], tuple(readings))
             seq[device.id] += 1
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes so far (one that is gone counts 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICK
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def encode_ahead(publisher: FleetPublisher, batches, readings_needed: int) -> list:
-    """Encode first: the devices are not part of what is measured, and on a 2-core
-    machine their CPU would be taken from the broker, the database and the workers."""
-    messages, readings = [], 0
-    while readings < readings_needed:
-        message = publisher.encode(next(batches))
-        messages.append(message)
-        readings += message[3]
-    return messages
-
-
-def bare_subscriber(broker_url: str, seconds: float, per_batch: int) -> tuple[float, float]:
-    """Messages/s and readings/s the broker passes from the fleet's connections to one
-    subscriber that only counts (QoS 1 both ways), publishing as fast as acks allow."""
-    sites = load_sites()
+def bare_subscriber(broker_url: str, messages: list[Encoded]) -> float:
+    """Messages/s from the broker to a subscriber that does nothing but count them (QoS 1,
+    paho acknowledging each): the limit of any consumer built on paho here, measured in
+    the same run. The publisher runs at the same time, as it does end to end."""
     address = mqtt.parse_mqtt_url(broker_url)
-    publisher = FleetPublisher(address, sites, content_type=MSGPACK,
+    got = {"n": 0, "first": 0.0, "last": 0.0}
+    done = threading.Event()
+
+    def on_message(client, userdata, msg) -> None:
+        if not got["n"]:
+            got["first"] = time.perf_counter()
+        got["n"] += 1
+        got["last"] = time.perf_counter()
+        if got["n"] == len(messages):
+            done.set()
+
+    subscriber = mqtt.new_client("bench-bare-subscriber", address)
+    subscriber.on_message = on_message
+    subscriber.connect(address.host, address.port)
+    subscriber.subscribe("bench-bare/#", qos=1)
+    subscriber.loop_start()
+    time.sleep(1)
+    publisher = FleetPublisher(address, load_sites(), content_type=MSGPACK,
                                client_prefix="bench-bare", window=1000, connections=4)
-    stop = threading.Event()
-    # the broker does not look inside: a few thousand messages, sent round and round
-    distinct = encode_ahead(publisher, fleet_batches(sites, stop, per_batch),
-                            5_000 * per_batch)
-    messages = itertools.islice(itertools.cycle(distinct), 5_000_000)
-    received = [0]
-    client = mqtt.new_client("bench-bare-subscriber", address)
-    client.on_message = lambda *_: received.__setitem__(0, received[0] + 1)
-    client.on_connect = lambda c, *_: c.subscribe("tf/v1/+/+/up", qos=1)
-    mqtt.connect(client, address, clean_start=True)
-    client.loop_start()
+    publisher.start()
     try:
-        time.sleep(1)
-        publisher.start()
-        thread = threading.Thread(target=publisher.publish_encoded, args=(messages, None),
-                                  daemon=True)
-        thread.start()
-        time.sleep(3)
-        n0, t0 = received[0], time.perf_counter()
-        time.sleep(seconds)
-        n1, t1 = received[0], time.perf_counter()
-        stop.set()
+        publisher.publish_encoded([m._replace(topic="bench-bare/" + m.topic)
+                                   for m in messages])
+        done.wait(60)
     finally:
-        publisher.stop(offline=False)  # ends publish_encoded: its acks wait no more
-        client.disconnect()
-        client.loop_stop()
-    rate = (n1 - n0) / (t1 - t0)
-    return rate, rate * per_batch
+        publisher.stop(offline=False)
+        subscriber.loop_stop()
+        subscriber.disconnect()
+    return got["n"] / max(got["last"] - got["first"], 1e-9)
 
 
-def end_to_end(url: str, broker, seconds: float, workers: int, strategy: str,
-               rate: float, per_batch: int, batches, postmaster: int) -> tuple[float, dict]:
+def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy: str,
+               rate: float, per_batch: int, ceiling: float) -> tuple[float, dict]:
     sites = load_sites()
-    broker_url = broker.url
     service = IngestService(url, broker_url, scratch("tidefield-bench-ingest-"),
                             workers=workers,
                             extra_env={"TIDEFIELD_INGEST_STRATEGY": strategy})
     publisher = FleetPublisher(mqtt.parse_mqtt_url(broker_url), sites, content_type=MSGPACK,
-                               client_prefix=f"bench-{workers}", window=1000, connections=4)
-    messages = encode_ahead(publisher, batches, int(rate * (seconds + 10)))
+                               client_prefix="bench", window=1000, connections=4)
+    # Encode everything first: the devices are not part of what is measured, and on a
+    # 2-core machine their CPU would be taken from the database and the workers.
+    stop = threading.Event()
+    batches = fleet_batches(sites, stop, per_batch)
+    # rate 0: as fast as the publisher goes, so that more is offered than stored and what
+    # is stored is the sustained maximum (the backlog at the end shows it was exceeded)
+    needed = int((rate or min(ceiling, MESSAGE_CEILING * per_batch)) * (seconds + 10))
+    messages, readings = [], 0
+    while readings < needed:
+        message = publisher.encode(next(batches))
+        messages.append(message)
+        readings += message[3]
     try:
         service.wait_healthy()
-        with psycopg.connect(url) as conn:
-            before = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         publisher.start()
         thread = threading.Thread(target=publisher.publish_encoded,
-                                  args=(messages, rate / per_batch), daemon=True)
+                                  args=(messages, rate / per_batch if rate else None),
+                                  daemon=True)
         thread.start()
 
         def count():
             with psycopg.connect(url) as conn:
                 return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
 
-        def cpu() -> dict[str, float]:
-            return {"broker": cpu_seconds([broker.proc.pid]),
-                    "workers": cpu_seconds(service.worker_pids()),
-                    "database": cpu_seconds(children(postmaster))}
-
         time.sleep(5)  # warm up: fill the pipes
-        c0, t0, cpu0 = count(), time.perf_counter(), cpu()
+        c0, t0 = count(), time.perf_counter()
         time.sleep(seconds)
-        c1, t1, cpu1 = count(), time.perf_counter(), cpu()
-        backlog = publisher.stats.readings - (c1 - before)
-        cores = {part: (cpu1[part] - cpu0[part]) / (t1 - t0) for part in cpu0}
+        c1, t1 = count(), time.perf_counter()
+        backlog = publisher.stats.readings - c1
         return (c1 - c0) / (t1 - t0), {"published": publisher.stats.readings,
-                                       "backlog": backlog, "cores": cores}
+                                       "backlog": backlog, "sample": messages[:50_000]}
     finally:
         publisher.stop(offline=False)
         service.stop()
+
+
+def decoding(seconds: float, per_message: int) -> tuple[float, float]:
+    """Messages/s decoded and validated from JSON: the standard library's json against
+    the codec (orjson), the same payloads, the same validation, in this run."""
+    from tidefield.protocol import codec
+
+    site = load_sites()[0]
+    device = site.devices[0]
+    metric = device.template.metrics[0]
+    value = sum(METRICS[metric].typical) / 2
+    now = int(time.time() * 1000)
+    payloads = [codec.encode_batch(Batch(site.id, device.id, seq, tuple(
+        Reading(metric, now - (seq * per_message + i) * MIN, value)
+        for i in range(per_message)))) for seq in range(200)]
+    rates = []
+    fast = codec._json_loads
+    for loads in (json.loads, fast):
+        codec._json_loads = loads  # the one seam: which parser the codec calls
+        try:
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                for payload in payloads:
+                    codec.decode_batch(payload, codec.JSON, now_ms=now)
+                done += len(payloads)
+            rates.append(done / (time.perf_counter() - started))
+        finally:
+            codec._json_loads = fast
+    return rates[0], rates[1]
+
+
+def profile_small_messages(url: str, per_batch: int, windows: int = 30) -> None:
+    """Where the time of one message goes once it is in a worker: ``prepare`` (decode,
+    validate, resolve) and ``Store.write`` (the transaction), windows of 1000 messages,
+    under cProfile; what paho costs per message is the bare subscriber's figure."""
+    import cProfile
+    import pstats
+
+    from tidefield.server.ingest.directory import DeviceDirectory
+    from tidefield.server.ingest.pipeline import Envelope, prepare
+    from tidefield.server.ingest.store import Store
+
+    sites = load_sites()
+    publisher = FleetPublisher(mqtt.parse_mqtt_url("mqtt://127.0.0.1:1"), sites,
+                               content_type=MSGPACK)
+    stop = threading.Event()
+    batches = fleet_batches(sites, stop, per_batch)
+    now = int(time.time() * 1000)
+    prepared_s = written_s = 0.0
+    directory = DeviceDirectory(url)
+    profiler = cProfile.Profile()
+    with psycopg.connect(url) as conn:
+        store = Store(conn)
+        for _ in range(windows):
+            window = [Envelope(topic, payload, MSGPACK, now) for _, topic, payload, _ in
+                      (publisher.encode(next(batches)) for _ in range(1000))]
+            profiler.enable()
+            started = time.perf_counter()
+            prepared = prepare(window, directory, limits=codec_limits(), now_ms=now)
+            middle = time.perf_counter()
+            store.write(prepared)
+            written_s += time.perf_counter() - middle
+            prepared_s += middle - started
+            profiler.disable()
+    directory.close()
+    messages = windows * 1000
+    print(f"per message ({per_batch} readings): prepare {prepared_s / messages * 1e6:.1f} us, "
+          f"write {written_s / messages * 1e6:.1f} us "
+          f"(one worker: {messages / (prepared_s + written_s):,.0f} messages/s)")
+    stats = pstats.Stats(profiler).sort_stats("tottime")
+    stats.print_stats(12)
+    stats.print_callers("search|_dump_list")
+
+
+def codec_limits():  # the default limits, imported when profiling
+    from tidefield.protocol.codec import DEFAULT_LIMITS
+
+    return DEFAULT_LIMITS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--workers", default="2",
-                        help="worker count, or several in turn: 1,2,4")
-    parser.add_argument("--rate", type=float, default=150_000,
-                        help="readings/s the fleet offers (above the target, so the "
-                             "workers are what limits)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="readings/s the fleet offers; 0 (default): as fast as it can, "
+                             "so the stored rate is the sustained maximum")
+    parser.add_argument("--ceiling", type=float, default=400_000,
+                        help="readings/s encoded ahead for --rate 0 (more than can be stored)")
     parser.add_argument("--strategy", choices=["copy", "staging"], default="copy")
     parser.add_argument("--per-batch", type=int, default=PER_BATCH,
                         help="readings per MQTT message")
     parser.add_argument("--raw-seconds", type=float, default=20)
-    parser.add_argument("--broker", action="store_true",
-                        help="also measure the broker alone with a bare subscriber")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="only the JSON decoding comparison (no database, no broker)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile a worker's prepare and write of small messages")
     args = parser.parse_args()
-    counts = [int(n) for n in args.workers.split(",")]
+    if args.profile:
+        with private_database() as (_, url):
+            profile_small_messages(url, args.per_batch)
+        return
+    rows = []
+    for per_message in (1, 10, 100, 500):
+        stdlib, fast = decoding(2.0, per_message)
+        rows.append((f"{per_message}", f"{stdlib:,.0f}", f"{fast:,.0f}", f"{fast / stdlib:.2f}"))
+    print(table(rows, ("readings/message", "json msgs/s", "orjson msgs/s", "ratio")))
+    if args.decode_only:
+        return
     os.environ.setdefault("TIDEFIELD_LOG_LEVEL", "WARNING")
-    rows, notes = [], []
-    with private_database() as (cluster, url), private_broker() as broker:
-        postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    with private_database() as (_, url), private_broker() as broker:
         raw = raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
-        rows.append(("raw binary COPY (the limit)", f"{raw:,.0f}", "1.00", "", "", ""))
-        if args.broker:
-            messages, readings = bare_subscriber(broker.url, min(args.seconds, 20),
-                                                 args.per_batch)
-            rows.append((f"broker to a bare subscriber ({messages:,.0f} msg/s)",
-                         f"{readings:,.0f}", f"{readings / raw:.2f}", "", "", ""))
-        stop = threading.Event()
-        batches = fleet_batches(load_sites(), stop, args.per_batch)
-        for workers in counts:
-            e2e, info = end_to_end(url, broker, args.seconds, workers, args.strategy,
-                                   args.rate, args.per_batch, batches, postmaster)
-            cores = info["cores"]
-            rows.append((f"end to end ({workers} workers, {args.strategy})", f"{e2e:,.0f}",
-                         f"{e2e / raw:.2f}", f"{cores['broker']:.2f}",
-                         f"{cores['workers']:.2f}", f"{cores['database']:.2f}"))
-            notes.append(f"{workers} workers: published {info['published']:,}, not yet "
-                         f"stored at the end {info['backlog']:,}")
-    print(table(rows, ("path", "readings/s", "ratio to raw", "broker cores",
-                       "worker cores", "database cores")))
-    print(f"window {args.seconds:.0f} s; offered {args.rate:,.0f} readings/s in "
-          f"{args.per_batch}-reading messages; {os.cpu_count()} cores")
-    for note in notes:
-        print(note)
+        e2e, info = end_to_end(url, broker.url, args.seconds, args.workers, args.strategy,
+                               args.rate, args.per_batch, args.ceiling)
+        bare = bare_subscriber(broker.url, info["sample"])
+    per_message = info["sample"][0][3]
+    print(table([("raw binary COPY (the limit)", f"{raw:,.0f}", "", "1.00"),
+                 (f"end to end ({args.workers} workers, {args.strategy})", f"{e2e:,.0f}",
+                  f"{e2e / per_message:,.0f}", f"{e2e / raw:.2f}"),
+                 ("bare paho subscriber (messages only)", "", f"{bare:,.0f}",
+                  f"{e2e / per_message / bare:.2f} of its messages/s")],
+                ("path", "readings/s", "messages/s", "ratio")))
+    offered = "as fast as the publisher goes" if not args.rate else f"{args.rate:,.0f}/s"
+    sustained = "yes" if info["backlog"] > 0 else "no: all offered was stored (offer more)"
+    print(f"window {args.seconds:.0f} s; {per_message} readings a message; offered "
+          f"{offered}; published {info['published']:,} readings; not yet stored at the end "
+          f"{info['backlog']:,} (the offer exceeded the storing: {sustained})")
 
 
 if __name__ == "__main__":

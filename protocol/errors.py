@@ -13,6 +13,10 @@ be refused again, so the caller keeps them as a reject and moves on.
     │                         or a device of another site
     ├── UnknownDevice         the device is not in the registry
     ├── RateLimited           the device sent more messages than its rate limit allows
+    ├── InternalFailure       processing the message raised something unforeseen (a bug
+    │                         of ours, not necessarily of the message); kept with the
+    │                         exception's type and text so it can be replayed once fixed
+    ├── Poison                its processing crashed the ingest process too many times
     └── ReadingError          one reading is bad; the rest of its batch can still be good
         ├── UnknownMetric
         ├── NonFiniteValue
@@ -68,6 +72,20 @@ class RateLimited(ProtocolError):
     but retrying at once will not help either; the device must slow down."""
 
     reason = "rate_limited"
+
+
+class InternalFailure(ProtocolError):
+    """Not a verdict on the bytes: our code failed on them. Stored as a reject, with its
+    payload, so that one message cannot stop the ones behind it."""
+
+    reason = "internal"
+
+
+class Poison(ProtocolError):
+    """The message was delivered again and again because its processing kept killing the
+    ingest process; after a bounded number of attempts it is set aside unread."""
+
+    reason = "poison"
 
 
 class ReadingError(ProtocolError):

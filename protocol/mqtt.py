@@ -62,6 +62,9 @@ class Message:
     # MQTT v5 request/response (protocol/control.py): where to answer, and what to echo
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    # the broker sent it before and it was not acknowledged (the receiver died or lost its
+    # connection while it was in flight): what tells a possible poison message
+    redelivered: bool = False
 
 
 def to_message(msg: paho.MQTTMessage) -> Message:
@@ -70,7 +73,8 @@ def to_message(msg: paho.MQTTMessage) -> Message:
     response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
     correlation = getattr(props, "CorrelationData", None) if props is not None else None
     return Message(msg.topic, bytes(msg.payload), content_type, msg.qos, bool(msg.retain),
-                   msg.mid, response_topic, bytes(correlation) if correlation else None)
+                   msg.mid, response_topic, bytes(correlation) if correlation else None,
+                   bool(msg.dup))
 
 
 def publish_properties(content_type: str | None = None,

@@ -217,6 +217,13 @@ class IngestWorkerGroup(BaseModel):
     ingest_max_messages: int = Field(1000, ge=1, description="messages per transaction")
     ingest_max_wait_ms: int = Field(100, ge=0, description="longest a message waits for others to "
                                                            "share its transaction")
+    ingest_poison_attempts: int = Field(
+        3, ge=1, description="starts alone of a redelivered message (counted in the "
+                             "database) after which it is kept as a reject (reason poison) "
+                             "unread")
+    ingest_stall_after_s: float = Field(
+        30.0, gt=0, description="a partition that has not committed for this long while "
+                                "messages wait is stalled (/healthz answers 503)")
 
 
 class RetentionGroup(BaseModel):

@@ -21,6 +21,10 @@ from tidefield.server.platform import STATE_FILE
 
 _QUEUE_DEPTH = re.compile(r"^tidefield_ingest_queue_depth(?:\{[^}]*\})?\s+([0-9.eE+-]+)$",
                           re.MULTILINE)
+_OLDEST = re.compile(r'^tidefield_ingest_oldest_unacknowledged_seconds\{partition="([^"]*)"\}'
+                     r"\s+([0-9.eE+-]+)$", re.MULTILINE)
+_STALLED = re.compile(r'^tidefield_ingest_stalled\{partition="([^"]*)"\}\s+([0-9.eE+-]+)$',
+                      re.MULTILINE)
 
 
 def _alive(pid: int | None) -> bool:
@@ -71,6 +75,9 @@ def collect(data_dir: Path) -> dict:
         try:
             text = httpx.get(f"{ingest}/metrics", timeout=3).text
             report["ingest_queue_depth"] = sum(float(v) for v in _QUEUE_DEPTH.findall(text))
+            report["ingest_oldest_s"] = {p: float(v) for p, v in _OLDEST.findall(text)}
+            report["ingest_stalled"] = sorted(p for p, v in _STALLED.findall(text)
+                                              if float(v) > 0)
         except httpx.HTTPError:
             report["ingest_queue_depth"] = None
     return report
@@ -126,6 +133,10 @@ def render(report: dict) -> str:
     if report.get("ingest_queue_depth") is not None:
         lines.append(f"queue      {report['ingest_queue_depth']:,.0f} messages received, "
                      f"not yet committed")
+    for partition, age in sorted(report.get("ingest_oldest_s", {}).items()):
+        stalled = "stalled" if partition in report.get("ingest_stalled", []) else "flowing"
+        lines.append(f"partition {partition} {stalled}: oldest message not yet committed "
+                     f"{age:,.1f} s")
     if "open_alerts" in report:
         alerts = report["open_alerts"]
         lines.append("alerts     " + (", ".join(f"{n} {sev}" for sev, n in sorted(

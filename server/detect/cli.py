@@ -68,6 +68,7 @@ def run(
     from tidefield.protocol.mqtt import parse_mqtt_url
     from tidefield.protocol.settings import load
     from tidefield.server import logs
+    from tidefield.server.liveness import exit_when_a_thread_dies
     from tidefield.server.settings import DetectorSettings
 
     from .alert_publisher import AlertPublisher
@@ -76,6 +77,7 @@ def run(
 
     settings = load(DetectorSettings, database_url=database_url, mqtt_url=mqtt_url)
     logs.configure(settings.log_level, settings.log_format)
+    exit_when_a_thread_dies()  # the alert publisher's network thread, say
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from tidefield.protocol import mqtt
@@ -22,12 +23,14 @@ from tidefield.server.db.retention import (
     RetentionScheduler,
     enable_compression,
 )
+from tidefield.server.liveness import exit_when_a_thread_dies
 from tidefield.server.security.wiring import client_ca_file
 from tidefield.server.settings import IngestSettings
 from tidefield.server.web.database import database_problem, open_pool
 from tidefield.server.web.errors import install_error_handlers
 from tidefield.server.web.metrics import metrics_router
 
+from . import metrics
 from .consumer import MqttConsumer, claim_slot
 from .directory import DeviceDirectory, UnknownDevicePolicy
 from .http import add_http_ingest, http_ingest
@@ -43,6 +46,12 @@ class Health(BaseModel):
     broker: bool | None  # None: this process runs without a broker
     pending: int
     problems: list[str] = []  # why it is 503 (a full database disk, say)
+    # this process's partition: each loop's state (alive, or died: why), how long its
+    # oldest message not yet committed has waited, and whether it is stalled
+    partition: int | None = None
+    loops: dict[str, str] = {}
+    oldest_uncommitted_s: float | None = None
+    stalled: bool = False
 
 
 def worker_config(settings: IngestSettings) -> WorkerConfig:
@@ -52,7 +61,9 @@ def worker_config(settings: IngestSettings) -> WorkerConfig:
                         limits=settings.ingest_limits(),
                         device_rate=settings.ingest_device_readings_per_s,
                         device_burst=settings.ingest_device_burst_readings,
-                        device_backlog_s=settings.ingest_device_backlog_days * 86_400)
+                        device_backlog_s=settings.ingest_device_backlog_days * 86_400,
+                        poison_attempts=settings.ingest_poison_attempts,
+                        stall_after_s=settings.ingest_stall_after_s)
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -63,6 +74,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        exit_when_a_thread_dies()
+        metrics.STARTS.inc()
         state = app.state
         state.pool = open_pool(url, max_size=4)
         state.http_ingest = http_ingest(url, settings)
@@ -78,7 +91,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                 lambda topic, payload: consumer.publish_receipt(topic, payload))  # type: ignore[union-attr]
             state.worker = Worker(url, directory,
                                   lambda mids: consumer.acknowledge(mids),  # type: ignore[union-attr]
-                                  worker_config(settings), receipts=state.receipts)
+                                  worker_config(settings), partition=slot,
+                                  receipts=state.receipts)
             consumer = MqttConsumer(address, state.worker, partition=slot,
                                     partitions=settings.ingest_workers,
                                     session_expiry_s=settings.ingest_session_expiry_s,
@@ -111,8 +125,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Tidefield ingest", version="1", lifespan=lifespan)
 
-    @app.get("/healthz", response_model=Health)
-    def healthz(request: Request) -> Health:
+    @app.get("/healthz", response_model=Health,
+             responses={503: {"model": Health, "description": "unhealthy: see problems"}})
+    def healthz(request: Request) -> Health | JSONResponse:
         state = request.app.state
         unreachable = database_problem(state.pool)
         # the database may answer and still refuse every write (its disk is full)
@@ -120,11 +135,18 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         database = unreachable is None and refusing is None
         broker = (state.consumer.connected.is_set() and state.consumer.subscribed.is_set()
                   if state.consumer else None)
+        liveness = state.worker.liveness() if state.worker else None
         body = Health(database=database, broker=broker,
                       pending=state.worker.pending if state.worker else 0,
-                      problems=[p for p in (unreachable, refusing) if p])
-        if not database or broker is False:
-            raise HTTPException(503, detail=body.model_dump())
+                      problems=[p for p in (unreachable, refusing) if p]
+                      + (liveness.problems if liveness else []))
+        if liveness is not None:
+            body.partition, body.loops = liveness.partition, liveness.loops
+            body.oldest_uncommitted_s = liveness.oldest_uncommitted_s
+            body.stalled = liveness.stalled
+        if not database or broker is False or (liveness and liveness.problems):
+            # the same body, so that a probe (or an operator) reads what is wrong
+            return JSONResponse(body.model_dump(), status_code=503)
         return body
 
     app.include_router(metrics_router())

@@ -152,4 +152,5 @@ class MqttConsumer:
             return
         message = mqtt.to_message(msg)
         self.worker.submit(Envelope(message.topic, message.payload, message.content_type,
-                                    int(time.time() * 1000)), message.mid)
+                                    int(time.time() * 1000), message.redelivered),
+                           message.mid)

@@ -4,11 +4,14 @@ Both the ingest service and the API mount it (``add_http_ingest``)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import threading
 import time
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import psycopg
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,12 +25,15 @@ from tidefield.server.web.deps import Ingester, check_act
 
 from . import metrics
 from .directory import DeviceDirectory, UnknownDevicePolicy
-from .pipeline import Envelope, prepare
+from .pipeline import Envelope, Prepared, prepare, store_reject
 from .ratelimit import DeviceBudget, device_budget
-from .store import LoadStrategy, Store
+from .store import LoadStrategy, Store, WriteResult
 
 if TYPE_CHECKING:
     from tidefield.server.settings import IngestGroup
+
+
+log = logging.getLogger(__name__)
 
 
 class RejectOut(BaseModel):
@@ -62,6 +68,26 @@ class HttpIngest:
             self._conn.close()
         self.directory.close()
 
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = self._store = None
+        self.directory.close()
+
+    def _keep_as_reject(self, envelope: Envelope, exc: Exception
+                        ) -> tuple[Prepared, WriteResult]:
+        """The message could not be written: it is kept as a reject, on a fresh
+        connection (the failed transaction may have left the old one unusable)."""
+        log.error("writing a message failed; keeping it as a reject", exc_info=exc,
+                  extra={"topic": envelope.topic})
+        self._drop_connection()
+        self._conn = psycopg.connect(self.url)
+        self._store = Store(self._conn, self.strategy)
+        prepared = Prepared(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0),
+                            rejects=[store_reject(envelope, exc)])
+        return prepared, self._store.write(prepared)
+
     def ingest(self, envelope: Envelope) -> IngestResult:
         with self._lock:
             try:
@@ -82,10 +108,14 @@ class HttpIngest:
                              f"{self.budget.rate:g} readings per second of device time",
                         headers={"Retry-After": str(retry_s)})
                 assert self._store is not None  # made with the connection above
-                result = self._store.write(prepared)
+                try:
+                    result = self._store.write(prepared)
+                except psycopg.OperationalError:
+                    raise
+                except Exception as exc:  # the body's reject, never a 5xx
+                    prepared, result = self._keep_as_reject(envelope, exc)
             except psycopg.OperationalError as exc:
-                self._conn = None
-                self.directory.close()
+                self._drop_connection()
                 raise HTTPException(503, "the database is unavailable; retry") from exc
         metrics.MESSAGES.labels("http", "rejected" if prepared.rejects else "accepted").inc()
         metrics.READINGS.labels("inserted").inc(result.readings_inserted)

@@ -20,3 +20,16 @@ RECEIPTS = Counter("tidefield_ingest_receipts_total",
                    ["outcome"])  # sent, or deferred (not connected: the next flush)
 QUEUE_DEPTH = Gauge("tidefield_ingest_queue_depth", "Messages received, not yet committed",
                     multiprocess_mode="livesum")
+POISON = Counter("tidefield_ingest_poison_total",
+                 "Messages set aside unread after their processing kept killing ingest")
+OLDEST_UNACKNOWLEDGED = Gauge(
+    "tidefield_ingest_oldest_unacknowledged_seconds",
+    "Age of the oldest message received and not yet committed, per partition",
+    ["partition"], multiprocess_mode="livemax")
+STALLED = Gauge("tidefield_ingest_stalled",
+                "1 while a partition has messages waiting and has not committed for the "
+                "stall time", ["partition"], multiprocess_mode="livemax")
+LOOP_ALIVE = Gauge("tidefield_ingest_loop_alive", "1 while an internal loop (thread) runs",
+                   ["partition", "loop"], multiprocess_mode="livemax")
+STARTS = Counter("tidefield_ingest_process_starts_total",
+                 "Ingest processes started: more than the workers means restarts")

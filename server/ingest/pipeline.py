@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import psycopg
 
 from tidefield.protocol.codec import Decoded, Limits, decode_batch, decode_status
 from tidefield.protocol.errors import (
     BadTopic,
     IdentityMismatch,
+    InternalFailure,
+    Poison,
     ProtocolError,
     RateLimited,
     UnknownDevice,
@@ -30,6 +34,8 @@ from tidefield.protocol.topics import Channel, parse_topic
 from .directory import DeviceDirectory, DeviceEntry
 from .ratelimit import DeviceBudget
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
@@ -39,6 +45,7 @@ class Envelope:
     payload: bytes
     content_type: str | None
     received_ms: int
+    redelivered: bool = False  # delivered before, never acknowledged: maybe it kills us
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,7 @@ class Prepared:
         return len(self.series_id) + sum(len(b.rejects) for b in self.batches)
 
 
-def _fingerprint(topic: str, payload: bytes, index: int | None = None) -> bytes:
+def fingerprint_of(topic: str, payload: bytes, index: int | None = None) -> bytes:
     digest = hashlib.sha256(topic.encode() + b"\0" + payload)
     if index is not None:
         digest.update(b"\0%d" % index)
@@ -95,7 +102,30 @@ def _fingerprint(topic: str, payload: bytes, index: int | None = None) -> bytes:
 
 def _reject(env: Envelope, reason: str, detail: str, device_id: str | None) -> Reject:
     return Reject(env.topic, env.payload, reason, detail, device_id, env.received_ms,
-                  _fingerprint(env.topic, env.payload))
+                  fingerprint_of(env.topic, env.payload))
+
+
+def internal_reject(env: Envelope, exc: BaseException) -> Reject:
+    """A message our code failed on, kept with the exception's type and text."""
+    log.error("processing a message failed; keeping it as a reject", exc_info=exc,
+              extra={"topic": env.topic})
+    return _reject(env, InternalFailure.reason, f"{type(exc).__name__}: {exc}"[:2000],
+                   device_of_topic(env.topic) or None)
+
+
+def poison_reject(env: Envelope, starts: int) -> Reject:
+    return _reject(env, Poison.reason,
+                   f"ingest started on this message {starts} times and died each time "
+                   f"before committing it; set aside unread", device_of_topic(env.topic) or None)
+
+
+def store_reject(env: Envelope, exc: BaseException) -> Reject:
+    """A message whose rows could not be written (the database refused them for good, or
+    our code failed): ``store_failed`` for the database's refusal, else ``internal``."""
+    if isinstance(exc, psycopg.Error):
+        return _reject(env, "store_failed", str(exc).strip()[:2000], None)
+    return _reject(env, InternalFailure.reason, f"{type(exc).__name__}: {exc}"[:2000],
+                   device_of_topic(env.topic) or None)
 
 
 def device_of_topic(topic: str) -> str:
@@ -121,7 +151,7 @@ def rate_limited(envelopes: Sequence[Envelope], rate: float, burst: int) -> list
             f"readings per second of device time (burst {burst}) within "
             f"{last.received_ms - first.received_ms} ms; the first is kept as a sample",
             device or None, first.received_ms,
-            _fingerprint(first.topic, first.payload), len(refused)))
+            fingerprint_of(first.topic, first.payload), len(refused)))
     return rejects
 
 
@@ -154,80 +184,84 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
             out.rate_limited_wait_s = max(out.rate_limited_wait_s, wait_s)
         return wait_s > 0
 
-    for env in envelopes:
-        try:
-            topic = parse_topic(env.topic)
-            if topic.channel is Channel.STATUS:
-                status = decode_status(env.payload, env.content_type, topic=topic,
-                                       limits=limits)
-                entry = directory.device(status.device, status.site)
-                if entry is None:
-                    out.rejects.append(_reject(env, UnknownDevice.reason,
-                                               f"device {status.device} of site {status.site} "
-                                               f"is not registered", status.device))
-                elif entry.site_id != status.site:  # a status may not speak for another site
-                    out.rejects.append(_reject(env, IdentityMismatch.reason,
-                                               f"device {status.device} belongs to site "
-                                               f"{entry.site_id}, not {status.site}",
-                                               status.device))
-                elif not over_budget(env, status.device, 1, ()):
-                    out.statuses.append(status)
-                continue
-            if topic.channel is not Channel.UP:
-                out.rejects.append(_reject(env, BadTopic.reason,
-                                           f"ingest takes up and status topics, not {env.topic}",
-                                           topic.device))
-                continue
-            decoded = decode_batch(env.payload, env.content_type, topic=topic, now_ms=now_ms,
-                                   limits=limits)
-        except ProtocolError as exc:
-            out.rejects.append(_reject(env, exc.reason, exc.message, None))
-            continue
-
+    def take(env: Envelope) -> None:
+        """One message into ``out``: its rows, its batch, its status or its reject."""
+        topic = parse_topic(env.topic)
+        if topic.channel is Channel.STATUS:
+            status = decode_status(env.payload, env.content_type, topic=topic, limits=limits)
+            entry = directory.device(status.device, status.site)
+            if entry is None:
+                out.rejects.append(_reject(env, UnknownDevice.reason,
+                                           f"device {status.device} of site {status.site} "
+                                           f"is not registered", status.device))
+            elif entry.site_id != status.site:  # a status may not speak for another site
+                out.rejects.append(_reject(env, IdentityMismatch.reason,
+                                           f"device {status.device} belongs to site "
+                                           f"{entry.site_id}, not {status.site}",
+                                           status.device))
+            elif not over_budget(env, status.device, 1, ()):
+                out.statuses.append(status)
+            return
+        if topic.channel is not Channel.UP:
+            out.rejects.append(_reject(env, BadTopic.reason,
+                                       f"ingest takes up and status topics, not {env.topic}",
+                                       topic.device))
+            return
+        decoded = decode_batch(env.payload, env.content_type, topic=topic, now_ms=now_ms,
+                               limits=limits)
         entry = directory.device(decoded.device, decoded.site)
         if entry is None:
             out.rejects.append(_reject(env, UnknownDevice.reason,
                                        f"device {decoded.device} of site {decoded.site} is "
                                        f"not registered", decoded.device))
-            continue
+            return
         if entry.site_id != decoded.site:
             out.rejects.append(_reject(env, IdentityMismatch.reason,
                                        f"device {decoded.device} belongs to site "
                                        f"{entry.site_id}, not {decoded.site}", decoded.device))
-            continue
+            return
         key = (decoded.device, decoded.seq)
         if key in seen:  # the same message twice in one window: the first one counts
-            continue
+            return
         seen.add(key)
         if over_budget(env, decoded.device, len(decoded.times_ms) + len(decoded.rejected),
                        decoded.times_ms):
-            continue
+            return
 
         reading_rejects = [
-            Reject(env.topic, json.dumps(err.raw).encode(), err.reason, err.message,
+            Reject(env.topic, json.dumps(err.raw, default=repr).encode(), err.reason, err.message,
                    decoded.device, env.received_ms,
-                   _fingerprint(env.topic, env.payload, err.index))
+                   fingerprint_of(env.topic, env.payload, err.index))
             for err in decoded.rejected]
         series = entry.series
         ids = [series.get(m, -1) for m in decoded.metrics]
         if -1 in ids:
             ids = _resolve_missing(ids, decoded, entry, directory, env, reading_rejects)
-        start = len(series_ids)
         if -1 not in ids:
-            series_ids += ids
-            times += decoded.times_ms
-            values += decoded.values
-            last_ms = max(decoded.times_ms, default=-1)
+            kept_ids, kept_times, kept_values = ids, decoded.times_ms, decoded.values
         else:  # some readings have no series: they were refused above
             kept = [i for i, sid in enumerate(ids) if sid != -1]
-            series_ids += [ids[i] for i in kept]
-            times += [decoded.times_ms[i] for i in kept]
-            values += [decoded.values[i] for i in kept]
-            last_ms = max((decoded.times_ms[i] for i in kept), default=-1)
-        out.batches.append(BatchRef(decoded.device, decoded.seq, decoded.site, start,
-                                    len(series_ids),
+            kept_ids = [ids[i] for i in kept]
+            kept_times = [decoded.times_ms[i] for i in kept]
+            kept_values = [decoded.values[i] for i in kept]
+        last_ms = max(kept_times, default=-1)
+        # Everything that can fail is done: the message's rows and its batch go in together.
+        start = len(series_ids)
+        series_ids.extend(kept_ids)
+        times.extend(kept_times)
+        values.extend(kept_values)
+        out.batches.append(BatchRef(decoded.device, decoded.seq, decoded.site, start, len(series_ids),
                                     last_ms, env.received_ms, tuple(reading_rejects)))
 
+    for env in envelopes:
+        try:
+            take(env)
+        except ProtocolError as exc:
+            out.rejects.append(_reject(env, exc.reason, exc.message, None))
+        except psycopg.OperationalError:
+            raise  # the database's fault, not the message's: the caller holds the window
+        except Exception as exc:  # whatever it is, it must not stop the rest
+            out.rejects.append(internal_reject(env, exc))
     out.series_id = np.array(series_ids, dtype=np.int32)
     out.time_ms = np.array(times, dtype=np.int64)
     out.value = np.array(values, dtype=np.float64)
@@ -255,7 +289,7 @@ def _resolve_missing(ids: list[int], decoded: Decoded, entry: DeviceEntry,
             reading_rejects.append(Reject(
                 env.topic, json.dumps(reading).encode(), UnknownSeries.reason,
                 f"device {decoded.device} has no {metric} series", decoded.device,
-                env.received_ms, _fingerprint(env.topic, env.payload, 100_000 + index)))
+                env.received_ms, fingerprint_of(env.topic, env.payload, 100_000 + index)))
             resolved[index] = -1
         else:
             resolved[index] = found

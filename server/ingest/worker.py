@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import psycopg
@@ -33,26 +34,30 @@ from tidefield.protocol.errors import RateLimited
 from tidefield.server.web.database import failure_reason
 
 from . import metrics
+from .attempts import Attempts
 from .directory import DeviceDirectory
 from .pipeline import (
     Envelope,
     Prepared,
-    Reject,
-    _fingerprint,
     device_of_topic,
+    fingerprint_of,
+    poison_reject,
     prepare,
+    store_reject,
 )
 from .ratelimit import DeviceBudget
 from .receipts import ReceiptBook
 from .store import LoadStrategy, Store, WriteResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # messages taken together, each with its broker ticket (what acknowledges it)
 Window = list[tuple[Envelope, object]]
 
 RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 5.0
+WATCH_INTERVAL_S = 0.5
 RATE_LIMIT_LOG_S = 60.0  # one warning per flooding device per this long, not per window
 
 
@@ -66,6 +71,29 @@ class WorkerConfig:
     device_rate: float = 0.0  # readings per second of device time (0: no limit)
     device_burst: int = 20_000  # readings
     device_backlog_s: float = 30 * 86_400  # device time a budget may be earned over
+    # starts alone of a redelivered message (counted in the database) after which it is
+    # set aside unread as a reject (reason poison) and acknowledged
+    poison_attempts: int = 3
+    stall_after_s: float = 30.0  # no commit for this long while messages wait: stalled
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    partition: int
+    loops: dict[str, str]  # loop (thread) name: alive, stopped, or died: why
+    oldest_uncommitted_s: float  # how long the oldest message not yet committed waits
+    since_commit_s: float
+    stalled: bool
+
+    @property
+    def problems(self) -> list[str]:
+        found = [f"loop {name} {state}" for name, state in self.loops.items()
+                 if state != "alive"]
+        if self.stalled:
+            found.append(f"partition {self.partition} stalled: its oldest message has "
+                         f"waited {self.oldest_uncommitted_s:.0f} s and nothing has "
+                         f"committed for {self.since_commit_s:.0f} s")
+        return found
 
 
 class Worker:
@@ -76,22 +104,33 @@ class Worker:
 
     def __init__(self, database_url: str, directory: DeviceDirectory,
                  acknowledge: Callable[[list[object]], None], config: WorkerConfig,
-                 transport: str = "mqtt", receipts: ReceiptBook | None = None) -> None:
+                 transport: str = "mqtt", partition: int = 0,
+                 receipts: ReceiptBook | None = None) -> None:
         self.url = database_url
+        self.partition = partition
         self.directory = directory
         self.acknowledge = acknowledge
         self.config = config
         self.transport = transport
         self.receipts = receipts  # None: this transport answers otherwise (HTTP)
         self._queue: queue.Queue[tuple[Envelope, object]] = queue.Queue()
-        self._prepared: queue.Queue[tuple[list, Prepared]] = queue.Queue(maxsize=2)
+        # windows ready to write, each with an event set once it is acknowledged; an
+        # empty window is a marker: set when everything before it is acknowledged
+        self._prepared: queue.Queue[tuple[Window, Prepared | None, threading.Event | None]] \
+            = queue.Queue(maxsize=2)
+        self.attempts = Attempts(database_url)  # the prepare thread's
         self._directory_lock = threading.Lock()  # one connection, two threads
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._prepare_loop, name=f"ingest-{transport}-prepare",
-                             daemon=True),
-            threading.Thread(target=self._write_loop, name=f"ingest-{transport}-write",
-                             daemon=True)]
+        self._threads = [self._loop(f"ingest-{transport}-prepare", self._prepare_loop),
+                         self._loop(f"ingest-{transport}-write", self._write_loop),
+                         self._loop(f"ingest-{transport}-watch", self._watch_loop)]
+        # when each message not yet acknowledged arrived (monotonic), oldest first
+        self._unacknowledged: dict[int, float] = {}
+        self._unacknowledged_lock = threading.Lock()
+        self._last_commit = time.monotonic()
+        # loops that died, with why: /healthz names them (the process exits shortly after,
+        # by threading.excepthook, see tidefield.server.liveness)
+        self.dead: dict[str, str] = {}
         self._store: Store | None = None
         self._conn: psycopg.Connection | None = None
         self.healthy_db = False
@@ -104,6 +143,16 @@ class Worker:
         self._waiting: dict[str, deque[tuple[Envelope, object]]] = {}  # per device
         self._waiting_count = 0
 
+    def _loop(self, name: str, body: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                body()
+            except BaseException as exc:
+                self.dead[name] = f"{type(exc).__name__}: {exc}"[:500]
+                raise  # to threading.excepthook: the traceback, then the process exits
+
+        return threading.Thread(target=run, name=name, daemon=True)
+
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
@@ -114,10 +163,39 @@ class Worker:
             thread.join(timeout)
         if self._conn is not None:
             self._conn.close()
+        self.attempts.close()
 
     def submit(self, envelope: Envelope, token: object) -> None:
         metrics.QUEUE_DEPTH.inc()
+        with self._unacknowledged_lock:
+            self._unacknowledged[id(envelope)] = time.monotonic()
         self._queue.put((envelope, token))
+
+    # --- liveness -----------------------------------------------------------------------
+    def liveness(self) -> Liveness:
+        """Each loop alive or why it died, and whether this partition is stalled: its
+        oldest message has waited, and nothing has committed, for ``stall_after_s``."""
+        now = time.monotonic()
+        with self._unacknowledged_lock:
+            oldest = next(iter(self._unacknowledged.values()), None)
+        waiting_s = now - oldest if oldest is not None else 0.0
+        since_commit_s = now - self._last_commit
+        loops = {thread.name: "alive" if thread.is_alive() else "stopped"
+                 for thread in self._threads}
+        loops.update({name: f"died: {why}" for name, why in self.dead.items()})
+        stall = self.config.stall_after_s
+        return Liveness(self.partition, loops, round(waiting_s, 3), round(since_commit_s, 3),
+                        waiting_s > stall and since_commit_s > stall)
+
+    def _watch_loop(self) -> None:
+        """Keeps the liveness gauges current for Prometheus, whatever the other loops do."""
+        label = str(self.partition)
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            state = self.liveness()
+            metrics.OLDEST_UNACKNOWLEDGED.labels(label).set(state.oldest_uncommitted_s)
+            metrics.STALLED.labels(label).set(int(state.stalled))
+            for name, loop_state in state.loops.items():
+                metrics.LOOP_ALIVE.labels(label, name).set(int(loop_state == "alive"))
 
     @property
     def pending(self) -> int:
@@ -198,15 +276,92 @@ class Worker:
             if not window:
                 continue
             try:
+                if any(item[0].redelivered for item in window):
+                    if not self._suspects_first(window):
+                        return  # stopping
+                    continue
                 prepared = self._prepare(window)
             except psycopg.OperationalError:
                 return  # stopping: the window stays unacknowledged and will come again
-            while not self._stop.is_set():
-                try:
-                    self._prepared.put((window, prepared), timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            self._hand_over(window, prepared, None)
+
+    def _suspects_first(self, window: Window) -> bool:
+        """A window with messages delivered before, which may be what killed the last
+        process. Their starts are counted (one statement, committed first). Those started
+        once before go on in a window, with the others: after a clean restart that is
+        all of them, and it stays fast. Those started more often go alone, each start
+        alone counted, so that a crash is this message's own. False if stopping."""
+        suspects = {fingerprint_of(env.topic, env.payload): (env, token)
+                    for env, token in window if env.redelivered}
+        counts = self._retrying(lambda: self.attempts.begin(
+            [(fp, env.topic) for fp, (env, _) in suspects.items()]))
+        alone, together = [], []
+        for item in window:  # each copy of a message twice in the window, too
+            fingerprint = fingerprint_of(item[0].topic, item[0].payload) \
+                if item[0].redelivered else b""
+            if counts.get(fingerprint, 1) > 1:
+                alone.append((fingerprint, item))
+            else:
+                together.append(item)
+        if together:
+            prepared = self._prepare(together)
+            if not self._hand_over(together, prepared, threading.Event()):
+                return False
+            committed = [fp for fp, (env, _) in suspects.items() if counts.get(fp, 1) <= 1]
+            self._retrying(lambda: self.attempts.forget(committed))
+        for fingerprint, item in alone:
+            if not self._one_at_a_time(fingerprint, item):
+                return False
+            self._retrying(lambda: self.attempts.forget([fingerprint]))  # noqa: B023
+        return True
+    def _hand_over(self, window: Window, prepared: Prepared | None,
+                   done: threading.Event | None) -> bool:
+        """To the writer; False if stopping. With ``done``: wait until it is acknowledged."""
+        while not self._stop.is_set():
+            try:
+                self._prepared.put((window, prepared, done), timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        while done is not None and not done.wait(0.2):
+            if self._stop.is_set():
+                return False
+        return not self._stop.is_set()
+
+    def _one_at_a_time(self, fingerprint: bytes, item: tuple[Envelope, object]) -> bool:
+        """A message started before and not committed, alone: once all before it are
+        acknowledged, count this start alone (committed first, so a crash still counts),
+        then process it, or set it aside as poison when it has crashed alone too often.
+        False if stopping."""
+        envelope = item[0]
+        if not self._hand_over([], None, threading.Event()):  # all before it written
+            return False
+        alone = self._retrying(lambda: self.attempts.begin_alone(fingerprint))
+        if alone > self.config.poison_attempts:
+            metrics.POISON.inc()
+            log.error("setting a message aside as poison", extra={
+                "topic": envelope.topic, "attempts": alone - 1})
+            prepared = Prepared(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0),
+                                rejects=[poison_reject(envelope, alone - 1)])
+        else:
+            prepared = self._prepare([item])
+        return self._hand_over([item], prepared, threading.Event())
+
+    def _retrying(self, action: Callable[[], T]) -> T:
+        """``action`` until the database answers (an outage or a full disk is waited out,
+        never counted against a message); OperationalError only when stopping."""
+        delay = RETRY_INITIAL_S
+        while True:
+            try:
+                return action()
+            except psycopg.OperationalError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("database unavailable, retrying",
+                            extra={"error": str(exc).strip(), "retry_in_s": delay})
+                self.attempts.close()
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     # --- stage 2: write, then acknowledge -------------------------------------------
     def _write_loop(self) -> None:
@@ -214,11 +369,14 @@ class Worker:
             if self.receipts is not None:
                 self.receipts.flush()
             try:
-                window, prepared = self._prepared.get(
+                window, prepared, done = self._prepared.get(
                     timeout=self.receipts.interval_s if self.receipts else 0.2)
             except queue.Empty:
                 continue
-            self._write_until_committed(window, prepared)
+            if window and prepared is not None:
+                self._write_until_committed(window, prepared)
+            if done is not None and not self._stop.is_set():
+                done.set()
 
     def _connect(self) -> Store:
         if self._store is None:
@@ -262,7 +420,7 @@ class Worker:
                     self.receipts.flush()
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-            except psycopg.Error as exc:
+            except Exception as exc:  # refused for good, or a bug of ours
                 self._drop_connection()
                 if len(window) == 1:
                     self._keep_as_reject(window[0][0], exc)
@@ -276,15 +434,17 @@ class Worker:
         if acknowledge:
             self.acknowledge([token for _, token in window])
             metrics.QUEUE_DEPTH.dec(len(window))
+            self._last_commit = time.monotonic()
+            with self._unacknowledged_lock:
+                for envelope, _ in window:
+                    self._unacknowledged.pop(id(envelope), None)
 
     def _keep_as_reject(self, envelope: Envelope, exc: Exception) -> None:
         """A message the database refuses for good is kept as a reject, so it cannot
         block the messages behind it."""
-        log.error("the database refused a message; keeping it as a reject",
+        log.error("writing a message failed; keeping it as a reject", exc_info=exc,
                   extra={"topic": envelope.topic, "error": str(exc).strip()})
-        reject = Reject(envelope.topic, envelope.payload, "store_failed",
-                        str(exc).strip()[:2000], None, envelope.received_ms,
-                        _fingerprint(envelope.topic, envelope.payload))
+        reject = store_reject(envelope, exc)
         prepared = Prepared(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0),
                             rejects=[reject])
         self._write_until_committed([(envelope, None)], prepared, acknowledge=False)

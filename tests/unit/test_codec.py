@@ -241,3 +241,23 @@ def test_a_receipt_for_another_device_is_an_identity_mismatch():
     body = {"v": 1, "site": "oc-001", "device": "oc-001-other", "stored": [[1, 2]]}
     with pytest.raises(IdentityMismatch):
         codec.decode_receipt(json.dumps(body).encode(), topic=RECEIPT_TOPIC)
+
+
+@pytest.mark.parametrize("payload", [b"[" * 100_000 + b"]" * 100_000,
+                                     b'{"v":1,"x":' + b"[" * 50_000 + b"]" * 50_000 + b"}"])
+def test_deep_nesting_is_malformed_not_a_crash(payload):
+    with pytest.raises(MalformedPayload, match="not valid application/json"):
+        decode_batch(payload, JSON, now_ms=NOW)
+
+
+def test_deep_msgpack_nesting_is_malformed():
+    payload = b"\x91" * 100_000 + b"\xc0"  # fixarray of one, 100,000 deep
+    with pytest.raises(MalformedPayload, match="not valid application/msgpack"):
+        decode_batch(payload, MSGPACK, now_ms=NOW)
+
+
+def test_a_metric_name_of_the_wrong_type_is_malformed():
+    body = {"v": 1, "site": "oc-001", "device": "oc-001-sonde", "seq": 1,
+            "readings": [{"m": ["salinity"], "t": NOW, "v": 30.0}]}
+    with pytest.raises(MalformedPayload, match="'m' must be a metric name"):
+        decode_batch(json.dumps(body).encode(), JSON, now_ms=NOW)
