@@ -250,8 +250,9 @@ def prepare(envelopes: Sequence[Envelope], directory: DeviceDirectory, *,
         series_ids.extend(kept_ids)
         times.extend(kept_times)
         values.extend(kept_values)
-        out.batches.append(BatchRef(decoded.device, decoded.seq, decoded.site, start, len(series_ids),
-                                    last_ms, env.received_ms, tuple(reading_rejects)))
+        out.batches.append(BatchRef(decoded.device, decoded.seq, decoded.site, start,
+                                    len(series_ids), last_ms, env.received_ms,
+                                    tuple(reading_rejects)))
 
     for env in envelopes:
         try:
