@@ -28,77 +28,19 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import private_broker, private_database, scratch, table
+from bench.ingest import PER_BATCH, fleet_batches, raw_copy
 from tests.support.processes import IngestService
 from tidefield.protocol import mqtt
-from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.codec import MSGPACK
-from tidefield.protocol.messages import Batch, Reading
 from tidefield.protocol.registry import load_sites
-from tidefield.server.db import binary
 from tidefield.sim.fleet_publisher import FleetPublisher
 
-MIN = 60_000
-PER_BATCH = 500  # readings per MQTT message: an edge agent flushing its backlog (--per-batch)
-
-
-def raw_copy(url: str, seconds: float, rows_per_tx: int) -> float:
-    with psycopg.connect(url) as conn:
-        series = [r[0] for r in conn.execute("SELECT id FROM series")]
-        n_series = len(series)
-        sid_all = np.array(series, dtype=np.int32)
-        start = int(time.time() * 1000) - 300 * 86_400_000
-        rng = np.random.default_rng(1)
-        done, t0, step = 0, time.perf_counter(), 0
-        while time.perf_counter() - t0 < seconds:
-            idx = np.arange(done, done + rows_per_tx)
-            sid = sid_all[idx % n_series]
-            tms = start + (idx // n_series) * MIN
-            data = binary.encode([(sid, "int4"), (binary.ms_to_pg_us(tms), "timestamptz"),
-                                  (rng.random(rows_per_tx), "float8")])
-            with conn.transaction(), conn.cursor() as cur, \
-                    cur.copy("COPY readings (series_id, time, value) FROM STDIN "
-                             "(FORMAT BINARY)") as copy:
-                copy.write(data)
-            done += rows_per_tx
-            step += 1
-        rate = done / (time.perf_counter() - t0)
-        conn.execute("TRUNCATE readings")
-        conn.commit()
-    return rate
-
-
-def fleet_batches(sites, stop: threading.Event, per_batch: int = PER_BATCH):
-    """Batches of every device in turn, each per_batch readings on the device's time grid,
-    endlessly (until stop), starting 30 days ago."""
-    rng = np.random.default_rng(7)
-    start = int(time.time() * 1000) - 30 * 86_400_000
-    devices = [(s.id, d) for s in sites for d in s.devices]
-    cursor = {d.id: start for _, d in devices}
-    seq = dict.fromkeys(cursor, 0)
-    # valid values for every metric: a position in each metric's typical range
-    unit = rng.random(1 << 16).round(3).tolist()
-    vi = 0
-    while not stop.is_set():
-        for site_id, device in devices:
-            metrics = device.template.metrics
-            per_metric = max(1, per_batch // len(metrics))
-            t = cursor[device.id]
-            readings = []
-            for k in range(per_metric):
-                for m in metrics:
-                    low, high = METRICS[m].typical
-                    readings.append(Reading(m, t + k * MIN, low + (high - low) * unit[vi & 0xFFFF]))
-                    vi += 1
-            cursor[device.id] = t + per_metric * MIN
-            yield Batch(site_id, device.id, seq[device.id], tuple(readings))
-            seq[device.id] += 1
-
+# the raw COPY limit and the fleet's batches are the capacity benchmark's own
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
