@@ -312,6 +312,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "health.gaps": {"zh": "丢失批次", "en": "Lost batches"},
     "health.login": {"zh": "接入账号", "en": "Broker login"},
     "health.faults": {"zh": "未关闭故障", "en": "Open faults"},
+    "health.agent": {"zh": "采集代理版本", "en": "Agent version"},
+    "health.config": {"zh": "配置状态", "en": "Configuration"},
     "health.none": {"zh": "没有在用设备", "en": "No device in service"},
     "maint.title": {"zh": "维护模式", "en": "Maintenance"},
     "maint.site": {"zh": "站点", "en": "Site"},

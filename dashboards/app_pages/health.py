@@ -44,6 +44,8 @@ if rows:
         t("health.gaps", lang): r["missing_batches"],
         t("health.clock", lang): r["clock_offset_s"],
         t("health.faults", lang): r["open_faults"], t("health.login", lang): r["login"],
+        t("health.agent", lang): r.get("agent_version"),
+        t("health.config", lang): r.get("config"),
         t("maint.title", lang): "✓" if r["in_maintenance"] else ""} for r in rows]),
         hide_index=True, width="stretch", column_config={
             t("col.last_seen", lang): st.column_config.DatetimeColumn(

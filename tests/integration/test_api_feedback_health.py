@@ -142,6 +142,15 @@ def test_health_puts_what_needs_a_visit_first(world):
              "slow": now - timedelta(minutes=20)})
         conn.execute("UPDATE devices SET interval_s = 60 WHERE id IN (%s, %s, %s)",
                      (f"{site}-soil", f"{site}-soilph", f"{site}-climate"))
+        # the gateway's agent reported its release; the soil probe refused version 2 of
+        # its configuration and still runs version 1
+        conn.execute(
+            """INSERT INTO device_config (device_id, desired_version, desired,
+                                          reported_version, reported, reported_error,
+                                          agent_version)
+               VALUES (%s, 1, '{}', 1, '{}', NULL, '1.4.0'),
+                      (%s, 2, '{}', 1, '{}', 'interval_s below the driver''s minimum', NULL)""",
+            (f"{site}-gw", f"{site}-soil"))
     answer = client.get("/api/v1/fleet/health", headers=h["vera"], params={"site": site})
     assert answer.status_code == 200, answer.text
     rows = {r["device_id"]: r for r in answer.json()}
@@ -155,6 +164,12 @@ def test_health_puts_what_needs_a_visit_first(world):
     assert any("battery" in reason for reason in climate["reasons"])
     assert order.index(f"{site}-soilph") < order.index(f"{site}-climate")
     assert all(r["login"] == "none" for r in rows.values())
+    # the agent's release and the configuration twin's state
+    assert rows[f"{site}-gw"]["agent_version"] == "1.4.0"
+    assert soil["agent_version"] == "1.4.0"  # its site's gateway's agent speaks for it
+    assert rows[f"{site}-gw"]["config"] == "applied" and climate["config"] == "default"
+    assert soil["config"] == "refused"
+    assert any("configuration refused: interval_s below" in r for r in soil["reasons"])
     everywhere = client.get("/api/v1/fleet/health", headers=h["vera"]).json()
     assert {r["site_id"] for r in everywhere} <= set(c.a_sites) | {c.granted}
     assert client.get("/api/v1/fleet/health", headers=h["vera"],

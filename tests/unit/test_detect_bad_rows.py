@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tidefield.server.detect.alerts import Engine
 from tidefield.server.detect.detector import Detector, SeriesInfo
+from tidefield.server.detect.engine import Engine
 from tidefield.server.detect.rules import load_rules
 from tidefield.server.detect.tuning import DetectorParams
 

@@ -175,6 +175,13 @@ class DeviceHealth(BaseModel):
         description="its broker login (configuration state)")
     open_faults: int
     in_maintenance: bool
+    agent_version: str | None = Field(
+        None, description="the release of the edge agent that speaks for it (its own, else "
+                          "its site's gateway's), as the agent last reported it")
+    config: Literal["default", "applied", "pending", "refused"] = Field(
+        "default", description="its configuration twin: no desired version set, the desired "
+                               "version reported back, not yet reported, or refused")
+    config_error: str | None = Field(None, description="why the device refused it")
     visit_score: int = Field(description="higher: needs a visit sooner")
     reasons: list[str]
 
@@ -610,9 +617,18 @@ SELECT d.id, d.site_id, d.template, d.model, {STATE_SQL}, st.last_seen,
           AND a.state <> 'closed'),
        EXISTS (SELECT 1 FROM maintenance_windows w WHERE w.site_id = d.site_id
                AND (w.device_id IS NULL OR w.device_id = d.id)
-               AND now() >= w.starts_at AND now() < w.ends_at)
+               AND now() >= w.starts_at AND now() < w.ends_at),
+       (SELECT g.agent_version FROM device_config g JOIN devices gd ON gd.id = g.device_id
+        WHERE gd.site_id = d.site_id AND g.agent_version IS NOT NULL
+          AND (gd.id = d.id OR gd.template = 'gw') ORDER BY gd.id = d.id DESC LIMIT 1),
+       CASE WHEN cfg.desired_version IS NULL THEN 'default'
+            WHEN cfg.reported_version IS NOT DISTINCT FROM cfg.desired_version THEN 'applied'
+            WHEN cfg.reported_error IS NOT NULL THEN 'refused'
+            ELSE 'pending' END,
+       cfg.reported_error
 FROM devices d JOIN sites si ON si.id = d.site_id
 LEFT JOIN device_status st ON st.device_id = d.id
+LEFT JOIN device_config cfg ON cfg.device_id = d.id
 WHERE d.retired_at IS NULL
   AND (%(site)s::text IS NULL OR d.site_id = %(site)s)
   AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s))
@@ -647,6 +663,9 @@ def visit_priority(row: DeviceHealth) -> tuple[int, list[str]]:
     if row.clock_offset_s is not None and abs(row.clock_offset_s) > CLOCK_OFFSET_LIMIT_S:
         score += 10
         reasons.append(f"clock off by {row.clock_offset_s:.0f} s")
+    if row.config == "refused":  # the agent runs an older configuration than wanted
+        score += 10
+        reasons.append(f"configuration refused: {row.config_error}")
     if row.login == "none":
         reasons.append("no broker login yet")
     if row.in_maintenance:  # someone is there already
@@ -670,6 +689,7 @@ def health(conn: ReadConnDep, principal: Reader,
                             state=row[4], last_seen=row[5], battery_v=row[6],
                             signal_dbm=row[7], missing_batches=row[8], clock_offset_s=row[9],
                             login=row[10], open_faults=row[11], in_maintenance=row[12],
+                            agent_version=row[13], config=row[14], config_error=row[15],
                             visit_score=0, reasons=[])
         item.visit_score, item.reasons = visit_priority(item)
         out.append(item)
