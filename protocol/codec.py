@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import msgpack
-import orjson
 
 from tidefield.protocol.units import DAY_MS
 
@@ -175,15 +174,27 @@ def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict[str,
     return body
 
 
+try:
+    import orjson
+except ImportError:  # the lean agent wheel: it reads only its own few small down/ messages
+    _orjson_loads = None
+else:
+    _orjson_loads = orjson.loads
+
+
 def _json_loads(payload: bytes) -> Any:
     """orjson (about three times the standard library's speed here, and nesting beyond
     1024 levels is an error, not a RecursionError); what it refuses goes to the standard
     library, which reads what devices may send and orjson does not: NaN and Infinity
-    (non_finite readings, refused one by one), integers past 64 bits, lone surrogates."""
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return json.loads(payload)
+    (non_finite readings, refused one by one), integers past 64 bits, lone surrogates.
+    Without orjson (the agent's wheel), the standard library alone; its RecursionError on
+    deep nesting is a malformed payload like any other."""
+    if _orjson_loads is not None:
+        try:
+            return _orjson_loads(payload)
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
+            pass
+    return json.loads(payload)
 
 
 def _identity(body: dict[str, Any], topic: Topic | None) -> tuple[str, str]:

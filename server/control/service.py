@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 ACK_TIMEOUT_S = 10.0
+DB_RETRY_INITIAL_S = 0.5  # the database restarting under `tidefield up`: back within seconds
+DB_RETRY_MAX_S = 5.0
 SESSION_EXPIRY_S = 7 * 86_400
 CLIENT_ID = "tidefield-control"
 
@@ -91,19 +93,35 @@ class ControlService:
                      session_expiry_s=SESSION_EXPIRY_S)
         self._client.loop_start()
         try:
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
-                while not stop.is_set():
-                    try:
-                        self.step(conn)
-                    except psycopg.OperationalError:
-                        raise  # the database is gone: the process ends, its supervisor restarts it
-                    except Exception:  # one bad row must not end the service
-                        log.exception("control step failed; trying again")
-                    self._wake.wait(self.poll_s)
-                    self._wake.clear()
+            delay = DB_RETRY_INITIAL_S
+            while not stop.is_set():
+                try:
+                    self._serve(stop)
+                except psycopg.OperationalError as exc:
+                    # the database restarts (or is not up yet): answers wait in the queue,
+                    # commands in the table; nothing is lost by waiting for it
+                    log.warning("database unavailable, retrying",
+                                extra={"error": str(exc).strip().splitlines()[0]
+                                       if str(exc).strip() else "", "retry_in_s": delay})
+                    stop.wait(delay)
+                    delay = min(delay * 2, DB_RETRY_MAX_S)
+                else:
+                    delay = DB_RETRY_INITIAL_S
         finally:
             self._client.disconnect()
             self._client.loop_stop()
+
+    def _serve(self, stop: threading.Event) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            while not stop.is_set():
+                try:
+                    self.step(conn)
+                except psycopg.OperationalError:
+                    raise  # the connection is gone: run() reconnects
+                except Exception:  # one bad row must not end the service
+                    log.exception("control step failed; trying again")
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
 
     def step(self, conn: psycopg.Connection) -> None:
         self._handle_answers(conn)

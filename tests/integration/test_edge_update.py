@@ -219,14 +219,17 @@ def test_kill_9_during_an_update_leaves_a_working_agent(world, installed, tmp_pa
               "from tidefield.edge.update import Release, Updater\n"
               f"Updater(Path({str(root)!r}), {world['public']!r}, "
               f"ca_file=Path({str(world['ca'])!r})).apply(Release(**{manifest.params()!r}))\n")
-    updating = subprocess.Popen([sys.executable, "-c", script])
+    # in a session of its own, killed as a whole below: what systemd's kill of the agent's
+    # unit does (systemd's default KillMode=control-group, deploy/tidefield-edge.service), so the venv and
+    # pip children die with it rather than writing on into the next attempt's folder
+    updating = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     partial = root / "releases" / f"{NEW}.partial"
     deadline = time.monotonic() + 60
     while not partial.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert partial.exists(), "the install never started"
     time.sleep(1.0)  # in the middle of pip installing
-    updating.send_signal(signal.SIGKILL)
+    os.killpg(updating.pid, signal.SIGKILL)
     updating.wait()
     assert _current(root) == OLD  # never switched
     launched = Launched(root, _config(tmp_path, broker.url, root, world))
