@@ -220,8 +220,8 @@ def test_kill_9_during_an_update_leaves_a_working_agent(world, installed, tmp_pa
               f"Updater(Path({str(root)!r}), {world['public']!r}, "
               f"ca_file=Path({str(world['ca'])!r})).apply(Release(**{manifest.params()!r}))\n")
     # in a session of its own, killed as a whole below: what systemd's kill of the agent's
-    # unit does (systemd's default KillMode=control-group, deploy/tidefield-edge.service), so the venv and
-    # pip children die with it rather than writing on into the next attempt's folder
+    # unit does (its default KillMode=control-group, deploy/tidefield-edge.service), so the
+    # venv and pip children die with it rather than writing on into the next attempt's folder
     updating = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     partial = root / "releases" / f"{NEW}.partial"
     deadline = time.monotonic() + 60
