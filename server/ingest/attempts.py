@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import psycopg
 
-from tidefield.server.db import scalar
+from tidefield.server.db import AutocommitConnection, scalar
 
 
 class Attempts:
@@ -24,17 +24,13 @@ class Attempts:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._conn: psycopg.Connection | None = None
+        self._db = AutocommitConnection(url)
 
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True)
-        return self._conn
+        return self._db.get()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None
+        self._db.close()
 
     def begin(self, messages: list[tuple[bytes, str]]) -> dict[bytes, int]:
         """Count one more start of each (fingerprint, topic); how many there have been,

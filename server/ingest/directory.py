@@ -14,7 +14,7 @@ from enum import StrEnum
 import psycopg
 
 from tidefield.protocol.catalog import METRICS
-from tidefield.server.db import scalar
+from tidefield.server.db import AutocommitConnection, scalar
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,13 @@ class DeviceDirectory:
         self.url = url
         self.policy = UnknownDevicePolicy(policy)
         self._devices: dict[str, DeviceEntry] = {}
-        self._conn: psycopg.Connection | None = None
+        self._db = AutocommitConnection(url)
 
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True)
-        return self._conn
+        return self._db.get()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self._db.close()
 
     def load_all(self) -> int:
         rows = self._connection().execute(
