@@ -83,7 +83,9 @@ from ._layout import (
     P_MAX_FLAG_MS,
     P_MAX_SPIKE_RUN,
     P_NOISE_DOWN,
+    P_NOISE_DOWN_WARM,
     P_NOISE_UP,
+    P_NOISE_UP_WARM,
     P_OWN_H,
     P_OWN_MEMORY,
     P_OWN_SPAN,
@@ -631,9 +633,17 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             slow /= params[P_BURST_SLOW_THR]
             # both against the series' own tail of them: where bursts are ordinary (a
             # turbidity probe in every storm) the threshold rises to what is rare here
-            limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow),
-                                not at_bound and not away, params[P_NOISE_UP],
-                                params[P_NOISE_DOWN])
+            # while the series warms up the quantile takes larger steps: from the fixed
+            # threshold at 1 % a reading it took hundreds of readings to reach the tail
+            # of a series whose ordinary noise is ten times it (a flow meter flickering
+            # between two counts), and alarmed all along once scoring began
+            if warm:
+                limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow),
+                                    not at_bound and not away, params[P_NOISE_UP],
+                                    params[P_NOISE_DOWN])
+            else:
+                limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow), not at_bound,
+                                    params[P_NOISE_UP_WARM], params[P_NOISE_DOWN_WARM])
             burst /= limit
             slow /= limit
             bursting = warm and ((burst > 1.0 and st[s, S_BURST] > span_floor)

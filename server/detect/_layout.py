@@ -33,14 +33,15 @@ PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike
                  "burst_slow_thr", "pair_span", "pair_slope",
                  "pair_prior", "hold_ms", "gain_prior", "shared_frac",
                  "shared_ms", "flat_share", "noise_up", "noise_down", "own_memory", "own_h",
-                 "own_span")
+                 "own_span", "noise_up_warm", "noise_down_warm")
 (P_WARM_N, P_GAP_FACTOR, P_STUCK_MIN_RUN, P_STUCK_FACTOR, P_SPIKE_Z, P_SPIKE_SPAN,
  P_JUMP_FACTOR, P_MAX_SPIKE_RUN, P_A_SCALE, P_EXCEED_K, P_A_BURST, P_BURST_THR,
  P_LEVEL_WARM_MS, P_LEVEL_Z, P_DEV_FLOOR, P_CROSS_Z, P_CORR_Z, P_CORR_WINDOW_MS,
  P_TZ_OFFSET_MS, P_MAX_FLAG_MS, P_A_CROSS, P_STUCK_MIN_MS, P_RETURN_FRAC, P_DRIFT_K,
  P_DRIFT_H, P_DRIFT_SPAN, P_BURST_SPAN, P_BURST_SLOW_THR, P_PAIR_SPAN, P_PAIR_SLOPE,
  P_PAIR_PRIOR, P_HOLD_MS, P_GAIN_PRIOR, P_SHARED_FRAC, P_SHARED_MS, P_FLAT_SHARE, P_NOISE_UP,
- P_NOISE_DOWN, P_OWN_MEMORY, P_OWN_H, P_OWN_SPAN) = range(len(PARAM_COLUMNS))
+ P_NOISE_DOWN, P_OWN_MEMORY, P_OWN_H, P_OWN_SPAN, P_NOISE_UP_WARM,
+ P_NOISE_DOWN_WARM) = range(len(PARAM_COLUMNS))
 
 # --- per-series state ------------------------------------------------------------------
 # mf: the de-seasoned level (1-h EWMA); rb, rvar: baseline and spread of its residual

@@ -178,13 +178,15 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
     me.up, me.down = up, down
 
 
-def _tail(level: float, ratio: float, learn: bool, p) -> tuple[float, float]:
-    """(limit, next level) of a learned tail quantile (see ``_kernels._tail_limit``)."""
+def _tail(level: float, ratio: float, learn: bool, p, warming: bool = False
+          ) -> tuple[float, float]:
+    """(limit, next level) of a learned tail quantile (see ``_kernels._tail_limit``); its
+    steps are larger while the series warms up."""
     level = 1.0 if level == 0.0 else level
     limit = max(level, 1.0)
+    up, down = ("noise_up_warm", "noise_down_warm") if warming else ("noise_up", "noise_down")
     if learn:
-        level = max(level * (p["noise_up"] if ratio > level else p["noise_down"]),
-                    math.exp(-2.0))
+        level = max(level * (p[up] if ratio > level else p[down]), math.exp(-2.0))
     return limit, level
 
 
@@ -361,7 +363,7 @@ def score_batch(series, times, values, cfg, params):
             # the series' own noise tail: a quantile of log(max(burst, slow)) tracked by
             # Robbins-Monro steps, the limit taken before this reading's step
             limit, me.burst_tail = _tail(me.burst_tail, max(burst, slow),
-                                      not bound(x) and not away, p)
+                                      not bound(x) and not away, p, warming=not warm)
             burst, slow = burst / limit, slow / limit
             bursting = warm and ((burst > 1.0 and me.burst > p["burst_span"] * span)
                                  or (slow > 1.0 and me.slow > p["burst_span"] * span))

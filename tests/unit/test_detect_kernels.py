@@ -374,3 +374,19 @@ def test_the_noise_threshold_learns_how_noisy_the_series_is():
 
     assert alarms(fixed) >= 6
     assert alarms(learned) <= 2 * alarms(fixed) // 3
+
+
+def test_a_series_whose_ordinary_noise_is_far_over_the_fixed_threshold_is_calibrated_while_it_warms_up():
+    # a flow meter that reads whole litres and flickers to the next count now and then:
+    # the change of its step is mostly nothing and now and then a whole count, many
+    # times its learned size, from the first reading on
+    rng = np.random.default_rng(8)
+    n = 1500
+    values = 31.0 + (rng.random(n) < 0.1) + rng.normal(0, 0.002, n).round(4)
+    values[1100:1160] += rng.integers(-2, 3, 60)  # a burst: counts all over the place
+    got = _lone(values)
+    assert (got.score[:1100] < 0.5).all()
+    assert (got.score[1100:1170] >= 0.5).any()
+    # stepping at the after-warm-up rate instead, it alarmed for noise once scoring began
+    slow = _lone(values, params=DetectorParams(noise_eta_warm=0.01))
+    assert "noise" in set(slow.component_names()[150:1100])
