@@ -196,7 +196,12 @@ class Detector:
             cfg[i, C_DECAY] = float(np.exp(-interval_ms / (prm.memory_days * DAY_MS)))
             cfg[i, C_LEVEL] = 0.0 if info.metric in prm.level_skip else 1.0
             cfg[i, C_A_NOISE] = _alpha(interval_ms, prm.noise_hours * 3_600_000.0)
-            cfg[i, C_A_BURST_SLOW] = _alpha(interval_ms, prm.burst_slow_hours * 3_600_000.0)
+            # the slow noise test's lower threshold holds for a mean over many readings: at
+            # least twice the short-term mean's, where burst_slow_hours are only a few
+            # (two hours of a river logged every 90 minutes were one reading, and every
+            # flood's first step read as a noise burst)
+            cfg[i, C_A_BURST_SLOW] = min(
+                _alpha(interval_ms, prm.burst_slow_hours * 3_600_000.0), prm.burst_alpha / 2)
         # pairs on one device (soil EC follows soil moisture), among series without a
         # cross-site level check: the follower gets sign +1, the leader -1
         cfg[:, C_PARTNER] = -1.0

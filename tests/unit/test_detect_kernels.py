@@ -8,7 +8,7 @@ import numpy.testing as npt
 import pytest
 
 from tidefield.server.detect import detector_twins as reference
-from tidefield.server.detect._layout import COMPONENTS
+from tidefield.server.detect._layout import C_A_BURST_SLOW, COMPONENTS
 from tidefield.server.detect.detector import (
     Detector,
     DetectorInputError,
@@ -390,3 +390,19 @@ def test_a_series_whose_ordinary_noise_is_far_over_the_fixed_threshold_is_calibr
     # stepping at the after-warm-up rate instead, it alarmed for noise once scoring began
     slow = _lone(values, params=DetectorParams(noise_eta_warm=0.01))
     assert "noise" in set(slow.component_names()[150:1100])
+
+
+def test_the_slow_noise_test_averages_many_readings_even_where_they_are_hours_apart():
+    # a river logged every 90 minutes: two hours were one reading, and the slow test's
+    # lower threshold then judged a single change of the step (each flood's first rise)
+    rng = np.random.default_rng(0)
+    n = 1500
+    values = 0.6 + np.cumsum(rng.normal(0, 0.001, n)) + rng.normal(0, 0.002, n)
+    for start in (400, 800, 1200):  # floods: up in a reading, down over two days
+        values[start:start + 40] += 0.8 * np.exp(-np.arange(40) / 8.0)
+    got = _lone(np.round(values, 3), interval_ms=90 * MIN)
+    assert "noise" not in set(got.component_names()[got.score >= 0.5])
+    # and a minute's series keeps its two-hour mean
+    info = SeriesInfo(0, "s", "d", "value", 60.0)
+    detector = Detector([info], DetectorParams(), limits={0: (-np.inf, np.inf, 0.0, 1.0, 0.01)})
+    assert detector.cfg[0, C_A_BURST_SLOW] == pytest.approx(1 - np.exp(-1 / 120))
