@@ -89,6 +89,8 @@ from ._layout import (
     P_OWN_H,
     P_OWN_MEMORY,
     P_OWN_SPAN,
+    P_REFRACTORY_FACTOR,
+    P_REFRACTORY_MS,
     P_PAIR_PRIOR,
     P_PAIR_SLOPE,
     P_PAIR_SPAN,
@@ -142,8 +144,10 @@ from ._layout import (
     S_BURST_TAIL,
     S_CUS_DOWN,
     S_CUS_UP,
+    S_ALARM_T,
     S_D_LAST,
     S_DEV_T,
+    S_EPISODE_T,
     S_FLAG_SINCE,
     S_FLAT_ALL,
     S_FLAT_LONG,
@@ -203,6 +207,27 @@ def _count_run(st, s, length, decay, long_run):
     keep = decay ** length
     st[s, S_FLAT_ALL] = st[s, S_FLAT_ALL] * keep + length
     st[s, S_FLAT_LONG] = st[s, S_FLAT_LONG] * keep + (length if length >= long_run else 0.0)
+
+
+GOING_ON_INTERVALS = 3.0  # a step alarm raised within this many intervals goes on
+
+
+@njit(**JIT)
+def _refractory(s, t, score, cfg, params, st):
+    """One alarm an episode: a step alarm (spike, shift, noise; ``score`` at least 0.5)
+    that does not continue the alarm raised last (within GOING_ON_INTERVALS) and comes
+    within refractory_ms of the series' last one due, raised or not, belongs to that
+    episode (a storm's sediment pulses, a pump's settling after a valve moved): it is
+    raised only refractory_factor times past its threshold, else scored under it.
+    Returns the score to report."""
+    since_last = t - st[s, S_EPISODE_T]
+    st[s, S_EPISODE_T] = t
+    going_on = t - st[s, S_ALARM_T] <= GOING_ON_INTERVALS * cfg[s, C_INTERVAL]
+    if not going_on and since_last <= params[P_REFRACTORY_MS] and score < 1.0:
+        score = _ratio_score(score / (1.0 - score) / params[P_REFRACTORY_FACTOR])
+    if score >= 0.5:
+        st[s, S_ALARM_T] = t
+    return score
 
 
 TAIL_FLOOR = math.exp(-2.0)  # how far under its threshold a learned tail may sink
@@ -766,6 +791,8 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 category = CAT_EVENT
                 if comp == K_DRIFT:
                     comp = K_LEVEL
+            if best >= 0.5 and (comp == K_SPIKE or comp == K_SHIFT or comp == K_NOISE):
+                best = _refractory(s, t, best, cfg, params, st)
             out_score[i] = best
             out_comp[i] = comp
             out_cat[i] = category

@@ -46,7 +46,9 @@ from ._layout import (
     COMPONENTS,
     GROUP_COLUMNS,
     S_D_LAST,
+    S_ALARM_T,
     S_DEV_T,
+    S_EPISODE_T,
     S_FLAG_SINCE,
     S_MF,
     S_N,
@@ -228,7 +230,7 @@ class Detector:
     def initial_state(n: int) -> tuple[np.ndarray, np.ndarray]:
         state = np.zeros((n, len(STATE_COLUMNS)), dtype=np.float64)
         state[:, [S_X_LAST, S_X_PREV, S_MF, S_RB, S_D_LAST]] = np.nan
-        state[:, S_DEV_T] = NEVER
+        state[:, [S_DEV_T, S_EPISODE_T, S_ALARM_T]] = NEVER
         state[:, [S_FLAG_SINCE, S_SUSPECT_SINCE, S_OWN_SINCE]] = -1.0
         return state, np.full((n, BINS), np.nan)
 

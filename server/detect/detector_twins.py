@@ -84,6 +84,8 @@ class _Series:
     hour_end: float = 0.0
     hour: int = 0
     dev_t: float = -1e18
+    episode_t: float = -1e18  # the last step alarm due (the refractory time)
+    alarm_t: float = -1e18  # the last one raised
     flag_since: float = -1.0
     suspect_since: float = -1.0
     flat_all: float = 0.0  # readings of ended runs (off a bound), decayed
@@ -188,6 +190,17 @@ def _tail(level: float, ratio: float, learn: bool, p, warming: bool = False
     if learn:
         level = max(level * (p[up] if ratio > level else p[down]), math.exp(-2.0))
     return limit, level
+
+
+def _refractory(me, t, score, c, p) -> float:
+    """One alarm an episode (see ``_kernels._refractory``)."""
+    since_last, me.episode_t = t - me.episode_t, t
+    going_on = t - me.alarm_t <= 3.0 * c[C_INTERVAL]
+    if not going_on and since_last <= p["refractory_ms"] and score < 1.0:
+        score = _ratio(score / (1.0 - score) / p["refractory_factor"])
+    if score >= 0.5:
+        me.alarm_t = t
+    return score
 
 
 def _own_level(me, t, e, c, p):
@@ -444,5 +457,7 @@ def score_batch(series, times, values, cfg, params):
                 if any(state[m].dev_t >= t - p["corr_window_ms"] for m in neighbours):
                     category = CAT_EVENT
                     comp = K_LEVEL if comp == K_DRIFT else comp
+            if best >= 0.5 and comp in (K_SPIKE, K_SHIFT, K_NOISE):
+                best = _refractory(me, t, best, c, p)
             out[0][i], out[1][i], out[2][i] = best, comp, category
     return out
