@@ -147,6 +147,7 @@ from ._layout import (
     S_ALARM_T,
     S_D_LAST,
     S_DEV_T,
+    S_EPISODE_COMP,
     S_EPISODE_T,
     S_FLAG_SINCE,
     S_FLAT_ALL,
@@ -159,6 +160,7 @@ from ._layout import (
     S_N,
     S_OWN_BASE,
     S_OWN_DOWN,
+    S_OWN_FLAG,
     S_OWN_N,
     S_OWN_SINCE,
     S_OWN_TAIL,
@@ -213,15 +215,20 @@ GOING_ON_INTERVALS = 3.0  # a step alarm raised within this many intervals goes 
 
 
 @njit(**JIT)
-def _refractory(s, t, score, cfg, params, st):
-    """One alarm an episode: a step alarm (spike, shift, noise; ``score`` at least 0.5)
-    that does not continue the alarm raised last (within GOING_ON_INTERVALS) and comes
-    within refractory_ms of the series' last one due, raised or not, belongs to that
-    episode (a storm's sediment pulses, a pump's settling after a valve moved): it is
-    raised only refractory_factor times past its threshold, else scored under it.
-    Returns the score to report."""
+def _refractory(s, t, score, comp, cfg, params, st):
+    """One alarm an episode: an alarm of ``comp`` (spike, shift, noise; ``score`` at
+    least 0.5) that does not continue the alarm raised last (within
+    GOING_ON_INTERVALS) and comes within refractory_ms of the series' last one of that
+    component due, raised or not, belongs to that episode (a storm's sediment pulses, a
+    pump's flow settling after a valve moved): it is raised only
+    refractory_factor times past its threshold, else scored under it. Another component
+    starts an episode of its own (a noise burst after a spike is news). Returns the
+    score to report."""
     since_last = t - st[s, S_EPISODE_T]
+    if st[s, S_EPISODE_COMP] != comp:
+        since_last = math.inf
     st[s, S_EPISODE_T] = t
+    st[s, S_EPISODE_COMP] = comp
     going_on = t - st[s, S_ALARM_T] <= GOING_ON_INTERVALS * cfg[s, C_INTERVAL]
     if not going_on and since_last <= params[P_REFRACTORY_MS] and score < 1.0:
         score = _ratio_score(score / (1.0 - score) / params[P_REFRACTORY_FACTOR])
@@ -300,8 +307,15 @@ def _own_level(s, t, e, cfg, params, st):
     st[s, S_OWN_DOWN] = down
     if not learning and abs(dev) > params[P_CORR_Z] * sd:
         st[s, S_DEV_T] = t  # far off its own level: corroborates the site's other series
+    # raised, the flag stays up while the change is suspected: the learned tail follows
+    # a long excursion up, and the CUSUM and its threshold crossing back and forth split
+    # one change into a string of alarms
+    flag = st[s, S_OWN_FLAG] > 0.0 and st[s, S_OWN_SINCE] >= 0.0
     if max(up, down) > h and abs(dev) > params[P_OWN_SPAN] * cfg[s, C_SPAN]:
-        return _ratio_score(max(up, down) / h)
+        flag = True
+    st[s, S_OWN_FLAG] = 1.0 if flag else 0.0
+    if flag:
+        return _ratio_score(max(max(up, down) / h, 1.0))
     return 0.0
 
 
@@ -792,7 +806,7 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 if comp == K_DRIFT:
                     comp = K_LEVEL
             if best >= 0.5 and (comp == K_SPIKE or comp == K_SHIFT or comp == K_NOISE):
-                best = _refractory(s, t, best, cfg, params, st)
+                best = _refractory(s, t, best, comp, cfg, params, st)
             out_score[i] = best
             out_comp[i] = comp
             out_cat[i] = category

@@ -86,6 +86,8 @@ class _Series:
     dev_t: float = -1e18
     episode_t: float = -1e18  # the last step alarm due (the refractory time)
     alarm_t: float = -1e18  # the last one raised
+    episode_comp: int = 0  # the component of that episode
+    own_flag: bool = False  # the own-level flag is raised
     flag_since: float = -1.0
     suspect_since: float = -1.0
     flat_all: float = 0.0  # readings of ended runs (off a bound), decayed
@@ -192,9 +194,10 @@ def _tail(level: float, ratio: float, learn: bool, p, warming: bool = False
     return limit, level
 
 
-def _refractory(me, t, score, c, p) -> float:
+def _refractory(me, t, score, comp, c, p) -> float:
     """One alarm an episode (see ``_kernels._refractory``)."""
-    since_last, me.episode_t = t - me.episode_t, t
+    since_last = t - me.episode_t if me.episode_comp == comp else math.inf
+    me.episode_t, me.episode_comp = t, comp
     going_on = t - me.alarm_t <= 3.0 * c[C_INTERVAL]
     if not going_on and since_last <= p["refractory_ms"] and score < 1.0:
         score = _ratio(score / (1.0 - score) / p["refractory_factor"])
@@ -234,9 +237,10 @@ def _own_level(me, t, e, c, p):
     me.own_up, me.own_down = up, down
     if not learning and abs(dev) > p["corr_z"] * sd:
         me.dev_t = t  # far off its own level: corroborates the site's other series
-    if max(up, down) > h and abs(dev) > p["own_span"] * c[C_SPAN]:
-        return _ratio(max(up, down) / h)
-    return 0.0
+    # raised, the flag stays up while the change is suspected
+    me.own_flag = (me.own_flag and me.own_since >= 0) or (
+        max(up, down) > h and abs(dev) > p["own_span"] * c[C_SPAN])
+    return _ratio(max(max(up, down) / h, 1.0)) if me.own_flag else 0.0
 
 
 def _shared(me, s, t, rising, p, state, group_of):
@@ -458,6 +462,6 @@ def score_batch(series, times, values, cfg, params):
                     category = CAT_EVENT
                     comp = K_LEVEL if comp == K_DRIFT else comp
             if best >= 0.5 and comp in (K_SPIKE, K_SHIFT, K_NOISE):
-                best = _refractory(me, t, best, c, p)
+                best = _refractory(me, t, best, comp, c, p)
             out[0][i], out[1][i], out[2][i] = best, comp, category
     return out
