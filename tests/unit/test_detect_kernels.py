@@ -406,3 +406,34 @@ def test_the_slow_noise_test_averages_many_readings_even_where_they_are_hours_ap
     info = SeriesInfo(0, "s", "d", "value", 60.0)
     detector = Detector([info], DetectorParams(), limits={0: (-np.inf, np.inf, 0.0, 1.0, 0.01)})
     assert detector.cfg[0, C_A_BURST_SLOW] == pytest.approx(1 - np.exp(-1 / 120))
+
+
+def _onsets(scores) -> list[int]:
+    """Where alarms (runs of readings scored at least 0.5) start."""
+    alarm = scores.score >= 0.5
+    return np.flatnonzero(alarm & ~np.concatenate(([False], alarm[:-1]))).tolist()
+
+
+def test_one_alarm_an_episode_unless_the_next_is_much_larger_or_comes_after_refractory_hours():
+    rng = np.random.default_rng(3)
+    values = np.round(10 + rng.normal(0, 0.05, 3000), 2)  # every 15 minutes
+    for at in (1000, 1010, 1020, 2000, 2200):  # a storm's pulses, then two days apart
+        values[at] += 1.5
+    values[1030] += 8.0  # in the episode, but far past its threshold
+    assert _onsets(_lone(values, 15 * MIN)) == [1000, 1030, 2000, 2200]
+    no_refractory = DetectorParams(refractory_hours=0.0)
+    assert _onsets(_lone(values, 15 * MIN, no_refractory)) == [1000, 1010, 1020, 1030, 2000,
+                                                               2200]
+
+
+def test_a_lone_series_change_is_one_alarm_while_it_is_suspected():
+    # a level that slides away slowly: the learned tail of its CUSUMs follows it up, and
+    # the two crossed back and forth, one change read as a string of alarms
+    rng = np.random.default_rng(5)
+    n = 2400
+    values = 20 + rng.normal(0, 0.1, n)
+    values[1200:1700] -= np.linspace(0.0, 1.2, 500)
+    values[1700:] -= 1.2
+    got = _lone(np.round(values, 2))
+    assert len(_onsets(got)) == 1
+    assert set(got.component_names()[got.score >= 0.5]) == {"drift"}
