@@ -89,11 +89,11 @@ from ._layout import (
     P_OWN_H,
     P_OWN_MEMORY,
     P_OWN_SPAN,
-    P_REFRACTORY_FACTOR,
-    P_REFRACTORY_MS,
     P_PAIR_PRIOR,
     P_PAIR_SLOPE,
     P_PAIR_SPAN,
+    P_REFRACTORY_FACTOR,
+    P_REFRACTORY_MS,
     P_RETURN_FRAC,
     P_SHARED_FRAC,
     P_SHARED_MS,
@@ -139,12 +139,12 @@ from ._layout import (
     RS_SEEN,
     RS_UPDATED,
     RS_VALUE,
+    S_ALARM_T,
     S_BURST,
     S_BURST_REL,
     S_BURST_TAIL,
     S_CUS_DOWN,
     S_CUS_UP,
-    S_ALARM_T,
     S_D_LAST,
     S_DEV_T,
     S_EPISODE_COMP,
@@ -805,7 +805,9 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 category = CAT_EVENT
                 if comp == K_DRIFT:
                     comp = K_LEVEL
-            if best >= 0.5 and (comp == K_SPIKE or comp == K_SHIFT or comp == K_NOISE):
+            # spike, shift and noise are the components of a step (_layout: one after the
+            # other)
+            if best >= 0.5 and K_SPIKE <= comp <= K_NOISE:
                 best = _refractory(s, t, best, comp, cfg, params, st)
             out_score[i] = best
             out_comp[i] = comp

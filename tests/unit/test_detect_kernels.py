@@ -376,7 +376,7 @@ def test_the_noise_threshold_learns_how_noisy_the_series_is():
     assert alarms(learned) <= 2 * alarms(fixed) // 3
 
 
-def test_a_series_whose_ordinary_noise_is_far_over_the_fixed_threshold_is_calibrated_while_it_warms_up():
+def test_a_series_far_noisier_than_the_fixed_threshold_is_calibrated_while_it_warms_up():
     # a flow meter that reads whole litres and flickers to the next count now and then:
     # the change of its step is mostly nothing and now and then a whole count, many
     # times its learned size, from the first reading on
