@@ -83,13 +83,17 @@ from ._layout import (
     P_MAX_FLAG_MS,
     P_MAX_SPIKE_RUN,
     P_NOISE_DOWN,
+    P_NOISE_DOWN_WARM,
     P_NOISE_UP,
+    P_NOISE_UP_WARM,
     P_OWN_H,
     P_OWN_MEMORY,
     P_OWN_SPAN,
     P_PAIR_PRIOR,
     P_PAIR_SLOPE,
     P_PAIR_SPAN,
+    P_REFRACTORY_FACTOR,
+    P_REFRACTORY_MS,
     P_RETURN_FRAC,
     P_SHARED_FRAC,
     P_SHARED_MS,
@@ -135,6 +139,7 @@ from ._layout import (
     RS_SEEN,
     RS_UPDATED,
     RS_VALUE,
+    S_ALARM_T,
     S_BURST,
     S_BURST_REL,
     S_BURST_TAIL,
@@ -142,6 +147,8 @@ from ._layout import (
     S_CUS_UP,
     S_D_LAST,
     S_DEV_T,
+    S_EPISODE_COMP,
+    S_EPISODE_T,
     S_FLAG_SINCE,
     S_FLAT_ALL,
     S_FLAT_LONG,
@@ -153,6 +160,7 @@ from ._layout import (
     S_N,
     S_OWN_BASE,
     S_OWN_DOWN,
+    S_OWN_FLAG,
     S_OWN_N,
     S_OWN_SINCE,
     S_OWN_TAIL,
@@ -201,6 +209,32 @@ def _count_run(st, s, length, decay, long_run):
     keep = decay ** length
     st[s, S_FLAT_ALL] = st[s, S_FLAT_ALL] * keep + length
     st[s, S_FLAT_LONG] = st[s, S_FLAT_LONG] * keep + (length if length >= long_run else 0.0)
+
+
+GOING_ON_INTERVALS = 3.0  # a step alarm raised within this many intervals goes on
+
+
+@njit(**JIT)
+def _refractory(s, t, score, comp, cfg, params, st):
+    """One alarm an episode: an alarm of ``comp`` (spike, shift, noise; ``score`` at
+    least 0.5) that does not continue the alarm raised last (within
+    GOING_ON_INTERVALS) and comes within refractory_ms of the series' last one of that
+    component due, raised or not, belongs to that episode (a storm's sediment pulses, a
+    pump's flow settling after a valve moved): it is raised only
+    refractory_factor times past its threshold, else scored under it. Another component
+    starts an episode of its own (a noise burst after a spike is news). Returns the
+    score to report."""
+    since_last = t - st[s, S_EPISODE_T]
+    if st[s, S_EPISODE_COMP] != comp:
+        since_last = math.inf
+    st[s, S_EPISODE_T] = t
+    st[s, S_EPISODE_COMP] = comp
+    going_on = t - st[s, S_ALARM_T] <= GOING_ON_INTERVALS * cfg[s, C_INTERVAL]
+    if not going_on and since_last <= params[P_REFRACTORY_MS] and score < 1.0:
+        score = _ratio_score(score / (1.0 - score) / params[P_REFRACTORY_FACTOR])
+    if score >= 0.5:
+        st[s, S_ALARM_T] = t
+    return score
 
 
 TAIL_FLOOR = math.exp(-2.0)  # how far under its threshold a learned tail may sink
@@ -273,8 +307,15 @@ def _own_level(s, t, e, cfg, params, st):
     st[s, S_OWN_DOWN] = down
     if not learning and abs(dev) > params[P_CORR_Z] * sd:
         st[s, S_DEV_T] = t  # far off its own level: corroborates the site's other series
+    # raised, the flag stays up while the change is suspected: the learned tail follows
+    # a long excursion up, and the CUSUM and its threshold crossing back and forth split
+    # one change into a string of alarms
+    flag = st[s, S_OWN_FLAG] > 0.0 and st[s, S_OWN_SINCE] >= 0.0
     if max(up, down) > h and abs(dev) > params[P_OWN_SPAN] * cfg[s, C_SPAN]:
-        return _ratio_score(max(up, down) / h)
+        flag = True
+    st[s, S_OWN_FLAG] = 1.0 if flag else 0.0
+    if flag:
+        return _ratio_score(max(max(up, down) / h, 1.0))
     return 0.0
 
 
@@ -631,9 +672,17 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             slow /= params[P_BURST_SLOW_THR]
             # both against the series' own tail of them: where bursts are ordinary (a
             # turbidity probe in every storm) the threshold rises to what is rare here
-            limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow),
-                                not at_bound and not away, params[P_NOISE_UP],
-                                params[P_NOISE_DOWN])
+            # while the series warms up the quantile takes larger steps: from the fixed
+            # threshold at 1 % a reading it took hundreds of readings to reach the tail
+            # of a series whose ordinary noise is ten times it (a flow meter flickering
+            # between two counts), and alarmed all along once scoring began
+            if warm:
+                limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow),
+                                    not at_bound and not away, params[P_NOISE_UP],
+                                    params[P_NOISE_DOWN])
+            else:
+                limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow), not at_bound,
+                                    params[P_NOISE_UP_WARM], params[P_NOISE_DOWN_WARM])
             burst /= limit
             slow /= limit
             bursting = warm and ((burst > 1.0 and st[s, S_BURST] > span_floor)
@@ -756,6 +805,10 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 category = CAT_EVENT
                 if comp == K_DRIFT:
                     comp = K_LEVEL
+            # spike, shift and noise are the components of a step (_layout: one after the
+            # other)
+            if best >= 0.5 and K_SPIKE <= comp <= K_NOISE:
+                best = _refractory(s, t, best, comp, cfg, params, st)
             out_score[i] = best
             out_comp[i] = comp
             out_cat[i] = category

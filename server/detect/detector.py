@@ -45,8 +45,10 @@ from ._layout import (
     CFG_COLUMNS,
     COMPONENTS,
     GROUP_COLUMNS,
+    S_ALARM_T,
     S_D_LAST,
     S_DEV_T,
+    S_EPISODE_T,
     S_FLAG_SINCE,
     S_MF,
     S_N,
@@ -196,7 +198,12 @@ class Detector:
             cfg[i, C_DECAY] = float(np.exp(-interval_ms / (prm.memory_days * DAY_MS)))
             cfg[i, C_LEVEL] = 0.0 if info.metric in prm.level_skip else 1.0
             cfg[i, C_A_NOISE] = _alpha(interval_ms, prm.noise_hours * 3_600_000.0)
-            cfg[i, C_A_BURST_SLOW] = _alpha(interval_ms, prm.burst_slow_hours * 3_600_000.0)
+            # the slow noise test's lower threshold holds for a mean over many readings: at
+            # least twice the short-term mean's, where burst_slow_hours are only a few
+            # (two hours of a river logged every 90 minutes were one reading, and every
+            # flood's first step read as a noise burst)
+            cfg[i, C_A_BURST_SLOW] = min(
+                _alpha(interval_ms, prm.burst_slow_hours * 3_600_000.0), prm.burst_alpha / 2)
         # pairs on one device (soil EC follows soil moisture), among series without a
         # cross-site level check: the follower gets sign +1, the leader -1
         cfg[:, C_PARTNER] = -1.0
@@ -223,7 +230,7 @@ class Detector:
     def initial_state(n: int) -> tuple[np.ndarray, np.ndarray]:
         state = np.zeros((n, len(STATE_COLUMNS)), dtype=np.float64)
         state[:, [S_X_LAST, S_X_PREV, S_MF, S_RB, S_D_LAST]] = np.nan
-        state[:, S_DEV_T] = NEVER
+        state[:, [S_DEV_T, S_EPISODE_T, S_ALARM_T]] = NEVER
         state[:, [S_FLAG_SINCE, S_SUSPECT_SINCE, S_OWN_SINCE]] = -1.0
         return state, np.full((n, BINS), np.nan)
 

@@ -84,6 +84,10 @@ class _Series:
     hour_end: float = 0.0
     hour: int = 0
     dev_t: float = -1e18
+    episode_t: float = -1e18  # the last step alarm due (the refractory time)
+    alarm_t: float = -1e18  # the last one raised
+    episode_comp: int = 0  # the component of that episode
+    own_flag: bool = False  # the own-level flag is raised
     flag_since: float = -1.0
     suspect_since: float = -1.0
     flat_all: float = 0.0  # readings of ended runs (off a bound), decayed
@@ -178,14 +182,28 @@ def _hourly(me, s, t, local_hour, c, p, state, groups, group_of):
     me.up, me.down = up, down
 
 
-def _tail(level: float, ratio: float, learn: bool, p) -> tuple[float, float]:
-    """(limit, next level) of a learned tail quantile (see ``_kernels._tail_limit``)."""
+def _tail(level: float, ratio: float, learn: bool, p, warming: bool = False
+          ) -> tuple[float, float]:
+    """(limit, next level) of a learned tail quantile (see ``_kernels._tail_limit``); its
+    steps are larger while the series warms up."""
     level = 1.0 if level == 0.0 else level
     limit = max(level, 1.0)
+    up, down = ("noise_up_warm", "noise_down_warm") if warming else ("noise_up", "noise_down")
     if learn:
-        level = max(level * (p["noise_up"] if ratio > level else p["noise_down"]),
-                    math.exp(-2.0))
+        level = max(level * (p[up] if ratio > level else p[down]), math.exp(-2.0))
     return limit, level
+
+
+def _refractory(me, t, score, comp, c, p) -> float:
+    """One alarm an episode (see ``_kernels._refractory``)."""
+    since_last = t - me.episode_t if me.episode_comp == comp else math.inf
+    me.episode_t, me.episode_comp = t, comp
+    going_on = t - me.alarm_t <= 3.0 * c[C_INTERVAL]
+    if not going_on and since_last <= p["refractory_ms"] and score < 1.0:
+        score = _ratio(score / (1.0 - score) / p["refractory_factor"])
+    if score >= 0.5:
+        me.alarm_t = t
+    return score
 
 
 def _own_level(me, t, e, c, p):
@@ -219,9 +237,10 @@ def _own_level(me, t, e, c, p):
     me.own_up, me.own_down = up, down
     if not learning and abs(dev) > p["corr_z"] * sd:
         me.dev_t = t  # far off its own level: corroborates the site's other series
-    if max(up, down) > h and abs(dev) > p["own_span"] * c[C_SPAN]:
-        return _ratio(max(up, down) / h)
-    return 0.0
+    # raised, the flag stays up while the change is suspected
+    me.own_flag = (me.own_flag and me.own_since >= 0) or (
+        max(up, down) > h and abs(dev) > p["own_span"] * c[C_SPAN])
+    return _ratio(max(max(up, down) / h, 1.0)) if me.own_flag else 0.0
 
 
 def _shared(me, s, t, rising, p, state, group_of):
@@ -361,7 +380,7 @@ def score_batch(series, times, values, cfg, params):
             # the series' own noise tail: a quantile of log(max(burst, slow)) tracked by
             # Robbins-Monro steps, the limit taken before this reading's step
             limit, me.burst_tail = _tail(me.burst_tail, max(burst, slow),
-                                      not bound(x) and not away, p)
+                                      not bound(x) and not away, p, warming=not warm)
             burst, slow = burst / limit, slow / limit
             bursting = warm and ((burst > 1.0 and me.burst > p["burst_span"] * span)
                                  or (slow > 1.0 and me.slow > p["burst_span"] * span))
@@ -442,5 +461,7 @@ def score_batch(series, times, values, cfg, params):
                 if any(state[m].dev_t >= t - p["corr_window_ms"] for m in neighbours):
                     category = CAT_EVENT
                     comp = K_LEVEL if comp == K_DRIFT else comp
+            if best >= 0.5 and comp in (K_SPIKE, K_SHIFT, K_NOISE):
+                best = _refractory(me, t, best, comp, c, p)
             out[0][i], out[1][i], out[2][i] = best, comp, category
     return out

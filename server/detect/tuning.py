@@ -65,6 +65,20 @@ class DetectorParams(BaseModel):
     noise_eta: float = Field(0.01, ge=0.0, le=1.0,
                              description="learning step of that quantile (in the "
                                          "logarithm, per reading)")
+    noise_eta_warm: float = Field(0.1, ge=0.0, le=1.0,
+                                  description="the same step while the series warms up "
+                                              "(its first warm_n readings), so the "
+                                              "quantile has reached the series' own tail "
+                                              "when scoring starts")
+    refractory_hours: float = Field(12.0, ge=0.0, le=10_000.0,
+                                    description="one alarm an episode: a spike, shift or "
+                                                "noise alarm due within this many hours of "
+                                                "the series' last one (raised or not), once "
+                                                "that alarm has ended, is the same episode "
+                                                "(a storm's sediment pulses) ...")
+    refractory_factor: float = Field(4.0, ge=1.0, le=1e9,
+                                     description="... and raised only this many times past "
+                                                 "its threshold")
     burst_slow_hours: float = Field(2.0, gt=0.0, le=1000.0,
                                     description="noise burst, slow test: a mean of the change "
                                                 "of the step over this many hours ...")
@@ -187,6 +201,11 @@ class DetectorParams(BaseModel):
             # it, down eta * (1 - q) below), as factors: no log or exp per reading
             "noise_up": float(np.exp(self.noise_eta * self.noise_quantile)),
             "noise_down": float(np.exp(-self.noise_eta * (1.0 - self.noise_quantile))),
+            "noise_up_warm": float(np.exp(self.noise_eta_warm * self.noise_quantile)),
+            "noise_down_warm": float(np.exp(-self.noise_eta_warm
+                                            * (1.0 - self.noise_quantile))),
+            "refractory_ms": self.refractory_hours * HOUR_MS,
+            "refractory_factor": self.refractory_factor,
             "own_memory": self.own_memory, "own_h": self.own_h, "own_span": self.own_span,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

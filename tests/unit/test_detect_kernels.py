@@ -8,7 +8,7 @@ import numpy.testing as npt
 import pytest
 
 from tidefield.server.detect import detector_twins as reference
-from tidefield.server.detect._layout import COMPONENTS
+from tidefield.server.detect._layout import C_A_BURST_SLOW, COMPONENTS
 from tidefield.server.detect.detector import (
     Detector,
     DetectorInputError,
@@ -374,3 +374,66 @@ def test_the_noise_threshold_learns_how_noisy_the_series_is():
 
     assert alarms(fixed) >= 6
     assert alarms(learned) <= 2 * alarms(fixed) // 3
+
+
+def test_a_series_far_noisier_than_the_fixed_threshold_is_calibrated_while_it_warms_up():
+    # a flow meter that reads whole litres and flickers to the next count now and then:
+    # the change of its step is mostly nothing and now and then a whole count, many
+    # times its learned size, from the first reading on
+    rng = np.random.default_rng(8)
+    n = 1500
+    values = 31.0 + (rng.random(n) < 0.1) + rng.normal(0, 0.002, n).round(4)
+    values[1100:1160] += rng.integers(-2, 3, 60)  # a burst: counts all over the place
+    got = _lone(values)
+    assert (got.score[:1100] < 0.5).all()
+    assert (got.score[1100:1170] >= 0.5).any()
+    # stepping at the after-warm-up rate instead, it alarmed for noise once scoring began
+    slow = _lone(values, params=DetectorParams(noise_eta_warm=0.01))
+    assert "noise" in set(slow.component_names()[150:1100])
+
+
+def test_the_slow_noise_test_averages_many_readings_even_where_they_are_hours_apart():
+    # a river logged every 90 minutes: two hours were one reading, and the slow test's
+    # lower threshold then judged a single change of the step (each flood's first rise)
+    rng = np.random.default_rng(0)
+    n = 1500
+    values = 0.6 + np.cumsum(rng.normal(0, 0.001, n)) + rng.normal(0, 0.002, n)
+    for start in (400, 800, 1200):  # floods: up in a reading, down over two days
+        values[start:start + 40] += 0.8 * np.exp(-np.arange(40) / 8.0)
+    got = _lone(np.round(values, 3), interval_ms=90 * MIN)
+    assert "noise" not in set(got.component_names()[got.score >= 0.5])
+    # and a minute's series keeps its two-hour mean
+    info = SeriesInfo(0, "s", "d", "value", 60.0)
+    detector = Detector([info], DetectorParams(), limits={0: (-np.inf, np.inf, 0.0, 1.0, 0.01)})
+    assert detector.cfg[0, C_A_BURST_SLOW] == pytest.approx(1 - np.exp(-1 / 120))
+
+
+def _onsets(scores) -> list[int]:
+    """Where alarms (runs of readings scored at least 0.5) start."""
+    alarm = scores.score >= 0.5
+    return np.flatnonzero(alarm & ~np.concatenate(([False], alarm[:-1]))).tolist()
+
+
+def test_one_alarm_an_episode_unless_the_next_is_much_larger_or_comes_after_refractory_hours():
+    rng = np.random.default_rng(3)
+    values = np.round(10 + rng.normal(0, 0.05, 3000), 2)  # every 15 minutes
+    for at in (1000, 1010, 1020, 2000, 2200):  # a storm's pulses, then two days apart
+        values[at] += 1.5
+    values[1030] += 8.0  # in the episode, but far past its threshold
+    assert _onsets(_lone(values, 15 * MIN)) == [1000, 1030, 2000, 2200]
+    no_refractory = DetectorParams(refractory_hours=0.0)
+    assert _onsets(_lone(values, 15 * MIN, no_refractory)) == [1000, 1010, 1020, 1030, 2000,
+                                                               2200]
+
+
+def test_a_lone_series_change_is_one_alarm_while_it_is_suspected():
+    # a level that slides away slowly: the learned tail of its CUSUMs follows it up, and
+    # the two crossed back and forth, one change read as a string of alarms
+    rng = np.random.default_rng(5)
+    n = 2400
+    values = 20 + rng.normal(0, 0.1, n)
+    values[1200:1700] -= np.linspace(0.0, 1.2, 500)
+    values[1700:] -= 1.2
+    got = _lone(np.round(values, 2))
+    assert len(_onsets(got)) == 1
+    assert set(got.component_names()[got.score >= 0.5]) == {"drift"}
