@@ -197,8 +197,10 @@ def _ratio_score(r):
 @njit(**JIT)
 def _count_run(st, s, length, decay, long_run):
     """A run of one value of ``length`` readings ended: into the decayed counts of all
-    readings and of those in long runs (how often the series sits flat)."""
-    keep = decay ** length
+    readings and of those in long runs (how often the series sits flat). A noisy series
+    ends a run of one reading at nearly every reading: pow(decay, 1) is decay exactly, and
+    skipping the pow there saves a fifth of the kernel's time."""
+    keep = decay if length == 1.0 else decay ** length
     st[s, S_FLAT_ALL] = st[s, S_FLAT_ALL] * keep + length
     st[s, S_FLAT_LONG] = st[s, S_FLAT_LONG] * keep + (length if length >= long_run else 0.0)
 
