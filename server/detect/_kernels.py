@@ -209,22 +209,25 @@ TAIL_FLOOR = math.exp(-2.0)  # how far under its threshold a learned tail may si
 
 
 @njit(**JIT)
-def _tail_limit(st, s, column, ratio, learn, up, down):
+def _tail_limit(stored, ratio, learn, up, down):
     """A threshold in units of the fixed one: 1, or where higher the series' own learned
     quantile of ``ratio`` (a statistic over its threshold), so the default alarm means a
-    like rate of false alarms on every series. The quantile (state ``column``, 0 before
-    any is learned) follows a Robbins-Monro step in the logarithm, taken as factors: times
-    ``up`` when a reading is above it, times ``down`` otherwise (params.noise_quantile and
-    noise_eta). The limit is taken before this reading's step, so a change does not excuse
-    itself at once."""
-    level = st[s, column]
+    like rate of false alarms on every series. The quantile (``stored``, its state column,
+    0 before any is learned) follows a Robbins-Monro step in the logarithm, taken as
+    factors: times ``up`` when a reading is above it, times ``down`` otherwise
+    (params.noise_quantile and noise_eta). The limit is taken before this reading's step,
+    so a change does not excuse itself at once. Returns the limit and the quantile to
+    store (``stored`` itself when not learning). Scalars in and out: a state array passed
+    in costs a reference count taken and dropped per reading, out-of-line calls that cost
+    more than the step itself."""
+    level = stored
     if level == 0.0:
         level = 1.0
     limit = max(level, 1.0)
-    if learn:
-        level = level * up if ratio > level else level * down
-        st[s, column] = max(level, TAIL_FLOOR)
-    return limit
+    if not learn:
+        return limit, stored
+    level = level * up if ratio > level else level * down
+    return limit, max(level, TAIL_FLOOR)
 
 
 @njit(**JIT)
@@ -252,8 +255,10 @@ def _own_level(s, t, e, cfg, params, st):
     up = 0.0
     down = 0.0
     if not learning:
-        h *= _tail_limit(st, s, S_OWN_TAIL, max(st[s, S_OWN_UP], st[s, S_OWN_DOWN]) / h,
-                         True, params[P_NOISE_UP], params[P_NOISE_DOWN])
+        limit, st[s, S_OWN_TAIL] = _tail_limit(
+            st[s, S_OWN_TAIL], max(st[s, S_OWN_UP], st[s, S_OWN_DOWN]) / h, True,
+            params[P_NOISE_UP], params[P_NOISE_DOWN])
+        h *= limit
         step = min(max(dev / sd, -lz), lz)
         up = min(max(0.0, st[s, S_OWN_UP] + step - k), 2.0 * h)
         down = min(max(0.0, st[s, S_OWN_DOWN] - step - k), 2.0 * h)
@@ -633,9 +638,9 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             slow /= params[P_BURST_SLOW_THR]
             # both against the series' own tail of them: where bursts are ordinary (a
             # turbidity probe in every storm) the threshold rises to what is rare here
-            limit = _tail_limit(st, s, S_BURST_TAIL, max(burst, slow),
-                                not at_bound and not away, params[P_NOISE_UP],
-                                params[P_NOISE_DOWN])
+            limit, st[s, S_BURST_TAIL] = _tail_limit(
+                st[s, S_BURST_TAIL], max(burst, slow), not at_bound and not away,
+                params[P_NOISE_UP], params[P_NOISE_DOWN])
             burst /= limit
             slow /= limit
             bursting = warm and ((burst > 1.0 and st[s, S_BURST] > span_floor)
