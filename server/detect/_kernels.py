@@ -340,8 +340,17 @@ def _corroborated(s, t, cfg, st, site_ptr, site_mem, window_ms):
 
 @njit(**JIT)
 def _wrap(d):
-    """An angle difference in [-180, 180)."""
-    return (d + 180.0) % 360.0 - 180.0
+    """An angle difference in [-180, 180). The difference of two angles in [0, 360] needs
+    at most one turn added or taken, exact as the floating-point modulo (an fmod call)
+    gives it; anything else takes the modulo."""
+    a = d + 180.0
+    if 0.0 <= a < 360.0:
+        return a - 180.0
+    if -360.0 <= a < 0.0:
+        return (a + 360.0) - 180.0
+    if 360.0 <= a < 720.0:
+        return (a - 360.0) - 180.0
+    return a % 360.0 - 180.0
 
 
 @njit(**JIT)
