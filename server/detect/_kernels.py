@@ -9,8 +9,9 @@ produced it and a category (fault or event). No Python object is made per readin
 series each) over the same batch and reports open/close transitions; ``check_silence``
 opens no-data rules for series that have gone quiet by a given clock.
 
-The compiler flags are in ``JIT`` only. ``cache=True`` keeps compiled kernels in
-``__pycache__`` so a second process starts scoring in well under two seconds. No
+The compiler flags are in ``JIT`` only (``JIT_INLINED`` adds Numba-level inlining to
+it). ``cache=True`` keeps compiled kernels in ``__pycache__`` so a second process starts
+scoring in well under two seconds. No
 ``fastmath``: the NumPy twins must agree to the last bit on equality tests (stuck runs).
 """
 
@@ -182,6 +183,11 @@ from ._layout import (
 
 JIT: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy",
                       "boundscheck": False}
+# For a step called per reading that takes the state arrays: inlined by Numba itself, so
+# no out-of-line call takes and drops a reference count on each array per reading (the
+# own-level step of a lone series: a tenth of score-csv's time). Steps that can take
+# scalars take scalars instead (``_tail_limit``, ``_count_run``).
+JIT_INLINED: dict[str, Any] = {**JIT, "inline": "always"}
 
 NEVER = -1e18  # a time before anything (detector.NEVER)
 RECENT_MS = 2.0 * HOUR_MS  # a group member heard from longer ago than this is not compared
@@ -195,14 +201,14 @@ def _ratio_score(r):
 
 
 @njit(**JIT)
-def _count_run(st, s, length, decay, long_run):
+def _count_run(flat_all, flat_long, length, decay, long_run):
     """A run of one value of ``length`` readings ended: into the decayed counts of all
-    readings and of those in long runs (how often the series sits flat). A noisy series
-    ends a run of one reading at nearly every reading: pow(decay, 1) is decay exactly, and
-    skipping the pow there saves a fifth of the kernel's time."""
+    readings and of those in long runs (how often the series sits flat); returns both. A
+    noisy series ends a run of one reading at nearly every reading: pow(decay, 1) is
+    decay exactly, and skipping the pow there saves a fifth of the kernel's time."""
     keep = decay if length == 1.0 else decay ** length
-    st[s, S_FLAT_ALL] = st[s, S_FLAT_ALL] * keep + length
-    st[s, S_FLAT_LONG] = st[s, S_FLAT_LONG] * keep + (length if length >= long_run else 0.0)
+    return (flat_all * keep + length,
+            flat_long * keep + (length if length >= long_run else 0.0))
 
 
 TAIL_FLOOR = math.exp(-2.0)  # how far under its threshold a learned tail may sink
@@ -230,7 +236,7 @@ def _tail_limit(stored, ratio, learn, up, down):
     return limit, max(level, TAIL_FLOOR)
 
 
-@njit(**JIT)
+@njit(**JIT_INLINED)
 def _own_level(s, t, e, cfg, params, st):
     """Per reading, for a series no other sensor is compared with: its de-seasoned
     reading ``e`` against its own level, in units of its own spread (both learned over
@@ -580,7 +586,9 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             if run > run_max and run < stuck_thr and not prev_bound:
                 run_max = run
             if not prev_bound and not math.isnan(prev):
-                _count_run(st, s, run + 1.0, decay, params[P_STUCK_MIN_RUN])
+                st[s, S_FLAT_ALL], st[s, S_FLAT_LONG] = _count_run(
+                    st[s, S_FLAT_ALL], st[s, S_FLAT_LONG], run + 1.0, decay,
+                    params[P_STUCK_MIN_RUN])
             run = 0.0
             st[s, S_RUN_START] = t
         st[s, S_RUN] = run
