@@ -437,3 +437,21 @@ def test_a_lone_series_change_is_one_alarm_while_it_is_suspected():
     got = _lone(np.round(values, 2))
     assert len(_onsets(got)) == 1
     assert set(got.component_names()[got.score >= 0.5]) == {"drift"}
+
+
+def test_the_angle_wrap_is_the_plain_modulo_to_the_last_bit():
+    from tidefield.server.detect._kernels import _wrap
+
+    rng = np.random.default_rng(3)
+    turns = np.array([-540.0, -360.0, -180.0, 0.0, 180.0, 360.0, 540.0, 720.0])
+    differences = np.concatenate([
+        rng.uniform(0, 360, 20_000) - rng.uniform(0, 360, 20_000),  # what the kernel meets
+        rng.integers(0, 3600, 20_000) / 10.0 - rng.integers(0, 3600, 20_000) / 10.0,
+        rng.uniform(-5000, 5000, 5_000),  # past one turn: the modulo itself
+        turns, np.nextafter(turns, np.inf), np.nextafter(turns, -np.inf),
+        [-0.0, 1e-300, -1e-300, np.nan, np.inf, -np.inf]])
+    for d in differences:
+        expected = (d + 180.0) % 360.0 - 180.0  # Python's float modulo, the twin's
+        got = _wrap(d)
+        assert (got == expected and np.signbit(got) == np.signbit(expected)) or (
+            np.isnan(got) and np.isnan(expected)), d
