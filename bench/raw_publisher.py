@@ -29,6 +29,7 @@ import numpy as np
 
 WINDOW = 20_000  # messages in flight (unacknowledged) at most; < 65535 packet ids
 SLICE = 256 * 1024  # bytes written at once
+ACK_WAIT_S = 2.0  # after stop, before DISCONNECT: for the last acknowledgements
 
 
 def varint(n: int) -> bytes:
@@ -136,7 +137,8 @@ def _count_pubacks(data: bytes, carry: bytes) -> tuple[int, bytes]:
 
 
 def _send_all(host: str, port: int, stream: Stream, allowed: multiprocessing.Value,
-              acked: multiprocessing.Value, stop: multiprocessing.Event) -> None:
+              acked: multiprocessing.Value, sent: multiprocessing.Value,
+              stop: multiprocessing.Event) -> None:
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(connect_packet(f"bench-raw-{time.monotonic_ns()}"))
@@ -146,17 +148,20 @@ def _send_all(host: str, port: int, stream: Stream, allowed: multiprocessing.Val
     sent_bytes = done = 0
     target = stream.messages  # on stop: the messages whose packets were started
     carry = b""
-    while done < target:
+    give_up_at = float("inf")
+    while done < target and time.monotonic() < give_up_at:
         if stop.is_set() and target == stream.messages:
             # finish the packet being written (a cut one would break the stream) and
-            # send nothing after it; then wait for the acknowledgements of what was sent
+            # send nothing after it; then wait a little for the acknowledgements
             target = int(np.searchsorted(stream.ends, sent_bytes, side="left")) + 1 \
                 if sent_bytes else 0
+            give_up_at = time.monotonic() + ACK_WAIT_S
         limit = min(target, allowed.value, done + WINDOW)
         end = int(stream.ends[limit - 1]) if limit else 0
         if sent_bytes < end:
             with contextlib.suppress(BlockingIOError):
                 sent_bytes += sock.send(view[sent_bytes:min(end, sent_bytes + SLICE)])
+            sent.value = int(np.searchsorted(stream.ends, sent_bytes, side="right"))
         try:
             data = sock.recv(65536)
         except BlockingIOError:
@@ -168,8 +173,21 @@ def _send_all(host: str, port: int, stream: Stream, allowed: multiprocessing.Val
         count, carry = _count_pubacks(data, carry)
         done += count
         acked.value = done
+    if target and sent_bytes < int(stream.ends[target - 1]):  # given up mid-packet
+        sock.setblocking(True)
+        sock.sendall(view[sent_bytes:int(stream.ends[target - 1])])
+    if stop.is_set():
+        sent.value = target
+    # DISCONNECT, then read until the broker closes: closing with its PUBACKs unread
+    # would reset the connection, and the broker would drop what it had not yet read
     sock.setblocking(True)
-    sock.sendall(b"\xe0\x00")  # DISCONNECT, normal
+    sock.sendall(b"\xe0\x00")
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(120)
+    while data := sock.recv(65536):
+        count, carry = _count_pubacks(data, carry)
+        done += count
+        acked.value = done
     sock.close()
 
 
@@ -182,10 +200,11 @@ class RawPublisher:
         self.stream = stream
         self._allowed = context.Value("q", 0, lock=False)
         self._acked = context.Value("q", 0, lock=False)
+        self._sent = context.Value("q", 0, lock=False)
         self._stop = context.Event()
         self._process = context.Process(
             target=_send_all, args=(host, port, stream, self._allowed, self._acked,
-                                    self._stop), daemon=True)
+                                    self._sent, self._stop), daemon=True)
 
     def start(self, allowed: int) -> None:
         self._allowed.value = allowed
@@ -203,9 +222,12 @@ class RawPublisher:
         return int(self._acked.value)
 
     @property
-    def acked_readings(self) -> int:
-        n = self.acked
-        return int(self.stream.readings[n - 1]) if n else 0
+    def sent(self) -> int:
+        """Messages written whole to the broker's socket (all of them, after ``stop``)."""
+        return int(self._sent.value)
+
+    def readings_in(self, messages: int) -> int:
+        return int(self.stream.readings[messages - 1]) if messages else 0
 
     def wait(self, timeout: float) -> bool:
         """Until every message is acknowledged (True) or ``timeout``."""
@@ -217,7 +239,12 @@ class RawPublisher:
         return self.acked >= self.stream.messages
 
     def stop(self) -> None:
+        """Send nothing more; wait for the acknowledgements of what was sent."""
         self._stop.set()
-        self._process.join(10)
+        self._process.join(150)
         if self._process.is_alive():
             self._process.kill()
+            raise RuntimeError(f"the publisher did not end: {self.acked:,} acknowledged")
+        if self._process.exitcode:
+            raise RuntimeError(f"the publisher failed (exit {self._process.exitcode}); "
+                               f"{self.acked:,} acknowledged")
