@@ -34,21 +34,19 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Literal, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from tidefield.protocol import mqtt
 from tidefield.protocol.topics import ALL_STATUS, ALL_UP
 
 from .pipeline import Envelope, device_of_topic
 from .worker import Worker
-
-if TYPE_CHECKING:
-    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +91,10 @@ _PUBACK_COMMAND = 0x40
 # two-byte length prefix). Anything else goes the stock way.
 _SKIPPABLE = {0x01: 1, 0x02: 4, 0x23: 2, 0x03: None, 0x08: None, 0x09: None}
 
+# shared by every PUBACK without properties (nothing keeps or changes them)
+_PUBACK_REASONS: dict[int, ReasonCode] = {}
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+
 # what a received message is handed on as: topic, payload, content type, packet id, QoS,
 # redelivered (DUP)
 Deliver = Callable[[str, bytes, "str | None", int, int, bool], None]
@@ -109,9 +111,14 @@ class BulkClient(paho.Client):
       UTF-8, goes paho's own way (``on_message``).
     * Acknowledges many packet ids as one write (``ack_many``, ``defer_ack``), not one
       loop wake-up and one ``send`` each.
+    * Takes the broker's PUBACKs for its own publishes (receipts: about one per message
+      when devices send small messages) without paho's reason-code and property objects
+      for each, and without paho's walk over every message in flight per PUBACK, looking
+      for one held back, unless one was (the in-flight window was full).
 
     It overrides private methods of paho (``_sock_recv``, ``_handle_publish``,
-    ``loop_read``, ``_sock_close``), checked against paho 2.1 and 2.2;
+    ``loop_read``, ``_sock_close``, ``_handle_pubackcomp``, ``_update_inflight``), checked
+    against paho 2.2 (pyproject allows 2.1 to 3);
     tests/integration/test_ingest_service.py and test_receipts.py run it on Mosquitto.
     """
 
@@ -122,6 +129,7 @@ class BulkClient(paho.Client):
         self._received = b""
         self._received_at = 0
         self._deferred_acks: list[int] = []  # only the network thread touches it
+        self._held_back = False  # a publish may be waiting for room in the window
 
     # --- reading ------------------------------------------------------------------------
     def _sock_recv(self, bufsize: int) -> bytes:
@@ -137,6 +145,7 @@ class BulkClient(paho.Client):
     def _sock_close(self) -> None:
         self._received, self._received_at = b"", 0  # half a packet must not outlive it
         self._deferred_acks.clear()  # packet ids of the old connection mean nothing now
+        self._held_back = True  # paho re-sends what was in flight: let it look again
         super()._sock_close()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
@@ -200,6 +209,35 @@ class BulkClient(paho.Client):
             return super()._handle_publish()  # paho says what is wrong with it
         self.deliver(topic, payload, content_type, mid, qos, bool(command & 0x08))
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # --- our own publishes --------------------------------------------------------------
+    def publish(self, *args: Any, **kwargs: Any) -> paho.MQTTMessageInfo:
+        info = super().publish(*args, **kwargs)
+        if 0 < self._max_inflight_messages <= self._inflight_messages:
+            self._held_back = True  # the window is full: the next ones wait in paho
+        return info
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or self._protocol != paho.MQTTv5 or not 2 <= len(packet) <= 3:
+            return super()._handle_pubackcomp(cmd)  # with properties: paho's way
+        mid = (packet[0] << 8) | packet[1]
+        code = packet[2] if len(packet) == 3 else 0
+        reason = _PUBACK_REASONS.get(code)
+        if reason is None:
+            reason = _PUBACK_REASONS[code] = ReasonCode(PacketTypes.PUBACK, identifier=code)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _update_inflight(self) -> MQTTErrorCode:
+        if not self._held_back:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS  # nothing waits: no need to look
+        rc = super()._update_inflight()
+        if self._inflight_messages < self._max_inflight_messages:
+            self._held_back = False  # paho sent all that waited (the window has room)
+        return rc
 
     # --- acknowledging ------------------------------------------------------------------
     def ack_many(self, mids: list[int]) -> None:

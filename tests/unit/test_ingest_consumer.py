@@ -120,3 +120,33 @@ def test_a_lost_connection_forgets_half_a_packet(wired):
     client.loop_read()
     client._sock_close()
     assert client._received == b"" and delivered == []
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    sock.settimeout(2)
+    data = b""
+    while len(data) < size:
+        data += sock.recv(size - len(data))
+    return data
+
+
+def test_pubacks_of_our_publishes_end_them_and_let_what_waited_go(wired):
+    """Receipts: three in a window of two; each kind of PUBACK (success, a reason code,
+    one with properties that goes paho's way) ends its publish, and the one held back
+    goes out once there is room."""
+    client, theirs, _ = wired
+    client.max_inflight_messages_set(2)
+    infos = [client.publish(f"tf/v1/a/d{i}/down/receipt", b"{}", qos=1) for i in range(3)]
+    first_two = read_exactly(theirs, 2 * len(publish("tf/v1/a/d0/down/receipt", b"{}")))
+    assert first_two.count(b"down/receipt") == 2  # the third waits for room
+    reason_string = b"\x1f" + _string(b"no subscribers")
+    theirs.sendall(struct.pack("!BBH", 0x40, 2, infos[0].mid))
+    client.loop_read()
+    third = read_exactly(theirs, len(publish("tf/v1/a/d2/down/receipt", b"{}")))
+    assert b"tf/v1/a/d2/down/receipt" in third
+    theirs.sendall(struct.pack("!BBHB", 0x40, 3, infos[1].mid, 0x10)
+                   + bytes([0x40, 4 + len(reason_string)]) + struct.pack("!HB", infos[2].mid, 0x10)
+                   + _varint(len(reason_string)) + reason_string)
+    client.loop_read()
+    assert all(info.is_published() for info in infos)
+    assert not client._out_messages and client._inflight_messages == 0
