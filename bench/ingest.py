@@ -377,7 +377,7 @@ def main() -> None:
         print(f"raw binary COPY (the limit): {raw:,.0f} readings/s", flush=True)
         for per_batch in sizes:
             backlog = args.backlog or min(5_000, max(100, 1_000_000 // per_batch))
-            per_second = min(args.ceiling, 400_000 / per_batch)
+            per_second = min(args.ceiling, 1_000_000 / per_batch)
             wanted = int(per_second * (args.seconds + 5)) + backlog
             messages = encode_messages(sites, per_batch, wanted)
             size = sum(len(payload) for _, payload, _ in messages) / len(messages)
@@ -395,7 +395,9 @@ def main() -> None:
                          f"{result['messages']:,.0f}", f"{result['stored'] / raw:.2f}",
                          f"{bare:,.0f} ({bare_us:.0f} us CPU each)",
                          f"{result['messages'] / bare:.2f}",
-                         f"{result['backlog']:,} (drained in {result['drained_s']:.0f} s)",
+                         f"{result['backlog']:,} (drained in {result['drained_s']:.0f} s)"
+                         if result["backlog"] > 0 else
+                         "0: the offer ran out, the rate is a floor (raise --ceiling)",
                          result["exactly_once"]))
             cores.append((per_message, *(f"{c:.2f}" for c in result["cores"].values())))
             print(f"{per_message} readings a message: {rows[-1][2]} readings/s, "
