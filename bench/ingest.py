@@ -1,13 +1,23 @@
-"""Ingest throughput: raw binary COPY (the limit) against the whole path, in one run.
+"""Ingest capacity: the sustained maximum stored, against the limits measured in the same
+run, for each message size.
 
-    .venv/bin/python bench/ingest.py [--seconds 60] [--workers 2] [--strategy copy]
+    .venv/bin/python bench/ingest.py [--seconds 20] [--workers 2] [--per-batch 500,100,1]
 
-1. raw: binary COPY of the same rows into the same `readings` table, with the same
-   indexes, in transactions of the same size the workers use; no rollups, no parsing.
-2. end to end: firmware-sim site gateways publish MessagePack batches to a private
-   Mosquitto at QoS 1; `tidefield ingest --workers N` decodes, validates, deduplicates,
-   writes readings, rollups and device status, commits, then acknowledges. The rate is
-   what the database gained per second over the measured window.
+1. raw: binary COPY of the same kind of rows into the same `readings` table, with the same
+   indexes, 20,000 rows a transaction; no rollups, no parsing (the database's limit).
+2. For each message size, on a fresh private Mosquitto:
+   a. bare subscriber: the same messages from the same broker to a paho subscriber that
+      only counts them (QoS 1, paho acknowledging each): the limit of a consumer built on
+      paho here, with its CPU per message.
+   b. end to end: `tidefield ingest --workers N` decodes, validates, deduplicates, writes
+      readings, rollups and device status, commits, then acknowledges. The publisher
+      (bench/raw_publisher.py: prebuilt packets, so it costs little CPU) offers more than
+      is stored: it stays ``--backlog`` messages ahead of what is stored, so the broker
+      always holds a queue, and the rate is what `readings` gained per second over the
+      window. Then the publisher stops, the backlog drains, and the run checks exactly
+      once: every acknowledged message is one `ingest_batches` row, every reading one row.
+   The CPU of each part over the window (publisher, broker, workers, PostgreSQL) is
+   printed in cores (CPU seconds per second).
 """
 
 from __future__ import annotations
@@ -25,18 +35,26 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import private_broker, private_database, scratch, table
+from bench.common import (
+    children,
+    cpu_seconds,
+    private_broker,
+    private_database,
+    scratch,
+    table,
+)
+from bench.raw_publisher import RawPublisher, build_stream
 from tests.support.processes import IngestService
-from tidefield.protocol import mqtt
+from tidefield.protocol import codec, mqtt
 from tidefield.protocol.catalog import METRICS
 from tidefield.protocol.codec import MSGPACK
 from tidefield.protocol.messages import Batch, Reading
 from tidefield.protocol.registry import load_sites
+from tidefield.protocol.topics import up_topic
 from tidefield.server.db import binary
-from tidefield.sim.fleet_publisher import Encoded, FleetPublisher
 
 MIN = 60_000
-MESSAGE_CEILING = 40_000  # messages/s encoded ahead for --rate 0 (memory: about 1 KB each)
+MESSAGE_CEILING = 50_000  # messages/s encoded ahead (the 1-reading floor is 40,000)
 PER_BATCH = 500  # readings per MQTT message: an edge agent flushing its backlog (--per-batch)
 
 
@@ -94,20 +112,35 @@ def fleet_batches(sites, stop: threading.Event, per_batch: int = PER_BATCH):
             seq[device.id] += 1
 
 
-def bare_subscriber(broker_url: str, messages: list[Encoded]) -> float:
-    """Messages/s from the broker to a subscriber that does nothing but count them (QoS 1,
-    paho acknowledging each): the limit of any consumer built on paho here, measured in
-    the same run. The publisher runs at the same time, as it does end to end."""
-    address = mqtt.parse_mqtt_url(broker_url)
-    got = {"n": 0, "first": 0.0, "last": 0.0}
+def encode_messages(sites, per_batch: int, count: int) -> list[tuple[str, bytes, int]]:
+    """(topic, MessagePack payload, readings) of the fleet's next ``count`` batches."""
+    stop = threading.Event()
+    batches = fleet_batches(sites, stop, per_batch)
+    messages = []
+    for _ in range(count):
+        batch = next(batches)
+        messages.append((up_topic(batch.site, batch.device),
+                         codec.encode_batch(batch, MSGPACK), len(batch.readings)))
+    return messages
+
+
+def bare_subscriber(broker, messages: list[tuple[str, bytes, int]], backlog: int
+                    ) -> tuple[float, float]:
+    """Messages/s from the broker to a paho subscriber that does nothing but count them
+    (QoS 1, paho acknowledging each), and its CPU per message in microseconds: the limit
+    of any consumer built on paho here, measured in the same run, while the (cheap)
+    publisher runs in another process, ``backlog`` messages ahead of it."""
+    address = mqtt.parse_mqtt_url(broker.url)
+    got = {"n": 0, "first": 0.0, "last": 0.0, "cpu": 0.0}
     done = threading.Event()
 
     def on_message(client, userdata, msg) -> None:
         if not got["n"]:
-            got["first"] = time.perf_counter()
+            got["first"], got["cpu"] = time.perf_counter(), time.thread_time()
         got["n"] += 1
-        got["last"] = time.perf_counter()
         if got["n"] == len(messages):
+            got["last"] = time.perf_counter()
+            got["cpu"] = time.thread_time() - got["cpu"]  # paho's network thread's own
             done.set()
 
     subscriber = mqtt.new_client("bench-bare-subscriber", address)
@@ -116,61 +149,106 @@ def bare_subscriber(broker_url: str, messages: list[Encoded]) -> float:
     subscriber.subscribe("bench-bare/#", qos=1)
     subscriber.loop_start()
     time.sleep(1)
-    publisher = FleetPublisher(address, load_sites(), content_type=MSGPACK,
-                               client_prefix="bench-bare", window=1000, connections=4)
-    publisher.start()
+    publisher = RawPublisher(address.host, address.port,
+                             build_stream(messages, MSGPACK, topic_prefix="bench-bare/"))
+    publisher.start(allowed=backlog)
     try:
-        publisher.publish_encoded([m._replace(topic="bench-bare/" + m.topic)
-                                   for m in messages])
-        done.wait(60)
+        deadline = time.monotonic() + 120
+        while not done.wait(0.01):  # the same bounded backlog as end to end
+            publisher.allow(got["n"] + backlog)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the bare subscriber got {got['n']} of {len(messages)}")
     finally:
-        publisher.stop(offline=False)
+        publisher.stop()
         subscriber.loop_stop()
         subscriber.disconnect()
-    return got["n"] / max(got["last"] - got["first"], 1e-9)
+    n = len(messages) - 1  # intervals between the first message and the last
+    return n / max(got["last"] - got["first"], 1e-9), got["cpu"] / n * 1e6
 
 
-def end_to_end(url: str, broker_url: str, seconds: float, workers: int, strategy: str,
-               rate: float, per_batch: int, ceiling: float) -> tuple[float, dict]:
-    sites = load_sites()
-    service = IngestService(url, broker_url, scratch("tidefield-bench-ingest-"),
+def reset(url: str) -> None:
+    """An empty store for the next message size (the devices' seqs start again at 0)."""
+    with psycopg.connect(url) as conn:
+        conn.execute("TRUNCATE readings, readings_5m, readings_1h, ingest_batches, "
+                     "ingest_rejects, ingest_attempts, device_status")
+
+
+def end_to_end(url: str, broker, messages: list[tuple[str, bytes, int]], *, seconds: float,
+               workers: int, strategy: str, rate: float, backlog: int,
+               postmaster: int, env: dict[str, str]) -> dict:
+    """The sustained stored rate, the backlog, the CPU of each part, then the drain and
+    the exactly-once check."""
+    service = IngestService(url, broker.url, scratch("tidefield-bench-ingest-"),
                             workers=workers,
-                            extra_env={"TIDEFIELD_INGEST_STRATEGY": strategy})
-    publisher = FleetPublisher(mqtt.parse_mqtt_url(broker_url), sites, content_type=MSGPACK,
-                               client_prefix="bench", window=1000, connections=4)
-    # Encode everything first: the devices are not part of what is measured, and on a
-    # 2-core machine their CPU would be taken from the database and the workers.
-    stop = threading.Event()
-    batches = fleet_batches(sites, stop, per_batch)
-    # rate 0: as fast as the publisher goes, so that more is offered than stored and what
-    # is stored is the sustained maximum (the backlog at the end shows it was exceeded)
-    needed = int((rate or min(ceiling, MESSAGE_CEILING * per_batch)) * (seconds + 10))
-    messages, readings = [], 0
-    while readings < needed:
-        message = publisher.encode(next(batches))
-        messages.append(message)
-        readings += message[3]
+                            extra_env={"TIDEFIELD_INGEST_STRATEGY": strategy, **env})
+    address = mqtt.parse_mqtt_url(broker.url)
+    stream = build_stream(messages, MSGPACK)
+    publisher = RawPublisher(address.host, address.port, stream)
+    monitor = psycopg.connect(url, autocommit=True)
+
+    def stored_messages() -> int:
+        """Batches committed: device_status keeps a count per device (a thousand rows to
+        add up, where counting ingest_batches would read every row)."""
+        return int(monitor.execute(
+            "SELECT coalesce(sum(batches), 0) FROM device_status").fetchone()[0])
+
+    def count(what: str) -> int:
+        return int(monitor.execute(f"SELECT count(*) FROM {what}").fetchone()[0])
+
+    def cpu() -> dict[str, float]:
+        return {"publisher": cpu_seconds([publisher.pid]),
+                "broker": cpu_seconds([broker.proc.pid]),
+                "workers": cpu_seconds(service.worker_pids()),
+                "database": cpu_seconds(children(postmaster))}
+
     try:
         service.wait_healthy()
-        publisher.start()
-        thread = threading.Thread(target=publisher.publish_encoded,
-                                  args=(messages, rate / per_batch if rate else None),
-                                  daemon=True)
-        thread.start()
+        inserted0 = stored_messages()
+        publisher.start(allowed=backlog)
+        started = time.perf_counter()
 
-        def count():
-            with psycopg.connect(url) as conn:
-                return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        def offer_until(deadline: float) -> None:
+            """Keep the publisher ``backlog`` messages ahead of what is stored (and, with
+            --rate, no faster than that)."""
+            while time.perf_counter() < deadline:
+                allowed = stored_messages() - inserted0 + backlog
+                if rate:
+                    allowed = min(allowed, int(rate * (time.perf_counter() - started)))
+                publisher.allow(allowed)
+                time.sleep(0.1)
 
-        time.sleep(5)  # warm up: fill the pipes
-        c0, t0 = count(), time.perf_counter()
-        time.sleep(seconds)
-        c1, t1 = count(), time.perf_counter()
-        backlog = publisher.stats.readings - c1
-        return (c1 - c0) / (t1 - t0), {"published": publisher.stats.readings,
-                                       "backlog": backlog, "sample": messages[:50_000]}
+        offer_until(started + 5)  # warm up: fill the pipes
+        c0, t0, cpu0 = count("readings"), time.perf_counter(), cpu()
+        offer_until(t0 + seconds)
+        c1, t1, cpu1 = count("readings"), time.perf_counter(), cpu()
+        queued = publisher.sent - stored_messages()
+        publisher.stop()  # nothing more is sent
+        # what was written whole to the broker's socket before its DISCONNECT: the broker
+        # takes all of it (its PUBACKs for the last few may be cut short by the stop)
+        published = publisher.sent
+        published_readings = publisher.readings_in(published)
+        drain_started = time.perf_counter()
+        while count("ingest_batches") < published and \
+                time.perf_counter() - drain_started < 180:
+            time.sleep(0.5)
+        drained_s = time.perf_counter() - drain_started
+        batches, batch_readings = monitor.execute(
+            "SELECT count(*), coalesce(sum(readings), 0) FROM ingest_batches").fetchone()
+        readings, rejects = count("readings"), count("ingest_rejects")
+        exactly_once = (batches == published and batch_readings == readings
+                        == published_readings and rejects == 0)
+        return {"stored": (c1 - c0) / (t1 - t0),
+                "messages": (c1 - c0) / (t1 - t0) / (published_readings / published),
+                "backlog": queued, "drained_s": drained_s,
+                "cores": {part: (cpu1[part] - cpu0[part]) / (t1 - t0) for part in cpu0},
+                "acked": publisher.acked,
+                "exactly_once": "yes" if exactly_once else
+                f"NO: {published:,} messages ({published_readings:,} readings) published, "
+                f"{batches:,} batches ({batch_readings:,} readings) claimed, {readings:,} "
+                f"readings stored, {rejects:,} rejects"}
     finally:
-        publisher.stop(offline=False)
+        publisher.stop()
+        monitor.close()
         service.stop()
 
 
@@ -215,10 +293,7 @@ def profile_small_messages(url: str, per_batch: int, windows: int = 30) -> None:
     from tidefield.server.ingest.store import Store
 
     sites = load_sites()
-    publisher = FleetPublisher(mqtt.parse_mqtt_url("mqtt://127.0.0.1:1"), sites,
-                               content_type=MSGPACK)
-    stop = threading.Event()
-    batches = fleet_batches(sites, stop, per_batch)
+    messages = iter(encode_messages(sites, per_batch, windows * 1000))
     now = int(time.time() * 1000)
     prepared_s = written_s = 0.0
     directory = DeviceDirectory(url)
@@ -226,8 +301,8 @@ def profile_small_messages(url: str, per_batch: int, windows: int = 30) -> None:
     with psycopg.connect(url) as conn:
         store = Store(conn)
         for _ in range(windows):
-            window = [Envelope(topic, payload, MSGPACK, now) for _, topic, payload, _ in
-                      (publisher.encode(next(batches)) for _ in range(1000))]
+            window = [Envelope(topic, payload, MSGPACK, now) for topic, payload, _ in
+                      (next(messages) for _ in range(1000))]
             profiler.enable()
             started = time.perf_counter()
             prepared = prepare(window, directory, limits=codec_limits(), now_ms=now)
@@ -255,51 +330,86 @@ def codec_limits():  # the default limits, imported when profiling
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=20, help="measured window per size")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--per-batch", default="500,100,1",
+                        help="readings per MQTT message; several sizes in turn: 500,100,1")
     parser.add_argument("--rate", type=float, default=0,
-                        help="readings/s the fleet offers; 0 (default): as fast as it can, "
-                             "so the stored rate is the sustained maximum")
-    parser.add_argument("--ceiling", type=float, default=400_000,
-                        help="readings/s encoded ahead for --rate 0 (more than can be stored)")
+                        help="messages/s offered at most; 0 (default): as many as the "
+                             "backlog allows, so the stored rate is the sustained maximum")
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="messages the offer stays ahead of what is stored (default: "
+                             "5,000, at most 1 M readings); Mosquitto slows down as its "
+                             "queue for a subscriber grows, so keep it near what the "
+                             "workers hold in flight")
+    parser.add_argument("--env", action="append", default=[],
+                        help="NAME=VALUE for the ingest service (a setting to try), repeatable")
+    parser.add_argument("--ceiling", type=float, default=MESSAGE_CEILING,
+                        help="messages/s encoded ahead (more than can be stored)")
+    parser.add_argument("--bare-messages", type=int, default=150_000,
+                        help="messages to the bare subscriber (at most 100 MB of them)")
     parser.add_argument("--strategy", choices=["copy", "staging"], default="copy")
-    parser.add_argument("--per-batch", type=int, default=PER_BATCH,
-                        help="readings per MQTT message")
     parser.add_argument("--raw-seconds", type=float, default=20)
     parser.add_argument("--decode-only", action="store_true",
                         help="only the JSON decoding comparison (no database, no broker)")
     parser.add_argument("--profile", action="store_true",
                         help="profile a worker's prepare and write of small messages")
     args = parser.parse_args()
+    sizes = [int(size) for size in args.per_batch.split(",")]
     if args.profile:
         with private_database() as (_, url):
-            profile_small_messages(url, args.per_batch)
+            profile_small_messages(url, sizes[-1])
         return
-    rows = []
-    for per_message in (1, 10, 100, 500):
-        stdlib, fast = decoding(2.0, per_message)
-        rows.append((f"{per_message}", f"{stdlib:,.0f}", f"{fast:,.0f}", f"{fast / stdlib:.2f}"))
-    print(table(rows, ("readings/message", "json msgs/s", "orjson msgs/s", "ratio")))
     if args.decode_only:
+        rows = []
+        for per_message in (1, 10, 100, 500):
+            stdlib, fast = decoding(2.0, per_message)
+            rows.append((f"{per_message}", f"{stdlib:,.0f}", f"{fast:,.0f}",
+                         f"{fast / stdlib:.2f}"))
+        print(table(rows, ("readings/message", "json msgs/s", "orjson msgs/s", "ratio")))
         return
     os.environ.setdefault("TIDEFIELD_LOG_LEVEL", "WARNING")
-    with private_database() as (_, url), private_broker() as broker:
+    sites = load_sites()
+    rows, cores = [], []
+    with private_database() as (cluster, url):
+        postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
         raw = raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
-        e2e, info = end_to_end(url, broker.url, args.seconds, args.workers, args.strategy,
-                               args.rate, args.per_batch, args.ceiling)
-        bare = bare_subscriber(broker.url, info["sample"])
-    per_message = info["sample"][0][3]
-    print(table([("raw binary COPY (the limit)", f"{raw:,.0f}", "", "1.00"),
-                 (f"end to end ({args.workers} workers, {args.strategy})", f"{e2e:,.0f}",
-                  f"{e2e / per_message:,.0f}", f"{e2e / raw:.2f}"),
-                 ("bare paho subscriber (messages only)", "", f"{bare:,.0f}",
-                  f"{e2e / per_message / bare:.2f} of its messages/s")],
-                ("path", "readings/s", "messages/s", "ratio")))
-    offered = "as fast as the publisher goes" if not args.rate else f"{args.rate:,.0f}/s"
-    sustained = "yes" if info["backlog"] > 0 else "no: all offered was stored (offer more)"
-    print(f"window {args.seconds:.0f} s; {per_message} readings a message; offered "
-          f"{offered}; published {info['published']:,} readings; not yet stored at the end "
-          f"{info['backlog']:,} (the offer exceeded the storing: {sustained})")
+        print(f"raw binary COPY (the limit): {raw:,.0f} readings/s", flush=True)
+        for per_batch in sizes:
+            backlog = args.backlog or min(5_000, max(100, 1_000_000 // per_batch))
+            per_second = min(args.ceiling, 1_000_000 / per_batch)
+            wanted = int(per_second * (args.seconds + 5)) + backlog
+            messages = encode_messages(sites, per_batch, wanted)
+            size = sum(len(payload) for _, payload, _ in messages) / len(messages)
+            bare_count = min(args.bare_messages, int(100e6 / size), len(messages))
+            reset(url)
+            with private_broker() as broker:
+                bare, bare_us = bare_subscriber(broker, messages[:bare_count], backlog)
+                result = end_to_end(url, broker, messages,
+                                    seconds=args.seconds, workers=args.workers,
+                                    strategy=args.strategy, rate=args.rate,
+                                    backlog=backlog, postmaster=postmaster,
+                                    env=dict(pair.split("=", 1) for pair in args.env))
+            per_message = messages[0][2]
+            rows.append((per_message, f"{size:,.0f}", f"{result['stored']:,.0f}",
+                         f"{result['messages']:,.0f}", f"{result['stored'] / raw:.2f}",
+                         f"{bare:,.0f} ({bare_us:.0f} us CPU each)",
+                         f"{result['messages'] / bare:.2f}",
+                         f"{result['backlog']:,} (drained in {result['drained_s']:.0f} s)"
+                         if result["backlog"] > 0 else
+                         "0: the offer ran out, the rate is a floor (raise --ceiling)",
+                         result["exactly_once"]))
+            cores.append((per_message, *(f"{c:.2f}" for c in result["cores"].values())))
+            print(f"{per_message} readings a message: {rows[-1][2]} readings/s, "
+                  f"{rows[-1][3]} messages/s, exactly once: {rows[-1][-1]} (PUBACKs counted "
+                  f"by the publisher: {result['acked']:,})", flush=True)
+    print(f"\nraw binary COPY (the limit): {raw:,.0f} readings/s; {args.workers} workers, "
+          f"strategy {args.strategy}, {args.seconds:.0f} s windows\n")
+    print(table(rows, ("readings/msg", "bytes/msg", "stored readings/s", "messages/s",
+                       "of raw COPY", "bare paho subscriber msgs/s", "of bare",
+                       "backlog at the end", "exactly once")))
+    print("\ncores used over the window (CPU seconds per second)\n")
+    print(table(cores, ("readings/msg", "publisher", "broker", "workers", "database")))
 
 
 if __name__ == "__main__":

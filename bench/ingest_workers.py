@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import private_broker, private_database, scratch, table
+from bench.common import children, cpu_seconds, private_broker, private_database, scratch, table
 from bench.ingest import PER_BATCH, fleet_batches, raw_copy
 from tests.support.processes import IngestService
 from tidefield.protocol import mqtt
@@ -41,26 +40,6 @@ from tidefield.protocol.registry import load_sites
 from tidefield.sim.fleet_publisher import FleetPublisher
 
 # the raw COPY limit and the fleet's batches are the capacity benchmark's own
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes so far (one that is gone counts 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICK
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
 
 def encode_ahead(publisher: FleetPublisher, batches, readings_needed: int) -> list:
     """Encode first: the devices are not part of what is measured, and on a 2-core

@@ -177,9 +177,9 @@ def _load(payload: bytes, content_type: str | None, limits: Limits) -> dict[str,
 try:
     import orjson
 except ImportError:  # the lean agent wheel: it reads only its own few small down/ messages
-    _orjson_loads = None
+    _orjson_loads = _orjson_dumps = None
 else:
-    _orjson_loads = orjson.loads
+    _orjson_loads, _orjson_dumps = orjson.loads, orjson.dumps
 
 
 def _json_loads(payload: bytes) -> Any:
@@ -342,8 +342,13 @@ def encode_receipt(receipt: Receipt, content_type: str = JSON) -> bytes:
 
         {"v": 1, "site": "oc-001", "device": "oc-001-sonde", "stored": [[40, 57], [60, 60]]}
     """
-    return _dump({"v": receipt.schema, "site": receipt.site, "device": receipt.device,
-                  "stored": [[first, last] for first, last in receipt.stored]}, content_type)
+    body = {"v": receipt.schema, "site": receipt.site, "device": receipt.device,
+            "stored": [[first, last] for first, last in receipt.stored]}
+    if _orjson_dumps is not None and media_type(content_type) == JSON:
+        # ingest sends about one receipt per small message: orjson writes the same bytes
+        # (integers and identifiers only) in a fraction of the time
+        return _orjson_dumps(body)
+    return _dump(body, content_type)
 
 
 def decode_receipt(payload: bytes, content_type: str | None = JSON, *,

@@ -94,10 +94,12 @@ def publish_properties(content_type: str | None = None,
 
 def new_client(client_id: str, address: BrokerAddress, *, manual_ack: bool = False,
                will: tuple[str, bytes, bool] | None = None,
-               will_content_type: str | None = None) -> paho.Client:
-    """An MQTT v5 client, configured but not connected (see ``connect``)."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=MQTTProtocolVersion.MQTTv5, manual_ack=manual_ack)
+               will_content_type: str | None = None,
+               client_class: type[paho.Client] = paho.Client) -> paho.Client:
+    """An MQTT v5 client, configured but not connected (see ``connect``).
+    ``client_class``: paho's ``Client`` or a subclass (ingest's receive path)."""
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id,
+                          protocol=MQTTProtocolVersion.MQTTv5, manual_ack=manual_ack)
     if address.username:
         client.username_pw_set(address.username, address.password)
     if address.tls:
