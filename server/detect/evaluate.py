@@ -16,6 +16,12 @@ labels:
 * classification: of the alerts overlapping a label, the share whose category (fault or
   event) is the label's;
 * a fault-free run (``inject=False``) counts every alert as a false alert.
+
+Warnings (alerts of category ``forecast``) are left out of all that and scored by
+``score_warnings``: per event kind with a threshold, the lead time of the first warning
+issued before the label's first crossing (``Label.crossing_ms``; an event crossed unwarned
+has lead 0), and warnings that overlap no event of their kind at their site, per site
+that can be warned per week.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from tidefield.protocol.units import DAY_MS, HOUR_MS
 from .alerts import Alert, MemorySink
 from .detector import Detector, SeriesInfo
 from .engine import Engine
+from .forecast.forecaster import ForecastParams
 from .rules import RuleSet, load_rules
 from .tuning import DetectorParams
 
@@ -84,12 +91,13 @@ class FleetRun:
 def run_fleet(fleet: Fleet, start_ms: int, end_ms: int, *, params: DetectorParams | None = None,
               ruleset: RuleSet | None = None, warmup_days: float = 3.0,
               chunk_ms: int = HOUR_MS, quirks: LoggerQuirks | None = None,
-              progress: Callable[[int, int], None] | None = None) -> FleetRun:
+              progress: Callable[[int, int], None] | None = None,
+              forecast: ForecastParams | None = None) -> FleetRun:
     """``quirks``: a ``sim.logger.LoggerQuirks`` applied to every chunk (irregular times,
     repeated timestamps, clock jumps), or None."""
     import time
 
-    engine = Engine(Detector(fleet_series(fleet), params), ruleset or load_rules())
+    engine = Engine(Detector(fleet_series(fleet), params), ruleset or load_rules(), forecast)
     sink = MemorySink()
     readings = anomalies = 0
     busy = 0.0
@@ -160,6 +168,7 @@ def _overlaps(alert: Alert, start: int, end: int, window_end: int) -> bool:
 
 def score_alerts(fleet: Fleet, labels: list[Label], alerts: list[Alert], window_end: int
                  ) -> Evaluation:
+    alerts = detections(alerts)
     table = fleet.table
     by_series: dict[int, list[Alert]] = defaultdict(list)
     by_site: dict[str, list[Alert]] = defaultdict(list)
@@ -234,4 +243,95 @@ def score_alerts(fleet: Fleet, labels: list[Label], alerts: list[Alert], window_
 
 def false_alerts_per_site_week(run: FleetRun, sites: int, start_ms: int, end_ms: int) -> float:
     weeks = (end_ms - start_ms) / (7 * DAY_MS)
-    return len(run.alerts) / (sites * weeks)
+    return len(detections(run.alerts)) / (sites * weeks)
+
+
+def detections(alerts: list[Alert]) -> list[Alert]:
+    """The alerts of what happened (faults, events), without the warnings."""
+    return [a for a in alerts if a.category != "forecast"]
+
+
+def warnings_of(alerts: list[Alert]) -> list[Alert]:
+    return [a for a in alerts if a.category == "forecast"]
+
+
+LEAD_TARGET_MIN = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WarningScore:
+    kind: str
+    events: int  # events of the kind that crossed their threshold
+    lead_min: list[float]  # per event: first warning to crossing (0: not warned before)
+    warnings: int
+    false_warnings: int
+    sites: int  # sites a warning of this kind can be raised at
+    weeks: float
+
+    @property
+    def median_lead(self) -> float:
+        return float(np.median(self.lead_min)) if self.lead_min else float("nan")
+
+    @property
+    def p10_lead(self) -> float:
+        return float(np.percentile(self.lead_min, 10)) if self.lead_min else float("nan")
+
+    @property
+    def share_ahead(self) -> float:
+        """Share of the events warned at least ``LEAD_TARGET_MIN`` before the crossing."""
+        if not self.lead_min:
+            return float("nan")
+        return sum(lead >= LEAD_TARGET_MIN for lead in self.lead_min) / len(self.lead_min)
+
+    @property
+    def false_per_site_week(self) -> float:
+        return self.false_warnings / (self.sites * self.weeks) if self.sites else float("nan")
+
+
+def warning_kinds(ruleset: RuleSet) -> dict[str, str]:
+    """Forecast rule -> the event kind it warns of (through the rule it escalates to)."""
+    return {name: PREDICTED_KIND.get(spec.escalation or "", spec.escalation or "")
+            for name, spec in ruleset.rules.items() if spec.condition == "forecast"}
+
+
+def score_warnings(fleet: Fleet, labels: list[Label], alerts: list[Alert], ruleset: RuleSet,
+                   start_ms: int, end_ms: int) -> list[WarningScore]:
+    kinds = warning_kinds(ruleset)
+    minutes = {name: ruleset.rules[name].min_minutes for name in kinds}
+    site_kinds = {site.id: site.kind for site in fleet.table.sites}
+    metrics_at: dict[str, set[str]] = defaultdict(set)
+    for site, metric in zip(fleet.table.site_ids, fleet.table.metrics, strict=True):
+        metrics_at[site].add(metric)
+    events: dict[str, Label] = {}
+    for label in labels:
+        if label.category == "event":
+            events.setdefault(label.event_id, label)
+    weeks = (end_ms - start_ms) / (7 * DAY_MS)
+    scores = []
+    for rule, kind in sorted(kinds.items(), key=lambda item: item[1]):
+        spec = ruleset.rules[rule]
+        warned_sites = {site for site, site_kind in site_kinds.items()
+                        if spec.metric in metrics_at[site]
+                        and (spec.site_kinds is None or site_kind in spec.site_kinds)}
+        mine = [a for a in warnings_of(alerts) if a.key.rule == rule]
+        by_site: dict[str, list[Alert]] = defaultdict(list)
+        for a in mine:
+            by_site[a.key.site_id].append(a)
+        issued = {id(a): a.opened_ms + int(minutes[rule] * 60_000) for a in mine}
+        leads = []
+        of_kind = [e for e in events.values() if e.kind == kind]
+        for event in of_kind:
+            if event.crossing_ms is None or not start_ms <= event.crossing_ms < end_ms:
+                continue
+            before = [issued[id(a)] for a in by_site.get(event.site_id, ())
+                      if event.start_ms - GRACE_MS <= issued[id(a)] <= event.crossing_ms]
+            leads.append((event.crossing_ms - min(before)) / 60_000.0 if before else 0.0)
+        false = 0
+        for a in mine:
+            closed = a.closed_ms if a.closed_ms is not None else end_ms
+            if not any(e.site_id == a.key.site_id and a.opened_ms < e.end_ms + GRACE_MS
+                       and closed >= e.start_ms - GRACE_MS for e in of_kind):
+                false += 1
+        scores.append(WarningScore(kind, len(leads), leads, len(mine), false,
+                                   len(warned_sites), weeks))
+    return scores

@@ -1,0 +1,223 @@
+"""The forecaster's Numba kernels: private, small, each twinned in ``forecast_twins.py``.
+
+``advance`` walks a batch of (series, time, value) in arrival order: for each reading of
+a forecast series it first checks the forecast made an hour before (the band's width is
+learned from those errors), then learns (``_learn``: the daily cycle by a least-mean-
+squares step on two harmonics, the anomaly from it by a damped trend), then looks ahead
+(``_look_ahead``: the forecast every ``step_ms`` up to the horizon, the first crossing of
+the threshold and the confidence of one). Readings the detector calls broken teach
+nothing and get no forecast. No Python object is made per reading; no ``fastmath``, so
+the twin agrees to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from tidefield.protocol.units import DAY_MS, HOUR_MS
+
+from ._layout import (
+    FC_ACTIVE,
+    FC_DIRECTION,
+    FC_FLOOR,
+    FC_FROM_HIGH,
+    FC_HORIZON,
+    FC_MODEL,
+    FC_PHI,
+    FC_STEP,
+    FC_TAU_HIGH,
+    FC_TAU_LEVEL,
+    FC_TAU_PROFILE,
+    FC_TAU_TREND,
+    FC_THRESHOLD,
+    FC_WARM,
+    FS_A1,
+    FS_A2,
+    FS_B1,
+    FS_B2,
+    FS_C0,
+    FS_CONFIDENCE,
+    FS_CROSSING,
+    FS_DUE_MS,
+    FS_DUE_VALUE,
+    FS_HIGH,
+    FS_HIGH_BAND,
+    FS_LEVEL,
+    FS_LOW,
+    FS_SPREAD,
+    FS_T_FIRST,
+    FS_T_LAST,
+    FS_TREND,
+    FS_VAR_HOUR,
+    M_HARMONIC,
+)
+
+JIT: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy",
+                      "boundscheck": False}
+
+OMEGA = 2.0 * math.pi / DAY_MS  # the daily cycle, radians per ms
+BAND_Z = 1.2815515655446004  # the 80 % band: the 10th and 90th percentiles
+CLIP_SPREADS = 3.0  # a residual teaches the daily cycle at most this many mean sizes
+ERROR_CAP = 16.0  # an hour's error teaches the band at most 4 of its deviations
+
+
+@njit(**JIT)
+def damped_sum(phi, hours):
+    """∫_0^h phi^s ds: how far a damped trend of 1 per hour carries in ``hours``."""
+    if phi >= 1.0:
+        return hours
+    return (1.0 - phi ** hours) / -math.log(phi)
+
+
+@njit(**JIT)
+def harmonic(st, r, c1, s1):
+    """The learned daily cycle at the time whose cos and sin (of the day's angle) are
+    ``c1``, ``s1``."""
+    c2 = c1 * c1 - s1 * s1
+    s2 = 2.0 * c1 * s1
+    return (st[r, FS_C0] + st[r, FS_A1] * c1 + st[r, FS_B1] * s1 + st[r, FS_A2] * c2
+            + st[r, FS_B2] * s2)
+
+
+@njit(**JIT)
+def normal_cdf(z):
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+@njit(**JIT)
+def _learn(cfg, st, r, t, x, c1, s1):
+    """Advance one series' model by the reading ``x`` at ``t`` (after its first)."""
+    dt = t - st[r, FS_T_LAST]
+    hours = dt / HOUR_MS
+    cycle = harmonic(st, r, c1, s1) if cfg[r, FC_MODEL] == M_HARMONIC else 0.0
+    # the damped trend of the anomaly (the reading less the daily cycle)
+    anomaly = x - cycle
+    phi = cfg[r, FC_PHI]
+    predicted = st[r, FS_LEVEL] + st[r, FS_TREND] * damped_sum(phi, hours)
+    a_level = -math.expm1(-dt / cfg[r, FC_TAU_LEVEL])
+    a_trend = -math.expm1(-dt / cfg[r, FC_TAU_TREND])
+    level = predicted + a_level * (anomaly - predicted)
+    st[r, FS_TREND] = ((1.0 - a_trend) * phi ** hours * st[r, FS_TREND]
+                       + a_trend * (level - st[r, FS_LEVEL]) / hours)
+    st[r, FS_LEVEL] = level
+    if cfg[r, FC_MODEL] == M_HARMONIC:
+        # a least-mean-squares step on an orthogonal basis; a night of hypoxia teaches it
+        # only a few typical residuals' worth
+        a_prof = -math.expm1(-dt / cfg[r, FC_TAU_PROFILE])
+        residual = x - cycle
+        spread = st[r, FS_SPREAD]
+        limit = CLIP_SPREADS * spread if spread > 0.0 else math.inf
+        taught = min(limit, max(-limit, residual))
+        st[r, FS_SPREAD] = spread + a_prof * (min(abs(residual), 2.0 * limit) - spread)
+        c2 = c1 * c1 - s1 * s1
+        s2 = 2.0 * c1 * s1
+        st[r, FS_C0] += a_prof * taught
+        st[r, FS_A1] += a_prof * 2.0 * taught * c1
+        st[r, FS_B1] += a_prof * 2.0 * taught * s1
+        st[r, FS_A2] += a_prof * 2.0 * taught * c2
+        st[r, FS_B2] += a_prof * 2.0 * taught * s2
+    # the running high a fall is measured from: up at once, down slowly
+    if x >= st[r, FS_HIGH]:
+        st[r, FS_HIGH] = x
+    else:
+        st[r, FS_HIGH] += -math.expm1(-dt / cfg[r, FC_TAU_HIGH]) * (x - st[r, FS_HIGH])
+    st[r, FS_T_LAST] = t
+
+
+@njit(**JIT)
+def _forecast_at(cfg, st, r, c1, s1, hours):
+    """The forecast ``hours`` ahead of the last reading, whose day's angle has cos and sin
+    ``c1``, ``s1``."""
+    value = st[r, FS_LEVEL] + st[r, FS_TREND] * damped_sum(cfg[r, FC_PHI], hours)
+    if cfg[r, FC_MODEL] == M_HARMONIC:
+        turn = OMEGA * hours * HOUR_MS
+        ct, sn = math.cos(turn), math.sin(turn)
+        value += harmonic(st, r, c1 * ct - s1 * sn, s1 * ct + c1 * sn)
+    return value
+
+
+@njit(**JIT)
+def _look_ahead(cfg, st, r, t, c1, s1, out, i):
+    """The forecast every step to the horizon: the confidence that the series crosses its
+    threshold (the largest probability of being past it at one step, under a normal error
+    growing with the square root of the lead), the first step the forecast itself is past
+    it, and the 80 % band there (or at the step nearest the threshold)."""
+    direction = cfg[r, FC_DIRECTION]
+    limit = cfg[r, FC_THRESHOLD]
+    if cfg[r, FC_FROM_HIGH] > 0.0:
+        limit = st[r, FS_HIGH] - limit
+    sigma = math.sqrt(st[r, FS_VAR_HOUR])
+    step_h = cfg[r, FC_STEP] / HOUR_MS
+    steps = int(cfg[r, FC_HORIZON] / cfg[r, FC_STEP])
+    best = 0.0
+    crossing = np.nan
+    nearest = -math.inf
+    low = high = np.nan
+    for j in range(1, steps + 1):
+        hours = j * step_h
+        value = _forecast_at(cfg, st, r, c1, s1, hours)
+        spread = max(sigma * math.sqrt(hours), cfg[r, FC_FLOOR])
+        past = direction * (value - limit)  # > 0: past the threshold
+        best = max(best, normal_cdf(past / spread))
+        if math.isnan(crossing) and (past > 0.0 or past > nearest):
+            nearest = past
+            low = value - BAND_Z * spread
+            high = value + BAND_Z * spread
+            if past > 0.0:
+                crossing = t + hours * HOUR_MS
+    out[i, 0] = best
+    out[i, 1] = crossing
+    out[i, 2] = low
+    out[i, 3] = high
+    st[r, FS_CONFIDENCE] = best
+    st[r, FS_CROSSING] = crossing
+    st[r, FS_LOW] = low
+    st[r, FS_HIGH_BAND] = high
+
+
+@njit(**JIT)
+def advance(rows, times, values, broken, cfg, st, out):
+    """Advance the forecast series' models by a batch in arrival order and write, per
+    reading, (confidence, expected crossing in ms, band low, band high) into ``out``
+    (NaN where no forecast is made: another series, a broken reading, a warm-up)."""
+    for i in range(rows.shape[0]):
+        out[i, 0] = np.nan
+        out[i, 1] = np.nan
+        out[i, 2] = np.nan
+        out[i, 3] = np.nan
+        r = rows[i]
+        x = values[i]
+        if cfg[r, FC_ACTIVE] == 0.0 or broken[i] or not math.isfinite(x):
+            continue
+        t = float(times[i])
+        angle = OMEGA * (t % DAY_MS)
+        c1, s1 = math.cos(angle), math.sin(angle)
+        if math.isnan(st[r, FS_T_FIRST]):
+            st[r, FS_T_FIRST] = t
+            st[r, FS_T_LAST] = t
+            st[r, FS_C0] = x if cfg[r, FC_MODEL] == M_HARMONIC else 0.0
+            st[r, FS_LEVEL] = x - st[r, FS_C0]
+            st[r, FS_HIGH] = x
+            continue
+        if t <= st[r, FS_T_LAST]:
+            continue
+        # the forecast made an hour ago, against what came: the band's width
+        if st[r, FS_DUE_MS] > 0.0 and t >= st[r, FS_DUE_MS]:
+            error2 = (x - st[r, FS_DUE_VALUE]) ** 2
+            var = st[r, FS_VAR_HOUR]
+            if var > 0.0:
+                error2 = min(error2, ERROR_CAP * var)
+                st[r, FS_VAR_HOUR] = var + HOUR_MS / cfg[r, FC_TAU_PROFILE] * (error2 - var)
+            else:
+                st[r, FS_VAR_HOUR] = error2
+            st[r, FS_DUE_MS] = 0.0
+        _learn(cfg, st, r, t, x, c1, s1)
+        if st[r, FS_DUE_MS] == 0.0:
+            st[r, FS_DUE_MS] = t + HOUR_MS
+            st[r, FS_DUE_VALUE] = _forecast_at(cfg, st, r, c1, s1, 1.0)
+        if t - st[r, FS_T_FIRST] >= cfg[r, FC_WARM] and st[r, FS_VAR_HOUR] > 0.0:
+            _look_ahead(cfg, st, r, t, c1, s1, out, i)

@@ -1,0 +1,35 @@
+"""Column layouts of the forecaster's arrays, shared by the kernels and their twin."""
+
+from __future__ import annotations
+
+MODELS = ("damped_trend", "harmonic")
+M_DAMPED, M_HARMONIC = range(len(MODELS))
+
+# per series: what to forecast and how (a row with active 0 is never touched)
+FORECAST_CFG_COLUMNS = (
+    "active", "model", "direction", "threshold", "from_high", "tau_high_ms", "horizon_ms",
+    "step_ms", "tau_profile_ms", "tau_level_ms", "tau_trend_ms", "phi", "floor", "warm_ms",
+)
+# direction: -1 a crossing downwards (under the threshold), +1 upwards; from_high: 1 when
+# the threshold is a fall of ``threshold`` under a running high (relaxing with
+# tau_high_ms); phi: the anomaly trend's damping per hour; floor: the least band (the
+# sensor's resolution)
+(FC_ACTIVE, FC_MODEL, FC_DIRECTION, FC_THRESHOLD, FC_FROM_HIGH, FC_TAU_HIGH, FC_HORIZON,
+ FC_STEP, FC_TAU_PROFILE, FC_TAU_LEVEL, FC_TAU_TREND, FC_PHI, FC_FLOOR,
+ FC_WARM) = range(len(FORECAST_CFG_COLUMNS))
+
+# per series, learned online: the daily cycle's two harmonics (c0 + a1 cos + b1 sin + a2
+# cos 2 + b2 sin 2 of the time of day), the residual's mean absolute size, the anomaly's
+# damped-trend level and trend (per hour), the variance of the one-hour-ahead error and
+# the forecast it is checked against (due time, value), the running high, and the last
+# outputs (what a warning's message reports)
+FORECAST_STATE_COLUMNS = (
+    "c0", "a1", "b1", "a2", "b2", "spread", "level", "trend", "t_first", "t_last",
+    "var_hour", "due_ms", "due_value", "high", "confidence", "crossing_ms", "low", "high_band",
+)
+(FS_C0, FS_A1, FS_B1, FS_A2, FS_B2, FS_SPREAD, FS_LEVEL, FS_TREND, FS_T_FIRST, FS_T_LAST,
+ FS_VAR_HOUR, FS_DUE_MS, FS_DUE_VALUE, FS_HIGH, FS_CONFIDENCE, FS_CROSSING, FS_LOW,
+ FS_HIGH_BAND) = range(len(FORECAST_STATE_COLUMNS))
+
+# per reading: the outputs
+OUT_COLUMNS = ("confidence", "crossing_ms", "low", "high")

@@ -1,0 +1,162 @@
+"""Plain-Python twin of the forecaster's kernels (``_kernels.py``), one object per series,
+written from the same specification in another shape: slow and obvious, for the tests.
+
+A ``SeriesForecast`` holds one series' model as attributes; ``advance`` feeds it readings
+and returns the per-reading outputs the kernel writes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tidefield.protocol.units import DAY_MS, HOUR_MS
+
+from ._layout import (
+    FC_ACTIVE,
+    FC_DIRECTION,
+    FC_FLOOR,
+    FC_FROM_HIGH,
+    FC_HORIZON,
+    FC_MODEL,
+    FC_PHI,
+    FC_STEP,
+    FC_TAU_HIGH,
+    FC_TAU_LEVEL,
+    FC_TAU_PROFILE,
+    FC_TAU_TREND,
+    FC_THRESHOLD,
+    FC_WARM,
+    M_HARMONIC,
+)
+
+BAND_Z = 1.2815515655446004
+
+
+def _daily(coef: list[float], t_ms: float) -> float:
+    """c0 + a1 cos w + b1 sin w + a2 cos 2w + b2 sin 2w, w the time of day as an angle."""
+    w = 2.0 * math.pi / DAY_MS * (t_ms % DAY_MS)
+    return (coef[0] + coef[1] * math.cos(w) + coef[2] * math.sin(w)
+            + coef[3] * math.cos(2.0 * w) + coef[4] * math.sin(2.0 * w))
+
+
+def _carried(phi: float, hours: float) -> float:
+    return hours if phi >= 1.0 else (1.0 - phi ** hours) / -math.log(phi)
+
+
+@dataclass
+class SeriesForecast:
+    cfg: np.ndarray  # one row of FORECAST_CFG_COLUMNS
+    coef: list[float] | None = None
+    spread: float = 0.0
+    level: float = 0.0
+    trend: float = 0.0
+    first: float | None = None
+    last: float = 0.0
+    var_hour: float = 0.0
+    due: float | None = None
+    due_value: float = 0.0
+    high: float = 0.0
+
+    @property
+    def harmonic(self) -> bool:
+        return self.cfg[FC_MODEL] == M_HARMONIC
+
+    def cycle(self, t_ms: float) -> float:
+        return _daily(self.coef, t_ms) if self.harmonic and self.coef else 0.0
+
+    def forecast(self, t_ms: float, hours: float) -> float:
+        return (self.level + self.trend * _carried(self.cfg[FC_PHI], hours)
+                + self.cycle(t_ms + hours * HOUR_MS))
+
+    def step(self, t: float, x: float, broken: bool) -> tuple[float, float, float, float]:
+        nothing = (math.nan, math.nan, math.nan, math.nan)
+        if not self.cfg[FC_ACTIVE] or broken or not math.isfinite(x):
+            return nothing
+        if self.first is None:
+            self.first = self.last = t
+            self.coef = [x if self.harmonic else 0.0, 0.0, 0.0, 0.0, 0.0]
+            self.level = x - self.coef[0]
+            self.high = x
+            return nothing
+        if t <= self.last:
+            return nothing
+        if self.due is not None and t >= self.due:
+            error2 = (x - self.due_value) ** 2
+            if self.var_hour > 0.0:
+                error2 = min(error2, 16.0 * self.var_hour)
+                self.var_hour += HOUR_MS / self.cfg[FC_TAU_PROFILE] * (error2 - self.var_hour)
+            else:
+                self.var_hour = error2
+            self.due = None
+        self.learn(t, x)
+        if self.due is None:
+            self.due = t + HOUR_MS
+            self.due_value = self.forecast(t, 1.0)
+        if t - self.first >= self.cfg[FC_WARM] and self.var_hour > 0.0:
+            return self.look_ahead(t)
+        return nothing
+
+    def learn(self, t: float, x: float) -> None:
+        dt = t - self.last
+        hours = dt / HOUR_MS
+        phi = self.cfg[FC_PHI]
+        cycle = self.cycle(t)
+        predicted = self.level + self.trend * _carried(phi, hours)
+        level = predicted - math.expm1(-dt / self.cfg[FC_TAU_LEVEL]) * (x - cycle - predicted)
+        a_trend = -math.expm1(-dt / self.cfg[FC_TAU_TREND])
+        self.trend = ((1.0 - a_trend) * phi ** hours * self.trend
+                      + a_trend * (level - self.level) / hours)
+        self.level = level
+        if self.harmonic:
+            assert self.coef is not None
+            a = -math.expm1(-dt / self.cfg[FC_TAU_PROFILE])
+            residual = x - cycle
+            limit = 3.0 * self.spread if self.spread > 0.0 else math.inf
+            taught = min(limit, max(-limit, residual))
+            self.spread += a * (min(abs(residual), 2.0 * limit) - self.spread)
+            w = 2.0 * math.pi / DAY_MS * (t % DAY_MS)
+            basis = (1.0, 2.0 * math.cos(w), 2.0 * math.sin(w), 2.0 * math.cos(2.0 * w),
+                     2.0 * math.sin(2.0 * w))
+            self.coef = [c + a * taught * b for c, b in zip(self.coef, basis, strict=True)]
+        if x >= self.high:
+            self.high = x
+        else:
+            self.high -= math.expm1(-dt / self.cfg[FC_TAU_HIGH]) * (x - self.high)
+        self.last = t
+
+    def look_ahead(self, t: float) -> tuple[float, float, float, float]:
+        limit = self.cfg[FC_THRESHOLD]
+        if self.cfg[FC_FROM_HIGH]:
+            limit = self.high - limit
+        sigma = math.sqrt(self.var_hour)
+        best, crossing, band = 0.0, math.nan, (math.nan, math.nan)
+        nearest = -math.inf
+        steps = int(self.cfg[FC_HORIZON] / self.cfg[FC_STEP])
+        for j in range(1, steps + 1):
+            hours = j * self.cfg[FC_STEP] / HOUR_MS
+            value = self.forecast(t, hours)
+            spread = max(sigma * math.sqrt(hours), self.cfg[FC_FLOOR])
+            past = self.cfg[FC_DIRECTION] * (value - limit)
+            best = max(best, 0.5 * (1.0 + math.erf(past / spread / math.sqrt(2.0))))
+            if math.isnan(crossing) and past > nearest:
+                nearest = past
+                band = (value - BAND_Z * spread, value + BAND_Z * spread)
+                if past > 0.0:
+                    crossing = t + hours * HOUR_MS
+        return best, crossing, band[0], band[1]
+
+
+def advance(rows: np.ndarray, times: np.ndarray, values: np.ndarray, broken: np.ndarray,
+            cfg: np.ndarray, models: dict[int, SeriesForecast] | None = None
+            ) -> tuple[np.ndarray, dict[int, SeriesForecast]]:
+    """The kernel's outputs for a batch, from ``models`` (fresh ones where missing)."""
+    models = {} if models is None else models
+    out = np.full((len(rows), 4), np.nan)
+    for i, (r, t, x, bad) in enumerate(zip(rows.tolist(), times.tolist(), values.tolist(),
+                                           broken.tolist(), strict=True)):
+        model = models.setdefault(r, SeriesForecast(cfg[r]))
+        out[i] = model.step(float(t), x, bad)
+    return out, models
