@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from tidefield.protocol.registry import load_sites
 from tidefield.protocol.units import DAY_MS
@@ -37,10 +38,15 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=20.0)
     parser.add_argument("--events", type=float, default=3.0)
     parser.add_argument("--models", default="damped_trend,harmonic")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a ForecastParams field (tuning)")
+    parser.add_argument("--rules", type=Path, default=None,
+                        help="a rules file merged over the bundled rules (tuning)")
     args = parser.parse_args()
+    fields = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
     sites = [s for s in load_sites() if s.kind in WARNED_KINDS]
     end_ms = START_MS + int(args.days * DAY_MS)
-    ruleset = load_rules()
+    ruleset = load_rules(args.rules)
     plan = scenario_plan(START_MS, end_ms, events_per_site=args.events,
                          event_kinds=("hypoxia", "frost", "storm"))
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -49,7 +55,7 @@ def main() -> None:
         for model in args.models.split(","):
             began = time.perf_counter()
             run = run_fleet(fleet, START_MS, end_ms, ruleset=ruleset,
-                            forecast=ForecastParams(model=model))  # type: ignore[arg-type]
+                            forecast=ForecastParams(model=model, **fields))  # type: ignore[arg-type]
             scores = score_warnings(fleet, labels, run.alerts, ruleset, START_MS, end_ms)
             took = time.perf_counter() - began
             for w in scores:

@@ -110,7 +110,9 @@ def _learn(cfg, st, r, t, x, c1, s1):
         a_prof = -math.expm1(-dt / cfg[r, FC_TAU_PROFILE])
         residual = x - cycle
         spread = st[r, FS_SPREAD]
-        limit = CLIP_SPREADS * spread if spread > 0.0 else math.inf
+        # free while warming up (a spread learned from nothing would clip everything)
+        warm = t - st[r, FS_T_FIRST] >= cfg[r, FC_WARM]
+        limit = CLIP_SPREADS * spread if warm and spread > 0.0 else math.inf
         taught = min(limit, max(-limit, residual))
         st[r, FS_SPREAD] = spread + a_prof * (min(abs(residual), 2.0 * limit) - spread)
         c2 = c1 * c1 - s1 * s1

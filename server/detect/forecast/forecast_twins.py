@@ -114,7 +114,8 @@ class SeriesForecast:
             assert self.coef is not None
             a = -math.expm1(-dt / self.cfg[FC_TAU_PROFILE])
             residual = x - cycle
-            limit = 3.0 * self.spread if self.spread > 0.0 else math.inf
+            warm = self.first is not None and t - self.first >= self.cfg[FC_WARM]
+            limit = 3.0 * self.spread if warm and self.spread > 0.0 else math.inf
             taught = min(limit, max(-limit, residual))
             self.spread += a * (min(abs(residual), 2.0 * limit) - self.spread)
             w = 2.0 * math.pi / DAY_MS * (t % DAY_MS)

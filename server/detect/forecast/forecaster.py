@@ -62,9 +62,9 @@ class ForecastParams(BaseModel):
                                 "damped trend of the anomaly from it")
     profile_days: float = Field(3.0, gt=0, description="time constant of the daily cycle "
                                                        "and of the band's width")
-    level_minutes: float = Field(20.0, gt=0, description="time constant of the anomaly's level")
-    trend_minutes: float = Field(60.0, gt=0, description="time constant of its trend")
-    damping: float = Field(0.7, gt=0, le=1.0, description="the trend's damping per hour")
+    level_minutes: float = Field(10.0, gt=0, description="time constant of the anomaly's level")
+    trend_minutes: float = Field(20.0, gt=0, description="time constant of its trend")
+    damping: float = Field(0.9, gt=0, le=1.0, description="the trend's damping per hour")
     step_minutes: float = Field(15.0, gt=0, description="the forecast's resolution")
     warm_days: float = Field(1.0, ge=0, description="learning before the first forecast")
 
