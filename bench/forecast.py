@@ -42,9 +42,11 @@ def main() -> None:
                         help="a ForecastParams field (tuning)")
     parser.add_argument("--rules", type=Path, default=None,
                         help="a rules file merged over the bundled rules (tuning)")
+    parser.add_argument("--site-kinds", default=",".join(WARNED_KINDS),
+                        help="only sites of these kinds (tuning one kind of warning)")
     args = parser.parse_args()
     fields = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
-    sites = [s for s in load_sites() if s.kind in WARNED_KINDS]
+    sites = [s for s in load_sites() if s.kind in args.site_kinds.split(",")]
     end_ms = START_MS + int(args.days * DAY_MS)
     ruleset = load_rules(args.rules)
     plan = scenario_plan(START_MS, end_ms, events_per_site=args.events,

@@ -19,9 +19,9 @@ labels:
 
 Warnings (alerts of category ``forecast``) are left out of all that and scored by
 ``score_warnings``: per event kind with a threshold, the lead time of the first warning
-issued before the label's first crossing (``Label.crossing_ms``; an event crossed unwarned
-has lead 0), and warnings that overlap no event of their kind at their site, per site
-that can be warned per week.
+issued before the label's first crossing (``Label.crossing_ms``) and still on when the
+event began (an event crossed unwarned has lead 0), and warnings that overlap no event of
+their kind at their site, per site that can be warned per week and per site of the fleet.
 """
 
 from __future__ import annotations
@@ -323,8 +323,11 @@ def score_warnings(fleet: Fleet, labels: list[Label], alerts: list[Alert], rules
         for event in of_kind:
             if event.crossing_ms is None or not start_ms <= event.crossing_ms < end_ms:
                 continue
+            # a warning issued before the crossing and still on when the event began (it
+            # may have been issued earlier: the operator has been warned since)
             before = [issued[id(a)] for a in by_site.get(event.site_id, ())
-                      if event.start_ms - GRACE_MS <= issued[id(a)] <= event.crossing_ms]
+                      if issued[id(a)] <= event.crossing_ms
+                      and (a.closed_ms is None or a.closed_ms >= event.start_ms - GRACE_MS)]
             leads.append((event.crossing_ms - min(before)) / 60_000.0 if before else 0.0)
         false = 0
         for a in mine:

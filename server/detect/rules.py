@@ -101,6 +101,9 @@ class Rule(BaseModel):
     of: str | None = None
     horizon_hours: float = Field(8.0, gt=0, le=48)
     escalates_to: str | None = None
+    # forecast rules: the local hours [from, to) a crossing can happen in (a radiation
+    # frost forms between dusk and dawn; from > to wraps past midnight); None: any hour
+    crossing_hours: tuple[float, float] | None = None
 
     @model_validator(mode="after")
     def _known_components(self) -> Rule:
@@ -126,6 +129,9 @@ class Rule(BaseModel):
             raise ValueError("clear must not be over threshold for an above rule")
         if not math.isfinite(self.threshold):
             raise ValueError("threshold must be finite")
+        if self.crossing_hours is not None and not all(
+                0.0 <= h <= 24.0 for h in self.crossing_hours):
+            raise ValueError("crossing_hours are local hours in [0, 24]")
         if self.condition == "forecast":
             if self.metric is None or self.of is None:
                 raise ValueError("a forecast rule needs a metric and `of`, the rule it "

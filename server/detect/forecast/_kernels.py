@@ -26,6 +26,8 @@ from ._layout import (
     FC_FLOOR,
     FC_FROM_HIGH,
     FC_HORIZON,
+    FC_HOURS_FROM,
+    FC_HOURS_TO,
     FC_MODEL,
     FC_PHI,
     FC_STEP,
@@ -34,6 +36,7 @@ from ._layout import (
     FC_TAU_PROFILE,
     FC_TAU_TREND,
     FC_THRESHOLD,
+    FC_TZ_OFFSET,
     FC_WARM,
     FS_A1,
     FS_A2,
@@ -86,6 +89,17 @@ def harmonic(st, r, c1, s1):
 @njit(**JIT)
 def normal_cdf(z):
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+@njit(**JIT)
+def can_cross_at(cfg, r, t):
+    """Whether the series' threshold can be crossed at ``t`` (its local hours)."""
+    lo = cfg[r, FC_HOURS_FROM]
+    hi = cfg[r, FC_HOURS_TO]
+    if lo == hi:
+        return True
+    hour = ((t + cfg[r, FC_TZ_OFFSET]) % DAY_MS) / HOUR_MS
+    return lo <= hour < hi if lo < hi else hour >= lo or hour < hi
 
 
 @njit(**JIT)
@@ -145,8 +159,9 @@ def _forecast_at(cfg, st, r, c1, s1, hours):
 @njit(**JIT)
 def _look_ahead(cfg, st, r, t, c1, s1, out, i):
     """The forecast every step to the horizon: the confidence that the series crosses its
-    threshold (the largest probability of being past it at one step, under a normal error
-    growing with the square root of the lead), the first step the forecast itself is past
+    threshold (the largest probability of being past it at one step the threshold can be
+    crossed at, under a normal error growing with the square root of the lead), the first
+    step the forecast itself is past
     it, and the 80 % band there (or at the step nearest the threshold)."""
     direction = cfg[r, FC_DIRECTION]
     limit = cfg[r, FC_THRESHOLD]
@@ -161,6 +176,8 @@ def _look_ahead(cfg, st, r, t, c1, s1, out, i):
     low = high = np.nan
     for j in range(1, steps + 1):
         hours = j * step_h
+        if not can_cross_at(cfg, r, t + hours * HOUR_MS):
+            continue
         value = _forecast_at(cfg, st, r, c1, s1, hours)
         spread = max(sigma * math.sqrt(hours), cfg[r, FC_FLOOR])
         past = direction * (value - limit)  # > 0: past the threshold

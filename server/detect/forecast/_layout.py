@@ -9,14 +9,16 @@ M_DAMPED, M_HARMONIC = range(len(MODELS))
 FORECAST_CFG_COLUMNS = (
     "active", "model", "direction", "threshold", "from_high", "tau_high_ms", "horizon_ms",
     "step_ms", "tau_profile_ms", "tau_level_ms", "tau_trend_ms", "phi", "floor", "warm_ms",
+    "hours_from", "hours_to", "tz_offset_ms",
 )
 # direction: -1 a crossing downwards (under the threshold), +1 upwards; from_high: 1 when
 # the threshold is a fall of ``threshold`` under a running high (relaxing with
 # tau_high_ms); phi: the anomaly trend's damping per hour; floor: the least band (the
-# sensor's resolution)
+# sensor's resolution); hours_from, hours_to: the local hours a crossing can happen in (a
+# radiation frost forms at night; from > to wraps past midnight; both 0: any hour)
 (FC_ACTIVE, FC_MODEL, FC_DIRECTION, FC_THRESHOLD, FC_FROM_HIGH, FC_TAU_HIGH, FC_HORIZON,
- FC_STEP, FC_TAU_PROFILE, FC_TAU_LEVEL, FC_TAU_TREND, FC_PHI, FC_FLOOR,
- FC_WARM) = range(len(FORECAST_CFG_COLUMNS))
+ FC_STEP, FC_TAU_PROFILE, FC_TAU_LEVEL, FC_TAU_TREND, FC_PHI, FC_FLOOR, FC_WARM,
+ FC_HOURS_FROM, FC_HOURS_TO, FC_TZ_OFFSET) = range(len(FORECAST_CFG_COLUMNS))
 
 # per series, learned online: the daily cycle's two harmonics (c0 + a1 cos + b1 sin + a2
 # cos 2 + b2 sin 2 of the time of day), the residual's mean absolute size, the anomaly's

@@ -20,6 +20,8 @@ from ._layout import (
     FC_FLOOR,
     FC_FROM_HIGH,
     FC_HORIZON,
+    FC_HOURS_FROM,
+    FC_HOURS_TO,
     FC_MODEL,
     FC_PHI,
     FC_STEP,
@@ -28,6 +30,7 @@ from ._layout import (
     FC_TAU_PROFILE,
     FC_TAU_TREND,
     FC_THRESHOLD,
+    FC_TZ_OFFSET,
     FC_WARM,
     M_HARMONIC,
 )
@@ -138,6 +141,11 @@ class SeriesForecast:
         steps = int(self.cfg[FC_HORIZON] / self.cfg[FC_STEP])
         for j in range(1, steps + 1):
             hours = j * self.cfg[FC_STEP] / HOUR_MS
+            local_hour = ((t + hours * HOUR_MS + self.cfg[FC_TZ_OFFSET]) % DAY_MS) / HOUR_MS
+            lo, hi = self.cfg[FC_HOURS_FROM], self.cfg[FC_HOURS_TO]
+            if lo != hi and not (lo <= local_hour < hi if lo < hi
+                                 else local_hour >= lo or local_hour < hi):
+                continue
             value = self.forecast(t, hours)
             spread = max(sigma * math.sqrt(hours), self.cfg[FC_FLOOR])
             past = self.cfg[FC_DIRECTION] * (value - limit)

@@ -26,6 +26,8 @@ from ._layout import (
     FC_FLOOR,
     FC_FROM_HIGH,
     FC_HORIZON,
+    FC_HOURS_FROM,
+    FC_HOURS_TO,
     FC_MODEL,
     FC_PHI,
     FC_STEP,
@@ -34,6 +36,7 @@ from ._layout import (
     FC_TAU_PROFILE,
     FC_TAU_TREND,
     FC_THRESHOLD,
+    FC_TZ_OFFSET,
     FC_WARM,
     FORECAST_CFG_COLUMNS,
     FORECAST_STATE_COLUMNS,
@@ -67,6 +70,8 @@ class ForecastParams(BaseModel):
     damping: float = Field(0.9, gt=0, le=1.0, description="the trend's damping per hour")
     step_minutes: float = Field(15.0, gt=0, description="the forecast's resolution")
     warm_days: float = Field(1.0, ge=0, description="learning before the first forecast")
+    tz_offset_hours: float = Field(8.0, ge=-14.0, le=14.0,
+                                   description="the sites' local time (a rule's crossing hours)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,8 @@ class Forecaster:
                 cfg[row, FC_FROM_HIGH] = 1.0 if target.condition == "fall" else 0.0
                 cfg[row, FC_TAU_HIGH] = target.tau_hours * HOUR_MS
                 cfg[row, FC_HORIZON] = spec.horizon_hours * HOUR_MS
+                if spec.crossing_hours is not None:
+                    cfg[row, FC_HOURS_FROM], cfg[row, FC_HOURS_TO] = spec.crossing_hours
                 break
             cfg[row, FC_MODEL] = MODELS.index(prm.model)
             cfg[row, FC_STEP] = prm.step_minutes * MINUTE_MS
@@ -114,6 +121,7 @@ class Forecaster:
             metric = METRICS.get(info.metric)
             cfg[row, FC_FLOOR] = metric.resolution if metric is not None else 1e-6
             cfg[row, FC_WARM] = prm.warm_days * DAY_MS
+            cfg[row, FC_TZ_OFFSET] = prm.tz_offset_hours * HOUR_MS
         self.cfg = cfg
         self.state = self.initial_state(len(series))
 
