@@ -247,11 +247,11 @@ def evaluate(
     typer.echo(f"early warnings ({forecast_model}): lead of the first warning before the "
                f"threshold is crossed")
     typer.echo(f"{'kind':22} {'events':>6} {'median':>7} {'p10':>6} {'>=60min':>7} "
-               f"{'warnings':>8} {'false':>5} {'false/site/wk':>13}")
+               f"{'warnings':>8} {'false':>5} {'per site/wk':>11} {'per warned site/wk':>18}")
     for w in warned:
         typer.echo(f"{w.kind:22} {w.events:6d} {w.median_lead:7.0f} {w.p10_lead:6.0f} "
                    f"{w.share_ahead:7.2f} {w.warnings:8d} {w.false_warnings:5d} "
-                   f"{w.false_per_site_week:13.2f}")
+                   f"{w.false_per_fleet_site_week:11.2f} {w.false_per_site_week:18.2f}")
     if clean:
         quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset,
                           quirks=quirks, forecast=forecast)
@@ -259,9 +259,10 @@ def evaluate(
         typer.echo(f"fault-free run: {len(detections(quiet.alerts))} alerts, {rate:.2f} per "
                    f"site per week")
         quiet_warned = score_warnings(fleet, [], quiet.alerts, ruleset, start_ms, end_ms)
-        typer.echo("fault-free run, warnings (all false) per site that can be warned per "
-                   "week: " + ", ".join(f"{w.kind} {w.warnings} ({w.false_per_site_week:.2f})"
-                                        for w in quiet_warned))
+        parts = [f"{w.kind} {w.warnings} ({w.false_per_fleet_site_week:.2f}, "
+                 f"{w.false_per_site_week:.2f})" for w in quiet_warned]
+        typer.echo("fault-free run, warnings (all false; per site and per warned site per "
+                   "week): " + ", ".join(parts))
 
 
 @app.command()

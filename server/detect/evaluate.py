@@ -267,6 +267,7 @@ class WarningScore:
     false_warnings: int
     sites: int  # sites a warning of this kind can be raised at
     weeks: float
+    fleet_sites: int  # every site of the fleet
 
     @property
     def median_lead(self) -> float:
@@ -285,7 +286,13 @@ class WarningScore:
 
     @property
     def false_per_site_week(self) -> float:
+        """Per site that can be warned of this kind."""
         return self.false_warnings / (self.sites * self.weeks) if self.sites else float("nan")
+
+    @property
+    def false_per_fleet_site_week(self) -> float:
+        """Per site of the fleet, as false alerts are counted."""
+        return self.false_warnings / (self.fleet_sites * self.weeks)
 
 
 def warning_kinds(ruleset: RuleSet) -> dict[str, str]:
@@ -336,5 +343,5 @@ def score_warnings(fleet: Fleet, labels: list[Label], alerts: list[Alert], rules
                        and closed >= e.start_ms - GRACE_MS for e in of_kind):
                 false += 1
         scores.append(WarningScore(kind, len(leads), leads, len(mine), false,
-                                   len(warned_sites), weeks))
+                                   len(warned_sites), weeks, len(site_kinds)))
     return scores
