@@ -59,6 +59,24 @@ class RulesError(ValueError):
     """A rules file that cannot be used; the message names the file and the field."""
 
 
+class Response(BaseModel):
+    """What a rule's alert (or warning) may switch on at its site, and the limits of doing
+    it without an operator (``responses.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    actuator: str = Field(min_length=1, description="the name the site's agent knows it by: "
+                                                    "aerator, valve, frost_fan")
+    device: str | None = Field(None, description="whose commands reach it; default the "
+                                                 "site's gateway, {site}-gw")
+    minutes: float = Field(60.0, gt=0, description="how long one response runs it")
+    max_on_minutes: float = Field(240.0, gt=0, description="the most one run may last")
+    cooldown_minutes: float = Field(60.0, ge=0, description="no automatic run sooner after "
+                                                            "the last one ended")
+    hours: tuple[float, float] | None = Field(None, description="local hours [from, to) an "
+                                                                "automatic run may start in")
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -104,6 +122,11 @@ class Rule(BaseModel):
     # forecast rules: the local hours [from, to) a crossing can happen in (a radiation
     # frost forms between dusk and dawn; from > to wraps past midnight); None: any hour
     crossing_hours: tuple[float, float] | None = None
+    # the action the rule's alert may take (aerators on, a valve open, frost fans), and
+    # whether it is only suggested to an operator or issued at once within its limits;
+    # a site's mode is a site change like any other field (`response_mode: automatic`)
+    response: Response | None = None
+    response_mode: Literal["suggest", "automatic"] = "suggest"
 
     @model_validator(mode="after")
     def _known_components(self) -> Rule:
