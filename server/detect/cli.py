@@ -201,6 +201,7 @@ def evaluate(
     from tidefield.sim.scenario import scenario_plan
 
     from .evaluate import (
+        aerator_rerun,
         detections,
         false_alerts_per_site_week,
         run_fleet,
@@ -252,6 +253,12 @@ def evaluate(
         typer.echo(f"{w.kind:22} {w.events:6d} {w.median_lead:7.0f} {w.p10_lead:6.0f} "
                    f"{w.share_ahead:7.2f} {w.warnings:8d} {w.false_warnings:5d} "
                    f"{w.false_per_fleet_site_week:11.2f} {w.false_per_site_week:18.2f}")
+    aeration = aerator_rerun(fleet, labels, run.alerts, ruleset, start_ms, end_ms)
+    typer.echo(f"hypoxia events crossing 3 mg/L: {aeration.crossed_without} of "
+               f"{aeration.events} ({aeration.share_without:.2f}) as simulated; "
+               f"{aeration.crossed_with} of {aeration.events} ({aeration.share_with:.2f}) "
+               f"re-simulated with the cage farms' aerators automatic "
+               f"({aeration.aerated} reached by a run)")
     if clean:
         quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset,
                           quirks=quirks, forecast=forecast)

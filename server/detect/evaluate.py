@@ -36,7 +36,7 @@ import numpy as np
 
 from tidefield.protocol.units import DAY_MS, HOUR_MS
 
-from .alerts import Alert, MemorySink
+from .alerts import Alert, AlertOp, MemorySink
 from .detector import Detector, SeriesInfo
 from .engine import Engine
 from .forecast.forecaster import ForecastParams
@@ -345,3 +345,113 @@ def score_warnings(fleet: Fleet, labels: list[Label], alerts: list[Alert], rules
         scores.append(WarningScore(kind, len(leads), leads, len(mine), false,
                                    len(warned_sites), weeks, len(site_kinds)))
     return scores
+
+
+@dataclass(frozen=True, slots=True)
+class AerationResult:
+    events: int  # hypoxia events with a crossing
+    crossed_without: int  # their sondes under 3 mg/L as simulated
+    crossed_with: int  # the same nights re-simulated with the automatic runs
+    aerated: int  # events some automatic run reached before their end
+
+    @property
+    def share_without(self) -> float:
+        return self.crossed_without / self.events if self.events else float("nan")
+
+    @property
+    def share_with(self) -> float:
+        return self.crossed_with / self.events if self.events else float("nan")
+
+
+HYPOXIA_LIMIT = 3.0  # mg/L: what "crossing" means in the aerator comparison
+
+
+def aerator_rerun(fleet: Fleet, labels: list[Label], alerts: list[Alert], ruleset: RuleSet,
+                  start_ms: int, end_ms: int) -> AerationResult:
+    """Each hypoxia again, as if every cage farm ran its aerators in automatic mode: the
+    run's warnings and alerts (issued when their minimum duration had passed) go through
+    a ``ResponsePlanner`` with the sites automatic, and the night is re-simulated with the
+    aerator runs it issues (firmware-sim is deterministic per seed; ``sim.actuators``'s
+    board gives the aerator's effect on the water). Counts the events whose sondes still
+    fall under 3 mg/L."""
+    from tidefield.sim.actuators import Effect, aerated
+
+    from .responses import ResponsePlanner
+
+    kinds = {site.id: site.kind for site in fleet.table.sites}
+    responding = [name for name, spec in ruleset.rules.items()
+                  if spec.response is not None and spec.response.actuator == "aerator"]
+    automatic = ruleset.with_changes({}, {"cage_farm": {
+        name: {"response_mode": "automatic"} for name in responding}})
+    planner = ResponsePlanner(automatic, kinds)
+    minutes = {name: spec.min_minutes for name, spec in ruleset.rules.items()}
+    issued = sorted(((a.opened_ms + int(minutes.get(a.key.rule, 0.0) * 60_000), a)
+                     for a in alerts if a.key.rule in responding),
+                    key=lambda pair: pair[0])
+    # the run's timeline at each site: the alerts as they were issued, and every 15
+    # minutes the renewal of runs for those still on
+    timeline: dict[str, list[tuple[int, int, Alert | None]]] = defaultdict(list)
+    for at, alert in issued:
+        timeline[alert.key.site_id].append((at, 0, alert))
+    for items in timeline.values():
+        first, last = items[0][0], max((a.closed_ms or end_ms) for _, _, a in items if a)
+        items += [(t, 1, None) for t in range(first, last, 15 * 60_000)]
+        items.sort(key=lambda item: (item[0], item[1]))
+    runs: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for site, items in timeline.items():
+        on = [a for _, _, a in items if a is not None]
+        for at, _, alert in items:
+            if alert is not None:
+                decisions = planner.decide([AlertOp("opened", alert, at, alert.value)])
+            else:
+                holding = [a for a in on if a.opened_ms + minutes.get(a.key.rule, 0.0)
+                           * 60_000 <= at < (a.closed_ms or end_ms)]
+                decisions = planner.renew(holding, at)
+            runs[site] += [(at, at + d.duration_s * 1000) for d in decisions if d.automatic]
+    table = fleet.table
+    by_event: dict[str, list[Label]] = defaultdict(list)
+    for label in labels:
+        if label.kind == "hypoxia" and label.metric == "dissolved_oxygen":
+            by_event[label.event_id].append(label)
+    events = crossed_without = crossed_with = reached = 0
+    for members in by_event.values():
+        first = members[0]
+        if first.crossing_ms is None or not start_ms <= first.crossing_ms < end_ms:
+            continue
+        events += 1
+        plan = fleet.site_plan(first.site_id, fleet.plan.epoch_of(first.start_ms)) \
+            if fleet.plan is not None else None
+        rows = plan.events if plan is not None else np.zeros((0, 5))
+        site_runs = [(on, off) for on, off in runs.get(first.site_id, ())
+                     if on < first.end_ms and off > first.start_ms]
+        reached += bool(site_runs)
+        below_without = below_with = False
+        for label in members:
+            # the sonde's clean physics with the site's events (no sensor faults: what the
+            # water does, not what a broken probe reports)
+            s = table.index(label.site_id, label.device_id, label.metric)
+            times = fleet.series_sample_times(s, label.start_ms, label.end_ms)
+            water = {"dissolved_oxygen": fleet.render_series(
+                s, label.start_ms, label.end_ms, rows, np.zeros((0, 4)))}
+            for metric in ("water_temperature", "salinity"):
+                # this sonde's, or (a second sonde measures no salinity) the site's other
+                # one's at these times
+                source = next(i for i in [*table.of_site(label.site_id)]
+                              if table.metrics[i] == metric
+                              and (table.device_ids[i] == label.device_id
+                                   or (label.device_id, metric) not in
+                                   zip(table.device_ids, table.metrics, strict=True)))
+                water[metric] = np.interp(
+                    times, fleet.series_sample_times(source, label.start_ms, label.end_ms),
+                    fleet.render_series(source, label.start_ms, label.end_ms, rows,
+                                        np.zeros((0, 4))))
+            oxygen = water["dissolved_oxygen"]
+            below_without |= bool(np.nanmin(oxygen) < HYPOXIA_LIMIT)
+            if site_runs:
+                oxygen = aerated(times, oxygen, water["water_temperature"],
+                                 water["salinity"], site_runs,
+                                 Effect("aerator", label.device_id))
+            below_with |= bool(np.nanmin(oxygen) < HYPOXIA_LIMIT)
+        crossed_without += below_without
+        crossed_with += below_with
+    return AerationResult(events, crossed_without, crossed_with, reached)

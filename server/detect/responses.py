@@ -45,10 +45,11 @@ class Decision:
 
     @property
     def command_id(self) -> str:
-        """The same alert's response has the same id: a step replayed after a crash does
-        not switch the actuator twice (``device_commands.id`` is the idempotency key)."""
+        """The same alert's response at the same instant has the same id: a step replayed
+        after a crash does not switch the actuator twice (``device_commands.id`` is the
+        idempotency key)."""
         key = (f"{self.alert.key.site_id}:{self.alert.key.rule}:{self.alert.opened_ms}:"
-               f"{self.actuator}")
+               f"{self.at_ms}:{self.actuator}")
         return "resp-" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
     @property
@@ -71,35 +72,43 @@ class ResponsePlanner:
         self.runs: dict[tuple[str, str], int] = {}  # (site, actuator) -> end of last run, ms
 
     def decide(self, ops: Iterable[AlertOp]) -> list[Decision]:
-        decisions = []
-        for op in ops:
-            if op.action != "opened":
-                continue
-            site = op.alert.key.site_id
-            spec = self.ruleset.for_site(site, self.site_kinds.get(site)).get(op.alert.key.rule)
-            if spec is None or spec.response is None:
-                continue
-            response = spec.response
-            device = response.device or f"{site}-gw"
-            minutes = min(response.minutes, response.max_on_minutes)
-            reason = "" if minutes == response.minutes else "max on-time"
-            automatic = spec.response_mode == "automatic"
-            last_end = self.runs.get((site, response.actuator))
-            if not automatic:
-                reason = "suggest mode"
-            elif last_end is not None and op.time_ms < last_end:
-                automatic, reason = False, "already running"
-            elif (last_end is not None
-                  and op.time_ms < last_end + response.cooldown_minutes * MINUTE_MS):
-                automatic, reason = False, "cool-down"
-            elif response.hours is not None and not self._in_hours(op.time_ms, response.hours):
-                automatic, reason = False, "outside its hours"
-            decision = Decision(op.alert, op.time_ms, device, response.actuator,
-                                int(minutes * 60), automatic, reason)
-            if automatic:
-                self.runs[(site, response.actuator)] = op.time_ms + int(minutes * MINUTE_MS)
-            decisions.append(decision)
-        return decisions
+        """The responses of the alerts these operations open."""
+        return [d for op in ops if op.action == "opened"
+                for d in self._respond(op.alert, op.time_ms, renewal=False)]
+
+    def renew(self, active: Iterable[Alert], now_ms: int) -> list[Decision]:
+        """Automatic runs again for alerts still on whose run has ended and whose site's
+        cool-down has passed (aerators keep the water up while the warning or the
+        hypoxia holds, with a pause between runs); suggestions are not repeated."""
+        return [d for alert in active
+                for d in self._respond(alert, now_ms, renewal=True) if d.automatic]
+
+    def _respond(self, alert: Alert, now_ms: int, *, renewal: bool) -> list[Decision]:
+        site = alert.key.site_id
+        spec = self.ruleset.for_site(site, self.site_kinds.get(site)).get(alert.key.rule)
+        if spec is None or spec.response is None:
+            return []
+        response = spec.response
+        minutes = min(response.minutes, response.max_on_minutes)
+        reason = "" if minutes == response.minutes else "max on-time"
+        automatic = spec.response_mode == "automatic"
+        last_end = self.runs.get((site, response.actuator))
+        if renewal:
+            if not automatic or last_end is None:
+                return []  # only an automatic run already made is renewed
+            reason = reason or "renewed: the alert holds"
+        if not automatic:
+            reason = "suggest mode"
+        elif last_end is not None and now_ms < last_end:
+            automatic, reason = False, "already running"
+        elif last_end is not None and now_ms < last_end + response.cooldown_minutes * MINUTE_MS:
+            automatic, reason = False, "cool-down"
+        elif response.hours is not None and not self._in_hours(now_ms, response.hours):
+            automatic, reason = False, "outside its hours"
+        if automatic:
+            self.runs[(site, response.actuator)] = now_ms + int(minutes * MINUTE_MS)
+        return [Decision(alert, now_ms, response.device or f"{site}-gw", response.actuator,
+                         int(minutes * 60), automatic, reason)]
 
     def _in_hours(self, t_ms: int, hours: tuple[float, float]) -> bool:
         lo, hi = hours

@@ -276,7 +276,10 @@ class DetectorService:
         outcome = engine.run_slices(batch, cuts)
         ops = self.maintenance.hold_in_maintenance(engine, outcome.ops)
         session.sink.apply(ops)
-        decisions = session.responses.decide(ops) if session.responses is not None else []
+        decisions = []
+        if session.responses is not None:
+            decisions = session.responses.decide(ops)
+            decisions += session.responses.renew(list(engine.book.active.values()), end)
         scores = outcome.scores
         keep = (scores.score >= self.settings.detect_threshold) & (scores.category > 0)
         state = engine.checkpoint()
