@@ -182,3 +182,39 @@ def test_forecast_rules_are_checked(tmp_path):
                    "    category: forecast\n    scope: site\n    message: m\n")
     with pytest.raises(RulesError, match="confidences"):
         load_rules(bad)
+
+
+def test_an_aerator_run_lifts_hypoxic_water_toward_saturation_and_lets_it_fall_back():
+    from tidefield.sim.actuators import Effect, aerated
+    from tidefield.sim.physics import oxygen_saturation
+
+    times = T0 + np.arange(600, dtype=np.int64) * MIN
+    low = np.full(600, 2.0)
+    water, salt = np.full(600, 20.0), np.full(600, 31.0)
+    out = aerated(times, low, water, salt, [(T0 + 60 * MIN, T0 + 300 * MIN)],
+                  Effect("aerator", "cg-1-sonde"))
+    saturation = float(oxygen_saturation(20.0, 31.0))
+    assert (out[:60] == 2.0).all()  # nothing before the run
+    assert out[60 + 15] == pytest.approx(2.0 + (saturation - 2.0) * (1 - np.exp(-1)), rel=0.02)
+    assert out[299] == pytest.approx(saturation, rel=0.01)
+    assert 2.0 < out[420] < out[299]  # after: the surplus decays with respiration
+
+
+def test_aerators_in_automatic_mode_keep_warned_hypoxias_above_3_mg_l():
+    """Three cage farms, hypoxias only (three a site a month): every one crosses 3 mg/L as
+    simulated; re-simulated with the aerators switched on by the warnings, fewer do."""
+    from tidefield.protocol.registry import load_sites
+    from tidefield.server.detect.evaluate import aerator_rerun, run_fleet
+    from tidefield.sim.fleet import Fleet
+    from tidefield.sim.scenario import scenario_plan
+
+    end = T0 + 10 * DAY
+    sites = [s for s in load_sites() if s.kind == "cage_farm"][:3]
+    fleet = Fleet(sites, seed=11, plan=scenario_plan(T0, end, events_per_site=3.0,
+                                                     event_kinds=("hypoxia",)))
+    rules = load_rules()
+    run = run_fleet(fleet, T0, end, ruleset=rules, warmup_days=2.0)
+    result = aerator_rerun(fleet, fleet.labels(T0, end), run.alerts, rules, T0, end)
+    assert result.events >= 2 and result.crossed_without == result.events
+    assert result.aerated == result.events
+    assert result.crossed_with < result.events
