@@ -221,7 +221,7 @@ def evaluate(
         typer.echo(f"error: --forecast-model {forecast_model!r}: harmonic or damped_trend",
                    err=True)
         raise typer.Exit(2)
-    forecast = ForecastParams(model=forecast_model)  # type: ignore[arg-type]  # checked above
+    forecast = ForecastParams(model=forecast_model)
 
     chosen = load_sites()
     chosen = chosen[::max(1, len(chosen) // sites)][:sites]

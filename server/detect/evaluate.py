@@ -394,15 +394,16 @@ def aerator_rerun(fleet: Fleet, labels: list[Label], alerts: list[Alert], rulese
     for at, alert in issued:
         timeline[alert.key.site_id].append((at, 0, alert))
     for items in timeline.values():
-        first, last = items[0][0], max((a.closed_ms or end_ms) for _, _, a in items if a)
-        items += [(t, 1, None) for t in range(first, last, 15 * 60_000)]
+        begin, until = items[0][0], max((a.closed_ms or end_ms) for _, _, a in items if a)
+        items += [(t, 1, None) for t in range(begin, until, 15 * 60_000)]
         items.sort(key=lambda item: (item[0], item[1]))
     runs: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for site, items in timeline.items():
         on = [a for _, _, a in items if a is not None]
-        for at, _, alert in items:
-            if alert is not None:
-                decisions = planner.decide([AlertOp("opened", alert, at, alert.value)])
+        for at, _, issued_alert in items:
+            if issued_alert is not None:
+                decisions = planner.decide([AlertOp("opened", issued_alert, at,
+                                                    issued_alert.value)])
             else:
                 holding = [a for a in on if a.opened_ms + minutes.get(a.key.rule, 0.0)
                            * 60_000 <= at < (a.closed_ms or end_ms)]
