@@ -23,6 +23,7 @@ from tidefield.protocol.units import DAY_MS, HOUR_MS
 from ._layout import (
     FC_ACTIVE,
     FC_DIRECTION,
+    FC_EVERY,
     FC_FLOOR,
     FC_FROM_HIGH,
     FC_HORIZON,
@@ -40,17 +41,25 @@ from ._layout import (
     FC_WARM,
     FS_A1,
     FS_A2,
+    FS_A_HIGH,
+    FS_A_LEVEL,
+    FS_A_PROFILE,
+    FS_A_TREND,
     FS_B1,
     FS_B2,
     FS_C0,
+    FS_CARRIED_DT,
     FS_CONFIDENCE,
     FS_CROSSING,
+    FS_DT,
     FS_DUE_MS,
     FS_DUE_VALUE,
     FS_HIGH,
     FS_HIGH_BAND,
     FS_LEVEL,
+    FS_LOOKED,
     FS_LOW,
+    FS_PHI_DT,
     FS_SPREAD,
     FS_T_FIRST,
     FS_T_LAST,
@@ -107,21 +116,28 @@ def _learn(cfg, st, r, t, x, c1, s1):
     """Advance one series' model by the reading ``x`` at ``t`` (after its first)."""
     dt = t - st[r, FS_T_LAST]
     hours = dt / HOUR_MS
+    if dt != st[r, FS_DT]:  # the interval changed: its weights (else the same numbers)
+        st[r, FS_DT] = dt
+        st[r, FS_A_LEVEL] = -math.expm1(-dt / cfg[r, FC_TAU_LEVEL])
+        st[r, FS_A_TREND] = -math.expm1(-dt / cfg[r, FC_TAU_TREND])
+        st[r, FS_A_PROFILE] = -math.expm1(-dt / cfg[r, FC_TAU_PROFILE])
+        st[r, FS_A_HIGH] = -math.expm1(-dt / cfg[r, FC_TAU_HIGH])
+        st[r, FS_PHI_DT] = cfg[r, FC_PHI] ** hours
+        st[r, FS_CARRIED_DT] = damped_sum(cfg[r, FC_PHI], hours)
     cycle = harmonic(st, r, c1, s1) if cfg[r, FC_MODEL] == M_HARMONIC else 0.0
     # the damped trend of the anomaly (the reading less the daily cycle)
     anomaly = x - cycle
-    phi = cfg[r, FC_PHI]
-    predicted = st[r, FS_LEVEL] + st[r, FS_TREND] * damped_sum(phi, hours)
-    a_level = -math.expm1(-dt / cfg[r, FC_TAU_LEVEL])
-    a_trend = -math.expm1(-dt / cfg[r, FC_TAU_TREND])
+    predicted = st[r, FS_LEVEL] + st[r, FS_TREND] * st[r, FS_CARRIED_DT]
+    a_level = st[r, FS_A_LEVEL]
+    a_trend = st[r, FS_A_TREND]
     level = predicted + a_level * (anomaly - predicted)
-    st[r, FS_TREND] = ((1.0 - a_trend) * phi ** hours * st[r, FS_TREND]
+    st[r, FS_TREND] = ((1.0 - a_trend) * st[r, FS_PHI_DT] * st[r, FS_TREND]
                        + a_trend * (level - st[r, FS_LEVEL]) / hours)
     st[r, FS_LEVEL] = level
     if cfg[r, FC_MODEL] == M_HARMONIC:
         # a least-mean-squares step on an orthogonal basis; a night of hypoxia teaches it
         # only a few typical residuals' worth
-        a_prof = -math.expm1(-dt / cfg[r, FC_TAU_PROFILE])
+        a_prof = st[r, FS_A_PROFILE]
         residual = x - cycle
         spread = st[r, FS_SPREAD]
         # free while warming up (a spread learned from nothing would clip everything)
@@ -140,7 +156,7 @@ def _learn(cfg, st, r, t, x, c1, s1):
     if x >= st[r, FS_HIGH]:
         st[r, FS_HIGH] = x
     else:
-        st[r, FS_HIGH] += -math.expm1(-dt / cfg[r, FC_TAU_HIGH]) * (x - st[r, FS_HIGH])
+        st[r, FS_HIGH] += st[r, FS_A_HIGH] * (x - st[r, FS_HIGH])
     st[r, FS_T_LAST] = t
 
 
@@ -157,12 +173,13 @@ def _forecast_at(cfg, st, r, c1, s1, hours):
 
 
 @njit(**JIT)
-def _look_ahead(cfg, st, r, t, c1, s1, out, i):
+def _look_ahead(cfg, st, r, t, c1, s1):
     """The forecast every step to the horizon: the confidence that the series crosses its
     threshold (the largest probability of being past it at one step the threshold can be
     crossed at, under a normal error growing with the square root of the lead), the first
-    step the forecast itself is past
-    it, and the 80 % band there (or at the step nearest the threshold)."""
+    step the forecast itself is past it, and the 80 % band there (or at the step nearest
+    the threshold), into the series' state. The steps walk the damping and the daily
+    angle by multiplication and rotation: no power, logarithm or cosine per step."""
     direction = cfg[r, FC_DIRECTION]
     limit = cfg[r, FC_THRESHOLD]
     if cfg[r, FC_FROM_HIGH] > 0.0:
@@ -170,32 +187,43 @@ def _look_ahead(cfg, st, r, t, c1, s1, out, i):
     sigma = math.sqrt(st[r, FS_VAR_HOUR])
     step_h = cfg[r, FC_STEP] / HOUR_MS
     steps = int(cfg[r, FC_HORIZON] / cfg[r, FC_STEP])
-    best = 0.0
+    phi = cfg[r, FC_PHI]
+    phi_step = phi ** step_h
+    log_phi = -math.log(phi) if phi < 1.0 else 0.0
+    harmonic_model = cfg[r, FC_MODEL] == M_HARMONIC
+    turn = OMEGA * cfg[r, FC_STEP]
+    cos_turn, sin_turn = math.cos(turn), math.sin(turn)
+    level, trend = st[r, FS_LEVEL], st[r, FS_TREND]
+    damped = 1.0  # phi ** hours
+    c, s = c1, s1
+    best_z = -math.inf
     crossing = np.nan
     nearest = -math.inf
     low = high = np.nan
     for j in range(1, steps + 1):
         hours = j * step_h
+        damped *= phi_step
+        c, s = c * cos_turn - s * sin_turn, s * cos_turn + c * sin_turn
         if not can_cross_at(cfg, r, t + hours * HOUR_MS):
             continue
-        value = _forecast_at(cfg, st, r, c1, s1, hours)
+        carried = (1.0 - damped) / log_phi if log_phi > 0.0 else hours
+        value = level + trend * carried
+        if harmonic_model:
+            value += harmonic(st, r, c, s)
         spread = max(sigma * math.sqrt(hours), cfg[r, FC_FLOOR])
         past = direction * (value - limit)  # > 0: past the threshold
-        best = max(best, normal_cdf(past / spread))
-        if math.isnan(crossing) and (past > 0.0 or past > nearest):
+        best_z = max(best_z, past / spread)
+        if math.isnan(crossing) and past > nearest:
             nearest = past
             low = value - BAND_Z * spread
             high = value + BAND_Z * spread
             if past > 0.0:
                 crossing = t + hours * HOUR_MS
-    out[i, 0] = best
-    out[i, 1] = crossing
-    out[i, 2] = low
-    out[i, 3] = high
-    st[r, FS_CONFIDENCE] = best
+    st[r, FS_CONFIDENCE] = normal_cdf(best_z) if best_z > -math.inf else 0.0
     st[r, FS_CROSSING] = crossing
     st[r, FS_LOW] = low
     st[r, FS_HIGH_BAND] = high
+    st[r, FS_LOOKED] = t
 
 
 @njit(**JIT)
@@ -238,5 +266,11 @@ def advance(rows, times, values, broken, cfg, st, out):
         if st[r, FS_DUE_MS] == 0.0:
             st[r, FS_DUE_MS] = t + HOUR_MS
             st[r, FS_DUE_VALUE] = _forecast_at(cfg, st, r, c1, s1, 1.0)
-        if t - st[r, FS_T_FIRST] >= cfg[r, FC_WARM] and st[r, FS_VAR_HOUR] > 0.0:
-            _look_ahead(cfg, st, r, t, c1, s1, out, i)
+        if t - st[r, FS_T_FIRST] < cfg[r, FC_WARM] or st[r, FS_VAR_HOUR] <= 0.0:
+            continue
+        if not t - st[r, FS_LOOKED] < cfg[r, FC_EVERY]:  # (a NaN: never looked yet)
+            _look_ahead(cfg, st, r, t, c1, s1)
+        out[i, 0] = st[r, FS_CONFIDENCE]
+        out[i, 1] = st[r, FS_CROSSING]
+        out[i, 2] = st[r, FS_LOW]
+        out[i, 3] = st[r, FS_HIGH_BAND]

@@ -17,6 +17,7 @@ from tidefield.protocol.units import DAY_MS, HOUR_MS
 from ._layout import (
     FC_ACTIVE,
     FC_DIRECTION,
+    FC_EVERY,
     FC_FLOOR,
     FC_FROM_HIGH,
     FC_HORIZON,
@@ -62,6 +63,8 @@ class SeriesForecast:
     due: float | None = None
     due_value: float = 0.0
     high: float = 0.0
+    looked: float | None = None
+    last_look: tuple[float, float, float, float] = (math.nan, math.nan, math.nan, math.nan)
 
     @property
     def harmonic(self) -> bool:
@@ -98,9 +101,11 @@ class SeriesForecast:
         if self.due is None:
             self.due = t + HOUR_MS
             self.due_value = self.forecast(t, 1.0)
-        if t - self.first >= self.cfg[FC_WARM] and self.var_hour > 0.0:
+        if t - self.first < self.cfg[FC_WARM] or self.var_hour <= 0.0:
+            return nothing
+        if self.looked is None or t - self.looked >= self.cfg[FC_EVERY]:
             return self.look_ahead(t)
-        return nothing
+        return self.last_look  # between looks: the last one
 
     def learn(self, t: float, x: float) -> None:
         dt = t - self.last
@@ -136,26 +141,43 @@ class SeriesForecast:
         if self.cfg[FC_FROM_HIGH]:
             limit = self.high - limit
         sigma = math.sqrt(self.var_hour)
-        best, crossing, band = 0.0, math.nan, (math.nan, math.nan)
+        phi = self.cfg[FC_PHI]
+        step_h = self.cfg[FC_STEP] / HOUR_MS
+        phi_step = phi ** step_h
+        turn = 2.0 * math.pi / DAY_MS * self.cfg[FC_STEP]
+        w = 2.0 * math.pi / DAY_MS * (t % DAY_MS)
+        c, s = math.cos(w), math.sin(w)
+        damped = 1.0
+        best_z, crossing, band = -math.inf, math.nan, (math.nan, math.nan)
         nearest = -math.inf
-        steps = int(self.cfg[FC_HORIZON] / self.cfg[FC_STEP])
-        for j in range(1, steps + 1):
-            hours = j * self.cfg[FC_STEP] / HOUR_MS
+        for j in range(1, int(self.cfg[FC_HORIZON] / self.cfg[FC_STEP]) + 1):
+            hours = j * step_h
+            damped *= phi_step  # phi ** hours, step by step
+            c, s = (c * math.cos(turn) - s * math.sin(turn),
+                    s * math.cos(turn) + c * math.sin(turn))  # the day's angle, turned
             local_hour = ((t + hours * HOUR_MS + self.cfg[FC_TZ_OFFSET]) % DAY_MS) / HOUR_MS
             lo, hi = self.cfg[FC_HOURS_FROM], self.cfg[FC_HOURS_TO]
             if lo != hi and not (lo <= local_hour < hi if lo < hi
                                  else local_hour >= lo or local_hour < hi):
                 continue
-            value = self.forecast(t, hours)
+            carried = (1.0 - damped) / -math.log(phi) if phi < 1.0 else hours
+            value = self.level + self.trend * carried
+            if self.harmonic and self.coef:
+                k = self.coef
+                value += (k[0] + k[1] * c + k[2] * s + k[3] * (c * c - s * s)
+                          + k[4] * (2.0 * c * s))
             spread = max(sigma * math.sqrt(hours), self.cfg[FC_FLOOR])
             past = self.cfg[FC_DIRECTION] * (value - limit)
-            best = max(best, 0.5 * (1.0 + math.erf(past / spread / math.sqrt(2.0))))
+            best_z = max(best_z, past / spread)
             if math.isnan(crossing) and past > nearest:
                 nearest = past
                 band = (value - BAND_Z * spread, value + BAND_Z * spread)
                 if past > 0.0:
                     crossing = t + hours * HOUR_MS
-        return best, crossing, band[0], band[1]
+        best = 0.5 * (1.0 + math.erf(best_z / math.sqrt(2.0))) if best_z > -math.inf else 0.0
+        self.looked = t
+        self.last_look = (best, crossing, band[0], band[1])
+        return self.last_look
 
 
 def advance(rows: np.ndarray, times: np.ndarray, values: np.ndarray, broken: np.ndarray,

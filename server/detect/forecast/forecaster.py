@@ -23,6 +23,7 @@ from . import _kernels
 from ._layout import (
     FC_ACTIVE,
     FC_DIRECTION,
+    FC_EVERY,
     FC_FLOOR,
     FC_FROM_HIGH,
     FC_HORIZON,
@@ -42,7 +43,9 @@ from ._layout import (
     FORECAST_STATE_COLUMNS,
     FS_CONFIDENCE,
     FS_CROSSING,
+    FS_DT,
     FS_HIGH_BAND,
+    FS_LOOKED,
     FS_LOW,
     FS_T_FIRST,
     MODELS,
@@ -69,6 +72,9 @@ class ForecastParams(BaseModel):
     trend_minutes: float = Field(20.0, gt=0, description="time constant of its trend")
     damping: float = Field(0.9, gt=0, le=1.0, description="the trend's damping per hour")
     step_minutes: float = Field(15.0, gt=0, description="the forecast's resolution")
+    every_minutes: float = Field(5.0, ge=0, description="how often a series' horizon is "
+                                                        "looked over (readings between "
+                                                        "carry the last look)")
     warm_days: float = Field(1.0, ge=0, description="learning before the first forecast")
     tz_offset_hours: float = Field(8.0, ge=-14.0, le=14.0,
                                    description="the sites' local time (a rule's crossing hours)")
@@ -122,13 +128,15 @@ class Forecaster:
             cfg[row, FC_FLOOR] = metric.resolution if metric is not None else 1e-6
             cfg[row, FC_WARM] = prm.warm_days * DAY_MS
             cfg[row, FC_TZ_OFFSET] = prm.tz_offset_hours * HOUR_MS
+            cfg[row, FC_EVERY] = prm.every_minutes * MINUTE_MS
         self.cfg = cfg
         self.state = self.initial_state(len(series))
 
     @staticmethod
     def initial_state(n: int) -> np.ndarray:
         state = np.zeros((n, len(FORECAST_STATE_COLUMNS)), dtype=np.float64)
-        state[:, [FS_T_FIRST, FS_CONFIDENCE, FS_CROSSING, FS_LOW, FS_HIGH_BAND]] = np.nan
+        state[:, [FS_T_FIRST, FS_CONFIDENCE, FS_CROSSING, FS_LOW, FS_HIGH_BAND,
+                  FS_LOOKED, FS_DT]] = np.nan
         return state
 
     @property
