@@ -9,6 +9,9 @@ with its labelled faults and events, scored in arrival order:
    noise, seasonal profile, hourly drift CUSUM against the cross-site median) over
    hourly batches, after ``--warm-hours`` of the same fleet so every component is live;
    the best of ``--repeat`` runs from the same warmed state.
+   Then the same with the early warnings' forecasts (``Forecaster.advance`` after each
+   batch's scores, as the engine runs them: every series a ``forecast`` rule names), and
+   the ratio of the two rates.
 2. NumPy reference: ``reference.score_batch``, the plain twin the tests compare against,
    over the first ``--reference-readings`` readings (it is slow: one Python object per
    series, a step per reading).
@@ -39,8 +42,11 @@ from sim import pin_to_one_cpu  # bench/ is the script's folder, first on the pa
 
 from tidefield.protocol.units import HOUR_MS
 from tidefield.server.detect import detector_twins as reference
+from tidefield.server.detect._layout import CAT_FAULT, K_GAP
 from tidefield.server.detect.detector import Detector
 from tidefield.server.detect.evaluate import fleet_series
+from tidefield.server.detect.forecast.forecaster import Forecaster
+from tidefield.server.detect.rules import load_rules
 from tidefield.sim.fleet import Fleet
 from tidefield.sim.scenario import scenario_plan
 
@@ -168,6 +174,27 @@ def main() -> None:
     kernel_rate = n / best[0]
     print(f"kernel            {kernel_rate / 1e6:8.2f} M readings/s  (wall {best[0]:.2f} s, "
           f"CPU {best[1]:.2f} s: {n / max(best[1], 1e-9) / 1e6:.1f} M per CPU second)")
+
+    forecaster = Forecaster(series, load_rules())
+    for batch in warm:
+        forecaster.advance(*batch, np.zeros(batch[0].shape[0], dtype=bool))
+    warmed_forecasts = forecaster.state.copy()
+
+    def score_and_forecast() -> None:
+        for b in batches:
+            scores = detector.score(*b)
+            forecaster.advance(*b, (scores.category == CAT_FAULT) & (scores.component != K_GAP))
+
+    both = None
+    for _ in range(args.repeat):
+        detector.load_state(warmed)
+        forecaster.state = warmed_forecasts.copy()
+        took = timed(score_and_forecast)
+        both = took if both is None or took[0] < both[0] else both
+    print(f"kernel + forecasts {n / both[0] / 1e6:7.2f} M readings/s  (wall {both[0]:.2f} s, "
+          f"CPU {both[1]:.2f} s: {n / max(both[1], 1e-9) / 1e6:.1f} M per CPU second; "
+          f"{len(forecaster.active_rows)} series forecast; ratio to the kernel alone "
+          f"{best[0] / both[0]:.2f})")
 
     rows = np.concatenate([b[0] for b in batches])[:args.reference_readings]
     times = np.concatenate([b[1] for b in batches])[:args.reference_readings]

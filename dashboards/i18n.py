@@ -238,6 +238,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "severity.info": {"zh": "提示", "en": "info"},
     "category.fault": {"zh": "传感器故障", "en": "sensor fault"},
     "category.event": {"zh": "真实事件", "en": "real event"},
+    "category.forecast": {"zh": "预警", "en": "early warning"},
     "alert_state.active": {"zh": "未关闭", "en": "active"},
     "alert_state.open": {"zh": "待处理", "en": "open"},
     "alert_state.acknowledged": {"zh": "已确认", "en": "acknowledged"},
@@ -348,6 +349,9 @@ MESSAGES: dict[str, dict[str, str]] = {
 RULES: dict[str, dict[str, str]] = {
     "hypoxia": {"zh": "低溶解氧", "en": "hypoxia"},
     "frost_risk": {"zh": "霜冻风险", "en": "frost risk"},
+    "hypoxia_forecast": {"zh": "低溶解氧预警", "en": "hypoxia warning"},
+    "frost_forecast": {"zh": "霜冻预警", "en": "frost warning"},
+    "storm_forecast": {"zh": "风暴预警", "en": "storm warning"},
     "irrigation_failure": {"zh": "灌溉故障", "en": "irrigation failure"},
     "storm_wind": {"zh": "大风", "en": "storm wind"},
     "no_data": {"zh": "无数据", "en": "no data"},

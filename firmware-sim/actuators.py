@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 RELAYS = 8
 
 
@@ -131,3 +133,25 @@ class ActuatorBoard:
                 self._last_headroom[i] = headroom
                 out[effect.metric] = base + relay.surplus(t_ms, headroom, self.time_scale)
         return out
+
+
+def aerated(times_ms: np.ndarray, oxygen: np.ndarray, water_temperature: np.ndarray,
+            salinity: np.ndarray, runs: list[tuple[int, int]], effect: Effect
+            ) -> np.ndarray:
+    """Dissolved oxygen at ``times_ms`` (in order) with an aerator run over each (on, off)
+    interval of ``runs``: the emulated board's own response (``ActuatorBoard.overlay``),
+    so a re-simulated night sees what the relay would have done to the water."""
+    board = ActuatorBoard(unit_id=1, effects={0: effect})
+    switches = sorted([(on, True) for on, _ in runs] + [(off, False) for _, off in runs])
+    out = np.array(oxygen, dtype=np.float64, copy=True)
+    k = 0
+    for i, t in enumerate(np.asarray(times_ms, dtype=np.int64).tolist()):
+        while k < len(switches) and switches[k][0] <= t:
+            board.switch(0, switches[k][1], switches[k][0])
+            k += 1
+        value = board.overlay(effect.device_id, {
+            "dissolved_oxygen": float(oxygen[i]),
+            "water_temperature": float(water_temperature[i]),
+            "salinity": float(salinity[i])}, t)["dissolved_oxygen"]
+        out[i] = value if value is not None else np.nan
+    return out

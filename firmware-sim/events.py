@@ -70,6 +70,10 @@ class Label:
     kind: str  # a fault kind (render.FAULT_KINDS) or an event kind (EVENT_KINDS)
     category: str  # "fault" | "event"
     event_id: str  # shared by every label of one real event; unique for a fault
+    # an event's first instant past its alert threshold (DO under 3 mg/L, air under -1 °C,
+    # a gale): what a warning's lead time is measured to; None for faults and for events
+    # with no threshold of their own (or that never cross it)
+    crossing_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +199,20 @@ class EventDraft:
     start_ms: int
     end_ms: int
     rows: np.ndarray  # physics.EV_COLUMNS
+    # the weather that leads up to the event (physics.EV_COLUMNS), from ``start_ms`` on
+    precursors: np.ndarray = field(default_factory=lambda: _NO_ROWS_EV)
+
+    @property
+    def all_rows(self) -> np.ndarray:
+        return np.concatenate([self.rows, self.precursors]) if len(self.precursors) else self.rows
+
+    def with_precursors(self, precursors: np.ndarray) -> EventDraft:
+        """The event from its precursors' start on: its label covers the weather that led
+        up to it (outside its labels a series stays exactly clean)."""
+        if not len(precursors):
+            return self
+        lead = min(self.start_ms, int(precursors[:, ph.EV_START].min()))
+        return EventDraft(lead, self.end_ms, self.rows, precursors)
 
 
 @dataclass
@@ -236,6 +254,61 @@ def _plateau(times: np.ndarray, start: int, end: int, ramp_ms: float) -> np.ndar
     return (times >= start + ramp_ms) & (times < end - ramp_ms)
 
 
+def _precursor_draws(kind: str, start: int, end: int) -> Draws:
+    """The precursors' own stream, keyed by the event: drawing them from the plan's stream
+    would move every later draw, and so every fault and event planned after this one."""
+    return Draws(int(stream_key("precursor", kind, start, end)))
+
+
+def _lead_in(ctx: EventContext, start: int, hours: float) -> int:
+    """The precursor's start ``hours`` before ``start``, inside the epoch (a plan holds
+    nothing outside its epoch)."""
+    return max(ctx.epoch_start, int(start - hours * HOUR_MS) // MINUTE_MS * MINUTE_MS)
+
+
+def _hypoxia_precursors(ctx: EventContext, start: int, end: int, ramp: float) -> np.ndarray:
+    """A calm, hot, overcast day before the night of hypoxia: the wind drops (no mixing,
+    no re-aeration), air and water warm (less oxygen dissolves, fish and plankton respire
+    more) and cloud holds photosynthesis back, so oxygen starts low and slides from the
+    afternoon on, hours before it crashes."""
+    d = _precursor_draws("hypoxia", start, end)
+    lead = _lead_in(ctx, start, d.between(10.0, 16.0))
+    until = int(start + ramp)
+    length = until - lead
+    if length <= HOUR_MS:
+        return _NO_ROWS_EV
+    return np.concatenate([
+        _rows(lead, until, 0.4 * length, (ph.CH_WIND_SPEED, -d.between(2.0, 4.0)),
+              (ph.CH_AIR_TEMPERATURE, d.between(2.0, 4.0)),
+              (ph.CH_WATER_TEMPERATURE, d.between(0.4, 0.9))),
+        _rows(lead, until, 0.5 * length, (ph.CH_OXYGEN, -d.between(0.08, 0.14)))])
+
+
+def _frost_precursors(ctx: EventContext, start: int, end: int) -> np.ndarray:
+    """A clear, dry, windless evening before a radiation frost: the wind dies at dusk and
+    the ground radiates to a clear sky, so the air cools faster than on other evenings
+    from sunset on, hours before it freezes."""
+    d = _precursor_draws("frost", start, end)
+    lead = _lead_in(ctx, start, d.between(4.0, 6.0))
+    until = int(start + 3.0 * HOUR_MS)
+    length = until - lead
+    if length <= HOUR_MS:
+        return _NO_ROWS_EV
+    return _rows(lead, until, 0.45 * length, (ph.CH_WIND_SPEED, -d.between(1.5, 3.0)),
+                 (ph.CH_AIR_TEMPERATURE, -d.between(1.0, 2.0)))
+
+
+def _storm_precursors(ctx: EventContext, start: int, end: int, ramp: float) -> np.ndarray:
+    """The pressure falls for half a day before a gale arrives (a deepening low)."""
+    d = _precursor_draws("storm", start, end)
+    lead = _lead_in(ctx, start, d.between(6.0, 12.0))
+    until = int(start + ramp)
+    length = until - lead
+    if length <= HOUR_MS:
+        return _NO_ROWS_EV
+    return _rows(lead, until, 0.5 * length, (ph.CH_AIR_PRESSURE, -d.between(3.0, 6.0)))
+
+
 def _hypoxia(ctx: EventContext, d: Draws) -> EventDraft | None:
     """DO falls below 3 mg/L over a few hours (an algal crash, a still, warm night) at a
     cage farm and recovers: the oxygen fraction is pulled down on both sondes, pH with it."""
@@ -253,7 +326,8 @@ def _hypoxia(ctx: EventContext, d: Draws) -> EventDraft | None:
     saturation = ph.oxygen_saturation(water[inside], salt[inside])
     target = d.between(1.2, 2.4)  # mg/L reached on the outer sonde
     drop = float(np.min(target / saturation - oxygen[inside] / saturation))
-    return EventDraft(start, end, _rows(start, end, ramp, (ph.CH_OXYGEN, drop)))
+    return EventDraft(start, end, _rows(start, end, ramp, (ph.CH_OXYGEN, drop))
+                      ).with_precursors(_hypoxia_precursors(ctx, start, end, ramp))
 
 
 def _frost(ctx: EventContext, d: Draws) -> EventDraft | None:
@@ -284,7 +358,8 @@ def _frost(ctx: EventContext, d: Draws) -> EventDraft | None:
     return EventDraft(start, end, _rows(
         start, end, ramp, (ph.CH_AIR_TEMPERATURE, chill),
         (ph.CH_LEAF_WETNESS, d.between(60.0, 90.0)),
-        (ph.CH_SOIL_TEMPERATURE, 0.15 * chill)))
+        (ph.CH_SOIL_TEMPERATURE, 0.15 * chill))).with_precursors(
+            _frost_precursors(ctx, start, end))
 
 
 def _irrigation_failure(ctx: EventContext, d: Draws) -> EventDraft | None:
@@ -324,7 +399,8 @@ def _storm(ctx: EventContext, d: Draws) -> EventDraft | None:
         (ph.CH_WAVE_HEIGHT, d.between(1.2, 3.0)),
         (ph.CH_SURGE, d.between(0.3, 0.8)),
         (ph.CH_TURBIDITY, d.between(2.0, 5.0)),
-        (ph.CH_RSSI, -d.between(6.0, 12.0))))
+        (ph.CH_RSSI, -d.between(6.0, 12.0)))).with_precursors(
+            _storm_precursors(ctx, start, end, ramp))
 
 
 def _cold_water_intrusion(ctx: EventContext, d: Draws) -> EventDraft | None:
@@ -354,6 +430,9 @@ class EventKind:
     # Every series of this metric at the site must move, and pass this check.
     primary_metric: str
     check: Check
+    # where the primary metric is past the alert's threshold (clean, perturbed) -> mask;
+    # None: the kind has no threshold of its own (a missed watering is a schedule)
+    crosses: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 def _falls_below(limit: float) -> Check:
@@ -371,18 +450,30 @@ def _rises_by(amount: float) -> Check:
 _OCEAN_WATER = frozenset({"aquaculture_raft", "cage_farm", "marine_ranch",
                           "ecological_buoy", "coastal_station"})
 
+def _under(limit: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda clean, moved: moved < limit
+
+
+def _over(limit: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda clean, moved: moved > limit
+
+
+def _down_by(amount: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda clean, moved: clean - moved >= amount
+
+
 EVENT_KINDS: MappingProxyType[str, EventKind] = MappingProxyType({k.name: k for k in (
     EventKind("hypoxia", frozenset({"cage_farm"}), _hypoxia,
-              "dissolved_oxygen", _falls_below(3.0)),
+              "dissolved_oxygen", _falls_below(3.0), _under(3.0)),
     EventKind("frost", frozenset({"orchard", "tea_garden"}), _frost,
-              "air_temperature", _falls_below(-1.0)),
+              "air_temperature", _falls_below(-1.0), _under(-1.0)),
     EventKind("irrigation_failure", frozenset({"greenhouse", "orchard", "tea_garden",
                                                "field_crop"}), _irrigation_failure,
               "soil_moisture", _drops_by(3.0)),
     EventKind("storm", frozenset({"port_terminal", "ecological_buoy", "coastal_station"}),
-              _storm, "wind_speed", _rises_by(5.0)),
+              _storm, "wind_speed", _rises_by(5.0), _over(13.9)),  # a gale
     EventKind("cold_water_intrusion", _OCEAN_WATER, _cold_water_intrusion,
-              "water_temperature", _drops_by(2.0)),
+              "water_temperature", _drops_by(2.0), _down_by(2.0)),
 )})
 
 
@@ -501,13 +592,15 @@ def plan_site(renderer: Renderer, site_id: str, site_kind: str, epoch: int,
                 if moved is None:
                     continue
                 event_id = f"ev-{site_id}-{epoch}-{n}"
+                crossing = _first_crossing(renderer, site_id, draft, kind)
                 for s in moved:
                     _, device, metric = renderer.series_identity(s)
                     result.labels.append(Label(site_id, device, metric, draft.start_ms,
-                                               draft.end_ms, kind.name, EVENT, event_id))
+                                               draft.end_ms, kind.name, EVENT, event_id,
+                                               crossing))
                     taken.setdefault(s, []).append((draft.start_ms, draft.end_ms))
                 site_busy.append((draft.start_ms, draft.end_ms))
-                event_rows.append(draft.rows)
+                event_rows.append(draft.all_rows)
                 break
     if event_rows:
         result.events = np.concatenate(event_rows)
@@ -547,7 +640,7 @@ def _moved_series(renderer: Renderer, site_id: str, draft: EventDraft,
     for s in renderer.series_of_site(site_id):
         clean = renderer.render_series(s, draft.start_ms, draft.end_ms, _NO_ROWS_EV,
                                        _NO_ROWS_FAULT)
-        perturbed = renderer.render_series(s, draft.start_ms, draft.end_ms, draft.rows,
+        perturbed = renderer.render_series(s, draft.start_ms, draft.end_ms, draft.all_rows,
                                            _NO_ROWS_FAULT)
         differs = not np.array_equal(clean, perturbed, equal_nan=True)
         if renderer.series_identity(s)[2] == kind.primary_metric:
@@ -557,6 +650,26 @@ def _moved_series(renderer: Renderer, site_id: str, draft: EventDraft,
         if differs:
             moved.append(s)
     return moved if primary_seen else None
+
+
+def _first_crossing(renderer: Renderer, site_id: str, draft: EventDraft,
+                    kind: EventKind) -> int | None:
+    """The first sample time in the event (its precursors included) at which any series
+    of the primary metric is past the kind's threshold."""
+    if kind.crosses is None:
+        return None
+    rows, begin = draft.all_rows, draft.start_ms
+    first: int | None = None
+    for s in renderer.series_of_site(site_id):
+        if renderer.series_identity(s)[2] != kind.primary_metric:
+            continue
+        times = renderer.series_sample_times(s, begin, draft.end_ms)
+        clean = renderer.render_series(s, begin, draft.end_ms, _NO_ROWS_EV, _NO_ROWS_FAULT)
+        moved = renderer.render_series(s, begin, draft.end_ms, rows, _NO_ROWS_FAULT)
+        past = np.flatnonzero(kind.crosses(clean, moved))
+        if past.size and (first is None or int(times[past[0]]) < first):
+            first = int(times[past[0]])
+    return first
 
 
 def _try_fault(renderer: Renderer, s: int, kind: str, d: Draws, epoch_start: int,

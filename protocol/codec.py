@@ -387,7 +387,7 @@ def seq_ranges(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
 
 # --- alerts (tf/v1/{site}/alerts) ----------------------------------------------------
 
-ALERT_CATEGORIES = ("fault", "event")
+ALERT_CATEGORIES = ("fault", "event", "forecast")  # forecast: an early warning
 ALERT_SEVERITIES = ("info", "warning", "critical")
 ALERT_STATES = ("open", "acknowledged", "closed")
 

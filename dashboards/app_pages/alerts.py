@@ -17,7 +17,7 @@ from tidefield.dashboards.i18n import label, metric_name, rule_name, t
 
 # Choices of each filter; None means "all". `active` (open or acknowledged) is the
 # default view of an operator on shift.
-CATEGORIES = (None, "fault", "event")
+CATEGORIES = (None, "fault", "event", "forecast")
 SEVERITIES = (None, *views.SEVERITIES)
 STATES = ("active", "open", "acknowledged", "closed", None)
 VERDICTS = ("real", "false_alarm", "sensor_fault_fixed")

@@ -112,6 +112,7 @@ class Latest(BaseModel):
 
 
 Category = Literal["fault", "event"]
+AlertCategory = Literal["fault", "event", "forecast"]
 Severity = Literal["info", "warning", "critical"]
 AlertState = Literal["open", "acknowledged", "closed"]
 
@@ -139,7 +140,9 @@ class Alert(BaseModel):
     device_id: str | None = Field(None, examples=["oc-001-sonde"])
     series_id: int | None = None
     rule: str = Field(examples=["hypoxia"])
-    category: Category = Field(description="fault: a sensor is broken; event: the world is")
+    category: AlertCategory = Field(
+        description="fault: a sensor is broken; event: the world is; forecast: an early "
+                    "warning that an event's threshold will be crossed")
     severity: Severity
     state: AlertState
     message: str = Field(examples=["dissolved oxygen 2.4 mg/L, under 3.0 mg/L"])
@@ -153,6 +156,9 @@ class Alert(BaseModel):
     ack_comment: str | None = None
     acknowledged_via: str | None = Field(None, description="a notification's channel, when "
                                          "a contact acknowledged through its link")
+    escalated_to: str | None = Field(None, examples=["hypoxia"], description="an early "
+                                     "warning closed when the alert it foretold opened: "
+                                     "that alert's rule")
 
 
 class AlertEvent(BaseModel):

@@ -109,6 +109,7 @@ from ._layout import (
     R_BELOW,
     R_FALL,
     R_FAULT,
+    R_FORECAST,
     R_NO_DATA,
     RP_CLEAR,
     RP_CLEAR_MS,
@@ -916,8 +917,8 @@ def _explained(rp, rs, k, t):
 
 
 @njit(**JIT)
-def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, rule_inst,
-                rp, rs, t_inst, t_action, t_time, t_value):
+def apply_rules(series, times, values, out_score, out_comp, out_cat, confidence, rule_ptr,
+                rule_inst, rp, rs, t_inst, t_action, t_time, t_value):
     """Advance every rule instance bound to each reading's series; returns how many
     transitions there were (those past the arrays' length are counted, not written).
 
@@ -925,7 +926,8 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
     has come back (a reading that is neither a spike nor a shift): a step that holds is
     the world changing (rain on a humidity sensor), not a broken sensor. A no-data rule
     that finds, when a reading arrives, that the silence before it was too long opens
-    and closes at once: the gap was real even if no clock tick caught it."""
+    and closes at once: the gap was real even if no clock tick caught it. A forecast rule
+    judges ``confidence`` (the forecaster's, per reading; NaN where it made none)."""
     n = 0
     for i in range(series.shape[0]):
         s = series[i]
@@ -988,6 +990,12 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, rule_ptr, r
                 # explain
                 total = rs[k, RS_BASE]
                 rs[k, RS_BASE] = (0.0 if math.isnan(total) else total) + max(x, 0.0)
+            if cond == R_FORECAST:
+                p = confidence[i]
+                if math.isfinite(p):
+                    n = _advance(k, p >= rp[k, RP_THRESHOLD], p <= rp[k, RP_CLEAR], t, p,
+                                 comp, rp, rs, n, t_inst, t_action, t_time, t_value)
+                continue
             if broken or not math.isfinite(x):
                 continue
             active = rs[k, RS_ACTIVE] > 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 COMPONENTS = ("none", "range", "gap", "stuck", "spike", "shift", "noise", "drift", "level")
 (K_NONE, K_RANGE, K_GAP, K_STUCK, K_SPIKE, K_SHIFT, K_NOISE, K_DRIFT,
  K_LEVEL) = range(len(COMPONENTS))
-CATEGORIES = ("none", "fault", "event")
+CATEGORIES = ("none", "fault", "event")  # of a reading's score (a warning is no score)
 CAT_NONE, CAT_FAULT, CAT_EVENT = range(len(CATEGORIES))
 
 # --- per-series configuration (built from the catalog and the registry) ----------------
@@ -90,8 +90,8 @@ GROUP_COLUMNS = ("slot", "median", "count")
 G_SLOT, G_MEDIAN, G_COUNT = range(len(GROUP_COLUMNS))
 
 # --- rules: condition types, per-instance parameters and state -------------------------
-CONDITIONS = ("below", "above", "fall", "no_rise", "fault", "no_data")
-R_BELOW, R_ABOVE, R_FALL, R_NO_RISE, R_FAULT, R_NO_DATA = range(len(CONDITIONS))
+CONDITIONS = ("below", "above", "fall", "no_rise", "fault", "no_data", "forecast")
+R_BELOW, R_ABOVE, R_FALL, R_NO_RISE, R_FAULT, R_NO_DATA, R_FORECAST = range(len(CONDITIONS))
 
 RULE_COLUMNS = ("series", "condition", "threshold", "clear", "alpha", "min_ms", "clear_ms",
                 "worse_below", "components", "interval_ms", "gate", "unless", "every_ms",

@@ -13,7 +13,7 @@ closes, as actor ``detector``. An acknowledged alert is still closed when it cle
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +67,7 @@ class Alert:
     component: str = ""  # what fired first (sensor faults)
     id: int | None = None  # the database id, once stored
     members: set[int] = field(default_factory=set)  # rule instances on
+    escalated_to: str | None = None  # a warning closed by the alert it foretold (its rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +111,25 @@ def finite_or_none(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-class AlertBook:
-    """Active alerts by key; turns rule transitions into alert operations."""
+Details = Callable[[int], dict[str, object]]  # rule instance -> more fields for its message
 
-    def __init__(self, rules: RuleBinding, active: Iterable[Alert] = ()) -> None:
+
+class AlertBook:
+    """Active alerts by key; turns rule transitions into alert operations.
+
+    A warning (a ``forecast`` rule's alert) closes, escalated, when the alert of the rule
+    it foretold opens at its site; ``details`` gives a warning's message the forecast's
+    fields (expected crossing, band)."""
+
+    def __init__(self, rules: RuleBinding, active: Iterable[Alert] = (),
+                 details: Details | None = None) -> None:
         self.rules = rules
+        self.details = details
         self.active: dict[AlertKey, Alert] = {a.key: a for a in active}
+        self.escalations: dict[str, set[str]] = {}  # alerting rule -> its warnings' rules
+        for inst in rules.instances:
+            if inst.spec.condition == "forecast" and inst.spec.escalation is not None:
+                self.escalations.setdefault(inst.spec.escalation, set()).add(inst.rule)
         # rebuild who keeps each restored alert on from the checkpointed rule state
         for k in range(len(rules.instances)):
             if rules.state[k, RS_ACTIVE] > 0.0:
@@ -132,9 +146,11 @@ class AlertBook:
 
     def _message(self, k: int, value: float, component: str) -> str:
         spec = self.rules.instances[k].spec
+        extra = self.details(k) if self.details is not None else {}
         try:
             return spec.message.format(value=value, threshold=spec.threshold,
-                                       component=component, rule=self.rules.instances[k].rule)
+                                       component=component, rule=self.rules.instances[k].rule,
+                                       **extra)
         except (KeyError, ValueError, IndexError):
             return spec.message
 
@@ -149,6 +165,8 @@ class AlertBook:
             key = self._key(tr.instance)
             alert = self.active.get(key)
             if tr.action == A_OPEN:
+                if alert is None and self._foretold_alert_open(tr.instance, key):
+                    continue  # a warning of what is already happening says nothing
                 if alert is None:
                     component = COMPONENTS[int(rs[tr.instance, RS_FIRST_COMPONENT])]
                     alert = Alert(key, spec.category, spec.severity,
@@ -157,6 +175,7 @@ class AlertBook:
                                   finite_or_none(tr.value), component=component)
                     self.active[key] = alert
                     ops.append(AlertOp("opened", alert, tr.time_ms, alert.value))
+                    ops += self._escalate(key, tr.time_ms, touched)
                 alert.members.add(tr.instance)
                 touched.add(key)
             elif alert is not None:
@@ -183,4 +202,24 @@ class AlertBook:
             if updated > alert.updated_ms:
                 alert.updated_ms = int(updated)
                 ops.append(AlertOp("updated", alert, alert.updated_ms, alert.value))
+        return ops
+
+    def _foretold_alert_open(self, k: int, key: AlertKey) -> bool:
+        spec = self.rules.instances[k].spec
+        if spec.condition != "forecast" or spec.escalation is None:
+            return False
+        return any(a.key.site_id == key.site_id and a.key.rule == spec.escalation
+                   for a in self.active.values())
+
+    def _escalate(self, key: AlertKey, time_ms: int, touched: set[AlertKey]) -> list[AlertOp]:
+        """Close the site's warnings that foretold the alert just opened (``key``)."""
+        ops = []
+        for rule in sorted(self.escalations.get(key.rule, ())):
+            warning = self.active.pop(AlertKey(key.site_id, rule, None, None), None)
+            if warning is None:
+                continue
+            warning.closed_ms = max(time_ms, warning.opened_ms)
+            warning.escalated_to = key.rule
+            touched.discard(warning.key)
+            ops.append(AlertOp("closed", warning, warning.closed_ms, warning.value))
         return ops

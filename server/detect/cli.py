@@ -189,15 +189,27 @@ def evaluate(
         "--logger-quirks/--no-logger-quirks",
         help="the loggers' irregular times, repeated timestamps and clock jumps "
              "(sim.logger) in both runs")] = True,
+    forecast_model: Annotated[str, typer.Option(
+        help="the forecaster's model: harmonic or damped_trend")] = "harmonic",
 ) -> None:
     """Run the detector over a labelled firmware-sim scenario and print per-kind precision,
-    recall, F1 and median time to detect, classification accuracy and false alerts."""
+    recall, F1 and median time to detect, classification accuracy and false alerts; then
+    the early warnings' lead times and false warnings."""
     from tidefield.protocol.registry import load_sites
     from tidefield.sim.fleet import Fleet
     from tidefield.sim.logger import LoggerQuirks
     from tidefield.sim.scenario import scenario_plan
 
-    from .evaluate import false_alerts_per_site_week, run_fleet, score_alerts
+    from .evaluate import (
+        aerator_rerun,
+        detections,
+        false_alerts_per_site_week,
+        run_fleet,
+        score_alerts,
+        score_warnings,
+        warnings_of,
+    )
+    from .forecast.forecaster import ForecastParams
     from .rules import RulesError, load_rules
 
     try:
@@ -205,6 +217,11 @@ def evaluate(
     except RulesError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if forecast_model not in ("harmonic", "damped_trend"):
+        typer.echo(f"error: --forecast-model {forecast_model!r}: harmonic or damped_trend",
+                   err=True)
+        raise typer.Exit(2)
+    forecast = ForecastParams(model=forecast_model)
 
     chosen = load_sites()
     chosen = chosen[::max(1, len(chosen) // sites)][:sites]
@@ -212,10 +229,13 @@ def evaluate(
     end_ms = start_ms + int(days * DAY_MS)
     fleet = Fleet(chosen, seed=seed, plan=scenario_plan(start_ms, end_ms))
     quirks = LoggerQuirks(seed) if logger_quirks else None
-    run = run_fleet(fleet, start_ms, end_ms, ruleset=ruleset, quirks=quirks)
-    result = score_alerts(fleet, fleet.labels(start_ms, end_ms), run.alerts, end_ms)
+    run = run_fleet(fleet, start_ms, end_ms, ruleset=ruleset, quirks=quirks,
+                    forecast=forecast)
+    labels = fleet.labels(start_ms, end_ms)
+    result = score_alerts(fleet, labels, run.alerts, end_ms)
     typer.echo(f"seed {seed}, {len(chosen)} sites, {days:g} days: {run.readings:,} readings, "
-               f"{len(run.alerts)} alerts, detector busy {run.seconds_detecting:.1f} s")
+               f"{len(detections(run.alerts))} alerts, {len(warnings_of(run.alerts))} "
+               f"warnings, detector busy {run.seconds_detecting:.1f} s")
     typer.echo(f"{'kind':22} {'cat':5} {'labels':>6} {'found':>6} {'alerts':>6} "
                f"{'P':>5} {'R':>5} {'F1':>5} {'ttd min':>8}")
     for k in result.kinds:
@@ -224,11 +244,32 @@ def evaluate(
                    f"{k.predicted:6d} {k.precision:5.2f} {k.recall:5.2f} {k.f1:5.2f} {ttd}")
     typer.echo(f"fault/event classification: {result.classification:.3f} of "
                f"{result.classified} alerts matching a label")
+    warned = score_warnings(fleet, labels, run.alerts, ruleset, start_ms, end_ms)
+    typer.echo(f"early warnings ({forecast_model}): lead of the first warning before the "
+               f"threshold is crossed")
+    typer.echo(f"{'kind':22} {'events':>6} {'median':>7} {'p10':>6} {'>=60min':>7} "
+               f"{'warnings':>8} {'false':>5} {'per site/wk':>11} {'per warned site/wk':>18}")
+    for w in warned:
+        typer.echo(f"{w.kind:22} {w.events:6d} {w.median_lead:7.0f} {w.p10_lead:6.0f} "
+                   f"{w.share_ahead:7.2f} {w.warnings:8d} {w.false_warnings:5d} "
+                   f"{w.false_per_fleet_site_week:11.2f} {w.false_per_site_week:18.2f}")
+    aeration = aerator_rerun(fleet, labels, run.alerts, ruleset, start_ms, end_ms)
+    typer.echo(f"hypoxia events crossing 3 mg/L: {aeration.crossed_without} of "
+               f"{aeration.events} ({aeration.share_without:.2f}) as simulated; "
+               f"{aeration.crossed_with} of {aeration.events} ({aeration.share_with:.2f}) "
+               f"re-simulated with the cage farms' aerators automatic "
+               f"({aeration.aerated} reached by a run)")
     if clean:
         quiet = run_fleet(fleet.with_plan(None), start_ms, end_ms, ruleset=ruleset,
-                          quirks=quirks)
+                          quirks=quirks, forecast=forecast)
         rate = false_alerts_per_site_week(quiet, len(chosen), start_ms, end_ms)
-        typer.echo(f"fault-free run: {len(quiet.alerts)} alerts, {rate:.2f} per site per week")
+        typer.echo(f"fault-free run: {len(detections(quiet.alerts))} alerts, {rate:.2f} per "
+                   f"site per week")
+        quiet_warned = score_warnings(fleet, [], quiet.alerts, ruleset, start_ms, end_ms)
+        parts = [f"{w.kind} {w.warnings} ({w.false_per_fleet_site_week:.2f}, "
+                 f"{w.false_per_site_week:.2f})" for w in quiet_warned]
+        typer.echo("fault-free run, warnings (all false; per site and per warned site per "
+                   "week): " + ", ".join(parts))
 
 
 @app.command()

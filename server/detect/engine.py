@@ -24,8 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels
+from ._layout import CAT_FAULT, K_GAP
 from .alerts import Alert, AlertBook, AlertOp, Transition
 from .detector import Detector, Readings, Scores
+from .forecast.forecaster import Forecaster, ForecastParams
 from .rules import RuleBinding, RuleSet
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,27 @@ class Outcome:
 
 
 class Engine:
-    """A detector with its rules and alert book."""
+    """A detector with its forecaster, rules and alert book."""
 
-    def __init__(self, detector: Detector, ruleset: RuleSet) -> None:
+    def __init__(self, detector: Detector, ruleset: RuleSet,
+                 forecast: ForecastParams | None = None) -> None:
         self.detector = detector
+        self.forecaster = Forecaster(detector.series, ruleset, forecast)
         self.rules = RuleBinding(detector, ruleset)
-        self.book = AlertBook(self.rules)
+        self.book = AlertBook(self.rules, details=self._forecast_details)
+
+    def _forecast_details(self, k: int) -> dict[str, object]:
+        """What a warning's message says of its forecast: the threshold it watches, the
+        expected crossing (UTC) and the 80 % band there."""
+        inst = self.rules.instances[k]
+        if inst.spec.condition != "forecast":
+            return {}
+        confidence, crossing, low, high = self.forecaster.latest(inst.row)
+        target = self.rules.spec_of(inst.row, inst.spec.of or "")
+        when = (np.datetime64(int(crossing), "ms").astype("datetime64[m]").item()
+                .strftime("%Y-%m-%d %H:%M UTC") if np.isfinite(crossing) else "beyond the horizon")
+        return {"limit": target.threshold if target is not None else float("nan"),
+                "crossing": when, "low": low, "high": high, "confidence": confidence}
 
     # --- one batch ---------------------------------------------------------------------
 
@@ -69,12 +86,15 @@ class Engine:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
+        broken = (scores.category == CAT_FAULT) & (scores.component != K_GAP)
+        confidence = self.forecaster.advance(rows, times_ms, values, broken).confidence
         capacity = max(16, len(self.rules.instances) * 2)
         while True:
             saved = self.rules.state.copy()
             buffers = _buffers(capacity)
             n = _kernels.apply_rules(rows, times_ms, values, scores.score, scores.component,
-                                     scores.category, self.rules.ptr, self.rules.inst,
+                                     scores.category, confidence, self.rules.ptr,
+                                     self.rules.inst,
                                      self.rules.rp, self.rules.state, *buffers)
             if n <= capacity:
                 return scores, _transitions(buffers, n)
@@ -131,7 +151,7 @@ class Engine:
         """Take over the stored active alerts (after ``restore``); those no rule instance
         holds on (state lost or reset, or their rule gone) would never close, so they are
         closed at ``at_ms``: the operations returned."""
-        self.book = AlertBook(self.rules, active)
+        self.book = AlertBook(self.rules, active, details=self._forecast_details)
         return self._close_orphans(at_ms)
 
     def change_rules(self, ruleset: RuleSet, at_ms: int) -> list[AlertOp]:
@@ -146,7 +166,10 @@ class Engine:
         self.rules = RuleBinding(self.detector, ruleset)
         self.rules.state = _carry_rows(old_keys, old_state, self._rule_keys(),
                                        self.rules.state)
-        self.book = AlertBook(self.rules, active)
+        learned = self.forecaster.state
+        self.forecaster = Forecaster(self.detector.series, ruleset, self.forecaster.params)
+        self.forecaster.state = learned  # one row per detector row, whatever the rules
+        self.book = AlertBook(self.rules, active, details=self._forecast_details)
         return self._close_orphans(at_ms)
 
     def _close_orphans(self, at_ms: int) -> list[AlertOp]:
@@ -162,13 +185,20 @@ class Engine:
     # --- checkpoints -------------------------------------------------------------------
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return {**self.detector.state_arrays(), "rules": self.rules.state.copy()}
+        return {**self.detector.state_arrays(), "rules": self.rules.state.copy(),
+                "forecast": self.forecaster.state.copy()}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.detector.load_state(arrays)
         if arrays["rules"].shape != self.rules.state.shape:
             raise ValueError("checkpoint does not fit these rules")
         self.rules.state = np.ascontiguousarray(arrays["rules"], dtype=np.float64)
+        # a checkpoint from before the forecaster: its models start learning now
+        forecast = arrays.get("forecast")
+        self.forecaster.state = (np.array(forecast, dtype=np.float64, order="C")
+                                 if forecast is not None
+                                 and forecast.shape == self.forecaster.state.shape
+                                 else Forecaster.initial_state(len(self.detector.series)))
 
     def series_keys(self) -> np.ndarray:
         return np.array([info.key for info in self.detector.series], dtype=np.int64)
@@ -213,8 +243,10 @@ class Engine:
             self.detector.upgrade_state(taken_width)
             return True
         fresh = self.state_arrays()
-        for name in ("state", "profile"):
-            fresh[name] = _carry_rows(saved["series_keys"], saved[name], keys, fresh[name])
+        for name in ("state", "profile", "forecast"):
+            if name in saved and saved[name].shape[1:] == fresh[name].shape[1:]:
+                fresh[name] = _carry_rows(saved["series_keys"], saved[name], keys,
+                                          fresh[name])
         fresh["rules"] = _carry_rows(saved["rule_keys"], saved["rules"], rule_keys,
                                      fresh["rules"])
         self.load_state(fresh)  # cross-site group medians relearn within the hour

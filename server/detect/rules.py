@@ -59,10 +59,28 @@ class RulesError(ValueError):
     """A rules file that cannot be used; the message names the file and the field."""
 
 
+class Response(BaseModel):
+    """What a rule's alert (or warning) may switch on at its site, and the limits of doing
+    it without an operator (``responses.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    actuator: str = Field(min_length=1, description="the name the site's agent knows it by: "
+                                                    "aerator, valve, frost_fan")
+    device: str | None = Field(None, description="whose commands reach it; default the "
+                                                 "site's gateway, {site}-gw")
+    minutes: float = Field(60.0, gt=0, description="how long one response runs it")
+    max_on_minutes: float = Field(240.0, gt=0, description="the most one run may last")
+    cooldown_minutes: float = Field(60.0, ge=0, description="no automatic run sooner after "
+                                                            "the last one ended")
+    hours: tuple[float, float] | None = Field(None, description="local hours [from, to) an "
+                                                                "automatic run may start in")
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    condition: Literal["below", "above", "fall", "no_rise", "fault", "no_data"]
+    condition: Literal["below", "above", "fall", "no_rise", "fault", "no_data", "forecast"]
     metric: str | None = None
     site_kinds: tuple[str, ...] | None = None
     threshold: float
@@ -70,7 +88,7 @@ class Rule(BaseModel):
     tau_hours: float = Field(24.0, gt=0)
     min_minutes: float = Field(0.0, ge=0)
     clear_minutes: float = Field(0.0, ge=0)
-    category: Literal["fault", "event"]
+    category: Literal["fault", "event", "forecast"]
     severity: Literal["info", "warning", "critical"] = "warning"
     scope: Literal["site", "series"] = "series"
     message: str
@@ -95,6 +113,20 @@ class Rule(BaseModel):
     # fall rules: measure the fall from a running high (up at once, down with tau_hours)
     # instead of a running level (an EWMA that follows a fall down before it is judged)
     from_high: bool = False
+    # forecast rules: the rule whose threshold the forecast watches (its metric's series
+    # are forecast), how far ahead, and the alerting rule whose alert ends the warning by
+    # escalation (default `of`); threshold and clear are confidences of a crossing
+    of: str | None = None
+    horizon_hours: float = Field(8.0, gt=0, le=48)
+    escalates_to: str | None = None
+    # forecast rules: the local hours [from, to) a crossing can happen in (a radiation
+    # frost forms between dusk and dawn; from > to wraps past midnight); None: any hour
+    crossing_hours: tuple[float, float] | None = None
+    # the action the rule's alert may take (aerators on, a valve open, frost fans), and
+    # whether it is only suggested to an operator or issued at once within its limits;
+    # a site's mode is a site change like any other field (`response_mode: automatic`)
+    response: Response | None = None
+    response_mode: Literal["suggest", "automatic"] = "suggest"
 
     @model_validator(mode="after")
     def _known_components(self) -> Rule:
@@ -120,7 +152,25 @@ class Rule(BaseModel):
             raise ValueError("clear must not be over threshold for an above rule")
         if not math.isfinite(self.threshold):
             raise ValueError("threshold must be finite")
+        if self.crossing_hours is not None and not all(
+                0.0 <= h <= 24.0 for h in self.crossing_hours):
+            raise ValueError("crossing_hours are local hours in [0, 24]")
+        if self.condition == "forecast":
+            if self.metric is None or self.of is None:
+                raise ValueError("a forecast rule needs a metric and `of`, the rule it "
+                                 "foretells")
+            if not 0.0 < self.threshold <= 1.0 or not 0.0 <= (self.clear or 0.0) <= 1.0:
+                raise ValueError("a forecast rule's threshold and clear are confidences "
+                                 "in (0, 1]")
+            if self.clear is None or self.clear > self.threshold:
+                raise ValueError("a forecast rule needs a clear confidence not over its "
+                                 "threshold")
         return self
+
+    @property
+    def escalation(self) -> str | None:
+        """The rule whose alert ends this forecast rule's warning."""
+        return self.escalates_to or self.of
 
     @property
     def worse_below(self) -> bool:
@@ -211,6 +261,15 @@ def load_rules(override: Path | None = None) -> RuleSet:
         if spec.unless is not None and spec.unless not in rules:
             raise RulesError(f"{name}: rule {rule_name} names unknown rule "
                              f"{spec.unless!r} in `unless`")
+        if spec.condition == "forecast":
+            target = rules.get(spec.of or "")
+            if target is None or target.condition not in ("below", "above", "fall") \
+                    or target.metric != spec.metric:
+                raise RulesError(f"{name}: forecast rule {rule_name}: `of` must name a "
+                                 f"below, above or fall rule of {spec.metric}")
+            if spec.escalation not in rules:
+                raise RulesError(f"{name}: forecast rule {rule_name} escalates to unknown "
+                                 f"rule {spec.escalation!r}")
     _check_changes(name, rules, kinds, sites)
     return RuleSet(rules, sites, kinds)
 
@@ -273,6 +332,7 @@ class RuleBinding:
                 per_series[row].append(len(instances))
                 instances.append(Instance(rule_name, row, spec))
         self.series = detector.series
+        self.ruleset = ruleset
         self.instances = tuple(instances)
         n = len(instances)
         rp = np.zeros((n, len(RULE_COLUMNS)), dtype=np.float64)
@@ -320,6 +380,11 @@ class RuleBinding:
         state[:, [RS_BASE, RS_LOWEST, RS_PENDING]] = np.nan
         state[:, [RS_LAST_RISE, RS_SEEN]] = NEVER
         return state
+
+    def spec_of(self, row: int, rule: str) -> Rule | None:
+        """The rule named ``rule`` as it applies to the series of detector ``row``."""
+        info = self.series[row]
+        return self.ruleset.for_site(info.site_id, info.site_kind).get(rule)
 
     def rules_of(self, names: Sequence[str]) -> np.ndarray:
         return np.array([k for k, inst in enumerate(self.instances) if inst.rule in names],

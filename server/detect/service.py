@@ -52,11 +52,12 @@ import psycopg
 from tidefield.protocol.units import DAY_MS
 from tidefield.server.settings import DetectorSettings
 
-from . import live_rules, store
+from . import live_rules, responses, store
 from .alerts import NoticePublisher
 from .detector import Detector, Readings
 from .engine import Engine
 from .maintenance import MaintenanceHold
+from .responses import ResponsePlanner
 from .rules import RuleSet, load_rules
 from .store import DatabaseSink, Partition, PartitionError, ts
 from .tuning import DetectorParams
@@ -93,6 +94,7 @@ class Session:
     keys: list[int]  # series ids, in detector row order
     rules_version: int  # of the live rules the engine runs (``store.rules_version``)
     next_rules_check: float = 0.0  # time.monotonic()
+    responses: ResponsePlanner | None = None  # what opened alerts switch on
 
 
 class DetectorService:
@@ -167,9 +169,11 @@ class DetectorService:
             "partition": str(self.partition), "series": len(series),
             "rule_instances": len(engine.rules.instances), "watermark": ts(watermark),
             "active_alerts": len(engine.book.active)})
+        site_kinds = {info.site_id: info.site_kind for info in series}
         return Session(engine, sink, watermark, published, sites,
                        [info.key for info in series], rules_version,
-                       time.monotonic() + self.settings.detect_rules_poll_s)
+                       time.monotonic() + self.settings.detect_rules_poll_s,
+                       ResponsePlanner(ruleset, site_kinds))
 
     def _live_rules(self, conn: psycopg.Connection) -> tuple[int, RuleSet]:
         return store.rules_version(conn), live_rules.ruleset(conn, self.ruleset)
@@ -183,6 +187,8 @@ class DetectorService:
             return
         session.rules_version, ruleset = self._live_rules(conn)
         closed = session.engine.change_rules(ruleset, session.watermark_ms)
+        if session.responses is not None:
+            session.responses.ruleset = ruleset
         if closed:
             session.sink.apply(closed)
             with conn.transaction():
@@ -268,7 +274,12 @@ class DetectorService:
         cuts = np.arange(watermark + self.slice_ms, end + 1, self.slice_ms, dtype=np.int64)
         self.maintenance.refresh(conn, session.sites, end)
         outcome = engine.run_slices(batch, cuts)
-        session.sink.apply(self.maintenance.hold_in_maintenance(engine, outcome.ops))
+        ops = self.maintenance.hold_in_maintenance(engine, outcome.ops)
+        session.sink.apply(ops)
+        decisions = []
+        if session.responses is not None:
+            decisions = session.responses.decide(ops)
+            decisions += session.responses.renew(list(engine.book.active.values()), end)
         scores = outcome.scores
         keep = (scores.score >= self.settings.detect_threshold) & (scores.category > 0)
         state = engine.checkpoint()
@@ -276,6 +287,8 @@ class DetectorService:
         with conn.transaction():
             store.write_anomalies(conn, batch.readings.take(keep), scores.take(keep))
             events = session.sink.flush(conn)
+            if decisions:  # after the flush: the alerts have their ids
+                responses.record(conn, decisions, int(time.time() * 1000))
             store.write_checkpoint(conn, self.partition, end, state, 0)
         session.watermark_ms = end
         n = len(batch)

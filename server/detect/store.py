@@ -194,7 +194,8 @@ def active_alerts(conn: psycopg.Connection, sites: list[str]) -> list[Alert]:
 # the latest values of an alert; closes it when closed_at (given twice) is set
 _UPDATE_ALERT = """UPDATE alerts SET updated_at = %s, value = %s, peak_value = %s,
                      state = CASE WHEN %s::timestamptz IS NULL THEN state ELSE 'closed' END,
-                     closed_at = coalesce(%s, closed_at)
+                     closed_at = coalesce(%s, closed_at),
+                     escalated_to = coalesce(%s, escalated_to)
                    WHERE id = %s"""
 
 
@@ -266,22 +267,23 @@ class DatabaseSink:
     def _update_params(alert: Alert) -> tuple[Any, ...]:
         closed = ts(alert.closed_ms)
         return (ts(alert.updated_ms), finite_or_none(alert.value),
-                finite_or_none(alert.peak), closed, closed, alert.id)
+                finite_or_none(alert.peak), closed, closed, alert.escalated_to, alert.id)
 
     def _insert(self, cur: psycopg.Cursor[Any], alert: Alert) -> None:
         key = alert.key
         row = cur.execute(
             """INSERT INTO alerts (site_id, device_id, series_id, rule, category, severity,
                                    state, message, opened_at, updated_at, closed_at, value,
-                                   peak_value)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                   peak_value, escalated_to)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (site_id, rule, coalesce(device_id, ''), coalesce(series_id, 0))
                  WHERE state <> 'closed' DO NOTHING
                RETURNING id""",
             (key.site_id, key.device_id, key.series_key, key.rule, alert.category,
              alert.severity, "closed" if alert.closed_ms is not None else "open",
              alert.message, ts(alert.opened_ms), ts(alert.updated_ms), ts(alert.closed_ms),
-             finite_or_none(alert.value), finite_or_none(alert.peak))).fetchone()
+             finite_or_none(alert.value), finite_or_none(alert.peak),
+             alert.escalated_to)).fetchone()
         if row is not None:
             alert.id = row[0]
             return

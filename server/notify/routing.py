@@ -31,7 +31,7 @@ from .channels import InvalidChannel, check_url
 _NAME = Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f]+$")
 _QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 _SEVERITIES = Literal["info", "warning", "critical"]
-_CATEGORIES = Literal["fault", "event"]
+_CATEGORIES = Literal["fault", "event", "forecast"]
 
 
 def parse_quiet_hours(text: str | None) -> tuple[time, time] | None:

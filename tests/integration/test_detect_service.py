@@ -158,8 +158,12 @@ def test_hypoxia_alert_opens_updates_closes_and_is_published(scenario_db, fleet,
     first, (label_start, label_end) = hypoxia_events(fleet)
     subscriber = Subscriber(broker)
     try:
-        # first run: up to the middle of the hypoxia, where the alert is open
-        middle = datetime.fromtimestamp((label_start + label_end) / 2000, tz=UTC)
+        # first run: up to the middle of the hypoxia, where the alert is open (its label
+        # begins with the calm, hot day before it: the middle from the crossing on)
+        crossing = max(lb.crossing_ms for lb in fleet.labels(_ms(START), _ms(END))
+                       if lb.kind == "hypoxia" and lb.site_id == HYPOXIA_SITE)
+        assert label_start < crossing < label_end
+        middle = datetime.fromtimestamp((crossing + label_end) / 2000, tz=UTC)
         run_to(scenario_db, tmp_path, middle, broker.url)
         with psycopg.connect(scenario_db) as conn:
             rows = conn.execute(

@@ -207,3 +207,42 @@ def test_batches_carry_the_generated_readings_with_caller_sequence_numbers(fleet
     one = injected.device_batch(device, start, end, seq=5)
     assert one.seq == 5 and one.site == batches[0].site
     assert one.readings == tuple(r for b in batches if b.device == device for r in b.readings)
+
+
+def test_hypoxia_frost_and_storms_start_with_precursors_and_carry_their_crossing(
+        labels, readings, fleets):
+    """An event's label begins with the weather that leads up to it and carries the first
+    instant past its alert threshold, which its primary series really shows then and not
+    before; a hypoxia or frost crosses hours after its label begins."""
+    injected, _ = fleets
+    dirty, _ = readings
+    limits = {"hypoxia": ("dissolved_oxygen", lambda v: v < 3.0),
+              "frost": ("air_temperature", lambda v: v < -1.0),
+              "storm": ("wind_speed", lambda v: v > 13.9)}
+    by_event = defaultdict(list)
+    for label in labels:
+        if label.kind in limits:
+            by_event[label.event_id].append(label)
+        if label.category == "fault" or label.kind == "irrigation_failure":
+            assert label.crossing_ms is None
+    leads = defaultdict(list)
+    for members in by_event.values():
+        kind = members[0].kind
+        crossing = members[0].crossing_ms
+        assert all(m.crossing_ms == crossing for m in members)
+        if crossing is None:
+            assert kind == "storm"  # a sheltered site's storm may stay under a gale
+            continue
+        assert members[0].start_ms <= crossing < members[0].end_ms
+        metric, past = limits[kind]
+        first = []
+        for m in members:
+            if m.metric != metric:
+                continue
+            times, values = dirty[injected.table.index(m.site_id, m.device_id, m.metric)]
+            inside = (times >= m.start_ms) & (times < m.end_ms) & past(values)
+            first.append(int(times[inside][0]) if inside.any() else None)
+        assert min(t for t in first if t is not None) == crossing
+        leads[kind].append((crossing - members[0].start_ms) / HOUR)
+    assert leads["hypoxia"] and leads["frost"]
+    assert min(leads["hypoxia"]) >= 4.0 and min(leads["frost"]) >= 3.0, leads

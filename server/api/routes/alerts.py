@@ -25,10 +25,10 @@ from ..models import (
     NOT_FOUND,
     Acknowledgement,
     Alert,
+    AlertCategory,
     AlertDetail,
     AlertEvent,
     AlertPage,
-    Category,
     Severity,
 )
 from ..query_params import Limit, SiteFilter, aware
@@ -51,7 +51,7 @@ def _int_cursor(cursor: str | None) -> int | None:
 @router.get("/alerts", response_model=AlertPage, summary="List alerts, newest first")
 def list_alerts(conn: ReadConnDep, principal: Reader, site: SiteFilter = None,
                 rule: Annotated[str | None, Query(examples=["hypoxia"])] = None,
-                category: Category | None = None, severity: Severity | None = None,
+                category: AlertCategory | None = None, severity: Severity | None = None,
                 state: Annotated[Literal["open", "acknowledged", "closed", "active"] | None,
                                  Query(description="active: open or acknowledged")] = None,
                 since: Annotated[datetime | None, Query(
