@@ -917,8 +917,8 @@ def _explained(rp, rs, k, t):
 
 
 @njit(**JIT)
-def apply_rules(series, times, values, out_score, out_comp, out_cat, confidence, rule_ptr,
-                rule_inst, rp, rs, t_inst, t_action, t_time, t_value):
+def apply_rules(series, times, values, out_score, out_comp, out_cat, broken_in, confidence,
+                rule_ptr, rule_inst, rp, rs, t_inst, t_action, t_time, t_value):
     """Advance every rule instance bound to each reading's series; returns how many
     transitions there were (those past the arrays' length are counted, not written).
 
@@ -940,7 +940,8 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, confidence,
         comp = out_comp[i]
         # values the detector calls broken sensor output say nothing about the world,
         # a sensor drifting on its own included (a drifting thermometer is no frost)
-        broken = out_cat[i] == CAT_FAULT and comp != K_GAP
+        # (``broken_in``: the engine's judgement per reading, see Engine.process)
+        broken = broken_in[i]
         for j in range(lo, hi):
             k = rule_inst[j]
             cond = rp[k, RP_COND]

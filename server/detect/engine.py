@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels
-from ._layout import CAT_FAULT, K_GAP
+from ._layout import C_GROUP, C_PARTNER, CAT_FAULT, K_DRIFT, K_GAP
 from .alerts import Alert, AlertBook, AlertOp, Transition
 from .detector import Detector, Readings, Scores
 from .forecast.forecaster import Forecaster, ForecastParams
@@ -86,14 +86,21 @@ class Engine:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
-        broken = (scores.category == CAT_FAULT) & (scores.component != K_GAP)
+        # A drift of a series no other sensor is compared with (a lone sonde, a CSV) is a
+        # guess from its own level: it cannot tell a failing probe from the water
+        # changing. It stays a fault alert, but it does not make the readings broken for
+        # the domain rules and forecasts: a hypoxia missed on a guess is the worse error.
+        cfg = self.detector.cfg
+        lone = (cfg[rows, C_GROUP] < 0.0) & (cfg[rows, C_PARTNER] < 0.0)
+        broken = ((scores.category == CAT_FAULT) & (scores.component != K_GAP)
+                  & ~((scores.component == K_DRIFT) & lone))
         confidence = self.forecaster.advance(rows, times_ms, values, broken).confidence
         capacity = max(16, len(self.rules.instances) * 2)
         while True:
             saved = self.rules.state.copy()
             buffers = _buffers(capacity)
             n = _kernels.apply_rules(rows, times_ms, values, scores.score, scores.component,
-                                     scores.category, confidence, self.rules.ptr,
+                                     scores.category, broken, confidence, self.rules.ptr,
                                      self.rules.inst,
                                      self.rules.rp, self.rules.state, *buffers)
             if n <= capacity:
