@@ -118,7 +118,7 @@ class BulkClient(paho.Client):
 
     It overrides private methods of paho (``_sock_recv``, ``_handle_publish``,
     ``loop_read``, ``_sock_close``, ``_handle_pubackcomp``, ``_update_inflight``), checked
-    against paho 2.2 (pyproject allows 2.1 to 3);
+    against paho 2.2 (pyproject stops before 2.3: a new release is checked first);
     tests/integration/test_ingest_service.py and test_receipts.py run it on Mosquitto.
     """
 
