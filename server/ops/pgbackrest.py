@@ -20,6 +20,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,12 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "pgbackrest.conf"
 BACKUP_TIMEOUT_S = 6 * 3600.0  # a full backup of a big database takes hours, not days
 COMMAND_TIMEOUT_S = 600.0
+# pgBackRest's exit code when another of its processes holds the lock the command needs:
+# WAL archiving (archive-push, asynchronous) takes the stanza's archive lock for a moment
+# at each segment, and a stanza-create or check that meets it fails at once. Seen in CI:
+# a restored cluster's first archive-push beside `tidefield up`'s stanza-create.
+LOCK_BUSY_EXIT = 50
+LOCK_WAIT_S = 60.0
 # pgBackRest's stderr lines that are no failure: the embedded cluster keeps its unix
 # socket in its data folder, which a backup skips (and says so)
 _NOISE = ("exclude special file",)
@@ -176,11 +183,17 @@ class PgBackRest:
         """Run one pgBackRest command; its stdout, or ToolFailed with its own message."""
         argv = self.command_line(*args)
         log.info("running %s", " ".join(argv))
-        try:
-            result = run_as(argv, self._owner, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ToolFailed(f"pgbackrest {args[0]}", -1,
-                             f"no answer after {timeout:.0f} s") from exc
+        give_up = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                result = run_as(argv, self._owner, timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise ToolFailed(f"pgbackrest {args[0]}", -1,
+                                 f"no answer after {timeout:.0f} s") from exc
+            if result.returncode != LOCK_BUSY_EXIT or time.monotonic() > give_up:
+                break
+            log.info("pgbackrest %s: its lock is busy (archiving); trying again", args[0])
+            time.sleep(0.5)
         problems = [line for line in result.stderr.splitlines()
                     if line.strip() and not any(noise in line for noise in _NOISE)]
         if result.returncode != 0:

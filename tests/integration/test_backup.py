@@ -207,3 +207,26 @@ def test_verify_fails_when_the_restored_data_differs_from_what_was_recorded(plat
         mark_file.write_text(kept)
     # the scratch cluster is gone either way
     assert not list((platform.data_dir / "verify-scratch").glob("*/data"))
+
+
+def test_a_command_that_meets_the_archivers_lock_waits_for_it(platform):
+    """WAL archiving holds the stanza's archive lock for a moment at each segment; a
+    stanza-create meeting it failed at once (exit 50), seen in CI when a restored cluster's
+    first archive-push met `tidefield up`'s stanza-create. It now waits for the lock."""
+    import fcntl
+    import threading
+
+    tool = platform.deployment().pgbackrest()
+    lock_file = tool.work_dir / "lock" / f"{tool.stanza}-archive.lock"
+    with open(lock_file, "a") as held:
+        lock_file.chmod(0o666)  # pgBackRest, as the cluster's user, opens it too
+        fcntl.flock(held, fcntl.LOCK_EX)
+        released = threading.Timer(3.0, fcntl.flock, (held, fcntl.LOCK_UN))
+        released.start()
+        began = time.monotonic()
+        try:
+            tool.stanza_create()
+        finally:
+            released.cancel()
+        waited = time.monotonic() - began
+    assert waited >= 2.5  # it met the lock and waited for its release, then went on
