@@ -90,8 +90,9 @@ class Engine:
         # guess from its own level: it cannot tell a failing probe from the water
         # changing. It stays a fault alert, but it does not make the readings broken for
         # the domain rules and forecasts: a hypoxia missed on a guess is the worse error.
+        # (judged per series, a few thousand, then looked up per reading)
         cfg = self.detector.cfg
-        lone = (cfg[rows, C_GROUP] < 0.0) & (cfg[rows, C_PARTNER] < 0.0)
+        lone = ((cfg[:, C_GROUP] < 0.0) & (cfg[:, C_PARTNER] < 0.0))[rows]
         broken = ((scores.category == CAT_FAULT) & (scores.component != K_GAP)
                   & ~((scores.component == K_DRIFT) & lone))
         confidence = self.forecaster.advance(rows, times_ms, values, broken).confidence
