@@ -182,6 +182,32 @@ class Acknowledgement(BaseModel):
     comment: str = Field("", max_length=2000, examples=["aerators on, diver sent"])
 
 
+class SuggestedResponse(BaseModel):
+    """A rule's response the detector suggested for an alert (not run automatically), and
+    what became of it."""
+
+    id: int
+    alert_id: int
+    site_id: str
+    device_id: str = Field(examples=["oc-021-gw"])
+    actuator: str = Field(examples=["aerator"])
+    duration_s: int = Field(examples=[14400])
+    command_id: str = Field(description="the command confirming issues (one, however often "
+                                        "it is confirmed)")
+    reason: str = Field(examples=["suggest mode"],
+                        description="why it was suggested rather than run")
+    suggested_at: datetime
+    state: Literal["suggested", "confirmed", "expired", "superseded"] = Field(
+        description="expired: the alert closed first; superseded: the actuator was switched "
+                    "on for the site another way (superseded_by)")
+    confirmed_by: str | None
+    confirmed_at: datetime | None
+    confirmed_via: str | None
+    ended_at: datetime | None
+    superseded_by: str | None
+    command_state: str | None = Field(None, description="its command's state, once issued")
+
+
 class SiteOverview(BaseModel):
     site_id: str
     state: Literal["ok", "alert", "offline"] = Field(

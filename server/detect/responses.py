@@ -8,8 +8,11 @@ starts no sooner than ``cooldown_minutes`` after the last run at the site ended,
 in the local ``hours``). ``ResponsePlanner.decide`` turns the alerts opened in a step
 into ``Decision``s (pure: the evaluation re-simulates with them); ``record`` issues the
 automatic ones through the device-control commands (``server/control``: expiry,
-idempotency by a command id derived from the alert) and writes every decision into the
-alert's history as an ``updated`` event with a note, which the notifier sends on.
+idempotency by a command id derived from the alert), stores the suggestions
+(``alert_responses``, migration 0017) and writes every decision into the alert's history
+as an ``updated`` event with a note, which the notifier sends on. ``confirm`` is an
+operator taking a suggestion (the API, the dashboard, a message's one-time link): the
+same command an automatic run would issue, once however often it is confirmed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tidefield.protocol.units import DAY_MS, HOUR_MS, MINUTE_MS
@@ -122,38 +126,179 @@ class ResponsePlanner:
 
 
 STALE_MS = 15 * MINUTE_MS  # an alert older than this (a catch-up) switches nothing
+# a response command not delivered within this is not run: by then the operator or the
+# detector has seen what the water did since
+COMMAND_EXPIRY_S = 900
+
+
+def issue_command(conn: psycopg.Connection, *, device_id: str, actuator: str,
+                  duration_s: int, actor: str, command_id: str) -> bool:
+    """The device command of a response, automatic or confirmed (one shape for both):
+    ``set`` the actuator ``on`` for ``duration_s``. False when a command of this id was
+    issued already (``device_commands.id`` is the idempotency key). Raises the control
+    store's ``ControlError`` when the device cannot take it (retired, not at the site)."""
+    from tidefield.server.control.store import create_command
+
+    exists = conn.execute("SELECT 1 FROM device_commands WHERE id = %s",
+                          (command_id,)).fetchone()
+    if exists is not None:
+        return False
+    with conn.transaction():
+        create_command(conn, device_id=device_id, action="set",
+                       params={"actuator": actuator, "state": "on", "duration_s": duration_s},
+                       actor=actor, expires_in_s=COMMAND_EXPIRY_S, command_id=command_id)
+    return True
+
+
+def _supersede(conn: psycopg.Connection, site_id: str, actuator: str, command_id: str,
+               *, except_id: int | None = None) -> None:
+    """Suggestions of this actuator at this site still waiting are superseded: it was just
+    switched on another way, and confirming them would run it again at once."""
+    conn.execute("""UPDATE alert_responses SET state = 'superseded', ended_at = now(),
+                                               superseded_by = %s
+                    WHERE site_id = %s AND actuator = %s AND state = 'suggested'
+                      AND id IS DISTINCT FROM %s""",
+                 (command_id, site_id, actuator, except_id))
 
 
 def record(conn: psycopg.Connection, decisions: list[Decision], now_ms: int) -> int:
-    """Issue the automatic decisions as device commands and note every decision in its
-    alert's history (the alerts are stored: they have ids); returns the commands issued.
-    Inside the caller's transaction, with the step's alerts. An alert of the past (the
-    service catching up on stored history) is noted, never acted on."""
-    from tidefield.server.control.store import ControlError, create_command
+    """Issue the automatic decisions as device commands, store the suggestions so they can
+    be confirmed (``alert_responses``), and note every decision in its alert's history
+    (the alerts are stored: they have ids); returns the commands issued. Inside the
+    caller's transaction, with the step's alerts. An alert of the past (the service
+    catching up on stored history) is noted, never acted on."""
+    from tidefield.server.control.store import ControlError
 
     issued = 0
     for decision in decisions:
         note = decision.note
+        site = decision.alert.key.site_id
         if decision.automatic and now_ms - decision.at_ms > STALE_MS:
             note = f"automatic response not issued: the alert is from the past ({note})"
         elif decision.automatic:
-            exists = conn.execute("SELECT 1 FROM device_commands WHERE id = %s",
-                                  (decision.command_id,)).fetchone()
-            if exists is None:
-                try:
-                    with conn.transaction():
-                        create_command(conn, device_id=decision.device_id, action="set",
-                                       params={"actuator": decision.actuator, "state": "on",
-                                               "duration_s": decision.duration_s},
-                                       actor=f"{ACTOR}:{decision.alert.key.rule}",
-                                       expires_in_s=900, command_id=decision.command_id)
+            try:
+                if issue_command(conn, device_id=decision.device_id,
+                                 actuator=decision.actuator, duration_s=decision.duration_s,
+                                 actor=f"{ACTOR}:{decision.alert.key.rule}",
+                                 command_id=decision.command_id):
                     issued += 1
-                except ControlError as exc:  # no such device at the site: said in the note
-                    note = f"automatic response not issued: {exc}"
-                    log.warning("response not issued", extra={"alert": decision.alert.id,
-                                                              "reason": str(exc)})
+                    _supersede(conn, site, decision.actuator, decision.command_id)
+            except ControlError as exc:  # no such device at the site: said in the note
+                note = f"automatic response not issued: {exc}"
+                log.warning("response not issued", extra={"alert": decision.alert.id,
+                                                          "reason": str(exc)})
+        elif decision.alert.id is not None:
+            # an alert already closed (a catch-up) stores its suggestion as expired
+            conn.execute(
+                """INSERT INTO alert_responses (alert_id, site_id, device_id, actuator,
+                                                duration_s, command_id, reason, suggested_at,
+                                                state, ended_at)
+                   SELECT a.id, a.site_id, %(device)s, %(actuator)s, %(duration)s, %(command)s,
+                          %(reason)s, to_timestamp(%(at)s / 1000.0),
+                          CASE WHEN a.state = 'closed' THEN 'expired' ELSE 'suggested' END,
+                          CASE WHEN a.state = 'closed' THEN a.closed_at END
+                   FROM alerts a WHERE a.id = %(alert)s
+                   ON CONFLICT (command_id) DO NOTHING""",
+                {"device": decision.device_id, "actuator": decision.actuator,
+                 "duration": decision.duration_s, "command": decision.command_id,
+                 "reason": decision.reason, "at": decision.at_ms,
+                 "alert": decision.alert.id})
         if decision.alert.id is not None:
             conn.execute("INSERT INTO alert_events (alert_id, at, action, actor, note) "
                          "VALUES (%s, to_timestamp(%s / 1000.0), 'updated', %s, %s)",
                          (decision.alert.id, decision.at_ms, ACTOR, note))
     return issued
+
+
+# --- suggestions an operator confirms (the API, the dashboard, a message's link) ---------
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A row of ``alert_responses`` (migration 0017)."""
+
+    id: int
+    alert_id: int
+    site_id: str
+    device_id: str
+    actuator: str
+    duration_s: int
+    command_id: str
+    reason: str
+    suggested_at: datetime
+    state: str
+    confirmed_by: str | None
+    confirmed_at: datetime | None
+    confirmed_via: str | None
+    ended_at: datetime | None
+    superseded_by: str | None
+
+    @property
+    def what(self) -> str:
+        return f"{self.actuator} on for {self.duration_s / 60.0:g} min at {self.device_id}"
+
+
+_RESPONSE_SELECT = (f"SELECT {', '.join('r.' + f for f in StoredResponse.__dataclass_fields__)} "
+                    "FROM alert_responses r")
+
+
+class ConfirmRefused(Exception):
+    """The response cannot be confirmed any more; the message says why (the API: 409)."""
+
+
+class ConfirmFailed(Exception):
+    """The command could not be issued (the device is gone); the message says why (422)."""
+
+
+def stored_responses(conn: psycopg.Connection, alert_id: int) -> list[StoredResponse]:
+    return [StoredResponse(*row) for row in conn.execute(
+        _RESPONSE_SELECT + " WHERE r.alert_id = %s ORDER BY r.id", (alert_id,))]
+
+
+def stored_response(conn: psycopg.Connection, response_id: int) -> StoredResponse | None:
+    row = conn.execute(_RESPONSE_SELECT + " WHERE r.id = %s", (response_id,)).fetchone()
+    return StoredResponse(*row) if row else None
+
+
+def confirm(conn: psycopg.Connection, response_id: int, *, actor: str, via: str
+            ) -> tuple[StoredResponse, bool]:
+    """Confirm a suggested response: issue its command as an automatic run would (same
+    shape, the command id fixed when it was suggested), mark it confirmed, supersede the
+    other waiting suggestions of that actuator at the site, note it in the alert's history.
+    Returns the row and whether this call issued the command: a response confirmed already
+    is returned as it is (confirming twice issues one command). Raises ``ConfirmRefused``
+    when its alert is closed or it was superseded. In the caller's transaction; the caller
+    checked the right to act on the site (and audits)."""
+    from tidefield.server.control.store import ControlError
+
+    # the alert first, then the response: the same order as closing (alert, then trigger)
+    found = conn.execute("""SELECT a.state FROM alert_responses r JOIN alerts a
+                            ON a.id = r.alert_id WHERE r.id = %s FOR UPDATE OF a""",
+                         (response_id,)).fetchone()
+    response = stored_response(conn, response_id)
+    if found is None or response is None:
+        raise LookupError(f"no response {response_id}")
+    if response.state == "confirmed":
+        return response, False
+    if found[0] == "closed" or response.state == "expired":
+        raise ConfirmRefused(f"alert {response.alert_id} is closed: its suggestion expired")
+    if response.state == "superseded":
+        raise ConfirmRefused(f"response {response_id} was superseded by command "
+                             f"{response.superseded_by}")
+    try:
+        issued = issue_command(conn, device_id=response.device_id,
+                               actuator=response.actuator, duration_s=response.duration_s,
+                               actor=actor, command_id=response.command_id)
+    except ControlError as exc:
+        raise ConfirmFailed(str(exc)) from None
+    conn.execute("""UPDATE alert_responses SET state = 'confirmed', confirmed_by = %s,
+                        confirmed_at = now(), confirmed_via = %s WHERE id = %s""",
+                 (actor, via, response_id))
+    _supersede(conn, response.site_id, response.actuator, response.command_id,
+               except_id=response_id)
+    conn.execute("INSERT INTO alert_events (alert_id, action, actor, note) "
+                 "VALUES (%s, 'updated', %s, %s)",
+                 (response.alert_id, actor, f"suggested response confirmed through {via}: "
+                                            f"{response.what} (command {response.command_id})"))
+    confirmed = stored_response(conn, response_id)
+    assert confirmed is not None  # locked above through its alert
+    return confirmed, issued

@@ -65,6 +65,12 @@ from .tuning import DetectorParams
 log = logging.getLogger(__name__)
 
 RETRY_S = 5.0  # wait before reconnecting after the database went away
+# how far back a starting detector looks for actuator runs: longer than any run plus its
+# cool-down (hours), so a restart never forgets one still counting
+RUNS_LOOKBACK_MS = 2 * DAY_MS
+# commands are stamped when their transaction ran, and may commit a little later: each
+# look for new runs goes back this far over the previous one (remembering is idempotent)
+RUNS_OVERLAP_MS = 5 * 60_000
 
 __all__ = ["DetectorService", "Partition", "PartitionError", "ServiceError", "StepResult"]
 
@@ -95,6 +101,7 @@ class Session:
     rules_version: int  # of the live rules the engine runs (``store.rules_version``)
     next_rules_check: float = 0.0  # time.monotonic()
     responses: ResponsePlanner | None = None  # what opened alerts switch on
+    runs_checked_ms: int = 0  # wall clock of the last look for actuator runs
 
 
 class DetectorService:
@@ -170,10 +177,23 @@ class DetectorService:
             "rule_instances": len(engine.rules.instances), "watermark": ts(watermark),
             "active_alerts": len(engine.book.active)})
         site_kinds = {info.site_id: info.site_kind for info in series}
-        return Session(engine, sink, watermark, published, sites,
-                       [info.key for info in series], rules_version,
-                       time.monotonic() + self.settings.detect_rules_poll_s,
-                       ResponsePlanner(ruleset, site_kinds))
+        session = Session(engine, sink, watermark, published, sites,
+                          [info.key for info in series], rules_version,
+                          time.monotonic() + self.settings.detect_rules_poll_s,
+                          ResponsePlanner(ruleset, site_kinds))
+        self._remember_runs(conn, session, int(time.time() * 1000) - RUNS_LOOKBACK_MS)
+        return session
+
+    def _remember_runs(self, conn: psycopg.Connection, session: Session, since_ms: int
+                       ) -> None:
+        """The planner's cool-down memory, from the commands issued: at start (a restart
+        must not run an aerator again inside its cool-down) and on every rules poll (runs
+        operators confirmed, or switched by hand, count too)."""
+        assert session.responses is not None
+        checked = int(time.time() * 1000)
+        for site, actuator, end_ms in store.actuator_runs(conn, session.sites, since_ms):
+            session.responses.remember(site, actuator, end_ms)
+        session.runs_checked_ms = checked
 
     def _live_rules(self, conn: psycopg.Connection) -> tuple[int, RuleSet]:
         return store.rules_version(conn), live_rules.ruleset(conn, self.ruleset)
@@ -183,6 +203,8 @@ class DetectorService:
         if time.monotonic() < session.next_rules_check:
             return
         session.next_rules_check = time.monotonic() + self.settings.detect_rules_poll_s
+        if session.responses is not None:
+            self._remember_runs(conn, session, session.runs_checked_ms - RUNS_OVERLAP_MS)
         if store.rules_version(conn) == session.rules_version:
             return
         session.rules_version, ruleset = self._live_rules(conn)

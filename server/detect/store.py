@@ -199,6 +199,25 @@ _UPDATE_ALERT = """UPDATE alerts SET updated_at = %s, value = %s, peak_value = %
                    WHERE id = %s"""
 
 
+def actuator_runs(conn: psycopg.Connection, sites: list[str], since_ms: int
+                  ) -> list[tuple[str, str, int]]:
+    """(site, actuator, end of its latest run, ms) of the actuators switched on at these
+    sites by commands issued after ``since_ms``: automatic responses, confirmed ones and
+    commands sent by hand alike (the water does not care who switched the aerator on). A
+    command that failed or expired never ran; one without a duration ran at least until it
+    was issued. A restarted detector rebuilds its cool-down memory from these."""
+    rows = conn.execute(
+        """SELECT site_id, params->>'actuator',
+                  max(issued_at + make_interval(
+                      secs => coalesce((params->>'duration_s')::double precision, 0)))
+           FROM device_commands
+           WHERE site_id = ANY(%s) AND issued_at > %s AND action = 'set'
+             AND params->>'state' = 'on' AND params ? 'actuator'
+             AND state NOT IN ('failed', 'expired')
+           GROUP BY 1, 2""", (sites, ts(since_ms))).fetchall()
+    return [(site, actuator, epoch_ms(end)) for site, actuator, end in rows]
+
+
 class DatabaseSink:
     """``AlertSink`` over ``alerts`` and ``alert_events``: ``apply`` collects a step's
     operations, ``flush`` writes them inside the caller's transaction.

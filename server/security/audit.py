@@ -38,7 +38,7 @@ ACTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 ACTIONS = (
     "sign_in.succeeded", "sign_in.failed", "sign_in.locked", "sign_out",
     "password.changed", "password.reset", "totp.enabled", "totp.disabled",
-    "alert.acknowledged",
+    "alert.acknowledged", "alert.response_confirmed",
     "api_key.created", "api_key.revoked",
     "device.provisioned", "device.revoked", "service.provisioned",
     "organisation.created", "site.moved", "grant.added", "grant.removed",

@@ -1,14 +1,17 @@
-"""Alerts (list, one with its history, acknowledge). The detector writes them; this is
-how people read them and act on them."""
+"""Alerts (list, one with its history, acknowledge, confirm a suggested response). The
+detector writes them; this is how people read them and act on them."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
 
+import dataclasses
+
 import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
+from tidefield.server.detect import responses
 from tidefield.server.security import audit
 from tidefield.server.security.api_keys import Principal, Scope
 from tidefield.server.web.deps import (
@@ -30,6 +33,7 @@ from ..models import (
     AlertEvent,
     AlertPage,
     Severity,
+    SuggestedResponse,
 )
 from ..query_params import Limit, SiteFilter, aware
 
@@ -139,3 +143,62 @@ def acknowledge(alert_id: AlertId, body: Acknowledgement, conn: ConnDep,
                      after={"state": "acknowledged", "comment": comment},
                      source_address=client_address(request))
     return _alert_detail(conn, alert_id, principal)
+
+
+ResponseId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def suggested_response(conn: psycopg.Connection, row: responses.StoredResponse
+                       ) -> SuggestedResponse:
+    command = conn.execute("SELECT state FROM device_commands WHERE id = %s",
+                           (row.command_id,)).fetchone()
+    return SuggestedResponse(**dataclasses.asdict(row),
+                             command_state=command[0] if command else None)
+
+
+@router.get("/alerts/{alert_id}/responses", response_model=list[SuggestedResponse],
+            responses=NOT_FOUND, summary="An alert's suggested responses")
+def list_responses(alert_id: AlertId, conn: ReadConnDep, principal: Reader
+                   ) -> list[SuggestedResponse]:
+    row = conn.execute("SELECT site_id FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+    if row is None or not principal.may_see(row[0]):
+        raise HTTPException(404, f"no alert {alert_id}")
+    return [suggested_response(conn, r) for r in responses.stored_responses(conn, alert_id)]
+
+
+@router.post("/alerts/{alert_id}/responses/{response_id}/confirm",
+             response_model=SuggestedResponse,
+             responses={**NOT_FOUND, 409: ERRORS[422] | {
+                 "description": "the alert is closed, or the response was superseded"}},
+             summary="Run a suggested response: issue its command (operate right)")
+def confirm_response(alert_id: AlertId, response_id: ResponseId, conn: ConnDep,
+                     principal: Operator, request: Request) -> SuggestedResponse:
+    """Issues the command an automatic run would (``set`` the actuator ``on`` for the
+    suggested duration, expiring in 15 min), with the id fixed when it was suggested:
+    confirming again answers the confirmed response and issues nothing more. Needs the
+    operate right on the alert's site, as sending a command does."""
+    with conn.transaction():
+        row = conn.execute("SELECT site_id FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+        if row is None or not principal.may_see(row[0]):
+            raise HTTPException(404, f"no alert {alert_id}")
+        before = responses.stored_response(conn, response_id)
+        if before is None or before.alert_id != alert_id:
+            raise HTTPException(404, f"no response {response_id} of alert {alert_id}")
+        if not principal.may_act(Scope.OPERATE, row[0]):
+            raise HTTPException(403, f"no operate right on site {row[0]} (read only)")
+        try:
+            done, issued = responses.confirm(conn, response_id, actor=principal.name,
+                                             via="api")
+        except responses.ConfirmRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        except responses.ConfirmFailed as exc:
+            raise HTTPException(422, str(exc)) from None
+        if issued:
+            audit.record(conn, actor=principal, action="alert.response_confirmed",
+                         target=f"alert:{alert_id}", site_id=row[0],
+                         before={"response": response_id, "state": before.state},
+                         after={"response": response_id, "state": done.state,
+                                "command": done.command_id, "device": done.device_id,
+                                "actuator": done.actuator, "duration_s": done.duration_s},
+                         source_address=client_address(request))
+    return suggested_response(conn, done)
