@@ -1,6 +1,7 @@
 """What a message says, in Chinese or English per contact: the site, what happened, value
 and peak, since when, what it is (a sensor fault: check the sensor; an event: act), a
-link to the site page and, while the alert is open, the acknowledge link.
+link to the site page and, while the alert is open, the acknowledge link; while a
+suggested response waits, its confirm link.
 
 Pure functions of a ``Due`` row (no database, no network), so tests call them directly.
 """
@@ -21,6 +22,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "digest": "告警摘要", "incident": "事件",
         "fault": "传感器故障：请检查传感器", "event": "现场事件：请采取行动",
         "value": "当前值", "peak": "峰值", "since": "开始于", "ack": "确认",
+        "confirm": "执行建议操作",
         "site": "站点页面", "by": "确认人", "sites": "个站点", "severity": "级别",
         "trend": "近一小时", "rising": "上升", "falling": "下降", "steady": "平稳",
         "still": "仍在告警", "updates": "自上次通知以来更新 {n} 次",
@@ -33,6 +35,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "incident": "Incident",
         "fault": "Sensor fault: check the sensor", "event": "Real event: act",
         "value": "value", "peak": "peak", "since": "since", "ack": "Acknowledge",
+        "confirm": "Run suggested action",
         "site": "Site page", "by": "by", "sites": "sites", "severity": "severity",
         "trend": "last hour", "rising": "rising", "falling": "falling", "steady": "steady",
         "still": "still active", "updates": "{n} updates since the last message",
@@ -89,7 +92,9 @@ def _trend(trend: tuple[float, float] | None, words: dict[str, str]) -> str:
     return f"{words['trend']}: {_number(first)} → {_number(last)} ({words[word]})"
 
 
-def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
+def render(due: Due, *, dashboard_url: str, ack_url: str | None,
+           confirm_links: list[tuple[str, str]] | None = None) -> Message:
+    """``confirm_links``: (what, one-time URL) of each suggested response waiting."""
     words = _TEXT.get(due.language, _TEXT["en"])
     if due.kind == "digest":
         lines = [f"{item['site_name']} · {item['rule']} · {words.get(item['action'], '')} · "
@@ -129,6 +134,8 @@ def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
     lines.append(f"{words['site']}: {site_link}")
     if ack_url:
         lines.append(f"{words['ack']}: {ack_url}")
+    for what, url in confirm_links or []:
+        lines.append(f"{words['confirm']} ({what}): {url}")
     data = {"key": due.key, "kind": due.kind, "tier": due.tier, "alert_id": due.alert_id,
             "site": due.site_id, "site_name": site, "rule": due.rule,
             "category": due.category, "severity": due.severity, "state": due.state,
@@ -136,6 +143,7 @@ def render(due: Due, *, dashboard_url: str, ack_url: str | None) -> Message:
             if due.opened_at else None, "value": due.value, "peak": due.peak,
             "acknowledged_by": due.acknowledged_by, "incident_id": due.incident_id,
             "incident_sites": due.incident_sites, "site_url": site_link, "ack_url": ack_url,
+            "confirm_links": [{"what": what, "url": url} for what, url in confirm_links or []],
             "trend_last_hour": list(due.trend) if due.trend else None,
             "updates": due.updates if due.kind == "updated" else None,
             "title": title}

@@ -5,9 +5,10 @@ Four loops on one asyncio event loop:
 - **plan**: the next batch of ``alert_events`` behind the cursor becomes deliveries
   (``store.plan``: a constant number of statements per batch), committed with the cursor.
 - **dispatch**: due deliveries are fetched in one query, rendered, their acknowledge
-  tokens written in one statement, then sent concurrently: each (contact, alert) in its
-  own task, one message after another (per-alert order), at most ``notify_concurrency``
-  messages in flight per contact.
+  tokens (and the confirm tokens of suggested responses waiting) written in one
+  statement, then sent concurrently: each (contact, alert) in its own task, one message
+  after another (per-alert order), at most ``notify_concurrency`` messages in flight per
+  contact.
 - **write**: the outcomes of sends are recorded in batches (``store.record``); a delivery
   stays in flight, so it is not offered again, until its outcome is committed.
 - **tick**: escalations, reminders, digests, closing incidents.
@@ -155,29 +156,48 @@ class Notifier:
                          else -due.delivery_id)
                 if group not in self.active:
                     groups.setdefault(group, []).append(due)
-            tokens: list[tuple[str, int, int | None, int]] = []
+            tokens: list[tuple[str, int, int | None, int, int | None]] = []
             links: dict[int, str] = {}
+            base = f"{self.settings.notify_public_url.rstrip('/')}/api/v1/notifications"
             for dues in groups.values():
                 for due in dues:
                     if due.alert_id is not None and due.state == "open" \
                                 and due.kind in ACK_KINDS:
                         token = secrets.token_urlsafe(16)
                         tokens.append((token, due.alert_id, due.incident_id,
-                                       due.contact_id))
-                        links[due.delivery_id] = (
-                            f"{self.settings.notify_public_url.rstrip('/')}"
-                            f"/api/v1/notifications/ack/{token}")
+                                       due.contact_id, None))
+                        links[due.delivery_id] = f"{base}/ack/{token}"
+            # a suggested response still waiting: one confirm link per response, in every
+            # message about its alert while it waits (acknowledged or not: running the
+            # aerator is not acknowledging the alert)
+            confirms: dict[int, list[tuple[str, str]]] = {}
+            asked = [due for dues in groups.values() for due in dues
+                     if due.alert_id is not None and due.state != "closed"
+                     and due.kind in ACK_KINDS]
+            waiting = await store.waiting_responses(
+                self.send_conn, [(due.alert_id, due.contact_id) for due in asked
+                                 if due.alert_id is not None])
+            for due in asked:
+                for item in waiting:
+                    if (item.alert_id, item.contact_id) == (due.alert_id, due.contact_id):
+                        token = secrets.token_urlsafe(16)
+                        tokens.append((token, item.alert_id, None, item.contact_id,
+                                       item.response_id))
+                        confirms.setdefault(due.delivery_id, []).append(
+                            (item.what, f"{base}/confirm/{token}"))
             await store.issue_tokens(self.send_conn, tokens, now + timedelta(
                 hours=self.settings.notify_ack_hours))
         started = _Round()
         for group, dues in groups.items():
             self.active.add(group)
             self.inflight.update(due.delivery_id for due in dues)
-            started.tasks.append(asyncio.create_task(self._send_group(group, dues, links)))
+            started.tasks.append(asyncio.create_task(
+                self._send_group(group, dues, links, confirms)))
         return started
 
     async def _send_group(self, group: tuple[int, int], dues: list[Due],
-                          links: dict[int, str]) -> None:
+                          links: dict[int, str],
+                          confirms: dict[int, list[tuple[str, str]]]) -> None:
         """One (contact, alert)'s messages, in order; the first failure stops the rest
         (they wait behind it)."""
         assert self.channels is not None
@@ -187,7 +207,8 @@ class Notifier:
         for due in dues:
             name = describe(due.url)
             message = render(due, dashboard_url=self.settings.notify_dashboard_url,
-                             ack_url=links.get(due.delivery_id))
+                             ack_url=links.get(due.delivery_id),
+                             confirm_links=confirms.get(due.delivery_id, []))
             started = time.perf_counter()
             error: str | None = None
             try:

@@ -415,18 +415,49 @@ def token_hash(token: str) -> bytes:
 
 
 async def issue_tokens(conn: psycopg.AsyncConnection,
-                       tokens: Sequence[tuple[str, int, int | None, int]],
+                       tokens: Sequence[tuple[str, int, int | None, int, int | None]],
                        expires_at: datetime) -> None:
-    """(token, alert, incident, contact) each; one statement for the lot."""
+    """(token, alert, incident, contact, response) each: a token with a response confirms
+    it, one without acknowledges; one statement for the lot."""
     if not tokens:
         return
     await conn.execute(
         """INSERT INTO notify_ack_tokens (token_hash, alert_id, incident_id, contact_id,
-                                          expires_at)
-           SELECT h, a, i, c, %s FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[],
-                                             %s::int[]) AS u(h, a, i, c)""",
+                                          response_id, expires_at)
+           SELECT h, a, i, c, r, %s FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[],
+                                                %s::int[], %s::bigint[]) AS u(h, a, i, c, r)""",
         (expires_at, [token_hash(t[0]) for t in tokens], [t[1] for t in tokens],
-         [t[2] for t in tokens], [t[3] for t in tokens]))
+         [t[2] for t in tokens], [t[3] for t in tokens], [t[4] for t in tokens]))
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A suggested response a message may carry a confirm link for."""
+
+    alert_id: int
+    contact_id: int
+    response_id: int
+    what: str
+
+
+async def waiting_responses(conn: psycopg.AsyncConnection,
+                            pairs: Sequence[tuple[int, int]]) -> list[Waiting]:
+    """The suggestions still waiting of these (alert, contact) pairs' alerts, for the
+    contacts of the organisation owning the site only: confirming runs a machine there, a
+    right a read-only grant to another organisation does not give."""
+    if not pairs:
+        return []
+    cur = await conn.execute(
+        """SELECT p.a, p.c, r.id, r.actuator || ' on for ' || (r.duration_s / 60.0)::float8
+                  || ' min at ' || r.device_id
+           FROM unnest(%s::bigint[], %s::int[]) AS p(a, c)
+           JOIN alert_responses r ON r.alert_id = p.a AND r.state = 'suggested'
+           JOIN alerts a ON a.id = r.alert_id AND a.state <> 'closed'
+           JOIN sites s ON s.id = r.site_id
+           JOIN notify_contacts k ON k.id = p.c AND k.organisation_id = s.organisation_id
+           ORDER BY p.a, p.c, r.id""",
+        ([p[0] for p in pairs], [p[1] for p in pairs]))
+    return [Waiting(*row) for row in await cur.fetchall()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -704,7 +735,8 @@ def token_alert(conn: psycopg.Connection, token: str) -> tuple[int, str, str] | 
     """(alert id, site id, state) of a token, to show before acknowledging."""
     row = conn.execute(
         """SELECT a.id, a.site_id, a.state FROM notify_ack_tokens t
-           JOIN alerts a ON a.id = t.alert_id WHERE t.token_hash = %s""",
+           JOIN alerts a ON a.id = t.alert_id
+           WHERE t.token_hash = %s AND t.response_id IS NULL""",
         (token_hash(token),)).fetchone()
     return (int(row[0]), str(row[1]), str(row[2])) if row else None
 
@@ -715,11 +747,12 @@ def redeem(conn: psycopg.Connection, token: str, now: datetime) -> Redeemed:
     row = conn.execute(
         """UPDATE notify_ack_tokens SET used_at = %(now)s
            WHERE token_hash = %(hash)s AND used_at IS NULL AND expires_at > %(now)s
+             AND response_id IS NULL
            RETURNING alert_id, incident_id, contact_id""",
         {"now": now, "hash": token_hash(token)}).fetchone()
     if row is None:
-        known = conn.execute("SELECT used_at FROM notify_ack_tokens WHERE token_hash = %s",
-                             (token_hash(token),)).fetchone()
+        known = conn.execute("SELECT used_at FROM notify_ack_tokens WHERE token_hash = %s "
+                             "AND response_id IS NULL", (token_hash(token),)).fetchone()
         if known is None:
             raise TokenRefused("unknown")
         raise TokenRefused("used" if known[0] is not None else "expired")
@@ -743,6 +776,48 @@ def redeem(conn: psycopg.Connection, token: str, now: datetime) -> Redeemed:
                SELECT unnest(%s::bigint[]), %s, 'acknowledged', %s, %s""",
             ([r[0] for r in acknowledged], now, who, f"through {channel}"))
     return Redeemed([r[0] for r in acknowledged], [r[1] for r in acknowledged], who, channel)
+
+
+def token_response(conn: psycopg.Connection, token: str) -> int | None:
+    """The suggested response a confirm link is for, to show before confirming."""
+    row = conn.execute("SELECT response_id FROM notify_ack_tokens WHERE token_hash = %s "
+                       "AND response_id IS NOT NULL", (token_hash(token),)).fetchone()
+    return int(row[0]) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmRight:
+    response_id: int
+    contact: str  # the actor: ``contact:<name>``
+    channel: str
+
+
+def redeem_confirm(conn: psycopg.Connection, token: str, now: datetime) -> ConfirmRight:
+    """Use a confirm link's token (once, before it expires): the right of its contact to
+    confirm its response, while the contact's organisation still owns the site (a site
+    moved since is not theirs to run). Runs in the caller's transaction; the caller
+    confirms (``detect.responses.confirm``)."""
+    row = conn.execute(
+        """UPDATE notify_ack_tokens SET used_at = %(now)s
+           WHERE token_hash = %(hash)s AND used_at IS NULL AND expires_at > %(now)s
+             AND response_id IS NOT NULL
+           RETURNING response_id, contact_id""",
+        {"now": now, "hash": token_hash(token)}).fetchone()
+    if row is None:
+        known = conn.execute("SELECT used_at FROM notify_ack_tokens WHERE token_hash = %s "
+                             "AND response_id IS NOT NULL", (token_hash(token),)).fetchone()
+        if known is None:
+            raise TokenRefused("unknown")
+        raise TokenRefused("used" if known[0] is not None else "expired")
+    response_id, contact_id = row
+    contact = conn.execute(
+        """SELECT k.name, k.url FROM notify_contacts k, alert_responses r, sites s
+           WHERE k.id = %s AND r.id = %s AND s.id = r.site_id
+             AND s.organisation_id = k.organisation_id""",
+        (contact_id, response_id)).fetchone()
+    if contact is None:
+        raise TokenRefused("unknown")
+    return ConfirmRight(int(response_id), f"contact:{contact[0]}", describe(contact[1]))
 
 
 # --- incidents (the API and the dashboard) ------------------------------------------------

@@ -3,10 +3,9 @@ detector writes them; this is how people read them and act on them."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Literal
-
-import dataclasses
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, Request

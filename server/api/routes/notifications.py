@@ -6,7 +6,9 @@ platform admin: all) and the delivery log of the sites they see; an organisation
 change their organisation's. Another organisation's are "not found". A contact's URL
 holds its channel's secrets: it is taken, never returned (answers show its scheme and
 host). The acknowledge link needs no sign-in: its token is the right to acknowledge one
-alert (or one incident) once, before it expires.
+alert (or one incident) once, before it expires. A confirm link likewise is the right to
+run one suggested response once, before it expires; only contacts of the organisation
+owning the site get one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from tidefield.server.detect import responses
 from tidefield.server.notify import store
 from tidefield.server.notify.routing import ContactIn, GroupIn, RouteIn
 from tidefield.server.security import audit
@@ -369,3 +372,49 @@ def ack(token: Token, conn: ConnDep, request: Request) -> HTMLResponse:
         return _page(409, "Nothing to acknowledge", "The alert is no longer open.")
     return _page(200, "Acknowledged", f"{len(done.alert_ids)} alert(s) acknowledged as "
                                       f"{done.contact} through {done.channel}.")
+
+
+# --- confirm a suggested response from the phone -----------------------------------------
+
+@router.get("/confirm/{token}", response_class=HTMLResponse, include_in_schema=False)
+def confirm_page(token: Token, conn: ReadConnDep) -> HTMLResponse:
+    """A page with one button, as for acknowledging: a link preview must not run an aerator."""
+    response_id = store.token_response(conn, token)
+    found = responses.stored_response(conn, response_id) if response_id is not None else None
+    if found is None:
+        return _page(404, "Not found", _REFUSED["unknown"][1])
+    return _page(200, f"Suggested for alert {found.alert_id} at {found.site_id}",
+                 f"{found.what} ({found.state})",
+                 "<form method=post><button type=submit>Run suggested action / 执行建议操作"
+                 "</button></form>")
+
+
+@router.post("/confirm/{token}", summary="Run a suggested response through a message's link "
+             "(no sign-in)", responses={410: ERRORS[422] | {"description": "used or expired"},
+                                        409: ERRORS[422] | {"description": "alert closed"}},
+             response_class=HTMLResponse)
+def confirm(token: Token, conn: ConnDep, request: Request) -> HTMLResponse:
+    with conn.transaction():
+        try:
+            right = store.redeem_confirm(conn, token, datetime.now(UTC))
+        except store.TokenRefused as refused:
+            status, text = _REFUSED[refused.reason]
+            return _page(status, "Refused", text)
+        try:
+            with conn.transaction():  # a refusal below still spends the token
+                done, issued = responses.confirm(conn, right.response_id,
+                                                 actor=right.contact, via=right.channel)
+                if issued:
+                    audit.record(conn, actor=right.contact,
+                                 action="alert.response_confirmed",
+                                 target=f"alert:{done.alert_id}", site_id=done.site_id,
+                                 before={"response": done.id, "state": "suggested"},
+                                 after={"response": done.id, "state": done.state,
+                                        "command": done.command_id, "via": right.channel,
+                                        "device": done.device_id, "actuator": done.actuator,
+                                        "duration_s": done.duration_s},
+                                 source_address=client_address(request))
+        except (responses.ConfirmRefused, responses.ConfirmFailed) as exc:
+            return _page(409, "Not run", str(exc))
+    return _page(200, "Suggested action run" if issued else "Already run",
+                 f"{done.what}: command {done.command_id}, confirmed by {done.confirmed_by}.")
