@@ -216,3 +216,72 @@ def test_overview_states_and_counts(api, alerts, db_url):  # noqa: F811
     assert body["open_alerts_by_severity"] == {"info": 0, "warning": 1, "critical": 2}
     assert body["readings_per_second"] == pytest.approx((stored or 0) / 60)
     assert stored == 181  # the fixture's two messages, just stored
+
+
+def test_confirming_a_suggested_response_issues_its_command_once(api, alerts, db_url):  # noqa: F811
+    """Listed to readers; confirmed by the operate right only (read: 403, another site's
+    key: 404), once (a second confirm answers the same command), audited; a closed
+    alert's suggestion is refused (409)."""
+    import time
+
+    from tests.integration.test_detect_responses import suggest
+
+    site = api["b"].id
+    now = int(time.time() * 1000)
+    with psycopg.connect(db_url) as conn:
+        op, decision = suggest(conn, site, now - 60_000)
+        closing, _ = suggest(conn, site, now - 60_000, rule="hypoxia")
+    alert_id = op.alert.id
+    listed = get(api, f"/alerts/{alert_id}/responses")
+    assert listed.status_code == 200, listed.text
+    (item,) = listed.json()
+    assert (item["actuator"], item["duration_s"], item["state"], item["command_id"],
+            item["command_state"]) == ("aerator", 240 * 60, "suggested",
+                                       decision.command_id, None)
+    assert get(api, f"/alerts/{alert_id}/responses", key="a_only").status_code == 404
+    path = f"/alerts/{alert_id}/responses/{item['id']}/confirm"
+    assert post(api, path, "all", {}).status_code == 403
+    assert post(api, path, "operator_a", {}).status_code == 404
+    assert post(api, f"/alerts/{alerts['a_hypoxia']}/responses/{item['id']}/confirm",
+                "operator", {}).status_code == 404  # not that alert's response
+    done = post(api, path, "operator", {})
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert (body["state"], body["confirmed_by"], body["confirmed_via"],
+            body["command_state"]) == ("confirmed", "night-shift", "api", "pending")
+    again = post(api, path, "operator", {})
+    assert again.status_code == 200 and again.json()["confirmed_at"] == body["confirmed_at"]
+    with psycopg.connect(db_url) as conn:
+        commands = conn.execute("SELECT id, params, issued_by FROM device_commands").fetchall()
+        assert commands == [(decision.command_id, {"actuator": "aerator", "state": "on",
+                                                   "duration_s": 240 * 60}, "night-shift")]
+        audited = conn.execute("SELECT actor, target, after->>'command' FROM audit_log "
+                               "WHERE action = 'alert.response_confirmed'").fetchall()
+        assert audited == [("night-shift", f"alert:{alert_id}", decision.command_id)]
+        # the other suggestion was superseded by this run; close its alert: still refused
+        conn.execute("UPDATE alerts SET state = 'closed', closed_at = now() WHERE id = %s",
+                     (closing.alert.id,))
+    (other,) = get(api, f"/alerts/{closing.alert.id}/responses").json()
+    assert other["state"] == "superseded"
+    refused = post(api, f"/alerts/{closing.alert.id}/responses/{other['id']}/confirm",
+                   "operator", {})
+    assert refused.status_code == 409
+
+
+def test_a_closed_alerts_suggestion_is_refused(api, alerts, db_url):  # noqa: F811
+    import time
+
+    from tests.integration.test_detect_responses import suggest
+
+    now = int(time.time() * 1000)
+    with psycopg.connect(db_url) as conn:
+        op, _ = suggest(conn, api["b"].id, now - 60_000)
+        conn.execute("UPDATE alerts SET state = 'closed', closed_at = now() WHERE id = %s",
+                     (op.alert.id,))
+    (item,) = get(api, f"/alerts/{op.alert.id}/responses").json()
+    assert item["state"] == "expired" and item["ended_at"] is not None
+    refused = post(api, f"/alerts/{op.alert.id}/responses/{item['id']}/confirm",
+                   "operator", {})
+    assert refused.status_code == 409 and "closed" in refused.json()["error"]["message"]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM device_commands").fetchone()[0] == 0

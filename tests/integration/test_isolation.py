@@ -70,6 +70,13 @@ def world(pg_cluster, template_db):
                                    updated_at) VALUES (%s, 'hypoxia', 'event', 'critical',
                                    'DO low', now(), now()) RETURNING id""",
             (site_id,)).fetchone()[0] for site_id in (a, b, bg)}
+        # a suggested response on each alert (the detector's, as migration 0017 stores it)
+        suggested = {site_id: conn.execute(
+            """INSERT INTO alert_responses (alert_id, site_id, device_id, actuator, duration_s,
+                                            command_id, reason, suggested_at)
+               VALUES (%s, %s, %s, 'aerator', 600, %s, 'suggest mode', now()) RETURNING id""",
+            (alerts[site_id], site_id, sites[site_id].devices[0].id,
+             f"resp-isolation-{site_id}")).fetchone()[0] for site_id in (a, b, bg)}
         # B's notifications: a contact, group and route (ids 1: nothing else has any),
         # and a delivery about its hidden site in the log
         b_contact = notify_store.save_contact(conn, companies.b_org, ContactIn(
@@ -137,6 +144,7 @@ def world(pg_cluster, template_db):
                                                              "b-secret", "bbbbbbbbbb"}
         yield {"app": app, "client": client, "companies": companies, "tokens": tokens,
                "a": a, "b": b, "bg": bg, "series": series, "alerts": alerts,
+               "responses": suggested, "url": url,
                "b_device": sites[b].devices[0].id, "bg_device": sites[bg].devices[0].id,
                "markers": markers, "bob_key_prefix": bob_key_prefix, "window": window,
                "b_only_sensor": _slug(sorted(models_b - models_a)[0])
@@ -191,6 +199,7 @@ def path_values(w: dict, path: str) -> list[str]:
         "site_id": [w["b"]], "site": [w["b"]], "device_id": [w["b_device"]],
         "device": [w["b_device"]], "series_id": [str(w["series"][w["b"]])],
         "alert_id": [str(w["alerts"][w["b"]])],
+        "response_id": [str(w["responses"][w["b"]])],
         "user_id": [str(w["companies"].users["bob"])],
         "organisation_id": [str(w["companies"].b_org)], "prefix": [w["bob_key_prefix"]],
         # B's notification contact, group and route all have id 1; a token nobody holds
@@ -262,6 +271,8 @@ def bodies(w: dict) -> dict[tuple[str, str], Any]:
                                                             "group": "b-secret-group"},
         ("DELETE", "/api/v1/notifications/{kind}/{item_id}"): None,
         ("POST", "/api/v1/notifications/ack/{token}"): None,
+        ("POST", "/api/v1/notifications/confirm/{token}"): None,
+        ("POST", "/api/v1/alerts/{alert_id}/responses/{response_id}/confirm"): None,
         ("POST", "/api/v1/notifications/incidents/{incident_id}/acknowledge"): {
             "comment": "not mine"},
         # the fleet: B's sites and devices, named in the path or the body
@@ -392,6 +403,9 @@ def test_without_the_grant_the_site_is_gone(world):
                           headers=alice).status_code == 404
         assert client.get(f"/sta/v1.1/Locations('{bg}')", headers=alice).status_code in (403,
                                                                                           404)
+        confirm = (f"/api/v1/alerts/{world['alerts'][bg]}/responses/"
+                   f"{world['responses'][bg]}/confirm")
+        assert client.post(confirm, headers=alice).status_code == 404
     finally:
         assert client.put(path, headers=admin).json()["sites"] == [bg]
 
@@ -423,3 +437,33 @@ def test_a_viewers_own_key_has_no_more_rights_than_the_viewer(world):
     assert client.get("/api/v1/users", headers=key).status_code == 403
     assert client.post("/api/v1/keys", headers=key, json={
         "name": "a key's key", "scopes": ["read"]}).status_code in (403, 422)
+
+
+def test_confirming_a_suggested_response_needs_the_operate_right_on_its_site(world):
+    """Company A's people and key cannot run B's aerators: not on B's hidden site (404, the
+    every-route test), not on the site B granted A for reading (403), not as A's viewer
+    (403); A's operator can on A's own site (the control that the refusals are refusals)."""
+    client, a, bg = world["client"], world["a"], world["bg"]
+
+    def confirm(site: str) -> str:
+        return (f"/api/v1/alerts/{world['alerts'][site]}/responses/"
+                f"{world['responses'][site]}/confirm")
+
+    alice = {"Authorization": f"Bearer {world['tokens']['alice']}"}
+    key = {"X-API-Key": world["companies"].keys["a_org"]}
+    vera = {"Authorization": f"Bearer {world['tokens']['vera']}"}
+    for headers in (alice, key):
+        granted = client.post(confirm(bg), headers=headers)
+        assert granted.status_code == 403 and "read only" in granted.text
+        listed = client.get(f"/api/v1/alerts/{world['alerts'][bg]}/responses", headers=headers)
+        assert listed.status_code == 200 and listed.json()[0]["state"] == "suggested"
+    assert client.post(confirm(a), headers=vera).status_code == 403
+    anna = client.post("/api/v1/auth/sign-in",
+                       json={"username": "anna", "password": PASSWORD}).json()["token"]
+    done = client.post(confirm(a), headers={"Authorization": f"Bearer {anna}"})
+    assert done.status_code == 200, done.text
+    assert done.json()["confirmed_by"] == "anna"
+    with psycopg.connect(world["url"]) as conn:
+        issued = conn.execute("SELECT site_id FROM device_commands "
+                              "WHERE id LIKE 'resp-isolation-%'").fetchall()
+    assert issued == [(a,)]
