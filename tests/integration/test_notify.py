@@ -659,3 +659,56 @@ def test_a_flapping_alert_is_told_once_per_interval_with_a_count(db_url, hooks):
         assert got[-1]["kind"] == "updated" and got[-1]["updates"] == 4
 
     _drive(db_url, clock, script, notify_update_every_minutes=30)
+
+
+def test_a_suggestion_comes_with_a_one_time_confirm_link_that_runs_it(db_url, hooks):
+    """The message of an alert whose response is suggested carries a confirm link (the ack
+    link's machinery: one token, hashed, expiring, used once); following it issues the
+    response's command as the contact. The two links are not interchangeable."""
+    from fastapi.testclient import TestClient
+
+    from tests.integration.test_detect_responses import suggest
+    from tidefield.server.api.app import create_app
+    from tidefield.server.settings import ApiSettings
+
+    sink, got = hooks
+    with psycopg.connect(db_url) as conn:
+        configure(conn, {"hook": {"url": sink.url}}, [{"group": "all"}])
+        (site,) = some_sites(conn, 1)
+    clock = Clock()
+    made = {}
+
+    async def script(notifier: Notifier) -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            made["op"], made["decision"] = suggest(conn, site, int(time.time() * 1000) - 60_000)
+        assert await step(notifier) >= 1
+
+    _drive(db_url, clock, script)
+    opened = next(m for m in got if m["kind"] == "opened")
+    (link,) = opened["confirm_links"]
+    assert link["what"] == f"aerator on for 240 min at {site}-gw"
+    assert link["url"].startswith("http://127.0.0.1:8080/api/v1/notifications/confirm/")
+    confirm = link["url"].split("8080", 1)[1]
+    ack = opened["ack_url"].split("8080", 1)[1]
+    with TestClient(create_app(ApiSettings(database_url=db_url))) as client:
+        page = client.get(confirm)
+        assert page.status_code == 200 and "<form method=post>" in page.text
+        assert "aerator on for 240 min" in page.text
+        assert client.post(confirm.replace("/confirm/", "/ack/")).status_code == 404
+        assert client.post(ack.replace("/ack/", "/confirm/")).status_code == 404
+        first = client.post(confirm)
+        assert first.status_code == 200 and "Suggested action run" in first.text
+        again = client.post(confirm)
+        assert again.status_code == 410 and "used" in again.text
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT id, issued_by FROM device_commands").fetchall() == [
+            (made["decision"].command_id, "contact:hook")]
+        assert conn.execute(
+            "SELECT state, confirmed_by, confirmed_via FROM alert_responses "
+            "WHERE alert_id = %s", (made["op"].alert.id,)).fetchone() == (
+            "confirmed", "contact:hook", "tfhook://127.0.0.1")
+        assert conn.execute("SELECT actor FROM audit_log WHERE action = "
+                            "'alert.response_confirmed'").fetchall() == [("contact:hook",)]
+        # running the aerator is not acknowledging: the alert is still open
+        assert conn.execute("SELECT state FROM alerts WHERE id = %s",
+                            (made["op"].alert.id,)).fetchone()[0] == "open"
