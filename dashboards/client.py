@@ -184,6 +184,13 @@ class ApiClient:
         return self._request("POST", f"/alerts/{alert_id}/acknowledge",
                              json={"comment": comment}).json()
 
+    def alert_responses(self, alert_id: int) -> list[dict]:
+        return self._get(f"/alerts/{alert_id}/responses")
+
+    def confirm_response(self, alert_id: int, response_id: int) -> dict:
+        return self._request("POST", f"/alerts/{alert_id}/responses/{response_id}/confirm"
+                             ).json()
+
     def incidents(self) -> list[dict]:
         """Open incidents (alerts of one rule opening close in time and space)."""
         return self._get("/notifications/incidents")

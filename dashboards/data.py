@@ -178,6 +178,20 @@ def alert(api: ApiClient, alert_id: int) -> dict:
 
 
 @_cached(LIVE_TTL_S)
+def alert_responses(api: ApiClient, alert_id: int) -> list[dict]:
+    return api.alert_responses(alert_id)
+
+
+def may_operate(me: dict) -> bool:
+    """Whether the signed-in person (or key) may act on some site: an operator's or admin's
+    role somewhere, or a key's operate scope. Per site the API decides (and says so)."""
+    if me.get("user_id") is None:
+        return "operate" in me.get("scopes", []) or "admin" in me.get("scopes", [])
+    return bool(me.get("platform_admin")) or any(
+        role["role"] in ("operator", "admin") for role in me.get("roles", []))
+
+
+@_cached(LIVE_TTL_S)
 def incidents(api: ApiClient) -> list[dict]:
     return api.incidents()
 
@@ -190,7 +204,7 @@ def deliveries(api: ApiClient, alert_id: int | None = None) -> list[dict]:
 def forget_alerts() -> None:
     """After an acknowledgement: the alert lists, the alert, incidents and the overview
     changed."""
-    for fn in (alerts, alert, incidents, overview):
+    for fn in (alerts, alert, alert_responses, incidents, overview):
         fn.clear()
 
 

@@ -173,6 +173,19 @@ MESSAGES: dict[str, dict[str, str]] = {
     "alerts.already": {"zh": "此告警已由 {who} 于 {time} 确认",
                        "en": "Acknowledged by {who} at {time}"},
     "alerts.closed": {"zh": "此告警已于 {time} 关闭", "en": "Closed at {time}"},
+    "alerts.responses": {"zh": "建议操作", "en": "Suggested actions"},
+    "alerts.response": {"zh": "{actuator} 开启 {minutes:g} 分钟（{device}）：{state}",
+                        "en": "{actuator} on for {minutes:g} min at {device}: {state}"},
+    "alerts.run": {"zh": "执行建议操作", "en": "Run suggested action"},
+    "alerts.ran": {"zh": "已下发指令 {command}", "en": "Command {command} issued"},
+    "alerts.run_not_allowed": {
+        "zh": "您的角色不能向此站点发送指令（需要操作员或管理员角色）：{detail}",
+        "en": "Your roles do not allow sending commands at this site (an operator's or "
+              "admin's role is needed): {detail}"},
+    "response_state.suggested": {"zh": "待确认", "en": "suggested"},
+    "response_state.confirmed": {"zh": "已由 {who} 执行", "en": "run by {who}"},
+    "response_state.expired": {"zh": "告警关闭，已失效", "en": "expired (the alert closed)"},
+    "response_state.superseded": {"zh": "已被其他操作取代", "en": "superseded by {command}"},
     # --- labs -------------------------------------------------------------------------
     "labs.title": {"zh": "数据实验室", "en": "Data labs"},
     "labs.series": {"zh": "序列", "en": "Series"},

@@ -1,6 +1,6 @@
 """Alerts: incidents first (acknowledged as a whole), then filter, look at one (its
-history, who was told and the series around it), acknowledge, say what it was
-(feedback), and the platform's precision week by week."""
+history, who was told and the series around it), acknowledge, run a suggested response,
+say what it was (feedback), and the platform's precision week by week."""
 
 from __future__ import annotations
 
@@ -140,6 +140,35 @@ elif alert["state"] == "acknowledged":
         st.caption(t("alerts.via", lang, via=alert["acknowledged_via"]))
 else:
     st.info(t("alerts.closed", lang, time=f"{views.local(alert['closed_at']):%Y-%m-%d %H:%M}"))
+
+# the rule's suggested responses: run one here (the API issues its command, once)
+with ui.guard(lang):
+    suggested = data.alert_responses(api, alert_id)
+    may_run = data.may_operate(data.me(api))
+if suggested:
+    st.markdown(f"**{t('alerts.responses', lang)}**")
+for response in suggested:
+    state = t(f"response_state.{response['state']}", lang,
+              who=response.get("confirmed_by") or "?",
+              command=response.get("superseded_by") or "?")
+    st.markdown(t("alerts.response", lang, actuator=response["actuator"],
+                  minutes=response["duration_s"] / 60, device=response["device_id"],
+                  state=state))
+    if response["state"] != "suggested" or alert["state"] == "closed" or not may_run:
+        continue
+    if st.button(t("alerts.run", lang), key=f"run_{response['id']}", type="primary"):
+        try:
+            done = api.confirm_response(alert_id, response["id"])
+        except ApiRefused as exc:
+            st.error(t("alerts.run_not_allowed", lang, detail=exc.message))
+        except ApiError as exc:
+            if exc.status == 409:  # the alert closed or the aerator ran meanwhile: show it
+                data.forget_alerts()
+            ui.banner(exc, lang)
+        else:
+            data.forget_alerts()
+            st.session_state[FLASH_KEY] = t("alerts.ran", lang, command=done["command_id"])
+            st.rerun()
 
 st.markdown(f"**{t('alerts.history', lang)}**")
 st.dataframe(views.history_table(alert.get("history", []), lang), hide_index=True,

@@ -318,6 +318,46 @@ def test_a_viewer_cannot_acknowledge(db_url, configure):
                             (alert_id,)).fetchone()[0] == "open"
 
 
+def test_a_suggested_response_is_run_from_the_alerts_page_by_an_operator(db_url, configure):
+    """The button is offered to an operator, not to a viewer; clicking it has the API issue
+    the response's command (the stored command id, once), shown as run by whom."""
+    fleet = seed_fleet(db_url, hours=2)
+    alert_id = fleet.alert_ids["hypoxia"]
+    with psycopg.connect(db_url) as conn:
+        add_person(conn, "duty-officer", {1: "operator"})
+        add_person(conn, "watcher", {1: "viewer"})
+        (site,) = conn.execute("SELECT site_id FROM alerts WHERE id = %s",
+                               (alert_id,)).fetchone()
+        (device,) = conn.execute("SELECT id FROM devices WHERE site_id = %s ORDER BY id "
+                                 "LIMIT 1", (site,)).fetchone()
+        (response_id,) = conn.execute(
+            """INSERT INTO alert_responses (alert_id, site_id, device_id, actuator, duration_s,
+                                            command_id, reason, suggested_at)
+               VALUES (%s, %s, %s, 'aerator', 10800, 'resp-dashboard-0001', 'suggest mode',
+                       now()) RETURNING id""", (alert_id, site, device)).fetchone()
+    with ApiServer(db_url) as api:
+        configure(api.url, session_token(api.url, "watcher"), dashboard_language="en")
+        at = open_page("app_pages/alerts.py", alert=str(alert_id))
+        shown = [m.value for m in at.markdown]
+        assert f"aerator on for 180 min at {device}: suggested" in shown
+        assert f"run_{response_id}" not in [b.key for b in at.button]
+        configure(api.url, session_token(api.url, "duty-officer"), dashboard_language="en")
+        at = open_page("app_pages/alerts.py", alert=str(alert_id))
+        at.button(key=f"run_{response_id}").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.success[0].value == "Command resp-dashboard-0001 issued"
+        assert f"aerator on for 180 min at {device}: run by duty-officer" in [
+            m.value for m in at.markdown]
+        assert f"run_{response_id}" not in [b.key for b in at.button]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT id, device_id, params, issued_by FROM device_commands"
+                            ).fetchall() == [("resp-dashboard-0001", device, {
+                                "actuator": "aerator", "state": "on", "duration_s": 10800},
+                                "duty-officer")]
+        assert conn.execute("SELECT actor FROM audit_log WHERE action = "
+                            "'alert.response_confirmed'").fetchall() == [("duty-officer",)]
+
+
 # --- labs --------------------------------------------------------------------------
 def test_labs_page_lists_previews_and_offers_downloads(world, configure):
     configure(world["api"].url, world["key"], dashboard_language="en")
