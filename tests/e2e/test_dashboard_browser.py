@@ -193,12 +193,29 @@ def test_alerts_and_labs_pages_render_in_chromium(dashboard, browser, tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     alert_id = dashboard["fleet"].alert_ids["hypoxia"]
+    with psycopg.connect(dashboard["db_url"]) as conn:  # the detector suggested aerators
+        conn.execute("""INSERT INTO alert_responses (alert_id, site_id, device_id, actuator,
+                                                     duration_s, command_id, reason,
+                                                     suggested_at)
+                        SELECT a.id, a.site_id, d.id, 'aerator', 10800, 'resp-browser-0001',
+                               'suggest mode', now()
+                        FROM alerts a JOIN devices d ON d.site_id = a.site_id
+                        WHERE a.id = %s ORDER BY d.id LIMIT 1""", (alert_id,))
     open_signed_in(browser, f"{dashboard['url']}/alerts?alert={alert_id}")
     wait_for(browser, f"{CHART} canvas, {CHART} svg")
     settle(browser)
     shot(browser, "alerts")
     assert not browser.find_elements(By.CSS_SELECTOR, EXCEPTION)
     assert "Acknowledge" in browser.find_element(By.CSS_SELECTOR, "main").text
+    # run the suggested response: the page calls the API, which issues the command
+    browser.find_element(By.XPATH, "//button[.//p[text()='Run suggested action']]").click()
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(lambda d: "Command resp-browser-0001 "
+                                                   "issued" in d.find_element(
+                                                       By.CSS_SELECTOR, "main").text)
+    assert "run by duty-officer" in browser.find_element(By.CSS_SELECTOR, "main").text
+    with psycopg.connect(dashboard["db_url"]) as conn:
+        assert conn.execute("SELECT id, issued_by FROM device_commands").fetchall() == [
+            ("resp-browser-0001", "duty-officer")]
 
     fleet = dashboard["fleet"]
     series_id = fleet.series[(f"{fleet.ocean.id}-sonde", "dissolved_oxygen")]
