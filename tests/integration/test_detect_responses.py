@@ -208,3 +208,43 @@ def test_a_restarted_detector_remembers_the_runs_in_the_command_table(db_url, tm
         assert not held.automatic and held.reason == "already running"
         (cooling,) = restarted.decide([_warning(now + 250 * 60_000)])
         assert not cooling.automatic and cooling.reason == "cool-down"
+
+
+def test_the_detector_service_rebuilds_its_cool_down_memory_on_start_and_poll(db_url,
+                                                                               tmp_path):
+    """The service itself: started after an automatic run was issued, its planner holds the
+    aerator (no second run inside the first); a run confirmed while it runs is picked up
+    at the next rules poll."""
+    import zlib
+
+    from tidefield.server.detect.service import DetectorService
+    from tidefield.server.detect.store import Partition
+    from tidefield.server.settings import DetectorSettings
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"sites:\n  {SITE}: {{hypoxia_forecast: {{response_mode: automatic}}}}\n")
+    now = int(time.time() * 1000)
+    count = 64  # a partition of a few sites, oc-021's among them: a quick start
+    partition = Partition(zlib.crc32(SITE.encode()) % count, count)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        first = _warning(now - 60_000)
+        _store(conn, [first])
+        with conn.transaction():
+            decisions = ResponsePlanner(load_rules(rules), {SITE: "cage_farm"}).decide([first])
+            assert responses.record(conn, decisions, now) == 1
+        service = DetectorService(DetectorSettings(database_url=db_url, detect_rules=rules),
+                                  partition, since_ms=now - 3_600_000)
+        session = service._start(conn)
+        assert session.responses is not None
+        (held,) = session.responses.decide([_warning(now + 60_000)])
+        assert not held.automatic and held.reason == "already running"
+        # a frost fan switched on (an operator confirming, say) after the service started
+        conn.execute("INSERT INTO device_commands (id, device_id, site_id, action, params, "
+                     "issued_at, expires_at, issued_by) VALUES ('resp-confirmed-0001', %s, %s,"
+                     " 'set', %s, now(), now() + interval '15 minutes', 'anna')",
+                     (f"{SITE}-gw", SITE, Jsonb({"actuator": "frost_fan", "state": "on",
+                                                 "duration_s": 3600})))
+        assert (SITE, "frost_fan") not in session.responses.runs
+        session.next_rules_check = 0.0
+        service._follow_rules(conn, session)
+        assert abs(session.responses.runs[(SITE, "frost_fan")] - (now + 3_600_000)) < 60_000
