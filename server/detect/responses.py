@@ -2,7 +2,7 @@
 
 A rule may carry a ``response`` (``rules.Response``: the actuator, how long, its limits)
 and, per site, a ``response_mode``: ``suggest`` (the default: the operator is told what
-to do and does it from the site page or the command line) or ``automatic`` (issued at
+to do and confirms it from the alert's dashboard view, the API or the message's link) or ``automatic`` (issued at
 once as a device command, within the limits: a run lasts at most ``max_on_minutes``,
 starts no sooner than ``cooldown_minutes`` after the last run at the site ended, and only
 in the local ``hours``). ``ResponsePlanner.decide`` turns the alerts opened in a step
