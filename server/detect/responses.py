@@ -2,17 +2,17 @@
 
 A rule may carry a ``response`` (``rules.Response``: the actuator, how long, its limits)
 and, per site, a ``response_mode``: ``suggest`` (the default: the operator is told what
-to do and confirms it from the alert's dashboard view, the API or the message's link) or ``automatic`` (issued at
-once as a device command, within the limits: a run lasts at most ``max_on_minutes``,
-starts no sooner than ``cooldown_minutes`` after the last run at the site ended, and only
-in the local ``hours``). ``ResponsePlanner.decide`` turns the alerts opened in a step
-into ``Decision``s (pure: the evaluation re-simulates with them); ``record`` issues the
-automatic ones through the device-control commands (``server/control``: expiry,
-idempotency by a command id derived from the alert), stores the suggestions
-(``alert_responses``, migration 0017) and writes every decision into the alert's history
-as an ``updated`` event with a note, which the notifier sends on. ``confirm`` is an
-operator taking a suggestion (the API, the dashboard, a message's one-time link): the
-same command an automatic run would issue, once however often it is confirmed.
+to do and confirms it from the alert's dashboard view, the API or the message's link)
+or ``automatic`` (issued at once as a device command, within the limits: a run lasts at
+most ``max_on_minutes``, starts no sooner than ``cooldown_minutes`` after the last run at
+the site ended, and only in the local ``hours``). ``ResponsePlanner.decide`` turns the
+alerts opened in a step into ``Decision``s (pure: the evaluation re-simulates with them);
+``record`` issues the automatic ones through the device-control commands
+(``server/control``: expiry, idempotency by a command id derived from the alert), stores
+the suggestions (``alert_responses``, migration 0017) and writes every decision into the
+alert's history as an ``updated`` event with a note, which the notifier sends on.
+``confirm`` is an operator taking a suggestion: the same command an automatic run would
+issue, once however often it is confirmed.
 """
 
 from __future__ import annotations
