@@ -185,7 +185,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "response_state.suggested": {"zh": "待确认", "en": "suggested"},
     "response_state.confirmed": {"zh": "已由 {who} 执行", "en": "run by {who}"},
     "response_state.expired": {"zh": "告警关闭，已失效", "en": "expired (the alert closed)"},
-    "response_state.superseded": {"zh": "已被其他操作取代", "en": "superseded by {command}"},
+    "response_state.superseded": {"zh": "已被指令 {command} 取代",
+                                  "en": "superseded by {command}"},
     # --- labs -------------------------------------------------------------------------
     "labs.title": {"zh": "数据实验室", "en": "Data labs"},
     "labs.series": {"zh": "序列", "en": "Series"},
