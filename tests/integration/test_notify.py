@@ -712,3 +712,34 @@ def test_a_suggestion_comes_with_a_one_time_confirm_link_that_runs_it(db_url, ho
         # running the aerator is not acknowledging: the alert is still open
         assert conn.execute("SELECT state FROM alerts WHERE id = %s",
                             (made["op"].alert.id,)).fetchone()[0] == "open"
+
+
+def test_confirm_links_go_only_to_contacts_of_the_organisation_owning_the_site(db_url):
+    """A contact of another organisation (one granted the site for reading, say) may be
+    told of the alert, but gets no link that runs the site's machines."""
+    from tests.integration.test_detect_responses import suggest
+    from tidefield.server.security.organisations import create_organisation
+
+    with psycopg.connect(db_url) as conn:
+        (site,) = some_sites(conn, 1)
+        (owner,) = conn.execute("SELECT organisation_id FROM sites WHERE id = %s",
+                                (site,)).fetchone()
+        other = create_organisation(conn, "other-farm", "Other farm")
+        own = store.save_contact(conn, owner, ContactIn(
+            name="own", url="tfhook://127.0.0.1:9/?secret=" + "o" * 20))
+        stranger = store.save_contact(conn, other, ContactIn(
+            name="stranger", url="tfhook://127.0.0.1:9/?secret=" + "s" * 20))
+        conn.commit()
+        op, _ = suggest(conn, site, int(time.time() * 1000) - 60_000)
+
+    async def waiting() -> list[store.Waiting]:
+        async with await psycopg.AsyncConnection.connect(db_url) as aconn:
+            return await store.waiting_responses(aconn, [(op.alert.id, own),
+                                                         (op.alert.id, stranger)])
+
+    found = run(waiting())
+    assert [(w.alert_id, w.contact_id) for w in found] == [(op.alert.id, own)]
+    with psycopg.connect(db_url) as conn:  # closed: nothing waits any more
+        conn.execute("UPDATE alerts SET state = 'closed', closed_at = now() WHERE id = %s",
+                     (op.alert.id,))
+    assert run(waiting()) == []
