@@ -218,3 +218,51 @@ def test_aerators_in_automatic_mode_keep_warned_hypoxias_above_3_mg_l():
     assert result.events >= 2 and result.crossed_without == result.events
     assert result.aerated == result.events
     assert result.crossed_with < result.events
+
+
+def test_the_per_second_angle_table_is_the_angle_computed_per_reading():
+    """The kernel reads a whole second's cos and sin of the day's angle from a table: they
+    must be the very numbers computing them at the reading gives (bit for bit)."""
+    import math
+
+    from tidefield.server.detect.forecast import _kernels
+
+    table = _kernels.day_angles()
+    assert table.shape == (DAY // 1000, 2)
+    for t in (T0, T0 + 1_000, T0 + 12 * HOUR + 34 * MIN + 56_000, T0 + DAY - 1_000):
+        angle = _kernels.OMEGA * (float(t) % DAY)
+        k = (t % DAY) // 1000
+        assert table[k, 0] == math.cos(angle) and table[k, 1] == math.sin(angle)
+
+
+@pytest.mark.parametrize(("params", "walked"), [
+    ({}, True),  # 15-minute steps, UTC+8: every step's local hour walked exactly
+    ({"tz_offset_hours": 5.0 + 1e-7}, False),  # a fraction of a millisecond: the modulo
+    ({"step_minutes": 10.0 / 7.0}, False),  # steps off whole milliseconds: the modulo
+])
+def test_the_local_hours_of_a_look_ahead_match_the_twin_walked_or_not(params, walked):
+    """A frost warning's crossing hours: the kernel walks a step's local hour in exact
+    whole milliseconds where it can, else takes the modulo; both equal the twin's. Readings
+    on whole seconds and off them (the angle table and its fallback)."""
+    from tidefield.server.detect.forecast._layout import FC_WHOLE_STEPS
+
+    rng = np.random.default_rng(11)
+    rows, times, values = _batch(rng, 2.0, walk=0.05)
+    times = times + (rng.random(times.size) < 0.3) * 7  # some readings 7 ms off a second
+    order = np.argsort(times, kind="stable")
+    rows, times, values = rows[order], times[order], values[order]
+    broken = np.zeros(rows.size, dtype=bool)
+    forecaster = Forecaster(SERIES, load_rules(), ForecastParams(warm_days=0.5, **params))
+    assert bool(forecaster.cfg[1, FC_WHOLE_STEPS] == 1.0) is walked
+    got = forecaster.advance(rows, times, values, broken)
+    want, _ = twin.advance(rows, times, values, broken, forecaster.cfg)
+    for column, name in enumerate(("confidence", "crossing_ms", "low", "high")):
+        npt.assert_allclose(getattr(got, name), want[:, column], rtol=1e-9, atol=1e-9,
+                            err_msg=name)
+    frost = rows == 1  # the orchard's air: crossings only between 19 and 8 local
+    assert np.isfinite(got.confidence[frost]).any()
+    crossing = got.crossing_ms[frost]
+    crossing = crossing[np.isfinite(crossing)]
+    tz = forecaster.params.tz_offset_hours * HOUR
+    hours = ((crossing + tz) % DAY) / HOUR
+    assert ((hours >= 19.0) | (hours < 8.0)).all()

@@ -8,6 +8,12 @@ squares step on two harmonics, the anomaly from it by a damped trend), then look
 the threshold and the confidence of one). Readings the detector calls broken teach
 nothing and get no forecast. No Python object is made per reading; no ``fastmath``, so
 the twin agrees to rounding.
+
+What does not change between readings is computed once, in the same arithmetic, so the
+outputs are the same to the bit: the look-ahead's per-series constants when the
+forecaster is built (``derive``), the daily angle's cosine and sine of every whole second
+of the day (``day_angles``: readings come on whole seconds), the local hour of a step by
+exact whole-millisecond steps instead of a floating-point modulo per step.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from tidefield.protocol.units import DAY_MS, HOUR_MS
 
 from ._layout import (
     FC_ACTIVE,
+    FC_COS_TURN,
     FC_DIRECTION,
     FC_EVERY,
     FC_FLOOR,
@@ -29,9 +36,14 @@ from ._layout import (
     FC_HORIZON,
     FC_HOURS_FROM,
     FC_HOURS_TO,
+    FC_LOG_PHI,
     FC_MODEL,
     FC_PHI,
+    FC_PHI_STEP,
+    FC_SIN_TURN,
     FC_STEP,
+    FC_STEP_H,
+    FC_STEPS,
     FC_TAU_HIGH,
     FC_TAU_LEVEL,
     FC_TAU_PROFILE,
@@ -39,6 +51,7 @@ from ._layout import (
     FC_THRESHOLD,
     FC_TZ_OFFSET,
     FC_WARM,
+    FC_WHOLE_STEPS,
     FS_A1,
     FS_A2,
     FS_A_HIGH,
@@ -101,14 +114,59 @@ def normal_cdf(z):
 
 
 @njit(**JIT)
+def in_hours(lo, hi, hour):
+    """Whether the local ``hour`` is in [lo, hi) (wrapping past midnight when lo > hi)."""
+    return lo <= hour < hi if lo < hi else hour >= lo or hour < hi
+
+
+@njit(**JIT)
 def can_cross_at(cfg, r, t):
     """Whether the series' threshold can be crossed at ``t`` (its local hours)."""
     lo = cfg[r, FC_HOURS_FROM]
     hi = cfg[r, FC_HOURS_TO]
     if lo == hi:
         return True
-    hour = ((t + cfg[r, FC_TZ_OFFSET]) % DAY_MS) / HOUR_MS
-    return lo <= hour < hi if lo < hi else hour >= lo or hour < hi
+    return in_hours(lo, hi, ((t + cfg[r, FC_TZ_OFFSET]) % DAY_MS) / HOUR_MS)
+
+
+@njit(**JIT)
+def derive(cfg):
+    """Fill the look-ahead's per-series constants (FC_STEPS ... FC_WHOLE_STEPS) from the
+    configuration, the arithmetic ``_look_ahead`` did at every look."""
+    for r in range(cfg.shape[0]):
+        step = cfg[r, FC_STEP]
+        step_h = step / HOUR_MS
+        steps = int(cfg[r, FC_HORIZON] / step) if step > 0.0 else 0
+        phi = cfg[r, FC_PHI]
+        turn = OMEGA * step
+        cfg[r, FC_STEPS] = steps
+        cfg[r, FC_STEP_H] = step_h
+        cfg[r, FC_PHI_STEP] = phi ** step_h
+        cfg[r, FC_LOG_PHI] = -math.log(phi) if phi < 1.0 else 0.0
+        cfg[r, FC_COS_TURN] = math.cos(turn)
+        cfg[r, FC_SIN_TURN] = math.sin(turn)
+        # every step's offset (as the look-ahead computes it) and the time zone whole
+        # milliseconds: then a reading's time plus them is exact, and so is walking the
+        # local time of day step by step
+        tz = cfg[r, FC_TZ_OFFSET]
+        whole = tz == math.floor(tz) and abs(tz) < 2.0 ** 52
+        for j in range(1, steps + 1):
+            offset = j * step_h * HOUR_MS
+            whole = whole and offset == math.floor(offset) and offset < 2.0 ** 52
+        cfg[r, FC_WHOLE_STEPS] = 1.0 if whole else 0.0
+
+
+@njit(**JIT)
+def day_angles():
+    """The cosine and sine of the day's angle at every whole second of the day, as
+    ``advance`` computes them for a reading then (``OMEGA`` times the time of day)."""
+    seconds = DAY_MS // 1000
+    table = np.empty((seconds, 2), dtype=np.float64)
+    for k in range(seconds):
+        angle = OMEGA * float(k * 1000)
+        table[k, 0] = math.cos(angle)
+        table[k, 1] = math.sin(angle)
+    return table
 
 
 @njit(**JIT)
@@ -185,14 +243,19 @@ def _look_ahead(cfg, st, r, t, c1, s1):
     if cfg[r, FC_FROM_HIGH] > 0.0:
         limit = st[r, FS_HIGH] - limit
     sigma = math.sqrt(st[r, FS_VAR_HOUR])
-    step_h = cfg[r, FC_STEP] / HOUR_MS
-    steps = int(cfg[r, FC_HORIZON] / cfg[r, FC_STEP])
-    phi = cfg[r, FC_PHI]
-    phi_step = phi ** step_h
-    log_phi = -math.log(phi) if phi < 1.0 else 0.0
+    step_h = cfg[r, FC_STEP_H]
+    steps = int(cfg[r, FC_STEPS])
+    phi_step = cfg[r, FC_PHI_STEP]
+    log_phi = cfg[r, FC_LOG_PHI]
     harmonic_model = cfg[r, FC_MODEL] == M_HARMONIC
-    turn = OMEGA * cfg[r, FC_STEP]
-    cos_turn, sin_turn = math.cos(turn), math.sin(turn)
+    cos_turn, sin_turn = cfg[r, FC_COS_TURN], cfg[r, FC_SIN_TURN]
+    lo, hi = cfg[r, FC_HOURS_FROM], cfg[r, FC_HOURS_TO]
+    any_hour = lo == hi
+    # the local time of day of a step, walked exactly (``derive``): the same as
+    # ``can_cross_at``'s modulo, without one per step
+    walk_hours = cfg[r, FC_WHOLE_STEPS] > 0.0 and t == math.floor(t) and abs(t) < 2.0 ** 52
+    local0 = (t + cfg[r, FC_TZ_OFFSET]) % DAY_MS if walk_hours else 0.0
+    wrapped = 0.0
     level, trend = st[r, FS_LEVEL], st[r, FS_TREND]
     damped = 1.0  # phi ** hours
     c, s = c1, s1
@@ -204,8 +267,16 @@ def _look_ahead(cfg, st, r, t, c1, s1):
         hours = j * step_h
         damped *= phi_step
         c, s = c * cos_turn - s * sin_turn, s * cos_turn + c * sin_turn
-        if not can_cross_at(cfg, r, t + hours * HOUR_MS):
-            continue
+        if not any_hour:
+            if walk_hours:
+                local = local0 + hours * HOUR_MS - wrapped
+                while local >= DAY_MS:
+                    wrapped += DAY_MS
+                    local -= DAY_MS
+                if not in_hours(lo, hi, local / HOUR_MS):
+                    continue
+            elif not can_cross_at(cfg, r, t + hours * HOUR_MS):
+                continue
         carried = (1.0 - damped) / log_phi if log_phi > 0.0 else hours
         value = level + trend * carried
         if harmonic_model:
@@ -227,10 +298,11 @@ def _look_ahead(cfg, st, r, t, c1, s1):
 
 
 @njit(**JIT)
-def advance(rows, times, values, broken, cfg, st, out):
+def advance(rows, times, values, broken, cfg, st, angles, out):
     """Advance the forecast series' models by a batch in arrival order and write, per
     reading, (confidence, expected crossing in ms, band low, band high) into ``out``
-    (NaN where no forecast is made: another series, a broken reading, a warm-up)."""
+    (NaN where no forecast is made: another series, a broken reading, a warm-up);
+    ``angles``: ``day_angles()``."""
     for i in range(rows.shape[0]):
         out[i, 0] = np.nan
         out[i, 1] = np.nan
@@ -240,9 +312,13 @@ def advance(rows, times, values, broken, cfg, st, out):
         x = values[i]
         if cfg[r, FC_ACTIVE] == 0.0 or broken[i] or not math.isfinite(x):
             continue
-        t = float(times[i])
-        angle = OMEGA * (t % DAY_MS)
-        c1, s1 = math.cos(angle), math.sin(angle)
+        t = float(times[i])  # exact: milliseconds since 1970 are far under 2**53
+        of_day = times[i] % DAY_MS  # the same as t % DAY_MS, in integers
+        if of_day % 1000 == 0:
+            c1, s1 = angles[of_day // 1000, 0], angles[of_day // 1000, 1]
+        else:
+            angle = OMEGA * float(of_day)
+            c1, s1 = math.cos(angle), math.sin(angle)
         if math.isnan(st[r, FS_T_FIRST]):
             st[r, FS_T_FIRST] = t
             st[r, FS_T_LAST] = t

@@ -10,16 +10,24 @@ FORECAST_CFG_COLUMNS = (
     "active", "model", "direction", "threshold", "from_high", "tau_high_ms", "horizon_ms",
     "step_ms", "tau_profile_ms", "tau_level_ms", "tau_trend_ms", "phi", "floor", "warm_ms",
     "hours_from", "hours_to", "tz_offset_ms", "every_ms",
+    # derived from the columns above when the forecaster is built (``_kernels.derive``)
+    "steps", "step_h", "phi_step", "log_phi", "cos_turn", "sin_turn", "whole_steps",
 )
 # direction: -1 a crossing downwards (under the threshold), +1 upwards; from_high: 1 when
 # the threshold is a fall of ``threshold`` under a running high (relaxing with
 # tau_high_ms); phi: the anomaly trend's damping per hour; floor: the least band (the
 # sensor's resolution); hours_from, hours_to: the local hours a crossing can happen in (a
 # radiation frost forms at night; from > to wraps past midnight; both 0: any hour);
-# every_ms: how often the horizon is looked over (readings between carry the last look)
+# every_ms: how often the horizon is looked over (readings between carry the last look).
+# steps ... sin_turn: the look-ahead's per-series constants (the steps to the horizon, a
+# step in hours, the damping and the daily angle's turn over a step), computed once
+# instead of at every look (a power, a logarithm, a cosine and a sine each time);
+# whole_steps: 1 when every step's time and the time zone are whole milliseconds, so the
+# local hour of a step can be walked in exact arithmetic instead of a modulo per step
 (FC_ACTIVE, FC_MODEL, FC_DIRECTION, FC_THRESHOLD, FC_FROM_HIGH, FC_TAU_HIGH, FC_HORIZON,
  FC_STEP, FC_TAU_PROFILE, FC_TAU_LEVEL, FC_TAU_TREND, FC_PHI, FC_FLOOR, FC_WARM,
- FC_HOURS_FROM, FC_HOURS_TO, FC_TZ_OFFSET, FC_EVERY) = range(len(FORECAST_CFG_COLUMNS))
+ FC_HOURS_FROM, FC_HOURS_TO, FC_TZ_OFFSET, FC_EVERY, FC_STEPS, FC_STEP_H, FC_PHI_STEP,
+ FC_LOG_PHI, FC_COS_TURN, FC_SIN_TURN, FC_WHOLE_STEPS) = range(len(FORECAST_CFG_COLUMNS))
 
 # per series, learned online: the daily cycle's two harmonics (c0 + a1 cos + b1 sin + a2
 # cos 2 + b2 sin 2 of the time of day), the residual's mean absolute size, the anomaly's
