@@ -44,6 +44,7 @@ from bench.common import (
     table,
 )
 from bench.raw_publisher import RawPublisher, build_stream
+from bench.raw_subscriber import RawSubscriber
 from tests.support.processes import IngestService
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.catalog import METRICS
@@ -164,6 +165,48 @@ def bare_subscriber(broker, messages: list[tuple[str, bytes, int]], backlog: int
         subscriber.disconnect()
     n = len(messages) - 1  # intervals between the first message and the last
     return n / max(got["last"] - got["first"], 1e-9), got["cpu"] / n * 1e6
+
+
+def broker_limit(broker, messages: list[tuple[str, bytes, int]], backlog: int,
+                 subscribers: int) -> dict[str, float]:
+    """The broker's own delivery limit at QoS 1: ``subscribers`` raw-socket subscribers
+    (bench/raw_subscriber.py, a few us of CPU a message), each subscribed to everything
+    and so each getting every message, fed by the raw publisher ``backlog`` messages
+    ahead of the slowest. Returns messages/s (published messages, each delivered to every
+    subscriber) and the CPU per published message of the broker, of each subscriber and
+    of the publisher, in us."""
+    address = mqtt.parse_mqtt_url(broker.url)
+    prefix = f"bench-raw-{subscribers}/"
+    receivers = [RawSubscriber(address.host, address.port, prefix + "#", len(messages),
+                               client_id=f"bench-raw-subscriber-{subscribers}-{k}")
+                 for k in range(subscribers)]
+    for receiver in receivers:
+        receiver.start()
+    publisher = RawPublisher(address.host, address.port,
+                             build_stream(messages, MSGPACK, topic_prefix=prefix))
+    cpu0 = cpu_seconds([broker.proc.pid])
+    publisher.start(allowed=backlog)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            slowest = min(receiver.received for receiver in receivers)
+            if slowest >= len(messages):
+                break
+            publisher.allow(slowest + backlog)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the raw subscribers got {slowest:,} of {len(messages):,}")
+            time.sleep(0.005)
+        broker_cpu = cpu_seconds([broker.proc.pid]) - cpu0
+        publisher_cpu = cpu_seconds([publisher.pid])
+        results = [receiver.result(30) for receiver in receivers]
+    finally:
+        publisher.stop()
+    n = len(messages)
+    elapsed = max(r.last for r in results) - min(r.first for r in results)
+    return {"rate": (n - 1) / max(elapsed, 1e-9),
+            "broker_us": broker_cpu / n * 1e6,
+            "subscriber_us": sum(r.cpu_s for r in results) / subscribers / n * 1e6,
+            "publisher_us": publisher_cpu / n * 1e6}
 
 
 def reset(url: str) -> None:
@@ -352,6 +395,8 @@ def main() -> None:
     parser.add_argument("--raw-seconds", type=float, default=20)
     parser.add_argument("--decode-only", action="store_true",
                         help="only the JSON decoding comparison (no database, no broker)")
+    parser.add_argument("--limits-only", action="store_true",
+                        help="only the broker's limits (raw and paho subscribers), no ingest")
     parser.add_argument("--profile", action="store_true",
                         help="profile a worker's prepare and write of small messages")
     args = parser.parse_args()
@@ -370,10 +415,10 @@ def main() -> None:
         return
     os.environ.setdefault("TIDEFIELD_LOG_LEVEL", "WARNING")
     sites = load_sites()
-    rows, cores = [], []
+    rows, cores, limit_rows = [], [], []
     with private_database() as (cluster, url):
         postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-        raw = raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
+        raw = 0.0 if args.limits_only else raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
         print(f"raw binary COPY (the limit): {raw:,.0f} readings/s", flush=True)
         for per_batch in sizes:
             backlog = args.backlog or min(5_000, max(100, 1_000_000 // per_batch))
@@ -384,7 +429,21 @@ def main() -> None:
             bare_count = min(args.bare_messages, int(100e6 / size), len(messages))
             reset(url)
             with private_broker() as broker:
+                limits = [broker_limit(broker, messages[:bare_count], backlog, k)
+                          for k in (1, 2)]
                 bare, bare_us = bare_subscriber(broker, messages[:bare_count], backlog)
+                limit_rows.append((messages[0][2], f"{size:,.0f}", *(
+                    f"{lim['rate']:,.0f}" for lim in limits), *(
+                    f"{lim['broker_us']:.1f}" for lim in limits),
+                    f"{limits[0]['subscriber_us']:.1f}",
+                    f"{limits[0]['publisher_us']:.1f}",
+                    f"{bare:,.0f} ({bare_us:.0f} us)"))
+                print(f"{messages[0][2]} readings a message: broker to 1 raw subscriber "
+                      f"{limit_rows[-1][2]} messages/s, to 2 (each all) {limit_rows[-1][3]}; "
+                      f"broker CPU {limit_rows[-1][4]} / {limit_rows[-1][5]} us a message; "
+                      f"paho {limit_rows[-1][-1]}", flush=True)
+                if args.limits_only:
+                    continue
                 result = end_to_end(url, broker, messages,
                                     seconds=args.seconds, workers=args.workers,
                                     strategy=args.strategy, rate=args.rate,
@@ -403,6 +462,13 @@ def main() -> None:
             print(f"{per_message} readings a message: {rows[-1][2]} readings/s, "
                   f"{rows[-1][3]} messages/s, exactly once: {rows[-1][-1]} (PUBACKs counted "
                   f"by the publisher: {result['acked']:,})", flush=True)
+    print("\nthe broker's delivery limit at QoS 1 (raw-socket subscribers, each getting "
+          "every message), CPU per published message in us\n")
+    print(table(limit_rows, ("readings/msg", "bytes/msg", "to 1 raw msgs/s", "to 2 raw msgs/s",
+                             "broker us (1)", "broker us (2)", "raw subscriber us",
+                             "publisher us", "bare paho subscriber msgs/s (CPU)")))
+    if args.limits_only:
+        return
     print(f"\nraw binary COPY (the limit): {raw:,.0f} readings/s; {args.workers} workers, "
           f"strategy {args.strategy}, {args.seconds:.0f} s windows\n")
     print(table(rows, ("readings/msg", "bytes/msg", "stored readings/s", "messages/s",
