@@ -458,7 +458,8 @@ def main() -> None:
                          if result["backlog"] > 0 else
                          "0: the offer ran out, the rate is a floor (raise --ceiling)",
                          result["exactly_once"]))
-            cores.append((per_message, *(f"{c:.2f}" for c in result["cores"].values())))
+            cores.append((per_message, *(f"{c:.2f} ({c / result['messages'] * 1e6:.1f} us)"
+                                         for c in result["cores"].values())))
             print(f"{per_message} readings a message: {rows[-1][2]} readings/s, "
                   f"{rows[-1][3]} messages/s, exactly once: {rows[-1][-1]} (PUBACKs counted "
                   f"by the publisher: {result['acked']:,})", flush=True)
@@ -474,7 +475,8 @@ def main() -> None:
     print(table(rows, ("readings/msg", "bytes/msg", "stored readings/s", "messages/s",
                        "of raw COPY", "bare paho subscriber msgs/s", "of bare",
                        "backlog at the end", "exactly once")))
-    print("\ncores used over the window (CPU seconds per second)\n")
+    print("\ncores used over the window (CPU seconds per second), and CPU per stored "
+          "message\n")
     print(table(cores, ("readings/msg", "publisher", "broker", "workers", "database")))
 
 
