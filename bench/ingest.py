@@ -387,6 +387,10 @@ def main() -> None:
                              "workers hold in flight")
     parser.add_argument("--env", action="append", default=[],
                         help="NAME=VALUE for the ingest service (a setting to try), repeatable")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="LABEL:NAME=VALUE[,NAME=VALUE...]: one more end-to-end run per "
+                             "size with these settings, in the same run (repeatable; the "
+                             "first run is always the settings as given, 'default')")
     parser.add_argument("--ceiling", type=float, default=MESSAGE_CEILING,
                         help="messages/s encoded ahead (more than can be stored)")
     parser.add_argument("--bare-messages", type=int, default=150_000,
@@ -414,6 +418,11 @@ def main() -> None:
         print(table(rows, ("readings/message", "json msgs/s", "orjson msgs/s", "ratio")))
         return
     os.environ.setdefault("TIDEFIELD_LOG_LEVEL", "WARNING")
+    env = dict(pair.split("=", 1) for pair in args.env)
+    variants: list[tuple[str, dict[str, str]]] = [("default", {})]
+    for spec in args.variant:
+        label, _, settings = spec.partition(":")
+        variants.append((label, dict(pair.split("=", 1) for pair in settings.split(","))))
     sites = load_sites()
     rows, cores, limit_rows = [], [], []
     with private_database() as (cluster, url):
@@ -444,25 +453,29 @@ def main() -> None:
                       f"paho {limit_rows[-1][-1]}", flush=True)
                 if args.limits_only:
                     continue
-                result = end_to_end(url, broker, messages,
-                                    seconds=args.seconds, workers=args.workers,
-                                    strategy=args.strategy, rate=args.rate,
-                                    backlog=backlog, postmaster=postmaster,
-                                    env=dict(pair.split("=", 1) for pair in args.env))
             per_message = messages[0][2]
-            rows.append((per_message, f"{size:,.0f}", f"{result['stored']:,.0f}",
-                         f"{result['messages']:,.0f}", f"{result['stored'] / raw:.2f}",
-                         f"{bare:,.0f} ({bare_us:.0f} us CPU each)",
-                         f"{result['messages'] / bare:.2f}",
-                         f"{result['backlog']:,} (drained in {result['drained_s']:.0f} s)"
-                         if result["backlog"] > 0 else
-                         "0: the offer ran out, the rate is a floor (raise --ceiling)",
-                         result["exactly_once"]))
-            cores.append((per_message, *(f"{c:.2f} ({c / result['messages'] * 1e6:.1f} us)"
-                                         for c in result["cores"].values())))
-            print(f"{per_message} readings a message: {rows[-1][2]} readings/s, "
-                  f"{rows[-1][3]} messages/s, exactly once: {rows[-1][-1]} (PUBACKs counted "
-                  f"by the publisher: {result['acked']:,})", flush=True)
+            for label, variant_env in variants:
+                reset(url)
+                with private_broker() as broker:  # fresh: no queue left by the last one
+                    result = end_to_end(url, broker, messages,
+                                        seconds=args.seconds, workers=args.workers,
+                                        strategy=args.strategy, rate=args.rate,
+                                        backlog=backlog, postmaster=postmaster,
+                                        env={**env, **variant_env})
+                rows.append((per_message, label, f"{size:,.0f}", f"{result['stored']:,.0f}",
+                             f"{result['messages']:,.0f}", f"{result['stored'] / raw:.2f}",
+                             f"{result['messages'] / limits[0]['rate']:.2f}",
+                             f"{result['messages'] / bare:.2f}",
+                             f"{result['backlog']:,} (drained in {result['drained_s']:.0f} s)"
+                             if result["backlog"] > 0 else
+                             "0: the offer ran out, the rate is a floor (raise --ceiling)",
+                             result["exactly_once"]))
+                cores.append((per_message, label, *(
+                    f"{c:.2f} ({c / result['messages'] * 1e6:.1f} us)"
+                    for c in result["cores"].values())))
+                print(f"{per_message} readings a message, {label}: {rows[-1][3]} readings/s, "
+                      f"{rows[-1][4]} messages/s, exactly once: {rows[-1][-1]} (PUBACKs "
+                      f"counted by the publisher: {result['acked']:,})", flush=True)
     print("\nthe broker's delivery limit at QoS 1 (raw-socket subscribers, each getting "
           "every message), CPU per published message in us\n")
     print(table(limit_rows, ("readings/msg", "bytes/msg", "to 1 raw msgs/s", "to 2 raw msgs/s",
@@ -472,12 +485,13 @@ def main() -> None:
         return
     print(f"\nraw binary COPY (the limit): {raw:,.0f} readings/s; {args.workers} workers, "
           f"strategy {args.strategy}, {args.seconds:.0f} s windows\n")
-    print(table(rows, ("readings/msg", "bytes/msg", "stored readings/s", "messages/s",
-                       "of raw COPY", "bare paho subscriber msgs/s", "of bare",
-                       "backlog at the end", "exactly once")))
+    print(table(rows, ("readings/msg", "variant", "bytes/msg", "stored readings/s",
+                       "messages/s", "of raw COPY", "of the broker (1 raw subscriber)",
+                       "of bare paho", "backlog at the end", "exactly once")))
     print("\ncores used over the window (CPU seconds per second), and CPU per stored "
           "message\n")
-    print(table(cores, ("readings/msg", "publisher", "broker", "workers", "database")))
+    print(table(cores, ("readings/msg", "variant", "publisher", "broker", "workers",
+                        "database")))
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             consumer = MqttConsumer(address, state.worker, partition=slot,
                                     partitions=settings.ingest_workers,
                                     session_expiry_s=settings.ingest_session_expiry_s,
-                                    receive_maximum=settings.ingest_receive_maximum)
+                                    receive_maximum=settings.ingest_receive_maximum,
+                                    subscription=settings.ingest_subscription)
             state.consumer = consumer
             state.worker.start()
             consumer.start()

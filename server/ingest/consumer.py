@@ -51,6 +51,24 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = (ALL_UP, ALL_STATUS)
+Subscription = Literal["partitioned", "shared"]
+
+
+def shared_up(partitions: int) -> str:
+    """The telemetry filter of ``shared`` mode. The worker count is in the group's name,
+    as it is in the client ids: the sessions of a service that ran with another count
+    live on for their expiry, and in a group of their own they take copies (as
+    partitioned sessions do), not a share of what the live workers should get."""
+    return f"$share/tidefield-ingest-{partitions}/{ALL_UP}"
+
+
+def subscriptions(mode: Subscription, partitions: int) -> tuple[list[str], list[str]]:
+    """What a worker subscribes to, and what it unsubscribes from (the other mode's
+    telemetry filter, which its persistent session may still hold from before a switch:
+    kept, it would deliver every message a second time)."""
+    if mode == "shared" and partitions > 1:
+        return [shared_up(partitions), ALL_STATUS], [ALL_UP]
+    return list(SUBSCRIPTIONS), [shared_up(partitions)]
 
 
 def partition_of(device_id: str, partitions: int) -> int:
@@ -254,10 +272,15 @@ class BulkClient(paho.Client):
 class MqttConsumer:
     def __init__(self, address: mqtt.BrokerAddress, worker: Worker, *, partition: int,
                  partitions: int, session_expiry_s: int = 7 * 86400,
-                 receive_maximum: int = 2000) -> None:
+                 receive_maximum: int = 2000,
+                 subscription: Subscription = "partitioned") -> None:
         self.address = address
         self.worker = worker
         self.partition, self.partitions = partition, partitions
+        self.subscribe_to, self.unsubscribe_from = subscriptions(subscription, partitions)
+        # shared: the broker hands each telemetry message to one worker, which keeps it
+        # whatever the device's partition; status messages stay partitioned
+        self.telemetry_shared = self.subscribe_to[0] != ALL_UP
         self.client = cast(BulkClient, mqtt.new_client(
             client_id(partition, partitions), address, manual_ack=True,
             client_class=BulkClient))
@@ -304,7 +327,10 @@ class MqttConsumer:
             log.error("broker refused the connection", extra={"reason": str(reason_code)})
             return
         # Subscriptions live in the persistent session, but it may have expired: renew.
-        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+        # (Mosquitto 2.0 does not restore shared ones after its own restart: renewed here.)
+        if flags.session_present:
+            client.unsubscribe(self.unsubscribe_from)
+        client.subscribe([(topic, 1) for topic in self.subscribe_to])
         self.connected.set()
         log.info("connected to broker", extra={"broker": str(self.address),
                                                "session_present": flags.session_present})
@@ -325,6 +351,7 @@ class MqttConsumer:
     def _deliver(self, topic: str, payload: bytes, content_type: str | None, mid: int,
                  qos: int, redelivered: bool) -> None:
         if self.partitions > 1 and \
+                not (self.telemetry_shared and topic.endswith("/up")) and \
                 partition_of(device_of_topic(topic), self.partitions) != self.partition:
             if qos:
                 self.client.defer_ack(mid)  # another worker's: it has its own copy
@@ -342,7 +369,9 @@ class MqttConsumer:
                     ) -> None:
         """What the fast path leaves to paho (a rare property, a topic not UTF-8)."""
         device = device_of_topic(msg.topic)
-        if self.partitions > 1 and partition_of(device, self.partitions) != self.partition:
+        if self.partitions > 1 and \
+                not (self.telemetry_shared and msg.topic.endswith("/up")) and \
+                partition_of(device, self.partitions) != self.partition:
             client.ack(msg.mid, msg.qos)  # another worker's: it has its own copy
             return
         message = mqtt.to_message(msg)
