@@ -67,7 +67,7 @@ class ProvisioningError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    access: Literal["read", "write"]
+    access: Literal["read", "write", "share"]
     topic: str
 
 
@@ -78,7 +78,7 @@ CONTROL_RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 # Least privilege for each platform service.
 SERVICES: dict[str, tuple[Rule, ...]] = {
     # ingest tells each device what it has stored (its receipts)
-    "ingest": (Rule("read", ALL_UP), Rule("read", ALL_UP_SHARED), Rule("read", ALL_STATUS),
+    "ingest": (Rule("read", ALL_UP), Rule("share", ALL_UP_SHARED), Rule("read", ALL_STATUS),
                Rule("write", ALL_RECEIPTS)),
     "detector": (Rule("write", ALL_ALERTS),),
     "dashboards": (Rule("read", ALL_ALERTS), Rule("read", ALL_STATUS)),
