@@ -105,6 +105,18 @@ RECEIVE_BYTES = 256 * 1024  # read from the socket at once; packets are cut from
 READ_BURST = 5000  # packets read before paho's loop may write (acknowledgements) again
 _PUBACK = struct.Struct("!BBH")  # MQTT v5 PUBACK, success: no reason code, no properties
 _PUBACK_COMMAND = 0x40
+PUBLISH = 0x30
+_TOPIC_LENGTH = struct.Struct("!H")
+
+
+def _varint(n: int) -> bytes:
+    """An MQTT variable byte integer (a packet's remaining length)."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 # MQTT v5 PUBLISH properties the fast path can step over: id -> fixed length (None: a
 # two-byte length prefix). Anything else goes the stock way.
 _SKIPPABLE = {0x01: 1, 0x02: 4, 0x23: 2, 0x03: None, 0x08: None, 0x09: None}
@@ -264,6 +276,23 @@ class BulkClient(paho.Client):
             data = b"".join([_PUBACK.pack(_PUBACK_COMMAND, 2, mid) for mid in mids])
             self._packet_queue(_PUBACK_COMMAND, data, 0, 0)
 
+    def publish_many_qos0(self, messages: list[tuple[str, bytes]]) -> None:
+        """QoS 0 PUBLISH packets, without properties, written together (any thread): one
+        queue entry and one wake-up of the loop for all, where ``publish`` builds paho's
+        message and info objects, takes a packet id and wakes the loop for each."""
+        if not messages:
+            return
+        v5 = self._protocol == paho.MQTTv5
+        parts = []
+        for topic, payload in messages:
+            raw = topic.encode()
+            # topic length, topic, (v5) an empty property block, payload
+            size = 2 + len(raw) + v5 + len(payload)
+            parts.append(b"\x30" + _varint(size) + _TOPIC_LENGTH.pack(len(raw)) + raw
+                         + (b"\x00" if v5 else b"") + payload)
+        # paho marks a written QoS 0 PUBLISH's info as published: one for the lot
+        self._packet_queue(PUBLISH, b"".join(parts), 0, 0, paho.MQTTMessageInfo(0))
+
     def defer_ack(self, mid: int) -> None:
         """Acknowledge with the rest of this read (network thread only)."""
         self._deferred_acks.append(mid)
@@ -316,6 +345,18 @@ class MqttConsumer:
             return False
         info = self.client.publish(topic, payload, qos=1)
         return info.rc == paho.MQTT_ERR_SUCCESS
+
+    def publish_receipts(self, receipts: list[tuple[str, bytes]]) -> bool:
+        """Receipts for devices, at QoS 0 and in one write (``receipts.ReceiptBook``):
+        False when not connected, so the book keeps them for its next flush. QoS 0: a
+        receipt lost on the way (the device away, the broker restarting) costs what a lost
+        QoS 1 one costs, a re-send of the batch that ingest drops and receipts again (the
+        agent re-sends all that is unreceipted on every new connection anyway); QoS 1
+        cost the worker a tracked message and the broker a PUBACK for each."""
+        if not self.connected.is_set():
+            return False
+        self.client.publish_many_qos0(receipts)
+        return True
 
     def acknowledge(self, mids: list[object]) -> None:
         self.client.ack_many(mids)  # type: ignore[arg-type]  # paho's message ids

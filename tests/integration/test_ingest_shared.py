@@ -72,7 +72,7 @@ def _start(db_url: str, broker_url: str, partition: int, subscription: Subscript
     """One ingest process's parts, in this process: partition ``partition`` of 2."""
     directory = DeviceDirectory(db_url)
     consumer: MqttConsumer | None = None
-    book = ReceiptBook(lambda topic, payload: consumer.publish_receipt(topic, payload),  # type: ignore[union-attr]
+    book = ReceiptBook(publish_many=lambda receipts: consumer.publish_receipts(receipts),  # type: ignore[union-attr]
                        interval_s=0.1)
     worker = Worker(db_url, directory, lambda mids: consumer.acknowledge(mids),  # type: ignore[union-attr]
                     WorkerConfig(max_wait_s=0.05), partition=partition, receipts=book)
