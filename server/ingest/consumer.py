@@ -11,13 +11,25 @@ Normal subscriptions are restored, so the broker keeps queueing for each partiti
 through its own restarts and the workers' crashes. A bonus: one device's batches always
 go to the same process, so workers never contend for the same rollup or status rows.
 
+``TIDEFIELD_INGEST_SUBSCRIPTION=shared`` trades that for speed: telemetry comes through
+one shared subscription (``$share/tidefield-ingest-N/...``), so the broker sends each
+message once, to one worker, round robin per message, and no worker reads the others'
+(1.6 to 2.1 times the stored rate of 1-reading messages, docs/ingest-robustness.md).
+Still exactly once: the (device, seq) claim in the database decides, whichever worker
+stores a batch; each worker receipts what it stored, and device status and rollups are
+sums and maxima written in a fixed row order. What it gives up: after a broker restart,
+what devices publish before the workers have subscribed again is dropped by Mosquitto
+2.0; an agent that waits for receipts sends it again, one that trusts PUBACKs loses it.
+Status messages stay partitioned.
+
 ``manual_ack``: a message is acknowledged only when the transaction holding its rows (or
 its reject) has committed; then the device gets a receipt (``receipts``) on its own
 ``down/receipt`` topic, sent through this module's client. Receive Maximum bounds the
 unacknowledged messages in flight, which is our back-pressure when the database is slow.
 
-The receive path is paho's, made cheap for a busy subscriber (``BulkClient``): every
-worker receives every message, so what paho spends per message is paid N times. Stock
+The receive path is paho's, made cheap for a busy subscriber (``BulkClient``): with
+partitioned subscriptions every worker receives every message, so what paho spends per
+message is paid N times. Stock
 paho made three system calls and a select per message, parsed every MQTT v5 property into
 objects, and woke its own loop once per acknowledgement; at 1 reading a message that was
 most of a worker's CPU (docs/ingest-robustness.md has the profile).
