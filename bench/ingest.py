@@ -209,6 +209,40 @@ def broker_limit(broker, messages: list[tuple[str, bytes, int]], backlog: int,
             "publisher_us": publisher_cpu / n * 1e6}
 
 
+def database_alone(url: str, messages: list[tuple[str, bytes, int]], postmaster: int,
+                   window: int = 1000) -> dict[str, float]:
+    """The database's own limit for these messages: windows prepared beforehand (decoded,
+    validated, resolved: not timed), then written one after the other by ``Store.write``
+    exactly as a worker writes them (batch claims, readings, rollups, device status, one
+    transaction a window). Messages/s, and the CPU per message of PostgreSQL and of this
+    process's writing (psycopg), in us."""
+    from tidefield.server.ingest.directory import DeviceDirectory
+    from tidefield.server.ingest.pipeline import Envelope, prepare
+    from tidefield.server.ingest.store import Store
+
+    now = int(time.time() * 1000)
+    directory = DeviceDirectory(url)
+    try:
+        windows = [prepare([Envelope(topic, payload, MSGPACK, now)
+                            for topic, payload, _ in messages[start:start + window]],
+                           directory, limits=codec_limits(), now_ms=now)
+                   for start in range(0, len(messages) - window + 1, window)]
+    finally:
+        directory.close()
+    with psycopg.connect(url) as conn:
+        store = Store(conn)
+        backends = children(postmaster)
+        db0, own0, started = cpu_seconds(backends), time.process_time(), time.perf_counter()
+        for prepared in windows:
+            store.write(prepared)
+        elapsed = time.perf_counter() - started
+        db_cpu, own_cpu = cpu_seconds(backends) - db0, time.process_time() - own0
+    n = len(windows) * window
+    reset(url)
+    return {"rate": n / elapsed, "database_us": db_cpu / n * 1e6,
+            "writer_us": own_cpu / n * 1e6}
+
+
 def reset(url: str) -> None:
     """An empty store for the next message size (the devices' seqs start again at 0)."""
     with psycopg.connect(url) as conn:
@@ -424,7 +458,7 @@ def main() -> None:
         label, _, settings = spec.partition(":")
         variants.append((label, dict(pair.split("=", 1) for pair in settings.split(","))))
     sites = load_sites()
-    rows, cores, limit_rows = [], [], []
+    rows, cores, limit_rows, database_rows = [], [], [], []
     with private_database() as (cluster, url):
         postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
         raw = 0.0 if args.limits_only else raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
@@ -441,18 +475,24 @@ def main() -> None:
                 limits = [broker_limit(broker, messages[:bare_count], backlog, k)
                           for k in (1, 2)]
                 bare, bare_us = bare_subscriber(broker, messages[:bare_count], backlog)
-                limit_rows.append((messages[0][2], f"{size:,.0f}", *(
-                    f"{lim['rate']:,.0f}" for lim in limits), *(
-                    f"{lim['broker_us']:.1f}" for lim in limits),
-                    f"{limits[0]['subscriber_us']:.1f}",
-                    f"{limits[0]['publisher_us']:.1f}",
-                    f"{bare:,.0f} ({bare_us:.0f} us)"))
-                print(f"{messages[0][2]} readings a message: broker to 1 raw subscriber "
-                      f"{limit_rows[-1][2]} messages/s, to 2 (each all) {limit_rows[-1][3]}; "
-                      f"broker CPU {limit_rows[-1][4]} / {limit_rows[-1][5]} us a message; "
-                      f"paho {limit_rows[-1][-1]}", flush=True)
-                if args.limits_only:
-                    continue
+            limit_rows.append((messages[0][2], f"{size:,.0f}", *(
+                f"{lim['rate']:,.0f}" for lim in limits), *(
+                f"{lim['broker_us']:.1f}" for lim in limits),
+                f"{limits[0]['subscriber_us']:.1f}",
+                f"{limits[0]['publisher_us']:.1f}",
+                f"{bare:,.0f} ({bare_us:.0f} us)"))
+            print(f"{messages[0][2]} readings a message: broker to 1 raw subscriber "
+                  f"{limit_rows[-1][2]} messages/s, to 2 (each all) {limit_rows[-1][3]}; "
+                  f"broker CPU {limit_rows[-1][4]} / {limit_rows[-1][5]} us a message; "
+                  f"paho {limit_rows[-1][-1]}", flush=True)
+            alone = database_alone(url, messages[:min(len(messages), 30_000)], postmaster)
+            print(f"{messages[0][2]} readings a message, the database alone: "
+                  f"{alone['rate']:,.0f} messages/s, PostgreSQL {alone['database_us']:.1f} us "
+                  f"and the writer {alone['writer_us']:.1f} us of CPU a message", flush=True)
+            database_rows.append((messages[0][2], f"{alone['rate']:,.0f}",
+                                  f"{alone['database_us']:.1f}", f"{alone['writer_us']:.1f}"))
+            if args.limits_only:
+                continue
             per_message = messages[0][2]
             for label, variant_env in variants:
                 reset(url)
@@ -481,6 +521,10 @@ def main() -> None:
     print(table(limit_rows, ("readings/msg", "bytes/msg", "to 1 raw msgs/s", "to 2 raw msgs/s",
                              "broker us (1)", "broker us (2)", "raw subscriber us",
                              "publisher us", "bare paho subscriber msgs/s (CPU)")))
+    print("\nthe database alone: prepared windows of 1,000 messages written as a worker "
+          "writes them, one after the other\n")
+    print(table(database_rows, ("readings/msg", "messages/s", "PostgreSQL us a message",
+                                "writer (psycopg) us a message")))
     if args.limits_only:
         return
     print(f"\nraw binary COPY (the limit): {raw:,.0f} readings/s; {args.workers} workers, "
