@@ -44,6 +44,7 @@ from bench.common import (
     table,
 )
 from bench.raw_publisher import RawPublisher, build_stream
+from bench.raw_subscriber import RawSubscriber
 from tests.support.processes import IngestService
 from tidefield.protocol import codec, mqtt
 from tidefield.protocol.catalog import METRICS
@@ -164,6 +165,82 @@ def bare_subscriber(broker, messages: list[tuple[str, bytes, int]], backlog: int
         subscriber.disconnect()
     n = len(messages) - 1  # intervals between the first message and the last
     return n / max(got["last"] - got["first"], 1e-9), got["cpu"] / n * 1e6
+
+
+def broker_limit(broker, messages: list[tuple[str, bytes, int]], backlog: int,
+                 subscribers: int) -> dict[str, float]:
+    """The broker's own delivery limit at QoS 1: ``subscribers`` raw-socket subscribers
+    (bench/raw_subscriber.py, a few us of CPU a message), each subscribed to everything
+    and so each getting every message, fed by the raw publisher ``backlog`` messages
+    ahead of the slowest. Returns messages/s (published messages, each delivered to every
+    subscriber) and the CPU per published message of the broker, of each subscriber and
+    of the publisher, in us."""
+    address = mqtt.parse_mqtt_url(broker.url)
+    prefix = f"bench-raw-{subscribers}/"
+    receivers = [RawSubscriber(address.host, address.port, prefix + "#", len(messages),
+                               client_id=f"bench-raw-subscriber-{subscribers}-{k}")
+                 for k in range(subscribers)]
+    for receiver in receivers:
+        receiver.start()
+    publisher = RawPublisher(address.host, address.port,
+                             build_stream(messages, MSGPACK, topic_prefix=prefix))
+    cpu0 = cpu_seconds([broker.proc.pid])
+    publisher.start(allowed=backlog)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            slowest = min(receiver.received for receiver in receivers)
+            if slowest >= len(messages):
+                break
+            publisher.allow(slowest + backlog)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the raw subscribers got {slowest:,} of {len(messages):,}")
+            time.sleep(0.005)
+        broker_cpu = cpu_seconds([broker.proc.pid]) - cpu0
+        publisher_cpu = cpu_seconds([publisher.pid])
+        results = [receiver.result(30) for receiver in receivers]
+    finally:
+        publisher.stop()
+    n = len(messages)
+    elapsed = max(r.last for r in results) - min(r.first for r in results)
+    return {"rate": (n - 1) / max(elapsed, 1e-9),
+            "broker_us": broker_cpu / n * 1e6,
+            "subscriber_us": sum(r.cpu_s for r in results) / subscribers / n * 1e6,
+            "publisher_us": publisher_cpu / n * 1e6}
+
+
+def database_alone(url: str, messages: list[tuple[str, bytes, int]], postmaster: int,
+                   window: int = 1000) -> dict[str, float]:
+    """The database's own limit for these messages: windows prepared beforehand (decoded,
+    validated, resolved: not timed), then written one after the other by ``Store.write``
+    exactly as a worker writes them (batch claims, readings, rollups, device status, one
+    transaction a window). Messages/s, and the CPU per message of PostgreSQL and of this
+    process's writing (psycopg), in us."""
+    from tidefield.server.ingest.directory import DeviceDirectory
+    from tidefield.server.ingest.pipeline import Envelope, prepare
+    from tidefield.server.ingest.store import Store
+
+    now = int(time.time() * 1000)
+    directory = DeviceDirectory(url)
+    try:
+        windows = [prepare([Envelope(topic, payload, MSGPACK, now)
+                            for topic, payload, _ in messages[start:start + window]],
+                           directory, limits=codec_limits(), now_ms=now)
+                   for start in range(0, len(messages) - window + 1, window)]
+    finally:
+        directory.close()
+    with psycopg.connect(url) as conn:
+        store = Store(conn)
+        backends = children(postmaster)
+        db0, own0, started = cpu_seconds(backends), time.process_time(), time.perf_counter()
+        for prepared in windows:
+            store.write(prepared)
+        elapsed = time.perf_counter() - started
+        db_cpu, own_cpu = cpu_seconds(backends) - db0, time.process_time() - own0
+    n = len(windows) * window
+    reset(url)
+    return {"rate": n / elapsed, "database_us": db_cpu / n * 1e6,
+            "writer_us": own_cpu / n * 1e6}
 
 
 def reset(url: str) -> None:
@@ -344,6 +421,10 @@ def main() -> None:
                              "workers hold in flight")
     parser.add_argument("--env", action="append", default=[],
                         help="NAME=VALUE for the ingest service (a setting to try), repeatable")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="LABEL:NAME=VALUE[,NAME=VALUE...]: one more end-to-end run per "
+                             "size with these settings, in the same run (repeatable; the "
+                             "first run is always the settings as given, 'default')")
     parser.add_argument("--ceiling", type=float, default=MESSAGE_CEILING,
                         help="messages/s encoded ahead (more than can be stored)")
     parser.add_argument("--bare-messages", type=int, default=150_000,
@@ -352,6 +433,8 @@ def main() -> None:
     parser.add_argument("--raw-seconds", type=float, default=20)
     parser.add_argument("--decode-only", action="store_true",
                         help="only the JSON decoding comparison (no database, no broker)")
+    parser.add_argument("--limits-only", action="store_true",
+                        help="only the broker's limits (raw and paho subscribers), no ingest")
     parser.add_argument("--profile", action="store_true",
                         help="profile a worker's prepare and write of small messages")
     args = parser.parse_args()
@@ -369,11 +452,16 @@ def main() -> None:
         print(table(rows, ("readings/message", "json msgs/s", "orjson msgs/s", "ratio")))
         return
     os.environ.setdefault("TIDEFIELD_LOG_LEVEL", "WARNING")
+    env = dict(pair.split("=", 1) for pair in args.env)
+    variants: list[tuple[str, dict[str, str]]] = [("default", {})]
+    for spec in args.variant:
+        label, _, settings = spec.partition(":")
+        variants.append((label, dict(pair.split("=", 1) for pair in settings.split(","))))
     sites = load_sites()
-    rows, cores = [], []
+    rows, cores, limit_rows, database_rows = [], [], [], []
     with private_database() as (cluster, url):
         postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-        raw = raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
+        raw = 0.0 if args.limits_only else raw_copy(url, args.raw_seconds, rows_per_tx=20_000)
         print(f"raw binary COPY (the limit): {raw:,.0f} readings/s", flush=True)
         for per_batch in sizes:
             backlog = args.backlog or min(5_000, max(100, 1_000_000 // per_batch))
@@ -384,32 +472,70 @@ def main() -> None:
             bare_count = min(args.bare_messages, int(100e6 / size), len(messages))
             reset(url)
             with private_broker() as broker:
+                limits = [broker_limit(broker, messages[:bare_count], backlog, k)
+                          for k in (1, 2)]
                 bare, bare_us = bare_subscriber(broker, messages[:bare_count], backlog)
-                result = end_to_end(url, broker, messages,
-                                    seconds=args.seconds, workers=args.workers,
-                                    strategy=args.strategy, rate=args.rate,
-                                    backlog=backlog, postmaster=postmaster,
-                                    env=dict(pair.split("=", 1) for pair in args.env))
+            limit_rows.append((messages[0][2], f"{size:,.0f}", *(
+                f"{lim['rate']:,.0f}" for lim in limits), *(
+                f"{lim['broker_us']:.1f}" for lim in limits),
+                f"{limits[0]['subscriber_us']:.1f}",
+                f"{limits[0]['publisher_us']:.1f}",
+                f"{bare:,.0f} ({bare_us:.0f} us)"))
+            print(f"{messages[0][2]} readings a message: broker to 1 raw subscriber "
+                  f"{limit_rows[-1][2]} messages/s, to 2 (each all) {limit_rows[-1][3]}; "
+                  f"broker CPU {limit_rows[-1][4]} / {limit_rows[-1][5]} us a message; "
+                  f"paho {limit_rows[-1][-1]}", flush=True)
+            alone = database_alone(url, messages[:min(len(messages), 30_000)], postmaster)
+            print(f"{messages[0][2]} readings a message, the database alone: "
+                  f"{alone['rate']:,.0f} messages/s, PostgreSQL {alone['database_us']:.1f} us "
+                  f"and the writer {alone['writer_us']:.1f} us of CPU a message", flush=True)
+            database_rows.append((messages[0][2], f"{alone['rate']:,.0f}",
+                                  f"{alone['database_us']:.1f}", f"{alone['writer_us']:.1f}"))
+            if args.limits_only:
+                continue
             per_message = messages[0][2]
-            rows.append((per_message, f"{size:,.0f}", f"{result['stored']:,.0f}",
-                         f"{result['messages']:,.0f}", f"{result['stored'] / raw:.2f}",
-                         f"{bare:,.0f} ({bare_us:.0f} us CPU each)",
-                         f"{result['messages'] / bare:.2f}",
-                         f"{result['backlog']:,} (drained in {result['drained_s']:.0f} s)"
-                         if result["backlog"] > 0 else
-                         "0: the offer ran out, the rate is a floor (raise --ceiling)",
-                         result["exactly_once"]))
-            cores.append((per_message, *(f"{c:.2f}" for c in result["cores"].values())))
-            print(f"{per_message} readings a message: {rows[-1][2]} readings/s, "
-                  f"{rows[-1][3]} messages/s, exactly once: {rows[-1][-1]} (PUBACKs counted "
-                  f"by the publisher: {result['acked']:,})", flush=True)
+            for label, variant_env in variants:
+                reset(url)
+                with private_broker() as broker:  # fresh: no queue left by the last one
+                    result = end_to_end(url, broker, messages,
+                                        seconds=args.seconds, workers=args.workers,
+                                        strategy=args.strategy, rate=args.rate,
+                                        backlog=backlog, postmaster=postmaster,
+                                        env={**env, **variant_env})
+                rows.append((per_message, label, f"{size:,.0f}", f"{result['stored']:,.0f}",
+                             f"{result['messages']:,.0f}", f"{result['stored'] / raw:.2f}",
+                             f"{result['messages'] / limits[0]['rate']:.2f}",
+                             f"{result['messages'] / bare:.2f}",
+                             f"{result['backlog']:,} (drained in {result['drained_s']:.0f} s)"
+                             if result["backlog"] > 0 else
+                             "0: the offer ran out, the rate is a floor (raise --ceiling)",
+                             result["exactly_once"]))
+                cores.append((per_message, label, *(
+                    f"{c:.2f} ({c / result['messages'] * 1e6:.1f} us)"
+                    for c in result["cores"].values())))
+                print(f"{per_message} readings a message, {label}: {rows[-1][3]} readings/s, "
+                      f"{rows[-1][4]} messages/s, exactly once: {rows[-1][-1]} (PUBACKs "
+                      f"counted by the publisher: {result['acked']:,})", flush=True)
+    print("\nthe broker's delivery limit at QoS 1 (raw-socket subscribers, each getting "
+          "every message), CPU per published message in us\n")
+    print(table(limit_rows, ("readings/msg", "bytes/msg", "to 1 raw msgs/s", "to 2 raw msgs/s",
+                             "broker us (1)", "broker us (2)", "raw subscriber us",
+                             "publisher us", "bare paho subscriber msgs/s (CPU)")))
+    print("\nthe database alone: prepared windows of 1,000 messages written as a worker "
+          "writes them, one after the other\n")
+    print(table(database_rows, ("readings/msg", "messages/s", "PostgreSQL us a message",
+                                "writer (psycopg) us a message")))
+    if args.limits_only:
+        return
     print(f"\nraw binary COPY (the limit): {raw:,.0f} readings/s; {args.workers} workers, "
           f"strategy {args.strategy}, {args.seconds:.0f} s windows\n")
-    print(table(rows, ("readings/msg", "bytes/msg", "stored readings/s", "messages/s",
-                       "of raw COPY", "bare paho subscriber msgs/s", "of bare",
-                       "backlog at the end", "exactly once")))
-    print("\ncores used over the window (CPU seconds per second)\n")
-    print(table(cores, ("readings/msg", "publisher", "broker", "workers", "database")))
+    print(table(rows, ("readings/msg", "variant", "bytes/msg", "stored readings/s",
+                       "messages/s", "of raw COPY", "of the broker (1 raw subscriber)",
+                       "of bare paho", "backlog at the end", "exactly once")))
+    print("\ncores used over the window (CPU seconds per second), and CPU per stored "
+          "message\n")
+    print(table(cores, ("readings/msg", "variant", "publisher", "broker", "workers",
+                        "database")))
 
 
 if __name__ == "__main__":

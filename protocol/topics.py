@@ -99,6 +99,8 @@ def alerts_topic(site: str) -> str:
 
 # Subscriptions (wildcards) used by consumers.
 ALL_UP = f"{PREFIX}/+/+/up"
+# the same as an MQTT v5 shared subscription, of any group (ingest's workers share one)
+ALL_UP_SHARED = f"$share/+/{ALL_UP}"
 ALL_STATUS = f"{PREFIX}/+/+/status"
 ALL_ALERTS = f"{PREFIX}/+/alerts"
 ALL_RECEIPTS = f"{PREFIX}/+/+/down/{RECEIPT}"

@@ -211,6 +211,11 @@ class IngestWorkerGroup(BaseModel):
 
     ingest_receive_maximum: int = Field(2000, ge=1, description="unacknowledged MQTT messages in "
                                                                 "flight per worker (back-pressure)")
+    ingest_subscription: Literal["partitioned", "shared"] = Field(
+        "partitioned", description="`partitioned`: every worker receives all telemetry and "
+        "keeps its devices' (the broker sends each message to every worker); `shared`: "
+        "one MQTT shared subscription, the broker hands each message to one worker (see "
+        "docs/ingest-robustness.md for what Mosquitto 2.0 loses of it on its restart)")
     ingest_session_expiry_s: int = Field(7 * 86400, ge=60,
                                          description="how long the broker queues for a worker that"
                                                      " is away")

@@ -88,7 +88,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             address = mqtt.parse_mqtt_url(settings.mqtt_url, ca_file=client_ca_file(settings))
             consumer: MqttConsumer | None = None
             state.receipts = ReceiptBook(
-                lambda topic, payload: consumer.publish_receipt(topic, payload))  # type: ignore[union-attr]
+                publish_many=lambda receipts: consumer.publish_receipts(receipts))  # type: ignore[union-attr]
             state.worker = Worker(url, directory,
                                   lambda mids: consumer.acknowledge(mids),  # type: ignore[union-attr]
                                   worker_config(settings), partition=slot,
@@ -96,7 +96,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             consumer = MqttConsumer(address, state.worker, partition=slot,
                                     partitions=settings.ingest_workers,
                                     session_expiry_s=settings.ingest_session_expiry_s,
-                                    receive_maximum=settings.ingest_receive_maximum)
+                                    receive_maximum=settings.ingest_receive_maximum,
+                                    subscription=settings.ingest_subscription)
             state.consumer = consumer
             state.worker.start()
             consumer.start()

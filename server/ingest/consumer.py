@@ -11,13 +11,25 @@ Normal subscriptions are restored, so the broker keeps queueing for each partiti
 through its own restarts and the workers' crashes. A bonus: one device's batches always
 go to the same process, so workers never contend for the same rollup or status rows.
 
+``TIDEFIELD_INGEST_SUBSCRIPTION=shared`` trades that for speed: telemetry comes through
+one shared subscription (``$share/tidefield-ingest-N/...``), so the broker sends each
+message once, to one worker, round robin per message, and no worker reads the others'
+(1.6 to 2.1 times the stored rate of 1-reading messages, docs/ingest-robustness.md).
+Still exactly once: the (device, seq) claim in the database decides, whichever worker
+stores a batch; each worker receipts what it stored, and device status and rollups are
+sums and maxima written in a fixed row order. What it gives up: after a broker restart,
+what devices publish before the workers have subscribed again is dropped by Mosquitto
+2.0; an agent that waits for receipts sends it again, one that trusts PUBACKs loses it.
+Status messages stay partitioned.
+
 ``manual_ack``: a message is acknowledged only when the transaction holding its rows (or
 its reject) has committed; then the device gets a receipt (``receipts``) on its own
 ``down/receipt`` topic, sent through this module's client. Receive Maximum bounds the
 unacknowledged messages in flight, which is our back-pressure when the database is slow.
 
-The receive path is paho's, made cheap for a busy subscriber (``BulkClient``): every
-worker receives every message, so what paho spends per message is paid N times. Stock
+The receive path is paho's, made cheap for a busy subscriber (``BulkClient``): with
+partitioned subscriptions every worker receives every message, so what paho spends per
+message is paid N times. Stock
 paho made three system calls and a select per message, parsed every MQTT v5 property into
 objects, and woke its own loop once per acknowledgement; at 1 reading a message that was
 most of a worker's CPU (docs/ingest-robustness.md has the profile).
@@ -51,6 +63,24 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = (ALL_UP, ALL_STATUS)
+Subscription = Literal["partitioned", "shared"]
+
+
+def shared_up(partitions: int) -> str:
+    """The telemetry filter of ``shared`` mode. The worker count is in the group's name,
+    as it is in the client ids: the sessions of a service that ran with another count
+    live on for their expiry, and in a group of their own they take copies (as
+    partitioned sessions do), not a share of what the live workers should get."""
+    return f"$share/tidefield-ingest-{partitions}/{ALL_UP}"
+
+
+def subscriptions(mode: Subscription, partitions: int) -> tuple[list[str], list[str]]:
+    """What a worker subscribes to, and what it unsubscribes from (the other mode's
+    telemetry filter, which its persistent session may still hold from before a switch:
+    kept, it would deliver every message a second time)."""
+    if mode == "shared" and partitions > 1:
+        return [shared_up(partitions), ALL_STATUS], [ALL_UP]
+    return list(SUBSCRIPTIONS), [shared_up(partitions)]
 
 
 def partition_of(device_id: str, partitions: int) -> int:
@@ -87,6 +117,18 @@ RECEIVE_BYTES = 256 * 1024  # read from the socket at once; packets are cut from
 READ_BURST = 5000  # packets read before paho's loop may write (acknowledgements) again
 _PUBACK = struct.Struct("!BBH")  # MQTT v5 PUBACK, success: no reason code, no properties
 _PUBACK_COMMAND = 0x40
+PUBLISH = 0x30
+_TOPIC_LENGTH = struct.Struct("!H")
+
+
+def _varint(n: int) -> bytes:
+    """An MQTT variable byte integer (a packet's remaining length)."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 # MQTT v5 PUBLISH properties the fast path can step over: id -> fixed length (None: a
 # two-byte length prefix). Anything else goes the stock way.
 _SKIPPABLE = {0x01: 1, 0x02: 4, 0x23: 2, 0x03: None, 0x08: None, 0x09: None}
@@ -246,6 +288,23 @@ class BulkClient(paho.Client):
             data = b"".join([_PUBACK.pack(_PUBACK_COMMAND, 2, mid) for mid in mids])
             self._packet_queue(_PUBACK_COMMAND, data, 0, 0)
 
+    def publish_many_qos0(self, messages: list[tuple[str, bytes]]) -> None:
+        """QoS 0 PUBLISH packets, without properties, written together (any thread): one
+        queue entry and one wake-up of the loop for all, where ``publish`` builds paho's
+        message and info objects, takes a packet id and wakes the loop for each."""
+        if not messages:
+            return
+        v5 = self._protocol == paho.MQTTv5
+        parts = []
+        for topic, payload in messages:
+            raw = topic.encode()
+            # topic length, topic, (v5) an empty property block, payload
+            size = 2 + len(raw) + v5 + len(payload)
+            parts.append(b"\x30" + _varint(size) + _TOPIC_LENGTH.pack(len(raw)) + raw
+                         + (b"\x00" if v5 else b"") + payload)
+        # paho marks a written QoS 0 PUBLISH's info as published: one for the lot
+        self._packet_queue(PUBLISH, b"".join(parts), 0, 0, paho.MQTTMessageInfo(0))
+
     def defer_ack(self, mid: int) -> None:
         """Acknowledge with the rest of this read (network thread only)."""
         self._deferred_acks.append(mid)
@@ -254,10 +313,15 @@ class BulkClient(paho.Client):
 class MqttConsumer:
     def __init__(self, address: mqtt.BrokerAddress, worker: Worker, *, partition: int,
                  partitions: int, session_expiry_s: int = 7 * 86400,
-                 receive_maximum: int = 2000) -> None:
+                 receive_maximum: int = 2000,
+                 subscription: Subscription = "partitioned") -> None:
         self.address = address
         self.worker = worker
         self.partition, self.partitions = partition, partitions
+        self.subscribe_to, self.unsubscribe_from = subscriptions(subscription, partitions)
+        # shared: the broker hands each telemetry message to one worker, which keeps it
+        # whatever the device's partition; status messages stay partitioned
+        self.telemetry_shared = self.subscribe_to[0] != ALL_UP
         self.client = cast(BulkClient, mqtt.new_client(
             client_id(partition, partitions), address, manual_ack=True,
             client_class=BulkClient))
@@ -294,6 +358,18 @@ class MqttConsumer:
         info = self.client.publish(topic, payload, qos=1)
         return info.rc == paho.MQTT_ERR_SUCCESS
 
+    def publish_receipts(self, receipts: list[tuple[str, bytes]]) -> bool:
+        """Receipts for devices, at QoS 0 and in one write (``receipts.ReceiptBook``):
+        False when not connected, so the book keeps them for its next flush. QoS 0: a
+        receipt lost on the way (the device away, the broker restarting) costs what a lost
+        QoS 1 one costs, a re-send of the batch that ingest drops and receipts again (the
+        agent re-sends all that is unreceipted on every new connection anyway); QoS 1
+        cost the worker a tracked message and the broker a PUBACK for each."""
+        if not self.connected.is_set():
+            return False
+        self.client.publish_many_qos0(receipts)
+        return True
+
     def acknowledge(self, mids: list[object]) -> None:
         self.client.ack_many(mids)  # type: ignore[arg-type]  # paho's message ids
 
@@ -304,7 +380,10 @@ class MqttConsumer:
             log.error("broker refused the connection", extra={"reason": str(reason_code)})
             return
         # Subscriptions live in the persistent session, but it may have expired: renew.
-        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+        # (Mosquitto 2.0 does not restore shared ones after its own restart: renewed here.)
+        if flags.session_present:
+            client.unsubscribe(self.unsubscribe_from)
+        client.subscribe([(topic, 1) for topic in self.subscribe_to])
         self.connected.set()
         log.info("connected to broker", extra={"broker": str(self.address),
                                                "session_present": flags.session_present})
@@ -325,6 +404,7 @@ class MqttConsumer:
     def _deliver(self, topic: str, payload: bytes, content_type: str | None, mid: int,
                  qos: int, redelivered: bool) -> None:
         if self.partitions > 1 and \
+                not (self.telemetry_shared and topic.endswith("/up")) and \
                 partition_of(device_of_topic(topic), self.partitions) != self.partition:
             if qos:
                 self.client.defer_ack(mid)  # another worker's: it has its own copy
@@ -342,7 +422,9 @@ class MqttConsumer:
                     ) -> None:
         """What the fast path leaves to paho (a rare property, a topic not UTF-8)."""
         device = device_of_topic(msg.topic)
-        if self.partitions > 1 and partition_of(device, self.partitions) != self.partition:
+        if self.partitions > 1 and \
+                not (self.telemetry_shared and msg.topic.endswith("/up")) and \
+                partition_of(device, self.partitions) != self.partition:
             client.ack(msg.mid, msg.qos)  # another worker's: it has its own copy
             return
         message = mqtt.to_message(msg)

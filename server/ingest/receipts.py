@@ -32,15 +32,24 @@ RECEIPT_INTERVAL_S = 0.25
 
 # topic, payload -> whether the client took it (False: not connected; kept for next time)
 Publish = Callable[[str, bytes], bool]
+# the same for a flush's receipts all at once
+PublishMany = Callable[[list[tuple[str, bytes]]], bool]
 
 
 class ReceiptBook:
     """Stored seqs per device, waiting for their receipt. ``note`` and ``flush`` may be
     called from any thread."""
 
-    def __init__(self, publish: Publish, interval_s: float = RECEIPT_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, publish: Publish | None = None,
+                 interval_s: float = RECEIPT_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic, *,
+                 publish_many: PublishMany | None = None) -> None:
+        """``publish`` sends one receipt, ``publish_many`` a flush's receipts together
+        (one of them)."""
+        if (publish is None) == (publish_many is None):
+            raise ValueError("give publish or publish_many")
         self._publish = publish
+        self._publish_many = publish_many
         self.interval_s = interval_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -70,17 +79,27 @@ class ReceiptBook:
             self._flushed_at = now
         sent = 0
         kept: list[tuple[str, str, int]] = []
+        receipts: list[tuple[str, bytes]] = []
         for (site, device), seqs in stored.items():
             ranges = codec.seq_ranges(seqs)
             # bounded like the contract: a device with more gaps gets more receipts
             for start in range(0, len(ranges), codec.MAX_RECEIPT_RANGES):
                 part = ranges[start:start + codec.MAX_RECEIPT_RANGES]
                 payload = codec.encode_receipt(Receipt(site, device, part))
-                if self._publish(receipt_topic(site, device), payload):
+                if self._publish_many is not None:
+                    receipts.append((receipt_topic(site, device), payload))
+                elif self._publish is not None and \
+                        self._publish(receipt_topic(site, device), payload):
                     sent += 1
                 else:
                     kept += [(site, device, seq) for first, last in part
                              for seq in range(first, last + 1)]
+        if receipts and self._publish_many is not None:
+            if self._publish_many(receipts):
+                sent += len(receipts)
+            else:
+                kept += [(site, device, seq) for (site, device), seqs in stored.items()
+                         for seq in seqs]
         if kept:  # not connected: they go with the next flush
             self.note(kept)
             metrics.RECEIPTS.labels("deferred").inc(len({(s, d) for s, d, _ in kept}))

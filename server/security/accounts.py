@@ -46,6 +46,7 @@ from tidefield.protocol.topics import (
     ALL_REPLIES,
     ALL_STATUS,
     ALL_UP,
+    ALL_UP_SHARED,
     PREFIX,
     alerts_topic,
     check_id,
@@ -66,7 +67,7 @@ class ProvisioningError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    access: Literal["read", "write"]
+    access: Literal["read", "write", "share"]
     topic: str
 
 
@@ -77,7 +78,8 @@ CONTROL_RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 # Least privilege for each platform service.
 SERVICES: dict[str, tuple[Rule, ...]] = {
     # ingest tells each device what it has stored (its receipts)
-    "ingest": (Rule("read", ALL_UP), Rule("read", ALL_STATUS), Rule("write", ALL_RECEIPTS)),
+    "ingest": (Rule("read", ALL_UP), Rule("share", ALL_UP_SHARED), Rule("read", ALL_STATUS),
+               Rule("write", ALL_RECEIPTS)),
     "detector": (Rule("write", ALL_ALERTS),),
     "dashboards": (Rule("read", ALL_ALERTS), Rule("read", ALL_STATUS)),
     # firmware-sim's fleet publishes for every site's gateway: development and load tests

@@ -67,9 +67,13 @@ def plugin_path() -> str:
 
 def rule_acls(rule: Rule) -> list[tuple[str, str]]:
     """A rule as the plugin's (acltype, topic) pairs: ``write`` is publishing; ``read`` is
-    subscribing to the topic or a filter within it, and receiving what it matches."""
+    subscribing to the topic or a filter within it, and receiving what it matches;
+    ``share`` is subscribing to a shared subscription filter (``$share/...``) only, since
+    what it delivers is checked against the topic itself, which a ``read`` rule grants."""
     if rule.access == "write":
         return [("publishClientSend", rule.topic)]
+    if rule.access == "share":
+        return [("subscribePattern", rule.topic)]
     return [("subscribePattern", rule.topic), ("publishClientReceive", rule.topic)]
 
 

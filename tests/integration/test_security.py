@@ -240,6 +240,25 @@ def test_a_device_cannot_write_as_another_and_nothing_of_it_is_stored(secured, t
         ingest.stop()
 
 
+def test_the_ingest_login_may_take_telemetry_by_a_shared_subscription(secured, tmp_path):
+    """TIDEFIELD_INGEST_SUBSCRIPTION=shared subscribes to ``$share/...``: the broker's
+    ACL must grant it to the ingest login (healthy means every SUBACK granted)."""
+    service = IngestService(secured.db_url, secured.url("svc_ingest"), tmp_path / "ingest",
+                            workers=2, extra_env={"TIDEFIELD_INGEST_SUBSCRIPTION": "shared"})
+    try:
+        service.wait_healthy()
+        device = Probe(secured.url("ag-001-soil"))
+        assert device.connect() == 0
+        for seq in range(4):
+            assert device.publish(up_topic("ag-001", "ag-001-soil"),
+                                  batch_payload("ag-001", "ag-001-soil", seq)) == 0
+        _wait_for(lambda: len(_rows(secured.db_url, "SELECT 1 FROM ingest_batches")) == 4,
+                  what="the 4 batches")
+        device.close()
+    finally:
+        service.stop()
+
+
 def test_a_device_may_not_subscribe_to_another_sites_topics(secured):
     """The broker refuses the SUBSCRIBE (SUBACK 0x87) and delivers nothing of it."""
     watcher = Probe(secured.url("svc_ingest"))

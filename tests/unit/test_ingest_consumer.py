@@ -150,3 +150,41 @@ def test_pubacks_of_our_publishes_end_them_and_let_what_waited_go(wired):
     client.loop_read()
     assert all(info.is_published() for info in infos)
     assert not client._out_messages and client._inflight_messages == 0
+
+
+def test_receipts_written_together_are_qos0_publishes_paho_reads_back(wired):
+    """``publish_many_qos0``: one write of many packets, each read by paho's own parser
+    (``deliver`` unset: the stock path) as the topic and payload given, at QoS 0."""
+    client, theirs, _ = wired
+    receipts = [(f"tf/v1/oc-001/oc-001-d{i}/down/receipt", b'{"v":1,"stored":[[0,%d]]}' % i)
+                for i in range(3)]
+    receipts.append(("tf/v1/x/y/down/receipt", bytes(range(256)) * 600))  # 150 KB: a long
+    client.publish_many_qos0(receipts)  # remaining length, and many writes of the socket
+    while client._out_packet:
+        assert client.loop_write() == paho.MQTT_ERR_SUCCESS
+    reader_end, writer_end = socket.socketpair()
+    reader_end.setblocking(False)
+    reader = BulkClient(CallbackAPIVersion.VERSION2, client_id="reader",
+                        protocol=MQTTProtocolVersion.MQTTv5)
+    reader._sock = reader_end
+    seen: list[paho.MQTTMessage] = []
+    reader.on_message = lambda c, u, message: seen.append(message)
+    expected = sum(len(t) + len(p) for t, p in receipts)
+    data = b""
+    theirs.settimeout(2)
+    while len(data) < expected:  # (headers make it longer: read what has come)
+        data += theirs.recv(1 << 20)
+    try:
+        theirs.setblocking(False)
+        while chunk := theirs.recv(1 << 20):
+            data += chunk
+    except BlockingIOError:
+        pass
+    try:
+        read_all(reader, writer_end, data, seed=2)
+        assert [(m.topic, m.payload, m.qos) for m in seen] == \
+            [(topic, payload, 0) for topic, payload in receipts]
+    finally:
+        reader._sock = None
+        reader_end.close()
+        writer_end.close()

@@ -80,3 +80,28 @@ def test_a_device_with_very_many_gaps_gets_several_bounded_receipts():
     for topic, payload in sent:
         receipt = codec.decode_receipt(payload, topic=parse_topic(topic))
         assert len(receipt.stored) <= codec.MAX_RECEIPT_RANGES
+
+
+def test_a_flush_hands_all_its_receipts_over_at_once_and_keeps_them_all_if_refused():
+    connected = False
+    calls: list[list[tuple[str, bytes]]] = []
+
+    def publish_many(receipts: list[tuple[str, bytes]]) -> bool:
+        if connected:
+            calls.append(receipts)
+        return connected
+
+    clock = Clock()
+    book = ReceiptBook(publish_many=publish_many, interval_s=0.25, clock=clock)
+    book.note([("oc-001", "oc-001-sonde", s) for s in (1, 2, 3, 9)])
+    book.note([("ag-001", "ag-001-soil", 7)])
+    clock.now += 1
+    assert book.flush() == 0 and book.waiting == 2  # not connected: both kept
+    connected = True
+    book.note([("oc-001", "oc-001-sonde", 4)])
+    clock.now += 1
+    assert book.flush() == 2
+    assert len(calls) == 1  # one hand-over for the whole flush
+    receipts = decoded(calls[0])
+    assert receipts["oc-001-sonde"].stored == ((1, 4), (9, 9))
+    assert receipts["ag-001-soil"].stored == ((7, 7),)

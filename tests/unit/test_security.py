@@ -95,6 +95,7 @@ def test_the_plugin_config_holds_every_login_role_and_rule():
         ("publishClientReceive", "tf/v1/ag-001/ag-001-soil/down/#")}
     assert roles["service:ingest"] == {
         ("subscribePattern", "tf/v1/+/+/up"), ("publishClientReceive", "tf/v1/+/+/up"),
+        ("subscribePattern", "$share/+/tf/v1/+/+/up"),  # a subscription, no more
         ("subscribePattern", "tf/v1/+/+/status"),
         ("publishClientReceive", "tf/v1/+/+/status"),
         ("publishClientSend", "tf/v1/+/+/down/receipt")}  # its receipts, nothing else
@@ -148,7 +149,7 @@ def test_a_rule_change_is_applied_acl_by_acl():
     assert [(c["command"], c["topic"]) for c in commands] == [
         ("removeRoleACL", "#"),
         ("addRoleACL", "tf/v1/+/+/status"), ("addRoleACL", "tf/v1/+/+/down/receipt"),
-        ("addRoleACL", "tf/v1/+/+/status")]
+        ("addRoleACL", "$share/+/tf/v1/+/+/up"), ("addRoleACL", "tf/v1/+/+/status")]
 
 
 H_MS = 3_600_000
