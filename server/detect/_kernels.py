@@ -1043,12 +1043,7 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, broken_in, 
                     base = x  # a running high: up at once, down slowly
                 hit = base - x >= rp[k, RP_THRESHOLD]
                 cleared = base - x <= rp[k, RP_CLEAR]
-                # the running high holds while a fall past the clear level is under way: a
-                # low that deepens over most of a day (half a day's lead-in, then the
-                # storm) otherwise drags its own high down with it, 16 hPa fallen were
-                # never 10 under the high, and the gale that followed was no storm
-                falling = rp[k, RP_FROM_HIGH] > 0.0 and base - x > rp[k, RP_CLEAR]
-                if not active and not hit and not falling and rs[k, RS_COND_SINCE] < 0.0:
+                if not active and not hit and rs[k, RS_COND_SINCE] < 0.0:
                     base += rp[k, RP_TAU] * (x - base)
                 rs[k, RS_BASE] = base
             else:  # R_NO_RISE
