@@ -95,7 +95,10 @@ from ._layout import (
     P_PAIR_SPAN,
     P_REFRACTORY_FACTOR,
     P_REFRACTORY_MS,
+    P_RETURN_CLOSE,
     P_RETURN_FRAC,
+    P_RETURN_JUMP,
+    P_RETURN_Z,
     P_SHARED_FRAC,
     P_SHARED_MS,
     P_SPIKE_SPAN,
@@ -173,6 +176,7 @@ from ._layout import (
     S_PUV,
     S_PV,
     S_RB,
+    S_RETURN_MAX,
     S_RUN,
     S_RUN_MAX,
     S_RUN_START,
@@ -666,10 +670,26 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             # left (a step that holds is a new level, not a spike that came back)
             away = warm and (ad > spike_thr or (st[s, S_SPIKE_RUN] > 0.0
                                                 and ad > params[P_RETURN_FRAC] * spike_thr))
+            # leave and return: the accepted step before this one went out and this one
+            # comes back near where it left, both far past the series' typical step and
+            # past its largest such pair lately. A single reading off on a series logged
+            # hours apart: the spike floor (a fifth of the typical range, learned over
+            # floods) and the largest normal step (a flood's rise) are far above it, but
+            # floods rise over several readings, they do not leave and come straight back
+            d_last = st[s, S_D_LAST]
+            returned = False
+            back_size = 0.0
+            return_thr = 1.0
+            if (not math.isnan(d_last) and d * d_last < 0.0 and not at_bound
+                    and st[s, S_SPIKE_RUN] == 0.0):
+                back_size = min(ad, abs(d_last))
+                return_thr = max(params[P_RETURN_Z] * scale,
+                                 params[P_RETURN_JUMP] * st[s, S_RETURN_MAX])
+                returned = (warm and not away and back_size > return_thr
+                            and abs(d + d_last) <= params[P_RETURN_CLOSE] * abs(d_last))
             # noise is judged on the change of the step, which a smooth ramp (sunrise, a
             # charging battery) keeps small and noise does not: its short-term mean
             # against its learned size
-            d_last = st[s, S_D_LAST]
             d2 = abs(d - d_last) if not math.isnan(d_last) else 0.0
             scale2 = max(st[s, S_SCALE2], res)
             # the same per unit of height over the physical floor: many sensors' noise
@@ -678,7 +698,8 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             d2r = d2 / height
             scale_rel = max(st[s, S_SCALE_REL], res / height)
             span_floor = params[P_BURST_SPAN] * cfg[s, C_SPAN]
-            if not at_bound and not away:  # a spike or a resting sensor says nothing
+            # a spike (its return included) or a resting sensor says nothing of the noise
+            if not at_bound and not away and not returned:
                 cap = max(params[P_EXCEED_K] * scale2, 2.5 * span_floor)
                 st[s, S_BURST] += params[P_A_BURST] * (min(d2, cap) - st[s, S_BURST])
                 st[s, S_BURST_REL] += params[P_A_BURST] * (
@@ -703,7 +724,8 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
             # between two counts), and alarmed all along once scoring began
             if warm:
                 limit, st[s, S_BURST_TAIL] = _tail_limit(
-                    st[s, S_BURST_TAIL], max(burst, slow), not at_bound and not away,
+                    st[s, S_BURST_TAIL], max(burst, slow),
+                    not at_bound and not away and not returned,
                     params[P_NOISE_UP], params[P_NOISE_DOWN])
             else:
                 limit, st[s, S_BURST_TAIL] = _tail_limit(
@@ -739,8 +761,15 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 st[s, S_SPIKE_RUN] = 0.0
                 st[s, S_X_LAST] = x
                 st[s, S_D_LAST] = d
+                if returned:
+                    score = _ratio_score(back_size / return_thr)
+                    flagged = True
+                    if score > best:
+                        best = score
+                        comp = K_SPIKE
                 if not flagged and not bursting and not at_bound:
                     st[s, S_SCALE] += params[P_A_SCALE] * (min(ad, 5.0 * scale) - st[s, S_SCALE])
+                    st[s, S_RETURN_MAX] = max(st[s, S_RETURN_MAX] * decay, back_size)
                     # the noise scale learns over time, not readings: a burst must not
                     # teach it to accept the burst before the short-term mean sees it
                     a_noise = max(cfg[s, C_A_NOISE], 1.0 / seen)

@@ -34,7 +34,7 @@ PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike
                  "pair_prior", "hold_ms", "gain_prior", "shared_frac",
                  "shared_ms", "flat_share", "noise_up", "noise_down", "own_memory", "own_h",
                  "own_span", "noise_up_warm", "noise_down_warm", "refractory_ms",
-                 "refractory_factor")
+                 "refractory_factor", "return_z", "return_jump", "return_close")
 (P_WARM_N, P_GAP_FACTOR, P_STUCK_MIN_RUN, P_STUCK_FACTOR, P_SPIKE_Z, P_SPIKE_SPAN,
  P_JUMP_FACTOR, P_MAX_SPIKE_RUN, P_A_SCALE, P_EXCEED_K, P_A_BURST, P_BURST_THR,
  P_LEVEL_WARM_MS, P_LEVEL_Z, P_DEV_FLOOR, P_CROSS_Z, P_CORR_Z, P_CORR_WINDOW_MS,
@@ -42,7 +42,8 @@ PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike
  P_DRIFT_H, P_DRIFT_SPAN, P_BURST_SPAN, P_BURST_SLOW_THR, P_PAIR_SPAN, P_PAIR_SLOPE,
  P_PAIR_PRIOR, P_HOLD_MS, P_GAIN_PRIOR, P_SHARED_FRAC, P_SHARED_MS, P_FLAT_SHARE, P_NOISE_UP,
  P_NOISE_DOWN, P_OWN_MEMORY, P_OWN_H, P_OWN_SPAN, P_NOISE_UP_WARM,
- P_NOISE_DOWN_WARM, P_REFRACTORY_MS, P_REFRACTORY_FACTOR) = range(len(PARAM_COLUMNS))
+ P_NOISE_DOWN_WARM, P_REFRACTORY_MS, P_REFRACTORY_FACTOR, P_RETURN_Z, P_RETURN_JUMP,
+ P_RETURN_CLOSE) = range(len(PARAM_COLUMNS))
 
 # --- per-series state ------------------------------------------------------------------
 # mf: the de-seasoned level (1-h EWMA); rb, rvar: baseline and spread of its residual
@@ -67,7 +68,9 @@ PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike
 # learned yet, read as 1); episode_t: the time of the series' last reading with a step
 # alarm due (spike, shift, noise; raised or held under the threshold), alarm_t: of
 # its last raised one (NEVER for none), episode_comp: the component of that episode (the
-# refractory time); own_flag: 1 while the own-level check's flag is raised
+# refractory time); own_flag: 1 while the own-level check's flag is raised; return_max:
+# the largest normal leave-and-return lately (the smaller of two accepted steps of
+# opposite sign in a row), decayed like jump_max
 # (columns are only ever appended: a checkpoint with fewer is padded, service.load_state)
 STATE_COLUMNS = ("n", "t_first", "t_last", "x_last", "x_prev", "run", "run_max", "scale",
                  "jump_max", "burst", "spike_run", "mf", "rb", "rvar", "cus_up", "cus_down",
@@ -75,14 +78,14 @@ STATE_COLUMNS = ("n", "t_first", "t_last", "x_last", "x_prev", "run", "run_max",
                  "scale2", "burst_rel", "scale_rel", "slow", "slow_rel", "pu", "pv", "puu",
                  "puv", "suspect_since", "flat_all", "flat_long", "burst_tail", "own_n",
                  "own_base", "own_var", "own_up", "own_down", "own_since", "own_tail",
-                 "episode_t", "alarm_t", "episode_comp", "own_flag")
+                 "episode_t", "alarm_t", "episode_comp", "own_flag", "return_max")
 (S_N, S_T_FIRST, S_T_LAST, S_X_LAST, S_X_PREV, S_RUN, S_RUN_MAX, S_SCALE, S_JUMP_MAX,
  S_BURST, S_SPIKE_RUN, S_MF, S_RB, S_RVAR, S_CUS_UP, S_CUS_DOWN, S_HOURS, S_HOUR_END, S_HOUR,
  S_DEV_T, S_FLAG_SINCE, S_RUN_START, S_D_LAST, S_SCALE2, S_BURST_REL,
  S_SCALE_REL, S_SLOW, S_SLOW_REL, S_PU, S_PV, S_PUU, S_PUV, S_SUSPECT_SINCE, S_FLAT_ALL,
  S_FLAT_LONG, S_BURST_TAIL, S_OWN_N, S_OWN_BASE, S_OWN_VAR, S_OWN_UP, S_OWN_DOWN,
  S_OWN_SINCE, S_OWN_TAIL, S_EPISODE_T, S_ALARM_T, S_EPISODE_COMP,
- S_OWN_FLAG) = range(len(STATE_COLUMNS))
+ S_OWN_FLAG, S_RETURN_MAX) = range(len(STATE_COLUMNS))
 BINS = 24  # hour-of-day bins of the seasonal profile
 
 # --- per cross-site group (series of one metric and device template): the hourly median

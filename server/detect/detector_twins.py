@@ -100,6 +100,7 @@ class _Series:
     own_down: float = 0.0
     own_since: float = -1.0
     own_tail: float = 0.0  # the learned quantile of the larger own CUSUM / own_h
+    return_max: float = 0.0  # the largest normal leave-and-return lately, decayed
     profile: list[float] = field(default_factory=lambda: [math.nan] * BINS)
 
 
@@ -363,11 +364,21 @@ def score_batch(series, times, values, cfg, params):
                             p["jump_factor"] * me.jump_max)
             away = warm and (abs(d) > spike_thr or (me.spike_run > 0 and abs(d)
                                                     > p["return_frac"] * spike_thr))
+            # leave and return: the accepted step before went out, this one comes back
+            returned = False
+            back_size = 0.0
+            return_thr = 1.0
+            if (not math.isnan(me.d_last) and d * me.d_last < 0.0 and not bound(x)
+                    and me.spike_run == 0):
+                back_size = min(abs(d), abs(me.d_last))
+                return_thr = max(p["return_z"] * scale, p["return_jump"] * me.return_max)
+                returned = (warm and not away and back_size > return_thr
+                            and abs(d + me.d_last) <= p["return_close"] * abs(me.d_last))
             d2 = abs(d - me.d_last) if not math.isnan(me.d_last) else 0.0
             scale2 = max(me.scale2, res)
             height = max(x - low, 0.05 * span)
             scale_rel = max(me.scale_rel, res / height)
-            if not bound(x) and not away:
+            if not bound(x) and not away and not returned:
                 cap = max(p["exceed_k"] * scale2, 2.5 * p["burst_span"] * span)
                 me.burst += p["a_burst"] * (min(d2, cap) - me.burst)
                 me.burst_rel += p["a_burst"] * (min(d2 / height, p["exceed_k"] * scale_rel)
@@ -380,7 +391,8 @@ def score_batch(series, times, values, cfg, params):
             # the series' own noise tail: a quantile of log(max(burst, slow)) tracked by
             # Robbins-Monro steps, the limit taken before this reading's step
             limit, me.burst_tail = _tail(me.burst_tail, max(burst, slow),
-                                      not bound(x) and not away, p, warming=not warm)
+                                      not bound(x) and not away and not returned, p,
+                                      warming=not warm)
             burst, slow = burst / limit, slow / limit
             bursting = warm and ((burst > 1.0 and me.burst > p["burst_span"] * span)
                                  or (slow > 1.0 and me.slow > p["burst_span"] * span))
@@ -400,8 +412,14 @@ def score_batch(series, times, values, cfg, params):
                         best, comp = score, K_SPIKE
             else:
                 me.spike_run, me.x_last, me.d_last = 0, x, d
+                if returned:
+                    score = _ratio(back_size / return_thr)
+                    flagged = True
+                    if score > best:
+                        best, comp = score, K_SPIKE
                 if not flagged and not bursting and not bound(x):
                     me.scale += p["a_scale"] * (min(abs(d), 5.0 * scale) - me.scale)
+                    me.return_max = max(me.return_max * c[C_DECAY], back_size)
                     a_noise = max(c[C_A_NOISE], 1.0 / seen)
                     me.scale2 += a_noise * (min(d2, 5.0 * scale2) - me.scale2)
                     me.scale_rel += a_noise * (min(d2 / height, 5.0 * scale_rel) - me.scale_rel)

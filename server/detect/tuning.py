@@ -40,6 +40,18 @@ class DetectorParams(BaseModel):
                               description="and at least this fraction of the typical range")
     jump_factor: float = Field(1.5, ge=0.0, le=1000.0,
                                description="and this many times the largest recent normal step")
+    return_z: float = Field(24.0, gt=0.0, le=1e6,
+                            description="leave and return: a reading whose step out and "
+                                        "step back (of opposite sign) both exceed this many "
+                                        "typical steps is a spike, whatever the typical "
+                                        "range (a single reading off on a series logged "
+                                        "hours apart, under the spike floor) ...")
+    return_jump_factor: float = Field(3.0, ge=0.0, le=1000.0,
+                                      description="... and this many times the largest "
+                                                  "such pair of normal steps lately ...")
+    return_close: float = Field(0.1, gt=0.0, le=1.0,
+                                description="... and it came back to within this fraction "
+                                            "of its step out of where it left")
     max_spike_run: int = Field(3, ge=1, le=1000,
                                description="a spike lasting longer is a level shift")
     scale_alpha: float = Field(0.02, gt=0.0, le=1.0, description="EWMA weight of the step scale")
@@ -206,6 +218,8 @@ class DetectorParams(BaseModel):
                                             * (1.0 - self.noise_quantile))),
             "refractory_ms": self.refractory_hours * HOUR_MS,
             "refractory_factor": self.refractory_factor,
+            "return_z": self.return_z, "return_jump": self.return_jump_factor,
+            "return_close": self.return_close,
             "own_memory": self.own_memory, "own_h": self.own_h, "own_span": self.own_span,
         }
         return np.array([float(values[name]) for name in PARAM_COLUMNS], dtype=np.float64)

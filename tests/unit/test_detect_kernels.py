@@ -455,3 +455,56 @@ def test_the_angle_wrap_is_the_plain_modulo_to_the_last_bit():
         got = _wrap(d)
         assert (got == expected and np.signbit(got) == np.signbit(expected)) or (
             np.isnan(got) and np.isnan(expected)), d
+
+
+def _river(n: int = 3000, seed: int = 5) -> np.ndarray:
+    """A creek's level logged every 90 minutes: a calm base with floods rising metres
+    over a few readings and falling over many (the typical range is set by them)."""
+    rng = np.random.default_rng(seed)
+    level = 0.5 + np.cumsum(rng.normal(0, 0.0005, n))
+    for start in (300, 1100, 2300):  # floods: up 4 m in four readings, down over sixty
+        rise = np.concatenate([np.linspace(0, 4.0, 5), np.linspace(4.0, 0, 60)])
+        level[start:start + rise.size] += rise
+    return np.round(level + rng.normal(0, 0.001, n), 3)
+
+
+def test_a_reading_that_leaves_and_comes_back_is_a_spike_under_the_spike_floor():
+    interval = 90 * MIN
+    values = _river()
+    calm = _lone(values, interval)
+    assert "spike" not in set(calm.component_names()[1500:2200])
+    # one reading off by 0.6 m: an eighth of the typical range, far under the spike
+    # floor (a fifth of it), yet hundreds of the calm series' steps, and straight back
+    spiked = values.copy()
+    spiked[1800] -= 0.6
+    got = _lone(spiked, interval)
+    names = got.component_names()
+    assert names[1801] == "spike" and got.score[1801] >= 0.5  # judged on its return
+    assert not (got.score[1500:1800] >= 0.5).any()
+    # a step out that holds is no leave and return, nor is a flood's rise
+    held = values.copy()
+    held[1800:] -= 0.6
+    assert not (_lone(held, interval).component_names()[1790:1830] == "spike").any()
+    # and a flood (up over a few readings, down over many) is judged as it was without
+    # the leave-and-return test
+    without = _lone(values, interval, DetectorParams(return_z=1e6))
+    npt.assert_array_equal(calm.component_names(), without.component_names())
+
+
+def test_a_series_that_leaves_and_comes_back_routinely_learns_it():
+    """Gusts, passing clouds: single readings off and back are that series' normal; the
+    test asks for more than the largest such pair of normal steps lately."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    values = 10 + rng.normal(0, 0.05, n)
+    gusts = rng.choice(np.arange(5, n - 5), 150, replace=False)
+    values[gusts] += rng.uniform(1.0, 3.0, gusts.size)
+    got = _lone(np.round(values, 2), 10 * MIN)
+    assert "spike" not in set(got.component_names())
+    without = _lone(np.round(values, 2), 10 * MIN, DetectorParams(return_z=1e6))
+    npt.assert_array_equal(got.score, without.score)
+    # while a reading far past the largest gust is still a spike
+    values[2500] += 12.0
+    got = _lone(np.round(values, 2), 10 * MIN)
+    assert "spike" in set(got.component_names()[2500:2502])
+    assert (got.score[2500:2502] >= 0.5).any()
