@@ -14,7 +14,7 @@ go to the same process, so workers never contend for the same rollup or status r
 ``TIDEFIELD_INGEST_SUBSCRIPTION=shared`` trades that for speed: telemetry comes through
 one shared subscription (``$share/tidefield-ingest-N/...``), so the broker sends each
 message once, to one worker, round robin per message, and no worker reads the others'
-(1.6 to 2.1 times the stored rate of 1-reading messages, docs/ingest-robustness.md).
+(1.2 to 1.6 times the stored rate of 1-reading messages, docs/ingest-robustness.md).
 Still exactly once: the (device, seq) claim in the database decides, whichever worker
 stores a batch; each worker receipts what it stored, and device status and rollups are
 sums and maxima written in a fixed row order. What it gives up: after a broker restart,
