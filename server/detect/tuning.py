@@ -218,7 +218,11 @@ class DetectorParams(BaseModel):
                                             * (1.0 - self.noise_quantile))),
             "refractory_ms": self.refractory_hours * HOUR_MS,
             "refractory_factor": self.refractory_factor,
-            "return_z": self.return_z, "return_jump": self.return_jump_factor,
+            # the leave-and-return test is a spike test too: never more sensitive than
+            # twice the spike test's own limits (equal at the defaults), so a caller who
+            # raises spike_z or jump_factor to silence spikes silences it as well
+            "return_z": max(self.return_z, 2.0 * self.spike_z),
+            "return_jump": max(self.return_jump_factor, 2.0 * self.jump_factor),
             "return_close": self.return_close,
             "own_memory": self.own_memory, "own_h": self.own_h, "own_span": self.own_span,
         }
