@@ -27,18 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tidefield.server.ingest.consumer import mqtt_varint as varint  # the one MQTT length encoder
+
 WINDOW = 20_000  # messages in flight (unacknowledged) at most; < 65535 packet ids
 SLICE = 256 * 1024  # bytes written at once
 ACK_WAIT_S = 2.0  # after stop, before DISCONNECT: for the last acknowledgements
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def utf8(text: str) -> bytes:

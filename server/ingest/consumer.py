@@ -121,7 +121,7 @@ PUBLISH = 0x30
 _TOPIC_LENGTH = struct.Struct("!H")
 
 
-def _varint(n: int) -> bytes:
+def mqtt_varint(n: int) -> bytes:
     """An MQTT variable byte integer (a packet's remaining length)."""
     out = bytearray()
     while True:
@@ -300,7 +300,7 @@ class BulkClient(paho.Client):
             raw = topic.encode()
             # topic length, topic, (v5) an empty property block, payload
             size = 2 + len(raw) + v5 + len(payload)
-            parts.append(b"\x30" + _varint(size) + _TOPIC_LENGTH.pack(len(raw)) + raw
+            parts.append(b"\x30" + mqtt_varint(size) + _TOPIC_LENGTH.pack(len(raw)) + raw
                          + (b"\x00" if v5 else b"") + payload)
         # paho marks a written QoS 0 PUBLISH's info as published: one for the lot
         self._packet_queue(PUBLISH, b"".join(parts), 0, 0, paho.MQTTMessageInfo(0))
