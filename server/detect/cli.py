@@ -107,11 +107,12 @@ def run(
 
 @app.command("score-csv")
 def score_csv(
-    path: Annotated[Path, typer.Argument(help="CSV with a header ('-': stdin)")],
+    path: Annotated[Path, typer.Argument(help="CSV file, with or without a header ('-': stdin)")],
     metric: Annotated[str | None, typer.Option(
         help="a catalog metric (its physical range and resolution); default: learned")] = None,
     interval_s: Annotated[float | None, typer.Option(
-        help="sample interval in seconds (default: the median step)")] = None,
+        help="sample interval in seconds (default: the median step; a file of values "
+             "alone: 60)")] = None,
     time_column: Annotated[str | None, typer.Option(
         help="name (or 1-based number) of the time column; default: 'timestamp' (or "
              "'time', 'datetime'...), else the first")] = None,
@@ -141,7 +142,8 @@ def score_csv(
         raise typer.Exit(2) from None
     try:
         table = read_series(path, time_column=time_column, value_column=value_column,
-                            zone=zone, time_format=time_format)
+                            zone=zone, time_format=time_format,
+                            spacing_s=interval_s or 60.0)
     except SeriesCsvError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

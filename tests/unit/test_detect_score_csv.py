@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tidefield.server.detect.cli import app
 from tidefield.server.detect.detector import repair_clock, score_values
-from tidefield.server.detect.series_csv import parse_zone, read_series
+from tidefield.server.detect.series_csv import SeriesCsvError, parse_zone, read_series
 
 T0 = datetime(2025, 4, 1, tzinfo=UTC)
 runner = CliRunner()
@@ -162,3 +164,93 @@ def test_score_values_takes_unordered_times_and_sentinels_as_missing():
     scores = score_values(t, np.array([1.0, -9999.0, 65535.0, 1.0]))
     assert scores.score.shape == (4,)
     assert scores.component_names().tolist()[1:3] == ["range", "range"]
+
+
+def _ms(*args) -> int:
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
+
+
+def test_a_file_without_a_header_keeps_its_first_row(tmp_path):
+    path = tmp_path / "bare.csv"
+    path.write_text("2025-04-01T00:00:00Z,1.0\n2025-04-01T00:01:00Z,1.1\n"
+                    "2025-04-01T00:02:00Z,1.2\n")
+    code, out, err = _run(path)
+    assert code == 0, err
+    assert [r[:2] for r in out[1:]] == [["2025-04-01T00:00:00Z", "1.0"],
+                                        ["2025-04-01T00:01:00Z", "1.1"],
+                                        ["2025-04-01T00:02:00Z", "1.2"]]
+    assert _run(path, "--value-column", "2")[1] == out  # columns by number
+
+
+@pytest.mark.parametrize(("stamps", "form", "first_ms", "step_ms"), [
+    # ambiguous cells: the form whose steps are regular wins, whichever it is
+    ([f"{d:02d}/02/2024 06:00" for d in range(1, 13)], "%d/%m/%Y %H:%M",
+     _ms(2024, 2, 1, 6), 86_400_000),
+    ([f"02/{d:02d}/2024 06:00" for d in range(1, 13)], "%m/%d/%Y %H:%M",
+     _ms(2024, 2, 1, 6), 86_400_000),
+    ([f"02/13/2024 {h}:30 PM" for h in (1, 2, 3)], "%m/%d/%Y %I:%M %p",
+     _ms(2024, 2, 13, 13, 30), 3_600_000),
+    ([f"13.02.2024 0{h}:00" for h in (1, 2, 3)], "%d.%m.%Y %H:%M",
+     _ms(2024, 2, 13, 1), 3_600_000),
+])
+def test_local_time_forms_are_inferred(stamps, form, first_ms, step_ms):
+    text = "timestamp,value\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps))
+    table = read_series(io.StringIO(text))
+    assert table.time_format == form and table.bad_times == 0
+    assert table.times_ms[0] == first_ms
+    assert set(np.diff(table.times_ms).tolist()) == {step_ms}
+    assert form in table.summary()
+
+
+def test_european_export_with_decimal_commas_and_a_split_date_and_time(tmp_path):
+    path = tmp_path / "logger.csv"
+    path.write_text("Zeitstempel;Temperatur °C\n13.02.2024 10:00;1,5\n13.02.2024 10:15;1,75\n"
+                    "13.02.2024 10:30;-9999\n", encoding="latin-1")
+    code, out, err = _run(path)
+    assert code == 0, err
+    assert [r[:2] for r in out[1:]] == [["13.02.2024 10:00", "1,5"], ["13.02.2024 10:15", "1,75"],
+                                        ["13.02.2024 10:30", "-9999"]]
+    table = read_series(path)
+    assert table.values[:2].tolist() == [1.5, 1.75] and np.isnan(table.values[2])
+    assert table.times_ms[1] - table.times_ms[0] == 900_000
+    split = tmp_path / "split.csv"
+    split.write_text("date,time,value\n2024-02-13,10:00:00,1\n2024-02-13,10:15:00,2\n")
+    table = read_series(split)
+    assert table.stamps == ["2024-02-13 10:00:00", "2024-02-13 10:15:00"]
+    assert table.times_ms.tolist() == [_ms(2024, 2, 13, 10), _ms(2024, 2, 13, 10, 15)]
+    # a comma-delimited file's commas stay delimiters: "1,5" there is two cells
+    assert read_series(io.StringIO("timestamp,value\n2024-02-13,\"1,5\"\n")).text_values == 1
+
+
+def test_a_file_of_values_alone_is_scored_row_for_row(tmp_path):
+    for text, cells in (("level\n1.0\n1.1\n\n-9999\n1.2\n", ["1.0", "1.1", "-9999", "1.2"]),
+                        ("5\n6\n7\n", ["5", "6", "7"])):  # with a header, and without
+        path = tmp_path / "column.csv"
+        path.write_text(text)
+        code, out, err = _run(path, "--interval-s", "900")
+        assert code == 0, err
+        assert [r[1] for r in out[1:]] == cells
+        assert "900 s apart" in err
+    table = read_series(io.StringIO("level\n1\n2\n3\n"), spacing_s=900)
+    assert np.diff(table.times_ms).tolist() == [900_000, 900_000]
+
+
+_CELLS = st.one_of(st.sampled_from(["", "NaN", "-9999", "65535", "1,5", "ERR", "13.02.2024 10:00",
+                                    "02/13/2024 1:30 PM", "2025-04-01T00:00:00Z", "1743465600",
+                                    "timestamp", "value", "inf", '"', "\ufeff"]),
+                   st.floats(allow_nan=True).map(str), st.text(max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_CELLS, min_size=1, max_size=4), max_size=12),
+       st.sampled_from([",", ";", "\t"]))
+def test_any_text_is_a_table_row_for_row_or_one_clear_error(rows, delimiter):
+    text = "\n".join(delimiter.join(row) for row in rows)
+    try:
+        table = read_series(io.StringIO(text))
+    except SeriesCsvError as exc:
+        assert "\n" not in str(exc)
+        return
+    n = len(table)
+    assert n >= 1 and len(table.cells) == n == len(table.times_ms) == len(table.values)
+    assert table.times_ms.dtype == np.int64 and table.summary() is not None
