@@ -52,7 +52,10 @@ log = logging.getLogger(__name__)
 MERGE_ROWS = 10
 TOLERANCE_ROWS = 10
 MONTH_S = 30 * 86_400.0
-NOT_SENSORS = {"timestamp", "time", "label", "changepoint", "row", "type", "code", "file"}
+# the label column's names in public labelled sets (Yahoo's is_anomaly; 1/0 or true/false)
+LABEL_NAMES = ("label", "is_anomaly", "anomaly", "outlier")
+NOT_SENSORS = {"timestamp", "time", "changepoint", "row", "type", "code", "file",
+               *LABEL_NAMES}
 
 
 @dataclass(frozen=True)
@@ -110,17 +113,18 @@ def read_labelled(path: Path, utc_offset_hours: float) -> Series | None:
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as source:
         header = [h.strip() for h in next(csv.reader(source), [])]
     folded = [h.lower() for h in header]
-    if "label" not in folded or "file" in folded or not header:
+    label = next((h for h in header if h.lower() in LABEL_NAMES), None)
+    if label is None or "file" in folded:
         return None
     sensors = [h for h in header if h.lower() not in NOT_SENSORS]
     if not sensors:
         return None
     zone = timezone(timedelta(hours=utc_offset_hours))
     first = read_series(path, value_column=sensors[0], zone=zone,
-                        extra_columns=("label", *sensors[1:]))
+                        extra_columns=(label, *sensors[1:]))
     columns = {sensors[0]: first.values}
     columns.update({s: first.extra[s] for s in sensors[1:]})
-    labels = np.nan_to_num(first.extra["label"], nan=0.0) > 0
+    labels = np.nan_to_num(first.extra[label], nan=0.0) > 0
     return Series(path.name, first.times_ms, columns, labels)
 
 

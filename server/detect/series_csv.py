@@ -45,6 +45,7 @@ TIME_FORMATS = tuple(
                  "%d/%m/%y", "%m/%d/%y", "%Y%m%d")
     for clock in (" %H:%M:%S", " %H:%M", " %H:%M:%S.%f", " %I:%M:%S %p", " %I:%M %p", ""))
 INFER_SAMPLE = 500  # time cells looked at to infer the form
+_BOOLEANS = {"true": 1.0, "false": 0.0}
 
 
 class SeriesCsvError(ValueError):
@@ -148,7 +149,9 @@ def parse_value(text: str, decimal_comma: bool = False) -> tuple[float, str]:
     try:
         value = float(text)
     except ValueError:
-        return math.nan, "text"
+        # a spreadsheet's or pandas' booleans (a pump state, a label) are 1 and 0
+        truth = _BOOLEANS.get(text.lower())
+        return (math.nan, "text") if truth is None else (truth, "ok")
     if not math.isfinite(value):
         return math.nan, "text" if math.isnan(value) else "ok"  # inf stays: out of range
     if value in SENTINELS:

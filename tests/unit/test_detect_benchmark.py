@@ -107,3 +107,16 @@ def test_each_real_dataset_has_both_parts_and_no_file_is_refused():
             assert series.labels.shape[0] == series.times_ms.shape[0] > 0
             parts[bm.part_of(dataset, path.name)] += 1
         assert parts["tuning"] > 0 and parts["report"] > 0, (name, parts)
+
+
+def test_a_label_column_by_another_common_name_and_boolean_labels_are_read(tmp_path):
+    rows = "".join(f"2025-04-01T00:{m:02d}:00,{m % 7},{'True' if 20 <= m < 23 else 'False'}\n"
+                   for m in range(40))
+    for name in ("is_anomaly", "anomaly", "label"):
+        path = tmp_path / f"{name}.csv"
+        path.write_text(f"timestamp,value,{name}\n{rows}")
+        series = bm.read_labelled(path, 0.0)
+        assert series is not None and list(series.columns) == ["value"]
+        assert np.flatnonzero(series.labels).tolist() == [20, 21, 22]
+    (tmp_path / "index.csv").write_text("timestamp,value\n2025-04-01T00:00:00,1\n")
+    assert bm.read_labelled(tmp_path / "index.csv", 0.0) is None  # no labels: no series
