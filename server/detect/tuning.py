@@ -181,6 +181,13 @@ class DetectorParams(BaseModel):
                                 description="memory of the hour-of-day profile")
     memory_days: float = Field(7.0, gt=0.0, le=365.0,
                                description="memory of the longest run and step")
+    memory_min_readings: float = Field(1000.0, ge=1.0, le=1e7,
+                                       description="... spanning at least this many "
+                                                   "readings: a series logged hours apart "
+                                                   "sees its floods weeks apart, and a "
+                                                   "week (112 readings at 90 minutes) "
+                                                   "forgot the last flood's rise before the "
+                                                   "next one came")
     level_skip: tuple[str, ...] = Field(
         ("soil_moisture", "soil_ec", "chlorophyll_a", "leaf_wetness"),
         description="metrics without a level to compare across sites: soil water and its "
