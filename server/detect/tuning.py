@@ -126,9 +126,12 @@ class DetectorParams(BaseModel):
                          description="... by two CUSUMs (drift_k allowed free per reading, "
                                      "each reading at most level_z) alarming past this; "
                                      "flagged for own_memory readings it is the new level")
-    own_span: float = Field(0.25, ge=0.0, le=10.0,
+    own_span: float = Field(0.4, ge=0.0, le=10.0,
                             description="... and its de-seasoned reading at least this "
-                                        "fraction of the typical range off its level")
+                                        "fraction of the typical range off its level (a "
+                                        "river's pH over a season, its conductance in a "
+                                        "snowmelt, a room cooling at night move a quarter "
+                                        "of it on their own)")
     pairs: tuple[tuple[str, str], ...] = Field(
         (("soil_ec", "soil_moisture"),),
         description="(follower, leader) metrics of one device whose logarithms keep a "
