@@ -198,7 +198,7 @@ class Detector:
             # the largest normal step, the longest run and the flat share are maxima and
             # counts over a memory: over too few readings they hold none of the series'
             # rare normal extremes (a river's floods, weeks apart, each rising in one or
-            # two readings logged 90 minutes apart: every flood's rise was a spike). The
+            # two readings logged 90 minutes apart: the next one's rise read as a spike). The
             # fleet's series (1 to 10 minutes) have more than enough in memory_days
             memory_ms = max(prm.memory_days * DAY_MS, prm.memory_min_readings * interval_ms)
             cfg[i, C_DECAY] = float(np.exp(-interval_ms / memory_ms))

@@ -531,9 +531,9 @@ def test_the_largest_step_is_remembered_over_at_least_memory_min_readings():
 def test_a_river_logged_every_90_minutes_takes_a_flood_like_the_last_one_as_normal():
     """sandy_creek_conductivity (the river's tuning part): a flood dilutes the creek in
     one reading (358 to 169 uS/cm on 2018-02-25, the level up 0.5 m with it), two days
-    after one that fell 142 in a reading. With a week's memory (112 readings) that fall
-    was nearly forgotten and the new one a spike; remembered over a thousand readings it
-    is normal, while both labelled anomalies are still found."""
+    after one that fell 142 in a reading. A week's memory (112 readings) kept 72 % of
+    that fall, and the new one, past 1.5 times it, was a spike; remembered over a
+    thousand readings it is normal, while both labelled anomalies are still found."""
     from tidefield.server.detect import benchmark as bm
 
     folder = realworld_or_skip() / "river_wq_leigh2019"
@@ -549,3 +549,28 @@ def test_a_river_logged_every_90_minutes_takes_a_flood_like_the_last_one_as_norm
     assert got.score[flood] < 0.5
     for start in np.flatnonzero(series.labels):  # the labelled anomalies: found
         assert (got.score[start:start + 2] >= 0.5).any()
+
+
+def test_a_lone_series_own_slow_movement_is_no_drift_but_its_labelled_faults_are_found():
+    """WaterLab_2019_ph (LRO's tuning part, every 15 minutes): pH moving a few hundredths
+    over days in June came to a quarter of its typical range, and the own-level check
+    flagged it twice as a drift, with no label there. At own_span 0.4 neither is raised,
+    and the labelled stretches alarmed on are the same."""
+    from tidefield.server.detect import benchmark as bm
+
+    folder = realworld_or_skip() / "lro_aquatic_qc"
+    series = bm.read_labelled(folder / "WaterLab_2019_ph.csv", -7.0)
+    values = series.columns["value"]
+    label_zero_drift = {}
+    found = {}
+    for own_span in (0.25, DetectorParams().own_span):
+        got = score_values(series.times_ms, values,
+                           params=DetectorParams(tz_offset_hours=-7.0, own_span=own_span))
+        alarm = got.score >= 0.5
+        drift = alarm & (got.component_names() == "drift") & ~series.labels
+        label_zero_drift[own_span] = int(drift.sum())
+        found[own_span] = sum(bool(alarm[max(0, a - 10):b + 10].any())
+                              for a, b in bm.runs(series.labels))
+    assert label_zero_drift[0.25] > 0
+    assert label_zero_drift[0.4] == 0
+    assert found[0.4] == found[0.25] > 0
