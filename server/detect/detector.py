@@ -195,7 +195,13 @@ class Detector:
             cfg[i, C_A_SLOW] = _alpha(3_600_000.0, prm.slow_days * DAY_MS)
             cfg[i, C_A_VAR] = _alpha(3_600_000.0, prm.var_days * DAY_MS)
             cfg[i, C_A_PROF] = min(1.0, interval_ms * BINS / (prm.profile_days * DAY_MS))
-            cfg[i, C_DECAY] = float(np.exp(-interval_ms / (prm.memory_days * DAY_MS)))
+            # the largest normal step, the longest run and the flat share are maxima and
+            # counts over a memory: over too few readings they hold none of the series'
+            # rare normal extremes (a river's floods, weeks apart, each rising in one or
+            # two readings logged 90 minutes apart: the next one's rise read as a spike). The
+            # fleet's series (1 to 10 minutes) have more than enough in memory_days
+            memory_ms = max(prm.memory_days * DAY_MS, prm.memory_min_readings * interval_ms)
+            cfg[i, C_DECAY] = float(np.exp(-interval_ms / memory_ms))
             cfg[i, C_LEVEL] = 0.0 if info.metric in prm.level_skip else 1.0
             cfg[i, C_A_NOISE] = _alpha(interval_ms, prm.noise_hours * 3_600_000.0)
             # the slow noise test's lower threshold holds for a mean over many readings: at

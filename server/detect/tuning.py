@@ -126,9 +126,12 @@ class DetectorParams(BaseModel):
                          description="... by two CUSUMs (drift_k allowed free per reading, "
                                      "each reading at most level_z) alarming past this; "
                                      "flagged for own_memory readings it is the new level")
-    own_span: float = Field(0.25, ge=0.0, le=10.0,
+    own_span: float = Field(0.4, ge=0.0, le=10.0,
                             description="... and its de-seasoned reading at least this "
-                                        "fraction of the typical range off its level")
+                                        "fraction of the typical range off its level (a "
+                                        "river's pH over a season, its conductance in a "
+                                        "snowmelt, a room cooling at night move a quarter "
+                                        "of it on their own)")
     pairs: tuple[tuple[str, str], ...] = Field(
         (("soil_ec", "soil_moisture"),),
         description="(follower, leader) metrics of one device whose logarithms keep a "
@@ -181,6 +184,13 @@ class DetectorParams(BaseModel):
                                 description="memory of the hour-of-day profile")
     memory_days: float = Field(7.0, gt=0.0, le=365.0,
                                description="memory of the longest run and step")
+    memory_min_readings: float = Field(1000.0, ge=1.0, le=1e7,
+                                       description="... spanning at least this many "
+                                                   "readings: a series logged hours apart "
+                                                   "sees its floods weeks apart, and a "
+                                                   "week (112 readings at 90 minutes) "
+                                                   "forgot the last flood's rise before the "
+                                                   "next one came")
     level_skip: tuple[str, ...] = Field(
         ("soil_moisture", "soil_ec", "chlorophyll_a", "leaf_wetness"),
         description="metrics without a level to compare across sites: soil water and its "

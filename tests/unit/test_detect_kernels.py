@@ -7,8 +7,9 @@ import numpy as np
 import numpy.testing as npt
 import pytest
 
+from tidefield.protocol.units import DAY_MS
 from tidefield.server.detect import detector_twins as reference
-from tidefield.server.detect._layout import C_A_BURST_SLOW, COMPONENTS
+from tidefield.server.detect._layout import C_A_BURST_SLOW, C_DECAY, COMPONENTS
 from tidefield.server.detect.detector import (
     Detector,
     DetectorInputError,
@@ -16,6 +17,8 @@ from tidefield.server.detect.detector import (
     score_values,
 )
 from tidefield.server.detect.tuning import DetectorParams
+
+from ..support.realdata import realworld_or_skip
 
 T0 = 1_743_465_600_000
 MIN = 60_000
@@ -508,3 +511,66 @@ def test_a_series_that_leaves_and_comes_back_routinely_learns_it():
     got = _lone(np.round(values, 2), 10 * MIN)
     assert "spike" in set(got.component_names()[2500:2502])
     assert (got.score[2500:2502] >= 0.5).any()
+
+
+def test_the_largest_step_is_remembered_over_at_least_memory_min_readings():
+    """memory_days (a week) is 112 readings of a river logged every 90 minutes: its
+    floods come weeks apart, and the largest normal step had forgotten the last one's
+    rise by the next. The memory spans at least memory_min_readings; the fleet's series
+    (1 to 10 minutes) have more readings than that in a week and keep it to the bit."""
+    params = DetectorParams()
+    limits = (-np.inf, np.inf, 0.0, 1.0, 0.01)
+    for interval_s, memory_ms in ((5400.0, 1000 * 5_400_000.0), (600.0, 7 * DAY_MS),
+                                  (60.0, 7 * DAY_MS)):
+        info = SeriesInfo(0, "s", "d", "value", interval_s)
+        detector = Detector([info], params, limits={0: limits})
+        want = float(np.exp(-interval_s * 1000.0 / memory_ms))
+        assert detector.cfg[0, C_DECAY] == want
+
+
+def test_a_river_logged_every_90_minutes_takes_a_flood_like_the_last_one_as_normal():
+    """sandy_creek_conductivity (the river's tuning part): a flood dilutes the creek in
+    one reading (358 to 169 uS/cm on 2018-02-25, the level up 0.5 m with it), two days
+    after one that fell 142 in a reading. A week's memory (112 readings) kept 72 % of
+    that fall, and the new one, past 1.5 times it, was a spike; remembered over a
+    thousand readings it is normal, while both labelled anomalies are still found."""
+    from tidefield.server.detect import benchmark as bm
+
+    folder = realworld_or_skip() / "river_wq_leigh2019"
+    series = bm.read_labelled(folder / "sandy_creek_conductivity.csv", 10.0)
+    values = series.columns["value"]
+    flood = int(np.flatnonzero(series.times_ms == np.datetime64("2018-02-25T09:40", "ms")
+                               .astype(np.int64))[0])
+    assert values[flood - 1] > 350.0 and values[flood] < 170.0
+    week = score_values(series.times_ms, values,
+                        params=DetectorParams(tz_offset_hours=10.0, memory_min_readings=1))
+    assert week.score[flood] >= 0.5
+    got = score_values(series.times_ms, values, params=DetectorParams(tz_offset_hours=10.0))
+    assert got.score[flood] < 0.5
+    for start in np.flatnonzero(series.labels):  # the labelled anomalies: found
+        assert (got.score[start:start + 2] >= 0.5).any()
+
+
+def test_a_lone_series_own_slow_movement_is_no_drift_but_its_labelled_faults_are_found():
+    """WaterLab_2019_ph (LRO's tuning part, every 15 minutes): pH moving a few hundredths
+    over days in June came to a quarter of its typical range, and the own-level check
+    flagged it twice as a drift, with no label there. At own_span 0.4 neither is raised,
+    and the labelled stretches alarmed on are the same."""
+    from tidefield.server.detect import benchmark as bm
+
+    folder = realworld_or_skip() / "lro_aquatic_qc"
+    series = bm.read_labelled(folder / "WaterLab_2019_ph.csv", -7.0)
+    values = series.columns["value"]
+    label_zero_drift = {}
+    found = {}
+    for own_span in (0.25, DetectorParams().own_span):
+        got = score_values(series.times_ms, values,
+                           params=DetectorParams(tz_offset_hours=-7.0, own_span=own_span))
+        alarm = got.score >= 0.5
+        drift = alarm & (got.component_names() == "drift") & ~series.labels
+        label_zero_drift[own_span] = int(drift.sum())
+        found[own_span] = sum(bool(alarm[max(0, a - 10):b + 10].any())
+                              for a, b in bm.runs(series.labels))
+    assert label_zero_drift[0.25] > 0
+    assert label_zero_drift[0.4] == 0
+    assert found[0.4] == found[0.25] > 0
