@@ -103,7 +103,9 @@ class _Session:
         self.resend: deque[tuple[str, int]] = deque()
         self.answers: dict[int, Outgoing] = {}  # the controller's, awaiting PUBACK
         self.received: list[mqtt.Message] = []  # down/config and down/command, for the controller
+        self.subscribed: set[int] = set()  # mids of the subscriptions the broker acknowledged
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -115,6 +117,10 @@ class _Session:
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: object,
                        reason_code: ReasonCode, properties: object) -> None:
         self.lost = True
+
+    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int,
+                      reason_codes: object, properties: object) -> None:
+        self.subscribed.add(mid)
 
     def _on_publish(self, client: paho.Client, userdata: object, mid: int,
                     reason_code: ReasonCode, properties: object) -> None:
@@ -173,6 +179,8 @@ class Publisher:
         self.resent = 0  # batches sent again for want of a receipt (a counter)
         self.latency = latency or LatencyMeter()
         self.connected = threading.Event()
+        # the session and mid of its configuration and command subscription (listening)
+        self._listen: tuple[_Session, int | None] | None = None
         self._failures = 0
         self._down_since: float | None = None
         self._last_device = ""
@@ -196,6 +204,12 @@ class Publisher:
         return len(self._awaiting)
 
     # --- the connection loop ------------------------------------------------------------
+
+    def listening(self) -> bool:
+        """Whether the broker has acknowledged this connection's subscription to the
+        devices' configuration and commands: a command sent from now on reaches us."""
+        listen = self._listen
+        return listen is not None and not listen[0].lost and listen[1] in listen[0].subscribed
 
     def run(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set; the body of the publisher thread."""
@@ -296,9 +310,10 @@ class Publisher:
             self._early.clear()
         if self._controller is not None:  # configuration and commands (not down/#, which
             # would deliver each receipt twice through the overlapping subscriptions)
-            client.subscribe([(down_topic(self._site, device, channel), 1)
-                              for device in self._devices
-                              for channel in (control.CONFIG, control.COMMAND)])
+            _, mid = client.subscribe(
+                [(down_topic(self._site, device, channel), 1)
+                 for device in self._devices for channel in (control.CONFIG, control.COMMAND)])
+            self._listen = (session, mid)
         handed_out = self._queue.handed_out()
         session.resend.extend(handed_out)
         if self._receipts:  # forget the sends of batches the queue no longer holds

@@ -84,6 +84,9 @@ class Agents:
         self.current = Agent(self.config)
         self.current.start()
         assert self.current.publisher.connected.wait(10)
+        # commands published before the agent's subscription is acknowledged are dropped
+        # by the broker (a new session): wait for it, as an operator's command would
+        wait_for(self.current.publisher.listening, 10, "the agent's command subscription")
         return self.current
 
     def stop(self) -> None:
