@@ -286,6 +286,10 @@ def benchmark(
         help="comma-separated: tidefield, zscore, qartod, hst, and each baseline with its "
              "settings tuned on the tuning part: zscore*, qartod*, hst*")]
         = "tidefield,zscore,qartod,hst,zscore*,qartod*,hst*",
+    every: Annotated[int, typer.Option(
+        min=1, help="score every N-th row only, each of the N phases a series of its own: "
+                    "how detection holds on a logger N times sparser (LRO's 15-minute "
+                    "sondes at 6 are 90-minute loggers like the river's)")] = 1,
 ) -> None:
     """Score Tidefield and the baselines against real labelled data; print per dataset
     event-wise precision, recall and F1 at each one's default threshold, PR-AUC, median
@@ -306,8 +310,9 @@ def benchmark(
     if missing:
         typer.echo(f"error: not a folder: {', '.join(missing)}", err=True)
         raise typer.Exit(2)
-    results = run_benchmark(folders, part=part, detectors=chosen)
-    for line in report_lines(results, part):
+    results = run_benchmark(folders, part=part, detectors=chosen, every=every)
+    label = part if every == 1 else f"{part}, one row in {every}"
+    for line in report_lines(results, label):
         typer.echo(line)
     if any(r.refused for r in results):
         raise typer.Exit(1)

@@ -120,3 +120,29 @@ def test_a_label_column_by_another_common_name_and_boolean_labels_are_read(tmp_p
         assert np.flatnonzero(series.labels).tolist() == [20, 21, 22]
     (tmp_path / "index.csv").write_text("timestamp,value\n2025-04-01T00:00:00,1\n")
     assert bm.read_labelled(tmp_path / "index.csv", 0.0) is None  # no labels: no series
+
+
+def test_thinning_keeps_every_phase_and_each_reading_with_its_label():
+    times = np.arange(7, dtype=np.int64) * 60_000
+    values = np.arange(7, dtype=np.float64)
+    series = bm.Series("x.csv", times, {"value": values}, values % 3 == 0)
+    parts = bm.thinned(series, 3)
+    assert [p.name for p in parts] == ["x.csv[0::3]", "x.csv[1::3]", "x.csv[2::3]"]
+    assert [p.columns["value"].tolist() for p in parts] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [p.labels.tolist() for p in parts] == [[True, True, True], [False, False],
+                                                   [False, False]]
+    assert [p.times_ms.tolist() for p in parts][1] == [60_000, 240_000]
+    assert bm.thinned(series, 1) == [series]
+    with pytest.raises(ValueError):
+        bm.thinned(series, 0)
+
+
+def test_the_command_scores_a_sparser_logger_and_refuses_a_zero_step():
+    runner = CliRunner()
+    result = runner.invoke(app, ["benchmark", str(FIXTURE / "creek"), "--every", "2",
+                                 "--detectors", "tidefield,zscore"])
+    assert result.exit_code == 0, result.output
+    # each file twice, the readings the same in all
+    assert "creek (report, one row in 2): 2 files, 4 series, 1,920 readings" in result.stdout
+    bad = runner.invoke(app, ["benchmark", str(FIXTURE / "creek"), "--every", "0"])
+    assert bad.exit_code == 2
