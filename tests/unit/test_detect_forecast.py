@@ -11,7 +11,9 @@ import pytest
 from tidefield.server.detect.alerts import MemorySink
 from tidefield.server.detect.detector import Detector, SeriesInfo
 from tidefield.server.detect.engine import Engine
+from tidefield.server.detect.forecast import _kernels
 from tidefield.server.detect.forecast import forecast_twins as twin
+from tidefield.server.detect.forecast._layout import FC_ACTIVE
 from tidefield.server.detect.forecast.forecaster import Forecaster, ForecastParams
 from tidefield.server.detect.rules import RulesError, load_rules
 from tidefield.server.detect.tuning import DetectorParams
@@ -84,6 +86,34 @@ def test_a_batch_split_anywhere_gives_the_same_forecasts():
                           parts.advance(rows[cut:], times[cut:], values[cut:],
                                         broken[cut:]).confidence])
     npt.assert_array_equal(got, want)
+
+
+def test_only_the_forecast_series_readings_are_walked_and_the_rest_are_nan():
+    """The kernel walks the readings ``pick`` finds (the twin's), and a batch of only
+    those gives them the same forecasts, to the bit, as the whole batch does; every other
+    reading is NaN in every column, and a row out of range is refused."""
+    rng = np.random.default_rng(9)
+    rows, times, values = _batch(rng, 2.0, nan_rate=0.01)
+    broken = rng.random(rows.size) < 0.01
+    whole = Forecaster(SERIES, load_rules(), ForecastParams(warm_days=0.5))
+    alone = Forecaster(SERIES, load_rules(), ForecastParams(warm_days=0.5))
+    picked = _kernels.pick(rows, whole.cfg[:, FC_ACTIVE] > 0.0)
+    npt.assert_array_equal(picked, twin.pick(rows, whole.cfg))
+    assert 0 < picked.size < rows.size
+    got = whole.advance(rows, times, values, broken)
+    want = alone.advance(rows[picked], times[picked], values[picked], broken[picked])
+    others = np.ones(rows.size, dtype=bool)
+    others[picked] = False
+    for name in ("confidence", "crossing_ms", "low", "high"):
+        column = getattr(got, name)
+        assert column.shape == rows.shape
+        npt.assert_array_equal(column[picked], getattr(want, name), err_msg=name)
+        assert np.isnan(column[others]).all(), name
+    assert np.isfinite(got.confidence[picked]).any()
+    npt.assert_array_equal(whole.state, alone.state)
+    for bad in (-1, len(SERIES)):
+        with pytest.raises(ValueError, match="out of range"):
+            whole.advance(np.array([0, bad]), times[:2], values[:2], broken[:2])
 
 
 def _one_series(model, values, step_ms=MIN):
@@ -224,8 +254,6 @@ def test_the_per_second_angle_table_is_the_angle_computed_per_reading():
     """The kernel reads a whole second's cos and sin of the day's angle from a table: they
     must be the very numbers computing them at the reading gives (bit for bit)."""
     import math
-
-    from tidefield.server.detect.forecast import _kernels
 
     table = _kernels.day_angles()
     assert table.shape == (DAY // 1000, 2)

@@ -191,3 +191,9 @@ def advance(rows: np.ndarray, times: np.ndarray, values: np.ndarray, broken: np.
         model = models.setdefault(r, SeriesForecast(cfg[r]))
         out[i] = model.step(float(t), x, bad)
     return out, models
+
+
+def pick(rows: np.ndarray, cfg: np.ndarray) -> np.ndarray:
+    """The positions of the readings whose series a forecast rule names, in batch order."""
+    return np.array([i for i, r in enumerate(rows.tolist()) if cfg[r][FC_ACTIVE] > 0.0],
+                    dtype=np.int64)
