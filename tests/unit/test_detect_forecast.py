@@ -294,3 +294,46 @@ def test_the_local_hours_of_a_look_ahead_match_the_twin_walked_or_not(params, wa
     tz = forecaster.params.tz_offset_hours * HOUR
     hours = ((crossing + tz) % DAY) / HOUR
     assert ((hours >= 19.0) | (hours < 8.0)).all()
+
+
+def test_the_readings_taken_for_broken_are_faults_but_gaps_and_a_lone_series_drift():
+    """What the rules and forecasts skip as broken sensor output (``broken_readings``, the
+    engine's and the bench's): every fault but a gap; a drift only of a series compared
+    with other sensors, a lone one's being a guess from its own level."""
+    from tidefield.server.detect._layout import (
+        C_GROUP,
+        C_PARTNER,
+        CAT_EVENT,
+        CAT_FAULT,
+        CAT_NONE,
+        K_DRIFT,
+        K_GAP,
+        K_LEVEL,
+        K_NONE,
+        K_SPIKE,
+        K_STUCK,
+    )
+    from tidefield.server.detect.detector import Scores
+    from tidefield.server.detect.engine import broken_readings
+
+    series = [SeriesInfo(k, f"s-{k}", f"s-{k}-sonde", "water_temperature", 60.0, "sonde")
+              for k in range(4)]
+    series.append(SeriesInfo(4, "s-0", "s-0-sonde", "dissolved_oxygen", 60.0, "sonde"))
+    detector = Detector(series)
+    assert (detector.cfg[:4, C_GROUP] >= 0.0).all()  # compared across the four sites
+    assert detector.cfg[4, C_GROUP] < 0.0 and detector.cfg[4, C_PARTNER] < 0.0  # lone
+    cases = [  # (row, component, category, broken)
+        (0, K_DRIFT, CAT_FAULT, True), (4, K_DRIFT, CAT_FAULT, False),
+        (4, K_SPIKE, CAT_FAULT, True), (4, K_STUCK, CAT_FAULT, True),
+        (1, K_GAP, CAT_FAULT, False), (4, K_GAP, CAT_FAULT, False),
+        (2, K_LEVEL, CAT_EVENT, False), (3, K_NONE, CAT_NONE, False),
+        (4, K_DRIFT, CAT_FAULT, False), (0, K_SPIKE, CAT_FAULT, True),
+    ]
+    rows = np.array([c[0] for c in cases], dtype=np.int64)
+    scores = Scores(np.full(len(cases), 0.7, dtype=np.float32),
+                    np.array([c[1] for c in cases], dtype=np.int8),
+                    np.array([c[2] for c in cases], dtype=np.int8))
+    npt.assert_array_equal(broken_readings(detector, rows, scores), [c[3] for c in cases])
+    some = np.array([3, 6, 7])  # no drift in the batch
+    npt.assert_array_equal(broken_readings(detector, rows[some], scores.take(some)),
+                           [True, False, False])
