@@ -110,6 +110,9 @@ def test_only_the_forecast_series_readings_are_walked_and_the_rest_are_nan():
         npt.assert_array_equal(column[picked], getattr(want, name), err_msg=name)
         assert np.isnan(column[others]).all(), name
     assert np.isfinite(got.confidence[picked]).any()
+    for column in range(4):
+        npt.assert_array_equal(_kernels.spread(rows.size, got.picked, got.made, column),
+                               twin.spread(rows.size, got.picked, got.made, column))
     npt.assert_array_equal(whole.state, alone.state)
     for bad in (-1, len(SERIES)):
         with pytest.raises(ValueError, match="out of range"):

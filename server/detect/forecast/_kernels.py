@@ -322,6 +322,17 @@ def pick(rows, active):
 
 
 @njit(**JIT)
+def spread(size, picked, made, column):
+    """One column of ``made`` (a row per picked reading) over the whole batch of ``size``
+    readings, NaN at the others: the full-length column the engine hands the rules."""
+    full = np.empty(size, dtype=np.float64)
+    full[:] = np.nan
+    for k in range(picked.shape[0]):
+        full[picked[k]] = made[k, column]
+    return full
+
+
+@njit(**JIT)
 def advance(picked, rows, times, values, broken, cfg, st, angles, out):
     """Advance the forecast series' models by the readings of a batch at positions
     ``picked`` (``pick``), in that order, and write, per picked reading, (confidence,

@@ -107,9 +107,7 @@ class Forecasts:
         self.made = made
 
     def _column(self, column: int) -> np.ndarray:
-        full = np.full(self.size, np.nan)
-        full[self.picked] = self.made[:, column]
-        return full
+        return _kernels.spread(self.size, self.picked, self.made, column)
 
     @property
     def confidence(self) -> np.ndarray:
