@@ -10,8 +10,9 @@ with its labelled faults and events, scored in arrival order:
    hourly batches, after ``--warm-hours`` of the same fleet so every component is live;
    the best of ``--repeat`` runs from the same warmed state.
    Then the same with the early warnings' forecasts (``Forecaster.advance`` after each
-   batch's scores, as the engine runs them: every series a ``forecast`` rule names), and
-   the ratio of the two rates.
+   batch's scores, as the engine runs them: every series a ``forecast`` rule names, the
+   readings the engine calls broken, the confidence per reading), and the ratio of the
+   two rates.
 2. NumPy reference: ``reference.score_batch``, the plain twin the tests compare against,
    over the first ``--reference-readings`` readings (it is slow: one Python object per
    series, a step per reading).
@@ -42,8 +43,8 @@ from sim import pin_to_one_cpu  # bench/ is the script's folder, first on the pa
 
 from tidefield.protocol.units import HOUR_MS
 from tidefield.server.detect import detector_twins as reference
-from tidefield.server.detect._layout import CAT_FAULT, K_GAP
 from tidefield.server.detect.detector import Detector
+from tidefield.server.detect.engine import broken_readings
 from tidefield.server.detect.evaluate import fleet_series
 from tidefield.server.detect.forecast.forecaster import Forecaster
 from tidefield.server.detect.rules import load_rules
@@ -183,7 +184,8 @@ def main() -> None:
     def score_and_forecast() -> None:
         for b in batches:
             scores = detector.score(*b)
-            forecaster.advance(*b, (scores.category == CAT_FAULT) & (scores.component != K_GAP))
+            # the engine reads the confidence: a column the length of the batch
+            _ = forecaster.advance(*b, broken_readings(detector, b[0], scores)).confidence
 
     both = None
     for _ in range(args.repeat):

@@ -37,6 +37,9 @@ from ._layout import (
     C_A_VAR,
     C_CIRC,
     C_DECAY,
+    C_DECAY_2,
+    C_DECAY_3,
+    C_DECAY_4,
     C_GROUP,
     C_HIGH,
     C_INTERVAL,
@@ -214,14 +217,30 @@ def _ratio_score(r):
 
 
 @njit(**JIT)
-def _count_run(flat_all, flat_long, length, decay, long_run):
-    """A run of one value of ``length`` readings ended: into the decayed counts of all
-    readings and of those in long runs (how often the series sits flat); returns both. A
-    noisy series ends a run of one reading at nearly every reading: pow(decay, 1) is
-    decay exactly, and skipping the pow there saves a fifth of the kernel's time."""
-    keep = decay if length == 1.0 else decay ** length
+def _count_run(flat_all, flat_long, length, keep, long_run):
+    """A run of one value of ``length`` readings ended: into the counts of all readings
+    and of those in long runs (how often the series sits flat), both first decayed by
+    ``keep`` (``_run_decay``); returns both."""
     return (flat_all * keep + length,
             flat_long * keep + (length if length >= long_run else 0.0))
+
+
+@njit(**JIT_INLINED)
+def _run_decay(s, length, cfg):
+    """pow(decay, length) for a run of ``length`` readings of series ``s``. A noisy series
+    ends a run of one reading at nearly every reading: pow(decay, 1) is decay exactly, and
+    skipping the pow there saved a fifth of the kernel's time; nearly all the other runs
+    are two to four readings long, whose powers the detector computed once (cfg decay_2
+    ... decay_4, the same pow)."""
+    if length == 1.0:
+        return cfg[s, C_DECAY]
+    if length == 2.0:
+        return cfg[s, C_DECAY_2]
+    if length == 3.0:
+        return cfg[s, C_DECAY_3]
+    if length == 4.0:
+        return cfg[s, C_DECAY_4]
+    return cfg[s, C_DECAY] ** length
 
 
 GOING_ON_INTERVALS = 3.0  # a step alarm raised within this many intervals goes on
@@ -633,8 +652,8 @@ def score_batch(series, times, values, cfg, params, st, prof, gst, site_ptr, sit
                 run_max = run
             if not prev_bound and not math.isnan(prev):
                 st[s, S_FLAT_ALL], st[s, S_FLAT_LONG] = _count_run(
-                    st[s, S_FLAT_ALL], st[s, S_FLAT_LONG], run + 1.0, decay,
-                    params[P_STUCK_MIN_RUN])
+                    st[s, S_FLAT_ALL], st[s, S_FLAT_LONG], run + 1.0,
+                    _run_decay(s, run + 1.0, cfg), params[P_STUCK_MIN_RUN])
             run = 0.0
             st[s, S_RUN_START] = t
         st[s, S_RUN] = run

@@ -17,12 +17,15 @@ CAT_NONE, CAT_FAULT, CAT_EVENT = range(len(CATEGORIES))
 # --- per-series configuration (built from the catalog and the registry) ----------------
 CFG_COLUMNS = ("low", "high", "span", "res", "interval_ms", "circular", "site", "group",
                "a_fast", "a_slow", "a_var", "a_prof", "decay", "level", "a_noise",
-               "a_burst_slow", "partner", "pair_sign")
+               "a_burst_slow", "partner", "pair_sign", "decay_2", "decay_3", "decay_4")
 (C_LOW, C_HIGH, C_SPAN, C_RES, C_INTERVAL, C_CIRC, C_SITE, C_GROUP, C_A_FAST, C_A_SLOW,
  C_A_VAR, C_A_PROF, C_DECAY, C_LEVEL, C_A_NOISE, C_A_BURST_SLOW, C_PARTNER,
- C_PAIR_SIGN) = range(len(CFG_COLUMNS))
+ C_PAIR_SIGN, C_DECAY_2, C_DECAY_3, C_DECAY_4) = range(len(CFG_COLUMNS))
 # partner: the row of the paired series of the same device, or -1; pair_sign: +1 for the
-# follower (its own reading is the logarithm regressed), -1 for the leader
+# follower (its own reading is the logarithm regressed), -1 for the leader; decay_2 ...
+# decay_4: decay to the power 2, 3, 4 (pow, as the kernel would take it), what a run of
+# one value of that many readings decays the flat counts by when it ends (nearly all the
+# runs longer than one reading: a power per run was a thirtieth of the kernel's time)
 
 # --- detector parameters (one vector, from DetectorParams) -----------------------------
 PARAM_COLUMNS = ("warm_n", "gap_factor", "stuck_min_run", "stuck_factor", "spike_z",

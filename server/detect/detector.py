@@ -31,6 +31,9 @@ from ._layout import (
     C_A_VAR,
     C_CIRC,
     C_DECAY,
+    C_DECAY_2,
+    C_DECAY_3,
+    C_DECAY_4,
     C_GROUP,
     C_HIGH,
     C_INTERVAL,
@@ -202,6 +205,9 @@ class Detector:
             # fleet's series (1 to 10 minutes) have more than enough in memory_days
             memory_ms = max(prm.memory_days * DAY_MS, prm.memory_min_readings * interval_ms)
             cfg[i, C_DECAY] = float(np.exp(-interval_ms / memory_ms))
+            for length, column in ((2, C_DECAY_2), (3, C_DECAY_3), (4, C_DECAY_4)):
+                # Python's float power calls the C library's pow, as the kernel's does
+                cfg[i, column] = cfg[i, C_DECAY] ** float(length)
             cfg[i, C_LEVEL] = 0.0 if info.metric in prm.level_skip else 1.0
             cfg[i, C_A_NOISE] = _alpha(interval_ms, prm.noise_hours * 3_600_000.0)
             # the slow noise test's lower threshold holds for a mean over many readings: at
@@ -270,8 +276,9 @@ class Detector:
         """Score readings (detector rows, int64 ms, float64 values) in the given order."""
         rows, times_ms, values = validate_batch(rows, times_ms, values, len(self.series))
         n = rows.shape[0]
-        out = Scores(np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.int8),
-                     np.zeros(n, dtype=np.int8))
+        # the kernel writes every reading's three (a zeroed array costs fresh pages)
+        out = Scores(np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int8),
+                     np.empty(n, dtype=np.int8))
         _kernels.score_batch(rows, times_ms, values, self.cfg, self.p, self.state,
                              self.profile, self.groups, self.site_ptr, self.site_mem, self.grp_ptr,
                              self.grp_mem, self.scratch, out.score, out.component,

@@ -54,6 +54,24 @@ class Outcome:
     ops: list[AlertOp]
 
 
+def broken_readings(detector: Detector, rows: np.ndarray, scores: Scores) -> np.ndarray:
+    """Per reading of a scored batch, whether the domain rules and forecasts take it for
+    broken sensor output: a fault other than a gap.
+
+    A drift of a series no other sensor is compared with (a lone sonde, a CSV) is a guess
+    from its own level: it cannot tell a failing probe from the water changing. It stays
+    a fault alert, but it does not make the readings broken for the domain rules and
+    forecasts: a hypoxia missed on a guess is the worse error. (Judged only for the
+    readings scored a drift, a few if any in a batch.)"""
+    broken = (scores.category == CAT_FAULT) & (scores.component != K_GAP)
+    drift = np.flatnonzero(broken & (scores.component == K_DRIFT))
+    if drift.size:
+        cfg = detector.cfg
+        series = rows[drift]
+        broken[drift] = ~((cfg[series, C_GROUP] < 0.0) & (cfg[series, C_PARTNER] < 0.0))
+    return broken
+
+
 class Engine:
     """A detector with its forecaster, rules and alert book."""
 
@@ -86,15 +104,7 @@ class Engine:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         times_ms = np.ascontiguousarray(times_ms, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
-        # A drift of a series no other sensor is compared with (a lone sonde, a CSV) is a
-        # guess from its own level: it cannot tell a failing probe from the water
-        # changing. It stays a fault alert, but it does not make the readings broken for
-        # the domain rules and forecasts: a hypoxia missed on a guess is the worse error.
-        # (judged per series, a few thousand, then looked up per reading)
-        cfg = self.detector.cfg
-        lone = ((cfg[:, C_GROUP] < 0.0) & (cfg[:, C_PARTNER] < 0.0))[rows]
-        broken = ((scores.category == CAT_FAULT) & (scores.component != K_GAP)
-                  & ~((scores.component == K_DRIFT) & lone))
+        broken = broken_readings(self.detector, rows, scores)
         confidence = self.forecaster.advance(rows, times_ms, values, broken).confidence
         capacity = max(16, len(self.rules.instances) * 2)
         while True:

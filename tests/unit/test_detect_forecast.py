@@ -11,7 +11,9 @@ import pytest
 from tidefield.server.detect.alerts import MemorySink
 from tidefield.server.detect.detector import Detector, SeriesInfo
 from tidefield.server.detect.engine import Engine
+from tidefield.server.detect.forecast import _kernels
 from tidefield.server.detect.forecast import forecast_twins as twin
+from tidefield.server.detect.forecast._layout import FC_ACTIVE
 from tidefield.server.detect.forecast.forecaster import Forecaster, ForecastParams
 from tidefield.server.detect.rules import RulesError, load_rules
 from tidefield.server.detect.tuning import DetectorParams
@@ -84,6 +86,37 @@ def test_a_batch_split_anywhere_gives_the_same_forecasts():
                           parts.advance(rows[cut:], times[cut:], values[cut:],
                                         broken[cut:]).confidence])
     npt.assert_array_equal(got, want)
+
+
+def test_only_the_forecast_series_readings_are_walked_and_the_rest_are_nan():
+    """The kernel walks the readings ``pick`` finds (the twin's), and a batch of only
+    those gives them the same forecasts, to the bit, as the whole batch does; every other
+    reading is NaN in every column, and a row out of range is refused."""
+    rng = np.random.default_rng(9)
+    rows, times, values = _batch(rng, 2.0, nan_rate=0.01)
+    broken = rng.random(rows.size) < 0.01
+    whole = Forecaster(SERIES, load_rules(), ForecastParams(warm_days=0.5))
+    alone = Forecaster(SERIES, load_rules(), ForecastParams(warm_days=0.5))
+    picked = _kernels.pick(rows, whole.cfg[:, FC_ACTIVE] > 0.0)
+    npt.assert_array_equal(picked, twin.pick(rows, whole.cfg))
+    assert 0 < picked.size < rows.size
+    got = whole.advance(rows, times, values, broken)
+    want = alone.advance(rows[picked], times[picked], values[picked], broken[picked])
+    others = np.ones(rows.size, dtype=bool)
+    others[picked] = False
+    for name in ("confidence", "crossing_ms", "low", "high"):
+        column = getattr(got, name)
+        assert column.shape == rows.shape
+        npt.assert_array_equal(column[picked], getattr(want, name), err_msg=name)
+        assert np.isnan(column[others]).all(), name
+    assert np.isfinite(got.confidence[picked]).any()
+    for column in range(4):
+        npt.assert_array_equal(_kernels.spread(rows.size, got.picked, got.made, column),
+                               twin.spread(rows.size, got.picked, got.made, column))
+    npt.assert_array_equal(whole.state, alone.state)
+    for bad in (-1, len(SERIES)):
+        with pytest.raises(ValueError, match="out of range"):
+            whole.advance(np.array([0, bad]), times[:2], values[:2], broken[:2])
 
 
 def _one_series(model, values, step_ms=MIN):
@@ -225,8 +258,6 @@ def test_the_per_second_angle_table_is_the_angle_computed_per_reading():
     must be the very numbers computing them at the reading gives (bit for bit)."""
     import math
 
-    from tidefield.server.detect.forecast import _kernels
-
     table = _kernels.day_angles()
     assert table.shape == (DAY // 1000, 2)
     for t in (T0, T0 + 1_000, T0 + 12 * HOUR + 34 * MIN + 56_000, T0 + DAY - 1_000):
@@ -266,3 +297,46 @@ def test_the_local_hours_of_a_look_ahead_match_the_twin_walked_or_not(params, wa
     tz = forecaster.params.tz_offset_hours * HOUR
     hours = ((crossing + tz) % DAY) / HOUR
     assert ((hours >= 19.0) | (hours < 8.0)).all()
+
+
+def test_the_readings_taken_for_broken_are_faults_but_gaps_and_a_lone_series_drift():
+    """What the rules and forecasts skip as broken sensor output (``broken_readings``, the
+    engine's and the bench's): every fault but a gap; a drift only of a series compared
+    with other sensors, a lone one's being a guess from its own level."""
+    from tidefield.server.detect._layout import (
+        C_GROUP,
+        C_PARTNER,
+        CAT_EVENT,
+        CAT_FAULT,
+        CAT_NONE,
+        K_DRIFT,
+        K_GAP,
+        K_LEVEL,
+        K_NONE,
+        K_SPIKE,
+        K_STUCK,
+    )
+    from tidefield.server.detect.detector import Scores
+    from tidefield.server.detect.engine import broken_readings
+
+    series = [SeriesInfo(k, f"s-{k}", f"s-{k}-sonde", "water_temperature", 60.0, "sonde")
+              for k in range(4)]
+    series.append(SeriesInfo(4, "s-0", "s-0-sonde", "dissolved_oxygen", 60.0, "sonde"))
+    detector = Detector(series)
+    assert (detector.cfg[:4, C_GROUP] >= 0.0).all()  # compared across the four sites
+    assert detector.cfg[4, C_GROUP] < 0.0 and detector.cfg[4, C_PARTNER] < 0.0  # lone
+    cases = [  # (row, component, category, broken)
+        (0, K_DRIFT, CAT_FAULT, True), (4, K_DRIFT, CAT_FAULT, False),
+        (4, K_SPIKE, CAT_FAULT, True), (4, K_STUCK, CAT_FAULT, True),
+        (1, K_GAP, CAT_FAULT, False), (4, K_GAP, CAT_FAULT, False),
+        (2, K_LEVEL, CAT_EVENT, False), (3, K_NONE, CAT_NONE, False),
+        (4, K_DRIFT, CAT_FAULT, False), (0, K_SPIKE, CAT_FAULT, True),
+    ]
+    rows = np.array([c[0] for c in cases], dtype=np.int64)
+    scores = Scores(np.full(len(cases), 0.7, dtype=np.float32),
+                    np.array([c[1] for c in cases], dtype=np.int8),
+                    np.array([c[2] for c in cases], dtype=np.int8))
+    npt.assert_array_equal(broken_readings(detector, rows, scores), [c[3] for c in cases])
+    some = np.array([3, 6, 7])  # no drift in the batch
+    npt.assert_array_equal(broken_readings(detector, rows[some], scores.take(some)),
+                           [True, False, False])

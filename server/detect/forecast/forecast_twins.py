@@ -191,3 +191,16 @@ def advance(rows: np.ndarray, times: np.ndarray, values: np.ndarray, broken: np.
         model = models.setdefault(r, SeriesForecast(cfg[r]))
         out[i] = model.step(float(t), x, bad)
     return out, models
+
+
+def pick(rows: np.ndarray, cfg: np.ndarray) -> np.ndarray:
+    """The positions of the readings whose series a forecast rule names, in batch order."""
+    return np.array([i for i, r in enumerate(rows.tolist()) if cfg[r][FC_ACTIVE] > 0.0],
+                    dtype=np.int64)
+
+
+def spread(size: int, picked: np.ndarray, made: np.ndarray, column: int) -> np.ndarray:
+    """One column of the picked readings' outputs over the whole batch, NaN elsewhere."""
+    full = np.full(size, np.nan)
+    full[picked] = made[:, column]
+    return full

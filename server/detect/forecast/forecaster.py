@@ -10,7 +10,6 @@ with the detector's, one row per detector row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 
@@ -90,16 +89,41 @@ class ForecastParams(BaseModel):
                                    description="the sites' local time (a rule's crossing hours)")
 
 
-@dataclass(frozen=True, slots=True)
 class Forecasts:
     """Per reading of a batch: the confidence of a crossing within the horizon, the
     expected time of crossing (ms, NaN for none) and the 80 % band at it (or, with no
-    crossing, where the forecast comes nearest). NaN where no forecast was made."""
+    crossing, where the forecast comes nearest). NaN where no forecast was made.
 
-    confidence: np.ndarray
-    crossing_ms: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
+    Held as the forecast series' readings only (``picked``: their positions in the
+    batch, ``made``: their four outputs, a row each); a column is spread over the whole
+    batch when read, a new array each time (the engine reads only the confidence: nine
+    readings in ten are of series no rule forecasts)."""
+
+    __slots__ = ("made", "picked", "size")
+
+    def __init__(self, size: int, picked: np.ndarray, made: np.ndarray) -> None:
+        self.size = size
+        self.picked = picked
+        self.made = made
+
+    def _column(self, column: int) -> np.ndarray:
+        return _kernels.spread(self.size, self.picked, self.made, column)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self._column(0)
+
+    @property
+    def crossing_ms(self) -> np.ndarray:
+        return self._column(1)
+
+    @property
+    def low(self) -> np.ndarray:
+        return self._column(2)
+
+    @property
+    def high(self) -> np.ndarray:
+        return self._column(3)
 
 
 class Forecaster:
@@ -141,6 +165,7 @@ class Forecaster:
             cfg[row, FC_EVERY] = prm.every_minutes * MINUTE_MS
         _kernels.derive(cfg)
         self.cfg = cfg  # fixed from here: its derived columns are not recomputed
+        self._active = cfg[:, FC_ACTIVE] > 0.0  # a byte per row: the picking's lookups
         self._angles = _day_angles()
         self.state = self.initial_state(len(series))
 
@@ -153,7 +178,7 @@ class Forecaster:
 
     @property
     def active_rows(self) -> np.ndarray:
-        return np.flatnonzero(self.cfg[:, FC_ACTIVE] > 0.0)
+        return np.flatnonzero(self._active)
 
     def advance(self, rows: np.ndarray, times_ms: np.ndarray, values: np.ndarray,
                 broken: np.ndarray) -> Forecasts:
@@ -165,12 +190,11 @@ class Forecaster:
         broken = np.ascontiguousarray(broken, dtype=np.bool_)
         if not rows.shape == times_ms.shape == values.shape == broken.shape:
             raise ValueError("forecast batch columns differ in length")
-        if rows.shape[0] and (rows.min() < 0 or rows.max() >= self.cfg.shape[0]):
-            raise ValueError("forecast batch: series row out of range")
-        out = np.empty((rows.shape[0], 4), dtype=np.float64)
-        _kernels.advance(rows, times_ms, values, broken, self.cfg, self.state, self._angles,
-                         out)
-        return Forecasts(out[:, 0], out[:, 1], out[:, 2], out[:, 3])
+        picked = _kernels.pick(rows, self._active)  # checks the rows are in range
+        made = np.empty((picked.shape[0], 4), dtype=np.float64)
+        _kernels.advance(picked, rows, times_ms, values, broken, self.cfg, self.state,
+                         self._angles, made)
+        return Forecasts(rows.shape[0], picked, made)
 
     def latest(self, row: int) -> tuple[float, float, float, float]:
         """(confidence, crossing ms, band low, band high) of a series' last forecast."""
