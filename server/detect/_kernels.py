@@ -53,6 +53,7 @@ from ._layout import (
     G_COUNT,
     G_MEDIAN,
     G_SLOT,
+    HIGH_SLOTS,
     K_DRIFT,
     K_GAP,
     K_LEVEL,
@@ -121,6 +122,7 @@ from ._layout import (
     RP_EVERY,
     RP_FROM_HIGH,
     RP_GATE,
+    RP_HIGH_WINDOW,
     RP_INTERVAL,
     RP_MIN,
     RP_SERIES,
@@ -135,6 +137,10 @@ from ._layout import (
     RS_COND_SINCE,
     RS_FIRST_COMPONENT,
     RS_GAP_MAX,
+    RS_HIGH_0,
+    RS_HIGH_END,
+    RS_HIGH_OLDER,
+    RS_HIGH_SLOT,
     RS_LAST_RISE,
     RS_LOWEST,
     RS_OPENED,
@@ -923,6 +929,42 @@ def _advance(k, hit, cleared, t, x, comp, rp, rs, n, t_inst, t_action, t_time, t
     return n
 
 
+@njit(**JIT_INLINED)
+def windowed_high(rs, k, t, x, window_ms):
+    """The largest reading of rule instance ``k`` over the last ``window_ms``, ``x`` at
+    ``t`` included (``detector_twins.WindowedHigh``): the window is ``HIGH_SLOTS``
+    sub-windows aligned to multiples of their length, the current one and the
+    ``HIGH_SLOTS - 1`` before it, each keeping its largest reading (so the window reaches
+    back between ``window_ms`` less one sub-window and ``window_ms``). Only a reading that
+    crosses into a new sub-window scans them; one inside the current sub-window costs two
+    comparisons (the rule kernel runs per reading). A reading stamped before the current
+    sub-window (a logger's clock stepped back) counts in it."""
+    if t < rs[k, RS_HIGH_END]:
+        j = RS_HIGH_0 + int(rs[k, RS_HIGH_SLOT]) % HIGH_SLOTS
+        if x > rs[k, j]:
+            rs[k, j] = x
+        older = rs[k, RS_HIGH_OLDER]
+        return older if older > rs[k, j] else rs[k, j]
+    slot_ms = window_ms / HIGH_SLOTS
+    last = rs[k, RS_HIGH_SLOT]
+    now = max(math.floor(t / slot_ms), last + 1.0)  # past the end: a later one at least
+    # the sub-windows passed over (every one after a long silence) hold nothing now
+    passed = int(min(now - last, float(HIGH_SLOTS)))
+    for m in range(1, passed):
+        rs[k, RS_HIGH_0 + int(now - m) % HIGH_SLOTS] = -np.inf
+    j = RS_HIGH_0 + int(now) % HIGH_SLOTS
+    rs[k, j] = x
+    rs[k, RS_HIGH_SLOT] = now
+    rs[k, RS_HIGH_END] = (now + 1.0) * slot_ms
+    older = -np.inf
+    for m in range(HIGH_SLOTS):
+        c = RS_HIGH_0 + m
+        if c != j and rs[k, c] > older:
+            older = rs[k, c]
+    rs[k, RS_HIGH_OLDER] = older
+    return older if older > x else x
+
+
 @njit(**JIT)
 def _gate_holds(rp, rs, k):
     """A rule that `requires` another condition at the site opens only while that one is
@@ -1039,11 +1081,23 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, broken_in, 
                 base = rs[k, RS_BASE]
                 if math.isnan(base):
                     base = x
-                if rp[k, RP_FROM_HIGH] > 0.0 and x > base:
+                window = rp[k, RP_HIGH_WINDOW]
+                if window > 0.0:
+                    # the largest reading of the window: a slow deepening does not pull it
+                    # down as it does a relaxing high; held (up at once, never down) while
+                    # the condition holds, as the relaxing high is, so a long storm is not
+                    # judged against its own low once the window has slid past its start
+                    high = windowed_high(rs, k, t, x, window)
+                    if active or rs[k, RS_COND_SINCE] >= 0.0:
+                        if x > base:
+                            base = x
+                    else:
+                        base = high
+                elif rp[k, RP_FROM_HIGH] > 0.0 and x > base:
                     base = x  # a running high: up at once, down slowly
                 hit = base - x >= rp[k, RP_THRESHOLD]
                 cleared = base - x <= rp[k, RP_CLEAR]
-                if not active and not hit and rs[k, RS_COND_SINCE] < 0.0:
+                if window <= 0.0 and not active and not hit and rs[k, RS_COND_SINCE] < 0.0:
                     base += rp[k, RP_TAU] * (x - base)
                 rs[k, RS_BASE] = base
             else:  # R_NO_RISE
