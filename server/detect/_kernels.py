@@ -1084,15 +1084,12 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, broken_in, 
                 window = rp[k, RP_HIGH_WINDOW]
                 if window > 0.0:
                     # the largest reading of the window: a slow deepening does not pull it
-                    # down as it does a relaxing high; held (up at once, never down) while
-                    # the condition holds, as the relaxing high is, so a long storm is not
-                    # judged against its own low once the window has slid past its start
-                    high = windowed_high(rs, k, t, x, window)
-                    if active or rs[k, RS_COND_SINCE] >= 0.0:
-                        if x > base:
-                            base = x
-                    else:
-                        base = high
+                    # down as it does a relaxing high. Not held while the condition holds
+                    # (the relaxing high is): a held high outlived the window by days when
+                    # a reading of a sensor's noise burst the detector let through set it
+                    # (seed 11, oc-060: 1027.7 hPa held a week, and a windy day a week
+                    # later became a storm); a storm's gale comes within the window
+                    base = windowed_high(rs, k, t, x, window)
                 elif rp[k, RP_FROM_HIGH] > 0.0 and x > base:
                     base = x  # a running high: up at once, down slowly
                 hit = base - x >= rp[k, RP_THRESHOLD]
