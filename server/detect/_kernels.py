@@ -1084,12 +1084,20 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, broken_in, 
                 window = rp[k, RP_HIGH_WINDOW]
                 if window > 0.0:
                     # the largest reading of the window: a slow deepening does not pull it
-                    # down as it does a relaxing high. Not held while the condition holds
-                    # (the relaxing high is): a held high outlived the window by days when
-                    # a reading of a sensor's noise burst the detector let through set it
-                    # (seed 11, oc-060: 1027.7 hPa held a week, and a windy day a week
-                    # later became a storm); a storm's gale comes within the window
-                    base = windowed_high(rs, k, t, x, window)
+                    # down as it does a relaxing high. Held (up at once, never down) while
+                    # the condition holds, as the relaxing high is, but for two windows
+                    # after it opened at most: a storm's gale can come 15 h after the
+                    # pressure began to fall (seed 11, oc-071), and a high held with no end
+                    # outlived the window by a week when a reading of a sensor's noise
+                    # burst the detector let through set it (seed 11, oc-060: 1027.7 hPa;
+                    # a windy day a week later became a storm)
+                    high = windowed_high(rs, k, t, x, window)
+                    since = rs[k, RS_COND_SINCE]
+                    if since >= 0.0 and t - since <= 2.0 * window:
+                        if x > base:
+                            base = x
+                    else:
+                        base = high
                 elif rp[k, RP_FROM_HIGH] > 0.0 and x > base:
                     base = x  # a running high: up at once, down slowly
                 hit = base - x >= rp[k, RP_THRESHOLD]

@@ -180,22 +180,23 @@ def test_a_fall_from_the_running_high_is_not_followed_down_by_a_level(tmp_path):
     assert T0 + 480 * MIN <= drops[True][0].opened_ms <= T0 + 515 * MIN
 
 
-def _storm(fall_hpa, fall_hours, rules=None):
+def _storm(fall_hpa, fall_hours, rules=None, gale_after_hours=0.0, low_hours=24.0):
     """A coastal station's pressure and wind every 10 min: two calm days at 1015 hPa
     (a semidiurnal wobble of 0.2 hPa), then a fall of ``fall_hpa`` at an even rate over
-    ``fall_hours``, held for a day; a gale of 18 m/s blows for the 3 h after the fall.
-    The storm_wind alerts, the storm_pressure instance's state and the engine."""
+    ``fall_hours``, held for ``low_hours``; a gale of 18 m/s blows for 3 h from
+    ``gale_after_hours`` after the fall. The storm_wind alerts and the engine."""
     series = [SeriesInfo(0, "cs-1", "cs-1-wx", "air_pressure", 600.0, "wx",
                          "coastal_station"),
               SeriesInfo(1, "cs-1", "cs-1-wx", "wind_speed", 600.0, "wx", "coastal_station")]
     engine = Engine(Detector(series, PARAMS), rules or load_rules())
-    calm, falling, after = 2 * 144, int(fall_hours * 6), 144
+    calm, falling, after = 2 * 144, int(fall_hours * 6), int(low_hours * 6)
+    gale = calm + falling + int(gale_after_hours * 6)
     n = calm + falling + after
     i = np.arange(n)
     pressure = 1015.0 + 0.2 * np.sin(2.0 * np.pi * i / 74.5)
     pressure[calm:] -= fall_hpa * np.minimum(np.arange(n - calm) + 1, falling) / falling
     wind = 6.0 + np.round(np.sin(i / 5.0), 1)
-    wind[calm + falling:calm + falling + 18] = 18.0
+    wind[gale:gale + 18] = 18.0
     rows = np.tile([0, 1], n)
     times = np.repeat(T0 + i.astype(np.int64) * 10 * MIN, 2)
     _, transitions = engine.process(rows, times,
@@ -226,6 +227,18 @@ def test_a_slow_storm_is_judged_from_the_high_of_the_last_12_hours(tmp_path):
     # the forecast keeps its own relaxing high: the same warnings either way
     assert engine.forecaster.cfg.tolist() == Engine(
         engine.detector, load_rules(override)).forecaster.cfg.tolist()
+
+
+def test_a_fall_judged_from_the_windowed_high_holds_for_two_windows_at_most():
+    # 12 hPa in an hour, then the low for three days: the high before the fall is held
+    # while the condition holds (a gale 15 h on is a storm), but not past two windows
+    # after it opened (a high a sensor's burst set would hold it for good)
+    assert len(_storm(12.0, 1.0, gale_after_hours=15.0, low_hours=72.0)[0]) == 1
+    storms, engine = _storm(12.0, 1.0, gale_after_hours=30.0, low_hours=72.0)
+    assert storms == []
+    k = next(k for k, inst in enumerate(engine.rules.instances)
+             if inst.rule == "storm_pressure")
+    assert engine.rules.state[k, RS_ACTIVE] == 0.0
 
 
 def test_a_windowed_high_is_for_a_fall_from_a_high(tmp_path):
