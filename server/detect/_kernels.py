@@ -56,6 +56,7 @@ from ._layout import (
     G_COUNT,
     G_MEDIAN,
     G_SLOT,
+    HIGH_SLOTS,
     K_DRIFT,
     K_GAP,
     K_LEVEL,
@@ -124,6 +125,7 @@ from ._layout import (
     RP_EVERY,
     RP_FROM_HIGH,
     RP_GATE,
+    RP_HIGH_WINDOW,
     RP_INTERVAL,
     RP_MIN,
     RP_SERIES,
@@ -138,6 +140,10 @@ from ._layout import (
     RS_COND_SINCE,
     RS_FIRST_COMPONENT,
     RS_GAP_MAX,
+    RS_HIGH_0,
+    RS_HIGH_END,
+    RS_HIGH_OLDER,
+    RS_HIGH_SLOT,
     RS_LAST_RISE,
     RS_LOWEST,
     RS_OPENED,
@@ -942,6 +948,42 @@ def _advance(k, hit, cleared, t, x, comp, rp, rs, n, t_inst, t_action, t_time, t
     return n
 
 
+@njit(**JIT_INLINED)
+def windowed_high(rs, k, t, x, window_ms):
+    """The largest reading of rule instance ``k`` over the last ``window_ms``, ``x`` at
+    ``t`` included (``detector_twins.WindowedHigh``): the window is ``HIGH_SLOTS``
+    sub-windows aligned to multiples of their length, the current one and the
+    ``HIGH_SLOTS - 1`` before it, each keeping its largest reading (so the window reaches
+    back between ``window_ms`` less one sub-window and ``window_ms``). Only a reading that
+    crosses into a new sub-window scans them; one inside the current sub-window costs two
+    comparisons (the rule kernel runs per reading). A reading stamped before the current
+    sub-window (a logger's clock stepped back) counts in it."""
+    if t < rs[k, RS_HIGH_END]:
+        j = RS_HIGH_0 + int(rs[k, RS_HIGH_SLOT]) % HIGH_SLOTS
+        if x > rs[k, j]:
+            rs[k, j] = x
+        older = rs[k, RS_HIGH_OLDER]
+        return older if older > rs[k, j] else rs[k, j]
+    slot_ms = window_ms / HIGH_SLOTS
+    last = rs[k, RS_HIGH_SLOT]
+    now = max(math.floor(t / slot_ms), last + 1.0)  # past the end: a later one at least
+    # the sub-windows passed over (every one after a long silence) hold nothing now
+    passed = int(min(now - last, float(HIGH_SLOTS)))
+    for m in range(1, passed):
+        rs[k, RS_HIGH_0 + int(now - m) % HIGH_SLOTS] = -np.inf
+    j = RS_HIGH_0 + int(now) % HIGH_SLOTS
+    rs[k, j] = x
+    rs[k, RS_HIGH_SLOT] = now
+    rs[k, RS_HIGH_END] = (now + 1.0) * slot_ms
+    older = -np.inf
+    for m in range(HIGH_SLOTS):
+        c = RS_HIGH_0 + m
+        if c != j and rs[k, c] > older:
+            older = rs[k, c]
+    rs[k, RS_HIGH_OLDER] = older
+    return older if older > x else x
+
+
 @njit(**JIT)
 def _gate_holds(rp, rs, k):
     """A rule that `requires` another condition at the site opens only while that one is
@@ -1058,11 +1100,28 @@ def apply_rules(series, times, values, out_score, out_comp, out_cat, broken_in, 
                 base = rs[k, RS_BASE]
                 if math.isnan(base):
                     base = x
-                if rp[k, RP_FROM_HIGH] > 0.0 and x > base:
+                window = rp[k, RP_HIGH_WINDOW]
+                if window > 0.0:
+                    # the largest reading of the window: a slow deepening does not pull it
+                    # down as it does a relaxing high. Held (up at once, never down) while
+                    # the condition holds, as the relaxing high is, but for two windows
+                    # after it opened at most: a storm's gale can come 15 h after the
+                    # pressure began to fall (seed 11, oc-071), and a high held with no end
+                    # outlived the window by a week when a reading of a sensor's noise
+                    # burst the detector let through set it (seed 11, oc-060: 1027.7 hPa;
+                    # a windy day a week later became a storm)
+                    high = windowed_high(rs, k, t, x, window)
+                    since = rs[k, RS_COND_SINCE]
+                    if since >= 0.0 and t - since <= 2.0 * window:
+                        if x > base:
+                            base = x
+                    else:
+                        base = high
+                elif rp[k, RP_FROM_HIGH] > 0.0 and x > base:
                     base = x  # a running high: up at once, down slowly
                 hit = base - x >= rp[k, RP_THRESHOLD]
                 cleared = base - x <= rp[k, RP_CLEAR]
-                if not active and not hit and rs[k, RS_COND_SINCE] < 0.0:
+                if window <= 0.0 and not active and not hit and rs[k, RS_COND_SINCE] < 0.0:
                     base += rp[k, RP_TAU] * (x - base)
                 rs[k, RS_BASE] = base
             else:  # R_NO_RISE

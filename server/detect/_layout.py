@@ -101,27 +101,40 @@ R_BELOW, R_ABOVE, R_FALL, R_NO_RISE, R_FAULT, R_NO_DATA, R_FORECAST = range(len(
 
 RULE_COLUMNS = ("series", "condition", "threshold", "clear", "alpha", "min_ms", "clear_ms",
                 "worse_below", "components", "interval_ms", "gate", "unless", "every_ms",
-                "from_high", "wets")
+                "from_high", "wets", "high_window_ms")
 # components: bit mask of COMPONENTS (fault); gate: the instance whose condition must hold
 # too (a rule's `requires`), or -1; unless: the instance whose condition explains a rise
 # away (a no_rise rule's `unless`: rain wets the soil, it is no watering), or -1;
 # every_ms: a no_rise rule's declared interval between rises (an irrigation schedule), 0
 # to learn it; from_high: 1 when a fall rule measures from a running high (up at once,
 # down with `alpha`) instead of a running level; wets: how far one unit of the `unless`
-# series (a mm of rain) can raise a no_rise rule's series at most, 0 for no limit
+# series (a mm of rain) can raise a no_rise rule's series at most, 0 for no limit;
+# high_window_ms: a from_high fall rule's high is the largest reading of this long a
+# window (``HIGH_SLOTS`` sub-window maxima) instead of one relaxing with `alpha`, 0 for
+# the relaxing high
 (RP_SERIES, RP_COND, RP_THRESHOLD, RP_CLEAR, RP_TAU, RP_MIN, RP_CLEAR_MS,
  RP_WORSE_BELOW, RP_COMPONENTS, RP_INTERVAL, RP_GATE, RP_UNLESS, RP_EVERY,
- RP_FROM_HIGH, RP_WETS) = range(len(RULE_COLUMNS))
+ RP_FROM_HIGH, RP_WETS, RP_HIGH_WINDOW) = range(len(RULE_COLUMNS))
 
 # base: a fall rule's running level or high; an above rule's running total of its
 # readings (the rain fallen); a no_rise rule's copy of its `unless` rule's total when its
-# lowest was set
+# lowest was set. The windowed high (a rule with high_window_ms): high_slot, the number
+# of the current sub-window (time // its length); high_end, when it ends; high_older,
+# the largest of the other sub-windows' maxima (kept when a reading crosses into a new
+# sub-window, so a reading inside one costs a comparison, not a scan); high_0 to
+# high_{HIGH_SLOTS - 1}, the sub-windows' maxima, sub-window j at column RS_HIGH_0 +
+# (its number % HIGH_SLOTS) (-inf: no reading). Columns are only ever appended: a
+# checkpoint with fewer is padded (engine.restore)
+HIGH_SLOTS = 24  # half an hour each in a 12-h window
 RULE_STATE_COLUMNS = ("active", "cond_since", "clear_since", "opened", "peak", "value",
                       "updated", "base", "lowest", "last_rise", "gap_max", "rises",
-                      "first_component", "pending", "seen")
+                      "first_component", "pending", "seen", "high_slot", "high_end",
+                      "high_older", *(f"high_{j}" for j in range(HIGH_SLOTS)))
 (RS_ACTIVE, RS_COND_SINCE, RS_CLEAR_SINCE, RS_OPENED, RS_PEAK, RS_VALUE, RS_UPDATED,
  RS_BASE, RS_LOWEST, RS_LAST_RISE, RS_GAP_MAX, RS_RISES,
- RS_FIRST_COMPONENT, RS_PENDING, RS_SEEN) = range(len(RULE_STATE_COLUMNS))
+ RS_FIRST_COMPONENT, RS_PENDING, RS_SEEN, RS_HIGH_SLOT, RS_HIGH_END,
+ RS_HIGH_OLDER) = range(len(RULE_STATE_COLUMNS) - HIGH_SLOTS)
+RS_HIGH_0 = RS_HIGH_OLDER + 1
 
 # transitions a rule kernel reports: (instance, action, time_ms, value)
 ACTIONS = ("opened", "closed")

@@ -37,6 +37,7 @@ from ._layout import (
     C_SPAN,
     CAT_EVENT,
     CAT_FAULT,
+    HIGH_SLOTS,
     K_DRIFT,
     K_GAP,
     K_LEVEL,
@@ -483,3 +484,29 @@ def score_batch(series, times, values, cfg, params):
                 best = _refractory(me, t, best, comp, c, p)
             out[0][i], out[1][i], out[2][i] = best, comp, category
     return out
+
+
+@dataclass
+class WindowedHigh:
+    """Twin of ``_kernels.windowed_high``: the largest reading over the last ``window_ms``
+    (``HIGH_SLOTS`` sub-windows aligned to multiples of their length, the current one and
+    those before it), kept as a mapping from a sub-window's number to its largest reading
+    and taken afresh over the mapping at every reading."""
+
+    window_ms: float
+    maxima: dict[float, float] = field(default_factory=dict)
+    slot: float | None = None  # the current sub-window's number
+
+    def update(self, t: float, x: float) -> float:
+        slot_ms = self.window_ms / HIGH_SLOTS
+        if self.slot is not None and t < (self.slot + 1.0) * slot_ms:
+            # the current sub-window (a reading stamped before it, too)
+            self.maxima[self.slot] = max(self.maxima[self.slot], x)
+        else:
+            now = float(math.floor(t / slot_ms))
+            if self.slot is not None:
+                now = max(now, self.slot + 1.0)
+            self.slot = now
+            self.maxima = {n: v for n, v in self.maxima.items() if n > now - HIGH_SLOTS}
+            self.maxima[now] = x
+        return max(self.maxima.values())

@@ -252,6 +252,13 @@ class Engine:
             grown, _ = Detector.initial_state(saved["state"].shape[0])
             grown[:, :saved["state"].shape[1]] = saved["state"]
             saved["state"] = grown
+        rules_width = saved["rules"].shape[1]
+        if rules_width < self.rules.state.shape[1]:
+            # taken before the rule state grew (appended columns too,
+            # ``_layout.RULE_STATE_COLUMNS``: the windowed high): they start empty
+            grown = RuleBinding.initial_state(saved["rules"].shape[0])
+            grown[:, :rules_width] = saved["rules"]
+            saved["rules"] = grown
         keys = self.series_keys()
         rule_keys = self._rule_keys()
         if (np.array_equal(saved["series_keys"], keys)

@@ -32,6 +32,7 @@ from ._layout import (
     RP_EVERY,
     RP_FROM_HIGH,
     RP_GATE,
+    RP_HIGH_WINDOW,
     RP_INTERVAL,
     RP_MIN,
     RP_SERIES,
@@ -43,6 +44,9 @@ from ._layout import (
     RS_BASE,
     RS_CLEAR_SINCE,
     RS_COND_SINCE,
+    RS_HIGH_END,
+    RS_HIGH_OLDER,
+    RS_HIGH_SLOT,
     RS_LAST_RISE,
     RS_LOWEST,
     RS_PENDING,
@@ -113,6 +117,11 @@ class Rule(BaseModel):
     # fall rules: measure the fall from a running high (up at once, down with tau_hours)
     # instead of a running level (an EWMA that follows a fall down before it is judged)
     from_high: bool = False
+    # from_high fall rules: the high is the largest reading of the last so many hours
+    # (a true windowed maximum) instead of one relaxing with tau_hours: a storm deepening
+    # slowly for half a day pulls a relaxing high down with it and is judged late or not
+    # at all. A forecast of the rule (`of`) keeps its own high, relaxing with tau_hours
+    high_window_hours: float | None = Field(None, gt=0)
     # forecast rules: the rule whose threshold the forecast watches (its metric's series
     # are forecast), how far ahead, and the alerting rule whose alert ends the warning by
     # escalation (default `of`); threshold and clear are confidences of a crossing
@@ -152,6 +161,9 @@ class Rule(BaseModel):
             raise ValueError("clear must not be over threshold for an above rule")
         if not math.isfinite(self.threshold):
             raise ValueError("threshold must be finite")
+        if self.high_window_hours is not None and not (self.condition == "fall"
+                                                       and self.from_high):
+            raise ValueError("high_window_hours is for a fall rule with from_high: true")
         if self.crossing_hours is not None and not all(
                 0.0 <= h <= 24.0 for h in self.crossing_hours):
             raise ValueError("crossing_hours are local hours in [0, 24]")
@@ -354,6 +366,7 @@ class RuleBinding:
             rp[k, RP_EVERY] = (spec.every_hours or 0.0) * 3_600_000.0
             rp[k, RP_FROM_HIGH] = 1.0 if spec.from_high else 0.0
             rp[k, RP_WETS] = spec.unless_wets or 0.0
+            rp[k, RP_HIGH_WINDOW] = (spec.high_window_hours or 0.0) * 3_600_000.0
         # a required rule: its first instance at the same site
         first_at_site: dict[tuple[str, str], int] = {}
         for k, inst in enumerate(instances):
@@ -379,6 +392,9 @@ class RuleBinding:
         state[:, [RS_COND_SINCE, RS_CLEAR_SINCE]] = -1.0
         state[:, [RS_BASE, RS_LOWEST, RS_PENDING]] = np.nan
         state[:, [RS_LAST_RISE, RS_SEEN]] = NEVER
+        # an empty windowed high: the first reading starts a sub-window
+        state[:, [RS_HIGH_SLOT, RS_HIGH_END]] = NEVER
+        state[:, RS_HIGH_OLDER:] = -np.inf
         return state
 
     def spec_of(self, row: int, rule: str) -> Rule | None:

@@ -574,3 +574,59 @@ def test_a_lone_series_own_slow_movement_is_no_drift_but_its_labelled_faults_are
     assert label_zero_drift[0.25] > 0
     assert label_zero_drift[0.4] == 0
     assert found[0.4] == found[0.25] > 0
+
+
+def _pressure_times(rng: np.random.Generator, n: int, case: str) -> np.ndarray:
+    """Reading times (ms) as loggers send them: regular, jittered, with silences longer
+    than the window, with repeated stamps and clocks stepped back."""
+    steps = np.full(n, 10.0 * MIN)
+    if case in ("jitter", "all"):
+        steps = rng.uniform(0.2, 25.0, n) * MIN
+    if case in ("silences", "all"):
+        at = rng.choice(n, 6, replace=False)
+        steps[at] = rng.uniform(0.5, 40.0, 6) * 3_600_000.0
+    if case in ("repeats", "all"):
+        steps[rng.random(n) < 0.05] = 0.0
+    if case in ("back", "all"):
+        at = rng.choice(n, 8, replace=False)
+        steps[at] = -rng.uniform(1.0, 300.0, 8) * MIN
+    return np.floor(T0 + 17 * MIN + np.cumsum(steps))
+
+
+@pytest.mark.parametrize("window_hours", [12.0, 1.0, 7.3])
+@pytest.mark.parametrize("case", ["regular", "jitter", "silences", "repeats", "back", "all"])
+def test_the_windowed_high_equals_its_twin_to_the_bit(case, window_hours):
+    from tidefield.server.detect._kernels import windowed_high
+    from tidefield.server.detect.rules import RuleBinding
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    times = _pressure_times(rng, n, case)
+    # a pressure walk with ties (rounded to 0.1 hPa) and a few large swings
+    values = np.round(1013.0 + np.cumsum(rng.normal(0, 0.4, n))
+                      + 15.0 * np.sin(np.arange(n) / 300.0), 1)
+    window_ms = window_hours * 3_600_000.0
+    state = RuleBinding.initial_state(3)  # the high of instance 1; the others untouched
+    before = state.copy()
+    twin = reference.WindowedHigh(window_ms)
+    for t, x in zip(times.tolist(), values.tolist(), strict=True):
+        got = windowed_high(state, 1, t, x, window_ms)
+        want = twin.update(t, x)
+        assert got == want and np.signbit(got) == np.signbit(want), (t, x)
+    npt.assert_array_equal(state[[0, 2]], before[[0, 2]])
+
+
+def test_the_windowed_high_is_the_largest_reading_of_the_window():
+    # against the definition: readings in time order, the largest of those in the
+    # current sub-window and the HIGH_SLOTS - 1 before it
+    from tidefield.server.detect._layout import HIGH_SLOTS
+
+    rng = np.random.default_rng(5)
+    times = np.sort(_pressure_times(rng, 3000, "silences"))
+    values = np.round(rng.normal(1010.0, 8.0, times.size), 1)
+    window_ms = 12 * 3_600_000.0
+    slot_ms = window_ms / HIGH_SLOTS
+    twin = reference.WindowedHigh(window_ms)
+    for i, (t, x) in enumerate(zip(times.tolist(), values.tolist(), strict=True)):
+        start = (np.floor(t / slot_ms) - (HIGH_SLOTS - 1)) * slot_ms
+        assert twin.update(t, x) == values[:i + 1][times[:i + 1] >= start].max()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tidefield.server.detect._layout import RS_ACTIVE, RS_BASE
 from tidefield.server.detect.alerts import AlertBook, MemorySink
 from tidefield.server.detect.detector import Detector, SeriesInfo
 from tidefield.server.detect.engine import Engine
@@ -177,6 +178,75 @@ def test_a_fall_from_the_running_high_is_not_followed_down_by_a_level(tmp_path):
     assert not drops[False]
     assert len(drops[True]) == 1
     assert T0 + 480 * MIN <= drops[True][0].opened_ms <= T0 + 515 * MIN
+
+
+def _storm(fall_hpa, fall_hours, rules=None, gale_after_hours=0.0, low_hours=24.0):
+    """A coastal station's pressure and wind every 10 min: two calm days at 1015 hPa
+    (a semidiurnal wobble of 0.2 hPa), then a fall of ``fall_hpa`` at an even rate over
+    ``fall_hours``, held for ``low_hours``; a gale of 18 m/s blows for 3 h from
+    ``gale_after_hours`` after the fall. The storm_wind alerts and the engine."""
+    series = [SeriesInfo(0, "cs-1", "cs-1-wx", "air_pressure", 600.0, "wx",
+                         "coastal_station"),
+              SeriesInfo(1, "cs-1", "cs-1-wx", "wind_speed", 600.0, "wx", "coastal_station")]
+    engine = Engine(Detector(series, PARAMS), rules or load_rules())
+    calm, falling, after = 2 * 144, int(fall_hours * 6), int(low_hours * 6)
+    gale = calm + falling + int(gale_after_hours * 6)
+    n = calm + falling + after
+    i = np.arange(n)
+    pressure = 1015.0 + 0.2 * np.sin(2.0 * np.pi * i / 74.5)
+    pressure[calm:] -= fall_hpa * np.minimum(np.arange(n - calm) + 1, falling) / falling
+    wind = 6.0 + np.round(np.sin(i / 5.0), 1)
+    wind[gale:gale + 18] = 18.0
+    rows = np.tile([0, 1], n)
+    times = np.repeat(T0 + i.astype(np.int64) * 10 * MIN, 2)
+    _, transitions = engine.process(rows, times,
+                                    np.column_stack([np.round(pressure, 1), wind]).ravel())
+    sink = MemorySink()
+    sink.apply(AlertBook(engine.rules).apply(transitions))
+    return [a for a in sink.alerts if a.key.rule == "storm_wind"], engine
+
+
+def test_a_slow_storm_is_judged_from_the_high_of_the_last_12_hours(tmp_path):
+    # 14 hPa over 10 h: a high relaxing with a 12-h time constant follows the fall down
+    # (it reads at most about 9.7 hPa under it), the windowed high stays at the calm level
+    storms, engine = _storm(14.0, 10.0)
+    assert len(storms) == 1
+    gale = T0 + (2 * 144 + 60) * 10 * MIN
+    assert gale <= storms[0].opened_ms <= gale + 30 * MIN
+    k = next(k for k, inst in enumerate(engine.rules.instances)
+             if inst.rule == "storm_pressure")
+    # a day at the low: the window has slid past the calm high, the low is no fall now
+    assert engine.rules.state[k, RS_BASE] < 1002.0
+    assert engine.rules.state[k, RS_ACTIVE] == 0.0
+    override = tmp_path / "rules.yaml"
+    override.write_text("sites:\n  cs-1: {storm_pressure: {high_window_hours: null}}\n")
+    storms, _ = _storm(14.0, 10.0, load_rules(override))
+    assert storms == []  # the relaxing high would miss it
+    # a fall under the threshold is no storm on either, the gale a windy day
+    assert _storm(8.0, 10.0)[0] == []
+    # the forecast keeps its own relaxing high: the same warnings either way
+    assert engine.forecaster.cfg.tolist() == Engine(
+        engine.detector, load_rules(override)).forecaster.cfg.tolist()
+
+
+def test_a_fall_judged_from_the_windowed_high_holds_for_two_windows_at_most():
+    # 12 hPa in an hour, then the low for three days: the high before the fall is held
+    # while the condition holds (a gale 15 h on is a storm), but not past two windows
+    # after it opened (a high a sensor's burst set would hold it for good)
+    assert len(_storm(12.0, 1.0, gale_after_hours=15.0, low_hours=72.0)[0]) == 1
+    storms, engine = _storm(12.0, 1.0, gale_after_hours=30.0, low_hours=72.0)
+    assert storms == []
+    k = next(k for k, inst in enumerate(engine.rules.instances)
+             if inst.rule == "storm_pressure")
+    assert engine.rules.state[k, RS_ACTIVE] == 0.0
+
+
+def test_a_windowed_high_is_for_a_fall_from_a_high(tmp_path):
+    override = tmp_path / "rules.yaml"
+    override.write_text("rules:\n  x: {metric: air_pressure, condition: fall, threshold: 5,"
+                        " clear: 2, high_window_hours: 6, category: event, message: m}\n")
+    with pytest.raises(RulesError, match="high_window_hours"):
+        load_rules(override)
 
 
 def _farm_engine(kind, rules=None):

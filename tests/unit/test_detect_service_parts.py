@@ -13,7 +13,7 @@ from tidefield.protocol.codec import JSON, MSGPACK, decode_alert, encode_alert
 from tidefield.protocol.errors import IdentityMismatch, MalformedPayload, UnsupportedSchema
 from tidefield.protocol.messages import AlertAction, AlertNotice
 from tidefield.protocol.topics import alerts_topic, parse_topic
-from tidefield.server.detect._layout import S_PU, S_PUU, S_PUV, S_SUSPECT_SINCE
+from tidefield.server.detect._layout import RS_HIGH_SLOT, S_PU, S_PUU, S_PUV, S_SUSPECT_SINCE
 from tidefield.server.detect.detector import Detector, SeriesInfo
 from tidefield.server.detect.engine import Engine
 from tidefield.server.detect.rules import load_rules
@@ -113,6 +113,26 @@ def test_checkpoint_taken_before_the_state_grew_carries_over_its_columns():
                                   np.delete(fresh, S_PU, axis=1)[:, 24:])
     # the drift check's regression restarts: its mean is taken from the next hour's median
     assert np.isnan(state[:, S_PU]).all()
+
+
+@pytest.mark.parametrize("same_series", [True, False])
+def test_checkpoint_taken_before_the_rule_state_grew_carries_over_its_columns(same_series):
+    # a checkpoint from before the windowed high (RULE_STATE_COLUMNS up to `seen`): the
+    # rule instances keep what they held, the new columns start empty
+    a = _engine([11, 12])
+    a.process(np.array([0, 1, 0]), np.array([0, 0, 60_000]), np.array([7.0, 2.0, 2.5]))
+    old = a.rules.state.copy()
+    a.rules.state = np.ascontiguousarray(old[:, :RS_HIGH_SLOT])
+    b = _engine([11, 12] if same_series else [12, 13])
+    assert b.restore(a.checkpoint()) is same_series
+    rules = b.state_arrays()["rules"]
+    fresh = _engine([11, 12]).state_arrays()["rules"]
+    # series 12's instances: the second half of a's, the first of b's (one rule set each)
+    half = len(rules) // 2
+    kept, were = ((slice(None), slice(None)) if same_series
+                  else (slice(None, half), slice(half, None)))
+    np.testing.assert_array_equal(rules[kept, :RS_HIGH_SLOT], old[were, :RS_HIGH_SLOT])
+    np.testing.assert_array_equal(rules[:, RS_HIGH_SLOT:], fresh[:, RS_HIGH_SLOT:])
 
 
 def test_checkpoint_from_before_the_drift_gain_restarts_the_level_rows_regression():
